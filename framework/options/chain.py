@@ -1,0 +1,395 @@
+"""Columnar option-chain snapshots and the selection helpers strategies use.
+
+A :class:`ChainSnapshot` holds every quote of one underlying at one instant as
+numpy columns (one row per contract). Nothing here loops over contracts in
+Python: selection is done with boolean masks and ``searchsorted`` so that a
+strategy picking "the 0.20-delta put 7 days out" costs microseconds, not a scan.
+
+Quotes that cannot be traded on -- a NaN bid or ask, a zero bid or ask, or a
+crossed market (bid > ask) -- are *flagged*, kept in the snapshot (so the
+journal stores exactly what was seen) and never returned by the selection
+helpers or used for fills. ``snapshot.dropped`` says how many, and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ChainSnapshot",
+    "LegQuotes",
+    "QUOTE_NAN",
+    "QUOTE_ZERO_BID",
+    "QUOTE_ZERO_ASK",
+    "QUOTE_CROSSED",
+    "contract_keys",
+]
+
+# Bit flags of an unusable quote (a row may carry several).
+QUOTE_NAN = 1
+QUOTE_ZERO_BID = 2
+QUOTE_ZERO_ASK = 4
+QUOTE_CROSSED = 8
+_FLAG_NAMES = {
+    QUOTE_NAN: "nan",
+    QUOTE_ZERO_BID: "zero_bid",
+    QUOTE_ZERO_ASK: "zero_ask",
+    QUOTE_CROSSED: "crossed",
+}
+
+_EPOCH = np.datetime64("1970-01-01", "D")
+
+#: Columns every snapshot carries, with their dtypes.
+COLUMNS: Mapping[str, str] = {
+    "root": "U6",
+    "expiry": "datetime64[D]",
+    "strike": "float64",
+    "is_call": "bool",
+    "bid": "float64",
+    "ask": "float64",
+    "last": "float64",
+    "volume": "int64",
+    "open_interest": "int64",
+    "iv": "float64",
+    "delta": "float64",
+    "gamma": "float64",
+    "theta": "float64",
+    "vega": "float64",
+}
+
+
+def contract_keys(root_codes, expiry, is_call, strike) -> np.ndarray:
+    """Pack (root code, expiry, right, strike) into one sortable int64 per contract.
+
+    Layout: root code (8 bits) | days since 1970 (17 bits) | call bit | strike x 1000 (37 bits).
+    """
+    days = (np.asarray(expiry, dtype="datetime64[D]") - _EPOCH).astype(np.int64)
+    milli = np.rint(np.asarray(strike, dtype=np.float64) * 1000.0).astype(np.int64)
+    return (
+        (np.asarray(root_codes, dtype=np.int64) << 55)
+        | (days << 38)
+        | (np.asarray(is_call, dtype=np.int64) << 37)
+        | milli
+    )
+
+
+def _as_date(value) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, np.datetime64):
+        return pd.Timestamp(value).date()
+    return pd.Timestamp(value).date()
+
+
+@dataclass(frozen=True, eq=False)
+class ChainSnapshot:
+    """All option quotes of one underlying at one instant, held columnar.
+
+    Build one with :meth:`from_arrays`. Columns are read-only numpy arrays of
+    equal length (see :data:`COLUMNS`); ``mid`` and ``valid`` are derived.
+    ``timestamp`` is tz-aware (America/New_York); ``underlying_price`` is the
+    index level the quotes were struck against.
+    """
+
+    underlying: str
+    timestamp: pd.Timestamp
+    underlying_price: float
+    root: np.ndarray
+    expiry: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    last: np.ndarray
+    volume: np.ndarray
+    open_interest: np.ndarray
+    iv: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    theta: np.ndarray
+    vega: np.ndarray
+    flags: np.ndarray
+    key: np.ndarray
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_arrays(
+        cls,
+        underlying: str,
+        timestamp,
+        underlying_price: float,
+        **columns,
+    ) -> "ChainSnapshot":
+        """Validate and freeze columns into a snapshot, sorted by contract key.
+
+        Required columns: root, expiry, strike, is_call, bid, ask. Missing
+        optional columns (last, volume, open_interest, iv and greeks) are
+        filled with NaN / 0. Raises ``ValueError`` naming the offending column
+        when lengths differ or a column is unknown.
+        """
+        unknown = set(columns) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown chain column(s): {', '.join(sorted(unknown))}")
+        for required in ("root", "expiry", "strike", "is_call", "bid", "ask"):
+            if required not in columns:
+                raise ValueError(f"chain snapshot is missing column '{required}'")
+        n = len(np.atleast_1d(columns["strike"]))
+        arrays: dict[str, np.ndarray] = {}
+        for name, dtype in COLUMNS.items():
+            if name in columns:
+                arr = np.asarray(columns[name])
+                if arr.ndim == 0:
+                    arr = np.full(n, arr.item())
+                arr = arr.astype(dtype, copy=False)
+            elif dtype == "int64":
+                arr = np.zeros(n, dtype=np.int64)
+            else:
+                arr = np.full(n, np.nan)
+            if arr.shape != (n,):
+                raise ValueError(f"chain column '{name}' has length {arr.shape} but strike has {n}")
+            arrays[name] = arr
+        ts = pd.Timestamp(timestamp)
+        if ts.tzinfo is None:
+            raise ValueError("chain snapshot timestamp must be timezone-aware")
+
+        roots, codes = np.unique(arrays["root"], return_inverse=True)
+        key = contract_keys(codes, arrays["expiry"], arrays["is_call"], arrays["strike"])
+        order = np.argsort(key, kind="stable")
+        if not np.all(order == np.arange(n)):
+            arrays = {k: v[order] for k, v in arrays.items()}
+            key = key[order]
+
+        bid, ask = arrays["bid"], arrays["ask"]
+        flags = np.zeros(n, dtype=np.int8)
+        with np.errstate(invalid="ignore"):
+            flags |= np.where(~(np.isfinite(bid) & np.isfinite(ask)), QUOTE_NAN, 0).astype(np.int8)
+            flags |= np.where(bid <= 0, QUOTE_ZERO_BID, 0).astype(np.int8)
+            flags |= np.where(ask <= 0, QUOTE_ZERO_ASK, 0).astype(np.int8)
+            flags |= np.where(bid > ask, QUOTE_CROSSED, 0).astype(np.int8)
+        for arr in (*arrays.values(), flags, key):
+            arr.flags.writeable = False
+        return cls(
+            underlying=underlying,
+            timestamp=ts,
+            underlying_price=float(underlying_price),
+            flags=flags,
+            key=key,
+            **arrays,
+        )
+
+    # --------------------------------------------------------------- columns
+    def __len__(self) -> int:
+        return int(self.strike.shape[0])
+
+    @cached_property
+    def mid(self) -> np.ndarray:
+        """(bid + ask) / 2; NaN where the quote is flagged unusable."""
+        with np.errstate(invalid="ignore"):
+            m = np.where(self.valid, (self.bid + self.ask) * 0.5, np.nan)
+        m.flags.writeable = False
+        return m
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        """True where bid and ask are finite, positive and not crossed."""
+        v = self.flags == 0
+        v.flags.writeable = False
+        return v
+
+    @cached_property
+    def dropped(self) -> dict[str, int]:
+        """How many quotes are unusable, in total and per reason."""
+        out = {"total": int(np.count_nonzero(self.flags))}
+        for bit, name in _FLAG_NAMES.items():
+            out[name] = int(np.count_nonzero(self.flags & bit))
+        return out
+
+    @cached_property
+    def dte(self) -> np.ndarray:
+        """Calendar days from the snapshot's date to each row's expiry."""
+        today = np.datetime64(self.timestamp.date(), "D")
+        return (self.expiry - today).astype(np.int64)
+
+    @cached_property
+    def checksum(self) -> str:
+        """SHA-256 over the header and every column: what the decision saw, exactly."""
+        h = hashlib.sha256()
+        h.update(f"{self.underlying}|{self.timestamp.isoformat()}|{self.underlying_price!r}".encode())
+        for name in COLUMNS:
+            arr = np.ascontiguousarray(getattr(self, name))
+            h.update(name.encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------- selection
+    @cached_property
+    def expiries(self) -> list[dt.date]:
+        """Distinct expiries (any root), ascending."""
+        return [pd.Timestamp(d).date() for d in np.unique(self.expiry)]
+
+    def nearest_expiry(
+        self, target_dte: int, tolerance: int = 0, *, root: str | None = None
+    ) -> dt.date | None:
+        """The expiry whose calendar-day DTE is closest to ``target_dte``.
+
+        Only expiries within ``tolerance`` days qualify; ties go to the shorter
+        expiry. Returns None when none qualifies (the caller SKIPs).
+        """
+        mask = self.valid if root is None else self.valid & (self.root == root)
+        exp = np.unique(self.expiry[mask])
+        if exp.size == 0:
+            return None
+        today = np.datetime64(self.timestamp.date(), "D")
+        dtes = (exp - today).astype(np.int64)
+        keep = (dtes >= 0) & (np.abs(dtes - target_dte) <= tolerance)
+        if not keep.any():
+            return None
+        exp, dtes = exp[keep], dtes[keep]
+        best = np.lexsort((dtes, np.abs(dtes - target_dte)))[0]
+        return pd.Timestamp(exp[best]).date()
+
+    def rows(self, expiry=None, right: str | None = None, *, root: str | None = None,
+             valid_only: bool = True) -> np.ndarray:
+        """Row indices matching expiry / right ('C' or 'P') / root, sorted by strike."""
+        mask = self.valid.copy() if valid_only else np.ones(len(self), dtype=bool)
+        if expiry is not None:
+            mask &= self.expiry == np.datetime64(_as_date(expiry), "D")
+        if right is not None:
+            mask &= self.is_call == _is_call(right)
+        if root is not None:
+            mask &= self.root == root
+        idx = np.flatnonzero(mask)
+        return idx[np.argsort(self.strike[idx], kind="stable")]
+
+    def closest_delta(self, expiry, right: str, target: float, *, root: str | None = None) -> int | None:
+        """Row whose |delta| is closest to ``target`` (0 < target < 1); ties go farther OTM."""
+        idx = self.rows(expiry, right, root=root)
+        idx = idx[np.isfinite(self.delta[idx])]
+        if idx.size == 0:
+            return None
+        dist = np.abs(np.abs(self.delta[idx]) - target)
+        # farther OTM = smaller |delta|; lexsort's last key is primary
+        order = np.lexsort((np.abs(self.delta[idx]), dist))
+        return int(idx[order[0]])
+
+    def offset_row(self, row: int, points: float) -> int | None:
+        """Row of the same root/expiry/right whose strike is ``points`` farther OTM.
+
+        Puts move down in strike, calls up. Exact strike match only; None if absent
+        or unusable.
+        """
+        call = bool(self.is_call[row])
+        strike = float(self.strike[row]) + (points if call else -points)
+        return self.find(str(self.root[row]), self.expiry[row], call, strike)
+
+    def delta_offset_row(self, row: int, delta_distance: float) -> int | None:
+        """Row of the same expiry/right whose |delta| is ``delta_distance`` smaller (farther OTM)."""
+        target = abs(float(self.delta[row])) - delta_distance
+        if target <= 0:
+            return None
+        idx = self.rows(self.expiry[row], "C" if self.is_call[row] else "P", root=str(self.root[row]))
+        far = idx[np.abs(self.delta[idx]) < abs(float(self.delta[row]))]
+        if far.size == 0:
+            return None
+        return int(far[np.argmin(np.abs(np.abs(self.delta[far]) - target))])
+
+    @cached_property
+    def _root_codes(self) -> dict[str, int]:
+        return {str(r): i for i, r in enumerate(np.unique(self.root))}
+
+    def find(self, root: str, expiry, is_call: bool, strike: float, *, valid_only: bool = True) -> int | None:
+        """Row of one contract, or None when absent (or unusable with ``valid_only``)."""
+        code = self._root_codes.get(root)
+        if code is None:
+            return None
+        k = contract_keys([code], [np.datetime64(_as_date(expiry), "D")], [is_call], [strike])[0]
+        i = int(np.searchsorted(self.key, k))
+        if i >= len(self) or self.key[i] != k:
+            return None
+        if valid_only and not self.valid[i]:
+            return None
+        return i
+
+    def find_contract(self, contract, *, valid_only: bool = True) -> int | None:
+        """Row of an :class:`~strikebench.options.contracts.OptionContract`, or None."""
+        return self.find(contract.root, contract.expiry, contract.right == "C", contract.strike,
+                         valid_only=valid_only)
+
+    def contract(self, row: int):
+        """The :class:`OptionContract` of one row."""
+        from strikebench.options.contracts import OptionContract, Right
+
+        return OptionContract(
+            root=str(self.root[row]),
+            expiry=pd.Timestamp(self.expiry[row]).date(),
+            strike=float(self.strike[row]),
+            right=Right.CALL if self.is_call[row] else Right.PUT,
+        )
+
+    # ---------------------------------------------------------------- export
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per contract with every column, plus mid and flags."""
+        data = {name: getattr(self, name) for name in COLUMNS}
+        data["mid"] = self.mid
+        data["flags"] = self.flags
+        df = pd.DataFrame(data)
+        df.insert(0, "timestamp", self.timestamp)
+        df.insert(1, "underlying", self.underlying)
+        df.insert(2, "underlying_price", self.underlying_price)
+        return df
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> "ChainSnapshot":
+        """A new snapshot with only ``rows`` (for storing what a decision looked at)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ChainSnapshot.from_arrays(
+            self.underlying, self.timestamp, self.underlying_price,
+            **{name: getattr(self, name)[rows] for name in COLUMNS},
+        )
+
+
+def _is_call(right) -> bool:
+    r = str(getattr(right, "value", right)).upper()
+    if r in ("C", "CALL"):
+        return True
+    if r in ("P", "PUT"):
+        return False
+    raise ValueError(f"right must be 'C' or 'P', got {right!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class LegQuotes:
+    """Bid/ask of a few contracts for every minute of one session.
+
+    ``times`` are the session's minute labels (int64 ns epochs, ascending);
+    ``bid`` and ``ask`` have shape (len(times), len(contracts)). Marking an open
+    position each bar is then an array lookup: ``mid[i]`` at bar ``i``.
+    """
+
+    contracts: tuple
+    times: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+
+    @cached_property
+    def mid(self) -> np.ndarray:
+        return (self.bid + self.ask) * 0.5
+
+    def index_at(self, ts_ns: int) -> int:
+        """Index of the last minute at or before ``ts_ns`` (clamped to the session)."""
+        i = int(np.searchsorted(self.times, ts_ns, side="right")) - 1
+        return min(max(i, 0), len(self.times) - 1)
+
+
+def iter_rows(snapshot: ChainSnapshot, rows: Iterable[int]):
+    """Yield (contract, bid, ask, delta) for a handful of rows (reporting, not hot paths)."""
+    for r in rows:
+        yield snapshot.contract(r), float(snapshot.bid[r]), float(snapshot.ask[r]), float(snapshot.delta[r])
