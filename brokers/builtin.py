@@ -1,0 +1,26 @@
+"""Built-in brokers."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from strikebench.api import BrokerPlugin, PluginParams
+from strikebench.hookspecs import hookimpl
+
+__all__ = ["BacktestBroker"]
+
+
+class BacktestParams(PluginParams):
+    initial_cash: float = Field(100_000.0, gt=0, description="starting cash, dollars")
+
+
+class BacktestBroker(BrokerPlugin):
+    """Simulated fills by the configured fill model against chain quotes; cash settlement at expiry."""
+
+    name = "backtest"
+    Params = BacktestParams
+
+
+@hookimpl
+def register_brokers(register):
+    register(BacktestBroker)

@@ -1,0 +1,44 @@
+"""Built-in data feeds: the synthetic market (the embedded default)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import Field, model_validator
+
+from strikebench.api import DataFeed, PluginParams
+from strikebench.hookspecs import hookimpl
+
+__all__ = ["SyntheticFeed", "SyntheticParams"]
+
+
+class SyntheticParams(PluginParams):
+    seed: int = Field(42, ge=0, description="random seed: the same seed gives bit-identical bars and chains")
+    start: dt.date = Field(dt.date(2023, 1, 3), description="first session (inclusive)")
+    end: dt.date = Field(dt.date(2023, 12, 29), description="last session (inclusive)")
+    scenario: str = Field("default", description="scenario name (default, calm, crash, vol_spike, grind_up) or a YAML file path")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class SyntheticFeed(DataFeed):
+    """Synthetic SPX/XSP/VIX market with full option chains, deterministic from a seed (no data needed)."""
+
+    name = "synthetic"
+    Params = SyntheticParams
+
+    def open(self):
+        """Build the market (bars now, chains lazily)."""
+        from strikebench.feeds.synthetic import SyntheticMarket
+
+        p = self.params
+        return SyntheticMarket(seed=p.seed, start=p.start, end=p.end, scenario=p.scenario)
+
+
+@hookimpl
+def register_feeds(register):
+    register(SyntheticFeed)

@@ -1,0 +1,161 @@
+"""The public plugin API: base classes for every plugin kind and the records hooks receive.
+
+A plugin author imports from here (and from :mod:`strikebench.options`), never
+from Backtrader. Every plugin class has:
+
+* ``name`` -- the name YAML selects it by (``strategies: [{name: credit_vertical}]``);
+* ``Params`` -- a :class:`PluginParams` (pydantic) model of its YAML ``params``,
+  declared next to the code; unknown keys are errors;
+* a docstring whose first line is the one-line summary ``strikebench plugins`` shows.
+
+The engine builds each configured plugin as ``cls(params)`` with a validated,
+frozen ``Params`` instance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "PluginParams",
+    "Plugin",
+    "Strategy",
+    "DataFeed",
+    "FillModel",
+    "RiskManager",
+    "BrokerPlugin",
+    "CommissionModel",
+    "ContextProvider",
+    "PLUGIN_KINDS",
+    "RunInfo",
+    "Veto",
+    "Decision",
+    "Candidate",
+]
+
+
+class PluginParams(BaseModel):
+    """Base of every plugin's parameter model: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Plugin:
+    """Common shape of every plugin class."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[PluginParams]] = PluginParams
+    kind: ClassVar[str] = ""
+
+    def __init__(self, params: PluginParams | None = None):
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0].strip() if doc else ""
+
+
+class Strategy(Plugin):
+    """A trading strategy: decides at scheduled times through a context object."""
+
+    kind = "strategy"
+
+
+class DataFeed(Plugin):
+    """A source of underlying bars and option chains (see :class:`strikebench.options.source.MarketData`)."""
+
+    kind = "feed"
+
+
+class FillModel(Plugin):
+    """Decides whether and at what net price a working order fills against a snapshot."""
+
+    kind = "fill_model"
+
+
+class RiskManager(Plugin):
+    """A rule consulted before every order; returns a :class:`Veto` to block it."""
+
+    kind = "risk_manager"
+
+
+class BrokerPlugin(Plugin):
+    """A broker: simulated (backtest, paper) or live (tradier, ibkr)."""
+
+    kind = "broker"
+
+
+class CommissionModel(Plugin):
+    """Commissions and exchange/regulatory fees per contract."""
+
+    kind = "commission"
+
+
+class ContextProvider(Plugin):
+    """Computes features (opening range, VWAP, sentiment...) strategies read from ``ctx.features``."""
+
+    kind = "context_provider"
+
+
+#: hook name -> (kind, base class)
+PLUGIN_KINDS: dict[str, tuple[str, type[Plugin]]] = {
+    "register_strategies": ("strategy", Strategy),
+    "register_feeds": ("feed", DataFeed),
+    "register_fill_models": ("fill_model", FillModel),
+    "register_risk_managers": ("risk_manager", RiskManager),
+    "register_brokers": ("broker", BrokerPlugin),
+    "register_commissions": ("commission", CommissionModel),
+    "register_context_providers": ("context_provider", ContextProvider),
+}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Identity of one run, passed to every event hook."""
+
+    run_id: str
+    name: str
+    mode: str  # "backtest" | "replay" | "paper"
+    config: Any = None
+    output_dir: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Veto:
+    """A risk check's refusal; ``reason`` is kept in the journal."""
+
+    reason: str
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One setup a strategy considered at a decision."""
+
+    description: str
+    legs: tuple = ()
+    score: float | None = None
+    credit: float | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A strategy's decision at one time: TRADE or SKIP, why, and what it saw."""
+
+    strategy: str
+    decided_at: dt.datetime
+    action: str  # "TRADE" | "SKIP" | "EXIT"
+    reason: str
+    candidates: tuple[Candidate, ...] = ()
+    chosen: int | None = None
+    snapshot_checksum: str | None = None
+    context: dict = field(default_factory=dict)
+    ruleset_version: str = ""
+    decision_id: str | None = None

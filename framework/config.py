@@ -1,0 +1,435 @@
+"""YAML run configuration: parse, substitute, override, validate, resolve plugins.
+
+Everything is checked before anything runs. Each error is one line naming the
+file, the line, the YAML path (``strategies[0].params.deltas[1]``), the bad value
+and what is allowed; the CLI turns it into exit code 2 with no traceback.
+
+Pipeline (:func:`load_config`):
+
+1. read and parse YAML (syntax errors give file, line and column);
+2. substitute ``${VAR}`` / ``${VAR:-default}`` in strings; a value that came from the
+   environment is shown as its ``${VAR}`` template in every error, never as its value;
+3. apply ``--set dotted.path=value`` overrides;
+4. validate the top level (:class:`RunConfig`, unknown keys are errors);
+5. resolve every plugin name through the registry and validate its ``params``
+   with the plugin's own model (:class:`ResolvedConfig`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from strikebench.errors import ConfigError
+
+__all__ = [
+    "RunConfig",
+    "PluginRef",
+    "StrategyRef",
+    "DataConfig",
+    "BrokerConfig",
+    "ResolvedConfig",
+    "ResolvedPlugin",
+    "load_config",
+    "load_yaml",
+    "format_path",
+    "validation_error_message",
+]
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+# ------------------------------------------------------------------ the model
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginRef(_Strict):
+    """A plugin chosen by name, with its parameters (validated by the plugin's own model)."""
+
+    name: str = Field(description="registered plugin name (see `strikebench plugins`)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the plugin's parameters")
+
+
+class StrategyRef(PluginRef):
+    """A strategy instance; ``id`` tells two instances of one strategy apart."""
+
+    id: str | None = Field(default=None, description="unique id of this instance (default: name)")
+
+
+class DataConfig(BaseModel):
+    """The data section: ``source`` names the feed plugin; every other key is its parameter."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    source: str = Field(default="synthetic", description="feed plugin name")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BrokerConfig(_Strict):
+    """The broker plus its fill model and commission schedule."""
+
+    name: str = Field(default="backtest", description="broker plugin name")
+    params: dict[str, Any] = Field(default_factory=dict)
+    fill_model: PluginRef = Field(default_factory=lambda: PluginRef(name="mid_slippage"))
+    commission: PluginRef = Field(default_factory=lambda: PluginRef(name="cboe_retail"))
+
+
+class JournalConfig(_Strict):
+    url: str | None = Field(default=None, description="sqlite:///path or postgresql://...; default: journal.sqlite in the run folder")
+
+
+class OutputConfig(_Strict):
+    dir: str = Field(default="runs", description="parent folder of run folders")
+    plots: bool = Field(default=True, description="write equity.png and the HTML report")
+
+
+class RunConfig(_Strict):
+    """A whole run: data, broker, strategies, risk rules, features, journal, output."""
+
+    name: str = Field(description="run name, used in the run folder")
+    data: DataConfig = Field(default_factory=DataConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    strategies: list[StrategyRef] = Field(min_length=1, description="at least one strategy")
+    risk: list[PluginRef] = Field(default_factory=list, description="risk managers, consulted before every order")
+    features: list[PluginRef] = Field(default_factory=list, description="context/feature providers")
+    journal: JournalConfig = Field(default_factory=JournalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("use letters, digits, '_', '-', '.' only")
+        return v
+
+
+@dataclass(frozen=True)
+class ResolvedPlugin:
+    """A plugin reference bound to its registry entry and validated params."""
+
+    path: str  # YAML path of the reference, e.g. "strategies[0]"
+    entry: Any  # strikebench.plugin_manager.PluginEntry
+    params: BaseModel
+    instance_id: str
+
+    def build(self):
+        return self.entry.build(self.params)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A validated run config with every plugin resolved; ready to hand to an engine."""
+
+    source_path: str
+    config: RunConfig
+    text: str  # the YAML as read (before substitution), for the journal
+    data: ResolvedPlugin
+    broker: ResolvedPlugin
+    fill_model: ResolvedPlugin
+    commission: ResolvedPlugin
+    strategies: tuple[ResolvedPlugin, ...]
+    risk: tuple[ResolvedPlugin, ...]
+    features: tuple[ResolvedPlugin, ...]
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------- YAML reading
+def format_path(loc: Iterable[Any]) -> str:
+    """('strategies', 0, 'params', 'deltas', 1) -> 'strategies[0].params.deltas[1]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+class _Source:
+    """A parsed YAML document plus where each value sits and which came from the environment."""
+
+    def __init__(self, path: str, text: str, data: Any, lines: dict[tuple, int]):
+        self.path = path
+        self.text = text
+        self.data = data
+        self.lines = lines
+        self.env_templates: dict[tuple, str] = {}
+
+    def where(self, loc: tuple) -> str:
+        loc = tuple(loc)
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        line = self.lines.get(loc)
+        return f"{self.path}:{line}" if line else self.path
+
+    def shown(self, loc: tuple, value: Any) -> str:
+        """The value as it may be shown in an error: env-substituted values stay templates."""
+        if tuple(loc) in self.env_templates:
+            return repr(self.env_templates[tuple(loc)])
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _node_lines(node, loc=(), out=None) -> dict[tuple, int]:
+    out = {} if out is None else out
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[loc + (key,)] = key_node.start_mark.line + 1
+            _node_lines(value_node, loc + (key,), out)
+            out[loc + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _node_lines(item, loc + (i,), out)
+    return out
+
+
+def load_yaml(path: str | os.PathLike, *, what: str = "config") -> _Source:
+    """Read a YAML file into plain data, with line numbers; one-line errors."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{path}: no such {what} file")
+    if p.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML {what} file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    return parse_yaml_text(text, str(path), what=what)
+
+
+def parse_yaml_text(text: str, path: str = "<string>", *, what: str = "config") -> _Source:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the {what} file is empty; expected a mapping of keys")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:1: the {what} must be a mapping of keys at the top level, got a {type(data).__name__}"
+        )
+    return _Source(path, text, data, _node_lines(node) if node is not None else {})
+
+
+# --------------------------------------------------------------- substitution
+def _substitute(src: _Source, value: Any, loc: tuple) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(src, v, loc + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(src, v, loc + (i,)) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def repl(m: re.Match) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in os.environ:
+            return os.environ[var]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{src.where(loc)}: {format_path(loc)}: environment variable {var} is not set "
+            f"(set it, or write ${{{var}:-default}})"
+        )
+
+    result = _ENV_RE.sub(repl, value)
+    src.env_templates[loc] = value
+    # A whole-value reference may carry a number or boolean ("${PORT}" -> 7497).
+    if _ENV_RE.fullmatch(value.strip()):
+        try:
+            parsed = yaml.safe_load(result)
+        except yaml.YAMLError:
+            return result
+        if isinstance(parsed, (int, float, bool)):
+            return parsed
+    return result
+
+
+# ------------------------------------------------------------------ overrides
+_SEG_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _parse_override(item: str) -> tuple[tuple, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.path=value")
+    key, raw = item.split("=", 1)
+    loc: list[Any] = []
+    for m in _SEG_RE.finditer(key.strip()):
+        name, index = m.groups()
+        if index is not None:
+            loc.append(int(index))
+        elif name.isdigit():
+            loc.append(int(name))
+        else:
+            loc.append(name)
+    if not loc:
+        raise ConfigError(f"--set {item!r}: empty path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return tuple(loc), value
+
+
+def _apply_override(data: dict, loc: tuple, value: Any, item: str) -> None:
+    node: Any = data
+    for i, part in enumerate(loc[:-1]):
+        nxt = loc[i + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                raise ConfigError(f"--set {item!r}: {format_path(loc[:i + 1])} does not exist")
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {format_path(loc[:i])} is not a mapping")
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+    last = loc[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {item!r}: {format_path(loc)} does not exist")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {format_path(loc[:-1])} is not a mapping")
+        node[last] = value
+
+
+# ------------------------------------------------------------------ validation
+def validation_error_message(src: _Source, exc: ValidationError, prefix: tuple = ()) -> str:
+    """One line for the first error of a pydantic ValidationError, with file:line and YAML path."""
+    err = exc.errors()[0]
+    loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    path = format_path(loc)
+    etype = err["type"]
+    if etype == "missing":
+        problem = f"missing required key '{loc[-1]}'"
+        path = format_path(loc[:-1])
+    elif etype == "extra_forbidden":
+        problem = f"unknown key '{loc[-1]}'"
+        allowed = _allowed_keys(exc, err)
+        if allowed:
+            problem += f" (allowed: {', '.join(allowed)})"
+        path = format_path(loc[:-1])
+    else:
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        problem = f"{src.shown(loc, err.get('input'))} is not allowed: {msg}"
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{src.where(loc)}: {path}: {problem}{tail}"
+
+
+def _allowed_keys(exc: ValidationError, err: dict) -> list[str]:
+    model = getattr(exc, "_strikebench_model", None)
+    if model is None:
+        return []
+    # Walk the model along the error's location to the mapping that got the unknown key.
+    current: Any = model
+    for part in err["loc"][:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        candidates = [ann, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if current is None:
+        return []
+    return sorted(current.model_fields)
+
+
+def _validate(src: _Source, model: type[BaseModel], data: Any, prefix: tuple = ()) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        exc._strikebench_model = model  # type: ignore[attr-defined]
+        raise ConfigError(validation_error_message(src, exc, prefix)) from None
+
+
+def _resolve(src: _Source, registry, kind: str, name: str, params: dict, loc: tuple,
+             instance_id: str | None = None, *, name_key: str = "name", params_loc: tuple | None = None
+             ) -> ResolvedPlugin:
+    entry = registry.get(kind, name)
+    if entry is None:
+        known = registry.names(kind)
+        elsewhere = [e.kind for e in registry.find(name)]
+        hint = f" ('{name}' is a {elsewhere[0]})" if elsewhere else ""
+        raise ConfigError(
+            f"{src.where(loc + (name_key,))}: {format_path(loc + (name_key,))}: unknown {kind.replace('_', ' ')} "
+            f"'{name}'{hint}; known: {', '.join(known) or '(none registered)'}"
+        )
+    params_loc = params_loc if params_loc is not None else loc + ("params",)
+    validated = _validate(src, entry.params_model, params, params_loc)
+    return ResolvedPlugin(format_path(loc), entry, validated, instance_id or name)
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), registry=None) -> ResolvedConfig:
+    """Read, substitute, override, validate and resolve a run config.
+
+    :param path: the YAML file.
+    :param overrides: ``dotted.path=value`` strings (``--set``), applied after substitution.
+    :param registry: the plugin registry (default: a fresh :func:`get_plugin_manager`'s).
+    :raises ConfigError: one line naming file, line, YAML path, value and what is allowed.
+    """
+    src = load_yaml(path)
+    data = _substitute(src, src.data, ())
+    for item in overrides:
+        loc, value = _parse_override(item)
+        _apply_override(data, loc, value, item)
+    cfg: RunConfig = _validate(src, RunConfig, data)  # type: ignore[assignment]
+    if registry is None:
+        from strikebench.plugin_manager import get_plugin_manager
+
+        registry = get_plugin_manager().registry
+
+    data_ref = _resolve(src, registry, "feed", cfg.data.source, cfg.data.params, ("data",),
+                        name_key="source", params_loc=("data",))
+    broker = _resolve(src, registry, "broker", cfg.broker.name, cfg.broker.params, ("broker",))
+    fill = _resolve(src, registry, "fill_model", cfg.broker.fill_model.name, cfg.broker.fill_model.params,
+                    ("broker", "fill_model"))
+    commission = _resolve(src, registry, "commission", cfg.broker.commission.name,
+                          cfg.broker.commission.params, ("broker", "commission"))
+    strategies = []
+    seen_ids: dict[str, int] = {}
+    for i, ref in enumerate(cfg.strategies):
+        sid = ref.id or ref.name
+        if sid in seen_ids:
+            raise ConfigError(
+                f"{src.where(('strategies', i))}: strategies[{i}]: strategy id '{sid}' is already used by "
+                f"strategies[{seen_ids[sid]}]; give one of them a distinct `id`"
+            )
+        seen_ids[sid] = i
+        strategies.append(_resolve(src, registry, "strategy", ref.name, ref.params, ("strategies", i), sid))
+    risk = tuple(_resolve(src, registry, "risk_manager", r.name, r.params, ("risk", i))
+                 for i, r in enumerate(cfg.risk))
+    features = tuple(_resolve(src, registry, "context_provider", f.name, f.params, ("features", i))
+                     for i, f in enumerate(cfg.features))
+    return ResolvedConfig(
+        source_path=str(path), config=cfg, text=src.text, data=data_ref, broker=broker, fill_model=fill,
+        commission=commission, strategies=tuple(strategies), risk=risk, features=features,
+    )

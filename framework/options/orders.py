@@ -1,0 +1,280 @@
+"""Multi-leg orders, fills and strategy trades: the order model every broker speaks.
+
+Sign convention (one rule, everywhere inside strikebench):
+
+* a :class:`Leg` has a signed ``ratio``: positive = long (buy), negative = short (sell);
+* an order always *buys the combo* as its legs describe, ``quantity`` times;
+* a **net price** is ``sum(ratio * leg price)`` per combo: positive = a debit paid,
+  negative = a credit received. A put credit spread sold for 1.20 is legs
+  (-1 short put, +1 long put) at net price -1.20. Closing it for 0.60 is legs
+  (+1, -1) at +0.60.
+
+That is Interactive Brokers' BAG convention; the Tradier plugin translates to
+``type=credit|debit`` with a positive price. Traders' quotes (``entry_credit``
+1.20) are derived, never stored in a second convention.
+
+Order life-cycle (:class:`OrderStatus`)::
+
+    NEW -> SUBMITTED -> ACCEPTED -> (PARTIALLY_FILLED ->) FILLED
+                     \\-> REJECTED         \\-> CANCELLED | EXPIRED
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Sequence
+
+import numpy as np
+
+from strikebench.options.contracts import OptionContract
+
+__all__ = [
+    "Leg",
+    "OrderType",
+    "TimeInForce",
+    "OrderStatus",
+    "Order",
+    "Fill",
+    "TradeRecord",
+    "combo_natural",
+    "combo_mid",
+    "combo_width",
+    "expiry_payoff",
+    "max_loss_per_combo",
+    "liability_per_combo",
+    "OrderError",
+]
+
+
+class OrderError(ValueError):
+    """An order that cannot exist (bad legs, quantity, limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One leg of a combo: a contract and a signed ratio (+ long, - short)."""
+
+    contract: OptionContract
+    ratio: int
+
+    def __post_init__(self):
+        if not isinstance(self.ratio, (int, np.integer)) or self.ratio == 0:
+            raise OrderError(f"leg ratio must be a non-zero integer, got {self.ratio!r}")
+
+    @property
+    def side(self) -> str:
+        return "buy" if self.ratio > 0 else "sell"
+
+    def reversed(self) -> "Leg":
+        return Leg(self.contract, -self.ratio)
+
+
+class OrderType(str, Enum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class TimeInForce(str, Enum):
+    DAY = "day"
+    GTC = "gtc"
+
+
+class OrderStatus(str, Enum):
+    NEW = "new"  # created, not yet sent
+    SUBMITTED = "submitted"  # sent, not acknowledged
+    ACCEPTED = "accepted"  # working at the broker
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
+
+
+@dataclass
+class Order:
+    """A multi-leg (1-4 legs) order; the broker owns its state after submission.
+
+    ``client_id`` is given by the framework before sending (Tradier ``tag``, IB
+    ``orderRef``) and is what a restarted process looks the order up by.
+    """
+
+    client_id: str
+    legs: tuple[Leg, ...]
+    quantity: int
+    order_type: OrderType = OrderType.LIMIT
+    limit_price: float | None = None  # signed net price per combo (see module doc)
+    tif: TimeInForce = TimeInForce.DAY
+    strategy: str = ""
+    trade_id: str | None = None  # the strategy trade this order opens or closes
+    opens: bool = True  # opens risk (entry) vs reduces it (exit)
+    reason: str = ""
+    created_at: dt.datetime | None = None
+    status: OrderStatus = OrderStatus.NEW
+    filled_quantity: int = 0
+    avg_fill_price: float | None = None
+    status_reason: str = ""
+    broker_id: str | None = None
+    fills: list["Fill"] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.legs = tuple(self.legs)
+        if not 1 <= len(self.legs) <= 4:
+            raise OrderError(f"an order has 1 to 4 legs, got {len(self.legs)}")
+        if len({leg.contract for leg in self.legs}) != len(self.legs):
+            raise OrderError("an order lists the same contract twice")
+        if len({leg.contract.underlying for leg in self.legs}) != 1:
+            raise OrderError("all legs of an order must share one underlying")
+        if not isinstance(self.quantity, (int, np.integer)) or self.quantity <= 0:
+            raise OrderError(f"order quantity must be a positive integer, got {self.quantity!r}")
+        if self.order_type == OrderType.LIMIT and (self.limit_price is None or not np.isfinite(self.limit_price)):
+            raise OrderError("a limit order needs a finite limit_price")
+        if self.order_type == OrderType.MARKET and self.limit_price is not None:
+            raise OrderError("a market order has no limit_price")
+
+    @property
+    def root(self) -> str:
+        return self.legs[0].contract.root
+
+    @property
+    def underlying(self) -> str:
+        return self.legs[0].contract.underlying
+
+    @property
+    def multiplier(self) -> int:
+        return self.legs[0].contract.multiplier
+
+    @property
+    def ratios(self) -> np.ndarray:
+        return np.array([leg.ratio for leg in self.legs], dtype=np.float64)
+
+    @property
+    def is_complex(self) -> bool:
+        return len(self.legs) > 1
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def is_working(self) -> bool:
+        return self.status in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+
+    def snapshot(self) -> "Order":
+        """A copy safe to hand to hooks (later transitions do not change it)."""
+        return replace(self, fills=list(self.fills))
+
+
+@dataclass(frozen=True)
+class Fill:
+    """An execution of ``quantity`` combos of one order at a signed net price."""
+
+    fill_id: str
+    client_id: str
+    filled_at: dt.datetime
+    quantity: int
+    net_price: float
+    leg_prices: tuple[float, ...]
+    fees: float
+
+
+@dataclass
+class TradeRecord:
+    """A strategy trade: the legs opened together and how they ended."""
+
+    trade_id: str
+    strategy: str
+    legs: tuple[Leg, ...]  # as opened (ratios per combo)
+    contracts: int  # number of combos
+    opened_at: dt.datetime
+    entry_price: float  # signed net price per combo (negative = credit)
+    leg_entry_prices: tuple[float, ...]
+    fees: float = 0.0
+    closed_at: dt.datetime | None = None
+    exit_price: float | None = None  # signed net price of the *closing* combo (legs reversed)
+    leg_exit_prices: tuple[float, ...] | None = None
+    exit_reason: str = ""
+    realized_pnl: float | None = None  # dollars, after all fees
+    decision_id: str | None = None
+    max_loss: float = 0.0  # dollars at risk when opened (defined-risk), before fees
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+    @property
+    def entry_credit(self) -> float:
+        """Credit per combo as a trader quotes it (negative for a debit trade)."""
+        return -self.entry_price
+
+    @property
+    def exit_debit(self) -> float | None:
+        return self.exit_price
+
+    @property
+    def expiry(self) -> dt.date:
+        return min(leg.contract.expiry for leg in self.legs)
+
+
+# ------------------------------------------------------------------ combo math
+def combo_natural(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
+    """Net price to buy the combo now at the natural (ask for longs, bid for shorts).
+
+    ``bid``/``ask`` have legs on the last axis (shape (..., n_legs)).
+    """
+    return np.where(ratios > 0, ratios * ask, ratios * bid).sum(axis=-1)
+
+
+def combo_mid(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
+    return (ratios * (bid + ask) * 0.5).sum(axis=-1)
+
+
+def combo_width(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
+    """Width of the combo's market: sum of |ratio| x (ask - bid)."""
+    return (np.abs(ratios) * (ask - bid)).sum(axis=-1)
+
+
+def expiry_payoff(legs: Sequence[Leg], settle: np.ndarray | float) -> np.ndarray:
+    """Value per combo at expiry (index points) for settlement value(s) ``settle``."""
+    s = np.asarray(settle, dtype=np.float64)[..., None]
+    strikes = np.array([leg.contract.strike for leg in legs])
+    calls = np.array([leg.contract.is_call for leg in legs])
+    ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
+    intrinsic = np.where(calls, np.maximum(s - strikes, 0.0), np.maximum(strikes - s, 0.0))
+    return (ratios * intrinsic).sum(axis=-1)
+
+
+def _payoff_extremes(legs: Sequence[Leg]) -> tuple[float, float]:
+    """(min payoff, slope beyond the highest strike) of the combo at expiry."""
+    if len({leg.contract.expiry for leg in legs}) != 1:
+        raise OrderError("worst-case loss is defined here only for legs of one expiry")
+    strikes = sorted({leg.contract.strike for leg in legs})
+    points = np.array([0.0, *strikes, strikes[-1] * 2 + 1.0])
+    payoff = expiry_payoff(legs, points)
+    slope_up = sum(leg.ratio for leg in legs if leg.contract.is_call)
+    return float(payoff.min()), float(slope_up)
+
+
+def liability_per_combo(legs: Sequence[Leg]) -> float:
+    """The most the combo can pay out at expiry (index points, >= 0); inf if unbounded."""
+    low, slope_up = _payoff_extremes(legs)
+    if slope_up < 0:
+        return float("inf")
+    return max(0.0, -low)
+
+
+def max_loss_per_combo(legs: Sequence[Leg], net_price: float) -> float:
+    """Worst-case loss per combo at expiry, in index points, given the net price paid.
+
+    ``net_price`` follows the signed convention (negative = credit). A 25-point put
+    credit spread sold for 1.20 loses at most 23.80; inf when risk is unbounded.
+    """
+    low, slope_up = _payoff_extremes(legs)
+    if slope_up < 0:
+        return float("inf")
+    return max(0.0, net_price - low)
