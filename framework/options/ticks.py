@@ -1,0 +1,270 @@
+"""Minimum price increments ("ticks") and tick rounding for option premiums.
+
+Rules (sources in ``docs/options-domain.md``):
+
+========  =========================================  ==========================
+rule      single-leg premium                          complex order net price
+========  =========================================  ==========================
+SPX       0.05 below 3.00, 0.10 at/above 3.00         0.05 (any price)
+XSP       0.01 all series                             0.01
+VIX       0.01 below 3.00, 0.05 at/above 3.00 (*)    0.01
+PENNY     0.01 all series (SPY, QQQ, IWM)             0.01
+========  =========================================  ==========================
+
+(*) since 2022-10-03.  Before that VIX single legs were 0.05 below 3.00 and
+0.10 at/above; pass ``as_of=<date>`` to get the rule in force on that day.
+
+All arithmetic is done on an integer-cent grid and results are rounded to 2
+decimals, so ``round_to_tick(2.97, "SPX", direction="up")`` is exactly
+``3.0`` and never ``2.9999999999999996``.  Every function is vectorised:
+scalars in -> Python ``float``/``bool`` out; arrays/lists in -> ``np.ndarray``.
+
+Negative prices (e.g. a complex order's net credit written as a negative
+number) use the grid mirrored about zero; "up" always means towards +inf.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from strikebench.options.contracts import OptionContract, RootSpec, root_spec
+
+__all__ = [
+    "TickRule",
+    "TICK_RULES",
+    "VIX_PENNY_TICKS_SINCE",
+    "tick_rule_for",
+    "tick_size",
+    "tick_sizes",
+    "round_to_tick",
+    "round_for_trader",
+    "is_on_tick",
+]
+
+#: First day of Cboe's VIX single-leg tick reduction (0.05/0.10 -> 0.01/0.05).
+VIX_PENNY_TICKS_SINCE = _dt.date(2022, 10, 3)
+
+_DIRECTIONS = ("up", "down", "nearest")
+# Prices are quantised to 10**-_CENT_DECIMALS cent before rounding.
+_CENT_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class TickRule:
+    """A tiered tick grid in integer cents.
+
+    ``tiers`` are ``(lower_bound_cents, step_cents)`` pairs, ascending, the
+    first starting at 0; each tier applies from its bound (inclusive) to the
+    next bound (exclusive).  Every upper bound must lie on the grid of the
+    tier below it, so the grid is continuous (e.g. 3.00 is a valid SPX price
+    reachable from both sides).
+    """
+
+    name: str
+    tiers: tuple[tuple[int, int], ...]
+    complex_step: int  #: net-price increment of complex (multi-leg) orders, cents
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.tiers or self.tiers[0][0] != 0:
+            raise ValueError(f"tick rule {self.name}: first tier must start at 0")
+        for (b0, s0), (b1, _s1) in zip(self.tiers, self.tiers[1:]):
+            if b1 <= b0 or (b1 - b0) % s0:
+                raise ValueError(f"tick rule {self.name}: bound {b1} not on the {s0}-cent grid from {b0}")
+        if any(s <= 0 for _, s in self.tiers) or self.complex_step <= 0:
+            raise ValueError(f"tick rule {self.name}: steps must be positive")
+
+    @property
+    def _bounds(self) -> np.ndarray:
+        return np.array([b for b, _ in self.tiers], dtype=np.float64)
+
+    @property
+    def _steps(self) -> np.ndarray:
+        return np.array([s for _, s in self.tiers], dtype=np.float64)
+
+
+TICK_RULES: Mapping[str, TickRule] = MappingProxyType(
+    {
+        "SPX": TickRule("SPX", ((0, 5), (300, 10)), 5, "SPX/SPXW; complex net price in 0.05 (boxes 0.01 not modelled)"),
+        "XSP": TickRule("XSP", ((0, 1),), 1, "Mini-SPX: 0.01 for all series"),
+        "VIX": TickRule("VIX", ((0, 1), (300, 5)), 1, "VIX since 2022-10-03"),
+        "VIX_PRE_2022": TickRule("VIX_PRE_2022", ((0, 5), (300, 10)), 1, "VIX before 2022-10-03"),
+        "PENNY": TickRule("PENNY", ((0, 1),), 1, "penny-interval ETFs SPY/QQQ/IWM: 0.01 for all series"),
+    }
+)
+
+
+def _as_date(as_of: Any) -> _dt.date:
+    if isinstance(as_of, _dt.datetime):
+        return as_of.date()
+    if isinstance(as_of, _dt.date):
+        return as_of
+    ts = pd.Timestamp(as_of)
+    if ts is pd.NaT:
+        raise ValueError(f"cannot read as_of {as_of!r}")
+    return ts.date()
+
+
+def tick_rule_for(root: str | OptionContract | RootSpec, as_of: Any = None) -> TickRule:
+    """The :class:`TickRule` of ``root`` (a root string, contract or RootSpec).
+
+    ``as_of`` (date-like, optional) selects the historical rule where the
+    exchange changed it (only VIX so far); ``None`` means today's rules.
+    """
+    if isinstance(root, OptionContract):
+        spec = root.spec
+    elif isinstance(root, RootSpec):
+        spec = root
+    else:
+        spec = root_spec(root)
+    name = spec.tick_rule
+    if name == "VIX" and as_of is not None and _as_date(as_of) < VIX_PENNY_TICKS_SINCE:
+        name = "VIX_PRE_2022"
+    return TICK_RULES[name]
+
+
+# --------------------------------------------------------------------------
+# core (vectorised, integer-cent grid held in float64 for NaN support)
+# --------------------------------------------------------------------------
+def _cents(prices: Any) -> tuple[np.ndarray, bool]:
+    scalar = np.ndim(prices) == 0
+    arr = np.asarray(prices, dtype=np.float64)
+    # Quantise to 1e-6 cent: removes binary noise such as 1.025*100 ==
+    # 102.49999999999999 or (0.1+0.2)*100 == 30.000000000000004, so grid
+    # points and exact half-ticks are recognised as such.
+    c = np.round(arr * 100.0, _CENT_DECIMALS)
+    return c, scalar
+
+
+def _out(values: np.ndarray, scalar: bool) -> Any:
+    values = np.round(values, 2) + 0.0  # +0.0 turns -0.0 into 0.0
+    if scalar:
+        return float(values)
+    return values
+
+
+def _tier(rule: TickRule, ac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    bounds, steps = rule._bounds, rule._steps
+    with np.errstate(invalid="ignore"):
+        idx = np.searchsorted(bounds, np.nan_to_num(ac, nan=0.0, posinf=0.0), side="right") - 1
+    idx = np.clip(idx, 0, len(bounds) - 1)
+    return bounds[idx], steps[idx]
+
+
+def _up_nonneg(rule: TickRule, ac: np.ndarray, complex_order: bool) -> np.ndarray:
+    if complex_order:
+        s = float(rule.complex_step)
+        return np.ceil(ac / s) * s
+    base, step = _tier(rule, ac)
+    return base + np.ceil((ac - base) / step) * step
+
+
+def _down_nonneg(rule: TickRule, ac: np.ndarray, complex_order: bool) -> np.ndarray:
+    if complex_order:
+        s = float(rule.complex_step)
+        return np.floor(ac / s) * s
+    base, step = _tier(rule, ac)
+    return base + np.floor((ac - base) / step) * step
+
+
+def _round_cents(rule: TickRule, c: np.ndarray, direction: str, complex_order: bool) -> np.ndarray:
+    neg = c < 0
+    ac = np.abs(c)
+    up_a = _up_nonneg(rule, ac, complex_order)
+    dn_a = _down_nonneg(rule, ac, complex_order)
+    # mirror for negatives: up(x) = -down(-x), down(x) = -up(-x)
+    up = np.where(neg, -dn_a, up_a)
+    dn = np.where(neg, -up_a, dn_a)
+    if direction == "up":
+        return up
+    if direction == "down":
+        return dn
+    # nearest; exact ties go up (towards +inf)
+    return np.where((c - dn) < (up - c), dn, up)
+
+
+def _rule(root: Any, as_of: Any) -> TickRule:
+    return tick_rule_for(root, as_of)
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+def tick_sizes(root: Any, prices: Any, complex_order: bool = False, *, as_of: Any = None) -> np.ndarray:
+    """Minimum increment at each of ``prices`` (vectorised; always an ndarray)."""
+    rule = _rule(root, as_of)
+    c, _ = _cents(prices)
+    if complex_order:
+        step = np.full(c.shape, float(rule.complex_step))
+    else:
+        _, step = _tier(rule, np.abs(c))
+    return np.round(step / 100.0, 2)
+
+
+def tick_size(root: Any, price: Any, *, complex_order: bool = False, as_of: Any = None) -> Any:
+    """Minimum increment for a premium of ``price`` on ``root``.
+
+    ``tick_size("SPX", 2.95) == 0.05``, ``tick_size("SPX", 3.00) == 0.10``,
+    ``tick_size("SPXW", 12.3, complex_order=True) == 0.05``.
+    Returns a ``float`` for a scalar price (ndarray for array input).
+    """
+    out = tick_sizes(root, price, complex_order, as_of=as_of)
+    return float(out) if np.ndim(price) == 0 else out
+
+
+def round_to_tick(
+    price: Any,
+    root: Any,
+    *,
+    direction: str,
+    complex_order: bool = False,
+    as_of: Any = None,
+) -> Any:
+    """Round ``price`` onto ``root``'s tick grid.
+
+    ``direction``: ``"up"`` (towards +inf), ``"down"`` (towards -inf) or
+    ``"nearest"`` (exact ties go up).  Prices already on the grid are
+    returned unchanged.  The two-tier single-leg grids are handled exactly
+    at the boundary: SPX 2.97 up -> 3.00, 3.04 up -> 3.10, 3.04 down -> 3.00,
+    2.99 down -> 2.95.
+    """
+    if direction not in _DIRECTIONS:
+        raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+    rule = _rule(root, as_of)
+    c, scalar = _cents(price)
+    g = _round_cents(rule, c, direction, bool(complex_order))
+    return _out(g / 100.0, scalar)
+
+
+def round_for_trader(
+    price: Any,
+    root: Any,
+    *,
+    paying: bool,
+    complex_order: bool = False,
+    as_of: Any = None,
+) -> Any:
+    """Round to the tick on the side that is worse for the trader.
+
+    ``price`` is the (positive) amount paid or received.  Paying a debit ->
+    round up (pay more); receiving a credit -> round down (receive less).
+    Use it for conservative fill/limit modelling.
+    """
+    return round_to_tick(
+        price, root, direction="up" if paying else "down", complex_order=complex_order, as_of=as_of
+    )
+
+
+def is_on_tick(price: Any, root: Any, *, complex_order: bool = False, as_of: Any = None) -> Any:
+    """True where ``price`` is a valid increment (NaN -> False)."""
+    rule = _rule(root, as_of)
+    c, scalar = _cents(price)
+    g = _round_cents(rule, c, "down", bool(complex_order))
+    ok = np.isfinite(c) & (g == c)
+    return bool(ok) if scalar else ok

@@ -1,0 +1,233 @@
+"""strikebench.options.ticks: minimum increments and exact tick rounding."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from strikebench.options.contracts import OptionContract, UnknownRootError
+from strikebench.options.ticks import (
+    TICK_RULES,
+    VIX_PENNY_TICKS_SINCE,
+    is_on_tick,
+    round_for_trader,
+    round_to_tick,
+    tick_rule_for,
+    tick_size,
+    tick_sizes,
+)
+
+
+# ---------------------------------------------------------------- tick sizes
+@pytest.mark.parametrize(
+    "root, price, complex_order, expected",
+    [
+        ("SPX", 0.05, False, 0.05),
+        ("SPX", 2.95, False, 0.05),
+        ("SPX", 2.999, False, 0.05),
+        ("SPX", 3.00, False, 0.10),
+        ("SPX", 45.30, False, 0.10),
+        ("SPXW", 2.95, False, 0.05),
+        ("SPXW", 45.30, False, 0.10),
+        ("SPX", 45.30, True, 0.05),  # complex: net price in nickels at any level
+        ("SPXW", 1.20, True, 0.05),
+        ("XSP", 0.37, False, 0.01),
+        ("XSP", 12.34, False, 0.01),
+        ("XSP", 12.34, True, 0.01),
+        ("VIX", 2.99, False, 0.01),
+        ("VIX", 3.00, False, 0.05),
+        ("VIX", 7.50, True, 0.01),
+        ("SPY", 0.37, False, 0.01),
+        ("QQQ", 12.34, False, 0.01),
+        ("IWM", 5.55, True, 0.01),
+    ],
+)
+def test_tick_size_table(root, price, complex_order, expected):
+    got = tick_size(root, price, complex_order=complex_order)
+    assert got == expected and isinstance(got, float)
+
+
+def test_vix_tick_history():
+    assert VIX_PENNY_TICKS_SINCE == dt.date(2022, 10, 3)
+    assert tick_size("VIX", 2.50, as_of="2022-09-30") == 0.05
+    assert tick_size("VIX", 3.50, as_of=dt.date(2022, 9, 30)) == 0.10
+    assert tick_size("VIX", 2.50, as_of="2022-10-03") == 0.01
+    assert tick_size("VIX", 3.50, as_of="2022-10-03") == 0.05
+    assert tick_size("VIX", 3.50, complex_order=True, as_of="2015-01-02") == 0.01
+    # as_of does not change the roots whose rules did not change
+    assert tick_size("SPX", 2.50, as_of="2015-01-02") == 0.05
+
+
+def test_tick_sizes_vectorised():
+    got = tick_sizes("SPX", np.array([0.5, 2.95, 3.0, 10.0]))
+    np.testing.assert_array_equal(got, [0.05, 0.05, 0.10, 0.10])
+    np.testing.assert_array_equal(tick_sizes("SPX", [0.5, 10.0], complex_order=True), [0.05, 0.05])
+    assert tick_sizes("XSP", np.ones((2, 3))).shape == (2, 3)
+
+
+# ---------------------------------------------------------------- rounding tables
+SPX_SINGLE = [
+    # price, direction, expected
+    (2.97, "up", 3.00),
+    (3.04, "up", 3.10),
+    (3.04, "down", 3.00),
+    (2.99, "down", 2.95),
+    (2.999, "up", 3.00),
+    (3.00, "up", 3.00),
+    (3.00, "down", 3.00),
+    (2.95, "up", 2.95),
+    (0.03, "up", 0.05),
+    (0.03, "down", 0.00),
+    (12.34, "up", 12.40),
+    (12.34, "down", 12.30),
+    (2.96, "nearest", 2.95),
+    (2.98, "nearest", 3.00),
+    (3.06, "nearest", 3.10),
+    (3.04, "nearest", 3.00),
+    (3.05, "nearest", 3.10),  # exact tie goes up
+    (1.025, "nearest", 1.05),  # exact tie goes up
+]
+
+
+@pytest.mark.parametrize("price, direction, expected", SPX_SINGLE)
+@pytest.mark.parametrize("root", ["SPX", "SPXW"])
+def test_spx_single_leg_rounding(root, price, direction, expected):
+    got = round_to_tick(price, root, direction=direction)
+    assert got == expected and isinstance(got, float)
+
+
+@pytest.mark.parametrize(
+    "price, direction, expected",
+    [
+        (3.04, "up", 3.05),  # nickels above 3.00 too
+        (3.04, "down", 3.00),
+        (7.12, "nearest", 7.10),
+        (7.13, "nearest", 7.15),
+        (0.01, "up", 0.05),
+        (-1.23, "up", -1.20),  # a credit written as a negative net price
+        (-1.23, "down", -1.25),
+        (-1.22, "nearest", -1.20),
+    ],
+)
+def test_spx_complex_rounding(price, direction, expected):
+    assert round_to_tick(price, "SPXW", direction=direction, complex_order=True) == expected
+
+
+@pytest.mark.parametrize(
+    "root, price, direction, expected, kwargs",
+    [
+        ("XSP", 1.234, "up", 1.24, {}),
+        ("XSP", 1.234, "down", 1.23, {}),
+        ("XSP", 1.235, "nearest", 1.24, {}),
+        ("XSP", 31.001, "up", 31.01, {"complex_order": True}),
+        ("VIX", 2.973, "up", 2.98, {}),
+        ("VIX", 2.999, "up", 3.00, {}),
+        ("VIX", 3.02, "up", 3.05, {}),
+        ("VIX", 3.02, "down", 3.00, {}),
+        ("VIX", 3.02, "nearest", 3.00, {}),
+        ("VIX", 3.02, "up", 3.02, {"complex_order": True}),
+        ("VIX", 2.97, "up", 3.00, {"as_of": "2021-06-01"}),
+        ("VIX", 3.04, "up", 3.10, {"as_of": "2021-06-01"}),
+        ("VIX", 2.99, "down", 2.95, {"as_of": "2021-06-01"}),
+        ("SPY", 0.014, "up", 0.02, {}),
+        ("SPY", 0.014, "down", 0.01, {}),
+        ("QQQ", 7.777, "nearest", 7.78, {}),
+        ("IWM", 3.456, "down", 3.45, {"complex_order": True}),
+    ],
+)
+def test_other_roots_rounding(root, price, direction, expected, kwargs):
+    assert round_to_tick(price, root, direction=direction, **kwargs) == expected
+
+
+def test_results_are_exact_two_decimal_numbers():
+    # binary noise that would otherwise push a price onto the wrong tick
+    assert round_to_tick(0.1 + 0.2, "SPX", direction="up") == 0.30  # 0.30000000000000004
+    assert round_to_tick(2.95 + 0.05, "SPX", direction="up") == 3.00  # not 3.10
+    assert round_to_tick((2.95 + 3.05) / 2, "SPX", direction="down") == 3.00  # 2.9999999999999996
+    assert repr(round_to_tick(2.97, "SPX", direction="up")) == "3.0"
+    assert repr(round_to_tick(1.13, "SPX", direction="up")) == "1.15"
+    assert repr(round_to_tick(0.07, "XSP", direction="up")) == "0.07"
+
+
+@pytest.mark.parametrize("root", ["SPX", "XSP", "VIX", "SPY"])
+@pytest.mark.parametrize("complex_order", [False, True])
+def test_rounding_properties_on_random_prices(root, complex_order):
+    rng = np.random.default_rng(7)
+    p = np.round(rng.uniform(0, 20, 5000), 4)
+    up = round_to_tick(p, root, direction="up", complex_order=complex_order)
+    dn = round_to_tick(p, root, direction="down", complex_order=complex_order)
+    nr = round_to_tick(p, root, direction="nearest", complex_order=complex_order)
+    assert (dn <= p + 1e-12).all() and (up >= p - 1e-12).all()
+    assert ((nr == up) | (nr == dn)).all()
+    assert (np.abs(nr - p) <= np.abs(up - p) + 1e-12).all()
+    assert (np.abs(nr - p) <= np.abs(dn - p) + 1e-12).all()
+    for arr in (up, dn, nr):
+        assert (np.round(arr, 2) == arr).all()  # exact 2-decimal doubles
+        assert is_on_tick(arr, root, complex_order=complex_order).all()
+        # idempotent
+        np.testing.assert_array_equal(round_to_tick(arr, root, direction="up", complex_order=complex_order), arr)
+    # the gap never exceeds one tick at the lower price
+    assert (up - dn <= tick_sizes(root, dn, complex_order) + 1e-12).all()
+
+
+def test_grid_walk_spx_single_leg():
+    # every cent from 0.00 to 6.00 rounds up onto 0.00, 0.05, ..., 2.95, 3.00, 3.10, ...
+    cents = np.arange(0, 601) / 100
+    up = round_to_tick(cents, "SPX", direction="up")
+    expected_grid = sorted(set(np.round(np.r_[np.arange(0, 300, 5), np.arange(300, 610, 10)] / 100, 2)))
+    assert sorted(set(up.tolist())) == expected_grid
+
+
+def test_vectorised_shapes_and_nan():
+    a = np.array([[2.97, 3.04], [np.nan, 0.0]])
+    got = round_to_tick(a, "SPX", direction="up")
+    assert got.shape == (2, 2)
+    np.testing.assert_array_equal(got[0], [3.0, 3.1])
+    assert np.isnan(got[1, 0]) and got[1, 1] == 0.0
+    assert isinstance(round_to_tick([2.97], "SPX", direction="up"), np.ndarray)
+    assert isinstance(round_to_tick(np.float64(2.97), "SPX", direction="up"), float)
+    assert not is_on_tick(np.nan, "SPX")
+
+
+# ---------------------------------------------------------------- trader-side rounding
+@pytest.mark.parametrize(
+    "price, paying, complex_order, expected",
+    [
+        (1.02, True, False, 1.05),  # paying a debit: pay up
+        (1.02, False, False, 1.00),  # receiving a credit: receive less
+        (3.04, True, False, 3.10),
+        (3.04, False, False, 3.00),
+        (3.04, True, True, 3.05),
+        (3.04, False, True, 3.00),
+        (2.99, False, False, 2.95),
+        (2.95, True, False, 2.95),  # already on the grid
+    ],
+)
+def test_round_for_trader_spx(price, paying, complex_order, expected):
+    assert round_for_trader(price, "SPXW", paying=paying, complex_order=complex_order) == expected
+
+
+def test_round_for_trader_vectorised():
+    got = round_for_trader(np.array([0.123, 4.567]), "XSP", paying=False)
+    np.testing.assert_array_equal(got, [0.12, 4.56])
+
+
+# ---------------------------------------------------------------- misc
+def test_is_on_tick():
+    np.testing.assert_array_equal(
+        is_on_tick([2.95, 2.97, 3.00, 3.05, 3.10], "SPX"), [True, False, True, False, True]
+    )
+    assert is_on_tick(3.05, "SPX", complex_order=True) is True
+    assert is_on_tick(0.37, "XSP") is True
+
+
+def test_accepts_contract_and_rejects_unknowns():
+    c = OptionContract.make("SPXW", "2024-12-20", 5800, "P")
+    assert tick_size(c, 2.0) == 0.05
+    assert tick_rule_for(c) is TICK_RULES["SPX"]
+    with pytest.raises(UnknownRootError, match="known roots: SPX, SPXW"):
+        tick_size("NDX", 1.0)
+    with pytest.raises(ValueError, match="direction must be one of"):
+        round_to_tick(1.0, "SPX", direction="sideways")
