@@ -35,6 +35,7 @@ __all__ = [
     "Veto",
     "Decision",
     "Candidate",
+    "OrderRequest",
 ]
 
 
@@ -61,9 +62,39 @@ class Plugin:
 
 
 class Strategy(Plugin):
-    """A trading strategy: decides at scheduled times through a context object."""
+    """A trading strategy: decides at scheduled times through a context object.
+
+    The engine calls, with a :class:`strikebench.engine.context.StrategyContext` ``ctx``:
+
+    * ``on_session_start(ctx)`` before a session's first bar;
+    * ``on_decision_time(ctx)`` at each of :meth:`decision_times` (America/New_York);
+    * ``manage(ctx, trade)`` every bar for each of this strategy's open trades;
+    * ``on_session_end(ctx)`` after the session's last bar.
+
+    Every method is optional. ``underlying`` names the chain the strategy reads.
+    """
 
     kind = "strategy"
+    underlying: ClassVar[str] = "SPX"
+
+    def decision_times(self) -> list[dt.time]:
+        """Times of day the engine calls :meth:`on_decision_time` (default: ``params.entry_times``)."""
+        return list(getattr(self.params, "entry_times", []) or [])
+
+    def chain_underlying(self) -> str:
+        return getattr(self.params, "underlying", None) or self.underlying
+
+    def on_session_start(self, ctx) -> None:
+        pass
+
+    def on_decision_time(self, ctx) -> None:
+        pass
+
+    def manage(self, ctx, trade) -> None:
+        pass
+
+    def on_session_end(self, ctx) -> None:
+        pass
 
 
 class DataFeed(Plugin):
@@ -79,9 +110,20 @@ class FillModel(Plugin):
 
 
 class RiskManager(Plugin):
-    """A rule consulted before every order; returns a :class:`Veto` to block it."""
+    """A rule consulted before every order; returns a :class:`Veto` to block it.
+
+    Override :meth:`check`. By default a risk manager guards entries only:
+    :meth:`applies_to` lets every closing order through, so an entry rule can
+    never trap a position.
+    """
 
     kind = "risk_manager"
+
+    def applies_to(self, request: "OrderRequest") -> bool:
+        return request.opens
+
+    def check(self, request: "OrderRequest", portfolio) -> "Veto | None":
+        return None
 
 
 class BrokerPlugin(Plugin):
@@ -132,6 +174,19 @@ class Veto:
 
     reason: str
     rule: str = ""
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """An order about to be sent, as risk checks see it."""
+
+    order: Any  # strikebench.options.orders.Order
+    at: dt.datetime
+    strategy: str
+    opens: bool
+    quantity: int
+    est_price: float | None  # signed net price per combo the order is expected to fill at
+    worst_case_loss: float  # dollars, at est_price (inf when unbounded)
 
 
 @dataclass(frozen=True)

@@ -151,13 +151,12 @@ def _resolved_rows(resolved):
 def backtest(config: str, overrides: tuple[str, ...], quiet: bool) -> None:
     """Run CONFIG as a backtest and write a run folder (journal, trades, report)."""
     from strikebench.config import load_config
+    from strikebench.engine.runner import run_backtest
+    from strikebench.plugin_manager import get_plugin_manager
 
-    resolved = load_config(config, overrides)
-    try:
-        from strikebench.engine.runner import run_backtest
-    except ImportError as exc:  # pragma: no cover - only before the engine exists
-        raise StrikebenchError(f"the backtest engine is not available: {exc}") from None
-    run_backtest(resolved, console=console, progress=not quiet)
+    pm = get_plugin_manager()
+    resolved = load_config(config, overrides, registry=pm.registry)
+    run_backtest(resolved, console=console, progress=not quiet, pm=pm)
 
 
 def main(argv: list[str] | None = None) -> int:

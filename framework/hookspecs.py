@@ -30,8 +30,11 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     import datetime as dt
 
-    from strikebench.api import Decision, OrderEvent, OrderRequest, PortfolioView, RunInfo, Veto
+    from strikebench.api import Decision, OrderRequest, RunInfo, Veto
+    from strikebench.engine.broker import OrderTransition
+    from strikebench.options.chain import ChainSnapshot
     from strikebench.options.orders import Fill, Order, TradeRecord
+    from strikebench.portfolio import PortfolioView
 
 PROJECT = "strikebench"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -152,12 +155,14 @@ def on_session_start(run: "RunInfo", day: "dt.date") -> None:
 
 
 @hookspec
-def on_decision(run: "RunInfo", decision: "Decision") -> None:
-    """A strategy reached a decision (TRADE or SKIP) at a decision time.
+def on_decision(run: "RunInfo", decision: "Decision", snapshot: "ChainSnapshot | None") -> None:
+    """A strategy reached a decision (TRADE, SKIP or EXIT).
 
     :param run: the run.
     :param decision: what was decided, why, the candidates considered and the
         checksum of the chain snapshot it saw.
+    :param snapshot: the chain snapshot the decision saw (None when it read no
+        chain); its ``checksum`` equals ``decision.snapshot_checksum``.
     :return: ignored.
 
     Called once per decision, before any resulting order is sent.
@@ -165,7 +170,7 @@ def on_decision(run: "RunInfo", decision: "Decision") -> None:
 
 
 @hookspec
-def on_order_event(run: "RunInfo", order: "Order", event: "OrderEvent") -> None:
+def on_order_event(run: "RunInfo", order: "Order", event: "OrderTransition") -> None:
     """An order changed state (submitted, accepted, partially filled, filled,
     cancelled, rejected, expired) or was vetoed by a risk check.
 

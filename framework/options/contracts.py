@@ -297,10 +297,15 @@ class OptionContract:
         if abs(fs * 1000.0 - round(fs * 1000.0)) > 1e-6:
             raise ContractError(f"strike {s!r} is not a multiple of 0.001")
         if not isinstance(self.right, Right):
-            raise ContractError(
-                f"right must be Right.CALL/Right.PUT, got {self.right!r}; "
-                "use OptionContract.make() to accept 'C'/'P'/'call'/'put'"
-            )
+            if self.right in ("C", "P"):  # Right is a str enum: "C"/"P" are its values
+                object.__setattr__(self, "right", Right(self.right))
+            else:
+                raise ContractError(
+                    f"right must be Right.CALL/Right.PUT or 'C'/'P', got {self.right!r}; "
+                    "use OptionContract.make() to accept 'call'/'put'"
+                )
+        if type(s) is not float:
+            object.__setattr__(self, "strike", fs)
 
     # -- construction -------------------------------------------------------
     @classmethod

@@ -1,0 +1,237 @@
+"""The backtest OptionsBroker: a ``bt.BrokerBase`` that knows multi-leg option orders.
+
+Backtrader owns the clock; this broker owns orders, fills, the portfolio and
+marks. The engine calls :meth:`OptionsBroker.on_bar` once per bar with the bar's
+index into the session's minute grid; working orders are offered to the fill
+model against the legs' quotes of that minute, and the account is marked at mid.
+
+Marking is an array lookup: when the set of open trades changes (or a session
+starts) the broker asks the chain source for the legs' quotes for the whole
+session, once, and precomputes the open positions' value for every minute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Callable, Sequence
+
+import backtrader as bt
+import numpy as np
+
+from strikebench.options.chain import LegQuotes
+from strikebench.options.contracts import OptionContract, last_trade_time
+from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
+from strikebench.portfolio import Portfolio
+
+__all__ = ["OptionsBroker", "QuoteBook", "OrderTransition"]
+
+
+class QuoteBook:
+    """Per-session cache of leg quotes from the chain source."""
+
+    def __init__(self, source):
+        self.source = source
+        self.day: dt.date | None = None
+        self._cache: dict[tuple[OptionContract, ...], LegQuotes] = {}
+
+    def start_session(self, day: dt.date) -> None:
+        self.day = day
+        self._cache.clear()
+
+    def legs(self, contracts: Sequence[OptionContract]) -> LegQuotes:
+        key = tuple(contracts)
+        q = self._cache.get(key)
+        if q is None:
+            q = self.source.leg_quotes(list(key), self.day)
+            self._cache[key] = q
+        return q
+
+    def bid_ask(self, contracts: Sequence[OptionContract], i: int) -> tuple[np.ndarray, np.ndarray]:
+        q = self.legs(contracts)
+        i = min(i, len(q.times) - 1)
+        return q.bid[i], q.ask[i]
+
+
+class OrderTransition:
+    """One status change of an order (what ``on_order_event`` receives)."""
+
+    __slots__ = ("client_id", "previous", "status", "at", "reason")
+
+    def __init__(self, client_id: str, previous: OrderStatus, status: OrderStatus, at: dt.datetime, reason: str):
+        self.client_id, self.previous, self.status, self.at, self.reason = client_id, previous, status, at, reason
+
+    def __repr__(self) -> str:
+        return f"OrderTransition({self.client_id}: {self.previous.value} -> {self.status.value} at {self.at}, {self.reason!r})"
+
+
+class OptionsBroker(bt.BrokerBase):
+    """Multi-leg option orders against chain quotes; cash settlement; marks at mid."""
+
+    def __init__(self, portfolio: Portfolio, fill_model, commission, quotes: QuoteBook,
+                 on_transition: Callable[[Order, OrderTransition], None] | None = None,
+                 on_fill: Callable[[Order, Fill, TradeRecord], None] | None = None):
+        super().__init__()
+        self.portfolio = portfolio
+        self.fill_model = fill_model
+        self.commission = commission
+        self.quotes = quotes
+        self.orders: dict[str, Order] = {}
+        self._working: list[Order] = []
+        self._on_transition = on_transition or (lambda order, tr: None)
+        self._on_fill = on_fill or (lambda order, fill, trade: None)
+        self._fill_ids = itertools.count(1)
+        self._position_value = np.zeros(1)
+        self._value = portfolio.cash
+        self._bar = 0
+        self._now: dt.datetime | None = None
+
+    # ----------------------------------------------------------- bt interface
+    def getcash(self):
+        return self.portfolio.cash
+
+    def getvalue(self, datas=None):
+        return self._value
+
+    def get_notification(self):
+        return None
+
+    def next(self):
+        pass
+
+    def getposition(self, data):  # Backtrader asks for positions of its feeds: options are not feeds
+        return bt.Position()
+
+    # ---------------------------------------------------------------- session
+    def start_session(self, day: dt.date) -> None:
+        self.quotes.start_session(day)
+        self._remark()
+
+    def on_bar(self, i: int, now: dt.datetime) -> None:
+        """Bar ``i`` of the session (its label ``now``): try working orders, then mark."""
+        self._bar, self._now = i, now
+        if self._working:
+            for order in list(self._working):
+                self._try_fill(order)
+        self._value = self.portfolio.cash + float(self._position_value[min(i, len(self._position_value) - 1)])
+
+    def end_session(self, now: dt.datetime) -> None:
+        """Expire working DAY orders at the session's end."""
+        for order in list(self._working):
+            if order.tif.value == "day":
+                self._transition(order, OrderStatus.EXPIRED, "day order not filled by the close", now)
+
+    def settle(self, contracts: Sequence[OptionContract], values: dict[OptionContract, float],
+               at: dt.datetime) -> list[TradeRecord]:
+        closed = self.portfolio.settle(contracts, values, at)
+        if closed:
+            self._remark()
+            self._value = self.portfolio.cash + float(self._position_value[min(self._bar, len(self._position_value) - 1)])
+        return closed
+
+    # ----------------------------------------------------------------- orders
+    def submit(self, order: Order, now: dt.datetime) -> Order:
+        """Accept a new order (risk checks already passed) and try to fill it at once."""
+        if order.client_id in self.orders:
+            raise ValueError(f"order id {order.client_id} was already submitted")
+        self._now = now
+        self.orders[order.client_id] = order
+        self._transition(order, OrderStatus.SUBMITTED, "", now)
+        for leg in order.legs:
+            if now >= last_trade_time(leg.contract):
+                self._transition(order, OrderStatus.REJECTED,
+                                 f"{leg.contract.occ_symbol.strip()} no longer trades (last trade "
+                                 f"{last_trade_time(leg.contract):%Y-%m-%d %H:%M})", now)
+                return order
+        self._transition(order, OrderStatus.ACCEPTED, "", now)
+        self._working.append(order)
+        self._try_fill(order)
+        return order
+
+    def cancel(self, client_id: str, now: dt.datetime, reason: str = "cancelled by strategy") -> bool:
+        order = self.orders.get(client_id)
+        if order is None or not order.is_working:
+            return False
+        self._transition(order, OrderStatus.CANCELLED, reason, now)
+        return True
+
+    def working_orders(self) -> list[Order]:
+        return list(self._working)
+
+    def close_price(self, trade: TradeRecord) -> float | None:
+        """Net price the fill model would close ``trade`` at this bar (None if unquotable)."""
+        closing = Order(client_id="_probe", legs=tuple(leg.reversed() for leg in trade.legs), quantity=1,
+                        order_type=OrderType.MARKET, opens=False)
+        bid, ask = self.quotes.bid_ask([leg.contract for leg in closing.legs], self._bar)
+        return self.fill_model.fill_price(closing, bid, ask)
+
+    def mark(self, trade: TradeRecord) -> float:
+        """Mid value of one combo of ``trade`` at this bar (signed, index points)."""
+        q = self.quotes.legs([leg.contract for leg in trade.legs])
+        i = min(self._bar, len(q.times) - 1)
+        return float(np.dot([leg.ratio for leg in trade.legs], q.mid[i]))
+
+    # -------------------------------------------------------------- internals
+    def _transition(self, order: Order, status: OrderStatus, reason: str, now: dt.datetime) -> None:
+        previous = order.status
+        order.status = status
+        order.status_reason = reason
+        if status.is_final and order in self._working:
+            self._working.remove(order)
+        self._on_transition(order, OrderTransition(order.client_id, previous, status, now, reason))
+
+    def _try_fill(self, order: Order) -> None:
+        contracts = [leg.contract for leg in order.legs]
+        bid, ask = self.quotes.bid_ask(contracts, self._bar)
+        price = self.fill_model.fill_price(order, bid, ask)
+        if price is None:
+            return
+        qty = order.remaining
+        fees = self.commission.fees(order, qty)
+        if order.opens and order.filled_quantity == 0:
+            refusal = self.portfolio.check_buying_power(order, price, fees)
+            if refusal:
+                self._transition(order, OrderStatus.REJECTED, refusal, self._now)
+                return
+        leg_prices = self._leg_prices(order, bid, ask, price)
+        fill = Fill(fill_id=f"{order.client_id}-F{next(self._fill_ids)}", client_id=order.client_id,
+                    filled_at=self._now, quantity=qty, net_price=price, leg_prices=leg_prices, fees=fees)
+        order.fills.append(fill)
+        order.filled_quantity += qty
+        order.avg_fill_price = price
+        trade = self.portfolio.apply_fill(order, fill)
+        self._transition(order, OrderStatus.FILLED, "", self._now)
+        self._remark()
+        self._value = self.portfolio.cash + float(self._position_value[min(self._bar, len(self._position_value) - 1)])
+        self._on_fill(order, fill, trade)
+
+    @staticmethod
+    def _leg_prices(order: Order, bid: np.ndarray, ask: np.ndarray, net: float) -> tuple[float, ...]:
+        """Per-leg prints whose signed sum is the net price (legs may print in 0.01).
+
+        Legs start at their mids; the difference to the net fill is put on the
+        first leg (as exchanges allocate complex fills), rounded to the cent.
+        """
+        ratios = order.ratios
+        mids = np.round((bid + ask) * 0.5, 2)
+        diff = round(net - float(np.dot(ratios, mids)), 2)
+        prices = mids.copy()
+        prices[0] = round(prices[0] + diff / ratios[0], 2)
+        return tuple(float(p) for p in prices)
+
+    def _remark(self) -> None:
+        """Precompute the open positions' mid value for every minute of the session."""
+        trades = self.portfolio.open_trades()
+        if not trades or self.quotes.day is None:
+            self._position_value = np.zeros(1)
+            return
+        total = None
+        for trade in trades:
+            contracts = [leg.contract for leg in trade.legs]
+            q = self.quotes.legs(contracts)
+            mult = trade.legs[0].contract.multiplier
+            qty = self.portfolio.open_contracts(trade.trade_id)
+            weights = np.array([leg.ratio for leg in trade.legs], dtype=np.float64) * qty * mult
+            values = q.mid @ weights
+            total = values if total is None else total + values
+        self._position_value = np.nan_to_num(total, nan=0.0)

@@ -1,0 +1,174 @@
+"""What a strategy sees: the context object, and the risk gate every order passes.
+
+A strategy never touches Backtrader. It reads the clock, chains and its trades
+from a :class:`StrategyContext`, records decisions, and asks the context to
+open or close trades; the context runs the risk gate, builds the order with a
+deterministic client id and hands it to the broker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pandas as pd
+
+from strikebench.api import Candidate, Decision, OrderRequest, Veto
+from strikebench.options.chain import ChainSnapshot
+from strikebench.options.orders import Leg, Order, OrderType, TimeInForce, TradeRecord, max_loss_per_combo
+from strikebench.portfolio import PortfolioView
+
+if TYPE_CHECKING:  # pragma: no cover
+    from strikebench.engine.core import Engine
+
+__all__ = ["StrategyContext", "RiskGate"]
+
+
+class RiskGate:
+    """Asks every configured risk manager and every ``check_order`` hook; any veto blocks."""
+
+    def __init__(self, risk_managers: Sequence, hook=None, run=None):
+        self.risk_managers = list(risk_managers)
+        self.hook = hook
+        self.run = run
+
+    def check(self, request: OrderRequest, portfolio: PortfolioView) -> list[Veto]:
+        vetoes: list[Veto] = []
+        for rm in self.risk_managers:
+            if not rm.applies_to(request):
+                continue
+            veto = rm.check(request, portfolio)
+            if veto is not None:
+                vetoes.append(veto if veto.rule else Veto(veto.reason, rule=rm.name))
+        if self.hook is not None:
+            for veto in self.hook.check_order(run=self.run, request=request, portfolio=portfolio):
+                if veto is not None:
+                    vetoes.append(veto)
+        return vetoes
+
+
+class StrategyContext:
+    """The strategy's window on the run: clock, chains, portfolio, orders, decisions."""
+
+    def __init__(self, engine: "Engine", strategy_id: str, strategy):
+        self._engine = engine
+        self.strategy_id = strategy_id
+        self.strategy = strategy
+        self.last_vetoes: list[Veto] = []
+        self._decisions = 0
+        self._orders = 0
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def now(self) -> pd.Timestamp:
+        """The current bar's label (tz-aware, America/New_York); quotes are as of its close."""
+        return self._engine.now
+
+    @property
+    def today(self) -> dt.date:
+        return self._engine.today
+
+    @property
+    def calendar(self):
+        return self._engine.calendar
+
+    # ------------------------------------------------------------------ data
+    def chain(self, underlying: str | None = None) -> ChainSnapshot:
+        """The option chain of ``underlying`` (default: the strategy's) at this bar."""
+        return self._engine.chain(underlying or self.strategy.chain_underlying())
+
+    def underlying_price(self, symbol: str | None = None) -> float:
+        return self._engine.price(symbol or self.strategy.chain_underlying())
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return self._engine.features
+
+    # ------------------------------------------------------------- portfolio
+    @property
+    def portfolio(self) -> PortfolioView:
+        return self._engine.portfolio.view(self.today)
+
+    def open_trades(self) -> list[TradeRecord]:
+        return self._engine.portfolio.open_trades(self.strategy_id)
+
+    def close_price(self, trade: TradeRecord) -> float | None:
+        """Signed net price the fill model would close ``trade`` at now (positive = debit)."""
+        return self._engine.broker.close_price(trade)
+
+    def mark(self, trade: TradeRecord) -> float:
+        """Mid value of one combo of ``trade`` now (signed index points)."""
+        return self._engine.broker.mark(trade)
+
+    # -------------------------------------------------------------- decisions
+    def decide(self, action: str, reason: str, *, candidates: Sequence[Candidate] = (),
+               chosen: int | None = None, snapshot: ChainSnapshot | None = None,
+               context: dict | None = None, ruleset_version: str = "") -> Decision:
+        """Record a decision (TRADE, SKIP or EXIT) with what it saw; journaled via ``on_decision``."""
+        self._decisions += 1
+        decision = Decision(
+            strategy=self.strategy_id, decided_at=self.now.to_pydatetime(), action=action, reason=reason,
+            candidates=tuple(candidates), chosen=chosen,
+            snapshot_checksum=snapshot.checksum if snapshot is not None else None,
+            context=dict(context or {}), ruleset_version=ruleset_version,
+            decision_id=f"{self.strategy_id}-{self.now:%Y%m%dT%H%M}-{self._decisions}",
+        )
+        self._engine.record_decision(decision, snapshot)
+        return decision
+
+    # ----------------------------------------------------------------- orders
+    def open_trade(self, legs: Sequence[Leg], quantity: int, *, limit: float | None = None,
+                   reason: str = "entry", decision: Decision | None = None,
+                   tif: TimeInForce = TimeInForce.DAY) -> Order | None:
+        """Send an order opening a new trade; None when a risk check vetoes it (see ``last_vetoes``)."""
+        legs = tuple(legs)
+        trade_id = self._client_id("T", legs, decision)
+        return self._send(legs, quantity, limit, reason, trade_id, opens=True, decision=decision, tif=tif)
+
+    def close_trade(self, trade: TradeRecord, reason: str, *, limit: float | None = None,
+                    tif: TimeInForce = TimeInForce.DAY) -> Order | None:
+        """Send an order closing all open combos of ``trade`` (its legs reversed)."""
+        qty = self._engine.portfolio.open_contracts(trade.trade_id)
+        if qty <= 0:
+            return None
+        legs = tuple(leg.reversed() for leg in trade.legs)
+        return self._send(legs, qty, limit, reason, trade.trade_id, opens=False, decision=None, tif=tif)
+
+    def cancel(self, order: Order, reason: str = "cancelled by strategy") -> bool:
+        return self._engine.broker.cancel(order.client_id, self.now.to_pydatetime(), reason)
+
+    def _client_id(self, prefix: str, legs: Sequence[Leg], decision: Decision | None) -> str:
+        """Deterministic id from (run, decision or time, leg set): the same intent gets the same id."""
+        self._orders += 1
+        basis = decision.decision_id if decision else f"{self.strategy_id}-{self.now:%Y%m%dT%H%M}-{self._orders}"
+        legs_key = "|".join(f"{leg.contract.occ_symbol}x{leg.ratio}" for leg in legs)
+        digest = hashlib.sha256(f"{self._engine.run.run_id}|{basis}|{legs_key}".encode()).hexdigest()[:10]
+        return f"{prefix}-{basis}-{digest}"
+
+    def _send(self, legs, quantity, limit, reason, trade_id, *, opens, decision, tif) -> Order | None:
+        engine = self._engine
+        order = Order(
+            client_id=self._client_id("O", legs, decision) if opens else f"{trade_id}-X{self._orders + 1}",
+            legs=legs, quantity=quantity,
+            order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET,
+            limit_price=limit, tif=tif, strategy=self.strategy_id, trade_id=trade_id, opens=opens,
+            reason=reason, created_at=self.now.to_pydatetime(),
+        )
+        if not opens:
+            self._orders += 1
+        est = limit
+        if est is None:
+            bid, ask = engine.broker.quotes.bid_ask([leg.contract for leg in legs], engine.bar_in_session)
+            est = engine.broker.fill_model.fill_price(order, bid, ask)
+        loss = (max_loss_per_combo(legs, est) * legs[0].contract.multiplier * quantity
+                if opens and est is not None else 0.0)
+        request = OrderRequest(order=order, at=self.now.to_pydatetime(), strategy=self.strategy_id, opens=opens,
+                               quantity=quantity, est_price=est, worst_case_loss=float(loss))
+        vetoes = engine.risk_gate.check(request, self.portfolio)
+        self.last_vetoes = vetoes
+        if vetoes:
+            engine.record_veto(order, vetoes)
+            return None
+        return engine.broker.submit(order, self.now.to_pydatetime())
+

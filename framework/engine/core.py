@@ -1,0 +1,244 @@
+"""The engine: one run's clock, strategies, portfolio, broker and events, driven bar by bar.
+
+Backtrader drives :meth:`Engine.on_bar` (see :mod:`strikebench.engine.adapter`);
+tests and the replay clock can drive it directly. Everything per bar is an
+index lookup into arrays computed once per run (session boundaries, decision
+minutes) or once per session (leg quotes, marks).
+
+Time convention: a minute bar is labelled by its start (09:30 ... 15:59); "at
+10:00" means the bar labelled 10:00, with quotes as of its close.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from strikebench.api import RunInfo, Veto
+from strikebench.calendar import NY, MarketCalendar
+from strikebench.engine.broker import OptionsBroker, OrderTransition, QuoteBook
+from strikebench.engine.context import RiskGate, StrategyContext
+from strikebench.options.chain import ChainSnapshot
+from strikebench.options.contracts import SettlementStyle
+from strikebench.options.orders import Fill, Order, OrderStatus, TradeRecord
+from strikebench.portfolio import Portfolio
+
+__all__ = ["Engine", "Timeline"]
+
+
+class _NullHook:
+    """Stands in for ``pm.hook`` when an engine runs without a plugin manager."""
+
+    def __getattr__(self, name):
+        return lambda **kwargs: []
+
+
+class Timeline:
+    """Per-bar arrays of one run: label, session day, position in session, minute of day."""
+
+    def __init__(self, index: pd.DatetimeIndex):
+        if index.tz is None:
+            raise ValueError("bar index must be timezone-aware")
+        local = index.tz_convert(NY)
+        self.index = local
+        self.ns = local.asi8
+        self.minute_of_day = (local.hour * 60 + local.minute).to_numpy()
+        days = local.normalize()
+        self.day_codes, uniques = pd.factorize(days)
+        self.days = [d.date() for d in uniques]
+        new_day = np.r_[True, self.day_codes[1:] != self.day_codes[:-1]]
+        self.first = new_day
+        self.last = np.r_[new_day[1:], True]
+        starts = np.flatnonzero(new_day)
+        self.in_session = np.arange(len(index)) - np.repeat(starts, np.diff(np.r_[starts, len(index)]))
+
+    def __len__(self) -> int:
+        return len(self.ns)
+
+
+class Engine:
+    """Runs configured strategies over a market's bars with an options broker."""
+
+    def __init__(self, *, market, strategies: Sequence[tuple[str, object]], fill_model, commission,
+                 risk_managers: Sequence = (), initial_cash: float = 100_000.0, run: RunInfo | None = None,
+                 hook=None, calendar: MarketCalendar | None = None, underlying: str | None = None,
+                 on_session_end: Callable[[dt.date, float], None] | None = None):
+        self.market = market
+        self.run = run or RunInfo(run_id="adhoc", name="adhoc", mode="backtest")
+        self.hook = hook if hook is not None else _NullHook()
+        self.calendar = calendar or MarketCalendar()
+        self.strategies = list(strategies)
+        self.underlying = underlying or (self.strategies[0][1].chain_underlying() if self.strategies else "SPX")
+        self.bars = market.bars(self.underlying)
+        self.timeline = Timeline(self.bars.index)
+        self._close = self.bars["close"].to_numpy()
+        self.portfolio = Portfolio(initial_cash)
+        self.broker = OptionsBroker(self.portfolio, fill_model, commission, QuoteBook(market),
+                                    on_transition=self._on_transition, on_fill=self._on_fill)
+        self.risk_gate = RiskGate(risk_managers, hook=hook, run=self.run)
+        self.contexts = [StrategyContext(self, sid, strat) for sid, strat in self.strategies]
+        self._decision_bars = [
+            np.isin(self.timeline.minute_of_day, [t.hour * 60 + t.minute for t in strat.decision_times()])
+            for _, strat in self.strategies
+        ]
+        self.features: dict = {}
+        self.decisions: list = []
+        self.vetoes: list[tuple[Order, list[Veto]]] = []
+        self.equity_by_day: list[tuple[dt.date, float]] = []
+        self._on_session_end_cb = on_session_end
+        self.i = -1
+        self._chains: dict[str, ChainSnapshot] = {}
+        self._chain_bar = -1
+        self._other_prices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.finished = False
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def now(self) -> pd.Timestamp:
+        return self.timeline.index[self.i]
+
+    @property
+    def today(self) -> dt.date:
+        return self.timeline.days[self.timeline.day_codes[self.i]]
+
+    @property
+    def bar_in_session(self) -> int:
+        return int(self.timeline.in_session[self.i])
+
+    # ------------------------------------------------------------------- data
+    def chain(self, underlying: str) -> ChainSnapshot:
+        if self._chain_bar != self.i:
+            self._chains.clear()
+            self._chain_bar = self.i
+        snap = self._chains.get(underlying)
+        if snap is None:
+            snap = self.market.snapshot(underlying, self.now)
+            self._chains[underlying] = snap
+        return snap
+
+    def price(self, symbol: str) -> float:
+        if symbol == self.underlying:
+            return float(self._close[self.i])
+        cached = self._other_prices.get(symbol)
+        if cached is None:
+            bars = self.market.bars(symbol)
+            cached = (bars.index.asi8, bars["close"].to_numpy())
+            self._other_prices[symbol] = cached
+        ns, close = cached
+        j = int(np.searchsorted(ns, self.timeline.ns[self.i], side="right")) - 1
+        return float(close[max(j, 0)])
+
+    # ------------------------------------------------------------------- loop
+    def run_all(self) -> None:
+        """Drive every bar without Backtrader (tests, replay)."""
+        for i in range(len(self.timeline)):
+            self.on_bar(i)
+        self.finish()
+
+    def on_bar(self, i: int) -> None:
+        self.i = i
+        tl = self.timeline
+        if tl.first[i]:
+            self._start_session()
+        now = self.now.to_pydatetime()
+        self.broker.on_bar(int(tl.in_session[i]), now)
+        for k, (sid, strat) in enumerate(self.strategies):
+            ctx = self.contexts[k]
+            for trade in self.portfolio.open_trades(sid):
+                strat.manage(ctx, trade)
+            if self._decision_bars[k][i]:
+                strat.on_decision_time(ctx)
+        if tl.last[i]:
+            self._end_session()
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        summary = self.summary()
+        self.hook.on_run_end(run=self.run, summary=summary)
+
+    # ----------------------------------------------------------- sessions
+    def _start_session(self) -> None:
+        day = self.today
+        self.broker.start_session(day)
+        self._settle(SettlementStyle.AM, self.now.to_pydatetime())
+        self.hook.on_session_start(run=self.run, day=day)
+        for k, (sid, strat) in enumerate(self.strategies):
+            strat.on_session_start(self.contexts[k])
+
+    def _end_session(self) -> None:
+        day = self.today
+        close_time = self.now.to_pydatetime() + dt.timedelta(minutes=1)
+        self.broker.end_session(close_time)
+        self._settle(SettlementStyle.PM, close_time)
+        for k, (sid, strat) in enumerate(self.strategies):
+            strat.on_session_end(self.contexts[k])
+        equity = self.broker.getvalue()
+        self.equity_by_day.append((day, equity))
+        self.hook.on_session_end(run=self.run, day=day, equity=equity)
+        if self._on_session_end_cb is not None:
+            self._on_session_end_cb(day, equity)
+
+    def _settle(self, style: SettlementStyle, at: dt.datetime) -> None:
+        day = self.today
+        expiring = {leg.contract for trade in self.portfolio.open_trades() for leg in trade.legs
+                    if leg.contract.expiry == day and leg.contract.settlement_style == style}
+        if not expiring:
+            return
+        values = {c: float(self.market.settlement_value(c)) for c in expiring}
+        for trade in self.broker.settle(sorted(expiring), values, at):
+            self.hook.on_trade_closed(run=self.run, trade=trade)
+
+    # ------------------------------------------------------------- events
+    def record_decision(self, decision, snapshot: ChainSnapshot | None) -> None:
+        self.decisions.append(decision)
+        self.hook.on_decision(run=self.run, decision=decision, snapshot=snapshot)
+
+    def record_veto(self, order: Order, vetoes: list[Veto]) -> None:
+        reason = "; ".join(f"{v.rule}: {v.reason}" if v.rule else v.reason for v in vetoes)
+        previous = order.status
+        order.status = OrderStatus.REJECTED
+        order.status_reason = f"vetoed: {reason}"
+        self.vetoes.append((order, vetoes))
+        self.hook.on_order_event(run=self.run, order=order.snapshot(),
+                                 event=OrderTransition(order.client_id, previous, OrderStatus.REJECTED,
+                                                       self.now.to_pydatetime(), order.status_reason))
+
+    def _on_transition(self, order: Order, transition: OrderTransition) -> None:
+        self.hook.on_order_event(run=self.run, order=order.snapshot(), event=transition)
+
+    def _on_fill(self, order: Order, fill: Fill, trade: TradeRecord) -> None:
+        self.hook.on_fill(run=self.run, order=order.snapshot(), fill=fill)
+        if not trade.is_open:
+            self.hook.on_trade_closed(run=self.run, trade=trade)
+
+    # ------------------------------------------------------------ summary
+    def summary(self) -> dict:
+        p = self.portfolio
+        closed = p.closed_trades()
+        pnl = [t.realized_pnl for t in closed]
+        equity = np.array([e for _, e in self.equity_by_day]) if self.equity_by_day else np.array([p.cash])
+        peak = np.maximum.accumulate(np.r_[p.initial_cash, equity])
+        drawdown = float(np.max(peak - np.r_[p.initial_cash, equity]))
+        wins = [x for x in pnl if x > 0]
+        return {
+            "run_id": self.run.run_id,
+            "completed": self.finished and self.i == len(self.timeline) - 1,
+            "sessions": len(self.equity_by_day),
+            "bars": self.i + 1,
+            "initial_cash": p.initial_cash,
+            "final_cash": p.cash,
+            "final_equity": float(self.broker.getvalue()),
+            "realized_pnl": round(sum(pnl), 2),
+            "fees": p.fees_cents / 100.0,
+            "trades": len(closed),
+            "open_trades": len(p.open_trades()),
+            "win_rate": (len(wins) / len(pnl)) if pnl else None,
+            "max_drawdown": round(drawdown, 2),
+            "decisions": len(self.decisions),
+            "vetoed_orders": len(self.vetoes),
+        }

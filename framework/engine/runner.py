@@ -1,0 +1,117 @@
+"""Run a resolved config as a Backtrader backtest: cerebro owns the loop, the engine does the options.
+
+One ``bt.Strategy`` (:class:`EngineStrategy`) hosts every configured strategy
+plugin through the :class:`~strikebench.engine.core.Engine`; the underlying's
+minute bars are an ordinary Backtrader feed; the :class:`OptionsBroker` is
+cerebro's broker, so Backtrader's analyzers (returns, drawdown) read its value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import backtrader as bt
+import pandas as pd
+
+from strikebench.api import RunInfo
+from strikebench.engine.core import Engine
+
+__all__ = ["EngineStrategy", "build_engine", "run_backtest", "bars_feed"]
+
+
+class EngineStrategy(bt.Strategy):
+    """The single Backtrader strategy: forwards every bar to the engine."""
+
+    params = (("engine", None),)
+
+    def __init__(self):
+        self._engine: Engine = self.p.engine
+        self._i = -1
+
+    def next(self):
+        self._i += 1
+        self._engine.on_bar(self._i)
+
+    def stop(self):
+        self._engine.finish()
+
+
+def bars_feed(bars: pd.DataFrame) -> bt.feeds.PandasData:
+    """A Backtrader feed of minute bars (naive America/New_York labels)."""
+    df = bars[["open", "high", "low", "close", "volume"]].copy()
+    df.index = df.index.tz_convert("America/New_York").tz_localize(None)
+    return bt.feeds.PandasData(dataname=df, timeframe=bt.TimeFrame.Minutes, compression=1)
+
+
+def build_engine(resolved, *, run: RunInfo, hook=None, market=None, on_session_end=None) -> Engine:
+    """Build the plugins a resolved config names and wire them into an engine."""
+    market = market if market is not None else resolved.data.build().open()
+    strategies = [(rp.instance_id, rp.build()) for rp in resolved.strategies]
+    return Engine(
+        market=market, strategies=strategies, fill_model=resolved.fill_model.build(),
+        commission=resolved.commission.build(), risk_managers=[rp.build() for rp in resolved.risk],
+        initial_cash=resolved.broker.params.initial_cash, run=run, hook=hook, on_session_end=on_session_end,
+    )
+
+
+def run_cerebro(engine: Engine) -> dict:
+    """Run the engine under cerebro; returns Backtrader's analyzer readings."""
+    cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=False)
+    cerebro.adddata(bars_feed(engine.bars))
+    cerebro.setbroker(engine.broker)
+    cerebro.addstrategy(EngineStrategy, engine=engine)
+    cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
+    cerebro.addanalyzer(bt.analyzers.TimeReturn, _name="daily", timeframe=bt.TimeFrame.Days)
+    strat = cerebro.run()[0]
+    dd = strat.analyzers.drawdown.get_analysis()
+    daily = strat.analyzers.daily.get_analysis()
+    return {"bt_max_drawdown_money": float(dd.max.moneydown), "bt_max_drawdown_pct": float(dd.max.drawdown),
+            "bt_daily_returns": {str(k.date()): float(v) for k, v in daily.items()}}
+
+
+def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_dir: str | None = None) -> dict:
+    """Run a backtest from a resolved config; write the run folder; return the summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from strikebench.report import print_summary
+
+    console = console or Console()
+    cfg = resolved.config
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}"
+    n = 1
+    while run_dir.exists():
+        n += 1
+        run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}-{n}"
+    run_dir.mkdir(parents=True)
+    run = RunInfo(run_id=run_dir.name, name=cfg.name, mode="backtest", config=resolved,
+                  output_dir=str(run_dir), seed=resolved.data.params.model_dump().get("seed"))
+    hook = pm.hook if pm is not None else None
+
+    with console.status("generating market data...", spinner="dots"):
+        market = resolved.data.build().open()
+    sessions = len(market.sessions())
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+                   disable=not progress, transient=False)
+    task = bar.add_task(cfg.name, total=sessions, status="")
+
+    def session_done(day, equity):
+        p = engine.portfolio
+        bar.update(task, advance=1, status=f"{day}  trades {len(p.closed_trades())}  "
+                                           f"P&L {equity - p.initial_cash:+,.2f}")
+
+    engine = build_engine(resolved, run=run, hook=hook, market=market, on_session_end=session_done)
+    if hook is not None:
+        hook.on_run_start(run=run)
+    with bar:
+        bt_figures = run_cerebro(engine)
+    summary = engine.summary()
+    summary.update({k: v for k, v in bt_figures.items() if k != "bt_daily_returns"})
+    summary["run_dir"] = str(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print_summary(summary, console)
+    return summary

@@ -1,0 +1,268 @@
+"""Cash, strategy trades and positions, kept to the cent.
+
+Cash is held in integer cents. A fill moves cash by ``-net_price x multiplier x
+quantity`` (net prices are on the tick grid, so this is exact) minus fees; cash
+settlement moves it by the combo's payoff. A trade's realized P&L is the sum of
+its own cash flows, so ``sum(realized P&L) == final cash - initial cash`` holds
+exactly once every trade is closed.
+
+Positions per contract are derived from the open trades (one source of truth).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from strikebench.options.contracts import OptionContract
+from strikebench.options.orders import (
+    Fill,
+    Leg,
+    Order,
+    OrderError,
+    TradeRecord,
+    expiry_payoff,
+    liability_per_combo,
+    max_loss_per_combo,
+)
+
+__all__ = ["Portfolio", "PortfolioView", "to_cents"]
+
+
+def to_cents(dollars: float) -> int:
+    return int(round(dollars * 100.0))
+
+
+def _price_cents(points: float) -> int:
+    """Index points on the tick grid -> integer cents of a point (1.15 -> 115)."""
+    return int(round(points * 100.0))
+
+
+@dataclass
+class _TradeBook:
+    record: TradeRecord
+    open_contracts: int
+    cash_flow_cents: int = 0  # everything this trade moved: premiums, fees, settlement
+    fee_cents: int = 0
+    entry_notional_cents: int = 0  # sum of price_cents * qty, for the average entry
+    exit_notional_cents: int = 0
+    closed_contracts: int = 0
+
+
+class Portfolio:
+    """The account of one run: cash, open and closed trades, the day's figures."""
+
+    def __init__(self, initial_cash: float):
+        self.initial_cash_cents = to_cents(initial_cash)
+        self.cash_cents = self.initial_cash_cents
+        self._books: dict[str, _TradeBook] = {}
+        self._open: dict[str, _TradeBook] = {}
+        self.realized_by_day_cents: dict[dt.date, int] = defaultdict(int)
+        self.opened_by_day: dict[dt.date, int] = defaultdict(int)
+        self.exit_reasons_by_day: dict[dt.date, list[str]] = defaultdict(list)
+        self.fees_cents = 0
+
+    # ---------------------------------------------------------------- queries
+    @property
+    def cash(self) -> float:
+        return self.cash_cents / 100.0
+
+    @property
+    def initial_cash(self) -> float:
+        return self.initial_cash_cents / 100.0
+
+    def open_trades(self, strategy: str | None = None) -> list[TradeRecord]:
+        return [b.record for b in self._open.values() if strategy is None or b.record.strategy == strategy]
+
+    def closed_trades(self) -> list[TradeRecord]:
+        return [b.record for b in self._books.values() if not b.record.is_open]
+
+    def all_trades(self) -> list[TradeRecord]:
+        return [b.record for b in self._books.values()]
+
+    def trade(self, trade_id: str) -> TradeRecord | None:
+        book = self._books.get(trade_id)
+        return book.record if book else None
+
+    def open_contracts(self, trade_id: str) -> int:
+        book = self._open.get(trade_id)
+        return book.open_contracts if book else 0
+
+    def positions(self) -> dict[OptionContract, int]:
+        """Signed contracts held per option contract, summed over open trades."""
+        out: dict[OptionContract, int] = defaultdict(int)
+        for book in self._open.values():
+            for leg in book.record.legs:
+                out[leg.contract] += leg.ratio * book.open_contracts
+        return {c: q for c, q in out.items() if q}
+
+    def liability(self) -> float:
+        """Worst-case settlement payout of all open trades, dollars (what buying power holds)."""
+        total = 0.0
+        for book in self._open.values():
+            legs = book.record.legs
+            total += liability_per_combo(legs) * legs[0].contract.multiplier * book.open_contracts
+        return total
+
+    def buying_power(self) -> float:
+        """Cash not held against the worst case of open defined-risk trades."""
+        return self.cash - self.liability()
+
+    def worst_case_loss(self) -> float:
+        """Sum of open trades' remaining worst-case losses (dollars, from entry)."""
+        return sum(b.record.max_loss * b.open_contracts / max(b.record.contracts, 1) for b in self._open.values())
+
+    def realized_today(self, day: dt.date) -> float:
+        return self.realized_by_day_cents.get(day, 0) / 100.0
+
+    def realized_total(self) -> float:
+        return sum(b.cash_flow_cents for b in self._books.values() if not b.record.is_open) / 100.0
+
+    # ---------------------------------------------------------------- changes
+    def check_buying_power(self, order: Order, net_price: float, fees: float) -> str | None:
+        """Reason the order exceeds buying power, or None. Closing orders always pass."""
+        if not order.opens:
+            return None
+        mult = order.multiplier
+        loss = max_loss_per_combo(order.legs, net_price)
+        if not np.isfinite(loss):
+            return "undefined risk: the combo's worst-case loss is unbounded"
+        need = loss * mult * order.quantity + fees
+        have = self.buying_power()
+        if need > have + 1e-9:
+            return f"buying power {have:,.2f} is less than the order's max loss {need:,.2f}"
+        return None
+
+    def apply_fill(self, order: Order, fill: Fill) -> TradeRecord:
+        """Book a fill: cash, fees, and the strategy trade it opens or closes."""
+        if order.trade_id is None:
+            raise OrderError("an order must name the trade it opens or closes")
+        mult = order.multiplier
+        price_c = _price_cents(fill.net_price)
+        fee_c = to_cents(fill.fees)
+        flow = -price_c * mult * fill.quantity - fee_c
+        self.cash_cents += flow
+        self.fees_cents += fee_c
+        day = fill.filled_at.date()
+        if order.opens:
+            book = self._books.get(order.trade_id)
+            if book is None:
+                if len({leg.contract.expiry for leg in order.legs}) != 1:
+                    raise OrderError("a trade's legs must share one expiry (calendars are not supported yet)")
+                record = TradeRecord(
+                    trade_id=order.trade_id, strategy=order.strategy, legs=order.legs, contracts=0,
+                    opened_at=fill.filled_at, entry_price=fill.net_price, leg_entry_prices=fill.leg_prices,
+                    decision_id=None,
+                )
+                book = _TradeBook(record, 0)
+                self._books[order.trade_id] = book
+                self._open[order.trade_id] = book
+                self.opened_by_day[day] += 1
+            book.open_contracts += fill.quantity
+            book.record.contracts += fill.quantity
+            book.entry_notional_cents += price_c * fill.quantity
+            book.record.entry_price = book.entry_notional_cents / book.record.contracts / 100.0
+            book.record.max_loss = max_loss_per_combo(book.record.legs, book.record.entry_price) * mult * book.record.contracts
+        else:
+            book = self._open.get(order.trade_id)
+            if book is None:
+                raise OrderError(f"closing order {order.client_id} names trade {order.trade_id}, which is not open")
+            if fill.quantity > book.open_contracts:
+                raise OrderError(f"closing {fill.quantity} combos of trade {order.trade_id}, but only "
+                                 f"{book.open_contracts} are open")
+            book.open_contracts -= fill.quantity
+            book.closed_contracts += fill.quantity
+            book.exit_notional_cents += price_c * fill.quantity
+            book.record.exit_price = book.exit_notional_cents / book.closed_contracts / 100.0
+            book.record.leg_exit_prices = fill.leg_prices
+        book.cash_flow_cents += flow
+        book.fee_cents += fee_c
+        book.record.fees = book.fee_cents / 100.0
+        if not order.opens and book.open_contracts == 0:
+            self._close(book, fill.filled_at, order.reason or "exit")
+        return book.record
+
+    def settle(self, contracts_expiring: Iterable[OptionContract], values: dict[OptionContract, float],
+               at: dt.datetime) -> list[TradeRecord]:
+        """Cash-settle every open trade whose legs expire now; returns the trades closed."""
+        expiring = set(contracts_expiring)
+        closed = []
+        for book in list(self._open.values()):
+            legs = book.record.legs
+            if not any(leg.contract in expiring for leg in legs):
+                continue
+            settle_values = [values[leg.contract] for leg in legs]
+            intrinsic = [float(expiry_payoff((Leg(leg.contract, 1),), v)) for leg, v in zip(legs, settle_values)]
+            payoff = sum(leg.ratio * x for leg, x in zip(legs, intrinsic))
+            payoff_c = _price_cents(payoff)
+            mult = legs[0].contract.multiplier
+            flow = payoff_c * mult * book.open_contracts
+            self.cash_cents += flow
+            book.cash_flow_cents += flow
+            exit_notional = -payoff_c * book.open_contracts
+            book.exit_notional_cents += exit_notional
+            book.closed_contracts += book.open_contracts
+            book.open_contracts = 0
+            book.record.exit_price = book.exit_notional_cents / book.closed_contracts / 100.0
+            book.record.leg_exit_prices = tuple(round(x, 2) for x in intrinsic)
+            self._close(book, at, "settlement")
+            closed.append(book.record)
+        return closed
+
+    def _close(self, book: _TradeBook, at: dt.datetime, reason: str) -> None:
+        book.record.closed_at = at
+        book.record.exit_reason = reason
+        book.record.realized_pnl = book.cash_flow_cents / 100.0
+        self._open.pop(book.record.trade_id, None)
+        day = at.date()
+        self.realized_by_day_cents[day] += book.cash_flow_cents
+        self.exit_reasons_by_day[day].append(reason)
+
+    def view(self, today: dt.date) -> "PortfolioView":
+        return PortfolioView(self, today)
+
+
+class PortfolioView:
+    """Read-only view handed to strategies and risk checks."""
+
+    def __init__(self, portfolio: Portfolio, today: dt.date):
+        self._p = portfolio
+        self.today = today
+
+    @property
+    def cash(self) -> float:
+        return self._p.cash
+
+    @property
+    def buying_power(self) -> float:
+        return self._p.buying_power()
+
+    def open_trades(self, strategy: str | None = None) -> list[TradeRecord]:
+        return self._p.open_trades(strategy)
+
+    @property
+    def open_trade_count(self) -> int:
+        return len(self._p.open_trades())
+
+    @property
+    def trades_opened_today(self) -> int:
+        return self._p.opened_by_day.get(self.today, 0)
+
+    @property
+    def realized_today(self) -> float:
+        return self._p.realized_today(self.today)
+
+    @property
+    def exit_reasons_today(self) -> list[str]:
+        return list(self._p.exit_reasons_by_day.get(self.today, []))
+
+    @property
+    def worst_case_loss(self) -> float:
+        return self._p.worst_case_loss()
+
+    def positions(self) -> dict[OptionContract, int]:
+        return self._p.positions()

@@ -1,0 +1,209 @@
+"""The backtest broker on hand-made markets: every figure checkable with a pencil."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from strikebench.api import Strategy
+from strikebench.options.contracts import OptionContract
+from strikebench.options.orders import Leg, OrderStatus, TimeInForce
+from strikebench.plugins.commissions import CboeRetail, ZeroCommission
+from strikebench.plugins.fill_models import MidSlippageFill, NaturalFill
+from strikebench.testing import ModelMarket, run_strategy
+
+DAY = dt.date(2024, 1, 10)  # a Wednesday
+P4700 = OptionContract("SPXW", DAY, 4700.0, "P")
+P4695 = OptionContract("SPXW", DAY, 4695.0, "P")
+
+
+class Scripted(Strategy):
+    """Opens the given legs once at a time of day, optionally closes later."""
+
+    name = "scripted"
+
+    def __init__(self, legs, *, at=dt.time(10, 0), quantity=1, limit=None, close_at=None, cancel_at=None,
+                 tif=TimeInForce.DAY, day=DAY):
+        super().__init__()
+        self.legs, self.at, self.quantity, self.limit = legs, at, quantity, limit
+        self.close_at, self.cancel_at, self.tif, self.day = close_at, cancel_at, tif, day
+        self.orders = []
+
+    def decision_times(self):
+        return [t for t in (self.at, self.close_at, self.cancel_at) if t]
+
+    def on_decision_time(self, ctx):
+        if ctx.today != self.day:
+            return
+        t = ctx.now.time()
+        if t == self.at:
+            self.orders.append(ctx.open_trade(self.legs, self.quantity, limit=self.limit, tif=self.tif))
+        elif t == self.close_at:
+            for trade in ctx.open_trades():
+                self.orders.append(ctx.close_trade(trade, "scripted exit"))
+        elif t == self.cancel_at:
+            for order in self.orders:
+                if order is not None and order.is_working:
+                    ctx.cancel(order)
+
+
+def put_spread_market(settle=4697.0, **kw):
+    return ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60)},
+                       settlement={DAY: settle}, **kw)
+
+
+def test_put_credit_spread_fills_at_k030_marks_at_mid_and_settles_to_the_cent():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)])
+    engine = run_strategy(strat, put_spread_market(), fill_model=MidSlippageFill(), commission=CboeRetail())
+    order = strat.orders[0]
+    # mid = -3.20 + 2.50 = -0.70; width = 0.40 + 0.20 = 0.60; -0.70 + 0.30 x 0.60 = -0.52 -> up to -0.50
+    assert order.status == OrderStatus.FILLED
+    assert order.avg_fill_price == pytest.approx(-0.50)
+    fill = order.fills[0]
+    assert fill.fees == pytest.approx(2 * (0.65 + 0.60 + 0.03))  # 2.56
+    assert sum(r * p for r, p in zip((-1, 1), fill.leg_prices)) == pytest.approx(-0.50)
+    # settles at 4697: short 4700 put pays 3.00, long 4695 expires worthless
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.exit_reason == "settlement"
+    assert trade.exit_price == pytest.approx(3.00)
+    assert trade.realized_pnl == pytest.approx(50.00 - 2.56 - 300.00)
+    assert engine.portfolio.cash == pytest.approx(100_000 + 50.00 - 2.56 - 300.00)
+    assert engine.portfolio.cash_cents == 100_000_00 + 50_00 - 256 - 300_00
+    # cash = Σ realized P&L + initial cash, exactly
+    assert engine.portfolio.cash_cents - engine.portfolio.initial_cash_cents == round(trade.realized_pnl * 100)
+
+
+def test_open_spread_is_marked_at_mid_each_bar():
+    seen = []
+
+    class Watch(Scripted):
+        def manage(self, ctx, trade):
+            seen.append((ctx.now.time(), ctx.mark(trade), self._engine_value(ctx)))
+
+        @staticmethod
+        def _engine_value(ctx):
+            return ctx._engine.broker.getvalue()
+
+    strat = Watch([Leg(P4700, -1), Leg(P4695, +1)])
+    run_strategy(strat, put_spread_market(), commission=CboeRetail())
+    t, mark, value = seen[0]
+    assert t == dt.time(10, 1)
+    assert mark == pytest.approx(-0.70)
+    # cash 100,000 + 50 - 2.56; short spread worth -0.70 x 100
+    assert value == pytest.approx(100_000 + 50 - 2.56 - 70.0)
+
+
+def test_settlement_out_of_the_money_keeps_the_credit():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)])
+    engine = run_strategy(strat, put_spread_market(settle=4750.0))
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.realized_pnl == pytest.approx(50.0)
+    assert trade.exit_price == 0.0
+
+
+def test_butterfly_one_minus_two_one():
+    c1, c2, c3 = (OptionContract("SPXW", DAY, k, "C") for k in (4700.0, 4710.0, 4720.0))
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={c1: (14.00, 14.40), c2: (8.00, 8.20), c3: (4.00, 4.20)},
+                         settlement={DAY: 4712.0})
+    strat = Scripted([Leg(c1, 1), Leg(c2, -2), Leg(c3, 1)])
+    engine = run_strategy(strat, market)
+    order = strat.orders[0]
+    # mid = 14.20 - 2 x 8.10 + 4.10 = 2.10; width = 0.40 + 2 x 0.20 + 0.20 = 1.00; 2.10 + 0.30 = 2.40 debit
+    assert order.avg_fill_price == pytest.approx(2.40)
+    (trade,) = engine.portfolio.closed_trades()
+    # settle 4712: 12 - 2 x 2 + 0 = 8.00 per fly
+    assert trade.exit_price == pytest.approx(-8.00)
+    assert trade.realized_pnl == pytest.approx((8.00 - 2.40) * 100)
+    assert engine.portfolio.cash == pytest.approx(100_000 + 560.0)
+
+
+def test_vix_call_spread_settles_at_the_wednesday_open_print():
+    vday = dt.date(2024, 1, 17)  # VIX January 2024 expiry (Wednesday, AM-settled)
+    c20 = OptionContract("VIX", vday, 20.0, "C")
+    c25 = OptionContract("VIX", vday, 25.0, "C")
+    market = ModelMarket("2024-01-16", "2024-01-17", spot=14.0, underlying="VIX", root="VIX",
+                         quotes={c20: (0.30, 0.34), c25: (0.10, 0.12)}, settlement={vday: 22.35})
+
+    class VixHedge(Scripted):
+        underlying = "VIX"
+
+    strat = VixHedge([Leg(c20, 1), Leg(c25, -1)], day=dt.date(2024, 1, 16))
+    engine = run_strategy(strat, market)
+    order = strat.orders[0]
+    # mid = 0.32 - 0.11 = 0.21; width = 0.04 + 0.02 = 0.06; 0.21 + 0.018 = 0.228 -> up to 0.23 (VIX complex 0.01)
+    assert order.avg_fill_price == pytest.approx(0.23)
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.exit_reason == "settlement"
+    assert trade.closed_at.time() == dt.time(9, 30)
+    assert trade.realized_pnl == pytest.approx((2.35 - 0.23) * 100)
+
+
+def test_buying_power_rejection():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], quantity=300)
+    engine = run_strategy(strat, put_spread_market(), initial_cash=100_000)
+    order = strat.orders[0]
+    # max loss (5 - 0.50) x 100 x 300 = 135,000 > 100,000
+    assert order.status == OrderStatus.REJECTED
+    assert "buying power" in order.status_reason
+    assert engine.portfolio.cash == 100_000
+
+
+def test_a_naked_short_call_is_rejected_as_undefined_risk():
+    call = OptionContract("SPXW", DAY, 4715.0, "C")
+    strat = Scripted([Leg(call, -1)])
+    run_strategy(strat, ModelMarket(DAY, DAY, spot=4710.0))
+    assert strat.orders[0].status == OrderStatus.REJECTED
+    assert "unbounded" in strat.orders[0].status_reason
+
+
+def test_unmarketable_limit_works_then_cancel():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], limit=-1.00, cancel_at=dt.time(11, 0))
+    engine = run_strategy(strat, put_spread_market())
+    order = strat.orders[0]
+    assert order.status == OrderStatus.CANCELLED
+    assert engine.portfolio.closed_trades() == [] and engine.portfolio.cash == 100_000
+
+
+def test_day_order_expires_at_the_close():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], limit=-1.00)
+    run_strategy(strat, put_spread_market())
+    assert strat.orders[0].status == OrderStatus.EXPIRED
+
+
+def test_marketable_limit_fills_at_the_model_price():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], limit=-0.40)
+    run_strategy(strat, put_spread_market())
+    assert strat.orders[0].avg_fill_price == pytest.approx(-0.50)
+
+
+@pytest.mark.parametrize("quote", [(np.nan, 3.40), (0.0, 3.40), (3.60, 3.40)], ids=["nan", "zero-bid", "crossed"])
+def test_unusable_quotes_never_fill(quote):
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: quote, P4695: (2.40, 2.60)}, settlement={DAY: 4697.0})
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)])
+    engine = run_strategy(strat, market)
+    assert strat.orders[0].status == OrderStatus.EXPIRED
+    assert engine.portfolio.cash == 100_000
+
+
+def test_natural_fill_and_an_exit_before_expiry():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], close_at=dt.time(14, 0))
+    engine = run_strategy(strat, put_spread_market(), fill_model=NaturalFill(), commission=ZeroCommission())
+    entry, exit_ = strat.orders
+    assert entry.avg_fill_price == pytest.approx(-3.00 + 2.60)  # sell at bid, buy at ask: credit 0.40
+    assert exit_.avg_fill_price == pytest.approx(3.40 - 2.40)  # buy back at ask, sell at bid: debit 1.00
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.exit_reason == "scripted exit"
+    assert trade.realized_pnl == pytest.approx((0.40 - 1.00) * 100)
+
+
+def test_am_settled_monthly_cannot_trade_on_its_expiry_day():
+    monthly = dt.date(2024, 1, 19)
+    put = OptionContract("SPX", monthly, 4700.0, "P")
+    put2 = OptionContract("SPX", monthly, 4695.0, "P")
+    market = ModelMarket(monthly, monthly, spot=4710.0, quotes={put: (3.0, 3.4), put2: (2.4, 2.6)})
+    strat = Scripted([Leg(put, -1), Leg(put2, 1)], day=monthly)
+    run_strategy(strat, market)
+    assert strat.orders[0].status == OrderStatus.REJECTED
+    assert "no longer trades" in strat.orders[0].status_reason
