@@ -1,10 +1,241 @@
-"""Built-in risk managers (filled in by the credit_vertical work)."""
+"""Built-in risk managers: guardrails consulted before every order.
+
+Each is a plugin with a typed ``Params`` model. Entry rules see only orders that
+open risk (:meth:`RiskManager.applies_to`); closing orders always pass, so no
+rule can trap a position. A veto's reason is journaled with the order.
+"""
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from strikebench.api import OrderRequest, PluginParams, RiskManager, Veto
+from strikebench.calendar import NY, MarketCalendar
+from strikebench.errors import ConfigError
 from strikebench.hookspecs import hookimpl
+
+__all__ = [
+    "MaxOpenTrades", "MaxNewTradesPerDay", "NoEntryAfterStop", "PerTradeMaxLoss", "DailyLossCap",
+    "PortfolioWorstCase", "NoNewRiskWindow", "EventBlackout", "BuyingPowerReserve", "load_blackouts",
+]
+
+
+class _LimitParams(PluginParams):
+    limit: int = Field(1, ge=0, description="maximum allowed")
+
+
+class MaxOpenTrades(RiskManager):
+    """No new trade while `limit` trades are open (all strategies, or per strategy)."""
+
+    name = "max_open_trades"
+
+    class Params(_LimitParams):
+        per_strategy: bool = Field(False, description="count only the ordering strategy's trades")
+
+    def check(self, request, portfolio):
+        trades = portfolio.open_trades(request.strategy if self.params.per_strategy else None)
+        if len(trades) >= self.params.limit:
+            return Veto(f"{len(trades)} open trade(s), limit {self.params.limit}")
+        return None
+
+
+class MaxNewTradesPerDay(RiskManager):
+    """No more than `limit` new trades per session."""
+
+    name = "max_new_trades_per_day"
+    Params = _LimitParams
+
+    def check(self, request, portfolio):
+        if portfolio.trades_opened_today >= self.params.limit:
+            return Veto(f"{portfolio.trades_opened_today} trade(s) opened today, limit {self.params.limit}")
+        return None
+
+
+class NoEntryAfterStopParams(PluginParams):
+    exit_reasons: list[str] = Field(default_factory=lambda: ["stop_loss"],
+                                    description="exit reasons that count as a stop")
+
+
+class NoEntryAfterStop(RiskManager):
+    """No new entry for the rest of a session in which a trade was stopped out."""
+
+    name = "no_entry_after_stop"
+    Params = NoEntryAfterStopParams
+
+    def check(self, request, portfolio):
+        stops = [r for r in portfolio.exit_reasons_today if r in self.params.exit_reasons]
+        if stops:
+            return Veto(f"a trade was closed by {stops[0]} today")
+        return None
+
+
+class _DollarParams(PluginParams):
+    max_loss: float = Field(..., gt=0, description="dollars")
+
+
+class PerTradeMaxLoss(RiskManager):
+    """No order whose worst-case loss exceeds `max_loss` dollars."""
+
+    name = "per_trade_max_loss"
+    Params = _DollarParams
+
+    def check(self, request, portfolio):
+        if request.worst_case_loss > self.params.max_loss + 1e-9:
+            return Veto(f"worst-case loss {request.worst_case_loss:,.2f} > max {self.params.max_loss:,.2f}")
+        return None
+
+
+class DailyLossCapParams(PluginParams):
+    cap: float = Field(..., gt=0, description="realized loss for the day, dollars, that trips the kill switch")
+
+
+class DailyLossCap(RiskManager):
+    """Kill switch: once the day's realized loss reaches `cap`, no new risk that day (exits still allowed)."""
+
+    name = "daily_loss_cap"
+    Params = DailyLossCapParams
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.tripped_on: dt.date | None = None
+
+    def check(self, request, portfolio):
+        if self.tripped_on == portfolio.today:
+            return Veto(f"kill switch tripped today (daily loss cap {self.params.cap:,.2f})")
+        if -portfolio.realized_today >= self.params.cap - 1e-9:
+            self.tripped_on = portfolio.today
+            return Veto(f"day's realized loss {-portfolio.realized_today:,.2f} reached the cap {self.params.cap:,.2f}")
+        return None
+
+
+class PortfolioWorstCaseParams(PluginParams):
+    cap: float = Field(..., gt=0, description="dollars: the most all open positions together may lose")
+
+
+class PortfolioWorstCase(RiskManager):
+    """No order that makes the worst-case loss of all open positions exceed `cap`."""
+
+    name = "portfolio_worst_case"
+    Params = PortfolioWorstCaseParams
+
+    def check(self, request, portfolio):
+        total = portfolio.worst_case_loss + request.worst_case_loss
+        if total > self.params.cap + 1e-9:
+            return Veto(f"portfolio worst case would be {total:,.2f} > cap {self.params.cap:,.2f}")
+        return None
+
+
+class NoNewRiskWindowParams(PluginParams):
+    minutes_before_close: int = Field(60, ge=0, le=390, description="no new risk this many minutes before the close")
+    minutes_after_open: int = Field(0, ge=0, le=390, description="no new risk this many minutes after the open")
+
+
+class NoNewRiskWindow(RiskManager):
+    """No new risk near the open or in the last minutes of the session (early closes respected)."""
+
+    name = "no_new_risk_window"
+    Params = NoNewRiskWindowParams
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self._calendar = MarketCalendar()
+
+    def check(self, request, portfolio):
+        at = request.at if request.at.tzinfo else request.at.replace(tzinfo=NY)
+        close = self._calendar.session_close(at.date())
+        opening = self._calendar.session_open(at.date())
+        if at >= close - dt.timedelta(minutes=self.params.minutes_before_close):
+            return Veto(f"{at:%H:%M} is within {self.params.minutes_before_close} min of the {close:%H:%M} close")
+        if at < opening + dt.timedelta(minutes=self.params.minutes_after_open):
+            return Veto(f"{at:%H:%M} is within {self.params.minutes_after_open} min of the open")
+        return None
+
+
+def load_blackouts(path: str | Path) -> list[tuple[dt.datetime, dt.datetime, str]]:
+    """Read a blackout CSV (date,start,end,label; times America/New_York); one-line errors naming the row."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{path}: no such blackout calendar")
+    out = []
+    with p.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"date", "start", "end", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError(f"{path}:1: blackout calendar lacks column(s) {', '.join(sorted(missing))}")
+        for n, row in enumerate(reader, start=2):
+            try:
+                day = dt.date.fromisoformat(row["date"].strip())
+                start = dt.time.fromisoformat(row["start"].strip())
+                end = dt.time.fromisoformat(row["end"].strip())
+            except (ValueError, AttributeError) as exc:
+                raise ConfigError(f"{path}:{n}: bad blackout row {dict(row)}: {exc}") from None
+            if end <= start:
+                raise ConfigError(f"{path}:{n}: blackout end {end} is not after start {start}")
+            out.append((dt.datetime.combine(day, start, NY), dt.datetime.combine(day, end, NY),
+                        (row.get("label") or "").strip()))
+    return out
+
+
+def _sample_calendar() -> str:
+    return str(resources.files("strikebench.configs").joinpath("event_blackout.csv"))
+
+
+class EventBlackoutParams(PluginParams):
+    calendar: str = Field(default_factory=_sample_calendar,
+                          description="CSV of blackout windows: date,start,end,label (America/New_York)")
+
+    @field_validator("calendar")
+    @classmethod
+    def _readable(cls, v: str) -> str:
+        try:
+            load_blackouts(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class EventBlackout(RiskManager):
+    """No new risk inside scheduled event windows (FOMC, CPI...) read from a CSV calendar."""
+
+    name = "event_blackout"
+    Params = EventBlackoutParams
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.windows = load_blackouts(self.params.calendar)
+
+    def check(self, request, portfolio):
+        at = request.at if request.at.tzinfo else request.at.replace(tzinfo=NY)
+        for start, end, label in self.windows:
+            if start <= at < end:
+                return Veto(f"event blackout {label} {start:%Y-%m-%d %H:%M}-{end:%H:%M}")
+        return None
+
+
+class BuyingPowerParams(PluginParams):
+    reserve: float = Field(0.0, ge=0, description="dollars of buying power that must remain after the order")
+
+
+class BuyingPowerReserve(RiskManager):
+    """No order that would leave less than `reserve` dollars of buying power."""
+
+    name = "buying_power"
+    Params = BuyingPowerParams
+
+    def check(self, request, portfolio):
+        left = portfolio.buying_power - request.worst_case_loss
+        if left < self.params.reserve - 1e-9:
+            return Veto(f"buying power after the order {left:,.2f} < reserve {self.params.reserve:,.2f}")
+        return None
 
 
 @hookimpl
 def register_risk_managers(register):
-    pass
+    for cls in (MaxOpenTrades, MaxNewTradesPerDay, NoEntryAfterStop, PerTradeMaxLoss, DailyLossCap,
+                PortfolioWorstCase, NoNewRiskWindow, EventBlackout, BuyingPowerReserve):
+        register(cls)

@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from strikebench.api import PluginParams, Strategy
+from strikebench.api import Candidate, PluginParams, Strategy
+from strikebench.options.chain import ChainSnapshot
+from strikebench.options.orders import Leg
 
 RULESET_VERSION = "credit_vertical/1"
 
@@ -45,8 +47,121 @@ class CreditVerticalParams(PluginParams):
         return self
 
 
+def _score(credit: float, max_loss: float, short_delta: float) -> float:
+    """Credit per point of risk, discounted by how close the short strike is to the money.
+
+    score = credit / max_loss x (1 - |delta_short|). A 0.10-delta spread taking
+    1.00 on 24.00 of risk scores 0.0375; a 0.20-delta one needs to take more than
+    1.125 to beat it.
+    """
+    return credit / max_loss * (1.0 - abs(short_delta))
+
+
 class CreditVertical(Strategy):
     """SPX credit verticals at 3/5/7 DTE: short leg by delta, long leg by width, 50% take profit, 2x stop."""
 
     name = "credit_vertical"
     Params = CreditVerticalParams
+    ruleset_version = RULESET_VERSION
+
+    # ------------------------------------------------------------ decisions
+    def evaluate(self, snapshot: ChainSnapshot, context: dict) -> tuple[str, str, list[Candidate], int | None]:
+        """Pure selection on one snapshot: (action, reason, candidates, chosen index).
+
+        Depends only on the snapshot and ``context`` (``k``: the fill model's slippage
+        fraction used to estimate the credit), so a stored decision replays exactly.
+        """
+        p = self.params
+        k = float(context.get("k", 0.30))
+        rights = {"put": ["P"], "call": ["C"], "both": ["P", "C"]}[p.side]
+        candidates: list[Candidate] = []
+        notes: list[str] = []
+        for target in p.dte_targets:
+            expiry = snapshot.nearest_expiry(target, p.dte_tolerance, root=p.root)
+            if expiry is None:
+                notes.append(f"no expiry within {p.dte_tolerance}d of {target} DTE")
+                continue
+            dte = (expiry - snapshot.timestamp.date()).days
+            for right in rights:
+                for target_delta in p.short_deltas:
+                    short = snapshot.closest_delta(expiry, right, target_delta, root=p.root)
+                    if short is None:
+                        notes.append(f"{target} DTE {right}: no quotable strikes")
+                        continue
+                    if p.width is not None:
+                        long = snapshot.offset_row(short, p.width)
+                    else:
+                        long = snapshot.delta_offset_row(short, p.long_delta_distance)
+                    if long is None:
+                        notes.append(f"{target} DTE {right} {target_delta:.2f}: no long leg")
+                        continue
+                    sb, sa = float(snapshot.bid[short]), float(snapshot.ask[short])
+                    lb, la = float(snapshot.bid[long]), float(snapshot.ask[long])
+                    mid_credit = (sb + sa) / 2 - (lb + la) / 2
+                    ba_width = (sa - sb) + (la - lb)
+                    est_credit = mid_credit - k * ba_width
+                    spread_width = abs(float(snapshot.strike[short]) - float(snapshot.strike[long]))
+                    max_loss = spread_width - est_credit
+                    details = {
+                        "target_dte": target, "dte": dte, "expiry": str(expiry), "right": right,
+                        "target_delta": target_delta, "short_strike": float(snapshot.strike[short]),
+                        "long_strike": float(snapshot.strike[long]), "short_delta": round(float(snapshot.delta[short]), 4),
+                        "long_delta": round(float(snapshot.delta[long]), 4), "mid_credit": round(mid_credit, 4),
+                        "est_credit": round(est_credit, 4), "bid_ask_width": round(ba_width, 4),
+                        "short_row": int(short), "long_row": int(long),
+                    }
+                    reject = None
+                    if est_credit < p.min_credit:
+                        reject = f"credit {est_credit:.2f} < min {p.min_credit:.2f}"
+                    elif ba_width > p.max_bid_ask_width:
+                        reject = f"bid/ask width {ba_width:.2f} > max {p.max_bid_ask_width:.2f}"
+                    elif max_loss <= 0:
+                        reject = "credit exceeds the width"
+                    score = None if reject else _score(est_credit, max_loss, float(snapshot.delta[short]))
+                    if reject:
+                        details["rejected"] = reject
+                    candidates.append(Candidate(
+                        description=f"{dte}DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
+                        legs=(snapshot.contract(short).occ_symbol, snapshot.contract(long).occ_symbol),
+                        score=None if score is None else round(score, 6), credit=round(est_credit, 4),
+                        details=details))
+        scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
+        if not scored:
+            reason = "; ".join(notes + [c.details["rejected"] for c in candidates if "rejected" in c.details][:3])
+            return "SKIP", reason or "no candidates", candidates, None
+        best = -max(scored)[1]
+        return "TRADE", f"best score {candidates[best].score:.4f}: {candidates[best].description}", candidates, best
+
+    def on_decision_time(self, ctx) -> None:
+        snapshot = ctx.chain()
+        context = {"k": getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30),
+                   "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}
+        action, reason, candidates, chosen = self.evaluate(snapshot, context)
+        legs = None
+        if action == "TRADE":
+            c = candidates[chosen].details
+            legs = (Leg(snapshot.contract(c["short_row"]), -1), Leg(snapshot.contract(c["long_row"]), +1))
+            vetoes = ctx.would_veto(legs, self.params.contracts)
+            if vetoes:
+                action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
+        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
+                              context=context, ruleset_version=self.ruleset_version)
+        if action == "TRADE":
+            ctx.open_trade(legs, self.params.contracts, reason="entry", decision=decision)
+
+    # -------------------------------------------------------------- exits
+    def manage(self, ctx, trade) -> None:
+        if ctx.has_pending_exit(trade):
+            return
+        p = self.params
+        credit = trade.entry_credit
+        cost = ctx.close_price(trade)
+        if cost is not None:
+            if cost <= (1.0 - p.take_profit_pct) * credit:
+                ctx.close_trade(trade, "take_profit")
+                return
+            if cost >= p.stop_multiple * credit:
+                ctx.close_trade(trade, "stop_loss")
+                return
+        if p.exit_time is not None and ctx.today == trade.expiry and ctx.now.time() >= p.exit_time:
+            ctx.close_trade(trade, "session_exit")

@@ -22,6 +22,7 @@ import numpy as np
 from strikebench.options.chain import LegQuotes
 from strikebench.options.contracts import OptionContract, last_trade_time
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
+from strikebench.options.ticks import round_to_tick
 from strikebench.portfolio import Portfolio
 
 __all__ = ["OptionsBroker", "QuoteBook", "OrderTransition"]
@@ -85,6 +86,7 @@ class OptionsBroker(bt.BrokerBase):
         self._value = portfolio.cash
         self._bar = 0
         self._now: dt.datetime | None = None
+        self._close_curves: dict[str, np.ndarray] = {}
 
     # ----------------------------------------------------------- bt interface
     def getcash(self):
@@ -105,6 +107,7 @@ class OptionsBroker(bt.BrokerBase):
     # ---------------------------------------------------------------- session
     def start_session(self, day: dt.date) -> None:
         self.quotes.start_session(day)
+        self._close_curves.clear()
         self._remark()
 
     def on_bar(self, i: int, now: dt.datetime) -> None:
@@ -159,11 +162,34 @@ class OptionsBroker(bt.BrokerBase):
         return list(self._working)
 
     def close_price(self, trade: TradeRecord) -> float | None:
-        """Net price the fill model would close ``trade`` at this bar (None if unquotable)."""
+        """Net price the fill model would close ``trade`` at this bar (None if unquotable).
+
+        Computed for the whole session at once (vectorized over minutes) the first
+        time it is asked, so checking exits every bar is an array lookup.
+        """
+        curve = self._close_curves.get(trade.trade_id)
+        if curve is None:
+            curve = self._close_curve(trade)
+            self._close_curves[trade.trade_id] = curve
+        price = curve[min(self._bar, len(curve) - 1)]
+        return None if price != price else float(price)
+
+    def _close_curve(self, trade: TradeRecord) -> np.ndarray:
         closing = Order(client_id="_probe", legs=tuple(leg.reversed() for leg in trade.legs), quantity=1,
                         order_type=OrderType.MARKET, opens=False)
-        bid, ask = self.quotes.bid_ask([leg.contract for leg in closing.legs], self._bar)
-        return self.fill_model.fill_price(closing, bid, ask)
+        q = self.quotes.legs([leg.contract for leg in closing.legs])
+        fm = self.fill_model
+        if hasattr(fm, "model_price"):
+            with np.errstate(invalid="ignore"):
+                usable = np.all(np.isfinite(q.bid) & np.isfinite(q.ask) & (q.bid > 0) & (q.ask > 0)
+                                & (q.bid <= q.ask), axis=1)
+                raw = fm.model_price(closing.ratios, q.bid, q.ask)
+            raw = np.where(usable, raw, 0.0)
+            prices = round_to_tick(raw, closing.root, direction="up", complex_order=closing.is_complex)
+            return np.where(usable, prices, np.nan)
+        # a fill model without a vectorizable price: ask it minute by minute
+        return np.array([np.nan if (p := fm.fill_price(closing, q.bid[i], q.ask[i])) is None else p
+                         for i in range(len(q.times))])
 
     def mark(self, trade: TradeRecord) -> float:
         """Mid value of one combo of ``trade`` at this bar (signed, index points)."""

@@ -146,6 +146,28 @@ class StrategyContext:
         digest = hashlib.sha256(f"{self._engine.run.run_id}|{basis}|{legs_key}".encode()).hexdigest()[:10]
         return f"{prefix}-{basis}-{digest}"
 
+    def would_veto(self, legs: Sequence[Leg], quantity: int, *, limit: float | None = None) -> list[Veto]:
+        """The vetoes an opening order for ``legs`` x ``quantity`` would meet now (nothing is sent)."""
+        order = Order(client_id="_probe", legs=tuple(legs), quantity=quantity,
+                      order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
+                      strategy=self.strategy_id, trade_id="_probe", opens=True, created_at=self.now.to_pydatetime())
+        return self._engine.risk_gate.check(self._request(order), self.portfolio)
+
+    def has_pending_exit(self, trade: TradeRecord) -> bool:
+        """True while a closing order for ``trade`` is working."""
+        return any(o.trade_id == trade.trade_id and not o.opens for o in self._engine.broker.working_orders())
+
+    def _request(self, order: Order) -> OrderRequest:
+        engine = self._engine
+        est = order.limit_price
+        if est is None:
+            bid, ask = engine.broker.quotes.bid_ask([leg.contract for leg in order.legs], engine.bar_in_session)
+            est = engine.broker.fill_model.fill_price(order, bid, ask)
+        loss = (max_loss_per_combo(order.legs, est) * order.multiplier * order.quantity
+                if order.opens and est is not None else 0.0)
+        return OrderRequest(order=order, at=self.now.to_pydatetime(), strategy=self.strategy_id, opens=order.opens,
+                            quantity=order.quantity, est_price=est, worst_case_loss=float(loss))
+
     def _send(self, legs, quantity, limit, reason, trade_id, *, opens, decision, tif) -> Order | None:
         engine = self._engine
         order = Order(
@@ -157,18 +179,9 @@ class StrategyContext:
         )
         if not opens:
             self._orders += 1
-        est = limit
-        if est is None:
-            bid, ask = engine.broker.quotes.bid_ask([leg.contract for leg in legs], engine.bar_in_session)
-            est = engine.broker.fill_model.fill_price(order, bid, ask)
-        loss = (max_loss_per_combo(legs, est) * legs[0].contract.multiplier * quantity
-                if opens and est is not None else 0.0)
-        request = OrderRequest(order=order, at=self.now.to_pydatetime(), strategy=self.strategy_id, opens=opens,
-                               quantity=quantity, est_price=est, worst_case_loss=float(loss))
-        vetoes = engine.risk_gate.check(request, self.portfolio)
+        vetoes = engine.risk_gate.check(self._request(order), self.portfolio)
         self.last_vetoes = vetoes
         if vetoes:
             engine.record_veto(order, vetoes)
             return None
         return engine.broker.submit(order, self.now.to_pydatetime())
-
