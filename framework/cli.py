@@ -7,10 +7,15 @@ never a traceback.
 
 from __future__ import annotations
 
+import datetime as dt
+import enum
 import sys
+import types
+import typing
 
 import rich_click as click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -74,43 +79,137 @@ def plugins(params_of: str | None, kind: str | None) -> None:
         return
     kinds = [kind] if kind else list(KIND_TITLES)
     for k in kinds:
+        entries = registry.entries(k)
+        if not entries:
+            console.print(Text(f"{KIND_TITLES[k]}: none registered", style="dim"))
+            continue
         table = Table(title=KIND_TITLES[k], title_justify="left", expand=False, header_style="bold")
         table.add_column("name", style="cyan", no_wrap=True)
         table.add_column("distribution")
         table.add_column("version")
         table.add_column("what it does")
-        for entry in registry.entries(k):
-            table.add_row(entry.name, entry.distribution, entry.version, entry.summary)
-        if table.row_count:
-            console.print(table)
+        for entry in entries:
+            table.add_row(escape(entry.name), escape(entry.distribution), escape(entry.version), escape(entry.summary))
+        console.print(table)
 
 
 def _print_params(entry) -> None:
     from pydantic_core import PydanticUndefined
 
-    table = Table(title=f"{entry.kind.replace('_', ' ')} '{entry.name}' ({entry.distribution} {entry.version}): "
-                        f"{entry.summary}", title_justify="left", header_style="bold")
+    title = f"{entry.kind.replace('_', ' ')} '{entry.name}' ({entry.distribution} {entry.version}): {entry.summary}"
+    table = Table(title=escape(title), title_justify="left", header_style="bold")
     table.add_column("parameter", style="cyan", no_wrap=True)
     table.add_column("type")
     table.add_column("default")
+    table.add_column("allowed")
     table.add_column("meaning")
     for fname, field in entry.params_model.model_fields.items():
-        ann = field.annotation
-        tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
-        if field.default is PydanticUndefined and field.default_factory is None:
+        if field.default_factory is not None:
+            try:
+                default = _show_value(field.default_factory())
+            except TypeError:  # a factory that needs the other fields' values
+                default = "(computed)"
+        elif field.default is PydanticUndefined:
             default = "(required)"
-        elif field.default_factory is not None:
-            default = repr(field.default_factory())
         else:
-            default = repr(field.default)
-        constraints = [str(m) for m in field.metadata]
-        meaning = field.description or ""
-        if constraints:
-            meaning += f" [{', '.join(constraints)}]"
-        table.add_row(fname, tname, default, meaning)
+            default = _show_value(field.default)
+        table.add_row(escape(fname), escape(_type_name(field.annotation)), escape(default),
+                      escape(_allowed(field.annotation, field.metadata)), escape(field.description or ""))
     if not entry.params_model.model_fields:
-        table.add_row("(none)", "", "", "")
+        table.add_row("(none)", "", "", "", "")
     console.print(table)
+
+
+def _type_name(annotation) -> str:
+    """A type as a plugin author writes it: ``list[float]``, ``float | None``, ``Literal['put','call']``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "None"
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return "Literal[" + ",".join(repr(a) for a in args) + "]"
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin).replace("typing.", ""))
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]" if args else name
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("multiple_of", "multiple of"))
+
+
+def _constraints(metadata, annotation) -> list[str]:
+    """``[Gt(gt=0), Lt(lt=1), MinLen(min_length=1)]`` -> ``['> 0', '< 1', 'at least 1 item']``."""
+    unit = "character" if annotation is str else "item"
+    out = []
+    for m in metadata:
+        shown = False
+        for attr, word in _BOUNDS:
+            if getattr(m, attr, None) is not None:
+                out.append(f"{word} {_show_value(getattr(m, attr))}")
+                shown = True
+        for attr, word in (("min_length", "at least"), ("max_length", "at most")):
+            n = getattr(m, attr, None)
+            if n is not None:
+                out.append(f"{word} {n} {unit}{'s' if n != 1 else ''}")
+                shown = True
+        if getattr(m, "pattern", None) is not None:
+            out.append(f"matches {m.pattern}")
+            shown = True
+        if not shown and not hasattr(m, "metadata"):
+            out.append(str(m))
+    return out
+
+
+def _allowed(annotation, metadata) -> str:
+    """The field's own constraints, then those on its items (``list[Annotated[float, Field(gt=0)]]``)."""
+    inner = _strip_optional(annotation)
+    parts = [", ".join(_constraints(metadata, inner))]
+    if typing.get_origin(inner) in (list, tuple, set, frozenset):
+        parts += ["each " + ", ".join(c) for c in map(_item_constraints, typing.get_args(inner)) if c]
+    return "; ".join(p for p in parts if p)
+
+
+def _item_constraints(annotation) -> list[str]:
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return []
+    base, *extras = typing.get_args(annotation)
+    metadata = []
+    for extra in extras:
+        metadata.extend(getattr(extra, "metadata", None) or [extra])
+    return _constraints(metadata, base)
+
+
+def _strip_optional(annotation):
+    """``float | None`` -> ``float``; anything else unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _show_value(value) -> str:
+    """A default as a user would read it: times as 10:00, dates as 2023-01-03, lists of those."""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.time):
+        return value.strftime("%H:%M" if not (value.second or value.microsecond) else "%H:%M:%S")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return repr(value.value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_show_value(k)}: {_show_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))  # 25.0 -> 25, 100000.0 -> 100000
+    return repr(value)
 
 
 @cli.command()
@@ -121,13 +220,13 @@ def validate(config: str, overrides: tuple[str, ...]) -> None:
     from strikebench.config import load_config
 
     resolved = load_config(config, overrides)
-    table = Table(title=f"{config}: valid", title_justify="left", header_style="bold")
+    table = Table(title=escape(f"{config}: valid"), title_justify="left", header_style="bold")
     table.add_column("section")
     table.add_column("plugin", style="cyan")
     table.add_column("from")
     for label, rp in _resolved_rows(resolved):
-        table.add_row(label, rp.entry.name if rp.instance_id == rp.entry.name else f"{rp.entry.name} (id {rp.instance_id})",
-                      f"{rp.entry.distribution} {rp.entry.version}")
+        plugin = rp.entry.name if rp.instance_id == rp.entry.name else f"{rp.entry.name} (id {rp.instance_id})"
+        table.add_row(escape(label), escape(plugin), escape(f"{rp.entry.distribution} {rp.entry.version}"))
     console.print(table)
 
 

@@ -17,6 +17,7 @@ Pipeline (:func:`load_config`):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SCRUB_MIN_LENGTH = 4
 
 
 # ------------------------------------------------------------------ the model
@@ -166,7 +168,8 @@ class _Source:
         self.text = text
         self.data = data
         self.lines = lines
-        self.env_templates: dict[tuple, str] = {}
+        self.env_templates: dict[tuple, str] = {}  # YAML location -> "${VAR}" template written there
+        self.env_values: dict[str, str] = {}  # substituted text -> its template, to scrub from errors
 
     def where(self, loc: tuple) -> str:
         loc = tuple(loc)
@@ -176,25 +179,62 @@ class _Source:
         return f"{self.path}:{line}" if line else self.path
 
     def shown(self, loc: tuple, value: Any) -> str:
-        """The value as it may be shown in an error: env-substituted values stay templates."""
-        if tuple(loc) in self.env_templates:
-            return repr(self.env_templates[tuple(loc)])
-        text = repr(value)
+        """The value as it may be shown in an error: env-substituted values stay templates,
+        also inside a mapping or list that holds them."""
+        text = repr(self._masked(tuple(loc), value))
         return text if len(text) <= 80 else text[:77] + "..."
 
+    def _masked(self, loc: tuple, value: Any) -> Any:
+        if loc in self.env_templates:
+            return self.env_templates[loc]
+        if isinstance(value, dict):
+            return {k: self._masked(loc + (k,), v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._masked(loc + (i,), v) for i, v in enumerate(value)]
+        return value
 
-def _node_lines(node, loc=(), out=None) -> dict[tuple, int]:
+    def scrub(self, message: str) -> str:
+        """Replace any substituted environment value that a message still carries by its template.
+
+        A plugin's own validator may echo a value (``f"width {self.width}..."``); short values
+        are left alone because they cannot be told from ordinary words and numbers.
+        """
+        for value, template in sorted(self.env_values.items(), key=lambda kv: -len(kv[0])):
+            if len(value) >= _SCRUB_MIN_LENGTH and value in message:
+                message = message.replace(value, template)
+        return message
+
+    def forget_env(self, loc: tuple) -> None:
+        """A ``--set`` override replaced the value at ``loc``: it no longer comes from the environment."""
+        for key in [k for k in self.env_templates if k[:len(loc)] == loc]:
+            del self.env_templates[key]
+
+
+def _node_lines(node, path: str, loc=(), out=None) -> dict[tuple, int]:
+    """Line of every YAML location; a key written twice in one mapping is an error
+    (PyYAML would silently keep the last value)."""
     out = {} if out is None else out
     out[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
+            if isinstance(key_node, yaml.ScalarNode) and key != "<<":
+                mark = key_node.start_mark
+                if key in first_line:
+                    raise ConfigError(
+                        f"{path}:{mark.line + 1}:{mark.column + 1}: {format_path(loc + (key,))}: "
+                        f"duplicate key (first at line {first_line[key]}); keep one"
+                    )
+                first_line[key] = mark.line + 1
+            if not isinstance(key, str):  # a complex key: no line bookkeeping
+                continue
             out[loc + (key,)] = key_node.start_mark.line + 1
-            _node_lines(value_node, loc + (key,), out)
+            _node_lines(value_node, path, loc + (key,), out)
             out[loc + (key,)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _node_lines(item, loc + (i,), out)
+            _node_lines(item, path, loc + (i,), out)
     return out
 
 
@@ -229,7 +269,7 @@ def parse_yaml_text(text: str, path: str = "<string>", *, what: str = "config") 
         raise ConfigError(
             f"{path}:1: the {what} must be a mapping of keys at the top level, got a {type(data).__name__}"
         )
-    return _Source(path, text, data, _node_lines(node) if node is not None else {})
+    return _Source(path, text, data, _node_lines(node, path) if node is not None else {})
 
 
 # --------------------------------------------------------------- substitution
@@ -254,6 +294,9 @@ def _substitute(src: _Source, value: Any, loc: tuple) -> Any:
 
     result = _ENV_RE.sub(repl, value)
     src.env_templates[loc] = value
+    for m in _ENV_RE.finditer(value):
+        if m.group(1) in os.environ:
+            src.env_values[os.environ[m.group(1)]] = "${" + m.group(1) + "}"
     # A whole-value reference may carry a number or boolean ("${PORT}" -> 7497).
     if _ENV_RE.fullmatch(value.strip()):
         try:
@@ -291,6 +334,28 @@ def _parse_override(item: str) -> tuple[tuple, Any]:
     return tuple(loc), value
 
 
+def _default_at(loc: tuple) -> Any:
+    """What :class:`RunConfig` uses at ``loc`` when the YAML leaves it out, as plain data (or None).
+
+    ``--set broker.fill_model.params.k=0.5`` on a config without a ``broker`` section must
+    tune the default fill model, not create a nameless one.
+    """
+    default: Any = None
+    model: Any = RunConfig
+    for part in loc:
+        if default is not None:
+            if not isinstance(default, dict) or part not in default:
+                return None
+            default = default[part]
+            continue
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or field.is_required():
+            return None
+        value = field.get_default(call_default_factory=True)
+        default = value.model_dump() if isinstance(value, BaseModel) else copy.deepcopy(value)
+    return default
+
+
 def _apply_override(data: dict, loc: tuple, value: Any, item: str) -> None:
     node: Any = data
     for i, part in enumerate(loc[:-1]):
@@ -303,7 +368,8 @@ def _apply_override(data: dict, loc: tuple, value: Any, item: str) -> None:
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {format_path(loc[:i])} is not a mapping")
             if part not in node or node[part] is None:
-                node[part] = [] if isinstance(nxt, int) else {}
+                default = _default_at(loc[:i + 1])
+                node[part] = default if default is not None else [] if isinstance(nxt, int) else {}
             node = node[part]
     last = loc[-1]
     if isinstance(last, int):
@@ -332,14 +398,32 @@ def validation_error_message(src: _Source, exc: ValidationError, prefix: tuple =
         if allowed:
             problem += f" (allowed: {', '.join(allowed)})"
         path = format_path(loc[:-1])
+    elif etype in _MAPPING_ERRORS:
+        problem = f"{src.shown(loc, err.get('input'))} is not allowed: expected a mapping of keys, " \
+                  f"got {_what(err.get('input'))}"
+    elif etype == "list_type":
+        problem = f"{src.shown(loc, err.get('input'))} is not allowed: expected a list, got {_what(err.get('input'))}"
     else:
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
-        problem = f"{src.shown(loc, err.get('input'))} is not allowed: {msg}"
+        if etype == "value_error" and isinstance(err.get("input"), dict):
+            # A rule across several keys of one mapping: its message names the values.
+            problem = msg
+        else:
+            problem = f"{src.shown(loc, err.get('input'))} is not allowed: {msg}"
     more = len(exc.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{src.where(loc)}: {path}: {problem}{tail}"
+
+
+_MAPPING_ERRORS = ("model_type", "model_attributes_type", "dict_type")
+_YAML_KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+               float: "a number", type(None): "nothing (null)"}
+
+
+def _what(value: Any) -> str:
+    return _YAML_KINDS.get(type(value), f"a {type(value).__name__}")
 
 
 def _allowed_keys(exc: ValidationError, err: dict) -> list[str]:
@@ -397,10 +481,18 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), registry
     :raises ConfigError: one line naming file, line, YAML path, value and what is allowed.
     """
     src = load_yaml(path)
+    try:
+        return _load(src, path, overrides, registry)
+    except ConfigError as exc:
+        raise ConfigError(src.scrub(str(exc))) from None
+
+
+def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedConfig:
     data = _substitute(src, src.data, ())
     for item in overrides:
         loc, value = _parse_override(item)
         _apply_override(data, loc, value, item)
+        src.forget_env(loc)
     cfg: RunConfig = _validate(src, RunConfig, data)  # type: ignore[assignment]
     if registry is None:
         from strikebench.plugin_manager import get_plugin_manager

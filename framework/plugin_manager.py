@@ -19,6 +19,7 @@ import difflib
 import importlib
 import importlib.metadata as md
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -113,12 +114,17 @@ def _own_version() -> str:
         return "0+unknown"
 
 
+def _normalized(name: str) -> str:
+    """PEP 503 form, so ``sb_demo_plugin``, ``SB-Demo-Plugin`` and ``sb.demo.plugin`` are one name."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
 def _selected(env_value: str | None, ep: md.EntryPoint) -> bool:
     if env_value is None:
         return True
-    wanted = {w.strip().lower() for w in env_value.split(",") if w.strip()}
-    dist = (ep.dist.name if ep.dist else "").lower()
-    return ep.name.lower() in wanted or dist in wanted or dist.replace("_", "-") in wanted
+    wanted = {_normalized(w) for w in env_value.split(",") if w.strip()}
+    dist = ep.dist.name if ep.dist else ""
+    return _normalized(ep.name) in wanted or (bool(dist) and _normalized(dist) in wanted)
 
 
 def _load_entry_points(pm: StrikebenchPluginManager) -> None:
@@ -137,13 +143,35 @@ def _load_entry_points(pm: StrikebenchPluginManager) -> None:
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken third-party import must not be a traceback
+            reason = " ".join(str(exc).split())  # one line, however the exception formats itself
             raise PluginError(
                 f"plugin '{ep.name}' (distribution {dist} {version}) failed to load: "
-                f"{type(exc).__name__}: {exc}; start without it by setting "
+                f"{type(exc).__name__}: {reason}; start without it by setting "
                 f"{LOAD_ENV} to the plugins you want (empty for none)"
             ) from exc
-        pm.register(plugin, name=ep.name)
         pm.distributions[ep.name] = (dist, version)
+        _register(pm, plugin, ep.name)
+
+
+def _register(pm: StrikebenchPluginManager, plugin: object, name: str) -> None:
+    """pm.register, with pluggy's complaints (a hookimpl taking an argument its hook does not
+    offer, one module registered twice) turned into one line naming the plugin and distribution."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        dist, version = pm.distributions.get(name, ("?", "?"))
+        # pluggy's message: "Plugin .. for hook ..\nhookimpl definition: ..\nArgument(s) .. hookspec"
+        detail = "; ".join(str(exc).splitlines()[1:]) or str(exc)
+        raise PluginError(f"plugin '{name}' (distribution {dist} {version}) cannot be registered: {detail}") from None
+    except ValueError as exc:
+        dist, version = pm.distributions.get(name, ("?", "?"))
+        other = pm.get_name(plugin)
+        if other is None:
+            raise PluginError(f"plugin '{name}' (distribution {dist} {version}) cannot be registered: {exc}") from None
+        raise PluginError(
+            f"plugin '{name}' (distribution {dist} {version}) is the same module as plugin '{other}' "
+            f"(distribution {' '.join(pm.distributions.get(other, ('?', '?')))}); register it once"
+        ) from None
 
 
 def _check_pending(pm: StrikebenchPluginManager) -> None:
@@ -156,7 +184,7 @@ def _check_pending(pm: StrikebenchPluginManager) -> None:
         if not isinstance(caller, pluggy.HookCaller) or caller.spec is not None:
             continue
         for impl in caller.get_hookimpls():
-            if impl.hookimpl_config.optionalhook:
+            if impl.optionalhook:
                 continue
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
             dist, version = pm.distributions.get(plugin_name, ("?", "?"))
@@ -173,7 +201,7 @@ def _collect_registrations(pm: StrikebenchPluginManager) -> Registry:
     registry = Registry()
     for hook_name, (kind, base) in PLUGIN_KINDS.items():
         caller = getattr(pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):  # registration order
+        for impl in caller.get_hookimpls():  # registration order: built-ins first, then entry points
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
             dist, version = pm.distributions.get(plugin_name, ("?", "?"))
 
@@ -193,13 +221,14 @@ def _collect_registrations(pm: StrikebenchPluginManager) -> Registry:
                 registry.add(PluginEntry(_kind, reg_name, cls, _plugin, _dist, _version))
 
             try:
-                impl.function(register=register)
+                # pluggy passes only the arguments an implementation names; so do we.
+                impl.function(**{arg: register for arg in impl.argnames if arg == "register"})
             except PluginError:
                 raise
             except Exception as exc:
                 raise PluginError(
                     f"plugin '{plugin_name}' (distribution {dist} {version}) raised in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{type(exc).__name__}: {' '.join(str(exc).split())}"
                 ) from exc
     return registry
 
@@ -219,8 +248,8 @@ def get_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS,
     own = ("strikebench", _own_version())
     for module_name in builtins:
         module = importlib.import_module(module_name)
-        pm.register(module, name=module_name)
         pm.distributions[module_name] = own
+        _register(pm, module, module_name)
     if load_entry_points:
         _load_entry_points(pm)
     _check_pending(pm)
