@@ -111,7 +111,7 @@ def test_strict_constructor_and_properties():
         (("SPXW", D(2024, 12, 20), 100_000.0, Right.PUT), "OCC maximum"),
         (("SPXW", D(2024, 12, 20), "5800", Right.PUT), "real number"),
         (("SPXW", D(2024, 12, 20), True, Right.PUT), "real number"),
-        (("SPXW", D(2024, 12, 20), 5800.0, "P"), "right must be Right"),
+        (("SPXW", D(2024, 12, 20), 5800.0, "put"), "right must be Right"),
     ],
 )
 def test_constructor_validation(args, fragment):

@@ -95,6 +95,10 @@ class OptionsBroker(bt.BrokerBase):
     def getvalue(self, datas=None):
         return self._value
 
+    @property
+    def startingcash(self) -> float:  # read by Backtrader's writers and analyzers
+        return self.portfolio.initial_cash
+
     def get_notification(self):
         return None
 

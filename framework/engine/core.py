@@ -44,6 +44,7 @@ class Timeline:
             raise ValueError("bar index must be timezone-aware")
         local = index.tz_convert(NY)
         self.index = local
+        self.stamps = list(local)  # Timestamps made once: indexing a DatetimeIndex per bar costs ~20 us
         self.ns = local.asi8
         self.minute_of_day = (local.hour * 60 + local.minute).to_numpy()
         days = local.normalize()
@@ -98,7 +99,7 @@ class Engine:
     # ------------------------------------------------------------------ clock
     @property
     def now(self) -> pd.Timestamp:
-        return self.timeline.index[self.i]
+        return self.timeline.stamps[self.i]
 
     @property
     def today(self) -> dt.date:
@@ -143,8 +144,7 @@ class Engine:
         tl = self.timeline
         if tl.first[i]:
             self._start_session()
-        now = self.now.to_pydatetime()
-        self.broker.on_bar(int(tl.in_session[i]), now)
+        self.broker.on_bar(int(tl.in_session[i]), tl.stamps[i])
         for k, (sid, strat) in enumerate(self.strategies):
             ctx = self.contexts[k]
             for trade in self.portfolio.open_trades(sid):

@@ -515,11 +515,9 @@ def settlement_time(contract: OptionContract, calendar: MarketCalendar | None = 
 
     Raises :class:`ExpiryNotASessionError` if the expiry is not a session.
     """
-    cal = calendar or default_calendar()
-    day = _expiry_session(contract, cal)
-    if contract.settlement_style is SettlementStyle.AM:
-        return cal.session_open(day)
-    return cal.session_close(day)
+    if calendar is None:
+        return _default_moments(contract.settlement_style, contract.expiry, contract)[0]
+    return _moments(contract, calendar)[0]
 
 
 def last_trade_time(contract: OptionContract, calendar: MarketCalendar | None = None) -> pd.Timestamp:
@@ -537,11 +535,31 @@ def last_trade_time(contract: OptionContract, calendar: MarketCalendar | None = 
 
     Raises :class:`ExpiryNotASessionError` if the expiry is not a session.
     """
-    cal = calendar or default_calendar()
+    if calendar is None:
+        return _default_moments(contract.settlement_style, contract.expiry, contract)[1]
+    return _moments(contract, calendar)[1]
+
+
+def _moments(contract: OptionContract, cal: MarketCalendar) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(settlement moment, last trade moment) of a contract on a calendar."""
     day = _expiry_session(contract, cal)
     if contract.settlement_style is SettlementStyle.AM:
-        return cal.session_close(cal.previous_session(day))
-    return cal.session_close(day)
+        return cal.session_open(day), cal.session_close(cal.previous_session(day))
+    close = cal.session_close(day)
+    return close, close
+
+
+_MOMENTS_CACHE: dict[tuple, tuple[pd.Timestamp, pd.Timestamp]] = {}
+
+
+def _default_moments(style: SettlementStyle, expiry: _dt.date, contract: OptionContract):
+    """The moments on the default calendar, cached: they depend only on (style, expiry)."""
+    key = (style, expiry)
+    hit = _MOMENTS_CACHE.get(key)
+    if hit is None:
+        hit = _moments(contract, default_calendar())
+        _MOMENTS_CACHE[key] = hit
+    return hit
 
 
 def settlement_print(contract: OptionContract) -> str:
