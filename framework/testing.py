@@ -7,7 +7,14 @@
   you give (or stays flat), chains are priced from a flat IV, and any contract's
   quotes can be pinned to exact bid/ask values, per minute if you like.
 * :func:`run_strategy` -- run one strategy on a market and get the engine back
-  (orders, trades, decisions, portfolio) to assert on.
+  (orders, trades, decisions, portfolio) to assert on; :func:`orders_of`,
+  :func:`trades_of`, :func:`decisions_of` and :func:`vetoes_of` read it back in time order.
+* :class:`Clock` -- a New York clock over real XNYS sessions, for pinned quotes that
+  change at given minutes and for hand-built risk checks.
+* :class:`ScriptedStrategy` -- opens given legs at a given minute (and optionally
+  closes them), to exercise a fill model, a risk manager or a feed without writing a strategy.
+* :func:`order_request` and :func:`portfolio_view` -- what a risk manager's ``check``
+  receives, built by hand.
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from strikebench.api import Strategy
 from strikebench.calendar import NY, MarketCalendar, years_between
 from strikebench.options.chain import ChainSnapshot, LegQuotes
 from strikebench.options.contracts import OptionContract, settlement_time
 from strikebench.options.ticks import round_to_tick
 from strikebench.pricing import bsm
 
-__all__ = ["make_chain", "ModelMarket", "run_strategy", "strike_grid"]
+__all__ = [
+    "make_chain", "ModelMarket", "run_strategy", "strike_grid", "Clock", "ScriptedStrategy",
+    "orders_of", "trades_of", "decisions_of", "vetoes_of", "order_request", "portfolio_view",
+]
 
 RATE = 0.045
 DIV_YIELD = 0.015
@@ -190,3 +201,148 @@ def run_strategy(strategy, market, *, params=None, fill_model=None, commission=N
                     risk_managers=risk_managers, initial_cash=initial_cash)
     engine.run_all()
     return engine
+
+
+# ------------------------------------------------------------------ reading a run
+def orders_of(engine, *, strategy: str | None = None, opens: bool | None = None) -> list:
+    """Every order a run created, in creation order: sent ones and those a risk check vetoed.
+
+    A vetoed order has status ``REJECTED`` and ``status_reason`` ``"vetoed: ..."``.
+    ``strategy`` keeps one strategy's orders; ``opens=True`` only entries, ``False`` only exits.
+    """
+    orders = list(engine.broker.orders.values()) + [order for order, _ in engine.vetoes]
+    orders.sort(key=lambda o: o.created_at or dt.datetime.min)
+    return [o for o in orders
+            if (strategy is None or o.strategy == strategy) and (opens is None or o.opens == opens)]
+
+
+def trades_of(engine, *, strategy: str | None = None, closed: bool | None = None) -> list:
+    """Every trade of a run in the order it opened (``closed=True``: only closed ones, ``False``: only open)."""
+    trades = sorted(engine.portfolio.all_trades(), key=lambda t: t.opened_at)
+    return [t for t in trades
+            if (strategy is None or t.strategy == strategy) and (closed is None or (not t.is_open) == closed)]
+
+
+def decisions_of(engine, *, action: str | None = None) -> list:
+    """Every recorded decision, in time order (``action``: only TRADE, SKIP or EXIT)."""
+    return [d for d in engine.decisions if action is None or d.action == action]
+
+
+def vetoes_of(engine) -> list[tuple]:
+    """``(order, [Veto, ...])`` for every order a risk check blocked, in time order."""
+    return list(engine.vetoes)
+
+
+# ------------------------------------------------------------------------- clock
+class Clock:
+    """A New York wall clock that steps over real XNYS sessions (minute resolution).
+
+    ``Clock("2024-01-08 10:00")`` starts on Monday 8 January 2024 at 10:00;
+    :meth:`advance` moves it by minutes, :meth:`next_session` to another trading day
+    (skipping weekends and holidays). ``now`` is a tz-aware ``pd.Timestamp``, the same
+    kind of value ``ctx.now`` gives a strategy.
+    """
+
+    def __init__(self, start="2024-01-08 09:30", calendar: MarketCalendar | None = None):
+        self.calendar = calendar or MarketCalendar()
+        self._now = _as_ts(start)
+
+    @property
+    def now(self) -> pd.Timestamp:
+        return self._now
+
+    @property
+    def today(self) -> dt.date:
+        return self._now.date()
+
+    def advance(self, minutes: int = 0, *, hours: int = 0) -> pd.Timestamp:
+        """Move forward (or back, with negative values) and return the new time."""
+        self._now = self._now + pd.Timedelta(minutes=minutes + 60 * hours)
+        return self._now
+
+    def at(self, time) -> pd.Timestamp:
+        """Same day, at ``time`` ("11:00" or a ``datetime.time``)."""
+        t = pd.Timestamp(str(time)).time() if not isinstance(time, dt.time) else time
+        self._now = _as_ts(dt.datetime.combine(self.today, t))
+        return self._now
+
+    def next_session(self, at="09:30", *, sessions: int = 1) -> pd.Timestamp:
+        """Jump ``sessions`` trading days ahead, at time ``at``."""
+        day = pd.Timestamp(self.today)
+        for _ in range(sessions):
+            day = self.calendar.next_session(day)
+        self._now = _as_ts(dt.datetime.combine(day.date(), pd.Timestamp(str(at)).time()))
+        return self._now
+
+    def session_minutes(self) -> pd.DatetimeIndex:
+        """Minute labels of today's session (09:30 ... 15:59, or to 12:59 on an early close)."""
+        return self.calendar.minutes(self.today)
+
+    def __repr__(self) -> str:
+        return f"Clock({self._now:%Y-%m-%d %H:%M %Z})"
+
+
+# -------------------------------------------------------------- scripted orders
+class ScriptedStrategy(Strategy):
+    """Opens ``legs`` x ``quantity`` once at ``at`` on ``day`` (first session if None); optionally
+    closes at ``close_at`` the same day. For testing fill models, risk managers and feeds.
+
+    ``orders`` keeps what ``ctx.open_trade`` / ``ctx.close_trade`` returned (None = vetoed).
+    """
+
+    name = "scripted"
+
+    def __init__(self, legs, *, at="10:00", quantity: int = 1, limit: float | None = None,
+                 close_at=None, day=None, underlying: str | None = None):
+        super().__init__()
+        self.legs = tuple(legs)
+        self.at = pd.Timestamp(str(at)).time()
+        self.close_at = pd.Timestamp(str(close_at)).time() if close_at is not None else None
+        self.quantity, self.limit = quantity, limit
+        self.day = pd.Timestamp(day).date() if day is not None else None
+        if underlying:
+            self.underlying = underlying
+        self.orders: list = []
+
+    def decision_times(self) -> list[dt.time]:
+        return [t for t in (self.at, self.close_at) if t is not None]
+
+    def on_decision_time(self, ctx) -> None:
+        if self.day is None:
+            self.day = ctx.today
+        if ctx.today != self.day:
+            return
+        if ctx.now.time() == self.at:
+            self.orders.append(ctx.open_trade(self.legs, self.quantity, limit=self.limit, reason="scripted entry"))
+        elif ctx.now.time() == self.close_at:
+            for trade in ctx.open_trades():
+                self.orders.append(ctx.close_trade(trade, "scripted exit"))
+
+
+# ------------------------------------------------------------ risk-check inputs
+def order_request(legs, quantity: int = 1, *, est_price: float | None = None, at="2024-01-08 10:00",
+                  opens: bool = True, strategy: str = "test", limit: float | None = None):
+    """The :class:`~strikebench.api.OrderRequest` a risk manager's ``check`` would receive.
+
+    ``est_price`` is the signed net price per combo (negative = credit); the worst-case
+    loss is computed from it as the engine does (dollars, for ``quantity`` combos).
+    """
+    from strikebench.api import OrderRequest
+    from strikebench.options.orders import Order, OrderType, max_loss_per_combo
+
+    legs = tuple(legs)
+    when = _as_ts(at).to_pydatetime()
+    order = Order(client_id="_test", legs=legs, quantity=quantity,
+                  order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
+                  strategy=strategy, trade_id="_test", opens=opens, created_at=when)
+    price = est_price if est_price is not None else limit
+    loss = max_loss_per_combo(legs, price) * order.multiplier * quantity if opens and price is not None else 0.0
+    return OrderRequest(order=order, at=when, strategy=strategy, opens=opens, quantity=quantity,
+                        est_price=price, worst_case_loss=float(loss))
+
+
+def portfolio_view(initial_cash: float = 100_000.0, today="2024-01-08"):
+    """An empty account's read-only :class:`~strikebench.portfolio.PortfolioView` on ``today``."""
+    from strikebench.portfolio import Portfolio
+
+    return Portfolio(initial_cash).view(pd.Timestamp(today).date())
