@@ -1,0 +1,38 @@
+"""The synthetic market: strikebench's embedded default data source.
+
+SPX minute bars over real sessions (day archetypes, a two-factor variance
+process, fat tails, U-shaped volume, scheduled and injected events), XSP =
+SPX/10, VIX, VIX9D and the VIX futures curve, and option chains (SPXW dailies,
+SPX AM monthlies, XSP dailies, VIX monthlies) priced on an arbitrage-free SSVI
+surface with tick-rounded bid/ask. Deterministic from a seed; shaped by a
+named YAML scenario. See docs/synthetic-market.md.
+"""
+
+from .market import SYMBOLS, SyntheticMarket
+from .scenario import ARCHETYPES, Scenario, ScenarioError, load_scenario, shipped_scenarios
+
+__all__ = [
+    "SyntheticMarket",
+    "SYMBOLS",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "shipped_scenarios",
+    "ARCHETYPES",
+    "describe",
+    "export",
+]
+
+
+def describe(market, png_path=None, day=None):
+    """Rich summary of ``market`` and a PNG plot; see :func:`strikebench.feeds.synthetic.describe.describe`."""
+    from .describe import describe as _describe
+
+    return _describe(market, png_path, day)
+
+
+def export(market, out_dir, days=None, **kwargs):
+    """Write bars and chains to Parquet; see :func:`strikebench.feeds.synthetic.export.export`."""
+    from .export import export as _export
+
+    return _export(market, out_dir, days, **kwargs)

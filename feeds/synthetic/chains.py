@@ -1,0 +1,373 @@
+"""Option chains of the synthetic market: listed series, strike grids, quotes, volume and OI.
+
+Per (underlying, session) a :class:`DayChain` is built once and cached: the
+listed series (expiry, root, settlement moment and its variance clock), the
+contracts on the real strike grid sorted in :class:`ChainSnapshot` key order,
+open interest, the day's volume, and the minute-level spread multipliers
+(open, last hour, events). A snapshot then only evaluates what moves with the
+minute: the ATM term structure from the variance state, SSVI, one vectorized
+pricing call, spreads and tick rounding.
+
+:func:`quote_block` is the one pricing path: the snapshot calls it with one
+minute x N contracts, ``leg_quotes`` with every minute x a few legs. Every
+operation is elementwise, so both give bit-identical quotes for the same
+contract and minute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from strikebench.calendar import NS_PER_YEAR
+from strikebench.options.chain import contract_keys
+from strikebench.options.ticks import round_to_tick, tick_sizes
+from strikebench.pricing import black76, bsm
+
+from .surface import ssvi_total_variance, vix_option_atm_variance
+from .underlying import NS_MIN, UnderlyingPath
+
+__all__ = ["DayChain", "SeriesSet", "quote_block", "build_day_chain", "UNDERLYINGS"]
+
+UNDERLYINGS = ("SPX", "XSP", "VIX")
+_TICK_ROOT = {"SPX": "SPX", "XSP": "XSP", "VIX": "VIX"}
+_MIN_TICK = {"SPX": 0.05, "XSP": 0.01, "VIX": 0.01}
+_IV_REF = {"SPX": 0.18, "XSP": 0.18, "VIX": 0.90}
+_THETA_FLOOR = 1e-12
+
+
+@dataclass
+class SeriesSet:
+    """Listed series of one underlying (one row per root x expiry)."""
+
+    root: np.ndarray        # str
+    expiry: np.ndarray      # datetime64[D]
+    exp_day: np.ndarray     # index into the timeline's days
+    settle_ns: np.ndarray   # UTC ns of the settlement print
+    c_settle: np.ndarray    # variance clock at settlement
+    is_am: np.ndarray       # bool
+
+
+@dataclass
+class DayChain:
+    """Static part of one underlying's chain for one session (see module docstring)."""
+
+    underlying: str
+    day: int
+    series: SeriesSet
+    root: np.ndarray
+    expiry: np.ndarray
+    strike: np.ndarray
+    is_call: np.ndarray
+    sidx: np.ndarray            # series index of each contract
+    open_interest: np.ndarray   # int64
+    day_volume: np.ndarray      # float, traded by the close
+    minute_mult: np.ndarray     # (n_minutes,) spread multiplier: open, last hour, events
+    expiring_mult: np.ndarray   # (n_minutes,) extra multiplier for same-day expiries
+    volume_cum: np.ndarray      # (n_minutes,) share of the day's volume traded by each bar's close
+
+
+# ------------------------------------------------------------------ series
+def series_for_day(path: UnderlyingPath, und: str, d: int, scenario, calendar) -> SeriesSet:
+    """Series listed on session ``d``: dailies (SPXW/XSP), SPX AM monthlies, VIX monthlies."""
+    tl = path.timeline
+    today = tl.dates[d]
+    ch = scenario.chains
+    roots, days, am = [], [], []
+
+    def add_dailies(root, max_dte):
+        hi = today + np.timedelta64(int(max_dte), "D")
+        j0 = d
+        j1 = int(np.searchsorted(tl.dates, hi, side="right"))
+        for j in range(j0, j1):
+            roots.append(root)
+            days.append(j)
+            am.append(False)
+
+    def add_monthlies(root, max_dte, rule):
+        t = pd.Timestamp(today)
+        hi = today + np.timedelta64(int(max_dte), "D")
+        y, m = t.year, t.month
+        for _ in range(int(max_dte) // 28 + 3):
+            e = np.datetime64(rule(y, m), "D")
+            if today < e <= hi:
+                j = int(np.searchsorted(tl.dates, e))
+                if j < len(tl.dates) and tl.dates[j] == e:
+                    roots.append(root)
+                    days.append(j)
+                    am.append(True)
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+
+    if und == "SPX":
+        add_dailies("SPXW", ch.spxw_max_dte)
+        add_monthlies("SPX", ch.spx_monthly_max_dte, calendar.monthly_expiry)
+    elif und == "XSP":
+        add_dailies("XSP", ch.xsp_max_dte)
+    elif und == "VIX":
+        add_monthlies("VIX", ch.vix_max_dte, calendar.vix_expiry)
+    else:
+        raise ValueError(f"unknown underlying '{und}' (synthetic market lists {', '.join(UNDERLYINGS)})")
+    days = np.asarray(days, dtype=np.int64)
+    am = np.asarray(am, dtype=bool)
+    settle_ns = np.where(am, tl.open_ns[days], tl.close_ns[days]) if len(days) else np.zeros(0, np.int64)
+    c_settle = np.where(am, tl.c_open[days], tl.c_close[days]) if len(days) else np.zeros(0)
+    return SeriesSet(np.asarray(roots, dtype="U6"), tl.dates[days], days, settle_ns, c_settle, am)
+
+
+def series_for_contracts(path: UnderlyingPath, contracts) -> SeriesSet:
+    """Series of arbitrary contracts (for leg quotes); expiries must be sessions in the timeline."""
+    tl = path.timeline
+    roots = np.array([c.root for c in contracts], dtype="U6")
+    exp = np.array([np.datetime64(c.expiry, "D") for c in contracts])
+    j = np.searchsorted(tl.dates, exp)
+    bad = (j >= len(tl.dates)) | (tl.dates[np.minimum(j, len(tl.dates) - 1)] != exp)
+    if bad.any():
+        c = contracts[int(np.flatnonzero(bad)[0])]
+        raise ValueError(f"{c}: expiry {c.expiry} is not a session the synthetic market knows")
+    am = np.array([str(c.settlement_style) == "AM" for c in contracts], dtype=bool)
+    return SeriesSet(roots, exp, j, np.where(am, tl.open_ns[j], tl.close_ns[j]),
+                     np.where(am, tl.c_open[j], tl.c_close[j]), am)
+
+
+# ------------------------------------------------------------- quote block
+def atm_total_variance(market, m, settle_ns, c_settle, rows=None, table=None):
+    """ATM total implied variance of SPX at minute(s) ``m`` to settlement; broadcasts."""
+    path, model = market.path, market.path.model
+    tl = path.timeline
+    t_q = tl.minute_ns[m] + NS_MIN
+    step = tl.minute_step[m]
+    dC = np.maximum(c_settle - tl.c_end[m], 0.0)
+    tab, ev = table
+    integral = model.integral_lookup(tab, ev, dC, rows)
+    jumps = path.event_variance(t_q, settle_ns)
+    theta = model.atm_ratio * (model.rn_scale(path.eps[step]) * integral + model.event_premium * jumps)
+    return np.maximum(theta, _THETA_FLOOR)
+
+
+def variance_table(market, m):
+    """Expected-variance integral table for the states at minutes ``m`` (1-D)."""
+    path = market.path
+    step = path.timeline.minute_step[np.atleast_1d(m)]
+    return path.model.integral_table(path.yf[step], path.ys[step])
+
+
+def series_state(market, und: str, m, rows, table, settle_ns, c_settle, exp_day):
+    """What a series needs at minute(s) ``m``: years to settlement, ATM total variance
+    (SPX/XSP) or the VIX future and VIX-option ATM variance. Broadcasts."""
+    path = market.path
+    tl = path.timeline
+    sc = market.scenario
+    t_q = tl.minute_ns[m] + NS_MIN
+    years = np.maximum(settle_ns - t_q, 0) / NS_PER_YEAR
+    live = years > 0.0
+    safe_years = np.where(live, years, 1.0)
+    if und == "VIX":
+        fwd = market.vix_future_at(m, exp_day)
+        vix_now = path.vix_step[tl.minute_step[m]]
+        theta = vix_option_atm_variance(vix_now, safe_years, sc.vol_index.vvix, sc.vol_index.vvix_term_exponent)
+    else:
+        r, q = sc.underlying.rate, sc.underlying.dividend_yield
+        spot = path.spx_close[m] * (0.1 if und == "XSP" else 1.0)
+        theta = atm_total_variance(market, m, settle_ns, c_settle, rows, table)
+        fwd = spot * np.exp((r - q) * years)
+    expiring = exp_day == tl.minute_day[m]
+    return {"years": years, "safe_years": safe_years, "live": live, "theta": theta, "fwd": fwd,
+            "expiring": expiring}
+
+
+def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, expiring_mult, greeks: bool):
+    """Model values and quotes from a :func:`series_state` ``st`` (already broadcast to the
+    contracts); every operation is elementwise. Returns mid, bid, ask, last, iv and (if
+    ``greeks``) delta, gamma, theta, vega."""
+    path = market.path
+    sc = market.scenario
+    r = sc.underlying.rate
+    q = sc.underlying.dividend_yield
+    years, safe_years, live, theta, fwd = st["years"], st["safe_years"], st["live"], st["theta"], st["fwd"]
+    k = np.log(strike / fwd)
+    if und == "VIX":
+        w = ssvi_total_variance(k, theta, sc.vol_index.vix_option_skew, sc.vol_index.vix_option_eta, sc.surface.gamma)
+        iv = np.sqrt(w / safe_years)
+        g = black76(is_call, fwd, strike, years, r, iv)
+    else:
+        w = ssvi_total_variance(k, theta, sc.surface.rho, sc.surface.eta, sc.surface.gamma)
+        iv = np.sqrt(w / safe_years)
+        spot = path.spx_close[m] * (0.1 if und == "XSP" else 1.0)
+        g = bsm(is_call, spot, strike, years, r, q, iv)
+    mid = g.price
+    qs = sc.quotes
+    fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
+    z = np.minimum(np.abs(k) / np.sqrt(theta), 6.0)
+    ivr = np.where(live, iv, _IV_REF[und]) * (1.0 / _IV_REF[und])
+    spread = (fam.base + fam.relative * mid) * ivr ** qs.iv_exponent
+    spread *= 1.0 + qs.distance_slope * z
+    spread *= np.where(st["expiring"], minute_mult * expiring_mult, minute_mult)
+    np.minimum(spread, fam.max_spread, out=spread)
+    tick = _MIN_TICK[und]
+    root = _TICK_ROOT[und]
+    half = 0.5 * spread
+    bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down")
+    ask = round_to_tick(mid + half, root, direction="up")
+    bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
+    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
+    if not np.all(live):
+        # at the settlement moment the quote collapses on the intrinsic value
+        bid = np.where(live, bid, round_to_tick(mid, root, direction="down"))
+        ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up"), tick))
+    # the last trade printed at whichever side is nearer the model value
+    last = np.where(mid - bid <= ask - mid, bid, ask)
+    out = {"mid": mid, "bid": bid, "ask": ask, "iv": np.where(live, iv, np.nan), "last": last}
+    if greeks:
+        out.update(delta=g.delta, gamma=g.gamma, theta=g.theta, vega=g.vega)
+    return out
+
+
+# ------------------------------------------------------------- day chains
+def _grid(lo: float, hi: float, step: float) -> np.ndarray:
+    a = np.ceil(lo / step) * step
+    b = np.floor(hi / step) * step
+    if b < a:
+        return np.zeros(0)
+    return np.arange(a, b + step * 0.5, step)
+
+
+def spx_strikes(ref: float, sd: float, ch, unit: float = 1.0) -> np.ndarray:
+    """SPX strike grid around ``ref`` for a series with price standard deviation ``sd``
+    (``unit`` = 0.1 gives the XSP grid: 1-point near the money, 5 beyond)."""
+    fine = max(ch.fine_sigmas * sd, ch.min_fine_points * unit)
+    lo = ref - max(ch.put_wing_sigmas * sd, 0.06 * ref)
+    hi = ref + max(ch.call_wing_sigmas * sd, 0.03 * ref)
+    far = ch.far_sigmas * sd
+    if unit == 1.0:
+        steps = (5.0, 25.0, 100.0)
+    else:
+        steps = (1.0, 5.0, 10.0)
+    parts = [
+        _grid(ref - fine, ref + fine, steps[0]),
+        _grid(max(lo, ref - far), min(hi, ref + far), steps[1]),
+        _grid(lo, hi, steps[2]),
+    ]
+    k = np.unique(np.concatenate(parts))
+    return k[k > 0]
+
+
+def vix_strikes(fwd_lo: float, fwd_hi: float) -> np.ndarray:
+    """VIX strikes: 0.50 apart below 15, 1 point up to ~2.5x the futures, 5 beyond."""
+    lo = max(9.0, np.floor(fwd_lo * 0.6))
+    hi = min(max(np.ceil(fwd_hi * 2.4), 30.0), 150.0)
+    k = np.concatenate([_grid(lo, min(15.0, hi), 0.5), _grid(15.0, min(hi, 60.0), 1.0), _grid(60.0, hi, 5.0)])
+    return np.unique(k)
+
+
+def minute_multipliers(market, d: int):
+    """(open/last-hour/event multiplier, same-day-expiry multiplier, cumulative volume share) per minute."""
+    tl = market.path.timeline
+    qs = market.scenario.quotes
+    n = int(tl.n_minutes[d])
+    pos = np.arange(n, dtype=np.float64)
+    mult = np.ones(n)
+    if qs.open_minutes > 0:
+        mult *= 1.0 + (qs.open_mult - 1.0) * np.clip(1.0 - pos / qs.open_minutes, 0.0, 1.0)
+    to_close = n - 1 - pos
+    late = np.clip(1.0 - to_close / 60.0, 0.0, 1.0)
+    mult *= 1.0 + (qs.last_hour_mult - 1.0) * late
+    expiring = 1.0 + (qs.expiring_late_mult - 1.0) * late
+    ev = np.zeros(n, dtype=bool)
+    g0 = int(tl.gap_step[d])
+    g1 = int(tl.gap_step[d + 1]) if d + 1 < tl.n_sim else 1 << 62
+    win = qs.event_window_minutes
+    for e in market.path.events:
+        if e.step < 0 or not (g0 <= e.step < g1):
+            continue
+        if e.step == g0:
+            ev |= pos < win
+        else:
+            p = e.step - g0 - 1
+            ev |= np.abs(pos - p) <= win
+    mult = np.where(ev, mult * qs.event_mult, mult)
+    sc = market.scenario.intraday
+    prof = 1.0 + sc.volume_open_boost * np.exp(-pos / 15.0) + sc.volume_close_boost * np.exp(-(n - 1 - pos) / 20.0)
+    vcum = np.cumsum(prof) / prof.sum()
+    return mult, expiring, vcum
+
+
+def build_day_chain(market, und: str, d: int) -> DayChain:
+    """List the series and strikes of ``und`` on session ``d`` (cached by the market)."""
+    path = market.path
+    tl = path.timeline
+    sc = market.scenario
+    ch = sc.chains
+    series = series_for_day(path, und, d, sc, market.calendar)
+    m0 = int(tl.day_first_minute[d])
+    open_px = float(path.spx_open[m0])
+    E = len(series.root)
+    # ATM variance to each expiry at the open, for strike ranges and open interest
+    table = variance_table(market, m0)
+    if und == "VIX":
+        fwd = market.vix_future_at(np.full(E, m0), series.exp_day)
+    else:
+        theta = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, table)
+    strikes, sids = [], []
+    for j in range(E):
+        if und == "VIX":
+            ks = vix_strikes(float(fwd[j]), float(fwd[j]))
+        else:
+            unit = 0.1 if und == "XSP" else 1.0
+            ref = open_px * unit
+            sd = ref * float(np.sqrt(max(theta[j], 1e-6)))
+            ks = spx_strikes(ref, sd, ch, unit)
+        strikes.append(ks)
+        sids.append(np.full(len(ks), j))
+    strike = np.concatenate(strikes) if strikes else np.zeros(0)
+    sidx = np.concatenate(sids).astype(np.int64) if sids else np.zeros(0, np.int64)
+    # calls and puts
+    strike = np.concatenate([strike, strike])
+    sidx = np.concatenate([sidx, sidx])
+    is_call = np.concatenate([np.ones(len(strike) // 2, bool), np.zeros(len(strike) // 2, bool)])
+    root = series.root[sidx]
+    expiry = series.expiry[sidx]
+    roots_sorted, codes = np.unique(root, return_inverse=True)
+    key = contract_keys(codes, expiry, is_call, strike)
+    order = np.argsort(key, kind="stable")
+    strike, sidx, is_call, root, expiry = strike[order], sidx[order], is_call[order], root[order], expiry[order]
+
+    # open interest and the day's volume
+    ent = np.random.SeedSequence(entropy=int(market.seed), spawn_key=(17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
+    rng = np.random.Generator(np.random.PCG64(ent))
+    noise = np.exp(0.45 * rng.standard_normal(len(strike)) - 0.1)
+    dte = (expiry - tl.dates[d]).astype(np.int64)
+    if und == "VIX":
+        z = np.log(strike / fwd[sidx]) / 0.25
+        z = np.where(is_call, z * 0.8, z * 1.6)
+        base = ch.open_interest_scale * 6.0
+        age = np.ones(len(strike))
+        turnover = ch.turnover * 0.5 * np.ones(len(strike))
+    else:
+        unit = 0.1 if und == "XSP" else 1.0
+        k = np.log(strike / (open_px * unit))
+        z = k / np.sqrt(np.maximum(theta[sidx], 1e-6))
+        # puts trade farther out of the money than calls
+        z = np.where(is_call, z, z * 0.75)
+        base = ch.open_interest_scale * (0.08 if und == "XSP" else 1.0)
+        age = np.where(series.is_am[sidx], 1.6, 0.35 + 0.65 * np.minimum(dte, 30) / 30.0)
+        turnover = ch.turnover * (8.0 / (dte + 1.0)) ** 0.6
+        ticks = np.round(strike / unit).astype(np.int64)
+        age = age * np.where(ticks % 100 == 0, 1.6, np.where(ticks % 25 == 0, 1.25, 1.0))
+    shape = np.exp(-0.5 * (z / 1.4) ** 2) + 0.02
+    oi = np.round(base * age * shape * noise).astype(np.int64)
+    vix_level = float(path.vix_step[tl.gap_step[d]])
+    day_volume = oi * turnover * (vix_level / 18.0) ** 0.5 * noise
+    mm, em, vc = minute_multipliers(market, d)
+    return DayChain(und, d, series, root, expiry, strike, is_call, sidx, oi, day_volume, mm, em, vc)
+
+
+def day_series_arrays(dc: DayChain):
+    s = dc.series
+    return s.settle_ns[dc.sidx], s.c_settle[dc.sidx], s.exp_day[dc.sidx]
+
+
+def dte_days(expiry, today) -> np.ndarray:
+    return (np.asarray(expiry, "datetime64[D]") - np.datetime64(today, "D")).astype(np.int64)
+

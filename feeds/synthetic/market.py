@@ -1,0 +1,356 @@
+"""``SyntheticMarket``: the embedded default data source (a :class:`MarketData`).
+
+    market = SyntheticMarket(seed=42, start="2023-01-03", end="2023-12-29", scenario="default")
+    market.bars("SPX")                        # minute bars, tz-aware America/New_York, bar-start labels
+    market.snapshot("SPX", at)                # every SPXW daily out to 45 DTE + SPX AM monthlies
+    market.leg_quotes(contracts, day)         # bid/ask of a few legs for every minute of a session
+    market.settlement_value(contract)         # AM: opening print; PM: close; VIX: the SOQ
+
+The whole path (SPX, VIX, VIX9D and the variance state) is drawn once at
+construction, vectorized; chains are generated on demand from that state, with
+per-session static parts cached. Same seed, dates and scenario: bit-identical
+bars and chains on any machine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from strikebench.calendar import NY, MarketCalendar, default_calendar
+from strikebench.options.chain import ChainSnapshot, LegQuotes
+
+from .chains import (
+    UNDERLYINGS,
+    DayChain,
+    build_day_chain,
+    minute_multipliers,
+    quote_block,
+    series_state,
+    series_for_contracts,
+    variance_table,
+)
+from .scenario import ARCHETYPES, Scenario, load_scenario
+from .underlying import NS_DAY, NS_MIN, simulate
+
+__all__ = ["SyntheticMarket", "SYMBOLS"]
+
+#: Bar symbols: the index, its mini, the vol indices and the front two VIX futures (rolling at expiry).
+SYMBOLS = ("SPX", "XSP", "VIX", "VIX9D", "VX1", "VX2")
+
+_DAY_CACHE = 12
+
+
+class SyntheticMarket:
+    """A deterministic synthetic SPX/XSP/VIX market with option chains (see module docstring)."""
+
+    def __init__(self, seed: int = 42, start="2023-01-03", end="2023-12-29",
+                 scenario: str | Scenario = "default", calendar: MarketCalendar | None = None):
+        self.seed = int(seed)
+        self.scenario = load_scenario(scenario)
+        self.calendar = calendar or default_calendar()
+        self.path = simulate(self.scenario, self.seed, start, end, self.calendar)
+        tl = self.path.timeline
+        self.start = pd.Timestamp(tl.dates[0]).date()
+        self.end = pd.Timestamp(tl.dates[tl.n_sim - 1]).date()
+        self._bars: dict[str, pd.DataFrame] = {}
+        self._chains: OrderedDict[tuple[str, int], DayChain] = OrderedDict()
+        self._mults: OrderedDict[int, tuple] = OrderedDict()
+        self._vix_exp_days = self._vix_expiry_days()
+
+    def __repr__(self) -> str:
+        return (f"SyntheticMarket(seed={self.seed}, start='{self.start}', end='{self.end}', "
+                f"scenario='{self.scenario.name}')")
+
+    # ================================================================ bars
+    def sessions(self) -> pd.DatetimeIndex:
+        """The simulated sessions (naive dates)."""
+        return self.path.timeline.sessions
+
+    def minutes(self) -> pd.DatetimeIndex:
+        """Every simulated bar label, tz-aware America/New_York."""
+        return pd.DatetimeIndex(pd.to_datetime(self.path.timeline.minute_ns, utc=True)).tz_convert(NY)
+
+    def bars(self, symbol: str) -> pd.DataFrame:
+        """Minute bars of ``symbol`` (one of :data:`SYMBOLS`): open, high, low, close, volume (float64),
+        indexed by tz-aware America/New_York bar-start labels."""
+        symbol = symbol.upper()
+        if symbol not in SYMBOLS:
+            raise KeyError(f"unknown symbol '{symbol}' (the synthetic market has {', '.join(SYMBOLS)})")
+        if symbol not in self._bars:
+            self._bars[symbol] = self._make_bars(symbol)
+        return self._bars[symbol]
+
+    def _make_bars(self, symbol: str) -> pd.DataFrame:
+        p = self.path
+        tl = p.timeline
+        if symbol in ("SPX", "XSP"):
+            f = 0.1 if symbol == "XSP" else 1.0
+            cols = (p.spx_open * f, p.spx_high * f, p.spx_low * f, p.spx_close * f, p.spx_volume)
+        else:
+            if symbol in ("VIX", "VIX9D"):
+                steps = p.vix_step if symbol == "VIX" else p.vix9d_step
+                close = steps[tl.minute_step]
+                open_ = steps[tl.minute_step - 1]
+            else:
+                nth = 0 if symbol == "VX1" else 1
+                m = np.arange(len(tl.minute_ns))
+                close = self._front_future(m, nth, at_close=True)
+                open_ = np.empty_like(close)
+                open_[1:] = close[:-1]
+                first = tl.day_first_minute
+                open_[first] = self._front_future(first, nth, at_close=False)
+            close = np.round(close, 2)
+            open_ = np.round(open_, 2)
+            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+                entropy=self.seed, spawn_key=(23, SYMBOLS.index(symbol)))))
+            wig = np.abs(rng.standard_normal((2, len(close)))) * 0.0008 * close
+            high = np.round(np.maximum(open_, close) + wig[0], 2)
+            low = np.round(np.minimum(open_, close) - wig[1], 2)
+            cols = (open_, high, low, close, np.zeros(len(close)))
+        df = pd.DataFrame(dict(zip(("open", "high", "low", "close", "volume"), (np.asarray(c, np.float64) for c in cols))),
+                          index=self.minutes())
+        df.index.name = "timestamp"
+        return df
+
+    def daily(self) -> pd.DataFrame:
+        """One row per session: SPX open/close, VIX/VIX9D/VX1 close, archetype, event labels."""
+        p = self.path
+        tl = p.timeline
+        D = tl.n_sim
+        last = tl.day_first_minute + tl.n_minutes[:D] - 1
+        kinds = [[] for _ in range(D)]
+        for e in p.events:
+            if e.step >= 0:
+                kinds[int(p.step_day[e.step])].append(e.label)
+        vx1 = self._front_future(last, 0, at_close=True)
+        return pd.DataFrame({
+            "spx_open": p.day_open, "spx_close": p.day_close,
+            "vix": np.round(p.vix_step[tl.minute_step[last]], 2),
+            "vix9d": np.round(p.vix9d_step[tl.minute_step[last]], 2),
+            "vx1": np.round(vx1, 2),
+            "archetype": [ARCHETYPES[a] for a in p.archetype],
+            "events": [",".join(k) for k in kinds],
+        }, index=self.sessions())
+
+    def checksum(self) -> str:
+        """SHA-256 of every bar of every symbol: two markets with equal checksums are identical."""
+        h = hashlib.sha256(repr((self.seed, str(self.start), str(self.end))).encode())
+        for s in SYMBOLS:
+            h.update(np.ascontiguousarray(self.bars(s).to_numpy()).tobytes())
+        return h.hexdigest()
+
+    # ========================================================= VIX futures
+    def _vix_expiry_days(self) -> np.ndarray:
+        tl = self.path.timeline
+        first = pd.Timestamp(tl.dates[0])
+        last = pd.Timestamp(tl.dates[-1])
+        y, m = first.year, first.month
+        out = []
+        while (y, m) <= (last.year, last.month):
+            e = np.datetime64(self.calendar.vix_expiry(y, m), "D")
+            j = int(np.searchsorted(tl.dates, e))
+            if e >= tl.dates[0] and j < len(tl.dates) and tl.dates[j] == e:
+                out.append(j)
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        return np.asarray(sorted(set(out)), dtype=np.int64)
+
+    def vix_future_at(self, m, exp_day):
+        """Price of the VIX future settling at the open of session ``exp_day``, at minute(s) ``m``
+        (NaN once settled); broadcasts."""
+        p = self.path
+        tl = p.timeline
+        m = np.asarray(m)
+        exp_day = np.asarray(exp_day)
+        t_q = tl.minute_ns[m] + NS_MIN
+        step = tl.minute_step[m]
+        c_now = tl.c_end[m]
+        return self._future(step, t_q, c_now, exp_day)
+
+    def _future(self, step, t_q, c_now, exp_day):
+        p = self.path
+        tl = p.timeline
+        open_e = tl.open_ns[exp_day]
+        dC0 = tl.c_open[exp_day] - c_now
+        dC1 = tl.clock_after(exp_day, 0.0, 30) - c_now
+        ev = p.event_variance(open_e, open_e + 30 * NS_DAY)
+        days = (open_e - t_q) / NS_DAY
+        price = p.model.vix_future(p.yf[step], p.ys[step], p.eps[step], np.maximum(dC0, 0.0), dC1, ev, days)
+        return np.where(t_q < open_e, price, np.nan)
+
+    def _front_future(self, m, nth: int, at_close: bool):
+        """The nth-nearest unexpired future at minute(s) m (bar close, or the day's open)."""
+        p = self.path
+        tl = p.timeline
+        m = np.asarray(m)
+        if at_close:
+            t_q = tl.minute_ns[m] + NS_MIN
+            step = tl.minute_step[m]
+            c_now = tl.c_end[m]
+        else:
+            d = tl.minute_day[m]
+            t_q = tl.open_ns[d]
+            step = tl.gap_step[d]
+            c_now = tl.c_open[d]
+        exp_open = tl.open_ns[self._vix_exp_days]
+        i = np.searchsorted(exp_open, t_q, side="right") + nth
+        i = np.minimum(i, len(self._vix_exp_days) - 1)
+        return self._future(step, t_q, c_now, self._vix_exp_days[i])
+
+    def vix_futures(self, at) -> pd.Series:
+        """The VIX futures curve at minute ``at``: price by expiry date (unexpired, listed ones)."""
+        m = self.minute_index(at)
+        tl = self.path.timeline
+        t_q = tl.minute_ns[m] + NS_MIN
+        days = self._vix_exp_days[tl.open_ns[self._vix_exp_days] > t_q][:8]
+        prices = self.vix_future_at(np.full(len(days), m), days)
+        return pd.Series(np.round(prices, 2), index=pd.Index([pd.Timestamp(tl.dates[j]).date() for j in days], name="expiry"),
+                         name="VX")
+
+    # ============================================================== chains
+    def minute_index(self, at) -> int:
+        """Index of the bar labelled ``at`` (floored to the minute); ValueError outside sessions."""
+        ts = pd.Timestamp(at)
+        if ts.tzinfo is None:
+            ts = ts.tz_localize(NY)
+        ns = ts.value - ts.value % NS_MIN
+        tl = self.path.timeline
+        i = int(np.searchsorted(tl.minute_ns, ns))
+        if i >= len(tl.minute_ns) or tl.minute_ns[i] != ns:
+            raise ValueError(f"{ts.tz_convert(NY)} is not a bar of the synthetic market "
+                             f"(sessions {self.start}..{self.end}, regular hours)")
+        return i
+
+    def day_chain(self, underlying: str, day: int) -> DayChain:
+        key = (underlying, int(day))
+        dc = self._chains.get(key)
+        if dc is None:
+            dc = build_day_chain(self, underlying, int(day))
+            self._chains[key] = dc
+            if len(self._chains) > _DAY_CACHE:
+                self._chains.popitem(last=False)
+        else:
+            self._chains.move_to_end(key)
+        return dc
+
+    def _day_mults(self, d: int):
+        got = self._mults.get(d)
+        if got is None:
+            got = minute_multipliers(self, d)
+            self._mults[d] = got
+            if len(self._mults) > _DAY_CACHE:
+                self._mults.popitem(last=False)
+        return got
+
+    def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
+        """Every listed quote of ``underlying`` ('SPX', 'XSP', 'VIX') at the close of the bar labelled ``at``."""
+        und = underlying.upper()
+        if und not in UNDERLYINGS:
+            raise ValueError(f"unknown underlying '{underlying}' (the synthetic market lists {', '.join(UNDERLYINGS)})")
+        m = self.minute_index(at)
+        tl = self.path.timeline
+        d = int(tl.minute_day[m])
+        pos = int(tl.minute_pos[m])
+        dc = self.day_chain(und, d)
+        if expiries is not None:
+            want = np.array([np.datetime64(pd.Timestamp(e).date(), "D") for e in expiries])
+            sel = np.flatnonzero(np.isin(dc.expiry, want))
+        else:
+            sel = None
+        pick = (lambda a: a) if sel is None else (lambda a: a[sel])
+        s = dc.series
+        sidx = pick(dc.sidx)
+        strike = pick(dc.strike)
+        is_call = pick(dc.is_call)
+        mult, expiring, vcum = self._day_mults(d)
+        table = variance_table(self, m)
+        st = series_state(self, und, m, 0, table, s.settle_ns, s.c_settle, s.exp_day)
+        st = {k: v[sidx] for k, v in st.items()}
+        q = quote_block(self, und, m, st, strike, is_call, mult[pos], expiring[pos], greeks=True)
+        volume = np.floor(pick(dc.day_volume) * vcum[pos]).astype(np.int64)
+        if und == "VIX":
+            px = float(np.round(self.path.vix_step[tl.minute_step[m]], 2))
+        else:
+            px = float(self.path.spx_close[m] * (0.1 if und == "XSP" else 1.0))
+        ts = pd.Timestamp(int(tl.minute_ns[m]), tz="UTC").tz_convert(NY)
+        return ChainSnapshot.from_arrays(
+            und, ts, px, root=pick(dc.root), expiry=pick(dc.expiry), strike=strike, is_call=is_call,
+            bid=q["bid"], ask=q["ask"], last=q["last"], volume=volume, open_interest=pick(dc.open_interest),
+            iv=q["iv"], delta=q["delta"], gamma=q["gamma"], theta=q["theta"], vega=q["vega"],
+        )
+
+    def leg_quotes(self, contracts: Sequence, day) -> LegQuotes:
+        """Bid/ask of ``contracts`` at every minute of session ``day``: one vectorized pricing
+        call per underlying over (minutes x legs). NaN where a leg is not quoted (expired, or an
+        AM series on its settlement day)."""
+        contracts = tuple(contracts)
+        tl = self.path.timeline
+        d = tl.day_index(day)
+        n = int(tl.n_minutes[d])
+        m = (tl.day_first_minute[d] + np.arange(n))[:, None]
+        bid = np.full((n, len(contracts)), np.nan)
+        ask = np.full((n, len(contracts)), np.nan)
+        if contracts:
+            mult, expiring, _ = self._day_mults(d)
+            table = variance_table(self, m.ravel())
+            rows = np.arange(n)[:, None]
+            unds = np.array([_underlying_of(c) for c in contracts])
+            for und in dict.fromkeys(unds):
+                cols = np.flatnonzero(unds == und)
+                legs = [contracts[i] for i in cols]
+                s = series_for_contracts(self.path, legs)
+                strike = np.array([c.strike for c in legs], dtype=np.float64)[None, :]
+                is_call = np.array([c.is_call for c in legs], dtype=bool)[None, :]
+                st = series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :],
+                                  s.exp_day[None, :])
+                q = quote_block(self, und, m, st, strike, is_call, mult[:, None], expiring[:, None], greeks=False)
+                dead = (s.exp_day < d) | (s.is_am & (s.exp_day <= d))
+                b = np.where(dead[None, :], np.nan, q["bid"])
+                a = np.where(dead[None, :], np.nan, q["ask"])
+                bid[:, cols] = b
+                ask[:, cols] = a
+        return LegQuotes(contracts=contracts, times=tl.minute_ns[m.ravel()].copy(), bid=bid, ask=ask)
+
+    def settlement_value(self, contract) -> float:
+        """The print that settles ``contract``: PM -> the expiry session's close; SPX AM -> its
+        opening print; VIX -> the Special Opening Quotation (VIX at that open, which is also the
+        expiring future's final value)."""
+        p = self.path
+        tl = p.timeline
+        try:
+            d = tl.day_index(contract.expiry)
+        except KeyError:
+            raise ValueError(f"{contract}: expiry {contract.expiry} is outside the simulated sessions "
+                             f"{self.start}..{self.end}") from None
+        und = _underlying_of(contract)
+        if und == "VIX":
+            return float(np.round(p.vix_step[tl.gap_step[d]], 2))
+        am = str(contract.settlement_style) == "AM"
+        value = p.day_open[d] if am else p.day_close[d]
+        return float(value * 0.1) if und == "XSP" else float(value)
+
+    # ============================================================ summaries
+    def events(self) -> pd.DataFrame:
+        """Events that moved the simulated path: time realized, kind, label, move (%), fast-factor kick."""
+        tl = self.path.timeline
+        rows = [e for e in self.path.events if e.step >= 0]
+        return pd.DataFrame({
+            "realized": pd.to_datetime([e.realized_ns for e in rows], utc=True).tz_convert(NY),
+            "kind": [e.kind for e in rows],
+            "label": [e.label for e in rows],
+            "move_pct": [100 * np.expm1(e.move) for e in rows],
+            "vol_kick": [e.vol_kick for e in rows],
+            "session": [pd.Timestamp(tl.dates[int(self.path.step_day[e.step])]).date() for e in rows],
+        })
+
+
+def _underlying_of(contract) -> str:
+    und = contract.underlying
+    if und not in UNDERLYINGS:
+        raise ValueError(f"{contract}: the synthetic market quotes SPX, SPXW, XSP and VIX options only")
+    return und
