@@ -243,6 +243,39 @@ def _resolved_rows(resolved):
         yield rp.path, rp
 
 
+@cli.command("new-plugin")
+@click.argument("kind", type=click.Choice(["strategy"]))
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), metavar="PATH",
+              help="Folder to create the package in (default: ./sb-NAME with dashes).")
+def new_plugin(kind: str, name: str, directory: str | None) -> None:
+    """Write a ready plugin package: pyproject with the `strikebench` entry point, a KIND class
+    with its typed params model, a sample YAML and a test on a tiny synthetic market.
+
+    `strikebench new-plugin strategy my_strat`, then `pip install -e sb-my-strat`.
+    """
+    from strikebench.errors import PluginError
+    from strikebench.scaffold import ScaffoldError, plugin_names, write_plugin
+
+    names = plugin_names(name)
+    try:
+        taken = _registry().get(kind, name)
+    except PluginError:  # a broken installed plugin must not stop anyone writing a new one
+        taken = None
+    if taken is not None:
+        raise ScaffoldError(f"a {kind} named '{name}' is already registered by {taken.distribution} "
+                               f"{taken.version}; choose another name")
+    root, files = write_plugin(kind, name, directory)
+    console.print(f"created {kind} plugin '{escape(name)}' (distribution {escape(names.distribution)}, "
+                  f"package {escape(names.package)}) in {escape(str(root))}/", highlight=False, soft_wrap=True)
+    for rel in files:
+        console.print(f"  {escape(rel.as_posix())}", highlight=False)
+    console.print("next:", highlight=False)
+    for step in (f"cd {root}", "pip install -e .", "strikebench plugins --kind strategy", "pytest",
+                 f"strikebench backtest {name}.yaml"):
+        console.print(f"  {escape(step)}", highlight=False)
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @set_option
