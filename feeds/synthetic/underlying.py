@@ -293,8 +293,9 @@ def simulate(scenario: Scenario, seed: int, start, end, calendar: MarketCalendar
 
     # ---------------------------------------------------------------- scores
     s2 = np.zeros((D, ROW))
-    s2[:, 1:] = _student(rng["minute_shocks"], und.minute_tail_df, (D, 390))
-    s2[:, 0] = _student(rng["gap_shocks"], 5.0, D)
+    # fat tails, but no 20-sigma minute or 8-sigma overnight gap from the noise alone
+    s2[:, 1:] = np.clip(_student(rng["minute_shocks"], und.minute_tail_df, (D, 390)), -12.0, 12.0)
+    s2[:, 0] = np.clip(_student(rng["gap_shocks"], 6.0, D), -4.5, 4.5)
     s2[:, 1:] *= vmin
 
     probs = np.array([getattr(arch_spec, a).probability for a in ARCHETYPES])
@@ -400,7 +401,7 @@ def simulate(scenario: Scenario, seed: int, start, end, calendar: MarketCalendar
     v_prev = model.L2 * np.exp(prev(yf, yf0) + prev(ys, ys0))
     for e in sched:
         spec = getattr(ev_spec, e.kind)
-        draw = float(_student(rj, spec.jump_df, 1)[0])  # one draw per event, in date order
+        draw = float(np.clip(_student(rj, spec.jump_df, 1)[0], -4.0, 4.0))  # one draw per event, in date order
         jvar = (spec.jump_stdev_pct / 100.0) ** 2
         step, realized = _step_for_moment(tl, e.at_ns)
         if step < 0:
