@@ -47,14 +47,19 @@ TYPO_ERROR = (
 )
 
 
+DISTRIBUTIONS = {"demo": "sb-demo-plugin", "collide": "sb-collide-plugin", "typo": "sb-typo-plugin",
+                 "broken": "sb-broken-plugin"}
+
+
 @pytest.fixture
 def installed(monkeypatch):
-    """Install fixture distributions (by folder name) for this test; STRIKEBENCH_LOAD_PLUGINS unset."""
-    monkeypatch.delenv(LOAD_ENV, raising=False)
+    """Install fixture distributions (by folder name) for this test and select exactly them with
+    STRIKEBENCH_LOAD_PLUGINS, so other plugins installed in the environment stay out of the way."""
 
     def install(*folders: str) -> None:
         for folder in folders:
             monkeypatch.syspath_prepend(str(FIXTURES / folder))
+        monkeypatch.setenv(LOAD_ENV, ",".join(DISTRIBUTIONS[f] for f in folders))
 
     yield install
     for name in FIXTURE_MODULES:
@@ -63,7 +68,10 @@ def installed(monkeypatch):
 
 def cli(*args: str, fixtures: tuple[str, ...] = (), load: str | None = None,
         cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``strikebench ARGS`` in a subprocess with the given fixture distributions installed."""
+    """``strikebench ARGS`` in a subprocess with the given fixture distributions installed.
+
+    ``load`` is STRIKEBENCH_LOAD_PLUGINS (None: unset, so every installed plugin loads).
+    """
     env = {k: v for k, v in os.environ.items() if k not in (LOAD_ENV, "PYTHONPATH")}
     env.update({"COLUMNS": "500", "NO_COLOR": "1", "TERM": "dumb"})
     if fixtures:
@@ -132,7 +140,9 @@ def test_demo_plugin_is_found_through_its_entry_point(installed):
 ])
 def test_load_plugins_variable_selects_external_plugins(installed, monkeypatch, load, loads_demo):
     installed("demo")
-    if load is not None:
+    if load is None:
+        monkeypatch.delenv(LOAD_ENV)
+    else:
         monkeypatch.setenv(LOAD_ENV, load)
     pm = get_plugin_manager()
     assert (pm.registry.get("strategy", "demo_hold") is not None) is loads_demo
@@ -228,7 +238,7 @@ def test_plugins_lists_third_party_next_to_built_ins():
 
 
 def test_plugins_params_of_a_third_party_strategy():
-    result = cli("plugins", "--params", "demo_hold", fixtures=("demo",))
+    result = cli("plugins", "--params", "demo_hold", fixtures=("demo",), load="sb-demo-plugin")
     assert result.returncode == 0, result.stderr
     assert "strategy 'demo_hold' (sb-demo-plugin 1.2.0): Demo: sell one put spread" in result.stdout
     assert table_rows(result.stdout) == [
@@ -242,7 +252,7 @@ def test_plugins_params_of_a_third_party_strategy():
 
 def test_plugins_params_reads_like_the_code():
     """Types as written, constraints as bounds, and markup-like defaults ([10:00, ...]) not swallowed."""
-    result = cli("plugins", "--params", "credit_vertical")
+    result = cli("plugins", "--params", "credit_vertical", load="")
     assert result.returncode == 0, result.stderr
     rows = {row[0]: row[1:4] for row in table_rows(result.stdout)}
     assert rows["entry_times"] == ["list[time]", "[10:00, 11:00, 12:00]", "at least 1 item"]
@@ -264,7 +274,7 @@ def test_validate_accepts_third_party_names_in_yaml(tmp_path):
           - name: demo_max_contracts
             params: {max_contracts: 4}
         """))
-    result = cli("validate", "demo.yaml", fixtures=("demo",), cwd=tmp_path)
+    result = cli("validate", "demo.yaml", fixtures=("demo",), load="demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = table_rows(result.stdout)
     assert ["strategies[0]", "demo_hold", "sb-demo-plugin 1.2.0"] in rows
@@ -274,14 +284,14 @@ def test_validate_accepts_third_party_names_in_yaml(tmp_path):
 
 def test_validate_checks_third_party_params_with_their_model(tmp_path):
     (tmp_path / "demo.yaml").write_text("name: demo_run\nstrategies:\n  - name: demo_hold\n    params: {hold_days: 0}\n")
-    result = cli("validate", "demo.yaml", fixtures=("demo",), cwd=tmp_path)
+    result = cli("validate", "demo.yaml", fixtures=("demo",), load="demo", cwd=tmp_path)
     assert result.returncode == 2
     assert one_line_error(result) == ("demo.yaml:4: strategies[0].params.hold_days: 0 is not allowed: "
                                       "Input should be greater than or equal to 1")
 
 
 def test_cli_broken_plugin_and_the_way_out():
-    broken = cli("plugins", fixtures=("demo", "broken"))
+    broken = cli("plugins", fixtures=("demo", "broken"), load="sb-demo-plugin,sb-broken-plugin")
     assert broken.returncode == 3
     assert one_line_error(broken) == BROKEN_ERROR
 
@@ -296,7 +306,7 @@ def test_cli_broken_plugin_and_the_way_out():
 
 @pytest.mark.parametrize("fixture, message", [("collide", COLLISION_ERROR), ("typo", TYPO_ERROR)])
 def test_cli_plugin_errors_are_one_line(fixture, message):
-    result = cli("plugins", fixtures=(fixture,))
+    result = cli("plugins", fixtures=(fixture,), load=DISTRIBUTIONS[fixture])
     assert result.returncode == 3
     assert one_line_error(result) == message
 
