@@ -444,20 +444,24 @@ def _allowed_keys(exc: ValidationError, err: dict) -> list[str]:
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
     if current is None:
         return []
-    return sorted(current.model_fields)
+    also = getattr(exc, "_strikebench_also_allowed", ()) if len(err["loc"]) == 1 else ()
+    return sorted({*current.model_fields, *also})
 
 
-def _validate(src: _Source, model: type[BaseModel], data: Any, prefix: tuple = ()) -> BaseModel:
+def _validate(src: _Source, model: type[BaseModel], data: Any, prefix: tuple = (),
+              also_allowed: tuple[str, ...] = ()) -> BaseModel:
+    """``also_allowed``: keys of the same YAML mapping that are not the model's (``data.source``)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         exc._strikebench_model = model  # type: ignore[attr-defined]
+        exc._strikebench_also_allowed = also_allowed  # type: ignore[attr-defined]
         raise ConfigError(validation_error_message(src, exc, prefix)) from None
 
 
 def _resolve(src: _Source, registry, kind: str, name: str, params: dict, loc: tuple,
-             instance_id: str | None = None, *, name_key: str = "name", params_loc: tuple | None = None
-             ) -> ResolvedPlugin:
+             instance_id: str | None = None, *, name_key: str = "name", params_loc: tuple | None = None,
+             also_allowed: tuple[str, ...] = ()) -> ResolvedPlugin:
     entry = registry.get(kind, name)
     if entry is None:
         known = registry.names(kind)
@@ -468,7 +472,7 @@ def _resolve(src: _Source, registry, kind: str, name: str, params: dict, loc: tu
             f"'{name}'{hint}; known: {', '.join(known) or '(none registered)'}"
         )
     params_loc = params_loc if params_loc is not None else loc + ("params",)
-    validated = _validate(src, entry.params_model, params, params_loc)
+    validated = _validate(src, entry.params_model, params, params_loc, also_allowed)
     return ResolvedPlugin(format_path(loc), entry, validated, instance_id or name)
 
 
@@ -500,7 +504,7 @@ def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedCon
         registry = get_plugin_manager().registry
 
     data_ref = _resolve(src, registry, "feed", cfg.data.source, cfg.data.params, ("data",),
-                        name_key="source", params_loc=("data",))
+                        name_key="source", params_loc=("data",), also_allowed=("source",))
     broker = _resolve(src, registry, "broker", cfg.broker.name, cfg.broker.params, ("broker",))
     fill = _resolve(src, registry, "fill_model", cfg.broker.fill_model.name, cfg.broker.fill_model.params,
                     ("broker", "fill_model"))

@@ -112,6 +112,12 @@ broker:
 strategies:
   - name: credit_vertical
 """, (), {}, "bad.yaml:3: broker.params: unknown key 'initial_capital' (allowed: initial_cash)"),
+    ("unknown-data-key", """\
+name: t
+data: {source: synthetic, sed: 7}
+strategies:
+  - name: credit_vertical
+""", (), {}, "bad.yaml:2: data: unknown key 'sed' (allowed: end, scenario, seed, source, start)"),
     ("wrong-type", """\
 name: t
 strategies:
