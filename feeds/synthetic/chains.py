@@ -349,13 +349,13 @@ def build_day_chain(market, und: str, d: int) -> DayChain:
         k = np.log(strike / (open_px * unit))
         z = k / np.sqrt(np.maximum(theta[sidx], 1e-6))
         # puts trade farther out of the money than calls
-        z = np.where(is_call, z, z * 0.75)
+        z = np.where(is_call, z, z * 0.8)
         base = ch.open_interest_scale * (0.08 if und == "XSP" else 1.0)
         age = np.where(series.is_am[sidx], 1.6, 0.35 + 0.65 * np.minimum(dte, 30) / 30.0)
         turnover = ch.turnover * (8.0 / (dte + 1.0)) ** 0.6
         ticks = np.round(strike / unit).astype(np.int64)
         age = age * np.where(ticks % 100 == 0, 1.6, np.where(ticks % 25 == 0, 1.25, 1.0))
-    shape = np.exp(-0.5 * (z / 1.4) ** 2) + 0.02
+    shape = np.exp(-0.5 * z ** 2) + 0.01
     oi = np.round(base * age * shape * noise).astype(np.int64)
     vix_level = float(path.vix_step[tl.gap_step[d]])
     day_volume = oi * turnover * (vix_level / 18.0) ** 0.5 * noise

@@ -284,6 +284,27 @@ class SyntheticMarket:
             iv=q["iv"], delta=q["delta"], gamma=q["gamma"], theta=q["theta"], vega=q["vega"],
         )
 
+    def model_values(self, underlying: str, at) -> pd.DataFrame:
+        """The model behind a snapshot, unrounded: one row per listed contract with root,
+        expiry, strike, is_call, years to settlement, forward, ATM total variance, iv and mid.
+        For research and arbitrage checks; the snapshot's quotes are these mids +- half-spread."""
+        und = underlying.upper()
+        m = self.minute_index(at)
+        tl = self.path.timeline
+        d = int(tl.minute_day[m])
+        pos = int(tl.minute_pos[m])
+        dc = self.day_chain(und, d)
+        s = dc.series
+        mult, expiring, _ = self._day_mults(d)
+        st = series_state(self, und, m, 0, variance_table(self, m), s.settle_ns, s.c_settle, s.exp_day)
+        st = {k: v[dc.sidx] for k, v in st.items()}
+        q = quote_block(self, und, m, st, dc.strike, dc.is_call, mult[pos], expiring[pos], greeks=False)
+        return pd.DataFrame({
+            "root": dc.root, "expiry": dc.expiry, "strike": dc.strike, "is_call": dc.is_call,
+            "settle_ns": s.settle_ns[dc.sidx], "years": st["years"], "forward": st["fwd"],
+            "atm_total_variance": st["theta"], "iv": q["iv"], "mid": q["mid"],
+        })
+
     def leg_quotes(self, contracts: Sequence, day) -> LegQuotes:
         """Bid/ask of ``contracts`` at every minute of session ``day``: one vectorized pricing
         call per underlying over (minutes x legs). NaN where a leg is not quoted (expired, or an

@@ -232,7 +232,7 @@ class QuoteSpec(_Strict):
     distance_slope: float = Field(0.08, ge=0.0, le=2.0, description="extra relative width per standard deviation from the money")
     open_minutes: int = Field(10, ge=0, le=120, description="minutes after the open with wider quotes")
     open_mult: float = Field(1.8, ge=1.0, le=10.0, description="spread multiplier at the first minute (decays over open_minutes)")
-    last_hour_mult: float = Field(1.35, ge=1.0, le=10.0, description="spread multiplier reached at the close (ramps over the last hour)")
+    last_hour_mult: float = Field(1.5, ge=1.0, le=10.0, description="spread multiplier reached at the close (ramps over the last hour)")
     expiring_late_mult: float = Field(1.8, ge=1.0, le=10.0, description="additional multiplier for same-day expiries at the close (ramps over the last hour)")
     event_window_minutes: int = Field(30, ge=0, le=240, description="minutes either side of an intraday event with wider quotes")
     event_mult: float = Field(1.7, ge=1.0, le=10.0, description="spread multiplier around events")

@@ -1,0 +1,257 @@
+"""Synthetic option chains: listings, strike grid, no static arbitrage, quotes, leg quotes, speed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strikebench.feeds.synthetic import SyntheticMarket
+from strikebench.options.ticks import is_on_tick
+
+NY = "America/New_York"
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticMarket:
+    return SyntheticMarket(seed=42, start="2023-01-03", end="2023-12-29")
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz=NY)
+
+
+# A quiet morning, the open, a monthly-expiry close, an FOMC afternoon, the high-VIX week.
+MOMENTS = ["2023-03-15 10:00", "2023-01-03 09:30", "2023-06-16 15:59", "2023-05-03 14:00", "2023-11-21 11:00"]
+
+
+@pytest.fixture(scope="module")
+def snapshots(market):
+    return {m: market.snapshot("SPX", ts(m)) for m in MOMENTS}
+
+
+# ------------------------------------------------------------------ listings
+def test_full_spx_chain_lists_every_daily_to_45_dte_and_am_monthlies(market, snapshots):
+    s = snapshots["2023-03-15 10:00"]
+    assert len(s) >= 1000
+    today = dt.date(2023, 3, 15)
+    spxw = {e for e in s.expiries if (s.rows(e, root="SPXW", valid_only=False).size)}
+    sessions = [d.date() for d in market.calendar.sessions(today, today + dt.timedelta(days=45))]
+    assert spxw == set(sessions)
+    am = {e for e in s.expiries if s.rows(e, root="SPX", valid_only=False).size}
+    assert dt.date(2023, 3, 17) in am and dt.date(2023, 4, 21) in am
+    # AM monthlies stop trading the business day before settlement
+    expiry_day = market.snapshot("SPX", ts("2023-03-17 10:00"))
+    assert expiry_day.rows(dt.date(2023, 3, 17), root="SPX", valid_only=False).size == 0
+    assert expiry_day.rows(dt.date(2023, 3, 17), root="SPXW").size > 0
+
+
+def test_strikes_sit_on_the_real_grid(snapshots):
+    s = snapshots["2023-03-15 10:00"]
+    assert np.all(s.strike % 5 == 0)
+    near = np.abs(s.strike - s.underlying_price) < 50
+    assert np.all(s.strike[near & (s.root == "SPXW")] % 5 == 0)
+    # a week out: 5-point strikes near the money, 25 or 100 points apart far from it
+    week = s.rows(dt.date(2023, 3, 22), "P", valid_only=False)
+    far = week[np.abs(s.strike[week] - s.underlying_price) > 0.08 * s.underlying_price]
+    assert far.size and np.all(s.strike[far] % 25 == 0)
+    # 5-point strikes around the money of the 0DTE series
+    r = s.rows(dt.date(2023, 3, 15), "C")
+    k = s.strike[r]
+    near_k = k[np.abs(k - s.underlying_price) < 60]
+    assert np.all(np.diff(near_k) == 5)
+
+
+def test_xsp_and_vix_chains(market):
+    at = ts("2023-03-15 10:00")
+    x = market.snapshot("XSP", at)
+    spx = market.snapshot("SPX", at)
+    assert x.underlying_price == pytest.approx(spx.underlying_price / 10, abs=1e-9)
+    assert np.all(np.abs(x.strike - np.round(x.strike)) < 1e-9)
+    assert is_on_tick(x.bid[x.valid], "XSP").all()
+    # XSP is the same model at a tenth of the size: mids agree with SPX/10 within the spreads
+    r = spx.find("SPXW", dt.date(2023, 3, 22), False, 3650.0)
+    rx = x.find("XSP", dt.date(2023, 3, 22), False, 365.0)
+    assert abs(x.mid[rx] * 10 - spx.mid[r]) < (spx.ask[r] - spx.bid[r]) + 10 * (x.ask[rx] - x.bid[rx])
+    v = market.snapshot("VIX", at)
+    assert len(v) > 100
+    assert all(e.weekday() == 2 for e in v.expiries)
+
+
+def test_vix_options_price_off_the_future_not_spot(market):
+    at = ts("2023-06-01 12:00")
+    vals = market.model_values("VIX", at)
+    curve = market.vix_futures(at)
+    e = vals.expiry.iloc[0]
+    g = vals[vals.expiry == e]
+    fwd = curve[pd.Timestamp(e).date()]
+    assert g.forward.iloc[0] == pytest.approx(fwd, abs=0.006)
+    k = 20.0
+    c = g[(g.strike == k) & g.is_call].iloc[0]
+    p = g[(g.strike == k) & ~g.is_call].iloc[0]
+    disc = np.exp(-market.scenario.underlying.rate * c.years)
+    assert c.mid - p.mid == pytest.approx(disc * (c.forward - k), abs=1e-9)
+
+
+# ----------------------------------------------------------- no static arbitrage
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_quotes_are_sane_and_on_tick(snapshots, moment):
+    s = snapshots[moment]
+    assert np.all(s.bid <= s.ask)
+    assert np.all(s.bid >= 0)
+    assert is_on_tick(s.bid, "SPX").all() and is_on_tick(s.ask, "SPX").all()
+    # zero bids only where the model value is below a tick (far out of the money)
+    assert s.dropped["crossed"] == 0 and s.dropped["nan"] == 0
+    assert s.dropped["zero_bid"] < 0.05 * len(s)
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_call_quotes_are_monotone_and_convex_in_strike(snapshots, moment):
+    # Tolerance: one tick (0.10) on mids built from tick-rounded bids and asks.
+    s = snapshots[moment]
+    for e in s.expiries:
+        for root in ("SPXW", "SPX"):
+            r = s.rows(e, "C", root=root, valid_only=False)
+            if r.size < 3:
+                continue
+            k, mid = s.strike[r], (s.bid[r] + s.ask[r]) / 2
+            assert np.all(np.diff(mid) <= 0.10 + 1e-9), (root, e)
+            slope = np.diff(mid) / np.diff(k)
+            gaps = np.diff(k)
+            assert np.all(np.diff(slope) * np.minimum(gaps[1:], gaps[:-1]) >= -0.10 - 1e-9), (root, e)
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_model_prices_have_no_butterfly_or_calendar_arbitrage(market, moment):
+    v = market.model_values("SPX", ts(moment))
+    v = v[v.years > 0]
+    for (root, e), g in v[v.is_call].groupby(["root", "expiry"]):
+        g = g.sort_values("strike")
+        k, c = g.strike.to_numpy(), g.mid.to_numpy()
+        assert np.all(np.diff(c) <= 1e-9)
+        slope = np.diff(c) / np.diff(k)
+        assert np.all(np.diff(slope) >= -1e-9 * np.abs(slope[1:]).max() - 1e-12)
+    # total implied variance non-decreasing in settlement time at fixed forward moneyness
+    grid = np.linspace(-0.08, 0.04, 13)
+    rows = []
+    for settle, g in v[v.is_call].groupby("settle_ns"):
+        kk = np.log(g.strike / g.forward).to_numpy()
+        w = (g.iv ** 2 * g.years).to_numpy()
+        order = np.argsort(kk)
+        inside = (grid >= kk[order][0]) & (grid <= kk[order][-1])
+        rows.append(np.where(inside, np.interp(grid, kk[order], w[order]), np.nan))
+    total = np.array(rows)
+    diffs = np.diff(total, axis=0)
+    assert np.all(diffs[np.isfinite(diffs)] >= -1e-9)
+
+
+def test_put_skew(snapshots):
+    s = snapshots["2023-03-15 10:00"]
+    for dte in (7, 30):
+        e = s.nearest_expiry(dte, tolerance=3, root="SPXW")
+        put = s.closest_delta(e, "P", 0.25)
+        call = s.closest_delta(e, "C", 0.25)
+        assert s.iv[put] > s.iv[call] + 0.02  # several vol points (real: ~4-8)
+
+
+def test_short_dated_smiles_are_steeper(snapshots):
+    s = snapshots["2023-03-15 10:00"]
+    def rr(e):
+        return s.iv[s.closest_delta(e, "P", 0.25)] - s.iv[s.closest_delta(e, "C", 0.25)]
+    assert rr(s.nearest_expiry(1, 1, root="SPXW")) > rr(s.nearest_expiry(30, 3, root="SPXW"))
+
+
+def test_expiring_series_collapse_to_intrinsic_at_the_close(market):
+    s = market.snapshot("SPX", ts("2023-06-16 15:59"))
+    settle = market.bars("SPX").loc["2023-06-16"].close.iloc[-1]
+    r = s.rows(dt.date(2023, 6, 16), root="SPXW", valid_only=False)
+    intrinsic = np.where(s.is_call[r], np.maximum(settle - s.strike[r], 0), np.maximum(s.strike[r] - settle, 0))
+    assert np.all(s.bid[r] <= intrinsic + 1e-9) and np.all(s.ask[r] >= intrinsic - 1e-9)
+
+
+# -------------------------------------------------------------------- spreads
+def test_spreads_widen_at_the_open_late_and_with_distance(market):
+    s = market.snapshot("SPX", ts("2023-03-15 12:00"))
+    e = dt.date(2023, 3, 22)
+    atm = s.find("SPXW", e, True, round(s.underlying_price / 5) * 5)
+    legs = [s.contract(atm)]
+    q = market.leg_quotes(legs, e - dt.timedelta(days=7))
+    width = (q.ask - q.bid)[:, 0] / q.mid[:, 0]
+    midday = width[150:210].mean()
+    assert width[0] > 1.3 * midday        # first minute
+    assert width[-1] > 1.2 * midday       # last minute
+    # relative spreads are wider out of the money
+    r = s.rows(e, "P")
+    rel = (s.ask[r] - s.bid[r]) / s.mid[r]
+    far = s.delta[r] > -0.1
+    near = np.abs(s.delta[r] + 0.5) < 0.1
+    assert rel[far].mean() > rel[near].mean()
+
+
+def test_spreads_widen_with_implied_vol(market):
+    def rel_atm(moment):
+        s = market.snapshot("SPX", ts(moment))
+        e = s.nearest_expiry(7, 3, root="SPXW")
+        r = s.closest_delta(e, "C", 0.5)
+        return (s.ask[r] - s.bid[r]) / s.mid[r], s.iv[r]
+    lo, iv_lo = rel_atm("2023-07-19 12:00")
+    hi, iv_hi = rel_atm("2023-11-21 12:00")
+    assert iv_hi > iv_lo
+    assert hi > lo * 0.9  # wider in absolute terms too, relative to the higher premium
+
+
+# --------------------------------------------------------------- volume and OI
+def test_volume_and_open_interest_are_plausible(snapshots):
+    s = snapshots["2023-03-15 10:00"]
+    assert np.all(s.open_interest >= 0) and np.all(s.volume >= 0)
+    near = np.abs(s.delta) > 0.3
+    far = np.abs(s.delta) < 0.03
+    assert s.open_interest[near].mean() > 3 * s.open_interest[far].mean()
+    dte = s.dte
+    assert s.volume[dte <= 2].mean() > s.volume[dte >= 30].mean()
+
+
+# -------------------------------------------------------------------- leg quotes
+def test_leg_quotes_match_snapshots_exactly(market):
+    at = ts("2023-03-15 10:00")
+    s = market.snapshot("SPX", at)
+    legs = [s.contract(s.closest_delta(dt.date(2023, 3, 22), "P", d)) for d in (0.2, 0.1)]
+    legs.append(s.contract(s.closest_delta(dt.date(2023, 3, 17), "C", 0.3)))
+    legs.append(s.contract(s.closest_delta(dt.date(2023, 4, 21), "P", 0.25, root="SPX")))
+    q = market.leg_quotes(legs, at.date())
+    assert q.bid.shape == (390, 4) and q.times.shape == (390,)
+    for i in (0, 30, 201, 389):
+        snap = market.snapshot("SPX", pd.Timestamp(int(q.times[i]), tz="UTC"))
+        rows = [snap.find_contract(c, valid_only=False) for c in legs]
+        assert np.array_equal(q.bid[i], snap.bid[rows]) and np.array_equal(q.ask[i], snap.ask[rows])
+
+
+def test_leg_quotes_are_nan_once_a_leg_is_settled(market):
+    s = market.snapshot("SPX", ts("2023-03-15 10:00"))
+    am = s.contract(s.closest_delta(dt.date(2023, 3, 17), "P", 0.2, root="SPX"))
+    pm = s.contract(s.closest_delta(dt.date(2023, 3, 15), "P", 0.2, root="SPXW"))
+    q = market.leg_quotes([am, pm], dt.date(2023, 3, 17))
+    assert np.isnan(q.bid).all()
+
+
+# ------------------------------------------------------------------------ speed
+def test_snapshot_and_leg_quote_speed(market):
+    at = ts("2023-03-15 10:00")
+    market.snapshot("SPX", at)
+    snap = min(_timed(lambda i=i: market.snapshot("SPX", at + pd.Timedelta(minutes=i))) for i in range(20))
+    s = market.snapshot("SPX", at)
+    legs = [s.contract(r) for r in (10, 500, 1500, 2500)]
+    market.leg_quotes(legs, at.date())
+    legq = min(_timed(lambda: market.leg_quotes(legs, at.date())) for _ in range(10))
+    # measured ~2 ms per full SPX snapshot and ~1 ms per 4-leg day; generous bounds for busy CI
+    assert snap < 0.02, f"snapshot {snap * 1e3:.1f} ms"
+    assert legq < 0.01, f"leg quotes {legq * 1e3:.1f} ms"
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t

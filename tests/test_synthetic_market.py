@@ -1,0 +1,232 @@
+"""The synthetic market's bars, vol indices, events and settlement on a generated year (seed 42).
+
+Stylized facts are checked on the default scenario's 2023 with the tolerances
+stated in each test; the figures measured on seed 42 are in docs/synthetic-market.md.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strikebench.feeds.synthetic import SyntheticMarket
+from strikebench.feeds.synthetic.describe import summary_stats
+from strikebench.options.contracts import OptionContract
+from strikebench.options.source import MarketData
+
+NY = "America/New_York"
+
+
+@pytest.fixture(scope="module")
+def market() -> SyntheticMarket:
+    return SyntheticMarket(seed=42, start="2023-01-03", end="2023-12-29", scenario="default")
+
+
+@pytest.fixture(scope="module")
+def daily(market) -> pd.DataFrame:
+    return market.daily()
+
+
+@pytest.fixture(scope="module")
+def stats(market) -> dict:
+    return summary_stats(market)
+
+
+# ------------------------------------------------------------------ interface
+def test_market_implements_the_market_data_protocol(market):
+    assert isinstance(market, MarketData)
+
+
+def test_a_year_of_minute_bars_takes_under_two_seconds():
+    best = min(_timed(lambda: SyntheticMarket(seed=3, start="2023-01-03", end="2023-12-29").bars("SPX"))
+               for _ in range(2))
+    assert best < 2.0, f"a year of SPX minute bars took {best:.2f} s"
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+# ------------------------------------------------------------------- sessions
+def test_bars_follow_real_sessions_labelled_by_bar_start(market):
+    spx = market.bars("SPX")
+    assert str(spx.index.tz) == NY
+    assert len(market.sessions()) == 250  # NYSE 2023
+    assert pd.Timestamp("2023-07-04") not in market.sessions()  # Independence Day
+    day = spx.loc["2023-03-15"]
+    assert len(day) == 390
+    assert day.index[0] == pd.Timestamp("2023-03-15 09:30", tz=NY)
+    assert day.index[-1] == pd.Timestamp("2023-03-15 15:59", tz=NY)
+    early = spx.loc["2023-11-24"]  # day after Thanksgiving closes at 13:00
+    assert len(early) == 210 and early.index[-1] == pd.Timestamp("2023-11-24 12:59", tz=NY)
+    assert list(spx.columns) == ["open", "high", "low", "close", "volume"]
+    assert all(spx[c].dtype == np.float64 for c in spx.columns)
+
+
+def test_ohlc_bars_are_consistent(market):
+    spx = market.bars("SPX")
+    assert (spx.high >= spx[["open", "close"]].max(axis=1)).all()
+    assert (spx.low <= spx[["open", "close"]].min(axis=1)).all()
+    # inside a session each bar opens at the previous close; the first bar opens after the gap
+    same_day = spx.index[1:].date == spx.index[:-1].date
+    assert np.array_equal(spx.open.to_numpy()[1:][same_day], spx.close.to_numpy()[:-1][same_day])
+
+
+def test_xsp_is_spx_divided_by_ten_exactly(market):
+    spx, xsp = market.bars("SPX"), market.bars("XSP")
+    for col in ("open", "high", "low", "close"):
+        assert np.allclose(xsp[col].to_numpy() * 10.0, spx[col].to_numpy(), rtol=0, atol=1e-9)
+
+
+def test_vol_index_bars_exist_alongside(market):
+    for sym in ("VIX", "VIX9D", "VX1", "VX2"):
+        b = market.bars(sym)
+        assert b.index.equals(market.bars("SPX").index)
+        assert (b.close > 5).all() and (b.close < 150).all()
+
+
+def test_intraday_volume_is_u_shaped(market):
+    spx = market.bars("SPX")
+    t = spx.index.hour * 60 + spx.index.minute
+    full = spx.groupby(spx.index.date).size().reindex(spx.index.date).to_numpy() == 390
+    v = spx.volume[full]
+    t = t[full]
+    open_v = v[t < 9 * 60 + 45].mean()
+    mid_v = v[(t >= 12 * 60) & (t < 13 * 60)].mean()
+    close_v = v[t >= 15 * 60 + 45].mean()
+    assert open_v > 1.5 * mid_v and close_v > 1.5 * mid_v
+
+
+# ----------------------------------------------------------------- determinism
+def test_same_seed_gives_identical_bars_and_chains():
+    a = SyntheticMarket(seed=11, start="2023-05-01", end="2023-06-30")
+    b = SyntheticMarket(seed=11, start="2023-05-01", end="2023-06-30")
+    assert a.checksum() == b.checksum()
+    at = pd.Timestamp("2023-06-14 14:30", tz=NY)
+    assert a.snapshot("SPX", at).checksum == b.snapshot("SPX", at).checksum
+    assert a.snapshot("VIX", at).checksum == b.snapshot("VIX", at).checksum
+
+
+def test_different_seeds_differ():
+    a = SyntheticMarket(seed=11, start="2023-05-01", end="2023-06-30")
+    c = SyntheticMarket(seed=12, start="2023-05-01", end="2023-06-30")
+    assert a.checksum() != c.checksum()
+    assert not np.array_equal(a.bars("SPX").close.to_numpy(), c.bars("SPX").close.to_numpy())
+
+
+# --------------------------------------------------------------- stylized facts
+def test_daily_returns_have_fat_tails(stats):
+    # Tolerance: kurtosis (non-excess) above 3, the normal value. Seed 42 measures ~11.
+    assert stats["kurtosis"] > 3.0
+
+
+def test_volatility_clusters(stats):
+    # Average autocorrelation of |daily returns| over lags 1..10 is positive (seed 42: ~+0.10).
+    assert stats["abs_return_acf_1_10"] > 0.02
+
+
+def test_vix_moves_against_spx(stats):
+    # Target from 1990-2024 data: about -0.7. Tolerance: between -0.85 and -0.6.
+    assert -0.85 < stats["corr_dvix_return"] < -0.6
+
+
+def test_vix_level_is_realistic(stats):
+    # Long-run mean 19-20, median 17-18; one default year should average 17-20.
+    assert 17.0 <= stats["vix_mean"] <= 20.0
+    assert stats["vix_min"] > 8.0 and stats["vix_max"] < 60.0
+
+
+def test_variance_risk_premium(stats):
+    # VIX above the subsequently realized 30-day vol on most days (real: ~80-85%), but not always:
+    # short premium must be neither free nor hopeless. Tolerance 65%..95%.
+    assert 0.65 <= stats["vix_above_realized_30d"] <= 0.95
+    assert 0.5 < stats["vix_mean"] - stats["realized_vol_pct"] < 6.0
+
+
+def test_annualized_realized_vol_is_realistic(stats):
+    assert 11.0 < stats["realized_vol_pct"] < 22.0
+
+
+def test_vix9d_below_vix_when_calm_above_when_stressed(daily):
+    calm = daily.vix < daily.vix.median()
+    stressed = daily.vix > daily.vix.quantile(0.9)
+    assert (daily.vix9d < daily.vix)[calm].mean() >= 0.8
+    assert (daily.vix9d > daily.vix)[stressed].mean() >= 0.5
+
+
+def test_vix_futures_in_contango_on_most_calm_days(daily):
+    contango = daily.vx1 > daily.vix
+    calm = daily.vix < 20
+    assert contango[calm].mean() >= 0.8          # real: ~80-85% of all days
+    assert 0.7 <= contango.mean() <= 0.95
+    assert not contango[daily.vix > 25].mean() > 0.5  # backwardation is likely in stress
+
+
+def test_vix_futures_curve_is_listed_by_expiry(market):
+    curve = market.vix_futures(pd.Timestamp("2023-06-01 12:00", tz=NY))
+    assert len(curve) >= 6
+    assert all(e.weekday() == 2 for e in curve.index)  # Wednesdays (none of 2023's moved)
+    assert curve.index.is_monotonic_increasing
+
+
+def test_day_archetypes_follow_their_probabilities(stats, market):
+    counts = stats["archetypes"]
+    n = sum(counts.values())
+    for name, c in counts.items():
+        p = getattr(market.scenario.archetypes, name).probability
+        assert abs(c / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 0.01, (name, c, p)
+
+
+# ---------------------------------------------------------------------- events
+def test_fomc_moves_the_14_00_bar_and_crushes_short_dated_vol(market, daily):
+    spx = market.bars("SPX")
+    bar = spx.index.strftime("%H:%M") == "14:00"
+    moves = (np.log(spx.close / spx.open))[bar]
+    fomc = daily.index[daily.events.str.contains("fomc")]
+    on = np.abs(moves[np.isin(moves.index.normalize().tz_localize(None), fomc)]).mean()
+    off = np.abs(moves[~np.isin(moves.index.normalize().tz_localize(None), fomc)]).mean()
+    assert on > 2 * off
+    day = fomc[0].date()
+    before = market.model_values("SPX", pd.Timestamp(f"{day} 13:58", tz=NY))
+    after = market.model_values("SPX", pd.Timestamp(f"{day} 14:02", tz=NY))
+    e0 = np.datetime64(day, "D")
+    atm = lambda df: df[(df.expiry == e0) & df.is_call].atm_total_variance.iloc[0]  # noqa: E731
+    assert atm(after) < 0.8 * atm(before)
+
+
+def test_cpi_moves_the_opening_gap(market, daily):
+    gaps = np.abs(np.log(daily.spx_open / daily.spx_close.shift()))
+    cpi = daily.events.str.contains("cpi") | daily.events.str.contains("nfp")
+    assert gaps[cpi].mean() > 1.3 * gaps[~cpi].mean()
+
+
+# ------------------------------------------------------------------ settlement
+def test_settlement_values(market):
+    spx = market.bars("SPX")
+    pm = OptionContract.make("SPXW", "2023-03-17", 3900, "C")
+    am = OptionContract.make("SPX", "2023-03-17", 3900, "C")
+    xsp = OptionContract.make("XSP", "2023-03-17", 390, "P")
+    vix = OptionContract.make("VIX", "2023-03-22", 20, "C")
+    assert market.settlement_value(pm) == spx.loc["2023-03-17"].close.iloc[-1]
+    assert market.settlement_value(am) == spx.loc["2023-03-17"].open.iloc[0]
+    assert market.settlement_value(xsp) == pytest.approx(market.settlement_value(pm) / 10, abs=1e-9)
+    assert market.settlement_value(vix) == market.bars("VIX").loc["2023-03-22"].open.iloc[0]
+    with pytest.raises(ValueError, match="outside the simulated sessions"):
+        market.settlement_value(OptionContract.make("SPXW", "2024-03-15", 4000, "C"))
+
+
+def test_vix_future_converges_to_the_settlement_quotation(market):
+    # At its expiry open the futures formula equals the VIX formula (no premium, no convexity):
+    p = market.path
+    tl = p.timeline
+    d = tl.day_index("2023-03-22")
+    g = tl.gap_step[d]
+    dC30 = tl.clock_after(d, 0.0, 30) - tl.c_open[d]
+    ev = p.event_variance(tl.open_ns[d], tl.open_ns[d] + 30 * 86400 * 10**9)
+    fut = p.model.vix_future(p.yf[g], p.ys[g], p.eps[g], 0.0, dC30, ev, 0.0)
+    assert fut == pytest.approx(p.vix_step[g], rel=1e-12)
