@@ -15,6 +15,8 @@
   closes them), to exercise a fill model, a risk manager or a feed without writing a strategy.
 * :func:`order_request` and :func:`portfolio_view` -- what a risk manager's ``check``
   receives, built by hand.
+* :func:`plugin_registry` -- the built-ins plus your plugin module, without installing it, to
+  validate a YAML config that names your components (``load_config(path, registry=...)``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from strikebench.pricing import bsm
 
 __all__ = [
     "make_chain", "ModelMarket", "run_strategy", "strike_grid", "Clock", "ScriptedStrategy",
-    "orders_of", "trades_of", "decisions_of", "vetoes_of", "order_request", "portfolio_view",
+    "orders_of", "trades_of", "decisions_of", "vetoes_of", "order_request", "portfolio_view", "plugin_registry",
 ]
 
 RATE = 0.045
@@ -346,3 +348,29 @@ def portfolio_view(initial_cash: float = 100_000.0, today="2024-01-08"):
     from strikebench.portfolio import Portfolio
 
     return Portfolio(initial_cash).view(pd.Timestamp(today).date())
+
+
+# ---------------------------------------------------------------------- registry
+def plugin_registry(*plugins):
+    """The component registry of the built-ins plus ``plugins`` (modules or module names),
+    registered through their hooks exactly as an installed plugin's would be.
+
+    No entry point is loaded, so the result does not depend on what else is installed (and the
+    components are attributed to distribution ``strikebench``, as built-ins are).
+    Raises :class:`~strikebench.errors.PluginError` as start-up would (unknown hook, name collision...).
+    """
+    import importlib
+    import sys
+    import types
+
+    from strikebench.plugin_manager import BUILTIN_PLUGINS, get_plugin_manager
+
+    names = []
+    for plugin in plugins:
+        if isinstance(plugin, types.ModuleType):
+            sys.modules.setdefault(plugin.__name__, plugin)
+            names.append(plugin.__name__)
+        else:
+            importlib.import_module(plugin)
+            names.append(plugin)
+    return get_plugin_manager(builtins=(*BUILTIN_PLUGINS, *names), load_entry_points=False).registry
