@@ -291,6 +291,47 @@ def backtest(config: str, overrides: tuple[str, ...], quiet: bool) -> None:
     run_backtest(resolved, console=console, progress=not quiet, pm=pm)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=False))
+def report(run_dir: str) -> None:
+    """Rebuild RUN_DIR's trades.csv, decisions.csv, summary.json, equity.png and report.html from its journal alone."""
+    from strikebench.report import print_summary, write_report
+
+    summary = write_report(run_dir)
+    print_summary(summary, console)
+    console.print(f"wrote trades.csv, decisions.csv, summary.json, equity.png, report.html in [bold]{escape(run_dir)}[/]")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=False))
+@click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="The session day to show (without it: the days that have decisions).")
+def decisions(run_dir: str, day: dt.datetime | None) -> None:
+    """Every decision of one day in RUN_DIR: time, strategy, TRADE/SKIP and why, chosen expiry, each candidate's
+    strikes, deltas, credit and score."""
+    from strikebench.report import print_decision_days, print_decisions
+
+    if day is None:
+        print_decision_days(run_dir, console)
+    else:
+        print_decisions(run_dir, day.date(), console)
+
+
+@cli.command("replay-decision")
+@click.argument("run_dir", type=click.Path(exists=False))
+@click.argument("decision_id")
+def replay_decision(run_dir: str, decision_id: str) -> None:
+    """Re-run DECISION_ID of RUN_DIR from its stored chain snapshot (checksum verified) and context; exit 0 when
+    it reaches the same result, 1 when it does not."""
+    from strikebench.report import ReplayDifferent, print_replay
+    from strikebench.report import replay_decision as replay
+
+    result = replay(run_dir, decision_id)
+    print_replay(result, console)
+    if not result.same:
+        raise ReplayDifferent(f"decision {decision_id} replayed to a DIFFERENT result: {result.differences[0]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``strikebench`` command: one-line errors, exit codes."""
     try:

@@ -113,5 +113,10 @@ def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_
     summary.update({k: v for k, v in bt_figures.items() if k != "bt_daily_returns"})
     summary["run_dir"] = str(run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    from strikebench.report import has_journal, write_report
+
+    if has_journal(run_dir):  # the files of the run folder, from the journal alone (summary.json rewritten)
+        summary = write_report(run_dir, extra_summary={k: v for k, v in summary.items() if k.startswith("bt_")},
+                               plots=cfg.output.plots)
     print_summary(summary, console)
     return summary

@@ -1,0 +1,893 @@
+"""The run journal: every decision, snapshot, order, fill and trade of a run, in one SQL database.
+
+One module writes and reads it, so another backend (PostgreSQL by URL) can follow
+without touching the engine, the plugin or the report. Today the URL is
+``sqlite:///relative/path.sqlite``, ``sqlite:////absolute/path.sqlite`` or a plain
+file path.
+
+Storage rules (see docs/journal.md for every table and column):
+
+* times are ISO 8601 text with their UTC offset (``2023-03-14T10:00:00-04:00``);
+  session days are ``YYYY-MM-DD``;
+* money is exact decimal text, never a binary float: dollars with 2 places
+  (``'-252.56'``), prices per combo in index points (``'0.50'``);
+  ``entry_credit`` is positive for a credit, ``exit_debit`` positive when closing
+  cost money (the same numbers a trader quotes);
+* a chain snapshot is stored once per checksum, losslessly (Parquet bytes), and
+  :meth:`Journal.load_snapshot` rebuilds a :class:`ChainSnapshot` with the same
+  checksum;
+* each event is one transaction (WAL mode), and the ``runs`` row says
+  ``completed = 0`` until the run ends: a crashed run reads as incomplete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import sqlite3
+import subprocess
+from contextlib import contextmanager
+from dataclasses import is_dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from strikebench.errors import StrikebenchError
+
+__all__ = [
+    "Journal",
+    "JournalError",
+    "JOURNAL_FILE",
+    "SCHEMA_VERSION",
+    "dollars_text",
+    "points_text",
+    "iso_time",
+    "to_json",
+    "find_journal",
+    "code_version",
+]
+
+JOURNAL_FILE = "journal.sqlite"
+JOURNAL_URL_FILE = "journal.url"  # written in the run folder when the journal lives elsewhere
+SCHEMA_VERSION = 1
+SNAPSHOT_FORMAT = "parquet"
+_NY = "America/New_York"
+_CENT = Decimal("0.01")
+_POINT_PLACES = Decimal("0.0001")
+
+
+class JournalError(StrikebenchError):
+    """The journal cannot be opened, is missing, or holds something inconsistent."""
+
+    exit_code = 6
+
+
+# ------------------------------------------------------------------ encoding
+def _decimal(value) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return Decimal(int(value))
+    f = float(value)
+    if not math.isfinite(f):
+        raise JournalError(f"cannot store a non-finite amount ({value!r}) in the journal")
+    return Decimal(repr(f))
+
+
+def dollars_text(value) -> str | None:
+    """Dollars as exact text with 2 places: ``-252.56`` -> ``'-252.56'`` (None stays None)."""
+    if value is None:
+        return None
+    d = _decimal(value).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    return format(d, "f") if d != 0 else "0.00"
+
+
+def cents_text(cents: int) -> str:
+    """Integer cents as dollars text: ``-25256`` -> ``'-252.56'``."""
+    sign = "-" if cents < 0 else ""
+    c = abs(int(cents))
+    return f"{sign}{c // 100}.{c % 100:02d}"
+
+
+def text_cents(text: str | None) -> int | None:
+    """Dollars text back to integer cents (exact)."""
+    if text is None:
+        return None
+    return int((Decimal(text) * 100).to_integral_value())
+
+
+def points_text(value) -> str | None:
+    """A price in index points as text: 2 places (``'0.50'``), up to 4 when an average needs them."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    d = _decimal(round(float(value), 6) if not isinstance(value, Decimal) else value)
+    two = d.quantize(_CENT, rounding=ROUND_HALF_EVEN)
+    if two == d:
+        return "0.00" if two == 0 else format(two, "f")
+    text = format(d.quantize(_POINT_PLACES, rounding=ROUND_HALF_EVEN), "f")
+    while text[-1] == "0" and len(text.partition(".")[2]) > 2:  # '1.1250' -> '1.125'
+        text = text[:-1]
+    return text
+
+
+def iso_time(value) -> str | None:
+    """ISO 8601 with the UTC offset. Naive times are taken as America/New_York (the engine's zone)."""
+    if value is None:
+        return None
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize(_NY)
+    return ts.isoformat()
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (dt.datetime, pd.Timestamp)):
+        return iso_time(obj)
+    if isinstance(obj, (dt.date, dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if isinstance(obj, Enum):
+        return obj.value
+    if hasattr(obj, "occ_symbol"):  # an OptionContract
+        return obj.occ_symbol.strip()
+    if hasattr(obj, "contract") and hasattr(obj, "ratio"):  # a Leg
+        return {"occ_symbol": obj.contract.occ_symbol.strip(), "ratio": int(obj.ratio)}
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=str)
+    if is_dataclass(obj):
+        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+    return str(obj)
+
+
+def _clean(obj):
+    """NaN/inf are not JSON: store them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(obj, *, sort_keys: bool = True) -> str:
+    """Canonical JSON text (sorted keys, exact float repr, NaN as null) of plain data and records."""
+    plain = json.loads(json.dumps(obj, default=_json_default))
+    return json.dumps(_clean(plain), sort_keys=sort_keys, separators=(",", ":"), allow_nan=False)
+
+
+def candidates_json(candidates) -> str:
+    """Candidates of a decision as canonical JSON; ``credit`` as decimal text (index points)."""
+    out = []
+    for c in candidates or ():
+        if isinstance(c, dict):
+            item = dict(c)
+        else:
+            item = {"description": getattr(c, "description", str(c)), "legs": list(getattr(c, "legs", ()) or ()),
+                    "score": getattr(c, "score", None), "credit": getattr(c, "credit", None),
+                    "details": dict(getattr(c, "details", {}) or {})}
+        credit = item.get("credit")
+        if credit is not None and not isinstance(credit, str):
+            item["credit"] = format(_decimal(credit), "f") if math.isfinite(float(credit)) else None
+        out.append(item)
+    return to_json(out)
+
+
+def code_version() -> tuple[str, str | None]:
+    """(strikebench version, git commit of the source tree with '+dirty' or None)."""
+    import importlib.metadata as md
+
+    try:
+        version = md.version("strikebench")
+    except md.PackageNotFoundError:  # pragma: no cover - source tree without install
+        version = "0+unknown"
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        if commit:
+            dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            commit = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return version, commit
+
+
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ snapshots
+def snapshot_to_bytes(snapshot) -> bytes:
+    """The snapshot's columns as Parquet bytes (zstd); lossless for every column dtype."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from strikebench.options.chain import COLUMNS
+
+    table = pa.table({name: pa.array(np.asarray(getattr(snapshot, name))) for name in COLUMNS})
+    floats = [name for name, dtype in COLUMNS.items() if dtype == "float64"]
+    buf = io.BytesIO()
+    # byte-stream-split floats compress about a quarter better under zstd; still plain Parquet
+    pq.write_table(table, buf, compression="zstd", use_dictionary=["root", "expiry"],
+                   column_encoding={name: "BYTE_STREAM_SPLIT" for name in floats})
+    return buf.getvalue()
+
+
+def snapshot_from_bytes(data: bytes, underlying: str, taken_at: str, tz: str, underlying_price: str):
+    import pyarrow.parquet as pq
+
+    from strikebench.options.chain import COLUMNS, ChainSnapshot
+
+    table = pq.read_table(io.BytesIO(data))
+    columns = {}
+    for name, dtype in COLUMNS.items():
+        arr = table.column(name).to_numpy(zero_copy_only=False)
+        columns[name] = np.asarray(arr).astype(dtype)
+    ts = pd.Timestamp(taken_at)
+    try:
+        ts = ts.tz_convert(tz)
+    except Exception:  # an unknown zone name: keep the fixed offset (same isoformat)
+        pass
+    return ChainSnapshot.from_arrays(underlying, ts, float(underlying_price), **columns)
+
+
+# ---------------------------------------------------------------------- schema
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id        TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    mode          TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    ended_at      TEXT,
+    completed     INTEGER NOT NULL DEFAULT 0 CHECK (completed IN (0, 1)),
+    config_yaml   TEXT,
+    config_hash   TEXT,
+    config_path   TEXT,
+    code_version  TEXT NOT NULL,
+    git_commit    TEXT,
+    seed          INTEGER,
+    output_dir    TEXT,
+    initial_cash  TEXT,
+    strategies    TEXT,
+    fill_model    TEXT,
+    summary       TEXT
+);
+CREATE TABLE IF NOT EXISTS chain_snapshots (
+    snapshot_id      INTEGER PRIMARY KEY,
+    checksum         TEXT NOT NULL UNIQUE,
+    underlying       TEXT NOT NULL,
+    taken_at         TEXT NOT NULL,
+    tz               TEXT NOT NULL,
+    underlying_price TEXT NOT NULL,
+    n_rows           INTEGER NOT NULL,
+    format           TEXT NOT NULL,
+    data             BLOB NOT NULL,
+    first_run_id     TEXT
+);
+CREATE TABLE IF NOT EXISTS context_snapshots (
+    context_id INTEGER PRIMARY KEY,
+    checksum   TEXT NOT NULL UNIQUE,
+    context    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trade_decisions (
+    decision_id       TEXT NOT NULL,
+    run_id            TEXT NOT NULL REFERENCES runs(run_id),
+    seq               INTEGER NOT NULL,
+    strategy          TEXT NOT NULL,
+    decided_at        TEXT NOT NULL,
+    action            TEXT NOT NULL,
+    reason            TEXT NOT NULL,
+    snapshot_id       INTEGER REFERENCES chain_snapshots(snapshot_id),
+    snapshot_checksum TEXT,
+    context_id        INTEGER REFERENCES context_snapshots(context_id),
+    candidates        TEXT NOT NULL,
+    chosen            INTEGER,
+    chosen_expiry     TEXT,
+    ruleset_version   TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, decision_id)
+);
+CREATE INDEX IF NOT EXISTS trade_decisions_time ON trade_decisions(run_id, decided_at);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id        TEXT NOT NULL,
+    run_id          TEXT NOT NULL REFERENCES runs(run_id),
+    strategy        TEXT NOT NULL,
+    trade_id        TEXT,
+    decision_id     TEXT,
+    opens           INTEGER NOT NULL,
+    order_type      TEXT NOT NULL,
+    tif             TEXT NOT NULL,
+    quantity        INTEGER NOT NULL,
+    limit_price     TEXT,
+    legs            TEXT NOT NULL,
+    reason          TEXT NOT NULL DEFAULT '',
+    created_at      TEXT,
+    status          TEXT NOT NULL,
+    status_reason   TEXT NOT NULL DEFAULT '',
+    filled_quantity INTEGER NOT NULL DEFAULT 0,
+    avg_fill_price  TEXT,
+    updated_at      TEXT,
+    PRIMARY KEY (run_id, order_id)
+);
+CREATE TABLE IF NOT EXISTS order_events (
+    event_id  INTEGER PRIMARY KEY,
+    run_id    TEXT NOT NULL REFERENCES runs(run_id),
+    order_id  TEXT NOT NULL,
+    at        TEXT NOT NULL,
+    previous  TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    reason    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS order_events_order ON order_events(run_id, order_id);
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id     TEXT NOT NULL,
+    run_id      TEXT NOT NULL REFERENCES runs(run_id),
+    order_id    TEXT,
+    trade_id    TEXT,
+    kind        TEXT NOT NULL CHECK (kind IN ('fill', 'settlement')),
+    opens       INTEGER NOT NULL,
+    filled_at   TEXT NOT NULL,
+    price       TEXT NOT NULL,
+    quantity    INTEGER NOT NULL,
+    multiplier  INTEGER NOT NULL,
+    fees        TEXT NOT NULL,
+    cash        TEXT NOT NULL,
+    leg_prices  TEXT NOT NULL,
+    PRIMARY KEY (run_id, fill_id)
+);
+CREATE INDEX IF NOT EXISTS fills_trade ON fills(run_id, trade_id);
+CREATE TABLE IF NOT EXISTS trades (
+    trade_id      TEXT NOT NULL,
+    run_id        TEXT NOT NULL REFERENCES runs(run_id),
+    strategy      TEXT NOT NULL,
+    decision_id   TEXT,
+    opened_at     TEXT NOT NULL,
+    closed_at     TEXT,
+    expiry        TEXT,
+    contracts     INTEGER NOT NULL,
+    multiplier    INTEGER NOT NULL,
+    entry_price   TEXT NOT NULL,
+    entry_credit  TEXT NOT NULL,
+    exit_price    TEXT,
+    exit_debit    TEXT,
+    fees          TEXT NOT NULL,
+    realized_pnl  TEXT,
+    max_loss      TEXT,
+    exit_reason   TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (run_id, trade_id)
+);
+CREATE TABLE IF NOT EXISTS trade_legs (
+    run_id       TEXT NOT NULL REFERENCES runs(run_id),
+    trade_id     TEXT NOT NULL,
+    leg          INTEGER NOT NULL,
+    occ_symbol   TEXT NOT NULL,
+    root         TEXT NOT NULL,
+    expiry       TEXT NOT NULL,
+    strike       TEXT NOT NULL,
+    option_right TEXT NOT NULL,
+    ratio        INTEGER NOT NULL,
+    entry_price  TEXT,
+    exit_price   TEXT,
+    PRIMARY KEY (run_id, trade_id, leg)
+);
+CREATE TABLE IF NOT EXISTS equity (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    day    TEXT NOT NULL,
+    equity TEXT NOT NULL,
+    PRIMARY KEY (run_id, day)
+);
+"""
+
+
+def _sqlite_path(url_or_path: str | os.PathLike) -> Path:
+    text = os.fspath(url_or_path)
+    if "://" not in text:
+        return Path(text)
+    scheme, _, rest = text.partition("://")
+    scheme = scheme.lower()
+    if scheme not in ("sqlite", "sqlite3"):
+        raise JournalError(
+            f"journal URL scheme '{scheme}' is not supported yet; use sqlite:///path/to/journal.sqlite "
+            f"or a file path"
+        )
+    # sqlite:///relative/path  ->  'relative/path';  sqlite:////abs/path -> '/abs/path'
+    if not rest.startswith("/"):
+        raise JournalError(f"journal URL '{text}': expected sqlite:///path (three slashes)")
+    path = rest[1:]
+    if not path or path == ":memory:":
+        raise JournalError(f"journal URL '{text}' names no file; a journal must outlive the process")
+    return Path(path)
+
+
+def find_journal(run_dir: str | os.PathLike) -> str:
+    """The journal URL/path of a run folder (``journal.sqlite``, or the URL in ``journal.url``)."""
+    p = Path(run_dir)
+    if p.is_file():
+        return str(p)
+    if not p.exists():
+        raise JournalError(f"{run_dir}: no such run folder")
+    if (p / JOURNAL_FILE).is_file():
+        return str(p / JOURNAL_FILE)
+    if (p / JOURNAL_URL_FILE).is_file():
+        return (p / JOURNAL_URL_FILE).read_text(encoding="utf-8").strip()
+    raise JournalError(f"{run_dir}: no journal in this folder (expected {JOURNAL_FILE}); "
+                       f"was the run made with the journal plugin disabled?")
+
+
+# --------------------------------------------------------------------- journal
+class Journal:
+    """One journal database: schema, one-transaction-per-event writes, and the reads reports use.
+
+    ``Journal(url)`` with ``sqlite:///path``, ``sqlite:////abs/path`` or a file path.
+    ``create=False`` refuses to make a new file (reading a run folder).
+    """
+
+    def __init__(self, url: str | os.PathLike, *, create: bool = True):
+        self.url = os.fspath(url)
+        self.path = _sqlite_path(self.url)
+        if not create and not self.path.is_file():
+            raise JournalError(f"{self.path}: no journal file")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not create and not {"runs", "journal_meta"} <= tables:
+                raise JournalError(f"{self.path}: not a strikebench journal (no runs table)")
+            if "journal_meta" in tables:
+                row = self._db.execute("SELECT value FROM journal_meta WHERE key = 'schema_version'").fetchone()
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                    raise JournalError(f"{self.path}: journal schema {row[0]} is newer than this strikebench "
+                                       f"understands ({SCHEMA_VERSION}); upgrade strikebench")
+            with self._tx():
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(stmt)
+                self._db.execute("INSERT OR IGNORE INTO journal_meta(key, value) VALUES ('schema_version', ?)",
+                                 (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"{self.path}: not a journal ({exc})") from None
+        self._seq: dict[str, int] = {}
+
+    # -------------------------------------------------------------- plumbing
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: everything inside commits together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._db is None:
+            return
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError:
+            pass
+        self._db.close()
+        self._db = None
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def execute(self, sql: str, params=()) -> list[sqlite3.Row]:
+        """Run a read query (for ad-hoc inspection and tests)."""
+        return self._db.execute(sql, params).fetchall()
+
+    def frame(self, sql: str, params=()) -> pd.DataFrame:
+        """A read query as a DataFrame (every money column stays text)."""
+        cur = self._db.execute(sql, params)
+        cols = [c[0] for c in cur.description]
+        return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols, dtype=object)
+
+    # ------------------------------------------------------------------ runs
+    def start_run(self, run_id: str, *, name: str, mode: str, config_yaml: str | None = None,
+                  config_hash: str | None = None, config_path: str | None = None, seed: int | None = None,
+                  output_dir: str | None = None, initial_cash=None, strategies: list | None = None,
+                  fill_model: dict | None = None, started_at: str | None = None) -> None:
+        """Write the run's row with ``completed = 0`` (set to 1 by :meth:`end_run`)."""
+        version, commit = code_version()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                raise JournalError(f"{self.path}: run '{run_id}' is already in this journal")
+            db.execute(
+                "INSERT INTO runs(run_id, name, mode, started_at, completed, config_yaml, config_hash, config_path,"
+                " code_version, git_commit, seed, output_dir, initial_cash, strategies, fill_model)"
+                " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, name, mode, started_at or _utc_now(), config_yaml, config_hash, config_path, version, commit,
+                 None if seed is None else int(seed), output_dir, dollars_text(initial_cash),
+                 None if strategies is None else to_json(strategies),
+                 None if fill_model is None else to_json(fill_model)))
+        self._seq[run_id] = 0
+
+    def end_run(self, run_id: str, summary: dict | None = None, *, completed: bool = True) -> None:
+        """Mark the run finished (``completed``) and store the engine's summary JSON."""
+        summary = dict(summary or {})
+        with self._tx() as db:
+            row = db.execute("SELECT initial_cash FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"{self.path}: no run '{run_id}' to end")
+            initial = row["initial_cash"]
+            if initial is None and summary.get("initial_cash") is not None:
+                initial = dollars_text(summary["initial_cash"])
+            db.execute("UPDATE runs SET completed = ?, ended_at = ?, summary = ?, initial_cash = ? WHERE run_id = ?",
+                       (1 if completed else 0, _utc_now(), to_json(summary), initial, run_id))
+
+    def update_summary(self, run_id: str, extra: dict) -> None:
+        """Merge ``extra`` figures (e.g. Backtrader's analyzers) into the run's stored summary."""
+        with self._tx() as db:
+            row = db.execute("SELECT summary FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"{self.path}: no run '{run_id}'")
+            summary = json.loads(row["summary"]) if row["summary"] else {}
+            summary.update(json.loads(to_json(extra)))
+            db.execute("UPDATE runs SET summary = ? WHERE run_id = ?", (to_json(summary), run_id))
+
+    def runs(self) -> list[dict]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM runs ORDER BY started_at, run_id")]
+
+    def run(self, run_id: str) -> dict:
+        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"{self.path}: no run '{run_id}'")
+        return dict(row)
+
+    def pick_run(self, run_dir: str | os.PathLike | None = None) -> dict:
+        """The run a folder belongs to: by output folder, then by name == run id, then the only one."""
+        runs = self.runs()
+        if not runs:
+            raise JournalError(f"{self.path}: the journal holds no run")
+        if run_dir is not None:
+            p = Path(run_dir)
+            folder = p.parent if p.is_file() else p
+            target = folder.resolve()
+            for r in runs:
+                if r["output_dir"] and Path(r["output_dir"]).resolve() == target:
+                    return r
+            for r in runs:
+                if r["run_id"] == folder.name:
+                    return r
+        if len(runs) == 1:
+            return runs[0]
+        raise JournalError(f"{self.path}: holds {len(runs)} runs ({', '.join(r['run_id'] for r in runs)}); "
+                           f"cannot tell which belongs to {run_dir}")
+
+    # ------------------------------------------------------------- snapshots
+    def store_snapshot(self, snapshot, *, run_id: str | None = None, db=None) -> int:
+        """Store a chain snapshot once per checksum; returns its ``snapshot_id``."""
+        own = db is None
+        checksum = snapshot.checksum
+        cm = self._tx() if own else _nullcontext(db)
+        with cm as db:
+            row = db.execute("SELECT snapshot_id FROM chain_snapshots WHERE checksum = ?", (checksum,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            ts = snapshot.timestamp
+            tz = str(getattr(ts.tzinfo, "key", None) or getattr(ts.tzinfo, "zone", None) or ts.tzinfo)
+            cur = db.execute(
+                "INSERT INTO chain_snapshots(checksum, underlying, taken_at, tz, underlying_price, n_rows, format,"
+                " data, first_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (checksum, snapshot.underlying, ts.isoformat(), tz, repr(float(snapshot.underlying_price)),
+                 len(snapshot), SNAPSHOT_FORMAT, sqlite3.Binary(snapshot_to_bytes(snapshot)), run_id))
+            return int(cur.lastrowid)
+
+    def snapshot_info(self, snapshot_id: int) -> dict:
+        row = self._db.execute("SELECT snapshot_id, checksum, underlying, taken_at, tz, underlying_price, n_rows,"
+                               " format FROM chain_snapshots WHERE snapshot_id = ?", (int(snapshot_id),)).fetchone()
+        if row is None:
+            raise JournalError(f"{self.path}: no chain snapshot {snapshot_id}")
+        return dict(row)
+
+    def load_snapshot(self, snapshot_id: int, *, verify: bool = True):
+        """The stored :class:`ChainSnapshot`; with ``verify`` its checksum must equal the stored one."""
+        row = self._db.execute("SELECT * FROM chain_snapshots WHERE snapshot_id = ?", (int(snapshot_id),)).fetchone()
+        if row is None:
+            raise JournalError(f"{self.path}: no chain snapshot {snapshot_id}")
+        if row["format"] != SNAPSHOT_FORMAT:
+            raise JournalError(f"chain snapshot {snapshot_id} is stored as '{row['format']}', which this "
+                               f"version cannot read")
+        try:
+            snap = snapshot_from_bytes(bytes(row["data"]), row["underlying"], row["taken_at"], row["tz"],
+                                       row["underlying_price"])
+        except Exception as exc:
+            raise JournalError(f"chain snapshot {snapshot_id} cannot be read: {type(exc).__name__}: "
+                               f"{' '.join(str(exc).split())}") from None
+        if verify and snap.checksum != row["checksum"]:
+            raise JournalError(f"chain snapshot {snapshot_id}: checksum mismatch (stored {row['checksum'][:16]}..., "
+                               f"recomputed {snap.checksum[:16]}...); the stored snapshot is not what was seen")
+        return snap
+
+    def store_context(self, context: dict, *, db=None) -> int:
+        text = to_json(context or {})
+        checksum = hashlib.sha256(text.encode()).hexdigest()
+        cm = self._tx() if db is None else _nullcontext(db)
+        with cm as db:
+            row = db.execute("SELECT context_id FROM context_snapshots WHERE checksum = ?", (checksum,)).fetchone()
+            if row is not None:
+                return int(row[0])
+            return int(db.execute("INSERT INTO context_snapshots(checksum, context) VALUES (?, ?)",
+                                  (checksum, text)).lastrowid)
+
+    def load_context(self, context_id: int) -> dict:
+        row = self._db.execute("SELECT context FROM context_snapshots WHERE context_id = ?",
+                               (int(context_id),)).fetchone()
+        if row is None:
+            raise JournalError(f"{self.path}: no context snapshot {context_id}")
+        return json.loads(row[0])
+
+    # ------------------------------------------------------------- decisions
+    def record_decision(self, run_id: str, decision, snapshot=None) -> str:
+        """A decision, its chain snapshot (once per checksum) and its context, in one transaction."""
+        seq = self._next_seq(run_id)
+        decision_id = decision.decision_id or f"{decision.strategy}-{pd.Timestamp(decision.decided_at):%Y%m%dT%H%M}-{seq}"
+        candidates = list(decision.candidates or ())
+        chosen = decision.chosen
+        chosen_expiry = None
+        if chosen is not None and 0 <= chosen < len(candidates):
+            details = getattr(candidates[chosen], "details", None) or {}
+            chosen_expiry = details.get("expiry")
+            chosen_expiry = None if chosen_expiry is None else str(chosen_expiry)
+        with self._tx() as db:
+            snapshot_id = self.store_snapshot(snapshot, run_id=run_id, db=db) if snapshot is not None else None
+            checksum = decision.snapshot_checksum or (snapshot.checksum if snapshot is not None else None)
+            if snapshot is not None and checksum != snapshot.checksum:
+                raise JournalError(f"decision {decision_id}: its snapshot checksum {checksum} is not the "
+                                   f"checksum of the snapshot handed with it ({snapshot.checksum})")
+            context_id = self.store_context(decision.context, db=db)
+            db.execute(
+                "INSERT INTO trade_decisions(decision_id, run_id, seq, strategy, decided_at, action, reason,"
+                " snapshot_id, snapshot_checksum, context_id, candidates, chosen, chosen_expiry, ruleset_version)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (decision_id, run_id, seq, decision.strategy, iso_time(decision.decided_at), decision.action,
+                 decision.reason or "", snapshot_id, checksum, context_id, candidates_json(candidates),
+                 None if chosen is None else int(chosen), chosen_expiry, decision.ruleset_version or ""))
+        return decision_id
+
+    def _next_seq(self, run_id: str) -> int:
+        if run_id not in self._seq:
+            row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM trade_decisions WHERE run_id = ?",
+                                   (run_id,)).fetchone()
+            self._seq[run_id] = int(row[0])
+        self._seq[run_id] += 1
+        return self._seq[run_id]
+
+    def decisions(self, run_id: str, day: str | dt.date | None = None) -> list[dict]:
+        """Decisions of a run (of one session day, by the local date of ``decided_at``), in order."""
+        sql = "SELECT * FROM trade_decisions WHERE run_id = ?"
+        params: list = [run_id]
+        if day is not None:
+            sql += " AND substr(decided_at, 1, 10) = ?"
+            params.append(str(day))
+        rows = [dict(r) for r in self._db.execute(sql + " ORDER BY decided_at, seq", params)]
+        for r in rows:
+            r["candidates"] = json.loads(r["candidates"])
+        return rows
+
+    def decision(self, decision_id: str, run_id: str | None = None) -> dict:
+        sql, params = "SELECT * FROM trade_decisions WHERE decision_id = ?", [decision_id]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        rows = self._db.execute(sql, params).fetchall()
+        if not rows:
+            raise JournalError(f"{self.path}: no decision '{decision_id}'" + (f" in run '{run_id}'" if run_id else ""))
+        if len(rows) > 1:
+            raise JournalError(f"{self.path}: decision '{decision_id}' exists in several runs; name the run")
+        r = dict(rows[0])
+        r["candidates"] = json.loads(r["candidates"])
+        return r
+
+    # ---------------------------------------------------------------- orders
+    def record_order_event(self, run_id: str, order, event) -> None:
+        """Upsert the order's current state and append the transition, in one transaction."""
+        legs = [{"occ_symbol": leg.contract.occ_symbol.strip(), "ratio": int(leg.ratio)} for leg in order.legs]
+        at = iso_time(getattr(event, "at", None) or order.created_at)
+        with self._tx() as db:
+            decision_id = self._decision_of_trade(db, run_id, order.trade_id) if order.opens else None
+            db.execute(
+                "INSERT INTO orders(order_id, run_id, strategy, trade_id, decision_id, opens, order_type, tif, quantity,"
+                " limit_price, legs, reason, created_at, status, status_reason, filled_quantity, avg_fill_price,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id, order_id) DO UPDATE SET status = excluded.status,"
+                " status_reason = excluded.status_reason, filled_quantity = excluded.filled_quantity,"
+                " avg_fill_price = excluded.avg_fill_price, updated_at = excluded.updated_at",
+                (order.client_id, run_id, order.strategy or "", order.trade_id, decision_id, int(bool(order.opens)),
+                 _enum(order.order_type), _enum(order.tif), int(order.quantity), points_text(order.limit_price),
+                 to_json(legs, sort_keys=False), order.reason or "", iso_time(order.created_at), _enum(order.status),
+                 order.status_reason or "", int(order.filled_quantity), points_text(order.avg_fill_price), at))
+            if event is not None:
+                db.execute("INSERT INTO order_events(run_id, order_id, at, previous, status, reason)"
+                           " VALUES (?, ?, ?, ?, ?, ?)",
+                           (run_id, order.client_id, at, _enum(event.previous), _enum(event.status),
+                            event.reason or ""))
+
+    @staticmethod
+    def _decision_of_trade(db, run_id: str, trade_id: str | None) -> str | None:
+        """Trade ids made from a decision read ``T-<decision_id>-<digest>``; find that decision."""
+        if not trade_id or not trade_id.startswith("T-"):
+            return None
+        basis = trade_id[2:].rsplit("-", 1)[0]
+        row = db.execute("SELECT decision_id FROM trade_decisions WHERE run_id = ? AND decision_id = ?",
+                         (run_id, basis)).fetchone()
+        return row[0] if row else None
+
+    # ----------------------------------------------------------------- fills
+    def record_fill(self, run_id: str, order, fill) -> None:
+        """A fill, and the trade it opens (or adds to), in one transaction."""
+        mult = int(order.multiplier)
+        price_c = int(round(float(fill.net_price) * 100))
+        fee_c = int(round(float(fill.fees) * 100))
+        cash_c = -price_c * mult * int(fill.quantity) - fee_c
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
+                " multiplier, fees, cash, leg_prices) VALUES (?, ?, ?, ?, 'fill', ?, ?, ?, ?, ?, ?, ?, ?)",
+                (fill.fill_id, run_id, order.client_id, order.trade_id, int(bool(order.opens)),
+                 iso_time(fill.filled_at), cents_text(price_c), int(fill.quantity), mult, cents_text(fee_c),
+                 cents_text(cash_c), to_json([points_text(p) for p in fill.leg_prices], sort_keys=False)))
+            if order.trade_id is None:
+                return
+            exists = db.execute("SELECT 1 FROM trades WHERE run_id = ? AND trade_id = ?",
+                                (run_id, order.trade_id)).fetchone()
+            if order.opens and not exists:
+                expiry = min(leg.contract.expiry for leg in order.legs)
+                db.execute(
+                    "INSERT INTO trades(trade_id, run_id, strategy, decision_id, opened_at, expiry, contracts,"
+                    " multiplier, entry_price, entry_credit, fees) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (order.trade_id, run_id, order.strategy or "", self._decision_of_trade(db, run_id, order.trade_id),
+                     iso_time(fill.filled_at), str(expiry), int(fill.quantity), mult, cents_text(price_c),
+                     cents_text(-price_c), cents_text(fee_c)))
+                for i, (leg, p) in enumerate(zip(order.legs, fill.leg_prices)):
+                    c = leg.contract
+                    db.execute(
+                        "INSERT INTO trade_legs(run_id, trade_id, leg, occ_symbol, root, expiry, strike, option_right,"
+                        " ratio, entry_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, order.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
+                         points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
+            elif exists:
+                self._refresh_trade_from_fills(db, run_id, order.trade_id)
+
+    def _refresh_trade_from_fills(self, db, run_id: str, trade_id: str) -> None:
+        """Contracts, average entry and fees of a trade from its fills (after a further fill)."""
+        rows = db.execute("SELECT opens, price, quantity, fees FROM fills WHERE run_id = ? AND trade_id = ?",
+                          (run_id, trade_id)).fetchall()
+        qty = sum(r["quantity"] for r in rows if r["opens"])
+        notional = sum(text_cents(r["price"]) * r["quantity"] for r in rows if r["opens"])
+        fees = sum(text_cents(r["fees"]) for r in rows)
+        entry = Decimal(notional) / qty / 100 if qty else Decimal(0)
+        db.execute("UPDATE trades SET contracts = ?, entry_price = ?, entry_credit = ?, fees = ?"
+                   " WHERE run_id = ? AND trade_id = ?",
+                   (qty, points_text(entry), points_text(-entry), cents_text(fees), run_id, trade_id))
+
+    # ---------------------------------------------------------------- trades
+    def record_trade_closed(self, run_id: str, trade) -> None:
+        """The closed trade as the portfolio booked it; a settlement adds its cash as a ``settlement`` fill row."""
+        legs = trade.legs
+        mult = int(legs[0].contract.multiplier)
+        closed_at = iso_time(trade.closed_at)
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM trades WHERE run_id = ? AND trade_id = ?",
+                              (run_id, trade.trade_id)).fetchone():
+                # the opening fill was not journaled (journal opened mid-run): write what the record says
+                db.execute(
+                    "INSERT INTO trades(trade_id, run_id, strategy, opened_at, expiry, contracts, multiplier,"
+                    " entry_price, entry_credit, fees) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (trade.trade_id, run_id, trade.strategy or "", iso_time(trade.opened_at), str(trade.expiry),
+                     int(trade.contracts), mult, points_text(trade.entry_price), points_text(-trade.entry_price),
+                     dollars_text(trade.fees)))
+                for i, (leg, p) in enumerate(zip(legs, trade.leg_entry_prices)):
+                    c = leg.contract
+                    db.execute(
+                        "INSERT INTO trade_legs(run_id, trade_id, leg, occ_symbol, root, expiry, strike, option_right,"
+                        " ratio, entry_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (run_id, trade.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
+                         points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
+            if trade.exit_reason == "settlement":
+                self._record_settlement(db, run_id, trade, mult, closed_at)
+            decision_id = trade.decision_id or self._decision_of_trade(db, run_id, trade.trade_id)
+            db.execute(
+                "UPDATE trades SET strategy = ?, decision_id = COALESCE(?, decision_id), closed_at = ?, contracts = ?,"
+                " entry_price = ?, entry_credit = ?, exit_price = ?, exit_debit = ?, fees = ?, realized_pnl = ?,"
+                " max_loss = ?, exit_reason = ? WHERE run_id = ? AND trade_id = ?",
+                (trade.strategy or "", decision_id, closed_at, int(trade.contracts), points_text(trade.entry_price),
+                 points_text(trade.entry_credit), points_text(trade.exit_price), points_text(trade.exit_debit),
+                 dollars_text(trade.fees), dollars_text(trade.realized_pnl), dollars_text(trade.max_loss),
+                 trade.exit_reason or "", run_id, trade.trade_id))
+            for i, p in enumerate(trade.leg_exit_prices or ()):
+                db.execute("UPDATE trade_legs SET exit_price = ? WHERE run_id = ? AND trade_id = ? AND leg = ?",
+                           (points_text(p), run_id, trade.trade_id, i))
+
+    @staticmethod
+    def _record_settlement(db, run_id: str, trade, mult: int, at: str) -> None:
+        """Cash settlement as a fill row: the combos still open, at the per-combo payoff (signed like a closing fill)."""
+        rows = db.execute("SELECT price, quantity FROM fills WHERE run_id = ? AND trade_id = ? AND opens = 0"
+                          " AND kind = 'fill'", (run_id, trade.trade_id)).fetchall()
+        closed_by_fills = sum(r["quantity"] for r in rows)
+        qty = int(trade.contracts) - closed_by_fills
+        if qty <= 0:
+            return
+        total_c = int(round(float(trade.exit_price) * int(trade.contracts) * 100))
+        settle_c = total_c - sum(text_cents(r["price"]) * r["quantity"] for r in rows)
+        price = Decimal(settle_c) / qty / 100
+        intrinsic = [points_text(p) for p in (trade.leg_exit_prices or ())]
+        db.execute(
+            "INSERT OR REPLACE INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
+            " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)",
+            (f"{trade.trade_id}-SETTLE", run_id, trade.trade_id, at, points_text(price), qty, mult,
+             cents_text(-settle_c * mult), to_json(intrinsic, sort_keys=False)))
+
+    # ---------------------------------------------------------------- equity
+    def record_equity(self, run_id: str, day, equity) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO equity(run_id, day, equity) VALUES (?, ?, ?)",
+                       (run_id, str(day), dollars_text(equity)))
+
+    # ----------------------------------------------------------------- reads
+    def trades(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT * FROM trades WHERE run_id = ? ORDER BY opened_at, trade_id", (run_id,))
+
+    def trade_legs(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT * FROM trade_legs WHERE run_id = ? ORDER BY trade_id, leg", (run_id,))
+
+    def fills(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT * FROM fills WHERE run_id = ? ORDER BY filled_at, fill_id", (run_id,))
+
+    def orders(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT * FROM orders WHERE run_id = ? ORDER BY created_at, order_id", (run_id,))
+
+    def order_events(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT * FROM order_events WHERE run_id = ? ORDER BY event_id", (run_id,))
+
+    def equity(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT day, equity FROM equity WHERE run_id = ? ORDER BY day", (run_id,))
+
+    def decision_frame(self, run_id: str) -> pd.DataFrame:
+        return self.frame("SELECT * FROM trade_decisions WHERE run_id = ? ORDER BY decided_at, seq", (run_id,))
+
+
+class _nullcontext:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _enum(value) -> str:
+    return str(getattr(value, "value", value))

@@ -1,0 +1,504 @@
+"""The run journal: exact money, offset times, fills that add up to trades, snapshots that replay,
+incomplete runs that say so, and a report rebuilt from the journal alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import io
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strikebench.api import RunInfo, Strategy
+from strikebench.cli import main
+from strikebench.engine.core import Engine
+from strikebench.journal import Journal, JournalError, dollars_text, points_text
+from strikebench.options.contracts import OptionContract
+from strikebench.options.orders import Leg, TimeInForce
+from strikebench.plugin_manager import get_plugin_manager
+from strikebench.plugins import journal as journal_plugin
+from strikebench.plugins.commissions import CboeRetail
+from strikebench.plugins.fill_models import MidSlippageFill
+from strikebench.strategies.credit_vertical import CreditVertical
+from strikebench.testing import ModelMarket, make_chain
+
+DAY = dt.date(2024, 1, 10)  # a Wednesday
+P4700 = OptionContract("SPXW", DAY, 4700.0, "P")
+P4695 = OptionContract("SPXW", DAY, 4695.0, "P")
+ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$")
+MONEY = re.compile(r"^-?\d+\.\d\d$")
+CV_PARAMS = dict(dte_targets=[0, 2], dte_tolerance=0, entry_times=["10:00", "13:00"])
+
+CONFIG_YAML = """\
+name: jtest
+data: {source: synthetic, seed: 7, start: 2024-01-08, end: 2024-01-12}
+broker:
+  params: {initial_cash: 100000}
+  fill_model: {name: mid_slippage, params: {k: 0.30}}
+  commission: {name: cboe_retail}
+strategies:
+  - name: credit_vertical
+    params: {dte_targets: [0, 2], dte_tolerance: 0, entry_times: ["10:00", "13:00"]}
+"""
+
+
+class PutSpreadOnce(Strategy):
+    """Sells the 4700/4695 put spread at 10:00 on DAY and lets it settle."""
+
+    name = "put_spread_once"
+
+    def decision_times(self):
+        return [dt.time(10, 0)]
+
+    def on_decision_time(self, ctx):
+        if ctx.today == DAY:
+            ctx.open_trade([Leg(P4700, -1), Leg(P4695, +1)], 1)
+
+
+def swing(index):
+    """SPX dips 120 points and recovers over the week: take profits and stops both happen."""
+    x = np.linspace(0.0, 1.0, len(index))
+    return 4800.0 - 120.0 * np.sin(x * np.pi * 2)
+
+
+@pytest.fixture(scope="module")
+def pm():
+    return get_plugin_manager(load_entry_points=False)
+
+
+def make_engine(pm, out: Path, strategies, market, *, run_id: str, config=None, initial_cash=100_000.0):
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunInfo(run_id=run_id, name=run_id, mode="backtest", config=config, output_dir=str(out), seed=7)
+    engine = Engine(market=market, strategies=strategies, fill_model=MidSlippageFill(), commission=CboeRetail(),
+                    initial_cash=initial_cash, run=run, hook=pm.hook)
+    pm.hook.on_run_start(run=run)
+    return engine
+
+
+def rows(path: Path, sql: str, params=()) -> list[sqlite3.Row]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def cv_run(pm, tmp_path_factory):
+    """A finished week of credit verticals on a swinging market (shared by several tests)."""
+    out = tmp_path_factory.mktemp("cv") / "cv-run"
+    market = ModelMarket("2024-01-08", "2024-01-12", spot=swing)
+    engine = make_engine(pm, out, [("credit_vertical", CreditVertical(CreditVertical.Params(**CV_PARAMS)))], market,
+                         run_id="cv-run")
+    engine.run_all()
+    return engine, out
+
+
+# ---------------------------------------------------------------- storage
+def test_money_is_exact_text_and_times_carry_their_offset(pm, tmp_path):
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60)},
+                         settlement={DAY: 4697.0})
+    engine = make_engine(pm, tmp_path, [("spread", PutSpreadOnce())], market, run_id="money")
+    engine.run_all()
+    db = tmp_path / "journal.sqlite"
+
+    (t,) = rows(db, "SELECT * FROM trades")
+    # sold at 0.50 credit (mid 0.70 less 0.30 x 0.60 width, to the 0.05 tick), fees 2 x 1.28,
+    # settled at 4697: the short 4700 put pays 3.00 -> 50.00 - 2.56 - 300.00
+    assert (t["entry_price"], t["entry_credit"], t["exit_price"], t["exit_debit"]) == ("-0.50", "0.50", "3.00", "3.00")
+    assert (t["fees"], t["realized_pnl"], t["exit_reason"], t["contracts"]) == ("2.56", "-252.56", "settlement", 1)
+    typed = rows(db, "SELECT typeof(entry_credit), typeof(exit_debit), typeof(fees), typeof(realized_pnl) FROM trades")
+    assert set(typed[0]) == {"text"}
+    assert t["opened_at"] == "2024-01-10T10:00:00-05:00"
+    assert t["closed_at"] == "2024-01-10T16:00:00-05:00"
+
+    legs = rows(db, "SELECT occ_symbol, ratio, entry_price, exit_price FROM trade_legs ORDER BY leg")
+    # leg prints: mids 3.20 / 2.50, the 0.20 difference to the net fill put on the first leg
+    assert [tuple(r) for r in legs] == [("SPXW  240110P04700000", -1, "3.00", "3.00"),
+                                        ("SPXW  240110P04695000", 1, "2.50", "0.00")]
+
+    fills = rows(db, "SELECT kind, price, quantity, fees, cash, filled_at FROM fills ORDER BY filled_at")
+    assert [tuple(r)[:5] for r in fills] == [("fill", "-0.50", 1, "2.56", "47.44"),
+                                             ("settlement", "3.00", 1, "0.00", "-300.00")]
+    assert rows(db, "SELECT equity FROM equity")[0][0] == "99747.44"
+
+    for table, cols in {"trades": ("opened_at", "closed_at"), "fills": ("filled_at",), "orders": ("created_at",),
+                        "order_events": ("at",)}.items():
+        for col in cols:
+            for (value,) in rows(db, f"SELECT {col} FROM {table}"):
+                assert ISO_WITH_OFFSET.match(value), (table, col, value)
+    for table, cols in {"trades": ("fees", "realized_pnl", "max_loss"), "fills": ("fees", "cash"),
+                        "equity": ("equity",)}.items():
+        for col in cols:
+            for (value,) in rows(db, f"SELECT {col} FROM {table}"):
+                assert MONEY.match(value), (table, col, value)
+    (run,) = rows(db, "SELECT completed, initial_cash, seed, code_version FROM runs")
+    assert (run["completed"], run["initial_cash"], run["seed"]) == (1, "100000.00", 7)
+    assert run["code_version"]
+
+
+def test_amount_formatting_is_exact():
+    assert dollars_text(-252.56) == "-252.56"
+    assert dollars_text(0.1 + 0.2) == "0.30"
+    assert dollars_text(-0.001) == "0.00"
+    assert points_text(-0.5) == "-0.50"
+    assert points_text(Decimal("1.125")) == "1.125"
+    assert points_text(4700.0) == "4700.00"
+    assert points_text(Decimal(1) / 3) == "0.3333"
+
+
+def test_fills_add_up_to_every_trade_and_to_the_cash(cv_run):
+    engine, out = cv_run
+    db = out / "journal.sqlite"
+    trades = rows(db, "SELECT trade_id, realized_pnl, exit_reason, fees FROM trades")
+    closed = [t for t in trades if t["realized_pnl"] is not None]
+    assert {t["exit_reason"] for t in closed} >= {"take_profit", "stop_loss"}
+    for t in closed:
+        fills = rows(db, "SELECT cash, fees FROM fills WHERE trade_id = ?", (t["trade_id"],))
+        assert sum(Decimal(f["cash"]) for f in fills) == Decimal(t["realized_pnl"]), t["trade_id"]
+        assert sum(Decimal(f["fees"]) for f in fills) == Decimal(t["fees"])
+    # every cash movement of the run is a fill row: initial cash + Σ cash == the portfolio's cash, to the cent
+    total = sum(Decimal(r["cash"]) for r in rows(db, "SELECT cash FROM fills"))
+    assert int((Decimal("100000.00") + total) * 100) == engine.portfolio.cash_cents
+    assert len(closed) == len(engine.portfolio.closed_trades())
+    # decisions link to the trades they opened
+    linked = rows(db, "SELECT COUNT(*) FROM trades t JOIN trade_decisions d USING (run_id, decision_id)")
+    assert linked[0][0] == len(trades) > 0
+
+
+def test_settlement_after_a_partial_close_splits_the_exit(pm, tmp_path):
+    """Two spreads, one closed by an order at 14:00, the other settled: both cash flows are fill rows."""
+
+    class TwoThenOne(PutSpreadOnce):
+        name = "two_then_one"
+
+        def decision_times(self):
+            return [dt.time(10, 0), dt.time(14, 0)]
+
+        def on_decision_time(self, ctx):
+            if ctx.today != DAY:
+                return
+            if ctx.now.time() == dt.time(10, 0):
+                ctx.open_trade([Leg(P4700, -1), Leg(P4695, +1)], 2)
+            else:
+                (trade,) = ctx.open_trades()
+                legs = tuple(leg.reversed() for leg in trade.legs)
+                # close one of the two combos (the context's close_trade always closes all)
+                ctx._send(legs, 1, None, "partial", trade.trade_id, opens=False, decision=None, tif=TimeInForce.DAY)
+
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60)},
+                         settlement={DAY: 4697.0})
+    engine = make_engine(pm, tmp_path, [("two", TwoThenOne())], market, run_id="partial")
+    engine.run_all()
+    db = tmp_path / "journal.sqlite"
+    (t,) = rows(db, "SELECT * FROM trades")
+    fills = rows(db, "SELECT kind, opens, price, quantity, cash FROM fills ORDER BY filled_at, kind")
+    assert [(f["kind"], f["opens"], f["quantity"]) for f in fills] == [("fill", 1, 2), ("fill", 0, 1),
+                                                                       ("settlement", 0, 1)]
+    assert fills[2]["price"] == "3.00" and fills[2]["cash"] == "-300.00"
+    assert sum(Decimal(f["cash"]) for f in fills) == Decimal(t["realized_pnl"])
+    assert int(Decimal(t["realized_pnl"]) * 100) == engine.portfolio.cash_cents - engine.portfolio.initial_cash_cents
+
+
+# --------------------------------------------------------------- snapshots
+def test_snapshot_round_trip_reproduces_the_checksum(cv_run):
+    _, out = cv_run
+    db = out / "journal.sqlite"
+    decisions = rows(db, "SELECT snapshot_id, snapshot_checksum FROM trade_decisions")
+    assert decisions
+    with Journal(db, create=False) as j:
+        for d in decisions[:3]:
+            snap = j.load_snapshot(d["snapshot_id"])
+            assert snap.checksum == d["snapshot_checksum"]
+            assert str(snap.timestamp.tz) == "America/New_York"
+
+
+def test_unusable_quotes_and_nans_survive_the_round_trip(tmp_path):
+    snap = make_chain(expiries=["2024-01-10", "2024-01-12"], at="2024-01-08 10:00")
+    bid, ask = snap.bid.copy(), snap.ask.copy()
+    bid[:3], ask[3], bid[4], ask[4] = np.nan, 0.0, 5.0, 4.0  # NaN, zero ask, crossed
+    cols = {name: getattr(snap, name) for name in ("root", "expiry", "strike", "is_call", "last", "iv", "delta")}
+    odd = type(snap).from_arrays("SPX", snap.timestamp, 4800.125, bid=bid, ask=ask, **cols)
+    assert odd.dropped["nan"] == 3 and odd.dropped["crossed"] >= 1 and odd.dropped["zero_ask"] >= 1
+    with Journal(f"sqlite:///{tmp_path}/j.sqlite") as j:
+        sid = j.store_snapshot(odd)
+        assert j.store_snapshot(odd) == sid  # once per checksum
+        back = j.load_snapshot(sid)
+        assert back.checksum == odd.checksum
+        assert back.dropped == odd.dropped
+        assert np.array_equal(back.gamma, odd.gamma, equal_nan=True)
+
+
+def test_a_tampered_snapshot_is_refused(tmp_path):
+    snap = make_chain(expiries=["2024-01-10"], at="2024-01-08 10:00")
+    other = make_chain(spot=4801.0, expiries=["2024-01-10"], at="2024-01-08 10:00")
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        sid = j.store_snapshot(snap)
+        oid = j.store_snapshot(other)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE chain_snapshots SET data = (SELECT data FROM chain_snapshots WHERE snapshot_id = ?)"
+                   " WHERE snapshot_id = ?", (oid, sid))
+    db.close()
+    with Journal(path, create=False) as j:
+        with pytest.raises(JournalError, match="checksum mismatch"):
+            j.load_snapshot(sid)
+
+
+def test_decisions_at_the_same_minute_share_one_snapshot(pm, tmp_path):
+    market = ModelMarket("2024-01-08", "2024-01-08")
+    params = CreditVertical.Params(**CV_PARAMS)
+    engine = make_engine(pm, tmp_path, [("cv_a", CreditVertical(params)), ("cv_b", CreditVertical(params))], market,
+                         run_id="shared")
+    engine.run_all()
+    db = tmp_path / "journal.sqlite"
+    decisions = rows(db, "SELECT strategy, decided_at, snapshot_id FROM trade_decisions ORDER BY decided_at, strategy")
+    assert [d["strategy"] for d in decisions] == ["cv_a", "cv_b", "cv_a", "cv_b"]
+    assert decisions[0]["snapshot_id"] == decisions[1]["snapshot_id"] != decisions[2]["snapshot_id"]
+    assert rows(db, "SELECT COUNT(*) FROM chain_snapshots")[0][0] == 2
+
+
+# ------------------------------------------------------------- completion
+def test_a_run_that_stops_early_reads_as_incomplete(pm, tmp_path):
+    market = ModelMarket("2024-01-08", "2024-01-09")
+    engine = make_engine(pm, tmp_path, [("credit_vertical", CreditVertical(CreditVertical.Params(**CV_PARAMS)))],
+                         market, run_id="early")
+    for i in range(200):  # into the first session, past the 10:00 decision; never finish()
+        engine.on_bar(i)
+    try:
+        db = tmp_path / "journal.sqlite"
+        (run,) = rows(db, "SELECT completed, ended_at FROM runs")
+        assert (run["completed"], run["ended_at"]) == (0, None)
+        assert rows(db, "SELECT COUNT(*) FROM trade_decisions")[0][0] == 1
+        assert main(["report", str(tmp_path)]) == 0
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["completed"] is False
+        assert "Incomplete run" in (tmp_path / "report.html").read_text()
+    finally:
+        journal_plugin.discard("early")
+
+
+def test_a_crashed_process_leaves_a_journal_that_says_incomplete(tmp_path):
+    script = textwrap.dedent(f"""
+        import os
+        from strikebench.api import RunInfo
+        from strikebench.engine.core import Engine
+        from strikebench.plugin_manager import get_plugin_manager
+        from strikebench.plugins.commissions import CboeRetail
+        from strikebench.plugins.fill_models import MidSlippageFill
+        from strikebench.strategies.credit_vertical import CreditVertical
+        from strikebench.testing import ModelMarket
+        pm = get_plugin_manager(load_entry_points=False)
+        run = RunInfo(run_id="crash", name="crash", mode="backtest", output_dir={str(tmp_path)!r})
+        engine = Engine(market=ModelMarket("2024-01-08", "2024-01-09"), strategies=[("cv", CreditVertical())],
+                        fill_model=MidSlippageFill(), commission=CboeRetail(), run=run, hook=pm.hook)
+        pm.hook.on_run_start(run=run)
+        for i in range(450):
+            engine.on_bar(i)
+        os._exit(3)  # no finish, no close, no checkpoint
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    db = tmp_path / "journal.sqlite"
+    (run,) = rows(db, "SELECT completed FROM runs")
+    assert run["completed"] == 0
+    assert rows(db, "SELECT COUNT(*) FROM trade_decisions")[0][0] == 4  # 10:00, 11:00, 12:00, then 10:00 day 2
+    assert rows(db, "PRAGMA integrity_check")[0][0] == "ok"
+
+
+def test_several_runs_in_one_process_keep_their_own_journals(pm, tmp_path):
+    params = CreditVertical.Params(**CV_PARAMS)
+    a = make_engine(pm, tmp_path / "a", [("cv", CreditVertical(params))], ModelMarket("2024-01-08", "2024-01-08"),
+                    run_id="run-a")
+    b = make_engine(pm, tmp_path / "b", [("cv", CreditVertical(params))],
+                    ModelMarket("2024-01-08", "2024-01-08", spot=4500.0), run_id="run-b")
+    for i in range(len(a.timeline)):  # interleaved, bar by bar
+        a.on_bar(i)
+        b.on_bar(i)
+    a.finish()
+    b.finish()
+    for name, spot in (("a", "4800.0"), ("b", "4500.0")):
+        db = tmp_path / name / "journal.sqlite"
+        assert [r[0] for r in rows(db, "SELECT run_id FROM runs")] == [f"run-{name}"]
+        assert {r[0] for r in rows(db, "SELECT run_id FROM trade_decisions")} == {f"run-{name}"}
+        assert {r[0] for r in rows(db, "SELECT underlying_price FROM chain_snapshots")} == {spot}
+    assert "run-a" not in journal_plugin.open_journals() and "run-b" not in journal_plugin.open_journals()
+
+
+def test_journal_url_other_than_sqlite_is_a_clear_error():
+    with pytest.raises(JournalError, match="scheme 'postgresql' is not supported yet"):
+        Journal("postgresql://user@host/strikebench")
+
+
+# ------------------------------------------------------------------ report
+def test_report_rebuilds_the_run_folder_from_the_journal_alone(cv_run, capsys):
+    engine, out = cv_run
+    for name in ("trades.csv", "decisions.csv", "summary.json", "equity.png", "report.html"):
+        (out / name).unlink(missing_ok=True)
+    assert main(["report", str(out)]) == 0
+    trades = pd.read_csv(out / "trades.csv", dtype=str)
+    assert len(trades) == len(engine.portfolio.all_trades())
+    assert trades["realized_pnl"].dropna().map(lambda x: MONEY.match(x) is not None).all()
+    decisions = pd.read_csv(out / "decisions.csv")
+    assert len(decisions) == len(engine.decisions)
+    summary = json.loads((out / "summary.json").read_text())
+    figures = engine.summary()
+    for key in ("completed", "sessions", "trades", "open_trades", "realized_pnl", "fees", "final_cash",
+                "final_equity", "max_drawdown", "win_rate", "decisions"):
+        assert summary[key] == pytest.approx(figures[key]), key
+    assert summary["per_strategy"]["credit_vertical"]["realized_pnl"] == pytest.approx(figures["realized_pnl"])
+    assert (out / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "<table id='trades'>" in page and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    assert trades["trade_id"].iloc[0] in page
+    assert "Realized P&amp;L" in page
+    assert "Closed trades" in capsys.readouterr().out
+
+
+def test_report_on_a_folder_without_journal_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 6
+    err = capsys.readouterr().err
+    assert "no journal in this folder" in err and err.count("\n") == 1
+
+
+def test_decisions_of_a_day_show_candidates_deltas_credits_and_scores(cv_run, capsys):
+    engine, out = cv_run
+    assert main(["decisions", str(out), "--date", "2024-01-09"]) == 0
+    text = capsys.readouterr().out
+    day = [d for d in engine.decisions if d.decided_at.date() == dt.date(2024, 1, 9)]
+    assert len(day) == 2
+    assert "10:00" in text and "13:00" in text
+    for d in day:
+        assert d.action in text and d.decision_id in text
+        for c in d.candidates:
+            det = c.details
+            assert f"{det['short_strike']:g}/{det['long_strike']:g}" in text
+            assert f"{det['short_delta']:.3f}" in text
+            assert f"{c.credit:.2f}" in text
+    assert main(["decisions", str(out), "--date", "2024-02-01"]) == 1
+    assert "no decision on 2024-02-01" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ replay
+@pytest.fixture(scope="module")
+def configured_run(pm, tmp_path_factory):
+    from strikebench.report import load_config_text
+
+    out = tmp_path_factory.mktemp("cfg") / "jtest-run"
+    resolved = load_config_text(CONFIG_YAML, ["strategies[0].params.min_credit=0.50"], registry=pm.registry)
+    from strikebench.engine.runner import build_engine
+
+    run = RunInfo(run_id="jtest-run", name="jtest", mode="backtest", config=resolved, output_dir=str(out), seed=7)
+    out.mkdir(parents=True)
+    engine = build_engine(resolved, run=run, hook=pm.hook, market=ModelMarket("2024-01-08", "2024-01-12", spot=swing))
+    pm.hook.on_run_start(run=run)
+    engine.run_all()
+    return engine, out
+
+
+def test_replay_decision_reaches_the_same_result(configured_run, capsys):
+    engine, out = configured_run
+    (run,) = rows(out / "journal.sqlite", "SELECT config_yaml, config_hash, strategies FROM runs")
+    assert run["config_yaml"] == CONFIG_YAML
+    assert json.loads(run["strategies"])[0]["params"]["min_credit"] == 0.5  # the --set override is kept
+    trade = next(d for d in engine.decisions if d.action == "TRADE")
+    assert main(["replay-decision", str(out), trade.decision_id]) == 0
+    text = capsys.readouterr().out
+    assert "same result" in text and "verified" in text
+
+
+def test_replay_decision_reports_a_different_result(configured_run, capsys, tmp_path):
+    import shutil
+
+    engine, out = configured_run
+    copy = tmp_path / "jtest-run"
+    shutil.copytree(out, copy)
+    decision = engine.decisions[0]
+    db = sqlite3.connect(copy / "journal.sqlite")
+    with db:
+        db.execute("UPDATE trade_decisions SET chosen = 0 WHERE decision_id = ?", (decision.decision_id,))
+    db.close()
+    assert main(["replay-decision", str(copy), decision.decision_id]) == 1
+    captured = capsys.readouterr()
+    assert "DIFFERENT" in captured.out and "DIFFERENT" in captured.err
+
+
+def test_replay_refuses_a_snapshot_whose_checksum_changed(configured_run, capsys, tmp_path):
+    import shutil
+
+    engine, out = configured_run
+    copy = tmp_path / "jtest-run"
+    shutil.copytree(out, copy)
+    first, second = engine.decisions[0], engine.decisions[1]
+    db = sqlite3.connect(copy / "journal.sqlite")
+    with db:
+        (sid,) = db.execute("SELECT snapshot_id FROM trade_decisions WHERE decision_id = ?",
+                            (second.decision_id,)).fetchone()
+        db.execute("UPDATE trade_decisions SET snapshot_id = ? WHERE decision_id = ?", (sid, first.decision_id))
+    db.close()
+    assert main(["replay-decision", str(copy), first.decision_id]) == 6
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and err.count("\n") == 1
+
+
+def test_replay_of_a_strategy_without_evaluate_is_one_line(configured_run, capsys, monkeypatch):
+    engine, out = configured_run
+    monkeypatch.delattr(CreditVertical, "evaluate")
+    assert main(["replay-decision", str(out), engine.decisions[0].decision_id]) == 6
+    err = capsys.readouterr().err
+    assert "has no evaluate(snapshot, context) method" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ runner
+class _StubData:
+    """Stands in for the synthetic feed: hands the runner a hand-made market."""
+
+    def __init__(self, market):
+        self.market = market
+        self.params = type("P", (), {"model_dump": staticmethod(lambda: {"seed": 7})})()
+
+    def build(self):
+        return self
+
+    def open(self):
+        return self.market
+
+
+def test_backtest_runner_writes_the_run_folder_and_figures_agree(pm, tmp_path):
+    from rich.console import Console
+
+    from strikebench.engine.runner import run_backtest
+    from strikebench.report import load_config_text
+
+    resolved = load_config_text(CONFIG_YAML, registry=pm.registry)
+    resolved = dataclasses.replace(resolved, data=_StubData(ModelMarket("2024-01-08", "2024-01-10", spot=swing)))
+    console = Console(file=io.StringIO(), width=120)
+    summary = run_backtest(resolved, console=console, progress=False, pm=pm, out_dir=str(tmp_path))
+    run_dir = Path(summary["run_dir"])
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "decisions.csv", "equity.png", "journal.sqlite", "report.html", "summary.json", "trades.csv"]
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["source"] == "journal" and on_disk["completed"] is True
+    assert "bt_max_drawdown_money" in on_disk
+    printed = console.file.getvalue()
+    assert f"{on_disk['final_equity']:,.2f}" in printed
+    (run,) = rows(run_dir / "journal.sqlite", "SELECT run_id, completed, config_hash FROM runs")
+    assert (run["run_id"], run["completed"], run["config_hash"]) == (run_dir.name, 1, resolved.config_hash)
+    # rebuilding later from the journal alone keeps the Backtrader figures and every number
+    (run_dir / "summary.json").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    again = json.loads((run_dir / "summary.json").read_text())
+    assert {k: v for k, v in again.items() if k != "run_dir"} == {k: v for k, v in on_disk.items() if k != "run_dir"}
