@@ -686,12 +686,14 @@ def print_replay(result: ReplayResult, console: Console | None = None) -> None:
     table.add_row("candidates", str(len(s["candidates"])), str(len(r["candidates"])))
     console.print(table)
     cands = Table(title="replayed candidates", title_justify="left", header_style="bold")
-    for col in ("#", "candidate", "credit", "score", "matches stored"):
+    for col in ("#", "candidate", "credit", "score (or why not)", "matches stored"):
         cands.add_column(col)
     for i, c in enumerate(r["candidates"]):
         same = i < len(s["candidates"]) and s["candidates"][i] == c
         cands.add_row(str(i), escape(("▶ " if r["chosen"] == i else "  ") + str(c.get("description", ""))),
-                      _fmt(c.get("credit"), ".2f"), _fmt(c.get("score"), ".4f"),
+                      _fmt(c.get("credit"), ".2f"),
+                      _fmt(c.get("score"), ".4f") if c.get("score") is not None
+                      else Text(str((c.get("details") or {}).get("rejected", "")), style="dim"),
                       Text("yes", style="green") if same else Text("NO", style="bold red"))
     if r["candidates"]:
         console.print(cands)
