@@ -29,7 +29,7 @@ from scipy.signal import lfilter
 from strikebench.calendar import NY, MarketCalendar, default_calendar
 
 from .events import scheduled_events
-from .scenario import ARCHETYPES, Scenario, ScenarioError
+from .scenario import ARCHETYPES, Scenario
 from .vol import VarianceModel
 
 __all__ = ["Timeline", "UnderlyingPath", "simulate", "substreams", "STREAMS"]
