@@ -252,7 +252,7 @@ def new_plugin(kind: str, name: str, directory: str | None) -> None:
     """Write a ready plugin package: pyproject with the `strikebench` entry point, a KIND class
     with its typed params model, a sample YAML and a test on a tiny synthetic market.
 
-    `strikebench new-plugin strategy my_strat`, then `pip install -e sb-my-strat`.
+    `strikebench new-plugin strategy my_strat`, then `pip install -e "sb-my-strat[test]"`.
     """
     from strikebench.errors import PluginError
     from strikebench.scaffold import ScaffoldError, plugin_names, write_plugin
@@ -271,7 +271,7 @@ def new_plugin(kind: str, name: str, directory: str | None) -> None:
     for rel in files:
         console.print(f"  {escape(rel.as_posix())}", highlight=False)
     console.print("next:", highlight=False)
-    for step in (f"cd {root}", "pip install -e .", "strikebench plugins --kind strategy", "pytest",
+    for step in (f"cd {root}", 'pip install -e ".[test]"', "strikebench plugins --kind strategy", "pytest",
                  f"strikebench backtest {name}.yaml"):
         console.print(f"  {escape(step)}", highlight=False)
 

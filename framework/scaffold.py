@@ -10,7 +10,7 @@
       src/sb_my_strat/strategy.py     MyStrat(Strategy) and its typed MyStratParams
       tests/test_my_strat.py          tests on strikebench.testing's hand-built chains and model market
 
-``pip install -e sb-my-strat`` and the strategy is listed by ``strikebench plugins``;
+``pip install -e "sb-my-strat[test]"`` and the strategy is listed by ``strikebench plugins``;
 ``pytest`` in the folder runs its tests. The generated strategy is small but real
 (a put credit spread by DTE and delta, with a take profit and a stop) so the tests
 have something to check; the tutorial in docs/writing-a-strategy.md turns it into
@@ -106,7 +106,7 @@ _README = '''\
 A strikebench strategy plugin: strategy `$name` (class `$cls` in `src/$package/strategy.py`).
 
 ```bash
-pip install -e .                       # registers it under the `strikebench` entry point
+pip install -e ".[test]"               # registers it under the `strikebench` entry point; pytest
 strikebench plugins --kind strategy    # lists $name, from $distribution
 strikebench plugins --params $name     # its parameters
 pytest                                 # its tests

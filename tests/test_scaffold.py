@@ -1,15 +1,14 @@
 """``strikebench new-plugin``: the package it writes installs, registers, and passes its own tests.
 
-The generated package is pip-installed into the running virtual environment exactly as a
-user would (editable; ``--no-deps --no-build-isolation`` so it works offline) and removed
-again at teardown. A plugin that breaks inside its registration hook is installed with
+The generated package (``my_strat_<pid>``, one name per test process) is pip-installed into
+the running virtual environment as a user would (editable; ``--no-deps --no-build-isolation``
+so it works offline) and removed again at teardown. A plugin that breaks inside its registration hook is installed with
 ``pip install --target`` into a scratch folder instead, so it never touches the shared
 environment: only the subprocesses given that folder on ``PYTHONPATH`` see it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import os
 import re
 import subprocess
@@ -23,6 +22,10 @@ from strikebench.plugin_manager import LOAD_ENV
 from strikebench.scaffold import ScaffoldError, plugin_names, write_plugin
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# One name per test process: test runs that share a virtual environment must not install,
+# list or uninstall each other's scaffolded plugin.
+NAME = f"my_strat_{os.getpid()}"
+NAMES = plugin_names(NAME)
 
 
 def run(args: list[str], *, cwd: Path | None = None, load: str | None = None, pythonpath: Path | None = None,
@@ -60,26 +63,16 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return stderr[len("error: "):-1]
 
 
-def _installed(distribution: str) -> bool:
-    try:
-        md.distribution(distribution)
-    except md.PackageNotFoundError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def my_strat(tmp_path_factory):
-    """``strikebench new-plugin strategy my_strat --dir tmp``, pip-installed (editable) for this module."""
+    """``strikebench new-plugin strategy my_strat_<pid> --dir tmp``, pip-installed (editable) for this module."""
     base = tmp_path_factory.mktemp("scaffold")
-    created = strikebench("new-plugin", "strategy", "my_strat", "--dir", "tmp", cwd=base)
+    created = strikebench("new-plugin", "strategy", NAME, "--dir", "tmp", cwd=base)
     assert created.returncode == 0, created.stderr
     package = base / "tmp"
-    if _installed("sb-my-strat"):  # left over by an interrupted run
-        pip("uninstall", "--yes", "sb-my-strat")
     pip("install", "--no-deps", "--no-build-isolation", "--quiet", "-e", str(package))
     yield package, created
-    pip("uninstall", "--yes", "sb-my-strat")
+    pip("uninstall", "--yes", NAMES.distribution)
 
 
 # ----------------------------------------------------------------- the package
@@ -87,33 +80,34 @@ def test_new_plugin_writes_a_complete_package(my_strat):
     package, created = my_strat
     files = sorted(p.relative_to(package).as_posix() for p in package.rglob("*")
                    if p.is_file() and "egg-info" not in p.as_posix() and "__pycache__" not in p.as_posix())
-    assert files == ["README.md", "my_strat.yaml", "pyproject.toml", "src/sb_my_strat/__init__.py",
-                     "src/sb_my_strat/strategy.py", "tests/test_my_strat.py"]
+    assert files == ["README.md", f"{NAME}.yaml", "pyproject.toml", f"src/{NAMES.package}/__init__.py",
+                     f"src/{NAMES.package}/strategy.py", f"tests/test_{NAME}.py"]
     pyproject = (package / "pyproject.toml").read_text()
-    assert 'name = "sb-my-strat"' in pyproject
-    assert '[project.entry-points.strikebench]\nmy_strat = "sb_my_strat"' in pyproject
+    assert f'name = "{NAMES.distribution}"' in pyproject
+    assert f'[project.entry-points.strikebench]\n{NAME} = "{NAMES.package}"' in pyproject
     out = created.stdout
-    assert "created strategy plugin 'my_strat' (distribution sb-my-strat, package sb_my_strat) in tmp/" in out
-    assert "pip install -e ." in out and "strikebench backtest my_strat.yaml" in out
+    assert (f"created strategy plugin '{NAME}' (distribution {NAMES.distribution}, package {NAMES.package}) "
+            f"in tmp/") in out
+    assert 'pip install -e ".[test]"' in out and f"strikebench backtest {NAME}.yaml" in out
 
 
 def test_installed_package_is_listed_by_strikebench_plugins(my_strat):
     result = strikebench("plugins", "--kind", "strategy")
     assert result.returncode == 0, result.stderr
-    assert ["my_strat", "sb-my-strat", "0.1.0",
-            "my_strat: put credit spread near a target DTE and delta, take profit and stop."] in table_rows(result.stdout)
+    assert [NAME, NAMES.distribution, "0.1.0",
+            f"{NAME}: put credit spread near a target DTE and delta, take profit and stop."] in table_rows(result.stdout)
 
 
 def test_its_parameters_and_yaml_validate(my_strat):
     package, _ = my_strat
-    params = strikebench("plugins", "--params", "my_strat")
+    params = strikebench("plugins", "--params", NAME)
     assert params.returncode == 0, params.stderr
     rows = {row[0]: row[1:4] for row in table_rows(params.stdout)}
     assert rows["short_delta"] == ["float", "0.2", "> 0, < 0.5"]
     assert rows["entry_time"] == ["time", "10:00", ""]
-    valid = strikebench("validate", "my_strat.yaml", cwd=package)
+    valid = strikebench("validate", f"{NAME}.yaml", cwd=package)
     assert valid.returncode == 0, valid.stderr
-    assert ["strategies[0]", "my_strat", "sb-my-strat 0.1.0"] in table_rows(valid.stdout)
+    assert ["strategies[0]", NAME, f"{NAMES.distribution} 0.1.0"] in table_rows(valid.stdout)
 
 
 def test_its_own_tests_pass(my_strat):
@@ -128,6 +122,7 @@ def test_names_derive_from_the_plugin_name():
     names = plugin_names("iron_condor")
     assert (names.distribution, names.package, names.cls) == ("sb-iron-condor", "sb_iron_condor", "IronCondor")
     assert plugin_names("sb_probe").distribution == "sb-probe"
+    assert plugin_names("my_strat_123").cls == "MyStrat123"
 
 
 @pytest.mark.parametrize("bad", ["My-Strat", "2fast", "with space", "trailing_", "double__under", "class"])
@@ -154,7 +149,7 @@ def test_a_name_already_registered_is_refused(tmp_path, capsys, monkeypatch):
 
 # ------------------------------------------------------------- a broken plugin
 def test_a_plugin_raising_in_its_register_hook_names_itself_and_can_be_left_out(tmp_path):
-    package, _ = write_plugin("strategy", "broken_strat", tmp_path / "src")
+    package, _ = write_plugin("strategy", "broken_strat", tmp_path / "src")  # installed only under tmp_path
     init = package / "src" / "sb_broken_strat" / "__init__.py"
     init.write_text(init.read_text().replace(
         "    register(BrokenStrat)", "    raise RuntimeError('cannot reach the vendor API')"))
