@@ -59,7 +59,7 @@ def test_strikebench_lists_it_from_its_distribution(example):
 def test_its_own_tests_pass(example):
     result = run(["-m", "pytest", "-p", "no:cacheprovider"], cwd=example)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "9 passed" in result.stdout, result.stdout
+    assert "10 passed" in result.stdout, result.stdout
 
 
 def test_its_yaml_runs_through_the_engine_on_a_model_market(example, monkeypatch):

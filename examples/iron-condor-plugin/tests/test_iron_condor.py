@@ -54,6 +54,16 @@ def test_skips_when_the_credit_is_too_small():
     assert reason.startswith("credit ") and reason.endswith("< min 50.00")
 
 
+def test_evaluate_is_the_replayable_decision():
+    snap = make_chain(spot=4800, expiries=FRIDAYS, iv=0.15, at="2024-01-08 10:00")
+    action, reason, (candidate,), chosen = condor().evaluate(snap, {})
+    assert (action, chosen) == ("TRADE", 0)
+    assert reason == candidate.description == "32DTE 4560/4610P 5035/5085C for 13.50"
+    assert candidate.details["strikes"] == [4560.0, 4610.0, 5035.0, 5085.0]
+    assert candidate.legs[1] == "SPXW  240209P04610000"
+    assert condor(min_credit=50).evaluate(snap, {})[:2] == ("SKIP", "credit 13.50 < min 50.00")
+
+
 def test_exit_dte_must_come_before_entry():
     with pytest.raises(ValueError, match="exit_dte 25 must be below the shortest entry DTE 25"):
         IronCondorParams(exit_dte=25)

@@ -1,9 +1,9 @@
 """iron_condor: sell a 30-DTE SPX iron condor at ~16 delta, take half the credit, stop at 2x.
 
-The selection is a pure function of one chain snapshot (:func:`choose_condor`), so it
-can be tested on a hand-built chain and a journaled decision replays exactly. The
-strategy class only wires it to the context: read the chain, record the decision,
-send the order, and manage open condors every bar.
+The decision is a pure function of one chain snapshot (:func:`choose_condor`, wrapped by
+:meth:`IronCondor.evaluate`), so it can be tested on a hand-built chain and a journaled
+decision replays exactly (``strikebench replay-decision``). The rest wires it to the
+context: read the chain, record the decision, send the order, manage open condors.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
+from strikebench.options.contracts import OptionContract
 from strikebench.options.orders import Leg
+
+RULESET_VERSION = "iron_condor/1"
+RATIOS = (+1, -1, -1, +1)  # long put wing, short put, short call, long call wing
 
 
 class IronCondorParams(PluginParams):
@@ -53,10 +57,13 @@ class Condor:
     long_call: int
     credit: float
 
+    @property
+    def rows(self) -> tuple[int, int, int, int]:
+        return self.long_put, self.short_put, self.short_call, self.long_call
+
     def legs(self, snapshot: ChainSnapshot) -> tuple[Leg, ...]:
         """Buy the put wing, sell the put, sell the call, buy the call wing."""
-        rows = (self.long_put, self.short_put, self.short_call, self.long_call)
-        return tuple(Leg(snapshot.contract(row), ratio) for row, ratio in zip(rows, (+1, -1, -1, +1)))
+        return tuple(Leg(snapshot.contract(row), ratio) for row, ratio in zip(self.rows, RATIOS))
 
     def describe(self, snapshot: ChainSnapshot) -> str:
         k = [f"{snapshot.strike[r]:g}" for r in (self.long_put, self.short_put, self.short_call, self.long_call)]
@@ -89,9 +96,27 @@ class IronCondor(Strategy):
 
     name = "iron_condor"
     Params = IronCondorParams
+    ruleset_version = RULESET_VERSION
 
     def decision_times(self) -> list[dt.time]:
         return [self.params.entry_time]
+
+    def evaluate(self, snapshot: ChainSnapshot, context: dict) -> tuple[str, str, list[Candidate], int | None]:
+        """The decision on one snapshot: (action, reason, candidates, chosen index).
+
+        Pure (no ``ctx``), so ``strikebench replay-decision`` can re-run it from the journal.
+        """
+        choice = choose_condor(snapshot, self.params)
+        if isinstance(choice, str):
+            return "SKIP", choice, [], None
+        legs = choice.legs(snapshot)
+        candidate = Candidate(
+            description=choice.describe(snapshot), legs=tuple(leg.contract.occ_symbol for leg in legs),
+            credit=choice.credit,
+            details={"expiry": str(choice.expiry), "dte": (choice.expiry - snapshot.timestamp.date()).days,
+                     "strikes": [float(snapshot.strike[r]) for r in choice.rows],
+                     "deltas": [round(float(snapshot.delta[r]), 4) for r in choice.rows]})
+        return "TRADE", candidate.description, [candidate], 0
 
     def on_decision_time(self, ctx) -> None:
         p = self.params
@@ -100,16 +125,12 @@ class IronCondor(Strategy):
             ctx.decide("SKIP", f"{held} condor(s) open, max {p.max_open}")
             return
         snapshot = ctx.chain()
-        choice = choose_condor(snapshot, p)
-        if isinstance(choice, str):
-            ctx.decide("SKIP", choice, snapshot=snapshot)
-            return
-        legs = choice.legs(snapshot)
-        candidate = Candidate(description=choice.describe(snapshot),
-                              legs=tuple(leg.contract.occ_symbol for leg in legs), credit=choice.credit)
-        decision = ctx.decide("TRADE", candidate.description, candidates=[candidate], chosen=0,
-                              snapshot=snapshot)
-        ctx.open_trade(legs, p.contracts, reason="entry", decision=decision)
+        action, reason, candidates, chosen = self.evaluate(snapshot, {})
+        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
+                              ruleset_version=self.ruleset_version)
+        if action == "TRADE":
+            legs = [Leg(OptionContract.from_occ(symbol), ratio) for symbol, ratio in zip(candidates[0].legs, RATIOS)]
+            ctx.open_trade(legs, p.contracts, reason="entry", decision=decision)
 
     def manage(self, ctx, trade) -> None:
         if ctx.has_pending_exit(trade):
