@@ -291,6 +291,61 @@ def backtest(config: str, overrides: tuple[str, ...], quiet: bool) -> None:
     run_backtest(resolved, console=console, progress=not quiet, pm=pm)
 
 
+@cli.group()
+def market() -> None:
+    """Look at the market a config's `data:` section generates (the synthetic market)."""
+
+
+def _synthetic_market(config: str, overrides: tuple[str, ...]):
+    from strikebench.config import load_config
+
+    resolved = load_config(config, overrides)
+    feed = resolved.data.build()
+    if resolved.config.data.source != "synthetic":
+        raise StrikebenchError(f"{config}: data.source is '{resolved.config.data.source}'; "
+                               "`strikebench market` describes the synthetic market only")
+    return feed.open()
+
+
+@market.command("describe")
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Day of the IV smile and term-structure plot (default: the most volatile day).")
+@click.option("--png", "png_path", default="market.png", show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the plot.")
+def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str) -> None:
+    """Summarize the generated market (archetype days, realized vs implied vol, VIX range, events) and plot it."""
+    from strikebench.feeds.synthetic import describe
+
+    with console.status("generating the market..."):
+        m = _synthetic_market(config, overrides)
+    console.print(describe(m, png_path, day=day.date() if day else None))
+    console.print(f"plot: [bold]{escape(png_path)}[/]")
+
+
+@market.command("export")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@set_option
+@click.option("--days", type=int, default=5, show_default=True,
+              help="Export the first N sessions (0 = every session: about 1 GB a year at 30-minute chains).")
+@click.option("--interval", "interval_minutes", type=click.IntRange(1, 390), default=30, show_default=True,
+              help="Minutes between exported chain snapshots.")
+def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: int, interval_minutes: int) -> None:
+    """Write the bars and chains to Parquet (bars.parquet, chains/DATE.parquet, manifest.json) in the
+    documented schema (docs/synthetic-market.md)."""
+    from strikebench.feeds.synthetic import export
+
+    with console.status("generating the market..."):
+        m = _synthetic_market(config, overrides)
+    sessions = [d.date() for d in m.sessions()]
+    chosen = sessions if days == 0 else sessions[:days]
+    with console.status(f"writing {len(chosen)} session(s)..."):
+        export(m, out_dir, days=chosen, interval_minutes=interval_minutes)
+    console.print(f"wrote {len(chosen)} session(s) of bars and chains to [bold]{escape(out_dir)}[/]")
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(exists=False))
 def report(run_dir: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
@@ -132,8 +133,23 @@ class CreditVertical(Strategy):
         best = -max(scored)[1]
         return "TRADE", f"best score {candidates[best].score:.4f}: {candidates[best].description}", candidates, best
 
+    def relevant_rows(self, snapshot: ChainSnapshot) -> np.ndarray:
+        """Rows :meth:`evaluate` can look at: the root, the sides traded and every expiry within
+        tolerance of a target. Evaluating these rows alone gives the same result as the whole
+        chain, so they are what a decision stores (a fraction of the chain)."""
+        p = self.params
+        dtes = snapshot.dte
+        window = np.zeros(len(snapshot), dtype=bool)
+        for target in p.dte_targets:
+            window |= np.abs(dtes - target) <= p.dte_tolerance
+        mask = window & (dtes >= 0) & (snapshot.root == p.root)
+        if p.side != "both":
+            mask &= snapshot.is_call == (p.side == "call")
+        return np.flatnonzero(mask)
+
     def on_decision_time(self, ctx) -> None:
         snapshot = ctx.chain()
+        snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = {"k": getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30),
                    "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}
         action, reason, candidates, chosen = self.evaluate(snapshot, context)
