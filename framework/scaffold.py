@@ -143,8 +143,9 @@ _STRATEGY = '''\
 
 A strategy never touches Backtrader: it reads the chain, its trades and the clock from
 ``ctx`` (a strikebench StrategyContext), records each decision with ``ctx.decide`` and
-trades with ``ctx.open_trade`` / ``ctx.close_trade``. ``choose`` is a pure function of one
-chain snapshot, so tests can call it on a hand-built chain.
+trades with ``ctx.open_trade`` / ``ctx.close_trade``. ``choose`` and ``evaluate`` are pure
+functions of one chain snapshot, so tests call them on a hand-built chain and
+``strikebench replay-decision`` re-runs any journaled decision.
 """
 
 from __future__ import annotations
@@ -155,7 +156,10 @@ from pydantic import Field
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
+from strikebench.options.contracts import OptionContract
 from strikebench.options.orders import Leg
+
+RULESET_VERSION = "$name/1"  # change it when the rules change: journaled decisions record it
 
 
 class ${cls}Params(PluginParams):
@@ -195,25 +199,34 @@ class $cls(Strategy):
 
     name = "$name"
     Params = ${cls}Params
+    ruleset_version = RULESET_VERSION
 
     def decision_times(self) -> list[dt.time]:
         return [self.params.entry_time]
+
+    def evaluate(self, snapshot: ChainSnapshot, context: dict) -> tuple[str, str, list[Candidate], int | None]:
+        """The decision on one snapshot: (action, reason, candidates, chosen index); no ``ctx``."""
+        choice = choose(snapshot, self.params)
+        if isinstance(choice, str):
+            return "SKIP", choice, [], None
+        (short, long), credit = choice
+        s, l = short.contract, long.contract
+        what = f"{s.expiry} {s.strike:g}/{l.strike:g}P for {credit:.2f}"
+        details = {"expiry": str(s.expiry), "dte": (s.expiry - snapshot.timestamp.date()).days, "right": "P",
+                   "short_strike": s.strike, "long_strike": l.strike}
+        return "TRADE", what, [Candidate(what, (s.occ_symbol, l.occ_symbol), credit=credit, details=details)], 0
 
     def on_decision_time(self, ctx) -> None:
         if ctx.open_trades():
             ctx.decide("SKIP", "a spread is already open")
             return
         snapshot = ctx.chain()
-        choice = choose(snapshot, self.params)
-        if isinstance(choice, str):
-            ctx.decide("SKIP", choice, snapshot=snapshot)
-            return
-        legs, credit = choice
-        short, long = (leg.contract for leg in legs)
-        what = f"{short.expiry} {short.strike:g}/{long.strike:g}P for {credit:.2f}"
-        decision = ctx.decide("TRADE", what, snapshot=snapshot, chosen=0,
-                              candidates=[Candidate(what, tuple(c.occ_symbol for c in (short, long)), credit=credit)])
-        ctx.open_trade(legs, self.params.contracts, decision=decision)
+        action, reason, candidates, chosen = self.evaluate(snapshot, {})
+        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
+                              ruleset_version=self.ruleset_version)
+        if action == "TRADE":
+            short, long = (OptionContract.from_occ(symbol) for symbol in candidates[chosen].legs)
+            ctx.open_trade([Leg(short, -1), Leg(long, +1)], self.params.contracts, decision=decision)
 
     def manage(self, ctx, trade) -> None:
         if ctx.has_pending_exit(trade):
@@ -259,6 +272,13 @@ def test_chooses_the_expiry_near_7_dte_and_the_put_nearest_20_delta():
 def test_skips_without_an_expiry_in_range():
     snap = make_chain(spot=4800, expiries=["2024-01-31"], at="2024-01-08 10:00")
     assert choose(snap, ${cls}Params()) == "no SPXW expiry within 2d of 7 DTE"
+
+
+def test_evaluate_is_the_decision_the_journal_replays():
+    snap = make_chain(spot=4800, expiries=EXPIRIES, iv=0.15, at="2024-01-08 10:00")
+    action, reason, (candidate,), chosen = $cls().evaluate(snap, {})
+    assert (action, chosen) == ("TRADE", 0) and reason == candidate.description
+    assert candidate.details["expiry"] == "2024-01-16" and candidate.legs[0].startswith("SPXW  240116P")
 
 
 def test_one_spread_at_ten_on_a_quiet_week():

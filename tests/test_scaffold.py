@@ -114,7 +114,7 @@ def test_its_own_tests_pass(my_strat):
     package, _ = my_strat
     result = run(["-m", "pytest", "-p", "no:cacheprovider"], cwd=package)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^4 passed", result.stdout, re.M), result.stdout
+    assert re.search(r"^5 passed", result.stdout, re.M), result.stdout
 
 
 # --------------------------------------------------------------- names, folders
