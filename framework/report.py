@@ -53,7 +53,7 @@ _ROWS = [
     ("initial_cash", "Initial cash ($)", "{:,.2f}"),
     ("final_equity", "Final equity ($)", "{:,.2f}"),
     ("max_drawdown", "Max drawdown ($, daily)", "{:,.2f}"),
-    ("bt_max_drawdown_money", "Max drawdown ($, Backtrader, per bar)", "{:,.2f}"),
+    ("max_drawdown_per_bar", "Max drawdown ($, per bar)", "{:,.2f}"),
     ("decisions", "Decisions", "{:,}"),
     ("vetoed_orders", "Orders vetoed by risk", "{:,}"),
 ]

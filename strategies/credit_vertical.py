@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg
+from strikebench.options.ticks import round_to_tick
 
 RULESET_VERSION = "credit_vertical/1"
 
@@ -153,17 +154,19 @@ class CreditVertical(Strategy):
         context = {"k": getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30),
                    "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}
         action, reason, candidates, chosen = self.evaluate(snapshot, context)
-        legs = None
+        legs = limit = None
         if action == "TRADE":
             c = candidates[chosen].details
             legs = (Leg(snapshot.contract(c["short_row"]), -1), Leg(snapshot.contract(c["long_row"]), +1))
-            vetoes = ctx.would_veto(legs, self.params.contracts)
+            # a limit at the estimated credit, on the complex-order tick (rounded to less credit)
+            limit = float(round_to_tick(-c["est_credit"], self.params.root, direction="up", complex_order=True))
+            vetoes = ctx.would_veto(legs, self.params.contracts, limit=limit)
             if vetoes:
                 action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
         decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
                               context=context, ruleset_version=self.ruleset_version)
         if action == "TRADE":
-            ctx.open_trade(legs, self.params.contracts, reason="entry", decision=decision)
+            ctx.open_trade(legs, self.params.contracts, limit=limit, reason="entry", decision=decision)
 
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:

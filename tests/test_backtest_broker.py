@@ -207,3 +207,22 @@ def test_am_settled_monthly_cannot_trade_on_its_expiry_day():
     run_strategy(strat, market)
     assert strat.orders[0].status == OrderStatus.REJECTED
     assert "no longer trades" in strat.orders[0].status_reason
+
+
+def test_backtraders_own_analyzers_read_the_options_broker():
+    """DrawDown and TimeReturn, run by cerebro, agree with the engine's own per-bar figures."""
+    from strikebench.engine.core import Engine
+    from strikebench.engine.runner import run_cerebro
+
+    market = ModelMarket("2024-01-08", "2024-01-12", spot=lambda idx: 4800.0 - np.arange(len(idx)) * 0.05, iv=0.15)
+    strat = Scripted([Leg(OptionContract("SPXW", dt.date(2024, 1, 12), 4780.0, "P"), -1),
+                      Leg(OptionContract("SPXW", dt.date(2024, 1, 12), 4755.0, "P"), 1)], day=dt.date(2024, 1, 8))
+    engine = Engine(market=market, strategies=[("s", strat)], fill_model=MidSlippageFill(), commission=CboeRetail())
+    figures = run_cerebro(engine, analyzers=True)
+    curve = np.r_[100_000.0, engine.equity_curve]
+    ours = float(np.max(np.maximum.accumulate(curve) - curve))
+    assert ours > 100  # the short put spread lost as the index fell
+    assert figures["bt_max_drawdown_money"] == pytest.approx(ours, abs=0.01)
+    # Backtrader's daily returns compound to the engine's final equity
+    growth = np.prod([1 + r for r in figures["bt_daily_returns"].values()])
+    assert 100_000 * growth == pytest.approx(engine.broker.getvalue(), abs=0.01)

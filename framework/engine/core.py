@@ -90,6 +90,7 @@ class Engine:
         self.vetoes: list[tuple[Order, list[Veto]]] = []
         self.equity_by_day: list[tuple[dt.date, float]] = []
         self._on_session_end_cb = on_session_end
+        self.equity_curve = np.full(len(self.timeline), np.nan)  # account value after each bar
         self.i = -1
         self._chains: dict[str, ChainSnapshot] = {}
         self._chain_bar = -1
@@ -153,6 +154,7 @@ class Engine:
                 strat.on_decision_time(ctx)
         if tl.last[i]:
             self._end_session()
+        self.equity_curve[i] = self.broker._value
 
     def finish(self) -> None:
         if self.finished:
@@ -224,6 +226,8 @@ class Engine:
         equity = np.array([e for _, e in self.equity_by_day]) if self.equity_by_day else np.array([p.cash])
         peak = np.maximum.accumulate(np.r_[p.initial_cash, equity])
         drawdown = float(np.max(peak - np.r_[p.initial_cash, equity]))
+        curve = np.r_[p.initial_cash, self.equity_curve[: self.i + 1]]
+        bar_drawdown = float(np.max(np.maximum.accumulate(curve) - curve))
         wins = [x for x in pnl if x > 0]
         return {
             "run_id": self.run.run_id,
@@ -239,6 +243,7 @@ class Engine:
             "open_trades": len(p.open_trades()),
             "win_rate": (len(wins) / len(pnl)) if pnl else None,
             "max_drawdown": round(drawdown, 2),
+            "max_drawdown_per_bar": round(bar_drawdown, 2),
             "decisions": len(self.decisions),
             "vetoed_orders": len(self.vetoes),
         }

@@ -56,12 +56,22 @@ def build_engine(resolved, *, run: RunInfo, hook=None, market=None, on_session_e
     )
 
 
-def run_cerebro(engine: Engine) -> dict:
-    """Run the engine under cerebro; returns Backtrader's analyzer readings."""
+def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
+    """Run the engine under cerebro.
+
+    With ``analyzers`` Backtrader's DrawDown and TimeReturn analyzers run too and
+    their readings are returned (they read the OptionsBroker's value; a test checks
+    they agree with the engine's own figures). They cost about a third of the bare
+    loop per bar, so a normal run leaves them out: the engine records the account
+    value after every bar itself (``engine.equity_curve``).
+    """
     cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=False)
     cerebro.adddata(bars_feed(engine.bars))
     cerebro.setbroker(engine.broker)
     cerebro.addstrategy(EngineStrategy, engine=engine)
+    if not analyzers:
+        cerebro.run()
+        return {}
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
     cerebro.addanalyzer(bt.analyzers.TimeReturn, _name="daily", timeframe=bt.TimeFrame.Days)
     strat = cerebro.run()[0]
@@ -108,15 +118,14 @@ def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_
     if hook is not None:
         hook.on_run_start(run=run)
     with bar:
-        bt_figures = run_cerebro(engine)
+        run_cerebro(engine)
     summary = engine.summary()
-    summary.update({k: v for k, v in bt_figures.items() if k != "bt_daily_returns"})
     summary["run_dir"] = str(run_dir)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     from strikebench.report import has_journal, write_report
 
     if has_journal(run_dir):  # the files of the run folder, from the journal alone (summary.json rewritten)
-        summary = write_report(run_dir, extra_summary={k: v for k, v in summary.items() if k.startswith("bt_")},
+        summary = write_report(run_dir, extra_summary={"max_drawdown_per_bar": summary["max_drawdown_per_bar"]},
                                plots=cfg.output.plots)
     print_summary(summary, console)
     return summary

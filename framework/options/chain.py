@@ -80,6 +80,23 @@ def contract_keys(root_codes, expiry, is_call, strike) -> np.ndarray:
     )
 
 
+def _factorize_roots(root: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """(sorted distinct roots, code per row). Roots come in long runs (a chain lists a root's
+    series together), so runs are found with one comparison instead of sorting strings."""
+    n = root.shape[0]
+    if n == 0:
+        return [], np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(root[1:] != root[:-1]) + 1]
+    if starts.size > 64:  # interleaved roots: sorting is cheaper than a Python loop over runs
+        roots, codes = np.unique(root, return_inverse=True)
+        return [str(r) for r in roots], codes
+    run_roots = [str(r) for r in root[starts]]
+    distinct = sorted(set(run_roots))
+    code_of = {r: i for i, r in enumerate(distinct)}
+    codes = np.repeat(np.array([code_of[r] for r in run_roots], dtype=np.int64), np.diff(np.r_[starts, n]))
+    return distinct, codes
+
+
 def _as_date(value) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
@@ -161,7 +178,7 @@ class ChainSnapshot:
         if ts.tzinfo is None:
             raise ValueError("chain snapshot timestamp must be timezone-aware")
 
-        roots, codes = np.unique(arrays["root"], return_inverse=True)
+        roots, codes = _factorize_roots(arrays["root"])
         key = contract_keys(codes, arrays["expiry"], arrays["is_call"], arrays["strike"])
         order = np.argsort(key, kind="stable")
         if not np.all(order == np.arange(n)):
@@ -304,7 +321,8 @@ class ChainSnapshot:
 
     @cached_property
     def _root_codes(self) -> dict[str, int]:
-        return {str(r): i for i, r in enumerate(np.unique(self.root))}
+        roots, _ = _factorize_roots(self.root)
+        return {str(r): i for i, r in enumerate(roots)}
 
     def find(self, root: str, expiry, is_call: bool, strike: float, *, valid_only: bool = True) -> int | None:
         """Row of one contract, or None when absent (or unusable with ``valid_only``)."""
