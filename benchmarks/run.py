@@ -32,9 +32,10 @@ sys.path.insert(0, str(HERE))
 
 SIZES = {
     # months of the year run, naive contract counts, naive days, pricing n, scaling months, chain sizes
-    "tiny": dict(months=1, naive=(20,), naive_days=1, pricing_n=20_000, scaling=(1,), chains=(500,), memory=False),
+    "tiny": dict(months=1, naive=(20,), naive_days=1, pricing_n=20_000, scaling=(1,), chains=("small",),
+                 memory=False),
     "full": dict(months=12, naive=(100, 400), naive_days=5, pricing_n=1_000_000, scaling=(1, 3, 12),
-                 chains=(500, 2000, 8000), memory=True),
+                 chains=("small", "two weeks", "default", "huge"), memory=True),
 }
 
 
@@ -53,11 +54,25 @@ def _end_of(start: dt.date, months: int) -> dt.date:
     return (pd.Timestamp(start) + pd.DateOffset(months=months) - pd.Timedelta(days=1)).date()
 
 
-def market_for(months: int, seed: int = 42):
-    from strikebench.feeds.synthetic import SyntheticMarket
+#: listing specs for the chain-size scaling figure (contracts per SPX snapshot ~500, ~1,300, ~8,600, ~43,000)
+CHAIN_SPECS = {
+    "small": dict(spxw_max_dte=8, spx_monthly_max_dte=0, put_wing_sigmas=2.0, call_wing_sigmas=1.5,
+                  fine_sigmas=1.0, min_fine_points=50),
+    "two weeks": dict(spxw_max_dte=14, spx_monthly_max_dte=0),
+    "default": dict(),
+    "huge": dict(spxw_max_dte=120, spx_monthly_max_dte=400, put_wing_sigmas=6, call_wing_sigmas=4),
+}
+
+
+def market_for(months: int, seed: int = 42, chains: dict | None = None):
+    from strikebench.feeds.synthetic import SyntheticMarket, load_scenario
+    from strikebench.feeds.synthetic.scenario import ChainSpec
 
     start = dt.date(2023, 1, 3)
-    return SyntheticMarket(seed=seed, start=start, end=_end_of(start, months), scenario="default")
+    scenario = load_scenario("default")
+    if chains:
+        scenario = scenario.model_copy(update={"chains": ChainSpec(**chains)})
+    return SyntheticMarket(seed=seed, start=start, end=_end_of(start, months), scenario=scenario)
 
 
 def bare_loop(bars: pd.DataFrame) -> float:
@@ -215,6 +230,17 @@ def main(argv=None) -> dict:
         results["scaling_months"].append({"months": months, "bars_per_s": figure["bars_per_s"],
                                           "seconds": figure["seconds"]})
         rows.append((f"scaling: {months} mo (bars/s)", f"{figure['bars_per_s']:,.0f}", ""))
+
+    results["scaling_chain_size"] = []
+    for name in size["chains"]:
+        with console.status(f"scaling: {name} chains..."):
+            m = market_for(1, chains=CHAIN_SPECS[name])
+            bare_m = bare_loop(m.bars("SPX"))
+            figure = strikebench_year(m)
+        results["scaling_chain_size"].append({"chains": name, "contracts_per_snapshot": figure["contracts_per_snapshot"],
+                                              "bars_per_s": figure["bars_per_s"], "ratio": figure["bars_per_s"] / bare_m})
+        rows.append((f"scaling: {figure['contracts_per_snapshot']:,} contracts/snapshot, 1 mo (bars/s)",
+                     f"{figure['bars_per_s']:,.0f}", f"ratio {figure['bars_per_s'] / bare_m:.2f}"))
 
     if size["memory"]:
         with console.status("peak memory of the year run..."):
