@@ -24,3 +24,6 @@ class BacktestBroker(BrokerPlugin):
 @hookimpl
 def register_brokers(register):
     register(BacktestBroker)
+    from strikebench.brokers.paper import PaperBroker  # the live-runtime broker (strikebench.live)
+
+    register(PaperBroker)

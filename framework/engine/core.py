@@ -66,7 +66,7 @@ class Engine:
     def __init__(self, *, market, strategies: Sequence[tuple[str, object]], fill_model, commission,
                  risk_managers: Sequence = (), initial_cash: float = 100_000.0, run: RunInfo | None = None,
                  hook=None, calendar: MarketCalendar | None = None, underlying: str | None = None,
-                 on_session_end: Callable[[dt.date, float], None] | None = None):
+                 on_session_end: Callable[[dt.date, float], None] | None = None, broker_factory=None):
         self.market = market
         self.run = run or RunInfo(run_id="adhoc", name="adhoc", mode="backtest")
         self.hook = hook if hook is not None else _NullHook()
@@ -77,8 +77,9 @@ class Engine:
         self.timeline = Timeline(self.bars.index)
         self._close = self.bars["close"].to_numpy()
         self.portfolio = Portfolio(initial_cash)
-        self.broker = OptionsBroker(self.portfolio, fill_model, commission, QuoteBook(market),
-                                    on_transition=self._on_transition, on_fill=self._on_fill)
+        # broker_factory: a live runtime's adapter with OptionsBroker's signature and surface (strikebench.live)
+        self.broker = (broker_factory or OptionsBroker)(self.portfolio, fill_model, commission, QuoteBook(market),
+                                                        on_transition=self._on_transition, on_fill=self._on_fill)
         self.risk_gate = RiskGate(risk_managers, hook=hook, run=self.run)
         self.contexts = [StrategyContext(self, sid, strat) for sid, strat in self.strategies]
         self._decision_bars = [

@@ -1,0 +1,120 @@
+"""The live broker interface: what the runtime needs from every live broker (paper, Tradier, IBKR).
+
+Rules every implementation keeps (docs/live.md):
+
+* ``place`` is keyed by the framework's ``client_id`` (Tradier ``tag``, IB ``orderRef``). A second
+  ``place`` with an id the broker already knows must not create a second order.
+* ``lookup(client_id)`` answers from the broker's own records; None means the broker has never
+  seen the order (not "unknown": raise :class:`BrokerUnavailable` when the broker cannot answer).
+* ``events(since)`` returns every order event after cursor ``since`` in the broker's order; each
+  has a broker-unique ``event_id`` so the runtime applies a replayed event once. Fills carry a
+  broker-unique ``fill_id``.
+* ``positions()`` returns None when the broker did not report (never an empty dict for "unknown").
+* Prices follow strikebench's sign convention (net = sum ratio x leg price, + debit, - credit);
+  a broker with another convention translates at its edge.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+
+from strikebench.errors import StrikebenchError
+
+__all__ = ["LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerUnavailable",
+           "BROKER_STATUSES"]
+
+#: statuses a live broker reports, in strikebench's vocabulary (OrderStatus values)
+BROKER_STATUSES = ("submitted", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired")
+
+
+class BrokerUnavailable(StrikebenchError):
+    """The broker did not answer (timeout, connection lost): the outcome of the call is unknown."""
+
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class BrokerAck:
+    client_id: str
+    broker_id: str
+    status: str  # one of BROKER_STATUSES
+    duplicate: bool = False  # the broker already knew this client id (nothing new was placed)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BrokerFill:
+    fill_id: str
+    client_id: str
+    at: dt.datetime
+    quantity: int
+    net_price: float
+    leg_prices: tuple[float, ...]
+    fees: float
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    client_id: str
+    broker_id: str
+    status: str
+    quantity: int
+    filled_quantity: int
+    reason: str = ""
+    fills: tuple[BrokerFill, ...] = ()
+    cancel_requested: bool = False
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class BrokerEvent:
+    seq: int  # the broker's cursor: events(since=seq) returns the ones after it
+    event_id: str  # unique at the broker: the same event replayed has the same id
+    client_id: str
+    kind: str  # "status" | "fill"
+    status: str = ""
+    at: dt.datetime | None = None
+    reason: str = ""
+    fill: BrokerFill | None = None
+
+
+class LiveBroker(abc.ABC):
+    """Abstract live broker. All times are tz-aware; all calls may raise :class:`BrokerUnavailable`."""
+
+    name = "live"
+
+    @abc.abstractmethod
+    def place(self, order, now: dt.datetime, *, tag: str = "") -> BrokerAck:
+        """Send ``order`` (a :class:`strikebench.options.orders.Order`) under ``order.client_id``."""
+
+    @abc.abstractmethod
+    def lookup(self, client_id: str) -> BrokerOrder | None:
+        """The broker's record of ``client_id`` with its fills, or None if it never received it."""
+
+    @abc.abstractmethod
+    def cancel(self, client_id: str, now: dt.datetime) -> bool:
+        """Ask to cancel; True when the request was taken (confirmation comes as an event)."""
+
+    @abc.abstractmethod
+    def events(self, since: int = 0) -> list[BrokerEvent]:
+        """Order events after cursor ``since``, oldest first."""
+
+    @abc.abstractmethod
+    def positions(self) -> dict[str, int] | None:
+        """Signed quantity per OCC symbol (compact form), or None when the broker did not report."""
+
+    @abc.abstractmethod
+    def balances(self) -> dict | None:
+        """Cash and buying power as the broker reports them, or None."""
+
+    def orders(self, tag: str = "") -> list[BrokerOrder]:
+        """Every order the broker holds under ``tag`` (a run id); used to find orders unknown to the journal."""
+        return []
+
+    def sync(self, now: dt.datetime) -> None:
+        """Let a simulated broker catch up to ``now`` (a real broker runs on its own: no-op)."""
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,160 @@
+"""What the CLI's ``paper``, ``status``, ``flatten`` and ``kill`` commands do."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from strikebench.calendar import NY
+from strikebench.errors import StrikebenchError
+from strikebench.live.guards import GuardConfig
+from strikebench.live.runtime import FLATTEN_FILE, KILL_FILE, LIVE_FILE, PID_FILE, LiveRuntime, LiveState
+
+__all__ = ["start_paper", "paper_status", "request_flatten", "request_kill", "running_pid"]
+
+
+def _guard_defaults(resolved) -> dict:
+    """Guard settings the YAML already implies: the daily_loss_cap and no_new_risk_window risk managers."""
+    out: dict = {}
+    for rp in resolved.risk:
+        if rp.entry.name == "daily_loss_cap":
+            out["daily_loss_cap"] = float(rp.params.cap)
+        if rp.entry.name == "no_new_risk_window":
+            out["no_new_risk_minutes"] = int(rp.params.minutes_before_close)
+    return out
+
+
+def running_pid(run_dir) -> int | None:
+    f = Path(run_dir) / PID_FILE
+    if not f.exists():
+        return None
+    try:
+        pid = int(f.read_text().strip())
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float = 60.0, day: dt.date | None = None,
+                dry_run: bool = False, run_dir: str | None = None, console=None, panel: bool = True,
+                guard_overrides: dict | None = None, stop_after_bars: int | None = None, flatten: bool = False,
+                exit_when_flat: bool = False) -> dict:
+    from strikebench.config import load_config
+    from strikebench.live.clock import ReplayClock, WallClock
+    from strikebench.plugin_manager import get_plugin_manager
+
+    live_args = None
+    if run_dir and (Path(run_dir) / LIVE_FILE).exists():
+        live_args = json.loads((Path(run_dir) / LIVE_FILE).read_text())
+        pid = running_pid(run_dir)
+        if pid is not None and pid != os.getpid():
+            raise StrikebenchError(f"{run_dir}: a paper run is already running there (pid {pid})")
+        day = dt.date.fromisoformat(live_args["day"])  # a resumed run keeps its day
+        overrides = tuple(live_args.get("overrides", ())) + tuple(o for o in overrides if o not in live_args.get("overrides", ()))
+        dry_run = dry_run or live_args.get("dry_run", False)
+    pm = get_plugin_manager()
+    resolved = load_config(config, overrides, registry=pm.registry)
+    if day is None:
+        day = dt.datetime.now(NY).date() if clock == "wall" else None
+    data_overrides = []
+    if day is not None and resolved.config.data.source == "synthetic":
+        data_overrides = [f"data.start={day}", f"data.end={day}"]
+        resolved = load_config(config, tuple(overrides) + tuple(data_overrides), registry=pm.registry)
+    broker_ref = resolved.broker
+    if broker_ref.entry.name == "backtest":  # the same YAML: paper stands in for the backtest broker
+        paper = pm.registry.get("broker", "paper")
+        broker_plugin = paper.build(paper.params_model(initial_cash=broker_ref.params.initial_cash))
+    else:
+        broker_plugin = broker_ref.build()
+    if not hasattr(broker_plugin, "connect"):
+        raise StrikebenchError(f"broker '{broker_ref.entry.name}' is not a live broker (it has no connect())")
+    market = resolved.data.build().open()
+    sessions = [d.date() for d in market.sessions()]
+    if day is None:
+        day = sessions[0]
+    if day not in sessions:
+        raise StrikebenchError(f"{day} is not a trading session of the configured market")
+    if run_dir is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = str(Path(resolved.config.output.dir) / f"{resolved.config.name}-paper-{day}-{stamp}")
+    rd = Path(run_dir)
+    rd.mkdir(parents=True, exist_ok=True)
+    if live_args is None:
+        (rd / LIVE_FILE).write_text(json.dumps({
+            "config": str(Path(config).resolve()), "overrides": list(overrides), "clock": clock, "speed": speed,
+            "day": str(day), "dry_run": dry_run}, indent=2))
+    gcfg = {**_guard_defaults(resolved), "dry_run": dry_run, **(guard_overrides or {})}
+    if clock == "wall":
+        clk = WallClock()
+    else:
+        clk = ReplayClock(pd.Timestamp(day).tz_localize(NY) + pd.Timedelta(hours=9, minutes=30), speed=speed)
+    the_panel = None
+    if panel:
+        from strikebench.live.panel import LivePanel
+
+        the_panel = LivePanel(console=console)
+    rt = LiveRuntime(resolved, run_dir=rd, broker_plugin=broker_plugin, clock=clk, day=day, pm=pm, market=market,
+                     guards=GuardConfig(**gcfg), panel=the_panel)
+    try:
+        summary = rt.run(stop_after_bars=stop_after_bars, flatten_first=flatten, exit_when_flat=exit_when_flat)
+    finally:
+        if the_panel is not None:
+            the_panel.stop(rt)
+        rt.close()
+    summary = dict(summary)
+    summary["run_dir"] = str(rd)
+    summary["stopped"] = rt.stopped_reason
+    summary["reconciled"] = list(rt.reconciled)
+    return summary
+
+
+def paper_status(run_dir) -> dict:
+    """What a paper run folder says: running or not, bar, switches, open trades, working orders, last log lines."""
+    from strikebench.journal import Journal, find_journal
+
+    rd = Path(run_dir)
+    path = find_journal(rd)
+    j = Journal(path, create=False)
+    try:
+        runs = j.runs()
+        run = next((r for r in runs if r["run_id"] == rd.name), runs[-1] if runs else None)
+        if run is None:
+            raise StrikebenchError(f"{run_dir}: the journal holds no run")
+        rid = run["run_id"]
+        st = LiveState(path, rid)
+        bar = st.get("bar_done")
+        trades = [dict(r) for r in j.execute("SELECT trade_id, strategy, opened_at, contracts, entry_credit FROM trades"
+                                             " WHERE run_id = ? AND closed_at IS NULL", (rid,))]
+        working = [dict(r) for r in j.execute(
+            "SELECT order_id, status, filled_quantity, quantity, opens FROM orders WHERE run_id = ? AND status IN"
+            " ('submitted', 'accepted', 'partially_filled')", (rid,))]
+        realized = j.execute("SELECT COALESCE(SUM(CAST(realized_pnl AS REAL)), 0) FROM trades WHERE run_id = ?"
+                             " AND closed_at IS NOT NULL", (rid,))[0][0]
+        out = {"run_id": rid, "running_pid": running_pid(rd), "completed": bool(run["completed"] or st.get("completed")),
+               "last_bar_done": bar, "kill_switch": st.get("kill_reason") or (
+                   (rd / KILL_FILE).read_text().strip() or "kill file present" if (rd / KILL_FILE).exists() else None),
+               "new_risk_stopped": st.get("fail_closed"), "open_trades": trades, "working_orders": working,
+               "realized_pnl": round(float(realized), 2), "flatten_requested": (rd / FLATTEN_FILE).exists(),
+               "log": st.logs(12)}
+        st.close()
+        return out
+    finally:
+        j.close()
+
+
+def request_kill(run_dir, reason: str = "kill switch by command") -> Path:
+    f = Path(run_dir) / KILL_FILE
+    f.write_text(reason + "\n", encoding="utf-8")
+    return f
+
+
+def request_flatten(run_dir) -> Path:
+    request_kill(run_dir, "flatten requested")
+    f = Path(run_dir) / FLATTEN_FILE
+    f.write_text("flatten\n", encoding="utf-8")
+    return f
