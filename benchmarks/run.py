@@ -223,13 +223,16 @@ def main(argv=None) -> dict:
     results["scaling_months"] = []
     for months in size["scaling"]:
         if months == size["months"]:
-            figure = sb
+            figure, bare_m = sb, bare
         else:
             with console.status(f"scaling: {months} months..."):
-                figure = strikebench_year(market_for(months))
+                m = market_for(months)
+                bare_m = bare_loop(m.bars("SPX"))
+                figure = strikebench_year(m)
         results["scaling_months"].append({"months": months, "bars_per_s": figure["bars_per_s"],
-                                          "seconds": figure["seconds"]})
-        rows.append((f"scaling: {months} mo (bars/s)", f"{figure['bars_per_s']:,.0f}", ""))
+                                          "seconds": figure["seconds"], "ratio": figure["bars_per_s"] / bare_m})
+        rows.append((f"scaling: {months} mo, {figure['bars']:,} bars (bars/s)", f"{figure['bars_per_s']:,.0f}",
+                     f"ratio {figure['bars_per_s'] / bare_m:.2f}"))
 
     results["scaling_chain_size"] = []
     for name in size["chains"]:

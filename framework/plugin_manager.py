@@ -229,7 +229,8 @@ def _collect_registrations(pm: StrikebenchPluginManager) -> Registry:
             except Exception as exc:
                 raise PluginError(
                     f"plugin '{plugin_name}' (distribution {dist} {version}) raised in {hook_name}: "
-                    f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+                    f"{type(exc).__name__}: {' '.join(str(exc).split())}; start without it by setting "
+                    f"{LOAD_ENV} to the plugins you want (empty for none)"
                 ) from exc
     return registry
 

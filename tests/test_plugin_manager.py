@@ -206,7 +206,7 @@ class _Nameless(Strategy):
      "attribute `name`)"),
     ({"register_feeds": lambda register: 1 / 0},
      "plugin 'sb_inline' (distribution strikebench {v}) raised in register_feeds: ZeroDivisionError: "
-     "division by zero"),
+     "division by zero; start without it by setting STRIKEBENCH_LOAD_PLUGINS to the plugins you want (empty for none)"),
 ], ids=["unknown-argument", "not-a-subclass", "no-name", "raises"])
 def test_a_faulty_registration_names_the_plugin(monkeypatch, hooks, message):
     module = _module_plugin(monkeypatch, "sb_inline", **hooks)

@@ -160,7 +160,8 @@ def test_a_plugin_raising_in_its_register_hook_names_itself_and_can_be_left_out(
     assert broken.returncode == 3
     assert one_line_error(broken) == (
         "plugin 'broken_strat' (distribution sb-broken-strat 0.1.0) raised in register_strategies: "
-        "RuntimeError: cannot reach the vendor API")
+        "RuntimeError: cannot reach the vendor API; start without it by setting STRIKEBENCH_LOAD_PLUGINS to the "
+        "plugins you want (empty for none)")
 
     for load in ("", "sb-iron-condor", "iron_condor,credit_vertical"):
         without = strikebench("plugins", "--kind", "strategy", pythonpath=site, load=load)
