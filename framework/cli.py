@@ -387,6 +387,106 @@ def replay_decision(run_dir: str, decision_id: str) -> None:
         raise ReplayDifferent(f"decision {decision_id} replayed to a DIFFERENT result: {result.differences[0]}")
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--clock", "clock_kind", type=click.Choice(["wall", "replay"]), default="wall", show_default=True,
+              help="`wall`: trade on the real clock; `replay`: replay a day of the configured market at --speed.")
+@click.option("--speed", type=float, default=60.0, show_default=True,
+              help="Replay speed (60 = a minute a second; 0 = as fast as possible).")
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Session to trade (wall: today; replay: the market's first session).")
+@click.option("--dry-run", is_flag=True, help="Log the orders it would send; send nothing.")
+@click.option("--run-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Run folder; when it exists the run resumes from its journal.")
+@click.option("--no-panel", is_flag=True, help="No live panel (one summary line at the end).")
+@click.option("--max-quote-age", type=float, default=None, metavar="SECONDS", help="Stale-quote guard (default 120).")
+@click.option("--max-orders-per-minute", type=int, default=None, help="Order-rate guard (default 20).")
+@click.option("--daily-loss-cap", type=float, default=None, metavar="DOLLARS",
+              help="Kill switch on the day's loss (default: the YAML's daily_loss_cap rule).")
+def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: bool, run_dir, no_panel: bool,
+          max_quote_age, max_orders_per_minute, daily_loss_cap) -> None:
+    """Paper-trade CONFIG on a live (or replayed) clock through its broker (`paper` stands in for `backtest`).
+
+    Ctrl-C or a crash, then the same command with `--run-dir`: the run resumes from its journal, reconciled
+    with the broker before any new decision. See docs/live.md.
+    """
+    from strikebench.live.launch import start_paper
+
+    guards = {k: v for k, v in (("max_quote_age_seconds", max_quote_age), ("max_orders_per_minute",
+                                max_orders_per_minute), ("daily_loss_cap", daily_loss_cap)) if v is not None}
+    summary = start_paper(config, overrides, clock=clock_kind, speed=speed, day=day.date() if day else None,
+                          dry_run=dry_run, run_dir=run_dir, console=console, panel=not no_panel and console.is_terminal,
+                          guard_overrides=guards)
+    state = "completed" if summary.get("completed") else (summary.get("stopped") or "stopped")
+    console.print(f"paper run {escape(summary['run_id'])}: {state}; trades {summary['trades']}, open "
+                  f"{summary['open_trades']}, realized P&L {summary['realized_pnl']:+,.2f}, equity "
+                  f"{summary['final_equity']:,.2f}; run folder [bold]{escape(summary['run_dir'])}[/]",
+                  highlight=False, soft_wrap=True)
+    for note in summary.get("reconciled") or ():
+        console.print(f"  reconciled: {escape(note)}", highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def status(run_dir: str) -> None:
+    """State of a paper run: running or not, last bar, kill switch, new-risk stop, open trades, working orders."""
+    from strikebench.live.launch import paper_status
+
+    s = paper_status(run_dir)
+    running = f"running (pid {s['running_pid']})" if s["running_pid"] else ("completed" if s["completed"] else "not running")
+    console.print(f"[bold]{escape(s['run_id'])}[/]: {running}; last bar done {s['last_bar_done']}; realized P&L "
+                  f"{s['realized_pnl']:+,.2f}", highlight=False)
+    console.print(f"kill switch: {escape(s['kill_switch'] or 'armed')}; new risk: "
+                  f"{escape(s['new_risk_stopped'] or 'allowed')}" + ("; flatten requested" if s["flatten_requested"] else ""),
+                  highlight=False, soft_wrap=True)
+    table = Table(title="open trades", title_justify="left", header_style="bold")
+    for col in ("trade", "strategy", "opened", "contracts", "entry credit"):
+        table.add_column(col)
+    for t in s["open_trades"]:
+        table.add_row(escape(t["trade_id"]), escape(t["strategy"]), escape(t["opened_at"]), str(t["contracts"]),
+                      escape(str(t["entry_credit"])))
+    console.print(table)
+    for o in s["working_orders"]:
+        console.print(f"working: {escape(o['order_id'])} {o['status']} {o['filled_quantity']}/{o['quantity']}",
+                      highlight=False)
+    for line in s["log"]:
+        console.print(f"  {escape(line['at'])} {escape(line['kind'])}: {escape(line['message'])}", highlight=False,
+                      soft_wrap=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def flatten(run_dir: str, yes: bool) -> None:
+    """Close every open trade of a paper run and trip its kill switch (asks first).
+
+    A running run closes at its next bar; a stopped one on its next start, before any new decision.
+    """
+    from strikebench.live.launch import paper_status, request_flatten
+
+    s = paper_status(run_dir)
+    n = len(s["open_trades"])
+    if not yes and not click.confirm(f"close {n} open trade(s) and cancel working entries of {s['run_id']}?",
+                                     default=False):
+        raise click.exceptions.Abort()
+    request_flatten(run_dir)
+    when = "at its next bar" if s["running_pid"] else "when the run is next started (before any new decision)"
+    console.print(f"flatten requested for {escape(s['run_id'])} ({n} open trade(s)); kill switch tripped; acts "
+                  f"{when}", highlight=False, soft_wrap=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--reason", default="kill switch by command", show_default=True)
+def kill(run_dir: str, reason: str) -> None:
+    """Trip a paper run's kill switch: no new risk (exits still allowed)."""
+    from strikebench.live.launch import request_kill
+
+    request_kill(run_dir, reason)
+    console.print(f"kill switch tripped for {escape(run_dir)}: {escape(reason)}", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``strikebench`` command: one-line errors, exit codes."""
     try:
