@@ -226,3 +226,32 @@ def test_backtraders_own_analyzers_read_the_options_broker():
     # Backtrader's daily returns compound to the engine's final equity
     growth = np.prod([1 + r for r in figures["bt_daily_returns"].values()])
     assert 100_000 * growth == pytest.approx(engine.broker.getvalue(), abs=0.01)
+
+
+def test_gtc_order_works_across_sessions_then_fills():
+    """A GTC limit too greedy on day one stays working overnight and fills when the market comes to it."""
+    expiry = dt.date(2024, 1, 12)
+    p1, p2 = OptionContract("SPXW", expiry, 4700.0, "P"), OptionContract("SPXW", expiry, 4695.0, "P")
+
+    def short_leg(ts):  # the short put is bid higher from Wednesday on
+        return (3.00, 3.40) if ts.day < 10 else (3.60, 3.80)
+
+    market = ModelMarket("2024-01-08", "2024-01-12", spot=4710.0, quotes={p1: short_leg, p2: (2.40, 2.60)},
+                         settlement={expiry: 4750.0})
+    strat = Scripted([Leg(p1, -1), Leg(p2, 1)], limit=-1.00, tif=TimeInForce.GTC, day=dt.date(2024, 1, 8))
+    engine = run_strategy(strat, market)
+    order = strat.orders[0]
+    # Mon/Tue: mid -0.70, width 0.60 -> -0.52 -> -0.50: not marketable at -1.00
+    # Wed: mid -3.70 + 2.50 = -1.20, width 0.40 -> -1.08 -> up to -1.05 <= -1.00: fills at 09:30 Wednesday
+    assert order.status == OrderStatus.FILLED
+    assert order.fills[0].filled_at.date() == dt.date(2024, 1, 10)
+    assert order.avg_fill_price == pytest.approx(-1.05)
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.realized_pnl == pytest.approx(105.0)
+
+
+def test_gtc_order_expires_when_its_contracts_stop_trading():
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], limit=-1.00, tif=TimeInForce.GTC)
+    run_strategy(strat, put_spread_market())
+    assert strat.orders[0].status == OrderStatus.EXPIRED
+    assert "stopped trading" in strat.orders[0].status_reason

@@ -123,10 +123,12 @@ class OptionsBroker(bt.BrokerBase):
         self._value = self.portfolio.cash + float(self._position_value[min(i, len(self._position_value) - 1)])
 
     def end_session(self, now: dt.datetime) -> None:
-        """Expire working DAY orders at the session's end."""
+        """Expire working DAY orders at the session's end, and GTC orders whose legs stopped trading."""
         for order in list(self._working):
             if order.tif.value == "day":
                 self._transition(order, OrderStatus.EXPIRED, "day order not filled by the close", now)
+            elif any(now >= last_trade_time(leg.contract) for leg in order.legs):
+                self._transition(order, OrderStatus.EXPIRED, "a leg's contract stopped trading", now)
 
     def settle(self, contracts: Sequence[OptionContract], values: dict[OptionContract, float],
                at: dt.datetime) -> list[TradeRecord]:
