@@ -35,6 +35,8 @@ class CreditVerticalParams(PluginParams):
     max_bid_ask_width: float = Field(1.00, gt=0, description="maximum combo bid/ask width, index points")
     take_profit_pct: float = Field(0.50, gt=0, lt=1, description="close when the spread costs <= (1 - this) x credit")
     stop_multiple: float = Field(2.0, gt=1, description="close when closing costs >= this x credit (loss = (m-1) x credit)")
+    exit_trigger: Literal["executable", "mid"] = Field(
+        "executable", description="price the take-profit and stop compare: the fill model's closing price, or the mid")
     exit_time: dt.time | None = Field(None, description="optional session exit time on expiry day, America/New_York")
     contracts: int = Field(1, ge=1, le=1000, description="spreads per trade")
 
@@ -174,7 +176,7 @@ class CreditVertical(Strategy):
             return
         p = self.params
         credit = trade.entry_credit
-        cost = ctx.close_price(trade)
+        cost = ctx.close_price(trade) if p.exit_trigger == "executable" else -ctx.mark(trade)
         if cost is not None:
             if cost <= (1.0 - p.take_profit_pct) * credit:
                 ctx.close_trade(trade, "take_profit")

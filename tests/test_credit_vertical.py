@@ -135,3 +135,12 @@ def test_held_to_settlement_pnl_to_the_cent():
 def test_width_must_be_on_the_strike_grid():
     with pytest.raises(ValueError, match="not a multiple of the 5-point strike grid"):
         CreditVerticalParams(width=23)
+
+
+def test_exit_trigger_mid_takes_profit_no_later_than_the_executable_price():
+    market = lambda: ModelMarket("2024-01-08", "2024-01-12", spot=lambda idx: 4800.0 + np.arange(len(idx)) * 0.08, iv=0.15)
+    by_fill = run_strategy(cv(min_credit=0.05, dte_targets=[5]), market(), risk_managers=[MaxOpenTrades()])
+    by_mid = run_strategy(cv(min_credit=0.05, dte_targets=[5], exit_trigger="mid"), market(), risk_managers=[MaxOpenTrades()])
+    first_fill = min(t.closed_at for t in by_fill.portfolio.closed_trades() if t.exit_reason == "take_profit")
+    first_mid = min(t.closed_at for t in by_mid.portfolio.closed_trades() if t.exit_reason == "take_profit")
+    assert first_mid < first_fill  # the mid reaches half the credit before the price one can close at
