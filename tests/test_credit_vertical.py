@@ -138,7 +138,7 @@ def test_width_must_be_on_the_strike_grid():
 
 
 def test_exit_trigger_mid_takes_profit_no_later_than_the_executable_price():
-    market = lambda: ModelMarket("2024-01-08", "2024-01-12", spot=lambda idx: 4800.0 + np.arange(len(idx)) * 0.08, iv=0.15)
+    market = lambda: ModelMarket("2024-01-08", "2024-01-12", spot=lambda idx: 4800.0 + np.arange(len(idx)) * 0.005, iv=0.15)
     by_fill = run_strategy(cv(min_credit=0.05, dte_targets=[5]), market(), risk_managers=[MaxOpenTrades()])
     by_mid = run_strategy(cv(min_credit=0.05, dte_targets=[5], exit_trigger="mid"), market(), risk_managers=[MaxOpenTrades()])
     first_fill = min(t.closed_at for t in by_fill.portfolio.closed_trades() if t.exit_reason == "take_profit")
