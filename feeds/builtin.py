@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from strikebench.api import DataFeed, PluginParams
 from strikebench.hookspecs import hookimpl
@@ -17,6 +17,17 @@ class SyntheticParams(PluginParams):
     start: dt.date = Field(dt.date(2023, 1, 3), description="first session (inclusive)")
     end: dt.date = Field(dt.date(2023, 12, 29), description="last session (inclusive)")
     scenario: str = Field("default", description="scenario name (default, calm, crash, vol_spike, grind_up) or a YAML file path")
+
+    @field_validator("scenario")
+    @classmethod
+    def _scenario_loads(cls, v: str) -> str:
+        from strikebench.feeds.synthetic import ScenarioError, load_scenario
+
+        try:
+            load_scenario(v)
+        except ScenarioError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @model_validator(mode="after")
     def _ordered(self):

@@ -150,3 +150,23 @@ def test_scenarios_are_frozen():
         sc.name = "x"  # type: ignore[misc]
     assert np.isclose(sum(getattr(sc.archetypes, a).probability for a in
                           ("calm_range", "trend_up", "trend_down", "fakeout", "event_spike_fade")), 1.0)
+
+
+def test_a_malformed_scenario_fails_validate_and_backtest_with_exit_2_and_no_run_folder(tmp_path):
+    import subprocess
+    import sys
+
+    scenario = tmp_path / "bad_scenario.yaml"
+    scenario.write_text("extends: default\narchetypes:\n  trend_up:\n    probability: -0.2\n")
+    config = tmp_path / "cfg.yaml"
+    config.write_text(f"name: x\ndata: {{source: synthetic, scenario: {scenario}}}\n"
+                      f"strategies: [{{name: credit_vertical}}]\noutput: {{dir: {tmp_path / 'runs'}}}\n")
+    expected = (f"error: {config}:2: data.scenario: '{scenario}' is not allowed: {scenario}:4: "
+                "archetypes.trend_up.probability: -0.2 is not allowed: Input should be greater than or equal to 0")
+    for command in ("validate", "backtest"):
+        proc = subprocess.run([sys.executable, "-m", "strikebench.cli", command, str(config)], capture_output=True,
+                              text=True, env={"COLUMNS": "500", "NO_COLOR": "1", "PATH": "", "TERM": "dumb"})
+        assert proc.returncode == 2, command
+        assert proc.stderr.strip() == expected
+        assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "runs").exists()

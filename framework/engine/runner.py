@@ -90,6 +90,8 @@ def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_
 
     console = console or Console()
     cfg = resolved.config
+    with console.status("generating market data...", spinner="dots"):
+        market = resolved.data.build().open()  # before the run folder: a data error leaves nothing behind
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}"
     n = 1
@@ -100,9 +102,6 @@ def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_
     run = RunInfo(run_id=run_dir.name, name=cfg.name, mode="backtest", config=resolved,
                   output_dir=str(run_dir), seed=resolved.data.params.model_dump().get("seed"))
     hook = pm.hook if pm is not None else None
-
-    with console.status("generating market data...", spinner="dots"):
-        market = resolved.data.build().open()
     sessions = len(market.sessions())
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
