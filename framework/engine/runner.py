@@ -103,15 +103,15 @@ def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_
                   output_dir=str(run_dir), seed=resolved.data.params.model_dump().get("seed"))
     hook = pm.hook if pm is not None else None
     sessions = len(market.sessions())
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                    TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
                    disable=not progress, transient=False)
     task = bar.add_task(cfg.name, total=sessions, status="")
 
     def session_done(day, equity):
         p = engine.portfolio
-        bar.update(task, advance=1, status=f"{day}  trades {len(p.closed_trades())}  "
-                                           f"P&L {equity - p.initial_cash:+,.2f}")
+        bar.update(task, advance=1, status=f"{day} trades {len(p.closed_trades())} "
+                                           f"P&L {equity - p.initial_cash:+,.0f}")
 
     engine = build_engine(resolved, run=run, hook=hook, market=market, on_session_end=session_done)
     if hook is not None:
