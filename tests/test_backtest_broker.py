@@ -255,3 +255,20 @@ def test_gtc_order_expires_when_its_contracts_stop_trading():
     run_strategy(strat, put_spread_market())
     assert strat.orders[0].status == OrderStatus.EXPIRED
     assert "stopped trading" in strat.orders[0].status_reason
+
+
+def test_a_minute_without_a_usable_quote_is_marked_at_the_last_mid_not_at_zero():
+    def short_leg(ts):  # the short put's quote vanishes (NaN) between 11:00 and 11:59
+        return (np.nan, np.nan) if ts.hour == 11 else (3.00, 3.40)
+
+    values = {}
+
+    class Watch(Scripted):
+        def manage(self, ctx, trade):
+            values[ctx.now.strftime("%H:%M")] = ctx._engine.broker.getvalue()
+
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: short_leg, P4695: (2.40, 2.60)},
+                         settlement={DAY: 4750.0})
+    run_strategy(Watch([Leg(P4700, -1), Leg(P4695, +1)]), market)
+    assert values["10:59"] == pytest.approx(100_000 + 50 - 70)
+    assert values["11:30"] == pytest.approx(values["10:59"])  # not 100,050 (the short leg marked at zero)

@@ -264,6 +264,18 @@ class OptionsBroker(bt.BrokerBase):
             mult = trade.legs[0].contract.multiplier
             qty = self.portfolio.open_contracts(trade.trade_id)
             weights = np.array([leg.ratio for leg in trade.legs], dtype=np.float64) * qty * mult
-            values = q.mid @ weights
+            values = _carry_forward(q.mid) @ weights
             total = values if total is None else total + values
         self._position_value = np.nan_to_num(total, nan=0.0)
+
+
+def _carry_forward(mid: np.ndarray) -> np.ndarray:
+    """Mids with an unusable minute (NaN) marked at the leg's last usable mid, not at zero.
+
+    A leg with no usable quote yet in the session is marked at its first usable one.
+    """
+    if not np.isnan(mid).any():
+        return mid
+    import pandas as pd
+
+    return pd.DataFrame(mid).ffill().bfill().to_numpy()
