@@ -200,7 +200,8 @@ class Portfolio:
             payoff = sum(leg.ratio * x for leg, x in zip(legs, intrinsic))
             payoff_c = _price_cents(payoff)
             mult = legs[0].contract.multiplier
-            flow = payoff_c * mult * book.open_contracts
+            # dollars exact to the cent even when the print has more decimals (XSP = SPX / 10)
+            flow = int(round(payoff * mult * book.open_contracts * 100.0))
             self.cash_cents += flow
             book.cash_flow_cents += flow
             exit_notional = -payoff_c * book.open_contracts

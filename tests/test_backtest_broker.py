@@ -272,3 +272,22 @@ def test_a_minute_without_a_usable_quote_is_marked_at_the_last_mid_not_at_zero()
     run_strategy(Watch([Leg(P4700, -1), Leg(P4695, +1)]), market)
     assert values["10:59"] == pytest.approx(100_000 + 50 - 70)
     assert values["11:30"] == pytest.approx(values["10:59"])  # not 100,050 (the short leg marked at zero)
+
+
+def test_xsp_settlement_on_a_three_decimal_print_is_exact_to_the_cent():
+    expiry = dt.date(2024, 1, 10)
+    c1, c2 = OptionContract("XSP", expiry, 470.0, "P"), OptionContract("XSP", expiry, 468.0, "P")
+    market = ModelMarket(expiry, expiry, spot=471.0, root="XSP", underlying="XSP",
+                         quotes={c1: (0.40, 0.44), c2: (0.20, 0.22)}, settlement={expiry: 469.043})
+
+    class Xsp(Scripted):
+        underlying = "XSP"
+
+    strat = Xsp([Leg(c1, -1), Leg(c2, 1)], quantity=3, day=expiry)
+    engine = run_strategy(strat, market)
+    # mid -0.42 + 0.21 = -0.21; width 0.04 + 0.02 = 0.06 -> -0.192 -> up to -0.19 (XSP 0.01 ticks): credit 0.19 x 3
+    assert strat.orders[0].avg_fill_price == pytest.approx(-0.19)
+    (trade,) = engine.portfolio.closed_trades()
+    # the short 470 put pays 0.957 x 100 x 3 = 287.10
+    assert trade.realized_pnl == pytest.approx(3 * 19.00 - 287.10)
+    assert engine.portfolio.cash_cents == 100_000_00 + 3 * 19_00 - 287_10
