@@ -842,12 +842,15 @@ class Journal:
         total_c = int(round(float(trade.exit_price) * int(trade.contracts) * 100))
         settle_c = total_c - sum(text_cents(r["price"]) * r["quantity"] for r in rows)
         price = Decimal(settle_c) / qty / 100
+        cash_c = -settle_c * mult
+        if getattr(trade, "settlement_cash", None) is not None:  # the portfolio's exact figure (prints finer than a cent)
+            cash_c = int(round(trade.settlement_cash * 100))
         intrinsic = [points_text(p) for p in (trade.leg_exit_prices or ())]
         db.execute(
             "INSERT OR REPLACE INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
             " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)",
             (f"{trade.trade_id}-SETTLE", run_id, trade.trade_id, at, points_text(price), qty, mult,
-             cents_text(-settle_c * mult), to_json(intrinsic, sort_keys=False)))
+             cents_text(cash_c), to_json(intrinsic, sort_keys=False)))
 
     # ---------------------------------------------------------------- equity
     def record_equity(self, run_id: str, day, equity) -> None:

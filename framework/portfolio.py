@@ -204,6 +204,7 @@ class Portfolio:
             flow = int(round(payoff * mult * book.open_contracts * 100.0))
             self.cash_cents += flow
             book.cash_flow_cents += flow
+            book.record.settlement_cash = flow / 100.0
             exit_notional = -payoff_c * book.open_contracts
             book.exit_notional_cents += exit_notional
             book.closed_contracts += book.open_contracts

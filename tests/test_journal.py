@@ -502,3 +502,30 @@ def test_backtest_runner_writes_the_run_folder_and_figures_agree(pm, tmp_path):
     assert main(["report", str(run_dir)]) == 0
     again = json.loads((run_dir / "summary.json").read_text())
     assert {k: v for k, v in again.items() if k != "run_dir"} == {k: v for k, v in on_disk.items() if k != "run_dir"}
+
+
+def test_xsp_settlement_on_a_three_decimal_print_reconciles_in_the_journal(pm, tmp_path):
+    expiry = dt.date(2024, 1, 10)
+    c1, c2 = OptionContract("XSP", expiry, 470.0, "P"), OptionContract("XSP", expiry, 468.0, "P")
+
+    class XspOnce(Strategy):
+        name = "xsp_once"
+        underlying = "XSP"
+
+        def decision_times(self):
+            return [dt.time(10, 0)]
+
+        def on_decision_time(self, ctx):
+            ctx.open_trade([Leg(c1, -1), Leg(c2, +1)], 3)
+
+    market = ModelMarket(expiry, expiry, spot=471.0, root="XSP", underlying="XSP",
+                         quotes={c1: (0.40, 0.44), c2: (0.20, 0.22)}, settlement={expiry: 469.043})
+    engine = make_engine(pm, tmp_path, [("xsp", XspOnce())], market, run_id="xsp")
+    engine.run_all()
+    db = tmp_path / "journal.sqlite"
+    (t,) = rows(db, "SELECT * FROM trades")
+    fills = rows(db, "SELECT kind, cash FROM fills ORDER BY filled_at, kind")
+    assert [f["kind"] for f in fills] == ["fill", "settlement"]
+    assert fills[1]["cash"] == "-287.10"  # 0.957 points x 100 x 3, not 0.96 x 300
+    assert sum(Decimal(f["cash"]) for f in fills) == Decimal(t["realized_pnl"])
+    assert int(Decimal(t["realized_pnl"]) * 100) == engine.portfolio.cash_cents - engine.portfolio.initial_cash_cents

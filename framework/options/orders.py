@@ -202,6 +202,7 @@ class TradeRecord:
     realized_pnl: float | None = None  # dollars, after all fees
     decision_id: str | None = None
     max_loss: float = 0.0  # dollars at risk when opened (defined-risk), before fees
+    settlement_cash: float | None = None  # dollars cash settlement paid in (exact to the cent), if settled
 
     @property
     def is_open(self) -> bool:
