@@ -398,18 +398,20 @@ def replay_decision(run_dir: str, decision_id: str) -> None:
               help="Session to trade (wall: today; replay: the market's first session).")
 @click.option("--dry-run", is_flag=True, help="Log the orders it would send; send nothing.")
 @click.option("--run-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Run folder; when it exists the run resumes from its journal.")
+              help="Run folder (default: OUTPUT_DIR/NAME-paper-DAY); when it holds a run, that run resumes "
+                   "from its journal.")
+@click.option("--fresh", is_flag=True, help="Start a new run folder even when today's run exists.")
 @click.option("--no-panel", is_flag=True, help="No live panel (one summary line at the end).")
 @click.option("--max-quote-age", type=float, default=None, metavar="SECONDS", help="Stale-quote guard (default 120).")
 @click.option("--max-orders-per-minute", type=int, default=None, help="Order-rate guard (default 20).")
 @click.option("--daily-loss-cap", type=float, default=None, metavar="DOLLARS",
               help="Kill switch on the day's loss (default: the YAML's daily_loss_cap rule).")
-def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: bool, run_dir, no_panel: bool,
-          max_quote_age, max_orders_per_minute, daily_loss_cap) -> None:
+def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: bool, run_dir, fresh: bool,
+          no_panel: bool, max_quote_age, max_orders_per_minute, daily_loss_cap) -> None:
     """Paper-trade CONFIG on a live (or replayed) clock through its broker (`paper` stands in for `backtest`).
 
-    Ctrl-C or a crash, then the same command with `--run-dir`: the run resumes from its journal, reconciled
-    with the broker before any new decision. See docs/live.md.
+    Ctrl-C or a crash, then the same command again: the day's run (OUTPUT_DIR/NAME-paper-DAY, or `--run-dir`)
+    resumes from its journal, reconciled with the broker before any new decision. See docs/live.md.
     """
     from strikebench.live.launch import start_paper
 
@@ -417,7 +419,7 @@ def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: b
                                 max_orders_per_minute), ("daily_loss_cap", daily_loss_cap)) if v is not None}
     summary = start_paper(config, overrides, clock=clock_kind, speed=speed, day=day.date() if day else None,
                           dry_run=dry_run, run_dir=run_dir, console=console, panel=not no_panel and console.is_terminal,
-                          guard_overrides=guards)
+                          guard_overrides=guards, fresh=fresh)
     state = "completed" if summary.get("completed") else (summary.get("stopped") or "stopped")
     console.print(f"paper run {escape(summary['run_id'])}: {state}; trades {summary['trades']}, open "
                   f"{summary['open_trades']}, realized P&L {summary['realized_pnl']:+,.2f}, equity "

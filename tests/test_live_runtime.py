@@ -4,13 +4,16 @@ every guardrail refusing an order with a journaled reason."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
 from strikebench.brokers.paper import PaperAccount
+from strikebench.errors import StrikebenchError
 from strikebench.live.guards import GuardConfig, Guards
 from strikebench.live.launch import paper_status, request_flatten, request_kill, start_paper
 from strikebench.live.runtime import LiveRuntime
@@ -294,3 +297,24 @@ def test_flatten_request_closes_everything(tmp_path):
     assert summary["stopped"] == "flat" and summary["open_trades"] == 0
     assert _log(run_dir, "flatten")
     assert paper_status(run_dir)["kill_switch"]
+
+
+def test_the_same_command_again_resumes_the_days_run(tmp_path, monkeypatch):
+    """Without --run-dir the run lives in OUTPUT_DIR/NAME-paper-DAY, so re-running the command resumes it."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(tmp_path)
+    first = start_paper(cfg, clock="replay", speed=0, panel=False, stop_after_bars=120)
+    run_dir = Path(first["run_dir"])
+    assert run_dir == Path("runs") / "live-paper-2023-03-14" and not first["completed"]
+    orders_before = _journal(run_dir, "SELECT order_id FROM orders")
+    again = start_paper(cfg, clock="replay", speed=0, panel=False)
+    assert again["run_dir"] == first["run_dir"] and again["completed"]
+    assert sorted(os.listdir("runs")) == ["live-paper-2023-03-14"]  # one folder: resumed, not restarted
+    after = {r[0] for r in _journal(run_dir, "SELECT order_id FROM orders")}
+    assert {r[0] for r in orders_before} <= after
+    check_run(run_dir)
+    # other options on the same day are refused rather than mixed into that run; --fresh starts anew
+    with pytest.raises(StrikebenchError, match="started with other options"):
+        start_paper(cfg, ("strategies[0].params.contracts=1",), clock="replay", speed=0, panel=False)
+    fresh = start_paper(cfg, clock="replay", speed=0, panel=False, fresh=True, stop_after_bars=5)
+    assert fresh["run_dir"] != first["run_dir"]

@@ -43,17 +43,23 @@ def running_pid(run_dir) -> int | None:
 def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float = 60.0, day: dt.date | None = None,
                 dry_run: bool = False, run_dir: str | None = None, console=None, panel: bool = True,
                 guard_overrides: dict | None = None, stop_after_bars: int | None = None, flatten: bool = False,
-                exit_when_flat: bool = False) -> dict:
+                exit_when_flat: bool = False, fresh: bool = False) -> dict:
     from strikebench.config import load_config
     from strikebench.live.clock import ReplayClock, WallClock
     from strikebench.plugin_manager import get_plugin_manager
 
-    live_args = None
-    if run_dir and (Path(run_dir) / LIVE_FILE).exists():
-        live_args = json.loads((Path(run_dir) / LIVE_FILE).read_text())
-        pid = running_pid(run_dir)
+    def resume_args(folder):
+        """The stored arguments of the run in ``folder`` (None if there is none); refuses a live one."""
+        if not (Path(folder) / LIVE_FILE).exists():
+            return None
+        stored = json.loads((Path(folder) / LIVE_FILE).read_text())
+        pid = running_pid(folder)
         if pid is not None and pid != os.getpid():
-            raise StrikebenchError(f"{run_dir}: a paper run is already running there (pid {pid})")
+            raise StrikebenchError(f"{folder}: a paper run is already running there (pid {pid})")
+        return stored
+
+    live_args = resume_args(run_dir) if run_dir else None
+    if live_args is not None:
         day = dt.date.fromisoformat(live_args["day"])  # a resumed run keeps its day
         overrides = tuple(live_args.get("overrides", ())) + tuple(o for o in overrides if o not in live_args.get("overrides", ()))
         dry_run = dry_run or live_args.get("dry_run", False)
@@ -80,8 +86,18 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     if day not in sessions:
         raise StrikebenchError(f"{day} is not a trading session of the configured market")
     if run_dir is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = str(Path(resolved.config.output.dir) / f"{resolved.config.name}-paper-{day}-{stamp}")
+        # one folder per (config name, day): the same command again resumes it; --fresh starts a new one
+        run_dir = str(Path(resolved.config.output.dir) / f"{resolved.config.name}-paper-{day}")
+        if fresh:
+            run_dir += dt.datetime.now().strftime("-%Y%m%d-%H%M%S")
+        else:
+            live_args = resume_args(run_dir)
+            if live_args is not None and (live_args.get("overrides", []) != list(overrides)
+                                          or bool(live_args.get("dry_run")) != bool(dry_run)):
+                raise StrikebenchError(f"{run_dir} holds this day's run started with other options "
+                                       f"({' '.join(live_args.get('overrides', [])) or 'no --set'}"
+                                       f"{', dry run' if live_args.get('dry_run') else ''}); resume it with "
+                                       f"--run-dir {run_dir}, or start another with --fresh")
     rd = Path(run_dir)
     rd.mkdir(parents=True, exist_ok=True)
     if live_args is None:
