@@ -85,6 +85,18 @@ class StrategyContext:
     def features(self) -> dict[str, Any]:
         return self._engine.features
 
+    # ---------------------------------------------------------------- signals
+    def publish(self, name: str, value: Any) -> None:
+        """Publish ``value`` under ``name`` for every strategy of this run (replaces the last value).
+
+        Visible at once: to strategies that run later in this bar, and to all of them from the next bar.
+        """
+        self._engine.signals[name] = value
+
+    def signal(self, name: str, default: Any = None) -> Any:
+        """The last value any strategy of this run published under ``name`` (``default`` if none yet)."""
+        return self._engine.signals.get(name, default)
+
     # ------------------------------------------------------------- portfolio
     @property
     def portfolio(self) -> PortfolioView:

@@ -87,6 +87,7 @@ class Engine:
             for _, strat in self.strategies
         ]
         self.features: dict = {}
+        self.signals: dict = {}  # values strategies publish for one another (ctx.publish / ctx.signal)
         self.decisions: list = []
         self.vetoes: list[tuple[Order, list[Veto]]] = []
         self.equity_by_day: list[tuple[dt.date, float]] = []
