@@ -7,6 +7,10 @@ from strikebench.hookspecs import hookimpl
 
 @hookimpl
 def register_strategies(register):
+    from strikebench.strategies.bwb_vix_hedge import BwbVixHedge
     from strikebench.strategies.credit_vertical import CreditVertical
+    from strikebench.strategies.xsp_probe import XspProbe
 
     register(CreditVertical)
+    register(BwbVixHedge)
+    register(XspProbe)
