@@ -139,9 +139,36 @@ class CommissionModel(Plugin):
 
 
 class ContextProvider(Plugin):
-    """Computes features (opening range, VWAP, sentiment...) strategies read from ``ctx.features``."""
+    """Computes features (opening range, VWAP, sentiment...) strategies read from ``ctx.features``.
+
+    The engine calls, for each provider listed under ``features:`` in the YAML:
+
+    * ``on_session_start(day, market, minutes)`` before a session's first bar, with the
+      session's bar labels (tz-aware America/New_York, ``minutes[i]`` is bar ``i`` of the
+      session); the preferred place to compute the whole session's feature arrays at once
+      from ``market.bars(symbol)``;
+    * ``values(i)`` at every bar ``i`` of the session (0 = 09:30), before any strategy
+      runs: a dict of feature name -> float merged into ``ctx.features`` for that bar.
+
+    **No look-ahead**: the values at bar ``i`` may use bars up to and including ``i``
+    (quotes and bars are as of a bar's close) and nothing later. A value not available
+    yet (the opening range before its window ends) is ``nan``. :meth:`feature_names`
+    lists every name :meth:`values` returns; two providers of one run may not share a name.
+    """
 
     kind = "context_provider"
+
+    def feature_names(self) -> tuple[str, ...]:
+        """Every name :meth:`values` returns (fixed for the run)."""
+        return ()
+
+    def on_session_start(self, day: dt.date, market, minutes) -> None:
+        """A session begins: ``market`` is the run's :class:`~strikebench.options.source.MarketData`,
+        ``minutes`` the session's bar labels (a tz-aware ``pd.DatetimeIndex``)."""
+
+    def values(self, i: int) -> dict[str, float]:
+        """Feature values at bar ``i`` of the current session, from bars ``0..i`` only."""
+        return {}
 
 
 #: hook name -> (kind, base class)

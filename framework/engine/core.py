@@ -60,13 +60,24 @@ class Timeline:
         return len(self.ns)
 
 
+def _check_feature_names(providers) -> None:
+    seen: dict[str, str] = {}
+    for provider in providers:
+        for name in provider.feature_names():
+            if name in seen:
+                raise ValueError(f"feature '{name}' comes from two providers: {seen[name]} and "
+                                 f"{getattr(provider, 'name', '') or type(provider).__name__}")
+            seen[name] = getattr(provider, "name", "") or type(provider).__name__
+
+
 class Engine:
     """Runs configured strategies over a market's bars with an options broker."""
 
     def __init__(self, *, market, strategies: Sequence[tuple[str, object]], fill_model, commission,
                  risk_managers: Sequence = (), initial_cash: float = 100_000.0, run: RunInfo | None = None,
                  hook=None, calendar: MarketCalendar | None = None, underlying: str | None = None,
-                 on_session_end: Callable[[dt.date, float], None] | None = None, broker_factory=None):
+                 on_session_end: Callable[[dt.date, float], None] | None = None, broker_factory=None,
+                 features: Sequence = ()):
         self.market = market
         self.run = run or RunInfo(run_id="adhoc", name="adhoc", mode="backtest")
         self.hook = hook if hook is not None else _NullHook()
@@ -86,6 +97,8 @@ class Engine:
             np.isin(self.timeline.minute_of_day, [t.hour * 60 + t.minute for t in strat.decision_times()])
             for _, strat in self.strategies
         ]
+        self.feature_providers = list(features)  # ContextProviders: fill self.features before strategies run
+        _check_feature_names(self.feature_providers)
         self.features: dict = {}
         self.signals: dict = {}  # values strategies publish for one another (ctx.publish / ctx.signal)
         self.decisions: list = []
@@ -148,6 +161,11 @@ class Engine:
         if tl.first[i]:
             self._start_session()
         self.broker.on_bar(int(tl.in_session[i]), tl.stamps[i])
+        if self.feature_providers:
+            features: dict = {}
+            for provider in self.feature_providers:
+                features.update(provider.values(int(tl.in_session[i])))
+            self.features = features
         for k, (sid, strat) in enumerate(self.strategies):
             ctx = self.contexts[k]
             for trade in self.portfolio.open_trades(sid):
@@ -170,6 +188,11 @@ class Engine:
         day = self.today
         self.broker.start_session(day)
         self._settle(SettlementStyle.AM, self.now.to_pydatetime())
+        if self.feature_providers:
+            tl, i = self.timeline, self.i
+            end = i + int(np.argmax(tl.last[i:])) + 1
+            for provider in self.feature_providers:
+                provider.on_session_start(day, self.market, tl.index[i:end])
         self.hook.on_session_start(run=self.run, day=day)
         for k, (sid, strat) in enumerate(self.strategies):
             strat.on_session_start(self.contexts[k])
