@@ -1,0 +1,229 @@
+"""zero_dte: 0DTE SPX/XSP intraday credit spreads, side chosen by the opening range and VWAP (seed 000).
+
+Every ``every_minutes`` from ``first_decision`` to ``last_decision`` (New York) the strategy
+logs a *suggestion matrix*: put and call credit spreads expiring today, for each short
+delta and width, each scored or rejected with the reason. The side rule (``side_rule:
+opening_range_vwap``, the default) reads the features of the run's context providers:
+
+* price above VWAP **and** above the opening-range high: the market is trending up, sell a
+  **put** spread;
+* price below VWAP **and** below the opening-range low: sell a **call** spread;
+* anything else (inside the opening range, or VWAP disagreeing with the breakout): **skip**;
+* the range or VWAP not known yet (no ``opening_range`` / ``vwap`` provider, or before the
+  range is complete): skip;
+* with ``max_vix`` set, skip while VIX is above it.
+
+The best-scoring candidate of the allowed side is traded unless a risk manager vetoes it
+(per-trade max loss, daily loss cap, portfolio worst case, no new risk in the last hour:
+the decision then becomes a SKIP whose reason names the rule). An open spread is closed at
+the take profit or the stop, as in ``credit_vertical``, else held to the PM settlement.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from strikebench.api import Candidate, PluginParams, Strategy
+from strikebench.options.chain import ChainSnapshot
+from strikebench.options.orders import Leg
+from strikebench.options.ticks import round_to_tick
+
+RULESET_VERSION = "zero_dte/1"
+
+#: the features the side rule reads (nan / missing = not known yet)
+SIDE_FEATURES = ("or_high", "or_low", "or_width", "vwap", "atr", "mom_5", "mom_15", "vix", "vix9d")
+
+
+class ZeroDteParams(PluginParams):
+    underlying: Literal["SPX", "XSP"] = Field("XSP", description="index whose chain is traded")
+    root: str = Field("XSP", description="option root: XSP, or SPXW (PM-settled SPX dailies)")
+    first_decision: dt.time = Field(dt.time(10, 0), description="first decision time, America/New_York")
+    last_decision: dt.time = Field(dt.time(15, 0), description="last decision time, America/New_York")
+    every_minutes: int = Field(15, ge=1, le=120, description="minutes between decisions")
+    short_deltas: list[Annotated[float, Field(gt=0, lt=0.5)]] = Field(
+        default_factory=lambda: [0.10, 0.15, 0.20], min_length=1, description="|delta| targets of the short leg")
+    widths: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [1.0, 2.0], min_length=1,
+        description="long leg this many points farther OTM (each a multiple of strike_grid)")
+    strike_grid: float = Field(1.0, gt=0, description="strike spacing (XSP 1, SPXW 5)")
+    side_rule: Literal["opening_range_vwap", "put", "call", "both"] = Field(
+        "opening_range_vwap", description="how the side is chosen: the feature rule, or always put/call/either")
+    max_vix: float | None = Field(None, gt=0, description="skip while VIX (the `vix` feature) is above this")
+    min_credit: float = Field(0.10, ge=0, description="minimum estimated net credit per spread, index points")
+    max_bid_ask_width: float = Field(0.50, gt=0, description="maximum combo bid/ask width, index points")
+    take_profit_pct: float = Field(0.50, gt=0, lt=1, description="close when the spread costs <= (1 - this) x credit")
+    stop_multiple: float = Field(2.0, gt=1, description="close when closing costs >= this x credit")
+    exit_trigger: Literal["executable", "mid"] = Field(
+        "executable", description="price the take profit and stop compare: the fill model's closing price, or the mid")
+    contracts: int = Field(1, ge=1, le=100, description="spreads per trade")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.last_decision < self.first_decision:
+            raise ValueError(f"last_decision {self.last_decision} is before first_decision {self.first_decision}")
+        for w in self.widths:
+            ratio = w / self.strike_grid
+            if abs(ratio - round(ratio)) > 1e-9:
+                raise ValueError(f"width {w:g} is not a multiple of the {self.strike_grid:g}-point strike grid")
+        return self
+
+
+def _score(credit: float, max_loss: float, short_delta: float) -> float:
+    """credit / max_loss x (1 - |delta_short|): credit per point of risk, discounted near the money."""
+    return credit / max_loss * (1.0 - abs(short_delta))
+
+
+def _known(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def side_by_features(price: float, features: dict) -> tuple[list[str], str]:
+    """The opening-range/VWAP rule: (["P"] | ["C"] | [], why)."""
+    hi, lo, vwap = features.get("or_high"), features.get("or_low"), features.get("vwap")
+    if not (_known(hi) and _known(lo)):
+        return [], "opening range not known yet"
+    if not _known(vwap):
+        return [], "VWAP not known yet"
+    if price > hi and price > vwap:
+        return ["P"], f"price {price:g} above OR high {hi:g} and VWAP {vwap:.2f}: sell puts"
+    if price < lo and price < vwap:
+        return ["C"], f"price {price:g} below OR low {lo:g} and VWAP {vwap:.2f}: sell calls"
+    if lo <= price <= hi:
+        return [], f"price {price:g} inside the opening range {lo:g}-{hi:g}"
+    return [], f"price {price:g} outside the opening range {lo:g}-{hi:g} but VWAP {vwap:.2f} disagrees"
+
+
+class ZeroDte(Strategy):
+    """0DTE SPX/XSP credit spreads every 15 minutes, side by opening range and VWAP, held to settlement or exit."""
+
+    name = "zero_dte"
+    Params = ZeroDteParams
+    ruleset_version = RULESET_VERSION
+
+    def decision_times(self) -> list[dt.time]:
+        p = self.params
+        start = p.first_decision.hour * 60 + p.first_decision.minute
+        end = p.last_decision.hour * 60 + p.last_decision.minute
+        return [dt.time(m // 60, m % 60) for m in range(start, end + 1, p.every_minutes)]
+
+    # ------------------------------------------------------------ decisions
+    def evaluate(self, snapshot: ChainSnapshot, context: dict) -> tuple[str, str, list[Candidate], int | None]:
+        """Pure selection on one snapshot: (action, reason, candidates, chosen index).
+
+        ``context``: ``k`` (the fill model's slippage fraction, for the credit estimate),
+        ``price`` (the underlying the features describe) and the feature values (None = unknown).
+        """
+        p = self.params
+        k = float(context.get("k", 0.30))
+        today = snapshot.timestamp.date()
+        price = context.get("price", snapshot.underlying_price)
+        price = float(price) if _known(price) else float(snapshot.underlying_price)
+        if p.side_rule == "opening_range_vwap":
+            allowed, why = side_by_features(price, context)
+        else:
+            allowed, why = {"put": ["P"], "call": ["C"], "both": ["P", "C"]}[p.side_rule], f"side rule {p.side_rule}"
+        vix = context.get("vix")
+        if p.max_vix is not None and _known(vix) and vix > p.max_vix:
+            allowed, why = [], f"VIX {vix:g} above max {p.max_vix:g}"
+        if today not in snapshot.expiries or not len(snapshot.rows(today, root=p.root)):
+            return "SKIP", f"no {p.root} expiry today ({today})", [], None
+        candidates: list[Candidate] = []
+        for right in ("P", "C"):
+            for target_delta in p.short_deltas:
+                short = snapshot.closest_delta(today, right, target_delta, root=p.root)
+                if short is None:
+                    continue
+                for width in p.widths:
+                    long = snapshot.offset_row(short, width)
+                    if long is None:
+                        continue
+                    sb, sa = float(snapshot.bid[short]), float(snapshot.ask[short])
+                    lb, la = float(snapshot.bid[long]), float(snapshot.ask[long])
+                    mid_credit = (sb + sa) / 2 - (lb + la) / 2
+                    ba_width = (sa - sb) + (la - lb)
+                    est_credit = mid_credit - k * ba_width
+                    max_loss = width - est_credit
+                    details = {
+                        "expiry": str(today), "right": right, "target_delta": target_delta, "width": width,
+                        "short_strike": float(snapshot.strike[short]), "long_strike": float(snapshot.strike[long]),
+                        "short_delta": round(float(snapshot.delta[short]), 4),
+                        "mid_credit": round(mid_credit, 4), "est_credit": round(est_credit, 4),
+                        "bid_ask_width": round(ba_width, 4), "max_loss_points": round(max_loss, 4),
+                        "short_row": int(short), "long_row": int(long),
+                    }
+                    if right not in allowed:
+                        reject = f"side: {why}"
+                    elif est_credit < p.min_credit:
+                        reject = f"credit {est_credit:.2f} < min {p.min_credit:.2f}"
+                    elif ba_width > p.max_bid_ask_width:
+                        reject = f"bid/ask width {ba_width:.2f} > max {p.max_bid_ask_width:.2f}"
+                    elif max_loss <= 0:
+                        reject = "credit exceeds the width"
+                    else:
+                        reject = None
+                    score = None if reject else round(_score(est_credit, max_loss, float(snapshot.delta[short])), 6)
+                    if reject:
+                        details["rejected"] = reject
+                    candidates.append(Candidate(
+                        description=f"0DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
+                        legs=(snapshot.contract(short).occ_symbol, snapshot.contract(long).occ_symbol),
+                        score=score, credit=round(est_credit, 4), details=details))
+        if not allowed:
+            return "SKIP", why, candidates, None
+        scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
+        if not scored:
+            rejects = [c.details["rejected"] for c in candidates
+                       if c.details["right"] in allowed and "rejected" in c.details]
+            return "SKIP", "; ".join([why] + rejects[:3]) if rejects else f"{why}; no quotable strikes", candidates, None
+        best = -max(scored)[1]
+        return "TRADE", f"{why}; best score {candidates[best].score:.4f}: {candidates[best].description}", \
+            candidates, best
+
+    def relevant_rows(self, snapshot: ChainSnapshot) -> np.ndarray:
+        """Today's expiry of the root, both sides: all :meth:`evaluate` reads (what a decision stores)."""
+        return np.flatnonzero((snapshot.dte == 0) & (snapshot.root == self.params.root))
+
+    def decision_context(self, ctx, snapshot: ChainSnapshot) -> dict:
+        """What :meth:`evaluate` reads besides the snapshot: slippage fraction, price and features."""
+        k = getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30)
+        context = {"k": k, "price": float(snapshot.underlying_price), "dropped_quotes": snapshot.dropped["total"]}
+        for name, value in ctx.features.items():
+            context[name] = value if _known(value) else None
+        return context
+
+    def on_decision_time(self, ctx) -> None:
+        snapshot = ctx.chain()
+        snapshot = snapshot.subset(self.relevant_rows(snapshot))
+        context = self.decision_context(ctx, snapshot)
+        action, reason, candidates, chosen = self.evaluate(snapshot, context)
+        legs = limit = None
+        if action == "TRADE":
+            c = candidates[chosen].details
+            legs = (Leg(snapshot.contract(c["short_row"]), -1), Leg(snapshot.contract(c["long_row"]), +1))
+            limit = float(round_to_tick(-c["est_credit"], self.params.root, direction="up", complex_order=True))
+            vetoes = ctx.would_veto(legs, self.params.contracts, limit=limit)
+            if vetoes:
+                action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
+        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
+                              context=context, ruleset_version=self.ruleset_version)
+        if action == "TRADE":
+            ctx.open_trade(legs, self.params.contracts, limit=limit, reason="entry", decision=decision)
+
+    # -------------------------------------------------------------- exits
+    def manage(self, ctx, trade) -> None:
+        if ctx.has_pending_exit(trade):
+            return
+        p = self.params
+        credit = trade.entry_credit
+        cost = ctx.close_price(trade) if p.exit_trigger == "executable" else -ctx.mark(trade)
+        if cost is None:
+            return
+        if cost <= (1.0 - p.take_profit_pct) * credit:
+            ctx.close_trade(trade, "take_profit")
+        elif cost >= p.stop_multiple * credit:
+            ctx.close_trade(trade, "stop_loss")
