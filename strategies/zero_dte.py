@@ -133,6 +133,7 @@ class ZeroDte(Strategy):
         if today not in snapshot.expiries or not len(snapshot.rows(today, root=p.root)):
             return "SKIP", f"no {p.root} expiry today ({today})", [], None
         candidates: list[Candidate] = []
+        listed: set[tuple[int, int]] = set()  # two delta targets can land on one strike: list it once
         for right in ("P", "C"):
             for target_delta in p.short_deltas:
                 short = snapshot.closest_delta(today, right, target_delta, root=p.root)
@@ -140,8 +141,9 @@ class ZeroDte(Strategy):
                     continue
                 for width in p.widths:
                     long = snapshot.offset_row(short, width)
-                    if long is None:
+                    if long is None or (int(short), int(long)) in listed:
                         continue
+                    listed.add((int(short), int(long)))
                     sb, sa = float(snapshot.bid[short]), float(snapshot.ask[short])
                     lb, la = float(snapshot.bid[long]), float(snapshot.ask[long])
                     mid_credit = (sb + sa) / 2 - (lb + la) / 2
@@ -157,7 +159,7 @@ class ZeroDte(Strategy):
                         "short_row": int(short), "long_row": int(long),
                     }
                     if right not in allowed:
-                        reject = f"side: {why}"
+                        reject = f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
                     elif est_credit < p.min_credit:
                         reject = f"credit {est_credit:.2f} < min {p.min_credit:.2f}"
                     elif ba_width > p.max_bid_ask_width:

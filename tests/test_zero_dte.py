@@ -70,8 +70,10 @@ def test_price_above_vwap_and_the_opening_range_high_sells_puts():
     # the matrix still lists the call side, each rejected by the side rule
     calls = [c for c in candidates if c.details["right"] == "C"]
     assert calls and all(c.score is None and c.details["rejected"].startswith("side:") for c in calls)
-    # put and call side x 3 deltas x 2 widths
-    assert len(candidates) == 12
+    # put and call side x 3 deltas x 2 widths, each spread once (two delta targets may share a strike)
+    pairs = [(c.details["short_strike"], c.details["long_strike"]) for c in candidates]
+    assert len(pairs) == len(set(pairs)) and 8 <= len(pairs) <= 12
+    assert {c.details["width"] for c in candidates} == {5, 10}
 
 
 def test_price_below_vwap_and_the_opening_range_low_sells_calls():
@@ -84,7 +86,8 @@ def test_price_below_vwap_and_the_opening_range_low_sells_calls():
 def test_inside_the_opening_range_skips_with_the_matrix_logged():
     action, reason, candidates, chosen = spx().evaluate(chain(), features("inside"))
     assert action == "SKIP" and chosen is None and "inside the opening range 4795-4805" in reason
-    assert len(candidates) == 12 and all(c.score is None for c in candidates)
+    assert {c.details["right"] for c in candidates} == {"P", "C"} and all(c.score is None for c in candidates)
+    assert candidates[0].details["rejected"].startswith("side: no puts (price 4800 inside the opening range")
 
 
 def test_a_breakout_vwap_disagrees_with_is_skipped():
