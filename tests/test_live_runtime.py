@@ -318,3 +318,14 @@ def test_the_same_command_again_resumes_the_days_run(tmp_path, monkeypatch):
         start_paper(cfg, ("strategies[0].params.contracts=1",), clock="replay", speed=0, panel=False)
     fresh = start_paper(cfg, clock="replay", speed=0, panel=False, fresh=True, stop_after_bars=5)
     assert fresh["run_dir"] != first["run_dir"]
+
+
+def test_paper_runs_hand_features_to_strategies(tmp_path, monkeypatch):
+    """zero_dte reads ctx.features; under paper trading they must be there (not 'not known yet')."""
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "xsp_zero_dte.yaml"
+    summary = start_paper(str(config), clock="replay", speed=0, panel=False, day=pd.Timestamp("2023-03-14").date())
+    reasons = [r for (r,) in _journal(Path(summary["run_dir"]), "SELECT reason FROM trade_decisions")]
+    assert len(reasons) == 21
+    assert not any("not known yet" in r for r in reasons)
+    assert any("opening range" in r or "OR high" in r or "OR low" in r for r in reasons)

@@ -607,7 +607,8 @@ def _build_engine(resolved, run, market, factory):
     strategies = [(rp.instance_id, rp.build()) for rp in resolved.strategies]
     return Engine(market=market, strategies=strategies, fill_model=resolved.fill_model.build(),
                   commission=resolved.commission.build(), risk_managers=[rp.build() for rp in resolved.risk],
-                  initial_cash=resolved.broker.params.initial_cash, run=run, hook=None, broker_factory=factory)
+                  initial_cash=resolved.broker.params.initial_cash, run=run, hook=None, broker_factory=factory,
+                  features=[rp.build() for rp in resolved.features])
 
 
 def _error(message: str):
