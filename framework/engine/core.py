@@ -99,7 +99,8 @@ class Engine:
         ]
         self.feature_providers = list(features)  # ContextProviders: fill self.features before strategies run
         _check_feature_names(self.feature_providers)
-        self.features: dict = {}
+        self._features: dict = {}
+        self._features_bar = -1
         self.signals: dict = {}  # values strategies publish for one another (ctx.publish / ctx.signal)
         self.decisions: list = []
         self.vetoes: list[tuple[Order, list[Veto]]] = []
@@ -126,6 +127,18 @@ class Engine:
         return int(self.timeline.in_session[self.i])
 
     # ------------------------------------------------------------------- data
+    @property
+    def features(self) -> dict:
+        """Every provider's values at the current bar, computed when first read in a bar (usually only at
+        decisions), never from later bars."""
+        if self._features_bar != self.i:
+            values: dict = {}
+            j = int(self.timeline.in_session[self.i])
+            for provider in self.feature_providers:
+                values.update(provider.values(j))
+            self._features, self._features_bar = values, self.i
+        return self._features
+
     def chain(self, underlying: str) -> ChainSnapshot:
         if self._chain_bar != self.i:
             self._chains.clear()
@@ -161,11 +174,6 @@ class Engine:
         if tl.first[i]:
             self._start_session()
         self.broker.on_bar(int(tl.in_session[i]), tl.stamps[i])
-        if self.feature_providers:
-            features: dict = {}
-            for provider in self.feature_providers:
-                features.update(provider.values(int(tl.in_session[i])))
-            self.features = features
         for k, (sid, strat) in enumerate(self.strategies):
             ctx = self.contexts[k]
             for trade in self.portfolio.open_trades(sid):
