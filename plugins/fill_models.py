@@ -32,6 +32,9 @@ def quote_usable(bid: np.ndarray, ask: np.ndarray) -> bool:
 class _PricedFill(FillModel):
     """Shared logic: model price -> tick rounding (worse for the trader) -> limit check."""
 
+    #: fraction of a combo's bid/ask width a fill gives up from the mid (what strategies estimate credits with)
+    slippage_fraction: float = 0.30
+
     def model_price(self, ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> float:
         raise NotImplementedError
 
@@ -54,6 +57,7 @@ class MidFill(_PricedFill):
     """Fills at the combo mid (optimistic; for comparisons)."""
 
     name = "mid"
+    slippage_fraction = 0.0
 
     def model_price(self, ratios, bid, ask):
         return combo_mid(ratios, bid, ask)
@@ -70,6 +74,10 @@ class MidSlippageFill(_PricedFill):
     name = "mid_slippage"
     Params = MidSlippageParams
 
+    @property
+    def slippage_fraction(self) -> float:
+        return self.params.k
+
     def model_price(self, ratios, bid, ask):
         return combo_mid(ratios, bid, ask) + self.params.k * combo_width(ratios, bid, ask)
 
@@ -78,6 +86,7 @@ class NaturalFill(_PricedFill):
     """Fills at the natural: buys at the ask, sells at the bid (pessimistic)."""
 
     name = "natural"
+    slippage_fraction = 0.5  # buying at the ask and selling at the bid is mid + half the width
 
     def model_price(self, ratios, bid, ask):
         return combo_natural(ratios, bid, ask)
@@ -94,6 +103,10 @@ class LimitFill(_PricedFill):
 
     name = "limit"
     Params = LimitParams
+
+    @property
+    def slippage_fraction(self) -> float:
+        return {"natural": 0.5, "mid": 0.0, "mid_slippage": self.params.k}[self.params.reference]
 
     def model_price(self, ratios, bid, ask):
         if self.params.reference == "natural":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from strikebench.api import OrderRequest, PluginParams, RiskManager, Veto
+from strikebench.api import PluginParams, RiskManager, Veto
 from strikebench.calendar import NY, MarketCalendar
 from strikebench.errors import ConfigError
 from strikebench.hookspecs import hookimpl

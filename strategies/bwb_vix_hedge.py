@@ -358,7 +358,7 @@ class BwbVixHedge(Strategy):
 
     # -------------------------------------------------------------- the run
     def _k(self, ctx) -> float:
-        return float(getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30))
+        return ctx.slippage
 
     @staticmethod
     def _is_hedge(trade) -> bool:

@@ -17,8 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.options.orders import Leg
-from strikebench.options.ticks import round_to_tick
+from strikebench.strategies.spreads import credit_exit, decide_and_enter
 
 RULESET_VERSION = "xsp_probe/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -202,24 +201,14 @@ class XspProbe(Strategy):
         full = ctx.chain()
         week = ctx.today.isocalendar()[:2]
         rights = {"put": ["P"], "call": ["C"], "both": ["P", "C"]}[p.side]
-        context = {"k": getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30),
+        context = {"k": ctx.slippage,
                    "open_probes": len(ctx.open_trades()), "week_entries": self._week_entries.get(week, 0),
                    "side": rights[self._entries % len(rights)], "sentiment": self.sentiment}
         # what a decision stores: the root's expiries inside the DTE window (evaluates like the whole chain)
         snapshot = full.subset(np.flatnonzero((full.root == p.root) & (full.dte >= p.dte_min) & (full.dte <= p.dte_max)))
-        action, reason, candidates, chosen = self.evaluate(snapshot, context)
-        legs = limit = None
-        if action == "TRADE":
-            c = candidates[chosen].details
-            legs = (Leg(snapshot.contract(c["short_row"]), -1), Leg(snapshot.contract(c["long_row"]), +1))
-            limit = float(round_to_tick(-c["est_credit"], p.root, direction="up", complex_order=True))
-            vetoes = ctx.would_veto(legs, p.contracts, limit=limit)
-            if vetoes:
-                action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
-        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
-                              context=context, ruleset_version=self.ruleset_version)
-        if action == "TRADE":
-            order = ctx.open_trade(legs, p.contracts, limit=limit, reason="probe", decision=decision)
+        decision, order = decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context), root=p.root,
+                                           contracts=p.contracts, ruleset_version=self.ruleset_version, reason="probe")
+        if decision.action == "TRADE":
             if order is not None:
                 self._entries += 1
                 self._week_entries[week] = self._week_entries.get(week, 0) + 1
@@ -228,16 +217,7 @@ class XspProbe(Strategy):
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:
         self._tracked.setdefault(trade.trade_id, trade)
-        if ctx.has_pending_exit(trade):
-            return
-        credit = trade.entry_credit
-        cost = ctx.close_price(trade)
-        if cost is None:
-            return
-        if cost <= (1.0 - self.params.take_profit_pct) * credit:
-            ctx.close_trade(trade, "take_profit")
-        elif cost >= self.params.stop_multiple * credit:
-            ctx.close_trade(trade, "stop_loss")
+        credit_exit(ctx, trade, take_profit_pct=self.params.take_profit_pct, stop_multiple=self.params.stop_multiple)
 
     # ---------------------------------------------------------- sentiment
     def _track(self, ctx) -> None:

@@ -30,8 +30,7 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.options.orders import Leg
-from strikebench.options.ticks import round_to_tick
+from strikebench.strategies.spreads import credit_exit, decide_and_enter
 
 RULESET_VERSION = "zero_dte/1"
 
@@ -192,7 +191,7 @@ class ZeroDte(Strategy):
 
     def decision_context(self, ctx, snapshot: ChainSnapshot) -> dict:
         """What :meth:`evaluate` reads besides the snapshot: slippage fraction, price and features."""
-        k = getattr(getattr(ctx._engine.broker.fill_model, "params", None), "k", 0.30)
+        k = ctx.slippage
         context = {"k": k, "price": float(snapshot.underlying_price), "dropped_quotes": snapshot.dropped["total"]}
         for name, value in ctx.features.items():
             context[name] = value if _known(value) else None
@@ -202,30 +201,10 @@ class ZeroDte(Strategy):
         snapshot = ctx.chain()
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = self.decision_context(ctx, snapshot)
-        action, reason, candidates, chosen = self.evaluate(snapshot, context)
-        legs = limit = None
-        if action == "TRADE":
-            c = candidates[chosen].details
-            legs = (Leg(snapshot.contract(c["short_row"]), -1), Leg(snapshot.contract(c["long_row"]), +1))
-            limit = float(round_to_tick(-c["est_credit"], self.params.root, direction="up", complex_order=True))
-            vetoes = ctx.would_veto(legs, self.params.contracts, limit=limit)
-            if vetoes:
-                action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
-        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
-                              context=context, ruleset_version=self.ruleset_version)
-        if action == "TRADE":
-            ctx.open_trade(legs, self.params.contracts, limit=limit, reason="entry", decision=decision)
+        decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context), root=self.params.root,
+                         contracts=self.params.contracts, ruleset_version=self.ruleset_version)
 
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:
-        if ctx.has_pending_exit(trade):
-            return
         p = self.params
-        credit = trade.entry_credit
-        cost = ctx.close_price(trade) if p.exit_trigger == "executable" else -ctx.mark(trade)
-        if cost is None:
-            return
-        if cost <= (1.0 - p.take_profit_pct) * credit:
-            ctx.close_trade(trade, "take_profit")
-        elif cost >= p.stop_multiple * credit:
-            ctx.close_trade(trade, "stop_loss")
+        credit_exit(ctx, trade, take_profit_pct=p.take_profit_pct, stop_multiple=p.stop_multiple, trigger=p.exit_trigger)

@@ -82,6 +82,12 @@ class StrategyContext:
         return self._engine.price(symbol or self.strategy.chain_underlying())
 
     @property
+    def slippage(self) -> float:
+        """Fraction of a combo's bid/ask width the configured fill model gives up from the mid
+        (mid_slippage: its k; natural: 0.5; mid: 0), for estimating what an entry will fill at."""
+        return float(getattr(self._engine.broker.fill_model, "slippage_fraction", 0.30))
+
+    @property
     def features(self) -> dict[str, Any]:
         return self._engine.features
 

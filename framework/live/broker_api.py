@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from strikebench.errors import StrikebenchError
 

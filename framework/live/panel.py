@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pandas as pd
 from rich.console import Group
 from rich.live import Live
 from rich.panel import Panel

@@ -20,11 +20,10 @@ import os
 import sqlite3
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from strikebench.api import RunInfo, Veto
-from strikebench.calendar import NY, MarketCalendar
+from strikebench.api import RunInfo
+from strikebench.calendar import NY
 from strikebench.engine.broker import OptionsBroker
 from strikebench.journal import JOURNAL_FILE, Journal, iso_time
 from strikebench.live.broker_api import BrokerUnavailable, LiveBroker

@@ -1,0 +1,71 @@
+"""Shared steps of credit-spread strategies: enter the chosen vertical, exit on profit or stop.
+
+A strategy's pure ``evaluate(snapshot, context)`` returns ``(action, reason, candidates,
+chosen)``; a vertical candidate's ``details`` carry ``short_row``, ``long_row`` and
+``est_credit``. :func:`decide_and_enter` turns that into a journaled decision and, for a
+TRADE the risk checks allow, a limit order at the estimated credit. :func:`credit_exit` is the
+take-profit / stop rule on the closing price.
+"""
+
+from __future__ import annotations
+
+from strikebench.api import Decision
+from strikebench.options.chain import ChainSnapshot
+from strikebench.options.orders import Leg
+from strikebench.options.ticks import round_to_tick
+
+__all__ = ["decide_and_enter", "credit_exit", "vertical_legs", "credit_limit"]
+
+
+def vertical_legs(snapshot: ChainSnapshot, details: dict) -> tuple[Leg, Leg]:
+    """Short leg -1, long leg +1 from a candidate's rows."""
+    return Leg(snapshot.contract(details["short_row"]), -1), Leg(snapshot.contract(details["long_row"]), +1)
+
+
+def credit_limit(est_credit: float, root: str) -> float:
+    """Signed net limit for a credit estimate, on the complex-order tick, rounded to less credit."""
+    return float(round_to_tick(-est_credit, root, direction="up", complex_order=True))
+
+
+def decide_and_enter(ctx, snapshot: ChainSnapshot, context: dict, evaluation: tuple, *, root: str,
+                     contracts: int, ruleset_version: str, reason: str = "entry"):
+    """Record the decision (a TRADE vetoed by a risk check becomes a SKIP naming the rule) and send the entry.
+
+    Returns ``(decision, order)``; ``order`` is None unless an entry was sent.
+    """
+    action, why, candidates, chosen = evaluation
+    legs = limit = None
+    if action == "TRADE":
+        details = candidates[chosen].details
+        legs = vertical_legs(snapshot, details)
+        limit = credit_limit(details["est_credit"], root)
+        vetoes = ctx.would_veto(legs, contracts, limit=limit)
+        if vetoes:
+            action, why = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
+    decision: Decision = ctx.decide(action, why, candidates=candidates, chosen=chosen, snapshot=snapshot,
+                                    context=context, ruleset_version=ruleset_version)
+    order = None
+    if action == "TRADE":
+        order = ctx.open_trade(legs, contracts, limit=limit, reason=reason, decision=decision)
+    return decision, order
+
+
+def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, trigger: str = "executable") -> bool:
+    """Close ``trade`` when closing costs <= (1 - take_profit_pct) x credit or >= stop_multiple x credit.
+
+    ``trigger`` is "executable" (the fill model's closing price) or "mid". Returns True when an
+    exit was sent (or one is already working).
+    """
+    if ctx.has_pending_exit(trade):
+        return True
+    credit = trade.entry_credit
+    cost = ctx.close_price(trade) if trigger == "executable" else -ctx.mark(trade)
+    if cost is None or cost != cost:  # no usable quote this bar
+        return False
+    if cost <= (1.0 - take_profit_pct) * credit:
+        ctx.close_trade(trade, "take_profit")
+        return True
+    if cost >= stop_multiple * credit:
+        ctx.close_trade(trade, "stop_loss")
+        return True
+    return False
