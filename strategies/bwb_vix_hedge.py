@@ -31,6 +31,7 @@ from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg, expiry_payoff
 from strikebench.options.ticks import round_to_tick
+from strikebench.strategies.spreads import credit_limit, decide_and_enter
 
 RULESET_VERSION = "bwb_vix_hedge/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -357,9 +358,6 @@ class BwbVixHedge(Strategy):
         return "TRADE", f"{size['buy']} x {description} for {est_debit:.2f}", [candidate], 0
 
     # -------------------------------------------------------------- the run
-    def _k(self, ctx) -> float:
-        return ctx.slippage
-
     @staticmethod
     def _is_hedge(trade) -> bool:
         return trade.legs[0].contract.underlying == "VIX"
@@ -377,26 +375,19 @@ class BwbVixHedge(Strategy):
         # what a decision stores: the root's puts around the target expiry (evaluates like the whole chain)
         window = np.abs(full.dte - p.target_dte) <= p.dte_tolerance
         snapshot = full.subset(np.flatnonzero(window & (full.root == p.root) & ~full.is_call))
-        context = {"k": self._k(ctx), "open_positions": sum(not self._is_hedge(t) for t in ctx.open_trades()),
+        context = {"k": ctx.slippage, "open_positions": sum(not self._is_hedge(t) for t in ctx.open_trades()),
                    "sentiment": ctx.signal(p.probe_signal) if p.require_probe_sentiment is not None else None,
                    "ladder_limit": self.ladder.limit, "period_pnl": round(self.period_pnl, 2)}
-        action, reason, candidates, chosen = self.evaluate(snapshot, context)
-        legs = limit = None
-        qty = 0
-        if action == "TRADE":
-            qty = int(candidates[chosen].details["contracts"])
-            rows = candidates[chosen].details["rows"]
-            legs = tuple(Leg(snapshot.contract(r), q) for r, q in zip(rows, (1, -2, 1)))
-            limit = float(round_to_tick(-candidates[chosen].details["est_credit"], "SPX", direction="up",
-                                        complex_order=True))
-            vetoes = ctx.would_veto(legs, qty, limit=limit)
-            if vetoes:
-                action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
-        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
-                              context=context, ruleset_version=self.ruleset_version)
-        if action == "TRADE":
-            ctx.open_trade(legs, qty, limit=limit, reason="bwb entry", decision=decision)
+        decision, _ = decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
+                                       entry=lambda d: self._bwb_entry(snapshot, d),
+                                       ruleset_version=self.ruleset_version, reason="bwb entry")
+        if decision.action == "TRADE":
             self._track(ctx)
+
+    @staticmethod
+    def _bwb_entry(snapshot, d):
+        legs = tuple(Leg(snapshot.contract(r), q) for r, q in zip(d["rows"], (1, -2, 1)))
+        return legs, int(d["contracts"]), credit_limit(d["est_credit"], "SPX")
 
     def _decide_hedge(self, ctx) -> None:
         p = self.params
@@ -409,25 +400,19 @@ class BwbVixHedge(Strategy):
         full = ctx.chain("VIX")
         window = np.abs(full.dte - p.hedge_target_dte) <= p.hedge_dte_tolerance
         snapshot = full.subset(np.flatnonzero(window & (full.root == "VIX")))
-        context = {"k": self._k(ctx), "exposure": round(exposure, 2),
+        context = {"k": ctx.slippage, "exposure": round(exposure, 2),
                    "held_spreads": sum(t.contracts for t in hedges),
                    "held_cost": round(sum(t.entry_price * 100 * t.contracts for t in hedges), 2)}
-        action, reason, candidates, chosen = self.evaluate(snapshot, context)
-        legs = limit = None
-        qty = 0
-        if action == "TRADE":
-            d = candidates[chosen].details
-            legs = (Leg(snapshot.contract(d["long_row"]), +1), Leg(snapshot.contract(d["short_row"]), -1))
-            limit = float(round_to_tick(d["est_debit"], "VIX", direction="up", complex_order=True))
-            qty = int(d["buy"])
-            vetoes = ctx.would_veto(legs, qty, limit=limit)
-            if vetoes:
-                action, reason = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
-        decision = ctx.decide(action, reason, candidates=candidates, chosen=chosen, snapshot=snapshot,
-                              context=context, ruleset_version=self.ruleset_version)
-        if action == "TRADE":
-            ctx.open_trade(legs, qty, limit=limit, reason="vix hedge", decision=decision)
+        decision, _ = decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
+                                       entry=lambda d: self._hedge_entry(snapshot, d),
+                                       ruleset_version=self.ruleset_version, reason="vix hedge")
+        if decision.action == "TRADE":
             self._track(ctx)
+
+    @staticmethod
+    def _hedge_entry(snapshot, d):
+        legs = (Leg(snapshot.contract(d["long_row"]), +1), Leg(snapshot.contract(d["short_row"]), -1))
+        return legs, int(d["buy"]), float(round_to_tick(d["est_debit"], "VIX", direction="up", complex_order=True))
 
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import credit_exit, decide_and_enter
+from strikebench.strategies.spreads import credit_exit, decide_and_enter, vertical_entry
 
 RULESET_VERSION = "credit_vertical/1"
 
@@ -154,8 +154,9 @@ class CreditVertical(Strategy):
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = {"k": ctx.slippage,
                    "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}
-        decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context), root=self.params.root,
-                         contracts=self.params.contracts, ruleset_version=self.ruleset_version)
+        decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
+                         entry=vertical_entry(snapshot, self.params.root, self.params.contracts),
+                         ruleset_version=self.ruleset_version)
 
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:

@@ -14,7 +14,7 @@ from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg
 from strikebench.options.ticks import round_to_tick
 
-__all__ = ["decide_and_enter", "credit_exit", "vertical_legs", "credit_limit"]
+__all__ = ["decide_and_enter", "credit_exit", "vertical_entry", "vertical_legs", "credit_limit"]
 
 
 def vertical_legs(snapshot: ChainSnapshot, details: dict) -> tuple[Leg, Leg]:
@@ -27,26 +27,31 @@ def credit_limit(est_credit: float, root: str) -> float:
     return float(round_to_tick(-est_credit, root, direction="up", complex_order=True))
 
 
-def decide_and_enter(ctx, snapshot: ChainSnapshot, context: dict, evaluation: tuple, *, root: str,
-                     contracts: int, ruleset_version: str, reason: str = "entry"):
+def vertical_entry(snapshot: ChainSnapshot, root: str, contracts: int):
+    """The entry of a vertical candidate: short -1 / long +1, ``contracts`` combos, limit at the estimated credit."""
+    return lambda details: (vertical_legs(snapshot, details), contracts, credit_limit(details["est_credit"], root))
+
+
+def decide_and_enter(ctx, snapshot: ChainSnapshot, context: dict, evaluation: tuple, *, entry,
+                     ruleset_version: str, reason: str = "entry"):
     """Record the decision (a TRADE vetoed by a risk check becomes a SKIP naming the rule) and send the entry.
 
-    Returns ``(decision, order)``; ``order`` is None unless an entry was sent.
+    ``entry(details) -> (legs, quantity, limit)`` builds the order of the chosen candidate
+    (:func:`vertical_entry` for a vertical). Returns ``(decision, order)``; ``order`` is None unless
+    an entry was sent.
     """
     action, why, candidates, chosen = evaluation
-    legs = limit = None
+    legs = quantity = limit = None
     if action == "TRADE":
-        details = candidates[chosen].details
-        legs = vertical_legs(snapshot, details)
-        limit = credit_limit(details["est_credit"], root)
-        vetoes = ctx.would_veto(legs, contracts, limit=limit)
+        legs, quantity, limit = entry(candidates[chosen].details)
+        vetoes = ctx.would_veto(legs, quantity, limit=limit)
         if vetoes:
             action, why = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
     decision: Decision = ctx.decide(action, why, candidates=candidates, chosen=chosen, snapshot=snapshot,
                                     context=context, ruleset_version=ruleset_version)
     order = None
     if action == "TRADE":
-        order = ctx.open_trade(legs, contracts, limit=limit, reason=reason, decision=decision)
+        order = ctx.open_trade(legs, quantity, limit=limit, reason=reason, decision=decision)
     return decision, order
 
 

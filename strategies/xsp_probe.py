@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import credit_exit, decide_and_enter
+from strikebench.strategies.spreads import credit_exit, decide_and_enter, vertical_entry
 
 RULESET_VERSION = "xsp_probe/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -206,8 +206,9 @@ class XspProbe(Strategy):
                    "side": rights[self._entries % len(rights)], "sentiment": self.sentiment}
         # what a decision stores: the root's expiries inside the DTE window (evaluates like the whole chain)
         snapshot = full.subset(np.flatnonzero((full.root == p.root) & (full.dte >= p.dte_min) & (full.dte <= p.dte_max)))
-        decision, order = decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context), root=p.root,
-                                           contracts=p.contracts, ruleset_version=self.ruleset_version, reason="probe")
+        decision, order = decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
+                                           entry=vertical_entry(snapshot, p.root, p.contracts),
+                                           ruleset_version=self.ruleset_version, reason="probe")
         if decision.action == "TRADE":
             if order is not None:
                 self._entries += 1

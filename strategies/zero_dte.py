@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import credit_exit, decide_and_enter
+from strikebench.strategies.spreads import credit_exit, decide_and_enter, vertical_entry
 
 RULESET_VERSION = "zero_dte/1"
 
@@ -201,8 +201,9 @@ class ZeroDte(Strategy):
         snapshot = ctx.chain()
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = self.decision_context(ctx, snapshot)
-        decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context), root=self.params.root,
-                         contracts=self.params.contracts, ruleset_version=self.ruleset_version)
+        decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
+                         entry=vertical_entry(snapshot, self.params.root, self.params.contracts),
+                         ruleset_version=self.ruleset_version)
 
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:
