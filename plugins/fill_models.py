@@ -17,6 +17,7 @@ from pydantic import Field
 
 from strikebench.api import FillModel, PluginParams
 from strikebench.hookspecs import hookimpl
+from strikebench.options.chain import usable_quotes
 from strikebench.options.orders import Order, OrderType, combo_mid, combo_natural, combo_width
 from strikebench.options.ticks import round_to_tick
 
@@ -25,8 +26,7 @@ __all__ = ["MidFill", "MidSlippageFill", "NaturalFill", "LimitFill", "quote_usab
 
 def quote_usable(bid: np.ndarray, ask: np.ndarray) -> bool:
     """True when every leg has a finite, positive, uncrossed quote."""
-    with np.errstate(invalid="ignore"):
-        return bool(np.all(np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0) & (bid <= ask)))
+    return bool(usable_quotes(bid, ask).all())
 
 
 class _PricedFill(FillModel):

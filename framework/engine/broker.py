@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import backtrader as bt
 import numpy as np
 
-from strikebench.options.chain import LegQuotes
+from strikebench.options.chain import LegQuotes, usable_quotes
 from strikebench.options.contracts import OptionContract, last_trade_time
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
 from strikebench.options.ticks import round_to_tick
@@ -120,7 +120,7 @@ class OptionsBroker(bt.BrokerBase):
         if self._working:
             for order in list(self._working):
                 self._try_fill(order)
-        self._value = self.portfolio.cash + float(self._position_value[min(i, len(self._position_value) - 1)])
+        self._revalue()
 
     def end_session(self, now: dt.datetime) -> None:
         """Expire working DAY orders at the session's end, and GTC orders whose legs stopped trading."""
@@ -135,7 +135,7 @@ class OptionsBroker(bt.BrokerBase):
         closed = self.portfolio.settle(contracts, values, at)
         if closed:
             self._remark()
-            self._value = self.portfolio.cash + float(self._position_value[min(self._bar, len(self._position_value) - 1)])
+            self._revalue()
         return closed
 
     # ----------------------------------------------------------------- orders
@@ -186,9 +186,8 @@ class OptionsBroker(bt.BrokerBase):
         q = self.quotes.legs([leg.contract for leg in closing.legs])
         fm = self.fill_model
         if hasattr(fm, "model_price"):
+            usable = usable_quotes(q.bid, q.ask).all(axis=1)
             with np.errstate(invalid="ignore"):
-                usable = np.all(np.isfinite(q.bid) & np.isfinite(q.ask) & (q.bid > 0) & (q.ask > 0)
-                                & (q.bid <= q.ask), axis=1)
                 raw = fm.model_price(closing.ratios, q.bid, q.ask)
             raw = np.where(usable, raw, 0.0)
             prices = round_to_tick(raw, closing.root, direction="up", complex_order=closing.is_complex)
@@ -234,7 +233,7 @@ class OptionsBroker(bt.BrokerBase):
         trade = self.portfolio.apply_fill(order, fill)
         self._transition(order, OrderStatus.FILLED, "", self._now)
         self._remark()
-        self._value = self.portfolio.cash + float(self._position_value[min(self._bar, len(self._position_value) - 1)])
+        self._revalue()
         self._on_fill(order, fill, trade)
 
     @staticmethod
@@ -250,6 +249,10 @@ class OptionsBroker(bt.BrokerBase):
         prices = mids.copy()
         prices[0] = round(prices[0] + diff / ratios[0], 2)
         return tuple(float(p) for p in prices)
+
+    def _revalue(self) -> None:
+        """Account value at this bar: cash plus the open positions' precomputed mid value."""
+        self._value = self.portfolio.cash + float(self._position_value[min(self._bar, len(self._position_value) - 1)])
 
     def _remark(self) -> None:
         """Precompute the open positions' mid value for every minute of the session."""

@@ -17,7 +17,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,7 @@ __all__ = [
     "QUOTE_ZERO_ASK",
     "QUOTE_CROSSED",
     "contract_keys",
+    "usable_quotes",
 ]
 
 # Bit flags of an unusable quote (a row may carry several).
@@ -63,6 +64,13 @@ COLUMNS: Mapping[str, str] = {
     "theta": "float64",
     "vega": "float64",
 }
+
+
+def usable_quotes(bid, ask) -> np.ndarray:
+    """Elementwise: bid and ask finite, positive and not crossed (the quotes fills may use)."""
+    bid, ask = np.asarray(bid), np.asarray(ask)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0) & (bid <= ask)
 
 
 def contract_keys(root_codes, expiry, is_call, strike) -> np.ndarray:
@@ -406,8 +414,3 @@ class LegQuotes:
         i = int(np.searchsorted(self.times, ts_ns, side="right")) - 1
         return min(max(i, 0), len(self.times) - 1)
 
-
-def iter_rows(snapshot: ChainSnapshot, rows: Iterable[int]):
-    """Yield (contract, bid, ask, delta) for a handful of rows (reporting, not hot paths)."""
-    for r in rows:
-        yield snapshot.contract(r), float(snapshot.bid[r]), float(snapshot.ask[r]), float(snapshot.delta[r])
