@@ -33,6 +33,7 @@ import pandas as pd
 from pydantic import Field
 
 from strikebench.api import ContextProvider, PluginParams
+from strikebench.errors import DataError
 from strikebench.hookspecs import hookimpl
 
 __all__ = ["SessionFeatures", "OpeningRange", "Vwap", "Atr", "Momentum", "VixLevels", "session_bars"]
@@ -104,6 +105,9 @@ class SessionFeatures(ContextProvider):
 
     def on_session_start(self, day, market, minutes) -> None:
         bars = session_bars(market, self.symbol, minutes, self._cache)
+        if bars is None:  # a configured symbol the market lacks is a mistake, not a feature that is never known
+            raise DataError(f"feature provider '{self.name}': the market has no minute bars for "
+                            f"params.symbol '{self.symbol}'")
         arrays = self.compute(bars, day, market, minutes)
         names = self.feature_names()
         self._table = np.column_stack([np.asarray(arrays[n], dtype=float) for n in names]) if names else \

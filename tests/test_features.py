@@ -211,3 +211,26 @@ def test_builtin_providers_are_registered_by_name():
     registry = plugin_registry()
     for cls in ALL:
         assert registry.get("context_provider", cls.name).cls is cls
+
+
+def test_a_feature_on_a_symbol_the_market_lacks_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text("name: x\ndata: {source: synthetic, start: 2023-01-03, end: 2023-01-04}\n"
+                      "strategies: [{name: credit_vertical}]\n"
+                      "features: [{name: opening_range, params: {symbol: FOO}}]\n"
+                      f"output: {{dir: {tmp_path / 'runs'}}}\n")
+    proc = subprocess.run([sys.executable, "-m", "strikebench.cli", "backtest", str(config), "--quiet"],
+                          capture_output=True, text=True, env={"COLUMNS": "300", "NO_COLOR": "1", "PATH": ""})
+    assert proc.returncode == 4
+    assert proc.stderr.strip() == ("error: feature provider 'opening_range': the market has no minute bars for "
+                                   "params.symbol 'FOO'")
+    assert "Traceback" not in proc.stderr
+    # the run that stopped says so in its journal
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    import sqlite3
+
+    completed = sqlite3.connect(run_dir / "journal.sqlite").execute("SELECT completed FROM runs").fetchone()
+    assert completed == (0,)
