@@ -10,8 +10,9 @@ provider       features                                    available from
 ============== =========================================== ==========================================
 opening_range  ``or_high``, ``or_low``, ``or_width``       bar ``minutes - 1`` (09:44 for 15 minutes,
                                                            whose close is 09:45)
-vwap           ``vwap``                                    the first bar (session-anchored), or bar
-                                                           ``window - 1`` with a rolling window
+vwap           ``vwap``                                    bar ``window_minutes - 1`` (09:59 for the
+                                                           default 30, whose close is 10:00), or
+                                                           the first bar when anchored
 atr            ``atr``                                     bar ``bars - 1``
 momentum       ``mom_5``, ``mom_15`` (one per lookback)    bar ``lookback``
 vix            ``vix``, ``vix9d``, ``vix9d_vix_ratio``     the first bar (nan when the market has
@@ -149,34 +150,63 @@ class OpeningRange(SessionFeatures):
 
 # --------------------------------------------------------------------------- VWAP
 class VwapParams(_SymbolParams):
-    window: int | None = Field(None, ge=1, le=390,
-                               description="rolling window in bars; none = anchored at the session's open")
+    window_minutes: int | None = Field(
+        30, ge=1, le=390,
+        description="rolling window, minutes: the bars labelled in the last this-many minutes up to and including "
+                    "the current one (seed 000: a 30-minute VWAP); null = anchored at the session's open")
 
 
 class Vwap(SessionFeatures):
-    """Volume-weighted average of the typical price (high + low + close) / 3, session-anchored or rolling (vwap)."""
+    """Volume-weighted average of the typical price (high + low + close) / 3 over the last
+    `window_minutes` minutes (default 30, seed 000), or anchored at the session's open (vwap).
+
+    At minute ``t`` the rolling value uses the session's bars labelled in ``(t - window, t]``,
+    read as of their close, and is known once the session has run a whole window (the bar labelled
+    09:59, whose close is 10:00, for 30 minutes). A minute missing from the bars is not counted
+    twice: the window is cut on the bars' own timestamps, not on the minute grid.
+    """
 
     name = "vwap"
     Params = VwapParams
     names = ("vwap",)
 
-    def compute(self, bars, day, market, minutes):
+    def on_session_start(self, day, market, minutes) -> None:
+        full = self._cache.get(("raw", id(market)))
+        if full is None:
+            try:
+                bars = market.bars(self.symbol)
+            except KeyError:
+                raise DataError(f"feature provider '{self.name}': the market has no minute bars for "
+                                f"params.symbol '{self.symbol}'") from None
+            typical = (bars["high"].to_numpy(float) + bars["low"].to_numpy(float) + bars["close"].to_numpy(float)) / 3
+            vol = np.nan_to_num(bars["volume"].to_numpy(float))
+            full = {"ns": bars.index.as_unit("ns").asi8, "pv": np.nan_to_num(typical * vol), "v": vol}
+            self._cache[("raw", id(market))] = full
+        self._table = self.compute_from(full, minutes)[:, None]
+
+    def compute_from(self, full: dict, minutes: pd.DatetimeIndex) -> np.ndarray:
+        """VWAP at each of ``minutes`` from the symbol's bars (``ns`` labels, ``pv`` price x volume, ``v``)."""
         n = len(minutes)
-        if bars is None:
-            return {"vwap": np.full(n, np.nan)}
-        typical = (bars["high"] + bars["low"] + bars["close"]) / 3.0
-        vol = np.nan_to_num(bars["volume"])
-        pv = np.cumsum(np.nan_to_num(typical * vol))
-        v = np.cumsum(vol)
-        w = self.params.window
-        if w is not None and n > w:  # trailing sums over bars i-w+1 .. i
-            pv = pv - np.r_[np.zeros(w), pv[:-w]]
-            v = v - np.r_[np.zeros(w), v[:-w]]
+        if n == 0:
+            return np.empty(0)
+        ns, m_ns = full["ns"], minutes.as_unit("ns").asi8
+        first = int(np.searchsorted(ns, m_ns[0], side="left"))  # the session's first bar
+        stop = int(np.searchsorted(ns, m_ns[-1], side="right"))
+        # sums over this session's bars only (exact, and nothing from another day)
+        pv = np.r_[0.0, np.cumsum(full["pv"][first:stop])]
+        v = np.r_[0.0, np.cumsum(full["v"][first:stop])]
+        end = np.searchsorted(ns[first:stop], m_ns, side="right")  # bars labelled <= t: [start, end)
+        w = self.params.window_minutes
+        if w is None:
+            start = np.zeros(n, dtype=np.int64)
+        else:
+            start = np.searchsorted(ns[first:stop], m_ns - w * 60_000_000_000, side="right")
+        num, den = pv[end] - pv[start], v[end] - v[start]
         with np.errstate(invalid="ignore", divide="ignore"):
-            vwap = np.where(v > 0, pv / np.where(v > 0, v, 1.0), np.nan)
-        if w is not None:
-            vwap[: w - 1] = np.nan
-        return {"vwap": vwap}
+            vwap = np.where((end > start) & (den > 0), num / np.where(den > 0, den, 1.0), np.nan)
+        if w is not None:  # known once a whole window of the session has passed
+            vwap[m_ns - m_ns[0] < (w - 1) * 60_000_000_000] = np.nan
+        return vwap
 
 
 # ---------------------------------------------------------------------------- ATR

@@ -75,22 +75,71 @@ def test_opening_range_minutes_is_a_parameter():
 def test_vwap_with_known_volumes():
     # flat bars at 10, 20, 30 with volumes 1, 2, 3: VWAP 10, (10 + 40) / 3, (10 + 40 + 90) / 6
     market = BarsMarket({"SPX": session_frame([10.0, 20.0, 30.0], volume=np.array([1.0, 2.0, 3.0]))})
-    f = read_all(Vwap(), market, minutes_of()[:3])
+    f = read_all(Vwap(Vwap.Params(window_minutes=None)), market, minutes_of()[:3])  # anchored at the open
     assert f["vwap"].tolist() == pytest.approx([10.0, 50 / 3, 140 / 6])
 
 
 def test_vwap_uses_the_typical_price_high_low_close():
     market = BarsMarket({"SPX": session_frame([100.0, 100.0], high=np.array([103.0, 106.0]),
                                               low=np.array([97.0, 100.0]), volume=np.array([1.0, 1.0]))})
-    f = read_all(Vwap(), market, minutes_of()[:2])
+    f = read_all(Vwap(Vwap.Params(window_minutes=None)), market, minutes_of()[:2])
     assert f["vwap"].tolist() == pytest.approx([100.0, (100.0 + 102.0) / 2])
 
 
 def test_rolling_vwap_over_a_window():
     market = BarsMarket({"SPX": session_frame([10.0, 20.0, 30.0, 40.0], volume=np.array([1.0, 2.0, 3.0, 4.0]))})
-    f = read_all(Vwap(Vwap.Params(window=2)), market, minutes_of()[:4])
+    f = read_all(Vwap(Vwap.Params(window_minutes=2)), market, minutes_of()[:4])
     assert math.isnan(f["vwap"].iloc[0])
     assert f["vwap"].iloc[1:].tolist() == pytest.approx([50 / 3, 130 / 5, 250 / 7])
+
+
+def _rolling_vwap_by_hand(frame: pd.DataFrame, at: pd.Timestamp, minutes: int) -> float:
+    """Σ typical x volume / Σ volume over the bars labelled in (at - minutes, at], written out bar by bar."""
+    num = den = 0.0
+    for ts, bar in frame.iterrows():
+        if at - pd.Timedelta(minutes=minutes) < ts <= at:
+            typical = (bar["high"] + bar["low"] + bar["close"]) / 3
+            num += typical * bar["volume"]
+            den += bar["volume"]
+    return num / den
+
+
+def test_the_default_vwap_is_a_rolling_30_minute_vwap_known_from_0959():
+    """Seed 000's VWAP(30m): at each minute the last 30 one-minute bars, checked bar by bar."""
+    rng = np.random.default_rng(7)
+    close = 4800.0 + np.cumsum(rng.normal(0, 1, 390))
+    high, low = close + rng.uniform(0, 2, 390), close - rng.uniform(0, 2, 390)
+    volume = rng.integers(100, 5000, 390).astype(float)
+    frame = session_frame(close, high=high, low=low, volume=volume)
+    f = read_all(Vwap(), BarsMarket({"SPX": frame}), minutes_of())
+    assert Vwap.Params().window_minutes == 30
+    ny = "America/New_York"
+    assert f["vwap"].loc[:pd.Timestamp("2024-01-08 09:58", tz=ny)].isna().all()  # 29 bars: not a window yet
+    for hhmm in ("09:59", "10:00", "10:31", "12:00", "15:59"):
+        at = pd.Timestamp(f"2024-01-08 {hhmm}", tz=ny)
+        assert f["vwap"].loc[at] == pytest.approx(_rolling_vwap_by_hand(frame, at, 30), rel=1e-12), hhmm
+    # by hand at 10:00: bars 09:31 .. 10:00, the 09:30 bar has left the window
+    window = frame.iloc[1:31]
+    typical = (window.high + window.low + window.close) / 3
+    assert f["vwap"].iloc[30] == pytest.approx((typical * window.volume).sum() / window.volume.sum(), rel=1e-12)
+    # anchored (the option) differs: it still weighs the 09:30 bar
+    anchored = read_all(Vwap(Vwap.Params(window_minutes=None)), BarsMarket({"SPX": frame}), minutes_of())
+    assert anchored["vwap"].iloc[30] != pytest.approx(f["vwap"].iloc[30], rel=1e-9)
+
+
+def test_rolling_vwap_cuts_the_window_on_bar_times_and_never_reads_yesterday():
+    """A missing minute is not counted twice, and 09:45 does not reach back into the previous session."""
+    two_days = pd.concat([session_frame(np.full(390, 100.0), day=dt.date(2024, 1, 5)),
+                          session_frame(np.full(390, 200.0))])
+    gap = two_days.drop(pd.Timestamp("2024-01-08 10:10", tz="America/New_York"))
+    gap.loc[pd.Timestamp("2024-01-08 10:09", tz="America/New_York"), ["high", "low", "close", "volume"]] = [
+        260.0, 260.0, 260.0, 3000.0]
+    f = read_all(Vwap(Vwap.Params(window_minutes=30)), BarsMarket({"SPX": gap}), minutes_of())
+    ny = "America/New_York"
+    assert f["vwap"].loc[pd.Timestamp("2024-01-08 10:00", tz=ny)] == 200.0  # only today's 200s
+    # at 10:10 (no bar of its own): the 29 bars 09:41 .. 10:09, one of them 260 x 3000
+    at = pd.Timestamp("2024-01-08 10:10", tz=ny)
+    assert f["vwap"].loc[at] == pytest.approx((28 * 200.0 * 1000 + 260.0 * 3000) / (28 * 1000 + 3000), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------- ATR
@@ -196,7 +245,7 @@ def test_the_engine_fills_ctx_features_every_bar_before_strategies_run():
     for day in ("2024-01-08", "2024-01-09"):  # recomputed for each session
         at10 = probe.seen[pd.Timestamp(f"{day} 10:00", tz=ny)]
         assert (at10["or_high"], at10["or_low"]) == (4814.0, 4800.0)
-        assert at10["vwap"] == pytest.approx(4815.0)  # equal volumes: mean of 4800 .. 4830
+        assert at10["vwap"] == pytest.approx(4815.5)  # rolling 30 minutes, equal volumes: mean of 4801 .. 4830
         assert set(at10) == {"or_high", "or_low", "or_width", "vwap", "mom_5", "mom_15"}
 
 
@@ -204,7 +253,7 @@ def test_two_providers_may_not_share_a_feature_name():
     with pytest.raises(ValueError, match="feature 'vwap' comes from two providers"):
         Engine(market=ModelMarket("2024-01-08", "2024-01-08"), strategies=[("probe", FeatureProbe([]))],
                fill_model=MidSlippageFill(), commission=ZeroCommission(),
-               features=[Vwap(), Vwap(Vwap.Params(window=30))])
+               features=[Vwap(), Vwap(Vwap.Params(window_minutes=None))])
 
 
 def test_builtin_providers_are_registered_by_name():
