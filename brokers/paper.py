@@ -41,6 +41,7 @@ from strikebench.live.broker_api import (
     BrokerEvent,
     BrokerFill,
     BrokerOrder,
+    BrokerSettlement,
     BrokerUnavailable,
     LiveBroker,
 )
@@ -95,6 +96,14 @@ CREATE TABLE IF NOT EXISTS events (
     fill_id   TEXT
 );
 CREATE TABLE IF NOT EXISTS positions (occ TEXT PRIMARY KEY, quantity INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS settlements (
+    occ      TEXT NOT NULL,
+    at       TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    value    TEXT NOT NULL,
+    cash     TEXT NOT NULL,
+    PRIMARY KEY (occ, at)
+);
 """
 
 
@@ -288,6 +297,11 @@ class PaperAccount(LiveBroker):
         cents = int(self._meta(self._db, "cash_cents", "0"))
         return {"cash": cents / 100.0}
 
+    def settlements(self) -> list[BrokerSettlement]:
+        return [BrokerSettlement(occ=r["occ"], quantity=int(r["quantity"]), value=float(r["value"]),
+                                 cash=int(r["cash"]) / 100.0, at=_ts(r["at"]).to_pydatetime())
+                for r in self._db.execute("SELECT * FROM settlements ORDER BY at, occ")]
+
     def place_calls(self) -> list[dict]:
         return [dict(r) for r in self._db.execute("SELECT * FROM place_calls ORDER BY call_id")]
 
@@ -397,8 +411,11 @@ class PaperAccount(LiveBroker):
             except Exception:  # the market cannot settle it (yet): keep the position
                 continue
             intrinsic = max(value - c.strike, 0.0) if c.is_call else max(c.strike - value, 0.0)
-            cash = int(self._meta(db, "cash_cents", "0")) + int(round(intrinsic * 100)) * c.multiplier * r["quantity"]
+            booked = int(round(intrinsic * 100)) * c.multiplier * r["quantity"]
+            cash = int(self._meta(db, "cash_cents", "0")) + booked
             self._set_meta(db, "cash_cents", cash)
+            db.execute("INSERT OR REPLACE INTO settlements(occ, at, quantity, value, cash) VALUES (?, ?, ?, ?, ?)",
+                       (r["occ"], _iso(settlement_time(c)), int(r["quantity"]), repr(value), str(booked)))
             db.execute("UPDATE positions SET quantity = 0 WHERE occ = ?", (r["occ"],))
 
     # -------------------------------------------------------------- quotes

@@ -430,15 +430,74 @@ def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: b
 
 
 @cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--account", "account", type=click.Path(file_okay=False), metavar="DIR",
+              help="Account folder (default: the YAML's account.dir, else accounts/NAME); one journal for its life.")
+@click.option("--clock", "clock_kind", type=click.Choice(["wall", "replay"]), default="wall", show_default=True,
+              help="`wall`: every session from now on, waiting through nights, weekends and holidays (never stops "
+                   "on its own); `replay`: the sessions from --from to --to at --speed.")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Replay: first session (default the YAML's data.start).")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Replay: last session (default the YAML's data.end).")
+@click.option("--speed", type=float, default=60.0, show_default=True,
+              help="Replay speed (60 = a minute a second; 0 = as fast as possible).")
+@click.option("--dry-run", is_flag=True, help="Log the orders it would send; send nothing.")
+@click.option("--sessions", "stop_after_sessions", type=int, default=None, metavar="N",
+              help="Stop after N sessions (the account resumes with the same command).")
+@click.option("--no-panel", is_flag=True, help="No live panel (one line per session).")
+@click.option("--max-quote-age", type=float, default=None, metavar="SECONDS", help="Stale-quote guard (default 120).")
+@click.option("--max-orders-per-minute", type=int, default=None, help="Order-rate guard (default 20).")
+@click.option("--daily-loss-cap", type=float, default=None, metavar="DOLLARS",
+              help="Kill switch on the day's loss (default: the YAML's daily_loss_cap rule).")
+def trade(config: str, overrides, account, clock_kind: str, start, end, speed: float, dry_run: bool,
+          stop_after_sessions, no_panel: bool, max_quote_age, max_orders_per_minute, daily_loss_cap) -> None:
+    """Trade an ACCOUNT session after session: positions, working GTC orders, cash and cross-day risk state carry.
+
+    After Ctrl-C, a crash or a weekend the same command resumes: it reconciles with the broker first (fills,
+    expiries, settlements while it was down), says what changed, then trades. See docs/live.md.
+    """
+    from strikebench.live.account import run_account
+
+    guards = {k: v for k, v in (("max_quote_age_seconds", max_quote_age), ("max_orders_per_minute",
+                                max_orders_per_minute), ("daily_loss_cap", daily_loss_cap)) if v is not None}
+    s = run_account(config, overrides, account=account, clock=clock_kind, start=start.date() if start else None,
+                    end=end.date() if end else None, speed=speed, dry_run=dry_run, console=console,
+                    panel=not no_panel and console.is_terminal, guard_overrides=guards,
+                    stop_after_sessions=stop_after_sessions,
+                    say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
+    _print_account(s)
+
+
+def _print_account(s: dict) -> None:
+    done = sum(1 for x in s["sessions"] if x["completed"])
+    running = f"running (pid {s['running_pid']})" if s["running_pid"] else "not running"
+    cash = "unknown" if s["cash"] is None else f"{s['cash']:,.2f}"
+    console.print(f"account [bold]{escape(s['account'])}[/]: {running}; {done} session(s) completed"
+                  f"{', last ' + s['last_session'] if s.get('last_session') else ''}; closed trades "
+                  f"{s['closed_trades']}, realized P&L {s['realized_pnl']:+,.2f}, cash {cash}; open trades "
+                  f"{len(s['open_trades'])}, working orders {len(s['working_orders'])}", highlight=False,
+                  soft_wrap=True)
+
+
+@cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def status(run_dir: str) -> None:
-    """State of a paper run: running or not, last bar, kill switch, new-risk stop, open trades, working orders."""
+    """State of a paper run or an account: running or not, last bar, switches, open trades, working orders."""
+    from strikebench.live.account import account_status, is_account
     from strikebench.live.launch import paper_status
 
-    s = paper_status(run_dir)
-    running = f"running (pid {s['running_pid']})" if s["running_pid"] else ("completed" if s["completed"] else "not running")
-    console.print(f"[bold]{escape(s['run_id'])}[/]: {running}; last bar done {s['last_bar_done']}; realized P&L "
-                  f"{s['realized_pnl']:+,.2f}", highlight=False)
+    if is_account(run_dir):
+        s = account_status(run_dir)
+        _print_account(s)
+        s["run_id"] = s["account"]
+    else:
+        s = paper_status(run_dir)
+        running = f"running (pid {s['running_pid']})" if s["running_pid"] else \
+            ("completed" if s["completed"] else "not running")
+        console.print(f"[bold]{escape(s['run_id'])}[/]: {running}; last bar done {s['last_bar_done']}; realized P&L "
+                      f"{s['realized_pnl']:+,.2f}", highlight=False)
     console.print(f"kill switch: {escape(s['kill_switch'] or 'armed')}; new risk: "
                   f"{escape(s['new_risk_stopped'] or 'allowed')}" + ("; flatten requested" if s["flatten_requested"] else ""),
                   highlight=False, soft_wrap=True)
@@ -465,9 +524,10 @@ def flatten(run_dir: str, yes: bool) -> None:
 
     A running run closes at its next bar; a stopped one on its next start, before any new decision.
     """
+    from strikebench.live.account import account_status, is_account
     from strikebench.live.launch import paper_status, request_flatten
 
-    s = paper_status(run_dir)
+    s = dict(account_status(run_dir), run_id=run_dir) if is_account(run_dir) else paper_status(run_dir)
     n = len(s["open_trades"])
     if not yes and not click.confirm(f"close {n} open trade(s) and cancel working entries of {s['run_id']}?",
                                      default=False):

@@ -95,6 +95,11 @@ class OutputConfig(_Strict):
     plots: bool = Field(default=True, description="write equity.png and the HTML report")
 
 
+class AccountConfig(_Strict):
+    dir: str | None = Field(default=None, description="the account folder of `strikebench trade` "
+                                                      "(default accounts/NAME)")
+
+
 class RunConfig(_Strict):
     """A whole run: data, broker, strategies, risk rules, features, journal, output."""
 
@@ -106,6 +111,7 @@ class RunConfig(_Strict):
     features: list[PluginRef] = Field(default_factory=list, description="context/feature providers")
     journal: JournalConfig = Field(default_factory=JournalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    account: AccountConfig = Field(default_factory=AccountConfig)
 
     @field_validator("name")
     @classmethod

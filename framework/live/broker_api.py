@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from strikebench.errors import StrikebenchError
 
-__all__ = ["LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerUnavailable",
-           "BROKER_STATUSES"]
+__all__ = ["LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerSettlement",
+           "BrokerUnavailable", "BROKER_STATUSES"]
 
 #: statuses a live broker reports, in strikebench's vocabulary (OrderStatus values)
 BROKER_STATUSES = ("submitted", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired")
@@ -80,6 +80,17 @@ class BrokerEvent:
     fill: BrokerFill | None = None
 
 
+@dataclass(frozen=True)
+class BrokerSettlement:
+    """An expiry the broker settled: the position it closed, the print it used and the cash it booked."""
+
+    occ: str  # compact OCC symbol
+    quantity: int  # signed position that settled
+    value: float  # the settlement print of the underlying
+    cash: float  # dollars booked (signed)
+    at: dt.datetime
+
+
 class LiveBroker(abc.ABC):
     """Abstract live broker. All times are tz-aware; all calls may raise :class:`BrokerUnavailable`."""
 
@@ -111,6 +122,12 @@ class LiveBroker(abc.ABC):
 
     def orders(self, tag: str = "") -> list[BrokerOrder]:
         """Every order the broker holds under ``tag`` (a run id); used to find orders unknown to the journal."""
+        return []
+
+    def settlements(self) -> list[BrokerSettlement]:
+        """Expiries the broker has settled (cash-settled index options), oldest first; [] when it keeps none.
+
+        The runtime settles a trade that expired while it was down at the broker's print."""
         return []
 
     def sync(self, now: dt.datetime) -> None:

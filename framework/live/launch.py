@@ -40,6 +40,19 @@ def running_pid(run_dir) -> int | None:
     return pid
 
 
+def live_broker_plugin(resolved, pm):
+    """The configured broker as a live broker (`paper` stands in for `backtest`, with its initial cash)."""
+    broker_ref = resolved.broker
+    if broker_ref.entry.name == "backtest":  # the same YAML: paper stands in for the backtest broker
+        paper = pm.registry.get("broker", "paper")
+        broker_plugin = paper.build(paper.params_model(initial_cash=broker_ref.params.initial_cash))
+    else:
+        broker_plugin = broker_ref.build()
+    if not hasattr(broker_plugin, "connect"):
+        raise StrikebenchError(f"broker '{broker_ref.entry.name}' is not a live broker (it has no connect())")
+    return broker_plugin
+
+
 def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float = 60.0, day: dt.date | None = None,
                 dry_run: bool = False, run_dir: str | None = None, console=None, panel: bool = True,
                 guard_overrides: dict | None = None, stop_after_bars: int | None = None, flatten: bool = False,
@@ -60,6 +73,10 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
 
     live_args = resume_args(run_dir) if run_dir else None
     if live_args is not None:
+        if day is not None and str(day) != live_args["day"]:
+            raise StrikebenchError(f"{run_dir} holds the paper run of {live_args['day']}, not {day}: a paper run is one "
+                                   f"session; trade the next days with their positions through `strikebench trade "
+                                   f"CONFIG --account DIR`, or give another --run-dir")
         day = dt.date.fromisoformat(live_args["day"])  # a resumed run keeps its day
         overrides = tuple(live_args.get("overrides", ())) + tuple(o for o in overrides if o not in live_args.get("overrides", ()))
         dry_run = dry_run or live_args.get("dry_run", False)
@@ -71,14 +88,7 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     if day is not None and resolved.config.data.source == "synthetic":
         data_overrides = [f"data.start={day}", f"data.end={day}"]
         resolved = load_config(config, tuple(overrides) + tuple(data_overrides), registry=pm.registry)
-    broker_ref = resolved.broker
-    if broker_ref.entry.name == "backtest":  # the same YAML: paper stands in for the backtest broker
-        paper = pm.registry.get("broker", "paper")
-        broker_plugin = paper.build(paper.params_model(initial_cash=broker_ref.params.initial_cash))
-    else:
-        broker_plugin = broker_ref.build()
-    if not hasattr(broker_plugin, "connect"):
-        raise StrikebenchError(f"broker '{broker_ref.entry.name}' is not a live broker (it has no connect())")
+    broker_plugin = live_broker_plugin(resolved, pm)
     market = resolved.data.build().open()
     sessions = [d.date() for d in market.sessions()]
     if day is None:

@@ -133,6 +133,14 @@ class LiveBrokerAdapter(OptionsBroker):
     def submit(self, order: Order, now) -> Order | None:
         return self.runtime.route(order, now)
 
+    def settle(self, contracts, values, at):
+        """Settle at the print, and keep the print: a later session restores the trade from it, not a market."""
+        st = self.runtime.state
+        if st is not None:
+            for c in contracts:
+                st.set(f"settle_value:{c.occ_compact}", float(values[c]))
+        return super().settle(contracts, values, at)
+
     def cancel(self, client_id: str, now, reason: str = "cancelled by strategy") -> bool:
         return self.runtime.cancel(client_id, now, reason)
 
@@ -147,7 +155,8 @@ class LiveRuntime:
     """One paper/live run of a resolved config over one session, resumable from its run folder."""
 
     def __init__(self, resolved, *, run_dir, broker_plugin, clock, day: dt.date, pm=None, market=None,
-                 guards: GuardConfig | None = None, poll_seconds: float = 15.0, panel=None, mode: str = "paper"):  # noqa: E501
+                 guards: GuardConfig | None = None, poll_seconds: float = 15.0, panel=None, mode: str = "paper",
+                 run_id: str | None = None, account: bool = False, final: bool = True):  # noqa: E501
         if pm is None:
             raise ValueError("the live runtime needs the plugin manager (its journal plugin is the run's state)")
         self.resolved = resolved
@@ -157,7 +166,10 @@ class LiveRuntime:
         self.day = day
         self.poll_seconds = poll_seconds
         self.panel = panel
-        run_id = self.run_dir.name
+        # account mode (strikebench.live.account): one journal run for the account's whole life, one session of it
+        # per runtime; per-session checkpoints are keyed by day, and the run ends only when ``final``
+        self.account, self.final = account, final
+        run_id = run_id or self.run_dir.name
         self.runinfo = RunInfo(run_id=run_id, name=resolved.config.name, mode=mode, config=resolved,
                            output_dir=str(self.run_dir), seed=resolved.data.params.model_dump().get("seed"))
         self.market = market if market is not None else resolved.data.build().open()
@@ -197,6 +209,10 @@ class LiveRuntime:
         self.stopped_reason: str | None = None
 
     # ------------------------------------------------------------ helpers
+    def _sk(self, name: str) -> str:
+        """The live_state key of a per-session value (prefixed by the day in account mode)."""
+        return f"{self.day}:{name}" if self.account else name
+
     def log(self, kind: str, message: str) -> None:
         if self.state is not None:
             self.state.log(self.clock.now(), kind, message)
@@ -217,7 +233,7 @@ class LiveRuntime:
             self.state.set("fail_closed", None)
 
     def today_pnl(self) -> float:
-        start = self.state.get("day_start_equity") if self.state else None
+        start = self.state.get(self._sk("day_start_equity")) if self.state else None
         return float(self.adapter.getvalue()) - float(start if start is not None else self.engine.portfolio.initial_cash)
 
     # ------------------------------------------------------------ routing
@@ -369,7 +385,11 @@ class LiveRuntime:
                 trade = portfolio.trade(r["trade_id"])
                 if trade is not None and trade.is_open:
                     contracts = [leg.contract for leg in trade.legs]
-                    portfolio.settle(contracts, {c: float(self.market.settlement_value(c)) for c in contracts}, at)
+                    values = {}
+                    for c in contracts:
+                        v = st.get(f"settle_value:{c.occ_compact}")
+                        values[c] = float(v) if v is not None else float(self.market.settlement_value(c))
+                    portfolio.settle(contracts, values, at)
                 continue
             o = orders.get(r["order_id"])
             if o is None:
@@ -399,7 +419,7 @@ class LiveRuntime:
             opens, closes = st.query("SELECT COALESCE(SUM(opens), 0), COALESCE(SUM(1 - opens), 0) FROM orders"
                                      " WHERE run_id = ? AND strategy = ? AND created_at < ?", (rid, sid, label))[0]
             ctx._orders = 2 * int(opens) + int(closes)
-        self.guards.kill_reason = st.get("kill_reason")
+        self.guards.kill_reason = st.get(self._sk("kill_reason"))
         self.guards.fail_closed_reason = st.get("fail_closed") or self.guards.fail_closed_reason
 
     def reconcile(self, *, at_start: bool = False) -> None:
@@ -467,7 +487,7 @@ class LiveRuntime:
         now = self.clock.now()
         if self.guards.kill_reason is None:
             self.guards.kill_reason = reason
-            self.state.set("kill_reason", reason)
+            self.state.set(self._sk("kill_reason"), reason)
         n = 0
         for o in list(self.adapter.working_orders()):
             if o.opens:
@@ -492,12 +512,16 @@ class LiveRuntime:
             self.hook.on_run_start(run=self.runinfo)
         if self.state is None:
             self.state = LiveState(self.run_dir / JOURNAL_FILE, self.runinfo.run_id)
-        done = self.state.get("bar_done")
-        if self.state.get("completed"):
-            self.stopped_reason = "the run had already completed"
-            return engine.summary()
+        done = self._bar_done()
+        if self.state.get(self._sk("completed")):
+            # what the journal holds (open trades, cash), not a fresh engine's empty book
+            self.resume_i = self.bars[-1]
+            if self.resumed:
+                self._restore()
+            self.stopped_reason = f"the session of {self.day} had already completed"
+            return self._summary()
         start_i = self.bars[0] if done is None else done + 1
-        self.resume_i = start_i
+        self.resume_i = min(start_i, self.bars[-1])
         if self.resumed:
             self._restore()
         if start_i > self.bars[-1]:
@@ -513,6 +537,7 @@ class LiveRuntime:
         if hasattr(self.clock, "_now") and self.clock.now() < tl.stamps[start_i]:
             self.clock._now = tl.stamps[start_i]
         self.reconcile(at_start=True)  # before any new decision
+        self._settle_overdue()
         steps = 0
         for i in range(start_i, self.bars[-1] + 1):
             close_t = tl.stamps[i] + pd.Timedelta(minutes=1)
@@ -520,8 +545,8 @@ class LiveRuntime:
                 self.poll()
                 self._control()
                 self._paint()
-            if tl.first[i] or self.state.get("day_start_equity") is None:
-                self.state.set("day_start_equity", float(adapter.getvalue()))
+            if tl.first[i] or self.state.get(self._sk("day_start_equity")) is None:
+                self.state.set(self._sk("day_start_equity"), float(adapter.getvalue()))
             engine.on_bar(i)
             self.rerun_bar = False
             self.poll()
@@ -531,33 +556,87 @@ class LiveRuntime:
             if i % 5 == 0:
                 self.check_positions()
             killed = self.guards.check_loss(self.today_pnl()) or self.guards.killed()
-            if killed and self.state.get("kill_reason") is None:
-                self.state.set("kill_reason", killed)
+            if killed and self.state.get(self._sk("kill_reason")) is None:
+                self.state.set(self._sk("kill_reason"), killed)
                 self.log("kill_switch", f"kill switch tripped: {killed}")
             if (flatten_first or (self.run_dir / FLATTEN_FILE).exists()) and not self._flatten_done and not tl.last[i]:
                 self._flatten_done = True
                 self.flatten("flatten requested")
                 (self.run_dir / FLATTEN_FILE).unlink(missing_ok=True)
-            self.state.set("bar_done", i)
+            self.state.set(self._sk("bar_done"), i)
+            self.state.set(self._sk("bar_done_at"), iso_time(tl.stamps[i]))
             self._paint()
             steps += 1
             if exit_when_flat and self._flatten_done and not engine.portfolio.open_trades() \
                     and not adapter.working_orders():
                 self.stopped_reason = "flat"
-                return engine.summary()
+                return self._summary()
             if stop_after_bars is not None and steps >= stop_after_bars:
                 self.stopped_reason = f"stopped after {steps} bar(s)"
-                return engine.summary()
+                return self._summary()
         return self._finish()
 
     def _finish(self) -> dict:
         self.poll()
         self.engine.i = self.bars[-1]
-        self.state.set("completed", True)
-        self.engine.finish()
+        self.state.set(self._sk("completed"), True)
+        if self.final:
+            self.engine.finish()
         self._paint()
-        (self.run_dir / PID_FILE).unlink(missing_ok=True)
-        return self.engine.summary()
+        if not self.account:
+            (self.run_dir / PID_FILE).unlink(missing_ok=True)
+        return self._summary()
+
+    def _summary(self) -> dict:
+        out = self.engine.summary()
+        if self.account:  # one session of the account: completed = this session is done
+            out["completed"] = bool(self.state.get(self._sk("completed")))
+        return out
+
+    def _bar_done(self) -> int | None:
+        """The last bar of this session checkpointed (by time, so a market built over another span agrees)."""
+        at = self.state.get(self._sk("bar_done_at"))
+        if at is None:
+            return self.state.get(self._sk("bar_done"))
+        t = pd.Timestamp(at)
+        done = [i for i in self.bars if self.tl.stamps[i] <= t]
+        return done[-1] if done else None
+
+    def _settle_overdue(self) -> None:
+        """Open trades whose legs settled before today (the trader was down): settle them as the broker did.
+
+        The broker's settlement record (``LiveBroker.settlements()``) gives the print; a broker without one
+        falls back on the market's settlement value; neither -> fail closed (never guessed)."""
+        portfolio = self.engine.portfolio
+        overdue = sorted({leg.contract for t in portfolio.open_trades() for leg in t.legs
+                          if leg.contract.expiry < self.day}, key=lambda c: c.occ_compact)
+        if not overdue:
+            return
+        try:
+            prints = {s.occ: s for s in (self.broker.settlements() or ())}
+        except BrokerUnavailable:
+            prints = {}
+        values, at = {}, None
+        for c in overdue:
+            rec = prints.get(c.occ_compact)
+            if rec is not None:
+                values[c] = float(rec.value)
+                at = max(at, pd.Timestamp(rec.at)) if at is not None else pd.Timestamp(rec.at)
+                continue
+            try:
+                values[c] = float(self.market.settlement_value(c))
+            except Exception:  # noqa: BLE001 - no print anywhere: never guess
+                self.fail_closed(f"{c.occ_compact} expired on {c.expiry} but neither the broker nor the market "
+                                 f"gives its settlement")
+                return
+        from strikebench.options.contracts import settlement_time
+
+        at = at or max(settlement_time(c) for c in overdue)
+        for trade in self.adapter.settle(overdue, values, pd.Timestamp(at).to_pydatetime()):
+            self.engine.hook.on_trade_closed(run=self.runinfo, trade=trade)
+            self.log("reconcile", f"{trade.trade_id}: settled while the trader was down "
+                                  f"(realized {trade.realized_pnl:+,.2f})")
+        self.check_positions(strict=True)
 
     def _wait_chunk(self) -> float | None:
         speed = getattr(self.clock, "speed", 1.0) or 0
@@ -568,8 +647,8 @@ class LiveRuntime:
     def _control(self) -> None:
         """Between bars: the kill file takes effect at once (a flatten request waits for the next bar's quotes)."""
         killed = self.guards.killed()
-        if killed and self.state.get("kill_reason") is None:
-            self.state.set("kill_reason", killed)
+        if killed and self.state.get(self._sk("kill_reason")) is None:
+            self.state.set(self._sk("kill_reason"), killed)
             self.log("kill_switch", f"kill switch tripped: {killed}")
 
     def _paint(self) -> None:
