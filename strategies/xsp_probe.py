@@ -2,7 +2,8 @@
 
 A few small XSP credit verticals a week (Monday/Tuesday entries, 7-20 DTE, 3-7 points wide).
 Their wins and losses over the last few closed probes aggregate into a sentiment --
-``bullish``, ``neutral``, ``bearish`` or ``volatile`` -- published with
+``bullish``, ``neutral``, ``bearish`` or ``volatile`` (seed 004's four moods), or ``no_evidence``
+while too few probes have closed -- published with
 ``ctx.publish(signal_name, sentiment)`` for the other strategies of the run
 (``bwb_vix_hedge`` can gate its entries on it).
 """
@@ -21,7 +22,8 @@ from strikebench.strategies.spreads import credit_exit, decide_and_enter, vertic
 
 RULESET_VERSION = "xsp_probe/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
-SENTIMENTS = ("bullish", "neutral", "bearish", "volatile")
+SENTIMENTS = ("bullish", "neutral", "bearish", "volatile", "no_evidence")
+NO_EVIDENCE = "no_evidence"
 Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri"]
 Sentiment = Literal["bullish", "neutral", "bearish", "volatile"]
 
@@ -33,7 +35,8 @@ def probe_sentiment(outcomes: Sequence[tuple[str, float]], *, lookback: int = 8,
     ``outcomes`` are ``(right, pnl)``: ``"P"`` for a put credit spread, ``"C"`` for a call one,
     and its realized P&L (a win is ``pnl > 0``). Rules, first match wins:
 
-    1. fewer than ``min_outcomes`` probes: ``neutral`` (no evidence yet);
+    1. fewer than ``min_outcomes`` probes: ``no_evidence`` -- never ``neutral``: a gate that
+       allows a neutral market must not read "nothing known yet" as one;
     2. puts *and* calls each lose at least ``loss_rate`` of the time: ``volatile``
        (the market ran through both sides);
     3. puts lose at least ``loss_rate`` of the time: ``bearish`` (the downside is being tested);
@@ -48,7 +51,7 @@ def probe_sentiment(outcomes: Sequence[tuple[str, float]], *, lookback: int = 8,
     """
     recent = list(outcomes)[-lookback:]
     if len(recent) < min_outcomes:
-        return "neutral"
+        return NO_EVIDENCE
 
     def rate_of_losses(right: str) -> float | None:
         side = [pnl for r, pnl in recent if r == right]
@@ -88,7 +91,8 @@ class XspProbeParams(PluginParams):
     stop_multiple: float = Field(2.0, gt=1, description="close when closing costs >= this x credit")
     contracts: int = Field(1, ge=1, le=100, description="spreads per probe")
     lookback: int = Field(8, ge=1, le=100, description="sentiment reads the last this-many closed probes")
-    min_outcomes: int = Field(3, ge=1, le=100, description="fewer closed probes than this: sentiment is neutral")
+    min_outcomes: int = Field(3, ge=1, le=100,
+                              description="fewer closed probes than this: sentiment is no_evidence (never neutral)")
     loss_rate: float = Field(0.5, gt=0, le=1, description="a side losing at least this often is under pressure")
     bullish_win_rate: float = Field(0.75, gt=0, le=1, description="puts winning at least this often: bullish")
     signal_name: str = Field("probe_sentiment", min_length=1, description="name the sentiment is published under")
@@ -120,7 +124,7 @@ class XspProbe(Strategy):
     def __init__(self, params=None):
         super().__init__(params)
         self.outcomes: list[tuple[str, float]] = []  # (right, realized pnl) of closed probes, in closing order
-        self.sentiment = "neutral"
+        self.sentiment = NO_EVIDENCE
         self._tracked: dict = {}  # trade_id -> TradeRecord of probes not yet counted
         self._week_entries: dict[tuple[int, int], int] = {}
         self._entries = 0

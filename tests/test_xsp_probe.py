@@ -3,6 +3,7 @@ through ctx.publish, and the BWB gated by the probes in one portfolio through th
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from strikebench.strategies.xsp_probe import XspProbe, XspProbeParams, probe_sentiment
 from strikebench.testing import ModelMarket, make_chain, run_strategy
 
-from test_bwb_vix_hedge import backtest_and_reconcile
+from test_bwb_vix_hedge import backtest_and_reconcile, check_bwb_decisions
 
 ROOT = Path(__file__).resolve().parents[1]
 # Monday 8 January 2024: XSP dailies; Thursday 18th is 10 DTE
@@ -31,7 +32,7 @@ def probe(**kw) -> XspProbe:
 
 # ------------------------------------------------------------------ sentiment
 @pytest.mark.parametrize("outcomes, mood", [
-    ([("P", 40), ("P", 35)], "neutral"),                                   # two probes: no evidence yet
+    ([("P", 40), ("P", 35)], "no_evidence"),                               # two probes: not neutral, unknown
     ([("P", 40), ("P", 35), ("P", 30), ("P", -120)], "bullish"),          # puts win 3 of 4 (75%)
     ([("P", 40), ("P", 35), ("P", -120)], "neutral"),                     # puts win 2 of 3 (67%)
     ([("P", 40), ("P", -100), ("P", -120), ("P", 30)], "bearish"),        # puts lose half the time
@@ -42,6 +43,13 @@ def probe(**kw) -> XspProbe:
 ])
 def test_sentiment_from_a_known_sequence(outcomes, mood):
     assert probe_sentiment(outcomes) == mood
+
+
+def test_no_evidence_is_never_neutral():
+    """Too few closed probes is its own value, so a gate that admits neutral cannot mistake it for one."""
+    assert probe_sentiment([]) == probe_sentiment([("P", 40)] * 2) == "no_evidence"
+    assert probe_sentiment([("P", 40)] * 2, min_outcomes=2) == "bullish"
+    assert XspProbe().sentiment == "no_evidence"  # before any probe closes
 
 
 def test_sentiment_reads_only_the_last_lookback_probes():
@@ -144,9 +152,16 @@ def test_bwb_gated_by_the_probes_in_one_portfolio_reconciles_and_obeys_the_gate(
     bwb = decisions[(decisions.strategy == "bwb_vix_hedge") & decisions.reason.str.contains("BWB|probe sentiment")]
     gated = bwb[bwb.reason.str.startswith("probe sentiment")]
     entered = bwb[bwb.action == "TRADE"]
-    assert len(gated) > 0 and len(entered) > 5
+    assert len(gated) > 0 and len(entered) > 0
+    # seed 004: the butterfly enters on a bullish probe sentiment only; "no evidence yet" and neutral wait
     for ctx in entered.context:
-        assert '"sentiment":"bullish"' in ctx or '"sentiment":"neutral"' in ctx
+        assert json.loads(ctx)["sentiment"] == "bullish"
+    moods = {json.loads(c)["sentiment"] for c in gated.context}
+    assert moods <= {"neutral", "bearish", "volatile", "no_evidence"} and "no_evidence" in moods
+    for row in gated.itertuples():
+        assert row.reason == f"probe sentiment {json.loads(row.context)['sentiment']} not in [bullish]"
+    # the entries follow the credit rule of the config, inside the delta band and the -5 % / -7 % checks
+    check_bwb_decisions(bwb[bwb.candidates != "[]"], cap=None, rule="credit")
     probes = trades[trades.strategy == "xsp_probe"]
     opened = pd.to_datetime(probes.opened_at, utc=True).dt.tz_convert("America/New_York")
     assert set(opened.dt.strftime("%a")) <= {"Mon", "Tue"} and len(probes) > 50
