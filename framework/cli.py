@@ -45,6 +45,10 @@ def _registry():
     return get_plugin_manager().registry
 
 
+#: Paths are checked by strikebench.userfiles (one line naming the file and what is wrong), not by click,
+#: whose usage error spans three lines and says nothing about FIFOs, binary or over-size files.
+USER_PATH = click.Path(readable=False)
+
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="PATH=VALUE",
     help="Override a config value, e.g. `--set strategies[0].params.width=50` (repeatable).",
@@ -213,7 +217,7 @@ def _show_value(value) -> str:
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=USER_PATH)
 @set_option
 def validate(config: str, overrides: tuple[str, ...]) -> None:
     """Check CONFIG completely (YAML, every plugin name, every parameter) without running anything."""
@@ -246,7 +250,7 @@ def _resolved_rows(resolved):
 @cli.command("new-plugin")
 @click.argument("kind", type=click.Choice(["strategy"]))
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), metavar="PATH",
+@click.option("--dir", "directory", type=USER_PATH, metavar="PATH",
               help="Folder to create the package in (default: ./sb-NAME with dashes).")
 def new_plugin(kind: str, name: str, directory: str | None) -> None:
     """Write a ready plugin package: pyproject with the `strikebench` entry point, a KIND class
@@ -277,7 +281,7 @@ def new_plugin(kind: str, name: str, directory: str | None) -> None:
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=USER_PATH)
 @set_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def backtest(config: str, overrides: tuple[str, ...], quiet: bool) -> None:
@@ -308,11 +312,11 @@ def _synthetic_market(config: str, overrides: tuple[str, ...]):
 
 
 @market.command("describe")
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=USER_PATH)
 @set_option
 @click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="Day of the IV smile and term-structure plot (default: the most volatile day).")
-@click.option("--png", "png_path", default="market.png", show_default=True, type=click.Path(dir_okay=False),
+@click.option("--png", "png_path", default="market.png", show_default=True, type=USER_PATH,
               help="Where to write the plot.")
 def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str) -> None:
     """Summarize the generated market (archetype days, realized vs implied vol, VIX range, events) and plot it."""
@@ -325,8 +329,8 @@ def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str)
 
 
 @market.command("export")
-@click.argument("config", type=click.Path(dir_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("config", type=USER_PATH)
+@click.argument("out_dir", type=USER_PATH)
 @set_option
 @click.option("--days", type=int, default=5, show_default=True,
               help="Export the first N sessions (0 = every session: about 1 GB a year at 30-minute chains).")
@@ -347,7 +351,7 @@ def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: i
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=False))
+@click.argument("run_dir", type=USER_PATH)
 def report(run_dir: str) -> None:
     """Rebuild RUN_DIR's trades.csv, decisions.csv, summary.json, equity.png and report.html from its journal alone."""
     from strikebench.report import print_summary, write_report
@@ -358,7 +362,7 @@ def report(run_dir: str) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=False))
+@click.argument("run_dir", type=USER_PATH)
 @click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="The session day to show (without it: the days that have decisions).")
 def decisions(run_dir: str, day: dt.datetime | None) -> None:
@@ -373,7 +377,7 @@ def decisions(run_dir: str, day: dt.datetime | None) -> None:
 
 
 @cli.command("replay-decision")
-@click.argument("run_dir", type=click.Path(exists=False))
+@click.argument("run_dir", type=USER_PATH)
 @click.argument("decision_id")
 def replay_decision(run_dir: str, decision_id: str) -> None:
     """Re-run DECISION_ID of RUN_DIR from its stored chain snapshot (checksum verified) and context; exit 0 when
@@ -388,7 +392,7 @@ def replay_decision(run_dir: str, decision_id: str) -> None:
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=USER_PATH)
 @set_option
 @click.option("--clock", "clock_kind", type=click.Choice(["wall", "replay"]), default="wall", show_default=True,
               help="`wall`: trade on the real clock; `replay`: replay a day of the configured market at --speed.")
@@ -397,7 +401,7 @@ def replay_decision(run_dir: str, decision_id: str) -> None:
 @click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="Session to trade (wall: today; replay: the market's first session).")
 @click.option("--dry-run", is_flag=True, help="Log the orders it would send; send nothing.")
-@click.option("--run-dir", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--run-dir", type=USER_PATH, metavar="DIR",
               help="Run folder (default: OUTPUT_DIR/NAME-paper-DAY); when it holds a run, that run resumes "
                    "from its journal.")
 @click.option("--fresh", is_flag=True, help="Start a new run folder even when today's run exists.")
@@ -430,9 +434,9 @@ def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: b
 
 
 @cli.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=USER_PATH)
 @set_option
-@click.option("--account", "account", type=click.Path(file_okay=False), metavar="DIR",
+@click.option("--account", "account", type=USER_PATH, metavar="DIR",
               help="Account folder (default: the YAML's account.dir, else accounts/NAME); one journal for its life.")
 @click.option("--clock", "clock_kind", type=click.Choice(["wall", "replay"]), default="wall", show_default=True,
               help="`wall`: every session from now on, waiting through nights, weekends and holidays (never stops "
@@ -482,7 +486,7 @@ def _print_account(s: dict) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=USER_PATH)
 def status(run_dir: str) -> None:
     """State of a paper run or an account: running or not, last bar, switches, open trades, working orders."""
     from strikebench.live.account import account_status, is_account
@@ -517,7 +521,7 @@ def status(run_dir: str) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=USER_PATH)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def flatten(run_dir: str, yes: bool) -> None:
     """Close every open trade of a paper run and trip its kill switch (asks first).
@@ -539,7 +543,7 @@ def flatten(run_dir: str, yes: bool) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", type=USER_PATH)
 @click.option("--reason", default="kill switch by command", show_default=True)
 def kill(run_dir: str, reason: str) -> None:
     """Trip a paper run's kill switch: no new risk (exits still allowed)."""

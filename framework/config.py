@@ -244,24 +244,30 @@ def _node_lines(node, path: str, loc=(), out=None) -> dict[tuple, int]:
     return out
 
 
-def load_yaml(path: str | os.PathLike, *, what: str = "config") -> _Source:
-    """Read a YAML file into plain data, with line numbers; one-line errors."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{path}: no such {what} file")
-    if p.is_dir():
-        raise ConfigError(f"{path}: is a folder, expected a YAML {what} file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+def load_yaml(path: str | os.PathLike, *, what: str = "config", key: str | None = None) -> _Source:
+    """Read a YAML file into plain data, with line numbers; one-line errors.
+
+    The file goes through :mod:`strikebench.userfiles` (a folder, FIFO, unreadable,
+    binary, non-UTF-8, empty or over-size file is refused) and :mod:`strikebench.safe_yaml`
+    (alias cycles and bombs, deep nesting and Python tags are refused).
+    """
+    from strikebench.safe_yaml import MAX_YAML_BYTES
+    from strikebench.userfiles import read_text
+
+    text = read_text(path, what=f"{what} file", key=key, max_bytes=MAX_YAML_BYTES, allow_empty=True)
     return parse_yaml_text(text, str(path), what=what)
 
 
 def parse_yaml_text(text: str, path: str = "<string>", *, what: str = "config") -> _Source:
+    from strikebench.safe_yaml import YamlRefused, compose_and_load
+
+    lines: dict[tuple, int] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = compose_and_load(text, on_node=lambda root: lines.update(_node_lines(root, path)))
+    except YamlRefused as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        raise ConfigError(f"{where}: YAML refused: {exc.problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
@@ -275,7 +281,7 @@ def parse_yaml_text(text: str, path: str = "<string>", *, what: str = "config") 
         raise ConfigError(
             f"{path}:1: the {what} must be a mapping of keys at the top level, got a {type(data).__name__}"
         )
-    return _Source(path, text, data, _node_lines(node, path) if node is not None else {})
+    return _Source(path, text, data, lines)
 
 
 # --------------------------------------------------------------- substitution
@@ -306,7 +312,7 @@ def _substitute(src: _Source, value: Any, loc: tuple) -> Any:
     # A whole-value reference may carry a number or boolean ("${PORT}" -> 7497).
     if _ENV_RE.fullmatch(value.strip()):
         try:
-            parsed = yaml.safe_load(result)
+            parsed = _load_value(result)
         except yaml.YAMLError:
             return result
         if isinstance(parsed, (int, float, bool)):
@@ -315,6 +321,12 @@ def _substitute(src: _Source, value: Any, loc: tuple) -> Any:
 
 
 # ------------------------------------------------------------------ overrides
+def _load_value(text: str) -> Any:
+    from strikebench.safe_yaml import load_value
+
+    return load_value(text)
+
+
 _SEG_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -334,7 +346,7 @@ def _parse_override(item: str) -> tuple[tuple, Any]:
     if not loc:
         raise ConfigError(f"--set {item!r}: empty path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_value(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return tuple(loc), value
