@@ -18,7 +18,7 @@ import pytest
 
 from strikebench.api import Strategy
 from strikebench.engine.core import Engine
-from strikebench.plugins.commissions import ZeroCommission
+from strikebench.plugins.commissions import CboeRetail, ZeroCommission
 from strikebench.plugins.fill_models import MidSlippageFill
 from strikebench.strategies.bwb_vix_hedge import (
     BwbVixHedge,
@@ -401,12 +401,12 @@ def _hand_ladder(day_pnls, limits=(5000, 3200, 2000, 1200, 800, 400), notch=2):
     return out
 
 
-def _ladder_run(spot):
+def _ladder_run(spot, commission=None):
     market = ModelMarket("2024-01-08", "2024-01-31", spot=spot, iv=0.15,
                          expiries=["2024-02-09", "2024-02-16", "2024-02-23", "2024-03-01"])
     strat = the_delta_variant(hedge=False, profit_target_pct=1.0, stop_loss_pct=None, exit_dte=None)
     engine = Engine(market=market, strategies=[("bwb_vix_hedge", strat)], fill_model=MidSlippageFill(),
-                    commission=ZeroCommission())
+                    commission=commission or ZeroCommission())
     engine.run_all()
     equity = [Decimal(str(round(e, 2))) for _, e in engine.equity_by_day]
     diffs = [b - a for a, b in zip([Decimal("100000.00")] + equity, equity)]
@@ -436,7 +436,8 @@ def test_in_a_run_a_day_loss_over_15pct_of_the_limit_steps_the_ladder_down():
     def drop(index):  # 4800, then 80 points lower from 11:00 on Thursday 18 January
         return np.where(index >= pd.Timestamp("2024-01-18 11:00", tz="America/New_York"), 4720.0, 4800.0)
 
-    strat, engine, diffs = _ladder_run(drop)
+    # real fees: an entry day's marked P&L carries them, as the account's equity does
+    strat, engine, diffs = _ladder_run(drop, CboeRetail())
     days = [str(d) for d, _ in engine.equity_by_day]
     i = days.index("2024-01-18")
     assert diffs[i] < Decimal("-300")  # the BWBs at 4710 lose more than 15 % of 2,000 that day
