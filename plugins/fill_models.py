@@ -1,11 +1,13 @@
 """Built-in fill models: mid, mid_slippage, natural, limit.
 
-A fill model answers one question for the broker: at what signed net price would
-this combo order fill against these leg quotes right now (or not at all)?
-Every order *buys the combo* as its signed leg ratios describe (see
-:mod:`strikebench.options.orders`), so "worse for the trader" is always a
-higher net price, and every fill price is rounded **up** to the order's tick
-(complex orders on the complex grid, e.g. 0.05 for SPX spreads).
+A fill model answers one question for the broker: where in the market would this
+combo order trade against these leg quotes right now (its raw model price)? Every
+order *buys the combo* as its signed leg ratios describe (see
+:mod:`strikebench.options.orders`), so "worse for the trader" is always a higher
+net price. The price the order then fills at -- on the tick grid (rounded up),
+never worse than the natural, inside the combo's no-arbitrage range, never through
+its limit -- is decided in one place, :mod:`strikebench.options.fills`, for every
+model here and for the broker's exit curves.
 """
 
 from __future__ import annotations
@@ -17,20 +19,27 @@ from pydantic import Field
 
 from strikebench.api import FillModel, PluginParams
 from strikebench.hookspecs import hookimpl
-from strikebench.options.chain import usable_quotes
+from strikebench.options.fills import combo_pricing, settle_fill_prices, tradeable
 from strikebench.options.orders import Order, OrderType, combo_mid, combo_natural, combo_width
-from strikebench.options.ticks import round_to_tick
 
 __all__ = ["MidFill", "MidSlippageFill", "NaturalFill", "LimitFill", "quote_usable"]
 
 
-def quote_usable(bid: np.ndarray, ask: np.ndarray) -> bool:
-    """True when every leg has a finite, positive, uncrossed quote."""
-    return bool(usable_quotes(bid, ask).all())
+def quote_usable(bid: np.ndarray, ask: np.ndarray, ratios: np.ndarray | None = None) -> bool:
+    """True when the combo can trade on these quotes: every leg finite, uncrossed, with a positive
+    ask, and every leg sold (negative ratio) with a positive bid. Without ``ratios`` every leg
+    counts as bought (a zero bid is fine)."""
+    if ratios is None:
+        ratios = np.ones(np.shape(bid)[-1])
+    return bool(tradeable(ratios, bid, ask))
 
 
 class _PricedFill(FillModel):
-    """Shared logic: model price -> tick rounding (worse for the trader) -> limit check."""
+    """Shared logic: model price -> :func:`strikebench.options.fills.settle_fill_prices` (tick, natural,
+    no-arbitrage range, limit)."""
+
+    #: fill at the order's limit when marketable (the ``limit`` model) instead of at the model price
+    fills_at_limit: bool = False
 
     #: fraction of a combo's bid/ask width a fill gives up from the mid (what strategies estimate credits with)
     slippage_fraction: float = 0.30
@@ -42,15 +51,15 @@ class _PricedFill(FillModel):
         """Signed net fill price per combo, or None when the order does not fill now.
 
         ``bid``/``ask`` are the legs' quotes, in the order of ``order.legs``.
-        Unusable quotes (NaN, zero, crossed) never fill.
+        Unusable quotes (NaN, crossed, no ask, a zero bid on a leg sold) never fill.
         """
-        if not quote_usable(bid, ask):
+        if not quote_usable(bid, ask, order.ratios):
             return None
         raw = float(self.model_price(order.ratios, bid, ask))
-        price = float(round_to_tick(raw, order.root, direction="up", complex_order=order.is_complex))
-        if order.order_type == OrderType.LIMIT and price > order.limit_price + 1e-9:
-            return None
-        return price
+        limit = order.limit_price if order.order_type == OrderType.LIMIT else None
+        price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), raw, bid, ask,
+                                   limit=limit, at_limit=self.fills_at_limit and limit is not None)
+        return None if price != price else price
 
 
 class MidFill(_PricedFill):
@@ -99,10 +108,12 @@ class LimitParams(PluginParams):
 
 
 class LimitFill(_PricedFill):
-    """Fills a limit order at its limit only when the limit is marketable against a reference price."""
+    """Fills a limit order at its limit (never worse than the natural) when the limit is marketable
+    against a reference price; a market order fills at the reference."""
 
     name = "limit"
     Params = LimitParams
+    fills_at_limit = True
 
     @property
     def slippage_fraction(self) -> float:
@@ -115,12 +126,6 @@ class LimitFill(_PricedFill):
         if self.params.reference == "mid":
             return mid
         return mid + self.params.k * combo_width(ratios, bid, ask)
-
-    def fill_price(self, order, bid, ask):
-        reference = super().fill_price(order, bid, ask)
-        if reference is None or order.order_type == OrderType.MARKET:
-            return reference
-        return float(order.limit_price)
 
 
 @hookimpl

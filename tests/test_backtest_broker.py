@@ -291,3 +291,47 @@ def test_xsp_settlement_on_a_three_decimal_print_is_exact_to_the_cent():
     # the short 470 put pays 0.957 x 100 x 3 = 287.10
     assert trade.realized_pnl == pytest.approx(3 * 19.00 - 287.10)
     assert engine.portfolio.cash_cents == 100_000_00 + 3 * 19_00 - 287_10
+
+
+def test_a_leg_unquoted_for_a_whole_session_keeps_its_last_mark_and_crossed_quotes_are_no_marks():
+    """Marks: the short put has no quote on Tuesday at all and a crossed one on Wednesday morning; the
+    position keeps Monday's last mid (-3.20 + 2.50 = -0.70) instead of being valued at 0 or at 3.60/3.40."""
+    expiry = dt.date(2024, 1, 12)
+    p1, p2 = OptionContract("SPXW", expiry, 4700.0, "P"), OptionContract("SPXW", expiry, 4695.0, "P")
+
+    def short_leg(ts):
+        if ts.day == 9:
+            return (np.nan, np.nan)
+        if ts.day == 10 and ts.hour < 12:
+            return (3.60, 3.40)  # crossed
+        return (3.00, 3.40)
+
+    values = {}
+
+    class Watch(Scripted):
+        def manage(self, ctx, trade):
+            values[ctx.now.strftime("%d %H:%M")] = (ctx._engine.broker.getvalue(), round(ctx.mark(trade), 6))
+
+    market = ModelMarket("2024-01-08", "2024-01-12", spot=4710.0, quotes={p1: short_leg, p2: (2.40, 2.60)},
+                         settlement={expiry: 4750.0})
+    run_strategy(Watch([Leg(p1, -1), Leg(p2, 1)], day=dt.date(2024, 1, 8)), market)
+    # sold for 0.50 at 10:00 Monday, no fees: cash 100,050; the spread is worth -0.70 x 100 while quoted
+    assert values["08 15:59"] == (100_000 + 50 - 70, -0.70)
+    assert values["09 12:00"] == (100_000 + 50 - 70, -0.70)  # a whole session without a quote
+    assert values["10 11:00"] == (100_000 + 50 - 70, -0.70)  # crossed: not a mark
+    assert values["10 12:00"] == (100_000 + 50 - 70, -0.70)
+
+
+def test_a_zero_bid_wing_is_bought_at_its_ask():
+    wing = OptionContract("SPXW", DAY, 4650.0, "P")
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), wing: (0.00, 0.05)},
+                         settlement={DAY: 4750.0})
+    strat = Scripted([Leg(P4700, -1), Leg(wing, +1)], close_at=dt.time(14, 0))
+    engine = run_strategy(strat, market, fill_model=NaturalFill())
+    entry, exit_ = strat.orders
+    # entry: sell 4700 at the bid 3.00, buy the wing at its ask 0.05: -2.95, the wing printed at 0.05
+    assert entry.avg_fill_price == -2.95 and entry.fills[0].leg_prices == (3.00, 0.05)
+    # exit: buy 4700 back at 3.40, sell the wing ... at a zero bid: never. The exit cannot fill.
+    assert exit_.status == OrderStatus.EXPIRED
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.exit_reason == "settlement" and engine.portfolio.cash_cents == 100_000_00 + 295_00

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from strikebench.api import Strategy
-from strikebench.options.chain import QUOTE_CROSSED, QUOTE_NAN, QUOTE_ZERO_BID, ChainSnapshot
+from strikebench.options.chain import QUOTE_CROSSED, QUOTE_NAN, QUOTE_NEGATIVE_BID, QUOTE_ZERO_BID, ChainSnapshot
 from strikebench.options.contracts import OptionContract
 from strikebench.testing import ModelMarket, make_chain, run_strategy
 
@@ -29,15 +29,24 @@ def hand_chain(**overrides) -> ChainSnapshot:
 
 
 def test_unusable_quotes_are_flagged_counted_and_never_selected():
-    snap = hand_chain(bid=[1.00, np.nan, 0.0, 4.50, 6.00], ask=[1.10, 1.75, 2.70, 4.30, 6.40])
-    assert snap.flags[1] & QUOTE_NAN and snap.flags[2] & QUOTE_ZERO_BID and snap.flags[3] & QUOTE_CROSSED
-    assert snap.dropped == {"total": 3, "nan": 1, "zero_bid": 1, "zero_ask": 0, "crossed": 1}
+    snap = hand_chain(bid=[1.00, np.nan, -0.05, 4.50, 6.00], ask=[1.10, 1.75, 2.70, 4.30, 6.40])
+    assert snap.flags[1] & QUOTE_NAN and snap.flags[2] & QUOTE_NEGATIVE_BID and snap.flags[3] & QUOTE_CROSSED
+    assert snap.dropped == {"total": 3, "nan": 1, "zero_bid": 0, "zero_ask": 0, "crossed": 1, "negative_bid": 1}
     assert list(snap.rows("2024-01-12", "P")) == [0, 4]
     # 0.10 and 0.16 targets would pick the flagged rows 1 and 2; they must fall back to usable ones
     assert snap.closest_delta("2024-01-12", "P", 0.10) == 0
     assert snap.closest_delta("2024-01-12", "P", 0.25) == 4
-    assert np.isnan(snap.mid[1]) and snap.mid[0] == pytest.approx(1.05)
+    assert np.isnan(snap.mid[1]) and snap.mid[0] == 1.05
     assert snap.find("SPXW", "2024-01-12", False, 4750.0) is None
+
+
+def test_a_zero_bid_is_flagged_for_information_but_usable():
+    """A 0.00/0.05 wing can be bought (and is marked at 0.025); selling it is refused by the fill rule."""
+    snap = hand_chain(bid=[0.0, 1.60, 2.50, 4.00, 6.00], ask=[0.05, 1.75, 2.70, 4.30, 6.40])
+    assert snap.flags[0] & QUOTE_ZERO_BID
+    assert snap.dropped["total"] == 0 and snap.dropped["zero_bid"] == 1
+    assert snap.valid[0] and snap.mid[0] == 0.025
+    assert snap.find("SPXW", "2024-01-12", False, 4700.0) == 0
     assert snap.find("SPXW", "2024-01-12", False, 4750.0, valid_only=False) == 2
 
 

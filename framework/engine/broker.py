@@ -21,8 +21,8 @@ import numpy as np
 
 from strikebench.options.chain import LegQuotes, usable_quotes
 from strikebench.options.contracts import OptionContract, last_trade_time
+from strikebench.options.fills import allocate_legs, combo_pricing, settle_fill_prices, tradeable
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
-from strikebench.options.ticks import round_to_tick
 from strikebench.portfolio import Portfolio
 
 __all__ = ["OptionsBroker", "QuoteBook", "OrderTransition"]
@@ -87,6 +87,8 @@ class OptionsBroker(bt.BrokerBase):
         self._bar = 0
         self._now: dt.datetime | None = None
         self._close_curves: dict[str, np.ndarray] = {}
+        self._marks: dict[tuple, np.ndarray] = {}
+        self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
 
     # ----------------------------------------------------------- bt interface
     def getcash(self):
@@ -110,9 +112,26 @@ class OptionsBroker(bt.BrokerBase):
 
     # ---------------------------------------------------------------- session
     def start_session(self, day: dt.date) -> None:
+        self._keep_last_marks()
         self.quotes.start_session(day)
         self._close_curves.clear()
+        self._marks.clear()
         self._remark()
+
+    def _keep_last_marks(self) -> None:
+        """Before a new session: remember the last mark of every open leg (a leg that is not quoted
+        usably for a whole session keeps it, instead of being valued at zero)."""
+        if self.quotes.day is None:
+            return
+        for trade in self.portfolio.open_trades():
+            contracts = [leg.contract for leg in trade.legs]
+            marks = self._leg_marks(contracts)
+            for j, c in enumerate(contracts):
+                if np.isfinite(marks[-1, j]):
+                    self._last_mark[c] = float(marks[-1, j])
+        open_contracts = {leg.contract for t in self.portfolio.open_trades() for leg in t.legs}
+        for c in [c for c in self._last_mark if c not in open_contracts]:
+            del self._last_mark[c]
 
     def on_bar(self, i: int, now: dt.datetime) -> None:
         """Bar ``i`` of the session (its label ``now``): try working orders, then mark."""
@@ -185,22 +204,36 @@ class OptionsBroker(bt.BrokerBase):
                         order_type=OrderType.MARKET, opens=False)
         q = self.quotes.legs([leg.contract for leg in closing.legs])
         fm = self.fill_model
-        if hasattr(fm, "model_price"):
-            usable = usable_quotes(q.bid, q.ask).all(axis=1)
+        if hasattr(fm, "model_price"):  # the same rule as fill_price, for every minute at once
+            usable = tradeable(closing.ratios, q.bid, q.ask)
             with np.errstate(invalid="ignore"):
-                raw = fm.model_price(closing.ratios, q.bid, q.ask)
-            raw = np.where(usable, raw, 0.0)
-            prices = round_to_tick(raw, closing.root, direction="up", complex_order=closing.is_complex)
-            return np.where(usable, prices, np.nan)
+                raw = np.where(usable, fm.model_price(closing.ratios, q.bid, q.ask), 0.0)
+            return settle_fill_prices(combo_pricing(closing.legs, as_of=self.quotes.day), raw, q.bid, q.ask)
         # a fill model without a vectorizable price: ask it minute by minute
         return np.array([np.nan if (p := fm.fill_price(closing, q.bid[i], q.ask[i])) is None else p
                          for i in range(len(q.times))])
 
     def mark(self, trade: TradeRecord) -> float:
-        """Mid value of one combo of ``trade`` at this bar (signed, index points)."""
-        q = self.quotes.legs([leg.contract for leg in trade.legs])
-        i = min(self._bar, len(q.times) - 1)
-        return float(np.dot([leg.ratio for leg in trade.legs], q.mid[i]))
+        """Mid value of one combo of ``trade`` at this bar (signed, index points); a leg without a
+        usable quote now is valued at its last usable mid (see :meth:`_leg_marks`)."""
+        marks = self._leg_marks([leg.contract for leg in trade.legs])
+        i = min(self._bar, len(marks) - 1)
+        return float(np.dot([leg.ratio for leg in trade.legs], marks[i]))
+
+    def _leg_marks(self, contracts: Sequence[OptionContract]) -> np.ndarray:
+        """Each leg's mark for every minute of the session: its mid where the quote is usable
+        (finite, uncrossed, positive ask; a zero bid is usable), else its last usable mid, carried
+        across sessions; a leg never quoted usably yet is marked at its first usable mid."""
+        key = tuple(contracts)
+        marks = self._marks.get(key)
+        if marks is None:
+            q = self.quotes.legs(contracts)
+            with np.errstate(invalid="ignore"):
+                mid = np.where(usable_quotes(q.bid, q.ask), q.mid, np.nan)
+            last = np.array([self._last_mark.get(c, np.nan) for c in contracts])
+            marks = _carry_forward(mid, last)
+            self._marks[key] = marks
+        return marks
 
     # -------------------------------------------------------------- internals
     def _transition(self, order: Order, status: OrderStatus, reason: str, now: dt.datetime) -> None:
@@ -224,9 +257,13 @@ class OptionsBroker(bt.BrokerBase):
             if refusal:
                 self._transition(order, OrderStatus.REJECTED, refusal, self._now)
                 return
-        leg_prices = self._leg_prices(order, bid, ask, price)
+        leg_prices = allocate_legs(order.legs, bid, ask, price, as_of=self._now)
         fill = Fill(fill_id=f"{order.client_id}-F{next(self._fill_ids)}", client_id=order.client_id,
-                    filled_at=self._now, quantity=qty, net_price=price, leg_prices=leg_prices, fees=fees)
+                    filled_at=self._now, quantity=qty, net_price=price, leg_prices=leg_prices, fees=fees,
+                    leg_quotes=tuple((float(x), float(y)) for x, y in zip(bid, ask)))
+        for c, x, y in zip(contracts, bid, ask):  # the leg's mark when opened, should it never be quoted again
+            if usable_quotes(x, y) and c not in self._last_mark:
+                self._last_mark[c] = float((x + y) * 0.5)
         order.fills.append(fill)
         order.filled_quantity += qty
         order.avg_fill_price = price
@@ -235,20 +272,6 @@ class OptionsBroker(bt.BrokerBase):
         self._remark()
         self._revalue()
         self._on_fill(order, fill, trade)
-
-    @staticmethod
-    def _leg_prices(order: Order, bid: np.ndarray, ask: np.ndarray, net: float) -> tuple[float, ...]:
-        """Per-leg prints whose signed sum is the net price (legs may print in 0.01).
-
-        Legs start at their mids; the difference to the net fill is put on the
-        first leg (as exchanges allocate complex fills), rounded to the cent.
-        """
-        ratios = order.ratios
-        mids = np.round((bid + ask) * 0.5, 2)
-        diff = round(net - float(np.dot(ratios, mids)), 2)
-        prices = mids.copy()
-        prices[0] = round(prices[0] + diff / ratios[0], 2)
-        return tuple(float(p) for p in prices)
 
     def _revalue(self) -> None:
         """Account value at this bar: cash plus the open positions' precomputed mid value."""
@@ -263,22 +286,25 @@ class OptionsBroker(bt.BrokerBase):
         total = None
         for trade in trades:
             contracts = [leg.contract for leg in trade.legs]
-            q = self.quotes.legs(contracts)
             mult = trade.legs[0].contract.multiplier
             qty = self.portfolio.open_contracts(trade.trade_id)
             weights = np.array([leg.ratio for leg in trade.legs], dtype=np.float64) * qty * mult
-            values = _carry_forward(q.mid) @ weights
+            values = self._leg_marks(contracts) @ weights
             total = values if total is None else total + values
         self._position_value = np.nan_to_num(total, nan=0.0)
 
 
-def _carry_forward(mid: np.ndarray) -> np.ndarray:
+def _carry_forward(mid: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
     """Mids with an unusable minute (NaN) marked at the leg's last usable mid, not at zero.
 
-    A leg with no usable quote yet in the session is marked at its first usable one.
+    ``last`` is each leg's last mark before this session (NaN if none): a leg unquoted since
+    the open keeps it. A leg with no mark at all yet is marked at its first usable mid.
     """
     if not np.isnan(mid).any():
         return mid
     import pandas as pd
 
+    if last is not None:
+        mid = np.vstack([np.asarray(last, dtype=np.float64)[None, :], mid])
+        return pd.DataFrame(mid).ffill().bfill().to_numpy()[1:]
     return pd.DataFrame(mid).ffill().bfill().to_numpy()

@@ -5,10 +5,13 @@ numpy columns (one row per contract). Nothing here loops over contracts in
 Python: selection is done with boolean masks and ``searchsorted`` so that a
 strategy picking "the 0.20-delta put 7 days out" costs microseconds, not a scan.
 
-Quotes that cannot be traded on -- a NaN bid or ask, a zero bid or ask, or a
-crossed market (bid > ask) -- are *flagged*, kept in the snapshot (so the
+Quotes that cannot be traded on -- a NaN bid or ask, a zero ask, a negative bid,
+or a crossed market (bid > ask) -- are *flagged*, kept in the snapshot (so the
 journal stores exactly what was seen) and never returned by the selection
-helpers or used for fills. ``snapshot.dropped`` says how many, and why.
+helpers or used for fills or marks. ``snapshot.dropped`` says how many, and why.
+A zero bid is flagged too (``zero_bid``, for information) but stays usable: a
+0.00/0.05 wing can be bought at the ask, never sold (the fill rule refuses to
+sell at a zero bid, see :mod:`strikebench.options.fills`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ __all__ = [
     "QUOTE_ZERO_BID",
     "QUOTE_ZERO_ASK",
     "QUOTE_CROSSED",
+    "QUOTE_NEGATIVE_BID",
+    "QUOTE_UNUSABLE",
     "contract_keys",
     "usable_quotes",
 ]
@@ -38,11 +43,15 @@ QUOTE_NAN = 1
 QUOTE_ZERO_BID = 2
 QUOTE_ZERO_ASK = 4
 QUOTE_CROSSED = 8
+QUOTE_NEGATIVE_BID = 16
+#: flags that make a quote unusable (a zero bid alone does not)
+QUOTE_UNUSABLE = QUOTE_NAN | QUOTE_ZERO_ASK | QUOTE_CROSSED | QUOTE_NEGATIVE_BID
 _FLAG_NAMES = {
     QUOTE_NAN: "nan",
     QUOTE_ZERO_BID: "zero_bid",
     QUOTE_ZERO_ASK: "zero_ask",
     QUOTE_CROSSED: "crossed",
+    QUOTE_NEGATIVE_BID: "negative_bid",
 }
 
 _EPOCH = np.datetime64("1970-01-01", "D")
@@ -67,10 +76,15 @@ COLUMNS: Mapping[str, str] = {
 
 
 def usable_quotes(bid, ask) -> np.ndarray:
-    """Elementwise: bid and ask finite, positive and not crossed (the quotes fills may use)."""
+    """Elementwise: bid and ask finite, ask positive, bid not negative, not crossed.
+
+    The one definition of a quote fills, marks and selection may use. A zero bid is usable
+    (a 0.00/0.05 wing can be bought at the ask and is marked at 0.025); *selling* at a zero
+    bid is refused by the fill rule (:func:`strikebench.options.fills.tradeable`).
+    """
     bid, ask = np.asarray(bid), np.asarray(ask)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0) & (bid <= ask)
+        return np.isfinite(bid) & np.isfinite(ask) & (bid >= 0) & (ask > 0) & (bid <= ask)
 
 
 def contract_keys(root_codes, expiry, is_call, strike) -> np.ndarray:
@@ -197,7 +211,8 @@ class ChainSnapshot:
         flags = np.zeros(n, dtype=np.int8)
         with np.errstate(invalid="ignore"):
             flags |= np.where(~(np.isfinite(bid) & np.isfinite(ask)), QUOTE_NAN, 0).astype(np.int8)
-            flags |= np.where(bid <= 0, QUOTE_ZERO_BID, 0).astype(np.int8)
+            flags |= np.where(bid == 0, QUOTE_ZERO_BID, 0).astype(np.int8)
+            flags |= np.where(bid < 0, QUOTE_NEGATIVE_BID, 0).astype(np.int8)
             flags |= np.where(ask <= 0, QUOTE_ZERO_ASK, 0).astype(np.int8)
             flags |= np.where(bid > ask, QUOTE_CROSSED, 0).astype(np.int8)
         for arr in (*arrays.values(), flags, key):
@@ -225,15 +240,17 @@ class ChainSnapshot:
 
     @cached_property
     def valid(self) -> np.ndarray:
-        """True where bid and ask are finite, positive and not crossed."""
-        v = self.flags == 0
+        """True where the quote is usable: finite, ask positive, bid not negative, not crossed
+        (the same rule as :func:`usable_quotes`; a zero bid is usable)."""
+        v = (self.flags & QUOTE_UNUSABLE) == 0
         v.flags.writeable = False
         return v
 
     @cached_property
     def dropped(self) -> dict[str, int]:
-        """How many quotes are unusable, in total and per reason."""
-        out = {"total": int(np.count_nonzero(self.flags))}
+        """How many quotes are unusable (``total``), and how many carry each flag (``zero_bid`` is
+        counted for information: those quotes stay usable)."""
+        out = {"total": int(np.count_nonzero(self.flags & QUOTE_UNUSABLE))}
         for bit, name in _FLAG_NAMES.items():
             out[name] = int(np.count_nonzero(self.flags & bit))
         return out

@@ -22,6 +22,7 @@ Order life-cycle (:class:`OrderStatus`)::
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Sequence
@@ -136,6 +137,16 @@ class Order:
             raise OrderError("a limit order needs a finite limit_price")
         if self.order_type == OrderType.MARKET and self.limit_price is not None:
             raise OrderError("a market order has no limit_price")
+        if math.gcd(*(abs(int(leg.ratio)) for leg in self.legs)) != 1:
+            g = math.gcd(*(abs(int(leg.ratio)) for leg in self.legs))
+            raise OrderError(f"leg ratios {':'.join(str(int(leg.ratio)) for leg in self.legs)} share the factor {g}:"
+                             f" send {g} x the quantity of the reduced combo")
+        if self.limit_price is not None:
+            # on the tick grid, rounded the way that never fills through the limit (see strikebench.options.fills)
+            from strikebench.options.fills import limit_on_grid
+
+            self.limit_price = limit_on_grid(self.limit_price, self.root, complex_order=self.is_complex,
+                                             as_of=self.created_at)
 
     @property
     def root(self) -> str:
@@ -181,6 +192,8 @@ class Fill:
     net_price: float
     leg_prices: tuple[float, ...]
     fees: float
+    #: each leg's (bid, ask) the fill was priced on, in the order of the legs (empty when unknown)
+    leg_quotes: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass

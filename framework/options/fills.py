@@ -1,0 +1,269 @@
+"""The one place that decides the price of a fill, and how a combo fill splits into leg prints.
+
+Every fill model (``mid``, ``mid_slippage``, ``natural``, ``limit``, a plugin's own) only says
+where *in the market* it expects an order to trade (its raw model price). This module turns
+that into the price the order fills at, for the backtest broker, its exit curves and the paper
+broker alike. Prices follow one sign convention (net = sum(ratio x leg price), positive =
+debit, see :mod:`strikebench.options.orders`), so "worse for the trader" is always "higher".
+
+The rule, in order:
+
+1. **Tradeable quotes.** Every leg needs a finite, uncrossed quote with a positive ask; a leg
+   the order *sells* also needs a positive bid. A 0.00/0.05 wing can be bought at the ask,
+   never sold. NaN and crossed quotes never fill.
+2. **Tick.** The raw model price is rounded *up* onto the order's grid (complex orders on the
+   complex grid, e.g. 0.05 for SPX spreads; single legs on the tiered single-leg grid).
+3. **Inside the legs' market.** The price is kept between the combo's bid-side natural and its
+   natural (what buying every leg at its ask and selling at its bid costs), taken onto the grid
+   inwards: a fill is never worse than legging in at the natural, so every leg can print
+   inside its own quote (see :func:`allocate_legs`).
+4. **No arbitrage.** A European, cash-settled combo of one expiry is worth between its least
+   and its greatest payoff at expiry, over every level of the underlying
+   (:func:`payoff_range`): a vertical between 0 and its width, a 1:-2:1 butterfly between 0
+   and its wing width, a broken-wing butterfly between its worst and best payoff, a ratio
+   spread with a naked short side has no upper bound. Fills are clamped into that range
+   (taken onto the grid inwards), even when quotes say otherwise.
+5. **Limit.** A limit order's limit is first put on the grid in the direction that never
+   fills through it: *down* (a higher net price is worse for the buyer of the combo), so an
+   SPX spread limit of -1.03 works at -1.05 and an XSP limit of -0.193 at -0.20
+   (:func:`limit_on_grid`; :class:`~strikebench.options.orders.Order` does this when it is
+   created). The order fills when the price of steps 1-4 is at or below the limit. The
+   ``limit`` fill model then fills at the limit itself (but never worse than the natural).
+
+All functions are vectorised over leading axes (minutes) with legs on the last axis, so the
+broker prices a whole session's exit curve in one call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Sequence
+
+import numpy as np
+
+from strikebench.options.ticks import round_to_tick
+
+__all__ = [
+    "ComboPricing",
+    "payoff_range",
+    "limit_on_grid",
+    "tradeable",
+    "combo_pricing",
+    "settle_fill_prices",
+    "allocate_legs",
+]
+
+
+def payoff_range(legs: Sequence) -> tuple[float, float]:
+    """(least, greatest) payoff per combo at expiry over every underlying level in [0, inf).
+
+    The payoff of a combo of one expiry is piecewise linear in the underlying with kinks at
+    the strikes, so its extremes lie at 0, at a strike, or at infinity (the slope beyond
+    the highest strike is the net ratio of its calls). Legs of different expiries have no
+    such bound here: ``(-inf, inf)``.
+    """
+    if len({leg.contract.expiry for leg in legs}) != 1:
+        return -math.inf, math.inf
+    strikes = sorted({float(leg.contract.strike) for leg in legs})
+    points = np.array([0.0, *strikes])
+    s = points[:, None]
+    k = np.array([float(leg.contract.strike) for leg in legs])
+    calls = np.array([leg.contract.is_call for leg in legs])
+    ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
+    payoff = (ratios * np.where(calls, np.maximum(s - k, 0.0), np.maximum(k - s, 0.0))).sum(axis=1)
+    slope_up = float(sum(leg.ratio for leg in legs if leg.contract.is_call))
+    low, high = float(payoff.min()), float(payoff.max())
+    if slope_up < 0:
+        low = -math.inf
+    if slope_up > 0:
+        high = math.inf
+    return low, high
+
+
+def limit_on_grid(limit: float, root: str, *, complex_order: bool, as_of=None) -> float:
+    """An order's limit on the tick grid, rounded the way that never fills through it (down)."""
+    return float(round_to_tick(float(limit), root, direction="down", complex_order=complex_order, as_of=as_of))
+
+
+def tradeable(ratios, bid, ask) -> np.ndarray:
+    """Per row (legs on the last axis): every leg usable, and every sold leg has a positive bid."""
+    from strikebench.options.chain import usable_quotes
+
+    bid, ask = np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64)
+    ok = usable_quotes(bid, ask)
+    with np.errstate(invalid="ignore"):
+        ok &= (np.asarray(ratios) > 0) | (bid > 0)
+    return ok.all(axis=-1)
+
+
+@dataclass(frozen=True)
+class ComboPricing:
+    """What pricing a fill of one combo needs: its ratios, grid and no-arbitrage range."""
+
+    ratios: np.ndarray
+    root: str
+    complex_order: bool
+    low: float  #: least payoff at expiry, on the grid (rounded up); -inf when unbounded
+    high: float  #: greatest payoff at expiry, on the grid (rounded down); inf when unbounded
+    as_of: object = None
+
+    def up(self, x):
+        return round_to_tick(x, self.root, direction="up", complex_order=self.complex_order, as_of=self.as_of)
+
+    def down(self, x):
+        return round_to_tick(x, self.root, direction="down", complex_order=self.complex_order, as_of=self.as_of)
+
+
+def combo_pricing(legs: Sequence, *, as_of=None) -> ComboPricing:
+    """The :class:`ComboPricing` of an order's legs (ratios as given: the combo it buys)."""
+    legs = tuple(legs)
+    root = legs[0].contract.root
+    complex_order = len(legs) > 1
+    low, high = payoff_range(legs)
+    if math.isfinite(low):
+        low = float(round_to_tick(low, root, direction="up", complex_order=complex_order, as_of=as_of))
+    if math.isfinite(high):
+        high = float(round_to_tick(high, root, direction="down", complex_order=complex_order, as_of=as_of))
+    return ComboPricing(np.array([leg.ratio for leg in legs], dtype=np.float64), root, complex_order,
+                        low, high, as_of)
+
+
+def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | None = None,
+                       at_limit: bool = False):
+    """Fill price(s) for raw model price(s) ``raw`` against leg quotes ``bid``/``ask``.
+
+    Applies steps 1-5 of the module doc. Returns a float (or an array over leading axes)
+    with NaN where the order does not fill. ``at_limit``: fill at the limit itself when the
+    order is marketable (the ``limit`` fill model).
+    """
+    r = pricing.ratios
+    bid = np.asarray(bid, dtype=np.float64)
+    ask = np.asarray(ask, dtype=np.float64)
+    scalar = bid.ndim == 1
+    ok = tradeable(r, bid, ask)
+    with np.errstate(invalid="ignore"):
+        raw = np.where(ok, np.asarray(raw, dtype=np.float64), 0.0)
+        b = np.where(ok[..., None], bid, 0.0)
+        a = np.where(ok[..., None], ask, 0.0)
+    natural = np.where(r > 0, r * a, r * b).sum(axis=-1)
+    far = np.where(r > 0, r * b, r * a).sum(axis=-1)
+    nat_g = pricing.down(natural)
+    far_g = pricing.up(far)
+    inside = far_g <= nat_g  # a grid price exists between the two naturals
+    price = pricing.up(raw)
+    price = np.where(inside, np.clip(price, far_g, nat_g), price)
+    limit_g = None
+    if limit is not None:
+        limit_g = limit_on_grid(limit, pricing.root, complex_order=pricing.complex_order, as_of=pricing.as_of)
+    price = np.clip(price, pricing.low, pricing.high)
+    if limit_g is not None:
+        ok = ok & (price <= limit_g + 1e-9)
+        if at_limit:
+            price = np.where(inside, np.minimum(limit_g, np.maximum(nat_g, price)), limit_g)
+            price = np.clip(price, pricing.low, pricing.high)
+    price = np.round(np.where(ok, price, np.nan), 2) + 0.0
+    if scalar:
+        return float(price)
+    return price
+
+
+# ------------------------------------------------------------------ legs
+def _cents(x: float) -> int:
+    return int(round(float(x) * 100.0))
+
+
+def _leg_step(root: str, p: int, direction: int, as_of) -> int:
+    """Cents to the next point of the leg's single-leg grid from ``p`` (cents) in ``direction``."""
+    if direction > 0:
+        nxt = _cents(round_to_tick((p + 1) / 100.0, root, direction="up", as_of=as_of))
+    else:
+        if p <= 0:
+            return 0
+        nxt = _cents(round_to_tick((p - 1) / 100.0, root, direction="down", as_of=as_of))
+    return abs(nxt - p)
+
+
+def allocate_legs(legs: Sequence, bid, ask, net: float, *, as_of=None) -> tuple[float, ...]:
+    """Leg prices of a combo fill at ``net``: each inside its bid/ask, sum(ratio x price) == net.
+
+    The rule: every leg starts at the same fraction ``f`` of its own market, measured from the
+    side that favours the trader (bid for a leg bought, ask for a leg sold), with
+    ``f = (net - far natural) / (natural - far natural)``; so a fill at the natural prints
+    every leg at its ask/bid and a fill at mid prints every leg at its mid. Each leg is put on
+    its single-leg tick grid (nearest), and the few cents left over are moved, a grid step (or
+    else a cent) at a time, onto the leg with the most room left in its quote. Arithmetic is in
+    integer cents, so the sum is exact. Only when no split inside the quotes exists (the net was
+    clamped to the combo's no-arbitrage range while quotes disagree with it) may a leg print
+    outside its quote, never below zero.
+    """
+    legs = tuple(legs)
+    r = [int(leg.ratio) for leg in legs]
+    roots = [leg.contract.root for leg in legs]
+    n = len(legs)
+    N = _cents(net)
+    b = [max(0, _cents(x)) if math.isfinite(x) else 0 for x in np.asarray(bid, dtype=np.float64)]
+    a = [_cents(x) if math.isfinite(x) else b[i] for i, x in enumerate(np.asarray(ask, dtype=np.float64))]
+    a = [max(ai, bi) for ai, bi in zip(a, b)]
+    lo_nat = sum(ri * (bi if ri > 0 else ai) for ri, bi, ai in zip(r, b, a))
+    hi_nat = sum(ri * (ai if ri > 0 else bi) for ri, bi, ai in zip(r, b, a))
+    f = 0.5 if hi_nat == lo_nat else min(1.0, max(0.0, (N - lo_nat) / (hi_nat - lo_nat)))
+    p = []
+    for ri, bi, ai, root in zip(r, b, a, roots):
+        t = bi + f * (ai - bi) if ri > 0 else ai - f * (ai - bi)
+        g = _cents(round_to_tick(t / 100.0, root, direction="nearest", as_of=as_of))
+        p.append(min(max(g, bi), ai))
+    residual = N - sum(ri * pi for ri, pi in zip(r, p))
+
+    def move(lo: list[int], hi: list[int], grid: bool, residual: int) -> int:
+        while residual:
+            best, best_room = None, -1
+            for i in range(n):
+                d = (1 if residual > 0 else -1) * (1 if r[i] > 0 else -1)  # direction of p[i] that shrinks it
+                step = _leg_step(roots[i], p[i], d, as_of) if grid else 1
+                if step <= 0 or abs(r[i]) * step > abs(residual):
+                    continue
+                target = p[i] + d * step
+                if not lo[i] <= target <= hi[i]:
+                    continue
+                room = (hi[i] - target) if d > 0 else (target - lo[i])
+                if room > best_room:
+                    best, best_room = (i, d * step), room
+            if best is None:
+                return residual
+            i, dp = best
+            p[i] += dp
+            residual -= r[i] * dp
+        return residual
+
+    big = 10**12
+    for lo, hi in ((b, a), ([0] * n, [big] * n)):
+        for grid in (True, False):
+            residual = move(lo, hi, grid, residual)
+            if not residual:
+                break
+        if not residual:
+            break
+    if residual:  # ratios without a +-1 leg (e.g. 2:-3): a small exact integer combination
+        residual = _bezout_fix(r, p, residual)
+    if residual:
+        raise ValueError(f"cannot split net {net} over legs with ratios {r}")
+    return tuple(float(Decimal(pi) / 100) for pi in p)
+
+
+def _bezout_fix(r: list[int], p: list[int], residual: int) -> int:
+    import itertools
+
+    span = range(-max(abs(x) for x in r), max(abs(x) for x in r) + 1)
+    best = None
+    for xs in itertools.product(span, repeat=len(r)):
+        if sum(ri * xi for ri, xi in zip(r, xs)) == residual and all(pi + xi >= 0 for pi, xi in zip(p, xs)):
+            cost = sum(abs(x) for x in xs)
+            if best is None or cost < best[0]:
+                best = (cost, xs)
+    if best is None:
+        return residual
+    for i, x in enumerate(best[1]):
+        p[i] += x
+    return 0
