@@ -148,6 +148,10 @@ class ResolvedConfig:
     strategies: tuple[ResolvedPlugin, ...]
     risk: tuple[ResolvedPlugin, ...]
     features: tuple[ResolvedPlugin, ...]
+    overrides: tuple[str, ...] = ()  #: the ``--set`` overrides applied, in order
+    #: the config the run uses, as YAML: after ``${VAR}`` substitution (environment values shown as their
+    #: templates, never their values) and the overrides; what the journal stores as ``config_resolved``
+    resolved_text: str = ""
 
     @property
     def config_hash(self) -> str:
@@ -511,10 +515,12 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), registry
 
 def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedConfig:
     data = _substitute(src, src.data, ())
+    overrides = tuple(overrides)
     for item in overrides:
         loc, value = _parse_override(item)
         _apply_override(data, loc, value, item)
         src.forget_env(loc)
+    resolved_text = yaml.safe_dump(src._masked((), data), sort_keys=False, default_flow_style=False)
     cfg: RunConfig = _validate(src, RunConfig, data)  # type: ignore[assignment]
     if registry is None:
         from strikebench.plugin_manager import get_plugin_manager
@@ -546,4 +552,5 @@ def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedCon
     return ResolvedConfig(
         source_path=str(path), config=cfg, text=src.text, data=data_ref, broker=broker, fill_model=fill,
         commission=commission, strategies=tuple(strategies), risk=risk, features=features,
+        overrides=overrides, resolved_text=resolved_text,
     )

@@ -266,6 +266,8 @@ CREATE TABLE IF NOT EXISTS runs (
     config_yaml   TEXT,
     config_hash   TEXT,
     config_path   TEXT,
+    config_resolved TEXT,
+    config_overrides TEXT,
     code_version  TEXT NOT NULL,
     git_commit    TEXT,
     seed          INTEGER,
@@ -355,6 +357,7 @@ CREATE TABLE IF NOT EXISTS fills (
     fees        TEXT NOT NULL,
     cash        TEXT NOT NULL,
     leg_prices  TEXT NOT NULL,
+    leg_quotes  TEXT,
     PRIMARY KEY (run_id, fill_id)
 );
 CREATE INDEX IF NOT EXISTS fills_trade ON fills(run_id, trade_id);
@@ -437,6 +440,22 @@ def find_journal(run_dir: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------- journal
+#: columns added to schema 1 after it shipped: (table, column, type); a journal written before
+#: gets them (empty) when it is next opened for writing
+_ADDED_COLUMNS = (
+    ("runs", "config_resolved", "TEXT"),
+    ("runs", "config_overrides", "TEXT"),
+    ("fills", "leg_quotes", "TEXT"),
+)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 class Journal:
     """One journal database: schema, one-transaction-per-event writes, and the reads reports use.
 
@@ -468,6 +487,7 @@ class Journal:
             with self._tx():
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     self._db.execute(stmt)
+                _add_missing_columns(self._db)
                 self._db.execute("INSERT OR IGNORE INTO journal_meta(key, value) VALUES ('schema_version', ?)",
                                  (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
@@ -517,20 +537,26 @@ class Journal:
     def start_run(self, run_id: str, *, name: str, mode: str, config_yaml: str | None = None,
                   config_hash: str | None = None, config_path: str | None = None, seed: int | None = None,
                   output_dir: str | None = None, initial_cash=None, strategies: list | None = None,
-                  fill_model: dict | None = None, started_at: str | None = None) -> None:
-        """Write the run's row with ``completed = 0`` (set to 1 by :meth:`end_run`)."""
+                  fill_model: dict | None = None, started_at: str | None = None,
+                  config_resolved: str | None = None, config_overrides: list | None = None) -> None:
+        """Write the run's row with ``completed = 0`` (set to 1 by :meth:`end_run`).
+
+        ``config_yaml`` is the file as read; ``config_resolved`` the config the run used, after
+        ``${VAR}`` substitution (environment values shown as their templates) and the ``--set``
+        overrides listed in ``config_overrides``."""
         version, commit = code_version()
         with self._tx() as db:
             if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
                 raise JournalError(f"{self.path}: run '{run_id}' is already in this journal")
             db.execute(
                 "INSERT INTO runs(run_id, name, mode, started_at, completed, config_yaml, config_hash, config_path,"
-                " code_version, git_commit, seed, output_dir, initial_cash, strategies, fill_model)"
-                " VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " code_version, git_commit, seed, output_dir, initial_cash, strategies, fill_model, config_resolved,"
+                " config_overrides) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, name, mode, started_at or _utc_now(), config_yaml, config_hash, config_path, version, commit,
                  None if seed is None else int(seed), output_dir, dollars_text(initial_cash),
                  None if strategies is None else to_json(strategies),
-                 None if fill_model is None else to_json(fill_model)))
+                 None if fill_model is None else to_json(fill_model), config_resolved,
+                 None if config_overrides is None else to_json(list(config_overrides), sort_keys=False)))
         self._seq[run_id] = 0
 
     def end_run(self, run_id: str, summary: dict | None = None, *, completed: bool = True) -> None:
@@ -746,7 +772,11 @@ class Journal:
 
     # ----------------------------------------------------------------- fills
     def record_fill(self, run_id: str, order, fill) -> None:
-        """A fill, and the trade it opens (or adds to), in one transaction."""
+        """A fill, and the trade it opens (or adds to), in one transaction.
+
+        The row keeps the legs' quotes the fill was priced on (``leg_quotes``), so every entry and
+        exit price is checkable from the journal alone; an opening fill writes the trade's
+        ``max_loss`` at once."""
         mult = int(order.multiplier)
         price_c = int(round(float(fill.net_price) * 100))
         fee_c = int(round(float(fill.fees) * 100))
@@ -754,10 +784,11 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
-                " multiplier, fees, cash, leg_prices) VALUES (?, ?, ?, ?, 'fill', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " multiplier, fees, cash, leg_prices, leg_quotes) VALUES (?, ?, ?, ?, 'fill', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (fill.fill_id, run_id, order.client_id, order.trade_id, int(bool(order.opens)),
                  iso_time(fill.filled_at), cents_text(price_c), int(fill.quantity), mult, cents_text(fee_c),
-                 cents_text(cash_c), to_json([points_text(p) for p in fill.leg_prices], sort_keys=False)))
+                 cents_text(cash_c), to_json([points_text(p) for p in fill.leg_prices], sort_keys=False),
+                 _quotes_json(getattr(fill, "leg_quotes", ()))))
             if order.trade_id is None:
                 return
             exists = db.execute("SELECT 1 FROM trades WHERE run_id = ? AND trade_id = ?",
@@ -766,10 +797,11 @@ class Journal:
                 expiry = min(leg.contract.expiry for leg in order.legs)
                 db.execute(
                     "INSERT INTO trades(trade_id, run_id, strategy, decision_id, opened_at, expiry, contracts,"
-                    " multiplier, entry_price, entry_credit, fees) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " multiplier, entry_price, entry_credit, fees, max_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (order.trade_id, run_id, order.strategy or "", self._decision_of_trade(db, run_id, order.trade_id),
                      iso_time(fill.filled_at), str(expiry), int(fill.quantity), mult, cents_text(price_c),
-                     cents_text(-price_c), cents_text(fee_c)))
+                     cents_text(-price_c), cents_text(fee_c),
+                     _max_loss_text(order.legs, Decimal(price_c) / 100, mult, int(fill.quantity))))
                 for i, (leg, p) in enumerate(zip(order.legs, fill.leg_prices)):
                     c = leg.contract
                     db.execute(
@@ -778,10 +810,10 @@ class Journal:
                         (run_id, order.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
                          points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
             elif exists:
-                self._refresh_trade_from_fills(db, run_id, order.trade_id)
+                self._refresh_trade_from_fills(db, run_id, order.trade_id, order.legs if order.opens else None, mult)
 
-    def _refresh_trade_from_fills(self, db, run_id: str, trade_id: str) -> None:
-        """Contracts, average entry and fees of a trade from its fills (after a further fill)."""
+    def _refresh_trade_from_fills(self, db, run_id: str, trade_id: str, legs=None, mult: int = 100) -> None:
+        """Contracts, average entry, fees (and max loss) of a trade from its fills (after a further fill)."""
         rows = db.execute("SELECT opens, price, quantity, fees FROM fills WHERE run_id = ? AND trade_id = ?",
                           (run_id, trade_id)).fetchall()
         qty = sum(r["quantity"] for r in rows if r["opens"])
@@ -791,6 +823,9 @@ class Journal:
         db.execute("UPDATE trades SET contracts = ?, entry_price = ?, entry_credit = ?, fees = ?"
                    " WHERE run_id = ? AND trade_id = ?",
                    (qty, points_text(entry), points_text(-entry), cents_text(fees), run_id, trade_id))
+        if legs is not None and qty:
+            db.execute("UPDATE trades SET max_loss = ? WHERE run_id = ? AND trade_id = ?",
+                       (_max_loss_text(legs, entry, mult, qty), run_id, trade_id))
 
     # ---------------------------------------------------------------- trades
     def record_trade_closed(self, run_id: str, trade) -> None:
@@ -839,12 +874,17 @@ class Journal:
         qty = int(trade.contracts) - closed_by_fills
         if qty <= 0:
             return
-        total_c = int(round(float(trade.exit_price) * int(trade.contracts) * 100))
-        settle_c = total_c - sum(text_cents(r["price"]) * r["quantity"] for r in rows)
-        price = Decimal(settle_c) / qty / 100
-        cash_c = -settle_c * mult
-        if getattr(trade, "settlement_cash", None) is not None:  # the portfolio's exact figure (prints finer than a cent)
+        if getattr(trade, "settlement_cash", None) is not None:
+            # the portfolio's exact cash; the price per combo at the precision that cash used (an XSP print
+            # has 3 decimals: 392.996 against a 393 put is 0.004, $0.40 a contract), so that
+            # cash = -price x multiplier x quantity holds on this row too
             cash_c = int(round(trade.settlement_cash * 100))
+            price = Decimal(-cash_c) / (mult * qty * 100)
+        else:
+            total_c = int(round(float(trade.exit_price) * int(trade.contracts) * 100))
+            settle_c = total_c - sum(text_cents(r["price"]) * r["quantity"] for r in rows)
+            price = Decimal(settle_c) / qty / 100
+            cash_c = -settle_c * mult
         intrinsic = [points_text(p) for p in (trade.leg_exit_prices or ())]
         db.execute(
             "INSERT OR REPLACE INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
@@ -894,3 +934,20 @@ class _nullcontext:
 
 def _enum(value) -> str:
     return str(getattr(value, "value", value))
+
+
+def _quotes_json(quotes) -> str | None:
+    """Leg quotes as ``[["bid", "ask"], ...]`` (exact text; null for a NaN side); None when unknown."""
+    if not quotes:
+        return None
+    return to_json([[points_text(x) for x in q] for q in quotes], sort_keys=False)
+
+
+def _max_loss_text(legs, entry: Decimal, mult: int, contracts: int) -> str | None:
+    """Worst-case loss of ``contracts`` combos entered at ``entry`` (dollars, before fees); None if unbounded."""
+    from strikebench.options.orders import max_loss_per_combo
+
+    loss = max_loss_per_combo(legs, float(entry))
+    if not math.isfinite(loss):
+        return None
+    return dollars_text(Decimal(repr(round(loss, 6))) * mult * contracts)

@@ -49,7 +49,7 @@ class _TradeBook:
     cash_flow_cents: int = 0  # everything this trade moved: premiums, fees, settlement
     fee_cents: int = 0
     entry_notional_cents: int = 0  # sum of price_cents * qty, for the average entry
-    exit_notional_cents: int = 0
+    exit_notional_units: int = 0  # sum of price * qty in 1/10,000 of a point (settlement prints finer than a cent)
     closed_contracts: int = 0
 
 
@@ -176,8 +176,8 @@ class Portfolio:
                                  f"{book.open_contracts} are open")
             book.open_contracts -= fill.quantity
             book.closed_contracts += fill.quantity
-            book.exit_notional_cents += price_c * fill.quantity
-            book.record.exit_price = book.exit_notional_cents / book.closed_contracts / 100.0
+            book.exit_notional_units += price_c * 100 * fill.quantity
+            book.record.exit_price = book.exit_notional_units / book.closed_contracts / 10_000.0
             book.record.leg_exit_prices = fill.leg_prices
         book.cash_flow_cents += flow
         book.fee_cents += fee_c
@@ -197,20 +197,20 @@ class Portfolio:
                 continue
             settle_values = [values[leg.contract] for leg in legs]
             intrinsic = [float(expiry_payoff((Leg(leg.contract, 1),), v)) for leg, v in zip(legs, settle_values)]
+            intrinsic = [round(x, 4) for x in intrinsic]  # XSP prints have 3 decimals: keep them
             payoff = sum(leg.ratio * x for leg, x in zip(legs, intrinsic))
-            payoff_c = _price_cents(payoff)
+            payoff_units = int(round(payoff * 10_000))
             mult = legs[0].contract.multiplier
             # dollars exact to the cent even when the print has more decimals (XSP = SPX / 10)
             flow = int(round(payoff * mult * book.open_contracts * 100.0))
             self.cash_cents += flow
             book.cash_flow_cents += flow
             book.record.settlement_cash = flow / 100.0
-            exit_notional = -payoff_c * book.open_contracts
-            book.exit_notional_cents += exit_notional
+            book.exit_notional_units += -payoff_units * book.open_contracts
             book.closed_contracts += book.open_contracts
             book.open_contracts = 0
-            book.record.exit_price = book.exit_notional_cents / book.closed_contracts / 100.0
-            book.record.leg_exit_prices = tuple(round(x, 2) for x in intrinsic)
+            book.record.exit_price = book.exit_notional_units / book.closed_contracts / 10_000.0
+            book.record.leg_exit_prices = tuple(intrinsic)
             self._close(book, at, "settlement")
             closed.append(book.record)
         return closed

@@ -212,7 +212,7 @@ def _trade_table(journal, run_id: str):
     by_trade: dict[str, list[str]] = {}
     for r in legs.itertuples(index=False):
         by_trade.setdefault(r.trade_id, []).append(f"{int(r.ratio):+d} {r.occ_symbol}")
-    cols = ["trade_id", "strategy", "decision_id", "opened_at", "closed_at", "expiry", "contracts", "legs",
+    cols = ["trade_id", "strategy", "decision_id", "opened_at", "closed_at", "expiry", "contracts", "multiplier", "legs",
             "entry_credit", "exit_debit", "fees", "realized_pnl", "max_loss", "exit_reason"]
     if not len(trades):
         return pd.DataFrame(columns=cols)
@@ -381,6 +381,11 @@ def _html(run: dict, summary: dict, trades, decisions, png: bytes) -> str:
             f" &middot; started {_h(run['started_at'])} &middot; ended {_h(run['ended_at'])}")
     img = base64.b64encode(png).decode("ascii")
     config = (f"<h2>Config</h2><pre>{_h(run['config_yaml'])}</pre>" if run.get("config_yaml") else "")
+    if run.get("config_resolved"):
+        overrides = json.loads(run["config_overrides"]) if run.get("config_overrides") else []
+        shown = ", ".join(f"<code>--set {_h(o)}</code>" for o in overrides) or "none"
+        config += (f"<h2>Config the run used</h2><p class='meta'>after substitution and overrides ({shown})</p>"
+                   f"<pre>{_h(run['config_resolved'])}</pre>")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>strikebench run {_h(run['run_id'])}</title><style>{_CSS}</style></head><body>"

@@ -50,6 +50,8 @@ def _run_fields(run) -> dict:
     if resolved is None:
         return fields
     fields["config_yaml"] = getattr(resolved, "text", None)
+    fields["config_resolved"] = getattr(resolved, "resolved_text", None) or None
+    fields["config_overrides"] = list(getattr(resolved, "overrides", ()) or ())
     try:
         fields["config_hash"] = resolved.config_hash
     except Exception:  # a config object without a hash: store none rather than fail the run

@@ -124,9 +124,12 @@ def test_money_is_exact_text_and_times_carry_their_offset(pm, tmp_path):
     assert t["closed_at"] == "2024-01-10T16:00:00-05:00"
 
     legs = rows(db, "SELECT occ_symbol, ratio, entry_price, exit_price FROM trade_legs ORDER BY leg")
-    # leg prints: mids 3.20 / 2.50, the 0.20 difference to the net fill put on the first leg
-    assert [tuple(r) for r in legs] == [("SPXW  240110P04700000", -1, "3.00", "3.00"),
-                                        ("SPXW  240110P04695000", 1, "2.50", "0.00")]
+    # leg prints (docs/fills.md): the net -0.50 lies at f = (-0.50 - -1.00) / (-0.40 - -1.00) = 5/6 of the
+    # way from the far side (buy 2.40, sell 3.40) to the natural (buy 2.60, sell 3.00): targets
+    # 3.40 - 5/6 x 0.40 = 3.067 -> 3.10 (0.10 grid above 3.00) and 2.40 + 5/6 x 0.20 = 2.567 -> 2.55;
+    # the 0.05 left over moves the long leg, which has the room, to 2.60: -3.10 + 2.60 = -0.50
+    assert [tuple(r) for r in legs] == [("SPXW  240110P04700000", -1, "3.10", "3.00"),
+                                        ("SPXW  240110P04695000", 1, "2.60", "0.00")]
 
     fills = rows(db, "SELECT kind, price, quantity, fees, cash, filled_at FROM fills ORDER BY filled_at")
     assert [tuple(r)[:5] for r in fills] == [("fill", "-0.50", 1, "2.56", "47.44"),
@@ -529,3 +532,97 @@ def test_xsp_settlement_on_a_three_decimal_print_reconciles_in_the_journal(pm, t
     assert fills[1]["cash"] == "-287.10"  # 0.957 points x 100 x 3, not 0.96 x 300
     assert sum(Decimal(f["cash"]) for f in fills) == Decimal(t["realized_pnl"])
     assert int(Decimal(t["realized_pnl"]) * 100) == engine.portfolio.cash_cents - engine.portfolio.initial_cash_cents
+
+
+# ------------------------------------------------------------ self-auditing records
+@pytest.mark.parametrize("print_, per_combo", [(469.043, "0.957"), (469.997, "0.003")])
+def test_xsp_settlement_prices_keep_the_precision_the_cash_used(pm, tmp_path, print_, per_combo):
+    """Issue 24: an XSP print with three decimals. Every fills row satisfies
+    cash = -price x multiplier x quantity - fees, and trades.csv reconciles from its own columns."""
+    expiry = dt.date(2024, 1, 10)
+    c1, c2 = OptionContract("XSP", expiry, 470.0, "P"), OptionContract("XSP", expiry, 468.0, "P")
+
+    class XspOnce(Strategy):
+        name = "xsp_once"
+        underlying = "XSP"
+
+        def decision_times(self):
+            return [dt.time(10, 0)]
+
+        def on_decision_time(self, ctx):
+            ctx.open_trade([Leg(c1, -1), Leg(c2, +1)], 3)
+
+    market = ModelMarket(expiry, expiry, spot=471.0, root="XSP", underlying="XSP",
+                         quotes={c1: (0.40, 0.44), c2: (0.20, 0.22)}, settlement={expiry: print_})
+    engine = make_engine(pm, tmp_path, [("xsp", XspOnce())], market, run_id="xsp")
+    engine.run_all()
+    db = tmp_path / "journal.sqlite"
+    fills = rows(db, "SELECT kind, price, quantity, multiplier, fees, cash, leg_prices FROM fills ORDER BY filled_at")
+    for f in fills:
+        assert Decimal(f["cash"]) == -Decimal(f["price"]) * f["multiplier"] * f["quantity"] - Decimal(f["fees"]), dict(f)
+    settle = fills[-1]
+    assert settle["kind"] == "settlement" and settle["price"] == per_combo  # paid per combo
+    assert json.loads(settle["leg_prices"]) == [per_combo, "0.00"]
+    assert main(["report", str(tmp_path)]) == 0
+    csv = pd.read_csv(tmp_path / "trades.csv", dtype=str)
+    (t,) = csv.to_dict("records")
+    assert t["exit_debit"] == per_combo
+    pnl = (Decimal(t["entry_credit"]) - Decimal(t["exit_debit"])) * int(t["multiplier"]) * int(t["contracts"]) \
+        - Decimal(t["fees"])
+    assert pnl == Decimal(t["realized_pnl"])
+    # 0.19 credit x 300, less the payoff: the trade is short the 470 put, so it pays it
+    assert Decimal(t["realized_pnl"]) == Decimal("57.00") - Decimal(per_combo) * 300 - Decimal(t["fees"])
+
+
+def test_every_fill_stores_its_quotes_and_max_loss_is_written_at_the_opening_fill(pm, tmp_path):
+    db = tmp_path / "journal.sqlite"
+    seen = {}
+
+    class OpenThenClose(Strategy):
+        name = "open_then_close"
+
+        def decision_times(self):
+            return [dt.time(10, 0), dt.time(11, 0), dt.time(14, 0)]
+
+        def on_decision_time(self, ctx):
+            t = ctx.now.time()
+            if t == dt.time(10, 0):
+                ctx.open_trade([Leg(P4700, -1), Leg(P4695, +1)], 2)
+            elif t == dt.time(11, 0):
+                seen["open"] = [dict(r) for r in rows(db, "SELECT max_loss, closed_at FROM trades")]
+            else:
+                for trade in ctx.open_trades():
+                    ctx.close_trade(trade, "scripted exit")
+
+    def short_leg(ts):
+        return (3.00, 3.40) if ts.hour < 14 else (2.70, 2.90)
+
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: short_leg, P4695: (2.40, 2.60)},
+                         settlement={DAY: 4750.0})
+    engine = make_engine(pm, tmp_path, [("otc", OpenThenClose())], market, run_id="otc")
+    engine.run_all()
+    # sold for 0.50 (mid -0.70 + 0.30 x 0.60 = -0.52 -> -0.50): worst case (5.00 - 0.50) x 100 x 2, before fees
+    assert seen["open"] == [{"max_loss": "900.00", "closed_at": None}]
+    fills = rows(db, "SELECT opens, price, leg_quotes FROM fills ORDER BY filled_at")
+    assert [(f["opens"], json.loads(f["leg_quotes"])) for f in fills] == [
+        (1, [["3.00", "3.40"], ["2.40", "2.60"]]),
+        (0, [["2.70", "2.90"], ["2.40", "2.60"]]),  # the exit's own quotes: checkable from the journal alone
+    ]
+    # the exit price from those quotes and the rule: buy 4700 back, sell 4695: mid 2.80 - 2.50 = 0.30,
+    # width 0.40 -> 0.30 + 0.12 = 0.42 -> up to 0.45 (below the natural 2.90 - 2.40 = 0.50)
+    assert fills[1]["price"] == "0.45"
+
+
+def test_the_resolved_config_after_overrides_is_journaled_and_reported(configured_run):
+    import yaml
+
+    _, out = configured_run
+    (run,) = rows(out / "journal.sqlite", "SELECT config_yaml, config_resolved, config_overrides FROM runs")
+    assert json.loads(run["config_overrides"]) == ["strategies[0].params.min_credit=0.50"]
+    assert "min_credit" not in run["config_yaml"]  # the file as read
+    resolved = yaml.safe_load(run["config_resolved"])
+    assert resolved["strategies"][0]["params"]["min_credit"] == 0.5
+    assert str(resolved["data"]["end"]) == "2024-01-12"
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "Config the run used" in html and "--set strategies[0].params.min_credit=0.50" in html
