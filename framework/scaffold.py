@@ -288,7 +288,7 @@ def test_one_spread_at_ten_on_a_quiet_week():
     assert trades and trades[0].opened_at.time() == dt.time(10, 0)
     assert decisions_of(engine)[0].action == "TRADE"
     entry = orders_of(engine, opens=True)[0]
-    assert entry.avg_fill_price == pytest.approx(-trades[0].entry_credit)
+    assert entry.avg_fill_price == -trades[0].entry_credit
 
 
 def test_strikebench_finds_it_through_the_entry_point(monkeypatch):

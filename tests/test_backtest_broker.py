@@ -60,16 +60,16 @@ def test_put_credit_spread_fills_at_k030_marks_at_mid_and_settles_to_the_cent():
     order = strat.orders[0]
     # mid = -3.20 + 2.50 = -0.70; width = 0.40 + 0.20 = 0.60; -0.70 + 0.30 x 0.60 = -0.52 -> up to -0.50
     assert order.status == OrderStatus.FILLED
-    assert order.avg_fill_price == pytest.approx(-0.50)
+    assert order.avg_fill_price == -0.50
     fill = order.fills[0]
-    assert fill.fees == pytest.approx(2 * (0.65 + 0.60 + 0.03))  # 2.56
-    assert sum(r * p for r, p in zip((-1, 1), fill.leg_prices)) == pytest.approx(-0.50)
+    assert fill.fees == 2.56  # 2 legs x (0.65 + 0.60 + 0.03)
+    assert sum(r * round(p * 100) for r, p in zip((-1, 1), fill.leg_prices)) == -50
     # settles at 4697: short 4700 put pays 3.00, long 4695 expires worthless
     (trade,) = engine.portfolio.closed_trades()
     assert trade.exit_reason == "settlement"
-    assert trade.exit_price == pytest.approx(3.00)
-    assert trade.realized_pnl == pytest.approx(50.00 - 2.56 - 300.00)
-    assert engine.portfolio.cash == pytest.approx(100_000 + 50.00 - 2.56 - 300.00)
+    assert trade.exit_price == 3.00
+    assert trade.realized_pnl == -252.56  # 50.00 - 2.56 - 300.00
+    assert engine.portfolio.cash == 99_747.44
     assert engine.portfolio.cash_cents == 100_000_00 + 50_00 - 256 - 300_00
     # cash = Σ realized P&L + initial cash, exactly
     assert engine.portfolio.cash_cents - engine.portfolio.initial_cash_cents == round(trade.realized_pnl * 100)
@@ -90,16 +90,16 @@ def test_open_spread_is_marked_at_mid_each_bar():
     run_strategy(strat, put_spread_market(), commission=CboeRetail())
     t, mark, value = seen[0]
     assert t == dt.time(10, 1)
-    assert mark == pytest.approx(-0.70)
+    assert round(mark, 9) == -0.70
     # cash 100,000 + 50 - 2.56; short spread worth -0.70 x 100
-    assert value == pytest.approx(100_000 + 50 - 2.56 - 70.0)
+    assert round(value, 9) == 99_977.44  # 100,000 + 50 - 2.56 - 70
 
 
 def test_settlement_out_of_the_money_keeps_the_credit():
     strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)])
     engine = run_strategy(strat, put_spread_market(settle=4750.0))
     (trade,) = engine.portfolio.closed_trades()
-    assert trade.realized_pnl == pytest.approx(50.0)
+    assert trade.realized_pnl == 50.00
     assert trade.exit_price == 0.0
 
 
@@ -111,12 +111,12 @@ def test_butterfly_one_minus_two_one():
     engine = run_strategy(strat, market)
     order = strat.orders[0]
     # mid = 14.20 - 2 x 8.10 + 4.10 = 2.10; width = 0.40 + 2 x 0.20 + 0.20 = 1.00; 2.10 + 0.30 = 2.40 debit
-    assert order.avg_fill_price == pytest.approx(2.40)
+    assert order.avg_fill_price == 2.40
     (trade,) = engine.portfolio.closed_trades()
     # settle 4712: 12 - 2 x 2 + 0 = 8.00 per fly
-    assert trade.exit_price == pytest.approx(-8.00)
-    assert trade.realized_pnl == pytest.approx((8.00 - 2.40) * 100)
-    assert engine.portfolio.cash == pytest.approx(100_000 + 560.0)
+    assert trade.exit_price == -8.00
+    assert trade.realized_pnl == 560.00  # (8.00 - 2.40) x 100
+    assert engine.portfolio.cash == 100_560.00
 
 
 def test_vix_call_spread_settles_at_the_wednesday_open_print():
@@ -133,11 +133,11 @@ def test_vix_call_spread_settles_at_the_wednesday_open_print():
     engine = run_strategy(strat, market)
     order = strat.orders[0]
     # mid = 0.32 - 0.11 = 0.21; width = 0.04 + 0.02 = 0.06; 0.21 + 0.018 = 0.228 -> up to 0.23 (VIX complex 0.01)
-    assert order.avg_fill_price == pytest.approx(0.23)
+    assert order.avg_fill_price == 0.23
     (trade,) = engine.portfolio.closed_trades()
     assert trade.exit_reason == "settlement"
     assert trade.closed_at.time() == dt.time(9, 30)
-    assert trade.realized_pnl == pytest.approx((2.35 - 0.23) * 100)
+    assert trade.realized_pnl == 212.00  # (2.35 - 0.23) x 100
 
 
 def test_buying_power_rejection():
@@ -175,7 +175,7 @@ def test_day_order_expires_at_the_close():
 def test_marketable_limit_fills_at_the_model_price():
     strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], limit=-0.40)
     run_strategy(strat, put_spread_market())
-    assert strat.orders[0].avg_fill_price == pytest.approx(-0.50)
+    assert strat.orders[0].avg_fill_price == -0.50
 
 
 @pytest.mark.parametrize("quote", [(np.nan, 3.40), (0.0, 3.40), (3.60, 3.40)], ids=["nan", "zero-bid", "crossed"])
@@ -191,11 +191,11 @@ def test_natural_fill_and_an_exit_before_expiry():
     strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], close_at=dt.time(14, 0))
     engine = run_strategy(strat, put_spread_market(), fill_model=NaturalFill(), commission=ZeroCommission())
     entry, exit_ = strat.orders
-    assert entry.avg_fill_price == pytest.approx(-3.00 + 2.60)  # sell at bid, buy at ask: credit 0.40
-    assert exit_.avg_fill_price == pytest.approx(3.40 - 2.40)  # buy back at ask, sell at bid: debit 1.00
+    assert entry.avg_fill_price == -0.40  # sell at bid, buy at ask: credit 0.40
+    assert exit_.avg_fill_price == 1.00  # buy back at ask, sell at bid: debit 1.00
     (trade,) = engine.portfolio.closed_trades()
     assert trade.exit_reason == "scripted exit"
-    assert trade.realized_pnl == pytest.approx((0.40 - 1.00) * 100)
+    assert trade.realized_pnl == -60.00  # (0.40 - 1.00) x 100
 
 
 def test_am_settled_monthly_cannot_trade_on_its_expiry_day():
@@ -245,9 +245,9 @@ def test_gtc_order_works_across_sessions_then_fills():
     # Wed: mid -3.70 + 2.50 = -1.20, width 0.40 -> -1.08 -> up to -1.05 <= -1.00: fills at 09:30 Wednesday
     assert order.status == OrderStatus.FILLED
     assert order.fills[0].filled_at.date() == dt.date(2024, 1, 10)
-    assert order.avg_fill_price == pytest.approx(-1.05)
+    assert order.avg_fill_price == -1.05
     (trade,) = engine.portfolio.closed_trades()
-    assert trade.realized_pnl == pytest.approx(105.0)
+    assert trade.realized_pnl == 105.00
 
 
 def test_gtc_order_expires_when_its_contracts_stop_trading():
@@ -270,8 +270,8 @@ def test_a_minute_without_a_usable_quote_is_marked_at_the_last_mid_not_at_zero()
     market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: short_leg, P4695: (2.40, 2.60)},
                          settlement={DAY: 4750.0})
     run_strategy(Watch([Leg(P4700, -1), Leg(P4695, +1)]), market)
-    assert values["10:59"] == pytest.approx(100_000 + 50 - 70)
-    assert values["11:30"] == pytest.approx(values["10:59"])  # not 100,050 (the short leg marked at zero)
+    assert values["10:59"] == 99_980.00  # 100,000 + 50 - 70
+    assert values["11:30"] == values["10:59"]  # not 100,050 (the short leg marked at zero)
 
 
 def test_xsp_settlement_on_a_three_decimal_print_is_exact_to_the_cent():
@@ -286,10 +286,10 @@ def test_xsp_settlement_on_a_three_decimal_print_is_exact_to_the_cent():
     strat = Xsp([Leg(c1, -1), Leg(c2, 1)], quantity=3, day=expiry)
     engine = run_strategy(strat, market)
     # mid -0.42 + 0.21 = -0.21; width 0.04 + 0.02 = 0.06 -> -0.192 -> up to -0.19 (XSP 0.01 ticks): credit 0.19 x 3
-    assert strat.orders[0].avg_fill_price == pytest.approx(-0.19)
+    assert strat.orders[0].avg_fill_price == -0.19
     (trade,) = engine.portfolio.closed_trades()
     # the short 470 put pays 0.957 x 100 x 3 = 287.10
-    assert trade.realized_pnl == pytest.approx(3 * 19.00 - 287.10)
+    assert trade.realized_pnl == -230.10  # 3 x 19.00 - 287.10
     assert engine.portfolio.cash_cents == 100_000_00 + 3 * 19_00 - 287_10
 
 

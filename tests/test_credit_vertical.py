@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -60,6 +61,11 @@ def test_estimated_credit_is_mid_minus_k_times_width():
     assert d["est_credit"] == pytest.approx(mid - 0.30 * width, abs=1e-4)
 
 
+def money(x) -> Decimal:
+    """A float amount the engine produced from integer cents, as the exact decimal it stands for."""
+    return Decimal(repr(float(x)))
+
+
 def _week(spot=4800.0, **kw):
     return ModelMarket("2024-01-08", "2024-01-12", spot=spot, iv=0.15, **kw)
 
@@ -98,7 +104,7 @@ def test_stop_loss_closes_at_twice_the_credit_and_blocks_new_entries_that_day():
     t = stopped[0]
     assert t.exit_price >= 2.0 * t.entry_credit - 1e-9
     # P&L to the cent: (credit - debit) x 100 with zero commission
-    assert t.realized_pnl == pytest.approx(round((t.entry_credit - t.exit_price) * 100, 2), abs=0.005)
+    assert money(t.realized_pnl) == (money(t.entry_credit) - money(t.exit_price)) * 100
     day = t.closed_at.date()
     later = [o for o, _ in engine.vetoes if o.created_at.date() == day and o.created_at > t.closed_at]
     assert all("no_entry_after_stop" in o.status_reason for o in later)
@@ -124,12 +130,13 @@ def test_held_to_settlement_pnl_to_the_cent():
     t = settled[0]
     short, long = t.legs
     payoff = -max(short.contract.strike - 4790.0, 0) + max(long.contract.strike - 4790.0, 0)
-    assert t.exit_price == pytest.approx(-payoff)
-    assert t.realized_pnl == pytest.approx(round((t.entry_credit + payoff) * 100, 2))
-    total = sum(x.realized_pnl for x in engine.portfolio.closed_trades())
-    open_value = len(engine.portfolio.open_trades())
-    if open_value == 0:
-        assert engine.portfolio.cash == pytest.approx(100_000 + total)
+    assert money(t.exit_price) == -money(payoff)
+    assert money(t.realized_pnl) == (money(t.entry_credit) + money(payoff)) * 100
+    # cash identity, whether or not trades are still open at the end: final cash - initial cash =
+    # Σ realized P&L of closed trades + the entry cash of the open ones (zero commission here)
+    realized = sum(money(x.realized_pnl) for x in engine.portfolio.closed_trades())
+    open_flows = sum(-money(x.entry_price) * 100 * x.contracts - money(x.fees) for x in engine.portfolio.open_trades())
+    assert money(engine.portfolio.cash) - 100_000 == realized + open_flows
 
 
 def test_width_must_be_on_the_strike_grid():

@@ -83,7 +83,7 @@ def test_opens_one_condor_at_ten_and_holds_it():
     assert decisions_of(engine, action="SKIP")[0].reason == "1 condor(s) open, max 1"
     # one order, filled at mid - 0.30 x the combo's width, on the 0.05 complex tick
     (order,) = orders_of(engine)
-    assert order.avg_fill_price == pytest.approx(-trade.entry_credit)
+    assert order.avg_fill_price == -trade.entry_credit
     assert round(order.avg_fill_price / 0.05, 6) == round(order.avg_fill_price / 0.05)
 
 
@@ -111,8 +111,8 @@ def test_stops_out_at_twice_the_credit_in_a_crash():
     assert t.exit_price >= 2.0 * t.entry_credit - 1e-9
     assert t.closed_at.date() == dt.date(2024, 1, 9)
     # the loss is (debit - credit) x 100 and cash moved by exactly that
-    assert t.realized_pnl == pytest.approx(round((t.entry_credit - t.exit_price) * 100, 2), abs=0.005)
-    assert engine.portfolio.cash == pytest.approx(100_000 + t.realized_pnl)
+    assert round(t.realized_pnl * 100) == (round(t.entry_credit * 100) - round(t.exit_price * 100)) * 100
+    assert engine.portfolio.cash_cents == 100_000_00 + round(t.realized_pnl * 100)
 
 
 def test_strikebench_finds_it_through_the_entry_point(monkeypatch):
