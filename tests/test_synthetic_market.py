@@ -6,8 +6,6 @@ stated in each test; the figures measured on seed 42 are in docs/synthetic-marke
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,18 +36,6 @@ def stats(market) -> dict:
 # ------------------------------------------------------------------ interface
 def test_market_implements_the_market_data_protocol(market):
     assert isinstance(market, MarketData)
-
-
-def test_a_year_of_minute_bars_takes_under_two_seconds():
-    best = min(_timed(lambda: SyntheticMarket(seed=3, start="2023-01-03", end="2023-12-29").bars("SPX"))
-               for _ in range(2))
-    assert best < 2.0, f"a year of SPX minute bars took {best:.2f} s"
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 # ------------------------------------------------------------------- sessions
