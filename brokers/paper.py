@@ -46,6 +46,7 @@ from strikebench.live.broker_api import (
     LiveBroker,
 )
 from strikebench.options.contracts import OptionContract, last_trade_time, settlement_time
+from strikebench.options.fills import allocate_legs
 from strikebench.options.orders import Leg, Order, OrderType, TimeInForce
 
 __all__ = ["PaperBroker", "PaperParams", "PaperAccount"]
@@ -383,11 +384,7 @@ class PaperAccount(LiveBroker):
 
     def _book_fill(self, db, order: Order, fill_id, at, qty, price, bid, ask) -> None:
         fees = float(self.commission.fees(order, qty))
-        ratios = order.ratios
-        mids = np.round((bid + ask) * 0.5, 2)
-        diff = round(price - float(np.dot(ratios, mids)), 2)
-        legs = mids.copy()
-        legs[0] = round(legs[0] + diff / ratios[0], 2)
+        legs = allocate_legs(order.legs, bid, ask, price, as_of=at)  # inside each leg's quote, exact sum (docs/fills.md)
         db.execute("INSERT INTO fills(fill_id, client_id, at, quantity, net_price, leg_prices, fees)"
                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                    (fill_id, order.client_id, _iso(at), int(qty), repr(float(price)),

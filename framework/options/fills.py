@@ -243,22 +243,28 @@ def allocate_legs(legs: Sequence, bid, ask, net: float, *, as_of=None) -> tuple[
             residual = move(lo, hi, grid, residual)
             if not residual:
                 break
+        if residual:  # stuck one step short (e.g. the only +-1 leg at its quote's edge): a small exact exchange
+            residual = _small_fix(r, p, lo, hi, residual)
         if not residual:
             break
-    if residual:  # ratios without a +-1 leg (e.g. 2:-3): a small exact integer combination
-        residual = _bezout_fix(r, p, residual)
     if residual:
         raise ValueError(f"cannot split net {net} over legs with ratios {r}")
     return tuple(float(Decimal(pi) / 100) for pi in p)
 
 
-def _bezout_fix(r: list[int], p: list[int], residual: int) -> int:
+def _small_fix(r: list[int], p: list[int], lo: list[int], hi: list[int], residual: int) -> int:
+    """The smallest integer moves x (|x_i| <= max |ratio| + 1) with sum(r_i x_i) = residual, every leg
+    staying within [lo, hi]; applied to ``p``. Returns the residual left (0, or unchanged if none)."""
     import itertools
 
-    span = range(-max(abs(x) for x in r), max(abs(x) for x in r) + 1)
+    k = max(abs(x) for x in r) + 1
+    if abs(residual) > k * sum(abs(x) for x in r):
+        return residual
     best = None
-    for xs in itertools.product(span, repeat=len(r)):
-        if sum(ri * xi for ri, xi in zip(r, xs)) == residual and all(pi + xi >= 0 for pi, xi in zip(p, xs)):
+    for xs in itertools.product(range(-k, k + 1), repeat=len(r)):
+        if sum(ri * xi for ri, xi in zip(r, xs)) != residual:
+            continue
+        if all(lo_i <= pi + xi <= hi_i for pi, xi, lo_i, hi_i in zip(p, xs, lo, hi)):
             cost = sum(abs(x) for x in xs)
             if best is None or cost < best[0]:
                 best = (cost, xs)
