@@ -408,7 +408,8 @@ class PaperAccount(LiveBroker):
             except Exception:  # the market cannot settle it (yet): keep the position
                 continue
             intrinsic = max(value - c.strike, 0.0) if c.is_call else max(c.strike - value, 0.0)
-            booked = int(round(intrinsic * 100)) * c.multiplier * r["quantity"]
+            # exact to the cent on prints finer than a cent (XSP = SPX / 10: 0.004 x 100 = $0.40, not 0)
+            booked = int(round(intrinsic * c.multiplier * r["quantity"] * 100))
             cash = int(self._meta(db, "cash_cents", "0")) + booked
             self._set_meta(db, "cash_cents", cash)
             db.execute("INSERT OR REPLACE INTO settlements(occ, at, quantity, value, cash) VALUES (?, ?, ?, ?, ?)",
