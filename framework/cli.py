@@ -474,6 +474,34 @@ def trade(config: str, overrides, account, clock_kind: str, start, end, speed: f
     _print_account(s)
 
 
+@cli.group("paper-broker")
+def paper_broker() -> None:
+    """The paper broker as a service: its own process, clock, market data and SQLite state (docs/live.md)."""
+
+
+@paper_broker.command("serve")
+@click.option("--state", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The broker's SQLite state (authoritative; created with --config, resumed without).")
+@click.option("--config", type=click.Path(dir_okay=False), metavar="CONFIG.yaml",
+              help="The config whose market, fill model, commission and paper params the broker uses.")
+@set_option
+@click.option("--clock", "clock_kind", type=click.Choice(["wall", "replay"]), default=None,
+              help="`wall` (default) or `replay` (the service owns market time; traders follow it).")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD")
+@click.option("--speed", type=float, default=None, help="Replay speed (default 60; 0 = as fast as a trader asks).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, show_default=True, help="0 = any free port (written to FILE.addr).")
+@click.option("--allow-remote", is_flag=True, help="Listen on a non-loopback --host (no authentication!).")
+def paper_broker_serve(state, config, overrides, clock_kind, start, end, speed, host, port, allow_remote) -> None:
+    """Serve a paper broker over HTTP+JSON until SIGTERM or Ctrl-C."""
+    from strikebench.brokers.paper_service import serve
+
+    serve(state, host=host, port=port, allow_remote=allow_remote, config=config, overrides=tuple(overrides),
+          clock=clock_kind, start=start.date() if start else None, end=end.date() if end else None, speed=speed,
+          say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
+
+
 def _print_account(s: dict) -> None:
     done = sum(1 for x in s["sessions"] if x["completed"])
     running = f"running (pid {s['running_pid']})" if s["running_pid"] else "not running"

@@ -237,7 +237,17 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
         raise StrikebenchError(f"{acct.dir}: a trader is already running on this account (pid {pid})")
     (acct.dir / TRADE_PID_FILE).write_text(str(os.getpid()))
     cal = acct.calendar
-    broker_plugin = broker_plugin or live_broker_plugin(acct.resolved, acct.pm)
+    service = None  # the paper broker service's connection, when the account trades on paper
+    if broker_plugin is None:
+        broker_plugin = live_broker_plugin(acct.resolved, acct.pm)
+        if getattr(broker_plugin, "name", "") == "paper":
+            from strikebench.brokers.paper_client import STATE_FILE, ServiceBrokerPlugin, ensure_service
+
+            if clock == "replay":
+                start, end = _span(acct, start, end)
+            service = ensure_service(acct.dir / STATE_FILE, config=acct.meta["config"], overrides=acct.overrides,
+                                     clock=clock, start=start, end=end, speed=speed, say=say)
+            broker_plugin = ServiceBrokerPlugin(service)
     gcfg = {**_guard_defaults(acct.resolved), "dry_run": dry_run, **(guard_overrides or {})}
     the_panel = None
     if panel:
@@ -247,7 +257,22 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
     ran: list[dict] = []
     last_rt = None
 
-    def one_session(day: dt.date, resolved, market, clk, final: bool) -> dict:
+    def one_session(day: dt.date, resolved, market, make_clock, final: bool) -> dict:
+        """One session; the broker being unavailable restarts it from the journal (as a process restart would)."""
+        from strikebench.live.broker_api import BrokerUnavailable
+
+        waited = 0.0
+        while True:
+            try:
+                return _session(day, resolved, market, make_clock(), final)
+            except BrokerUnavailable as exc:
+                if waited > 120:
+                    raise
+                say(f"  {day}: broker unavailable ({exc}); resuming from the journal in 1 s")
+                time.sleep(1.0)
+                waited += 1.0
+
+    def _session(day: dt.date, resolved, market, clk, final: bool) -> dict:
         nonlocal last_rt
         acct.mark(day)
         rt = LiveRuntime(resolved, run_dir=acct.dir, broker_plugin=broker_plugin, clock=clk, day=day, pm=acct.pm,
@@ -270,23 +295,39 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
 
     try:
         if clock == "replay":
-            start = start or acct.resolved.config.data.start
-            end = end or acct.resolved.config.data.end or start
-            start, end = pd.Timestamp(start).date(), pd.Timestamp(end).date()
+            start, end = _span(acct, start, end)
             days = [d.date() for d in cal.sessions(start, end)]
-            if not days:
-                raise StrikebenchError(f"no trading session between {start} and {end}")
             resolved = acct.resolved_for(days[0], days[-1])
             market = resolved.data.build().open()
             for k, day in enumerate(days):
                 if acct.session_done(day):
                     continue
-                clk = ReplayClock(_open_time(cal, day), speed=speed)
-                s = one_session(day, resolved, market, clk, final=(k == len(days) - 1))
+                if service is not None:
+                    from strikebench.brokers.paper_client import ServiceClock
+
+                    def make_clock():
+                        return ServiceClock(service)
+
+                    if make_clock().now() > _close_time(cal, day):  # the service moved on while the trader was down
+                        acct.mark(day, completed=True, summary={"missed": "the trader was down for the session"})
+                        say(f"session {day}: missed (the broker's market clock is past its close; the trader was "
+                            f"down); the next session reconciles what happened at the broker")
+                        continue
+                else:
+                    def make_clock(day=day):
+                        return ReplayClock(_open_time(cal, day), speed=speed)
+                s = one_session(day, resolved, market, make_clock, final=(k == len(days) - 1))
                 ran.append(s)
                 say(_line(s))
                 if not s.get("completed") or (stop_after_sessions and len(ran) >= stop_after_sessions):
                     break
+            else:
+                if service is not None and all(acct.session_done(d) for d in days):
+                    try:  # the replay is over: nothing more can happen at its broker
+                        service.request("POST", "/v1/shutdown", {})
+                        say("the replay is complete: paper broker service stopped")
+                    except Exception:  # noqa: BLE001 - already gone
+                        pass
         else:
             clk = WallClock()
             while True:
@@ -295,7 +336,7 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
                 if cal.is_session(today) and now < _close_time(cal, today) and not acct.session_done(today):
                     resolved = acct.resolved_for(today, today)
                     market = resolved.data.build().open()
-                    s = one_session(today, resolved, market, clk, final=False)
+                    s = one_session(today, resolved, market, lambda: clk, final=False)
                     ran.append(s)
                     say(_line(s))
                     if not s.get("completed") or (stop_after_sessions and len(ran) >= stop_after_sessions):
@@ -315,6 +356,15 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
     out = account_status(acct.dir)
     out["sessions_run"] = ran
     return out
+
+
+def _span(acct, start, end) -> tuple[dt.date, dt.date]:
+    start = start or acct.resolved.config.data.start
+    end = end or acct.resolved.config.data.end or start
+    start, end = pd.Timestamp(start).date(), pd.Timestamp(end).date()
+    if not len(acct.calendar.sessions(start, end)):
+        raise StrikebenchError(f"no trading session between {start} and {end}")
+    return start, end
 
 
 def _line(s: dict) -> str:

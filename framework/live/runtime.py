@@ -57,6 +57,7 @@ class LiveState:
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # as the journal: durable across a process crash
         for stmt in filter(str.strip, _LIVE_SCHEMA.split(";")):
             self._db.execute(stmt)
 
@@ -207,6 +208,7 @@ class LiveRuntime:
         self._position_mismatch = 0
         self._flatten_done = False
         self.stopped_reason: str | None = None
+        self._dirty, self._polled_at = True, None
 
     # ------------------------------------------------------------ helpers
     def _sk(self, name: str) -> str:
@@ -255,6 +257,7 @@ class LiveRuntime:
         adapter._working.append(order)
         adapter._transition(order, OrderStatus.SUBMITTED, "", now)  # journaled before it is sent
         self.guards.sent(clock_now)
+        self._dirty = True
         self._send(order, clock_now)
         self.poll()
         return order
@@ -291,6 +294,7 @@ class LiveRuntime:
             return False
         self.log("cancel", f"{client_id}: cancel requested ({reason})")
         self.state.set(f"cancel:{client_id}", reason)
+        self._dirty = True
         try:
             return self.broker.cancel(client_id, self.clock.now())
         except BrokerUnavailable as exc:
@@ -298,16 +302,27 @@ class LiveRuntime:
             return False
 
     # ------------------------------------------------------------ events
-    def poll(self) -> None:
-        """Let the broker catch up to the clock, then apply its new events once each."""
+    def poll(self, *, force: bool = False) -> None:
+        """Let the broker catch up to the clock, then apply its new events once each.
+
+        Skipped when neither the clock moved nor an order was sent or cancelled since the last poll (nothing
+        can have happened at the broker: a replay service pinned at a bar's close makes no event by itself)."""
+        now = self.clock.now()
+        if not force and not self._dirty and now == self._polled_at:
+            return
+        self._dirty, self._polled_at = False, now
         try:
-            self.broker.sync(self.clock.now())
+            self.broker.sync(now)
             events = self.broker.events(self.cursor)
         except BrokerUnavailable as exc:
             self.log("poll", f"broker unavailable: {exc}")
             return
         for ev in events:
-            self._apply_event(ev)
+            try:
+                self._apply_event(ev)
+            except BrokerUnavailable as exc:  # a look-up inside failed: the rest waits for the next poll
+                self.log("poll", f"broker unavailable while applying {ev.event_id}: {exc}")
+                break
             self.cursor = ev.seq
         if events and self.state is not None:
             self.state.set("cursor", self.cursor)
@@ -524,6 +539,8 @@ class LiveRuntime:
         self.resume_i = min(start_i, self.bars[-1])
         if self.resumed:
             self._restore()
+            if self.account:  # events before the cursor were applied (an optimisation: every order is looked up)
+                self.cursor = int(self.state.get("cursor") or 0)
         if start_i > self.bars[-1]:
             return self._finish()
         self.rerun_bar = self.resumed
@@ -577,7 +594,7 @@ class LiveRuntime:
         return self._finish()
 
     def _finish(self) -> dict:
-        self.poll()
+        self.poll(force=True)
         self.engine.i = self.bars[-1]
         self.state.set(self._sk("completed"), True)
         if self.final:
