@@ -302,6 +302,12 @@ def ensure_service(state: Path, *, config: str, overrides=(), clock: str = "repl
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            if "already serves" in tail[0]:  # another one started meanwhile: use it once it answers
+                found = _alive(addr_file)
+                if found is not None:
+                    return found[0]
+                time.sleep(0.2)
+                continue
             raise StrikebenchError(f"the paper broker service did not start: {tail[0]} (log {log})")
         if addr_file.exists():
             found = _alive(addr_file)

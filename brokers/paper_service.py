@@ -343,6 +343,14 @@ def serve(state, *, host: str = "127.0.0.1", port: int = 0, say=print, allow_rem
     if host not in ("127.0.0.1", "localhost", "::1") and not allow_remote:
         raise StrikebenchError(f"--host {host}: the paper broker service listens on loopback only unless "
                                f"--allow-remote is given (it has no authentication)")
+    import fcntl
+
+    lock = open(str(state) + ".lock", "w")  # one service per state file (the kernel drops it if we die)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise StrikebenchError(f"{state}: a paper broker service already serves this state file") from None
     service = PaperService(Path(state), **setup)
     handler = type("Handler", (_Handler,), {"service": service})
     server = _Server((host, port), handler)

@@ -283,8 +283,10 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
             summary = rt.run(stop_after_bars=stop_after_bars)
             if summary.get("completed"):
                 save_carry(rt)
-                acct.mark(day, completed=True, summary={k: summary.get(k) for k in (
-                    "final_cash", "final_equity", "trades", "open_trades", "realized_pnl")})
+                facts = {k: summary.get(k) for k in ("final_cash", "final_equity", "trades", "open_trades",
+                                                     "realized_pnl")}
+                facts.update(_broker_check(rt))
+                acct.mark(day, completed=True, summary=facts)
             for note in rt.reconciled:
                 say(f"  {day}: {note}")
             summary = dict(summary, day=str(day), stopped=rt.stopped_reason)
@@ -355,6 +357,27 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
             (acct.dir / TRADE_PID_FILE).unlink(missing_ok=True)
     out = account_status(acct.dir)
     out["sessions_run"] = ran
+    return out
+
+
+def _broker_check(rt) -> dict:
+    """At a session's end: the broker's cash and positions beside the journal's (kept in the session row)."""
+    from strikebench.live.broker_api import BrokerUnavailable
+
+    mine = {c.occ_compact: q for c, q in rt.engine.portfolio.positions().items() if q}
+    out = {"journal_cash": f"{rt.engine.portfolio.cash:.2f}", "journal_positions": mine}
+    try:
+        bal, theirs = rt.broker.balances(), rt.broker.positions()
+    except BrokerUnavailable:
+        return out
+    if bal is not None:
+        out["broker_cash"] = f"{float(bal['cash']):.2f}"
+    if theirs is not None:
+        out["broker_positions"] = {k: v for k, v in theirs.items() if v}
+    if out.get("broker_cash") not in (None, out["journal_cash"]) or \
+            out.get("broker_positions") not in (None, mine):
+        rt.log("reconcile", f"session end: journal cash {out['journal_cash']} positions {mine} vs broker "
+                            f"{out.get('broker_cash')} {out.get('broker_positions')}")
     return out
 
 
