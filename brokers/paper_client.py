@@ -276,44 +276,60 @@ def ensure_service(state: Path, *, config: str, overrides=(), clock: str = "repl
 
     say = say or (lambda m: None)
     addr_file = Path(str(state) + ADDR_SUFFIX)
-    found = _alive(addr_file)
-    if found is not None:
-        conn, health = found
-        if health.get("mode") != clock or (clock == "replay" and (health.get("from"), health.get("to")) !=
-                                           (str(start), str(end))):
-            raise StrikebenchError(
-                f"the account's paper broker service ({conn.url}, pid {health.get('pid')}) runs a {health.get('mode')}"
-                f" clock{' over ' + str(health.get('from')) + '..' + str(health.get('to')) if health.get('mode') == 'replay' else ''}"
-                f", not {clock}{' over ' + str(start) + '..' + str(end) if clock == 'replay' else ''}: the service owns "
-                f"market time; stop it (kill {health.get('pid')}) or trade the span it replays")
-        return conn
-    cmd = _strikebench_cmd() + ["paper-broker", "serve", "--state", str(state), "--config", str(config),
-                                "--clock", clock, "--speed", repr(float(speed)), "--port", "0"]
-    for o in overrides:
-        cmd += ["--set", o]
-    if clock == "replay":
-        cmd += ["--from", str(start), "--to", str(end)]
     log = Path(str(state)).with_suffix(".log")
-    addr_file.unlink(missing_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = None
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        found = _alive(addr_file, timeout=5.0)
+        if found is not None:
+            conn, health = found
+            _check_span(conn, health, clock, start, end)
+            if proc is not None and health.get("pid") == proc.pid:
+                say(f"started the paper broker service for the account: {conn.url} (pid {proc.pid}); log {log}")
+            return conn
+        if proc is not None and proc.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            if "already serves" in tail[0]:  # another one started meanwhile: use it once it answers
-                found = _alive(addr_file)
-                if found is not None:
-                    return found[0]
-                time.sleep(0.2)
-                continue
-            raise StrikebenchError(f"the paper broker service did not start: {tail[0]} (log {log})")
-        if addr_file.exists():
-            found = _alive(addr_file)
-            if found is not None and found[1].get("pid") == proc.pid:
-                say(f"started the paper broker service for the account: {found[0].url} (pid {proc.pid}); "
-                    f"log {log}")
-                return found[0]
-        time.sleep(0.05)
-    raise StrikebenchError(f"the paper broker service did not answer within {wait:.0f} s (log {log})")
+            if "already serves" not in tail[0]:
+                raise StrikebenchError(f"the paper broker service did not start: {tail[0]} (log {log})")
+            proc = None  # another one holds the state: wait for it to answer
+        if proc is None and not _locked(state):  # no service holds the state file: start one
+            cmd = _strikebench_cmd() + ["paper-broker", "serve", "--state", str(state), "--config", str(config),
+                                        "--clock", clock, "--speed", repr(float(speed)), "--port", "0"]
+            for o in overrides:
+                cmd += ["--set", o]
+            if clock == "replay":
+                cmd += ["--from", str(start), "--to", str(end)]
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        time.sleep(0.1)
+    raise StrikebenchError(f"the paper broker service of {state} did not answer within {wait:.0f} s (log {log})")
+
+
+def _locked(state) -> bool:
+    """True while a service holds ``STATE.lock`` (it may be starting or busy; it is alive)."""
+    import fcntl
+
+    try:
+        fd = open(str(state) + ".lock", "a")
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        fd.close()
+
+
+def _check_span(conn, health, clock, start, end) -> None:
+    if health.get("mode") != clock or (clock == "replay" and (health.get("from"), health.get("to")) !=
+                                       (str(start), str(end))):
+        raise StrikebenchError(
+            f"the account's paper broker service ({conn.url}, pid {health.get('pid')}) runs a {health.get('mode')}"
+            f" clock{' over ' + str(health.get('from')) + '..' + str(health.get('to')) if health.get('mode') == 'replay' else ''}"
+            f", not {clock}{' over ' + str(start) + '..' + str(end) if clock == 'replay' else ''}: the service owns "
+            f"market time; stop it (kill {health.get('pid')}) or trade the span it replays")

@@ -134,6 +134,30 @@ def test_replay_account_equals_backtest_and_resumes_between_sessions(tmp_path):
     assert_same_as_backtest(acct / "journal.sqlite", ref)
 
 
+def test_restart_in_the_middle_of_a_session_equals_backtest(tmp_path):
+    """The trader stops after 150 bars of the second session (a real process that exits there); the same command
+    finishes the span. At speed 0 the service's clock waits for it, so the result is the backtest's."""
+    cfg = write_config(tmp_path, PAPER_EXACT)
+    ref = backtest(tmp_path, cfg)
+    acct = tmp_path / "accounts" / "mid"
+    code = ("from strikebench.live.account import run_account; import sys; "
+            f"s = run_account({str(cfg)!r}, account={str(acct)!r}, clock='replay', start='{SPAN[0]}', "
+            f"end='{SPAN[1]}', speed=0, stop_after_bars=150, stop_after_sessions=None, say=print)")
+    # the first call completes nothing past 150 bars of the first session; a second one the same in the next
+    for _ in range(2):
+        p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+    sessions = sqlite3.connect(acct / "journal.sqlite").execute(
+        "SELECT day, completed FROM account_sessions ORDER BY day").fetchall()
+    assert sessions[0] == ("2023-03-13", 0)  # stopped twice in the middle of the first session
+    out = sb("trade", cfg, "--account", acct, "--clock", "replay", "--from", SPAN[0], "--to", SPAN[1], "--speed", 0,
+             "--no-panel", cwd=tmp_path).stdout
+    assert "resuming at bar" in (out + "".join(r[0] for r in sqlite3.connect(acct / "journal.sqlite").execute(
+        "SELECT message FROM live_log WHERE kind = 'resume'")))
+    assert_same_as_backtest(acct / "journal.sqlite", ref)
+    assert broker_cash(acct) == cash(acct / "journal.sqlite")
+
+
 def test_account_refuses_another_configuration(tmp_path):
     cfg = write_config(tmp_path, PAPER_EXACT)
     acct = tmp_path / "a2"

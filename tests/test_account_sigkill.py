@@ -152,7 +152,7 @@ def test_account_sigkill_fuzz(tmp_path):
                     break
                 except subprocess.TimeoutExpired:
                     pass
-                if rng.random() < 0.4 and _kill(_pid_of_service(account)):
+                if rng.random() < 0.5 and _kill(_pid_of_service(account)):
                     service_kills += 1  # the broker dies under a running trader; it is restarted by hand
                     time.sleep(rng.uniform(0.0, 1.5))
                     services.append(_start_service(account))
