@@ -12,6 +12,12 @@ from strikebench.hookspecs import hookimpl
 __all__ = ["SyntheticFeed", "SyntheticParams"]
 
 
+#: The synthetic market builds its timeline EXTENSION_DAYS (400) calendar days past ``end``, capped at
+#: 2050-12-01, and prices VIX futures to the month after the timeline's last month, which must stay inside
+#: the exchange calendar (to 2050-12-30): the last ``end`` that works is 2050-12-01 - 401 days.
+LAST_SYNTHETIC_END = dt.date(2049, 10, 26)
+
+
 class SyntheticParams(PluginParams):
     seed: int = Field(42, ge=0, description="random seed: the same seed gives bit-identical bars and chains")
     start: dt.date = Field(dt.date(2023, 1, 3), description="first session (inclusive)")
@@ -33,6 +39,19 @@ class SyntheticParams(PluginParams):
     def _ordered(self):
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
+        from strikebench.calendar import default_calendar
+
+        cal = default_calendar()
+        first = cal.first_session.date()
+        if self.start < first:
+            raise ValueError(f"start {self.start} is before {first}, the first session the market calendar covers")
+        if self.end > LAST_SYNTHETIC_END:
+            raise ValueError(f"end {self.end} is after {LAST_SYNTHETIC_END}, the last day the synthetic market can "
+                             f"simulate (it lists expiries about 400 days past the end, and the market calendar ends "
+                             f"{cal.last_session.date()})")
+        if len(cal.sessions(self.start, self.end)) == 0:
+            raise ValueError(f"no trading sessions from {self.start} to {self.end} (weekends and exchange holidays "
+                             f"only); widen the range")
         return self
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import sqlite3
 import sys
 import types
 import typing
@@ -321,7 +322,9 @@ def _synthetic_market(config: str, overrides: tuple[str, ...]):
 def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str) -> None:
     """Summarize the generated market (archetype days, realized vs implied vol, VIX range, events) and plot it."""
     from strikebench.feeds.synthetic import describe
+    from strikebench.userfiles import check_output_file
 
+    check_output_file(png_path, key="--png")
     with console.status("generating the market..."):
         m = _synthetic_market(config, overrides)
     console.print(describe(m, png_path, day=day.date() if day else None))
@@ -340,7 +343,9 @@ def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: i
     """Write the bars and chains to Parquet (bars.parquet, chains/DATE.parquet, manifest.json) in the
     documented schema (docs/synthetic-market.md)."""
     from strikebench.feeds.synthetic import export
+    from strikebench.userfiles import prepare_output_dir
 
+    prepare_output_dir(out_dir, key="OUT_DIR")
     with console.status("generating the market..."):
         m = _synthetic_market(config, overrides)
     sessions = [d.date() for d in m.sessions()]
@@ -597,6 +602,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+    except OSError as exc:  # a file problem no check caught: still one line naming the file
+        from strikebench.userfiles import os_problem
+
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(Text.assemble(("error: ", "bold red"), f"{where}{os_problem(exc)}"), highlight=False,
+                          soft_wrap=True)
+        return 1
+    except sqlite3.DatabaseError as exc:  # a journal damaged in a way the read-only checks did not catch
+        err_console.print(Text.assemble(("error: ", "bold red"), f"damaged journal ({exc})"), highlight=False,
+                          soft_wrap=True)
+        return 6
     return 0
 
 

@@ -52,6 +52,9 @@ __all__ = [
     "iso_time",
     "to_json",
     "find_journal",
+    "open_read_only",
+    "check_journal_target",
+    "ReadOnlyJournal",
     "code_version",
 ]
 
@@ -425,18 +428,93 @@ def _sqlite_path(url_or_path: str | os.PathLike) -> Path:
 
 
 def find_journal(run_dir: str | os.PathLike) -> str:
-    """The journal URL/path of a run folder (``journal.sqlite``, or the URL in ``journal.url``)."""
+    """The journal URL/path of a run folder (``journal.sqlite``, or the URL in ``journal.url``).
+
+    A journal file given directly is returned as is; a missing path, a FIFO, an unreadable
+    folder or an unreadable ``journal.url`` is one line (:mod:`strikebench.userfiles`).
+    """
+    import stat as _stat
+
+    from strikebench.userfiles import check_dir, label, os_problem, read_text
+
     p = Path(run_dir)
-    if p.is_file():
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise JournalError(f"{run_dir}: no such run folder") from None
+    except OSError as exc:
+        raise JournalError(f"{label(run_dir)}: {os_problem(exc, want='run folder')}") from None
+    if _stat.S_ISREG(st.st_mode):
         return str(p)
-    if not p.exists():
-        raise JournalError(f"{run_dir}: no such run folder")
-    if (p / JOURNAL_FILE).is_file():
+    check_dir(p, what="run folder or journal file", error=JournalError)
+    if os.path.lexists(p / JOURNAL_FILE):
         return str(p / JOURNAL_FILE)
-    if (p / JOURNAL_URL_FILE).is_file():
-        return (p / JOURNAL_URL_FILE).read_text(encoding="utf-8").strip()
+    if os.path.lexists(p / JOURNAL_URL_FILE):
+        url = read_text(p / JOURNAL_URL_FILE, what="journal URL file", error=JournalError, max_bytes=4096).strip()
+        if not url or "\n" in url:
+            raise JournalError(f"{p / JOURNAL_URL_FILE}: expected one journal URL on one line")
+        return url
     raise JournalError(f"{run_dir}: no journal in this folder (expected {JOURNAL_FILE}); "
                        f"was the run made with the journal plugin disabled?")
+
+
+#: Tables every reading command needs (schema version 1).
+REQUIRED_TABLES = ("journal_meta", "runs", "chain_snapshots", "context_snapshots", "trade_decisions", "orders",
+                   "order_events", "fills", "trades", "trade_legs", "equity")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """A regular, readable file that starts like an SQLite database and is as long as its header says."""
+    from strikebench.userfiles import check_file, label, os_problem
+
+    st = check_file(path, what="journal file", error=JournalError)
+    if st.st_size == 0:
+        raise JournalError(f"{path}: empty file, not a journal")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(100)
+    except OSError as exc:
+        raise JournalError(f"{label(path)}: {os_problem(exc, want='journal file')}") from None
+    if not head.startswith(_SQLITE_MAGIC):
+        raise JournalError(f"{path}: not a journal (not an SQLite database)")
+    if len(head) < 100:
+        raise JournalError(f"{path}: truncated journal ({st.st_size} bytes, shorter than an SQLite header)")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    valid = head[24:28] == head[92:96]  # "in-header database size" is valid only when these match
+    wal = os.path.exists(f"{path}-wal")
+    if valid and pages and not wal and st.st_size < pages * page_size:
+        raise JournalError(f"{path}: truncated journal ({st.st_size:,} bytes; its header says "
+                           f"{pages * page_size:,})")
+
+
+def check_journal_target(url: str | os.PathLike, *, key: str = "journal.url") -> None:
+    """Before a run starts: the journal it will write can be made (or is a whole strikebench journal).
+
+    Creates nothing. A folder, a FIFO, an unwritable place or a file that is not a strikebench
+    journal (another program's SQLite database, a damaged journal) is one line naming ``key``.
+    """
+    from strikebench.userfiles import check_file, label, prepare_output_dir
+
+    path = _sqlite_path(url)
+    if not os.path.lexists(path):
+        prepare_output_dir(path.parent if str(path.parent) else ".", key=f"{key} folder", error=JournalError)
+        return
+    st = check_file(path, what="journal file", key=key, error=JournalError)
+    if st.st_size:
+        open_read_only(path).close()
+    if not os.access(path, os.W_OK):
+        raise JournalError(f"{label(path, key)}: permission denied (cannot write the journal)")
+
+
+def open_read_only(url: str | os.PathLike) -> "ReadOnlyJournal":
+    """Open a journal for reading only, after checking it is a whole, known strikebench journal.
+
+    :raises JournalError: one line for a missing, foreign, truncated, damaged or newer journal.
+    """
+    return ReadOnlyJournal(url)
 
 
 # --------------------------------------------------------------------- journal
@@ -951,3 +1029,70 @@ def _max_loss_text(legs, entry: Decimal, mult: int, contracts: int) -> str | Non
     if not math.isfinite(loss):
         return None
     return dollars_text(Decimal(repr(round(loss, 6))) * mult * contracts)
+
+
+class ReadOnlyJournal(Journal):
+    """A journal opened for reading only (``report``, ``decisions``, ``replay-decision``, ``status``).
+
+    SQLite opens it with ``mode=ro`` (and ``immutable=1`` when no writer's ``-wal`` file is
+    there, so not even SQLite's shared-memory files appear); nothing is created or migrated.
+    Before any read it checks the SQLite header and length, ``PRAGMA quick_check``, every
+    table of :data:`REQUIRED_TABLES` and the schema version; any write raises.
+    """
+
+    def __init__(self, url: str | os.PathLike):  # noqa: D107 - no Journal.__init__: it creates tables
+        from urllib.parse import quote
+
+        self.url = os.fspath(url)
+        self.path = _sqlite_path(self.url)
+        self._seq = {}
+        self._db = None
+        _check_sqlite_file(self.path)
+        live_writer = os.path.exists(f"{self.path}-wal")
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro" + ("" if live_writer else "&immutable=1")
+        try:
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.text_factory = lambda b: b.decode("utf-8", "replace")  # a damaged page may hold any bytes
+            check = [r[0] for r in self._db.execute("PRAGMA quick_check(1)")]
+            if check != ["ok"]:
+                raise JournalError(f"{self.path}: damaged journal (SQLite integrity check: {check[0]})")
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            missing = [t for t in REQUIRED_TABLES if t not in tables]
+            if missing == list(REQUIRED_TABLES):
+                raise JournalError(f"{self.path}: not a strikebench journal (an SQLite database without its tables)")
+            if missing:
+                raise JournalError(f"{self.path}: damaged journal: table(s) {', '.join(missing)} missing; "
+                                   f"refusing to read it")
+            row = self._db.execute("SELECT value FROM journal_meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                raise JournalError(f"{self.path}: damaged journal: no schema version in journal_meta")
+            try:
+                version = int(row[0])
+            except (TypeError, ValueError):
+                raise JournalError(f"{self.path}: damaged journal: schema version {row[0]!r} is not a number") from None
+            if version > SCHEMA_VERSION:
+                raise JournalError(f"{self.path}: journal schema {version} is newer than this strikebench "
+                                   f"understands ({SCHEMA_VERSION}); upgrade strikebench")
+            if version < 1:
+                raise JournalError(f"{self.path}: damaged journal: schema version {version} is unknown")
+            self._db.text_factory = str
+        except UnicodeDecodeError:
+            self.close()
+            raise JournalError(f"{self.path}: damaged journal (SQLite's integrity check reports garbled pages)") from None
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise JournalError(f"{self.path}: damaged journal ({' '.join(str(exc).split())})") from None
+        except JournalError:
+            self.close()
+            raise
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        raise JournalError(f"{self.path}: opened read-only; a reading command never writes")
+        yield self._db  # pragma: no cover
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

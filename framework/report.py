@@ -92,10 +92,11 @@ def has_journal(run_dir) -> bool:
 
 
 def open_run(run_dir):
-    """(journal, run row) of a run folder (or of a journal file given directly)."""
-    from strikebench.journal import Journal, find_journal
+    """(journal, run row) of a run folder (or of a journal file given directly), opened read-only
+    after checking the journal is whole (:class:`strikebench.journal.ReadOnlyJournal`)."""
+    from strikebench.journal import find_journal, open_read_only
 
-    journal = Journal(find_journal(run_dir), create=False)
+    journal = open_read_only(find_journal(run_dir))
     try:
         run = journal.pick_run(run_dir)
     except Exception:
@@ -407,25 +408,33 @@ def write_report(run_dir, *, extra_summary: dict | None = None, plots: bool = Tr
     ``extra_summary`` (figures the journal cannot know, e.g. Backtrader's analyzers) is
     first merged into the journal's stored summary, so a later rebuild keeps it.
     """
-    journal, run = open_run(run_dir)
+    from strikebench.userfiles import write_atomic
+
+    if extra_summary:  # the run that just ended adds what only it knows (its own journal, opened for writing)
+        from strikebench.journal import Journal, find_journal
+
+        with Journal(find_journal(run_dir), create=False) as writable:
+            writable.update_summary(writable.pick_run(run_dir)["run_id"], extra_summary)
+    journal, run = open_run(run_dir)  # read-only, refused before anything is written when damaged
     try:
-        if extra_summary:
-            journal.update_summary(run["run_id"], extra_summary)
-            run = journal.run(run["run_id"])
         folder = _folder(run_dir)
         summary = journal_summary(journal, run, folder)
         trades = _trade_table(journal, run["run_id"])
         decisions = _decision_table(journal, run["run_id"])
-        trades.to_csv(folder / "trades.csv", index=False)
-        decisions.to_csv(folder / "decisions.csv", index=False)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        files = {"trades.csv": trades.to_csv(index=False), "decisions.csv": decisions.to_csv(index=False),
+                 "summary.json": json.dumps(summary, indent=2, default=str) + "\n"}
         if plots:
             png = _equity_png(journal, run)
-            (folder / "equity.png").write_bytes(png)
-            (folder / "report.html").write_text(_html(run, summary, trades, decisions, png), encoding="utf-8")
-        return summary
+            files["equity.png"] = png
+            files["report.html"] = _html(run, summary, trades, decisions, png)
     finally:
         journal.close()
+    from strikebench.userfiles import prepare_output_dir
+
+    prepare_output_dir(folder, error=StrikebenchError)  # a read-only folder: refused before the first file
+    for name, data in files.items():  # each whole or not at all: a temporary file, then a rename
+        write_atomic(folder / name, data)
+    return summary
 
 
 # --------------------------------------------------------------- decisions

@@ -22,6 +22,7 @@ from pathlib import Path
 from strikebench.errors import ConfigError, StrikebenchError
 
 __all__ = [
+    "MAX_CSV_BYTES",
     "label",
     "os_problem",
     "read_text",
@@ -29,9 +30,13 @@ __all__ = [
     "check_file",
     "check_dir",
     "prepare_output_dir",
+    "check_output_file",
     "make_dir",
     "write_atomic",
 ]
+
+#: Size limit of a CSV a user names (events calendar, blackout calendar): 16 MiB.
+MAX_CSV_BYTES = 16 * 1024 * 1024
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"))
@@ -50,7 +55,7 @@ def os_problem(exc: OSError, *, want: str = "file") -> str:
     if code == errno.ENOENT:
         return f"no such {want}"
     if code == errno.EISDIR:
-        return f"is a folder, expected a {want}"
+        return f"is a folder, expected {_a(want)}"
     if code == errno.ENOTDIR:
         return "a part of the path is not a folder" if want != "folder" else "is not a folder"
     if code == errno.ELOOP:
@@ -64,6 +69,10 @@ def os_problem(exc: OSError, *, want: str = "file") -> str:
     if code == errno.EEXIST:
         return "already exists"
     return (exc.strerror or type(exc).__name__).lower()
+
+
+def _a(what: str) -> str:
+    return ("an " if what[:1].lower() in "aeiou" else "a ") + what
 
 
 def _stat(path, key, what: str, error) -> os.stat_result:
@@ -83,12 +92,12 @@ def check_file(path, *, what: str = "file", key: str | None = None, error=Config
     """The path is an existing regular file (not a folder, FIFO, device), within ``max_bytes``."""
     st = _stat(path, key, what, error)
     if stat.S_ISDIR(st.st_mode):
-        raise error(f"{label(path, key)}: is a folder, expected a {what}")
+        raise error(f"{label(path, key)}: is a folder, expected {_a(what)}")
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
-        raise error(f"{label(path, key)}: is {kind}, expected a {what}")
+        raise error(f"{label(path, key)}: is {kind}, expected {_a(what)}")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise error(f"{label(path, key)}: {_size(st.st_size)} is over the {_size(max_bytes)} limit of a {what}")
+        raise error(f"{label(path, key)}: {_size(st.st_size)} is over the {_size(max_bytes)} limit of {_a(what)}")
     return st
 
 
@@ -111,7 +120,7 @@ def read_bytes(path, *, what: str = "file", key: str | None = None, error=Config
         raise error(f"{label(path, key)}: {os_problem(exc, want=what)}") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise error(f"{label(path, key)}: is not a regular file, expected a {what}")
+            raise error(f"{label(path, key)}: is not a regular file, expected {_a(what)}")
         limit = max_bytes + 1 if max_bytes is not None else -1
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(limit)
@@ -120,7 +129,7 @@ def read_bytes(path, *, what: str = "file", key: str | None = None, error=Config
     finally:
         os.close(fd)
     if max_bytes is not None and len(data) > max_bytes:
-        raise error(f"{label(path, key)}: over the {_size(max_bytes)} limit of a {what}")
+        raise error(f"{label(path, key)}: over the {_size(max_bytes)} limit of {_a(what)}")
     return data
 
 
@@ -151,7 +160,8 @@ def check_dir(path, *, what: str = "folder", key: str | None = None, error=Confi
     """The path is an existing folder we can list."""
     st = _stat(path, key, what, error)
     if not stat.S_ISDIR(st.st_mode):
-        raise error(f"{label(path, key)}: is a file, expected a {what}")
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "a file")
+        raise error(f"{label(path, key)}: is {kind}, expected {_a(what)}")
     if not os.access(os.fspath(path), os.R_OK | os.X_OK):
         raise error(f"{label(path, key)}: permission denied")
 
@@ -167,7 +177,7 @@ def prepare_output_dir(path, *, key: str | None = None, error=ConfigError) -> No
     while True:
         try:
             st = os.stat(probe)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             if probe.parent == probe:
                 raise error(f"{label(path, key)}: no such folder") from None
             probe = probe.parent
@@ -183,6 +193,14 @@ def prepare_output_dir(path, *, key: str | None = None, error=ConfigError) -> No
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == p else f" ('{probe}')"
         raise error(f"{label(path, key)}: folder{where} is not writable (permission denied)")
+
+
+def check_output_file(path, *, key: str | None = None, error=ConfigError) -> None:
+    """A file we are about to write: not a folder, and its folder can be written in."""
+    p = Path(os.fspath(path))
+    if p.is_dir():
+        raise error(f"{label(path, key)}: is a folder, expected a file to write")
+    prepare_output_dir(p.parent if str(p.parent) else ".", key=key, error=error)
 
 
 def make_dir(path, *, key: str | None = None, error=ConfigError, exist_ok: bool = True) -> list[Path]:

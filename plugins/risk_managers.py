@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from importlib import resources
 from pathlib import Path
 
@@ -158,26 +159,30 @@ class NoNewRiskWindow(RiskManager):
 
 def load_blackouts(path: str | Path) -> list[tuple[dt.datetime, dt.datetime, str]]:
     """Read a blackout CSV (date,start,end,label; times America/New_York); one-line errors naming the row."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{path}: no such blackout calendar")
+    from strikebench.userfiles import MAX_CSV_BYTES, read_text
+
+    text = read_text(path, what="blackout calendar (CSV)", max_bytes=MAX_CSV_BYTES)
     out = []
-    with p.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"date", "start", "end", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ConfigError(f"{path}:1: blackout calendar lacks column(s) {', '.join(sorted(missing))}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                day = dt.date.fromisoformat(row["date"].strip())
-                start = dt.time.fromisoformat(row["start"].strip())
-                end = dt.time.fromisoformat(row["end"].strip())
-            except (ValueError, AttributeError) as exc:
-                raise ConfigError(f"{path}:{n}: bad blackout row {dict(row)}: {exc}") from None
-            if end <= start:
-                raise ConfigError(f"{path}:{n}: blackout end {end} is not after start {start}")
-            out.append((dt.datetime.combine(day, start, NY), dt.datetime.combine(day, end, NY),
-                        (row.get("label") or "").strip()))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fields = reader.fieldnames
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ConfigError(f"{path}:{reader.line_num}: not a readable CSV ({exc})") from None
+    missing = {"date", "start", "end", "label"} - set(fields or [])
+    if missing:
+        raise ConfigError(f"{path}:1: blackout calendar lacks column(s) {', '.join(sorted(missing))}")
+    for n, row in enumerate(rows, start=2):
+        try:
+            day = dt.date.fromisoformat(row["date"].strip())
+            start = dt.time.fromisoformat(row["start"].strip())
+            end = dt.time.fromisoformat(row["end"].strip())
+        except (ValueError, AttributeError) as exc:
+            raise ConfigError(f"{path}:{n}: bad blackout row {dict(row)}: {exc}") from None
+        if end <= start:
+            raise ConfigError(f"{path}:{n}: blackout end {end} is not after start {start}")
+        out.append((dt.datetime.combine(day, start, NY), dt.datetime.combine(day, end, NY),
+                    (row.get("label") or "").strip()))
     return out
 
 

@@ -250,3 +250,279 @@ strategies:
     res = cli(tmp_path, "validate", "ok.yaml", timeout=60)
     assert res.returncode == 0, res.stderr
     assert "credit_vertical (id calls)" in res.stdout
+
+
+# ------------------------------------------------------- files and folders
+def _write(p: Path, content) -> None:
+    p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content, encoding="utf-8")
+
+
+def _make_bad(tmp: Path, kind: str, name: str) -> str:
+    """A bad input of ``kind`` at ``tmp/name``; returns the name to pass."""
+    p = tmp / name
+    if kind == "folder":
+        p.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "binary":
+        _write(p, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    elif kind == "latin1":
+        _write(p, "date,time_et,event\n2023-03-14,08:30,cpi caf\xe9\n".encode("latin-1"))
+    elif kind == "empty":
+        _write(p, "")
+    elif kind == "loop":
+        os.symlink(name, p)
+    elif kind == "dangling":
+        os.symlink("gone.csv", p)
+    elif kind == "unreadable":
+        _write(p, "date,start,end,label\n")
+        p.chmod(0)
+    return name
+
+
+FILE_PROBLEMS = {
+    "folder": "is a folder, expected {a_what}",
+    "fifo": "is a FIFO (named pipe), expected {a_what}",
+    "binary": "a binary file (NUL byte at offset 8), expected a text {what}",
+    "latin1": "not UTF-8 text (line 2, byte 43: 0xe9); save it as UTF-8",
+    "empty": "the {what} is empty",
+    "loop": "too many levels of symbolic links (a symlink loop)",
+    "dangling": "a symbolic link to a missing {what}",
+    "unreadable": "permission denied",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(FILE_PROBLEMS))
+def test_bad_blackout_calendar_is_one_line(tmp_path, kind):
+    name = _make_bad(tmp_path, kind, "blackouts.csv")
+    (tmp_path / "run.yaml").write_text(VALID + f"risk:\n  - name: event_blackout\n    params: {{calendar: {name}}}\n")
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "validate", "run.yaml", timeout=30, unprivileged=kind == "unreadable")
+    problem = FILE_PROBLEMS[kind].format(what="blackout calendar (CSV)", a_what="a blackout calendar (CSV)")
+    assert_refused(res, 2, f"run.yaml:8: risk[0].params.calendar: '{name}' is not allowed: {name}: {problem}")
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "latin1", "unreadable"])
+def test_bad_events_calendar_is_one_line_before_any_run_folder(tmp_path, kind):
+    """The scenario's events calendar is read when the market is generated: still one line, and no run folder."""
+    name = _make_bad(tmp_path, kind, "events.csv")
+    (tmp_path / "scn.yaml").write_text(f"extends: default\nevents:\n  calendar: ./{name}\n")
+    (tmp_path / "run.yaml").write_text(VALID.replace("end: 2023-03-14}", "end: 2023-03-14, scenario: scn.yaml}"))
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "backtest", "run.yaml", "--quiet", timeout=60, unprivileged=kind == "unreadable")
+    problem = FILE_PROBLEMS[kind].format(what="events calendar (CSV)", a_what="an events calendar (CSV)")
+    assert_refused(res, 2, f"events.calendar './{name}': {problem}")
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "loop", "unreadable"])
+def test_bad_config_file_is_one_line(tmp_path, kind):
+    name = _make_bad(tmp_path, kind, "run.yaml")
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "backtest", name, "--quiet", timeout=30, unprivileged=kind == "unreadable")
+    problem = FILE_PROBLEMS[kind].format(what="config file", a_what="a config file")
+    assert_refused(res, 2, f"{name}: {problem}")
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("start,end,problem", [
+    ("2023-01-07", "2023-01-08", "no trading sessions from 2023-01-07 to 2023-01-08 (weekends and exchange holidays "
+                                 "only); widen the range"),
+    ("2023-12-25", "2023-12-25", "no trading sessions from 2023-12-25 to 2023-12-25 (weekends and exchange holidays "
+                                 "only); widen the range"),
+    ("1999-06-01", "2000-01-05", "start 1999-06-01 is before 2000-01-03, the first session the market calendar covers"),
+    ("2049-10-27", "2049-11-30", "end 2049-11-30 is after 2049-10-26, the last day the synthetic market can simulate "
+                                 "(it lists expiries about 400 days past the end, and the market calendar ends "
+                                 "2050-12-30)"),
+    ("2070-01-02", "2070-01-09", "end 2070-01-09 is after 2049-10-26, the last day the synthetic market can simulate "
+                                 "(it lists expiries about 400 days past the end, and the market calendar ends "
+                                 "2050-12-30)"),
+])
+def test_date_range_without_sessions_or_outside_the_calendar(tmp_path, start, end, problem):
+    (tmp_path / "run.yaml").write_text(VALID)
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "backtest", "run.yaml", "--quiet", "--set", f"data.start={start}", "--set", f"data.end={end}",
+              timeout=60)
+    assert_refused(res, 2, f"run.yaml:2: data: {problem}")
+    assert tree_state(tmp_path) == before
+
+
+@pytest.fixture
+def out_cases(tmp_path):
+    (tmp_path / "afile").write_text("not a folder\n")
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    (tmp_path / "jdir").mkdir()
+    (tmp_path / "run.yaml").write_text(VALID)
+    return tmp_path
+
+
+@pytest.mark.parametrize("setting,first_line,unprivileged", [
+    ("output.dir=afile", "output.dir 'afile': is a file, expected a folder", False),
+    ("output.dir=afile/runs", "output.dir 'afile/runs': 'afile' is a file, expected a folder", False),
+    ("output.dir=ro", "output.dir 'ro': folder is not writable (permission denied)", True),
+    ("output.dir=ro/runs", "output.dir 'ro/runs': folder ('ro') is not writable (permission denied)", True),
+    ("journal.url=sqlite:///jdir", "journal.url 'jdir': is a folder, expected a journal file", False),
+    ("journal.url=sqlite:///afile", "afile: not a journal (not an SQLite database)", False),
+    ("journal.url=sqlite:///afile/j.sqlite", "journal.url folder 'afile': is a file, expected a folder", False),
+    ("journal.url=sqlite:///ro/j.sqlite", "journal.url folder 'ro': folder is not writable (permission denied)", True),
+])
+def test_unusable_output_or_journal_fails_before_anything_is_made(out_cases, setting, first_line, unprivileged):
+    """A failed start leaves nothing behind: no run folder under runs/, no journal, the tree byte-identical."""
+    before = tree_state(out_cases)
+    res = cli(out_cases, "backtest", "run.yaml", "--quiet", "--set", setting, timeout=60, unprivileged=unprivileged)
+    code = 6 if "journal" in first_line else 2  # a journal problem is a JournalError (exit 6), others config (2)
+    assert_refused(res, code, first_line)
+    assert tree_state(out_cases) == before
+    assert not (out_cases / "runs").exists()
+
+
+def test_paper_with_unusable_journal_leaves_no_run_folder(out_cases):
+    before = tree_state(out_cases)
+    res = cli(out_cases, "paper", "run.yaml", "--clock", "replay", "--speed", "0", "--day", "2023-03-14", "--no-panel",
+              "--set", "journal.url=sqlite:///jdir", timeout=60)
+    assert_refused(res, 6, "journal.url 'jdir': is a folder, expected a journal file")
+    assert tree_state(out_cases) == before
+
+
+@pytest.mark.parametrize("target,first_line", [
+    ("afile", "OUT_DIR 'afile': is a file, expected a folder"),
+    ("afile/x", "OUT_DIR 'afile/x': 'afile' is a file, expected a folder"),
+])
+def test_market_export_to_a_file_is_refused_before_generating(out_cases, target, first_line):
+    before = tree_state(out_cases)
+    res = cli(out_cases, "market", "export", "run.yaml", target, "--days", "1", timeout=60)
+    assert_refused(res, 2, first_line)
+    assert tree_state(out_cases) == before
+
+
+# ------------------------------------------------- reading commands never write
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One real two-day backtest; tests copy its folder and damage the copy."""
+    root = tmp_path_factory.mktemp("finished")
+    (root / "run.yaml").write_text(VALID)
+    res = cli(root, "backtest", "run.yaml", "--quiet", timeout=300)
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = (root / "runs").iterdir()
+    return run_dir
+
+
+def _sql(path: Path, *statements: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(str(path), isolation_level=None)
+    for stmt in statements:
+        db.execute(stmt)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def _damage(run: Path, how: str) -> None:
+    j = run / "journal.sqlite"
+    data = j.read_bytes()
+    if how == "dropped-table":
+        _sql(j, "DROP TABLE trades")
+    elif how == "dropped-two":
+        _sql(j, "DROP TABLE trade_decisions", "DROP TABLE fills")
+    elif how == "truncated":
+        j.write_bytes(data[: len(data) // 2])
+    elif how == "header-only":
+        j.write_bytes(data[:100])
+    elif how == "foreign-sqlite":
+        j.unlink()
+        _sql(j, "CREATE TABLE notes(body TEXT)", "INSERT INTO notes VALUES ('mine')")
+    elif how == "text":
+        j.write_text("this is not a database\n")
+    elif how == "empty":
+        j.write_bytes(b"")
+    elif how == "garbled-pages":
+        b = bytearray(data)
+        for i in range(4096, len(b), 997):
+            b[i] ^= 0xFF
+        j.write_bytes(bytes(b))
+    elif how == "newer-schema":
+        _sql(j, "UPDATE journal_meta SET value = '99' WHERE key = 'schema_version'")
+    elif how == "no-schema-version":
+        _sql(j, "DELETE FROM journal_meta")
+    elif how == "folder":
+        j.unlink()
+        j.mkdir()
+    elif how == "fifo":
+        j.unlink()
+        os.mkfifo(j)
+    elif how == "unreadable":
+        j.chmod(0)
+
+
+DAMAGE = {
+    "dropped-table": "damaged journal: table(s) trades missing; refusing to read it",
+    "dropped-two": "damaged journal: table(s) trade_decisions, fills missing; refusing to read it",
+    "truncated": "truncated journal ({size:,} bytes; its header says {full:,})",
+    "header-only": "truncated journal (100 bytes; its header says {full:,})",
+    "foreign-sqlite": "not a strikebench journal (an SQLite database without its tables)",
+    "text": "not a journal (not an SQLite database)",
+    "empty": "empty file, not a journal",
+    "garbled-pages": None,  # SQLite's own words; checked by prefix
+    "newer-schema": "journal schema 99 is newer than this strikebench understands (1); upgrade strikebench",
+    "no-schema-version": "damaged journal: no schema version in journal_meta",
+    "folder": "is a folder, expected a journal file",
+    "fifo": "is a FIFO (named pipe), expected a journal file",
+    "unreadable": "permission denied",
+}
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_reading_commands_refuse_a_damaged_journal_and_write_nothing(finished_run, tmp_path, how):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    full = (run / "journal.sqlite").stat().st_size
+    _damage(run, how)
+    size = (run / "journal.sqlite").stat().st_size if (run / "journal.sqlite").is_file() else 0
+    before = tree_state(tmp_path)
+    expected = DAMAGE[how]
+    # every damage through `report` (the command that writes); the three commonest through every reading command
+    commands = [["report", "run"]]
+    if how in ("dropped-table", "truncated", "foreign-sqlite"):
+        commands += [["decisions", "run"], ["decisions", "run", "--date", "2023-03-14"], ["replay-decision", "run", "x"],
+                     ["status", "run"]]
+    for command in commands:
+        res = cli(tmp_path, *command, timeout=30, unprivileged=how == "unreadable")
+        if expected is None:
+            assert res.first_line.startswith("error: run/journal.sqlite: damaged journal ("), res.stderr
+            assert "Traceback" not in res.stdout + res.stderr and res.returncode == 6
+        else:
+            assert_refused(res, 6, f"run/journal.sqlite: {expected.format(size=size, full=full)}")
+        assert tree_state(tmp_path) == before, command
+
+
+def test_report_on_a_whole_journal_rewrites_its_files_atomically_and_the_same(finished_run, tmp_path):
+    """`report` on a good journal: the same bytes again (rebuilt from the journal alone), no temporary files left."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    first = cli(tmp_path, "report", "run", timeout=120)  # summary.json names the folder as given: "run"
+    assert first.returncode == 0, first.stderr
+    before = tree_state(tmp_path)
+    (run / "trades.csv").write_text("stale\n")
+    (run / "summary.json").unlink()
+    res = cli(tmp_path, "report", "run", timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("command,target,kind,first_line", [
+    ("report", "nowhere", None, "nowhere: no such run folder"),
+    ("decisions", "fifo", "fifo", "fifo: is a FIFO (named pipe), expected a run folder or journal file"),
+    ("status", "emptydir", "dir", "emptydir: no journal in this folder (expected journal.sqlite); was the run made "
+                                  "with the journal plugin disabled?"),
+])
+def test_reading_commands_on_a_path_that_is_no_run(tmp_path, command, target, kind, first_line):
+    if kind == "fifo":
+        os.mkfifo(tmp_path / target)
+    elif kind == "dir":
+        (tmp_path / target).mkdir()
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, command, target, timeout=30)
+    assert_refused(res, 6, first_line)
+    assert tree_state(tmp_path) == before

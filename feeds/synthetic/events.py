@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,20 +45,29 @@ class ScheduledEvent:
 
 def read_events_calendar(name_or_path: str) -> list[ScheduledEvent]:
     """Parse the events CSV (``date,time_et,event``; '#' lines are comments)."""
+    from strikebench.userfiles import MAX_CSV_BYTES, read_text
+
     path = Path(name_or_path)
-    if path.is_file():
-        text, where = path.read_text(encoding="utf-8"), str(path)
-    else:
-        res = resources.files("strikebench.configs") / name_or_path
-        if not res.is_file():
-            raise ScenarioError(f"events.calendar: '{name_or_path}' is not allowed: no such file in strikebench.configs or on disk")
+    res = resources.files("strikebench.configs") / name_or_path
+    if not os.path.lexists(path) and res.is_file():  # a shipped calendar by name
         text, where = res.read_text(encoding="utf-8"), f"configs/{name_or_path}"
+    elif not os.path.lexists(path) and os.sep not in str(name_or_path):
+        raise ScenarioError(f"events.calendar: '{name_or_path}' is not allowed: no such file in strikebench.configs or on disk")
+    else:  # a file the user named: folder, FIFO, unreadable, binary, non-UTF-8 and empty files are one line
+        text = read_text(os.fspath(name_or_path), what="events calendar (CSV)", key="events.calendar", error=ScenarioError,
+                         max_bytes=MAX_CSV_BYTES)
+        where = str(path)
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     out: list[ScheduledEvent] = []
     reader = csv.DictReader(io.StringIO("\n".join(lines)))
-    if reader.fieldnames is None or not {"date", "time_et", "event"} <= set(reader.fieldnames):
-        raise ScenarioError(f"{where}: header must be 'date,time_et,event', got {reader.fieldnames}")
-    for i, row in enumerate(reader, start=2):
+    try:
+        fields = reader.fieldnames
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ScenarioError(f"{where}: not a readable CSV ({exc})") from None
+    if fields is None or not {"date", "time_et", "event"} <= set(fields):
+        raise ScenarioError(f"{where}: header must be 'date,time_et,event', got {fields}")
+    for i, row in enumerate(rows, start=2):
         try:
             day = dt.date.fromisoformat(row["date"].strip())
             hh, mm = row["time_et"].strip().split(":")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import backtrader as bt
@@ -85,12 +86,12 @@ def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
 def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_dir: str | None = None) -> dict:
     """Run a backtest from a resolved config; write the run folder; return the summary."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from strikebench.report import print_summary
+    from strikebench.userfiles import make_dir, remove_created
 
     console = console or Console()
     cfg = resolved.config
+    check_run_targets(resolved, out_dir)  # output folder and journal, before any work: nothing made yet
     with console.status("generating market data...", spinner="dots"):
         market = resolved.data.build().open()  # before the run folder: a data error leaves nothing behind
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -99,7 +100,42 @@ def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_
     while run_dir.exists():
         n += 1
         run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}-{n}"
-    run_dir.mkdir(parents=True)
+    created = make_dir(run_dir, key="output.dir", exist_ok=False)
+    try:
+        return _run_in(resolved, run_dir, market, console, progress, pm)
+    except BaseException:
+        if not _run_started(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing behind
+            remove_created(created[:-1])
+        raise
+
+
+def check_run_targets(resolved, out_dir: str | None = None) -> None:
+    """Every folder and file a run will write, checked before anything is made (one line each)."""
+    from strikebench.errors import ConfigError
+    from strikebench.journal import check_journal_target
+    from strikebench.userfiles import prepare_output_dir
+
+    cfg = resolved.config
+    prepare_output_dir(out_dir or cfg.output.dir, key="output.dir" if out_dir is None else None, error=ConfigError)
+    if cfg.journal.url:
+        check_journal_target(cfg.journal.url)
+
+
+def _run_started(run_dir: Path) -> bool:
+    """The journal recorded the run (a crash from then on keeps the folder: the run reads as incomplete)."""
+    from strikebench.journal import JOURNAL_FILE, JOURNAL_URL_FILE
+
+    return (run_dir / JOURNAL_FILE).exists() and (run_dir / JOURNAL_FILE).stat().st_size > 0 or \
+        (run_dir / JOURNAL_URL_FILE).exists()
+
+
+def _run_in(resolved, run_dir: Path, market, console, progress: bool, pm) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from strikebench.report import print_summary
+
+    cfg = resolved.config
     run = RunInfo(run_id=run_dir.name, name=cfg.name, mode="backtest", config=resolved,
                   output_dir=str(run_dir), seed=resolved.data.params.model_dump().get("seed"))
     hook = pm.hook if pm is not None else None

@@ -58,14 +58,23 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
                 guard_overrides: dict | None = None, stop_after_bars: int | None = None, flatten: bool = False,
                 exit_when_flat: bool = False, fresh: bool = False) -> dict:
     from strikebench.config import load_config
-    from strikebench.live.clock import ReplayClock, WallClock
     from strikebench.plugin_manager import get_plugin_manager
+    from strikebench.userfiles import read_text
+
+    explicit_run_dir = run_dir is not None
 
     def resume_args(folder):
         """The stored arguments of the run in ``folder`` (None if there is none); refuses a live one."""
         if not (Path(folder) / LIVE_FILE).exists():
             return None
-        stored = json.loads((Path(folder) / LIVE_FILE).read_text())
+        text = read_text(Path(folder) / LIVE_FILE, what="paper run file", error=StrikebenchError, max_bytes=1 << 20)
+        try:
+            stored = json.loads(text)
+            if not isinstance(stored, dict) or "day" not in stored:
+                raise ValueError("no day")
+        except ValueError:
+            raise StrikebenchError(f"{Path(folder) / LIVE_FILE}: damaged paper run file (not the JSON a paper run "
+                                   f"writes); start elsewhere with another --run-dir") from None
         pid = running_pid(folder)
         if pid is not None and pid != os.getpid():
             raise StrikebenchError(f"{folder}: a paper run is already running there (pid {pid})")
@@ -108,8 +117,31 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
                                        f"({' '.join(live_args.get('overrides', [])) or 'no --set'}"
                                        f"{', dry run' if live_args.get('dry_run') else ''}); resume it with "
                                        f"--run-dir {run_dir}, or start another with --fresh")
+    from strikebench.engine.runner import check_run_targets
+    from strikebench.userfiles import make_dir, prepare_output_dir, remove_created
+
+    check_run_targets(resolved)  # output.dir and journal.url: checked before anything is made
+    prepare_output_dir(run_dir, key="--run-dir" if explicit_run_dir else "run folder")
     rd = Path(run_dir)
-    rd.mkdir(parents=True, exist_ok=True)
+    created = make_dir(rd, key="--run-dir" if explicit_run_dir else "run folder")
+    try:
+        return _start(rd, config, overrides, clock, speed, day, dry_run, live_args, resolved, guard_overrides, panel,
+                      console, broker_plugin, pm, market, stop_after_bars, flatten, exit_when_flat)
+    except BaseException:
+        from strikebench.engine.runner import _run_started
+
+        if created and not _run_started(rd):  # a failed start leaves nothing behind
+            import shutil
+
+            shutil.rmtree(rd, ignore_errors=True)
+            remove_created(created[:-1])
+        raise
+
+
+def _start(rd, config, overrides, clock, speed, day, dry_run, live_args, resolved, guard_overrides, panel, console,
+           broker_plugin, pm, market, stop_after_bars, flatten, exit_when_flat) -> dict:
+    from strikebench.live.clock import ReplayClock, WallClock
+
     if live_args is None:
         (rd / LIVE_FILE).write_text(json.dumps({
             "config": str(Path(config).resolve()), "overrides": list(overrides), "clock": clock, "speed": speed,
@@ -141,18 +173,19 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
 
 def paper_status(run_dir) -> dict:
     """What a paper run folder says: running or not, bar, switches, open trades, working orders, last log lines."""
-    from strikebench.journal import Journal, find_journal
+    from strikebench.journal import find_journal, open_read_only
+    from strikebench.userfiles import read_text
 
     rd = Path(run_dir)
     path = find_journal(rd)
-    j = Journal(path, create=False)
+    j = open_read_only(path)  # checked whole first; `status` never writes
     try:
         runs = j.runs()
         run = next((r for r in runs if r["run_id"] == rd.name), runs[-1] if runs else None)
         if run is None:
             raise StrikebenchError(f"{run_dir}: the journal holds no run")
         rid = run["run_id"]
-        st = LiveState(path, rid)
+        st = _StateView(j, rid)
         bar = st.get("bar_done")
         trades = [dict(r) for r in j.execute("SELECT trade_id, strategy, opened_at, contracts, entry_credit FROM trades"
                                              " WHERE run_id = ? AND closed_at IS NULL", (rid,))]
@@ -163,7 +196,8 @@ def paper_status(run_dir) -> dict:
                              " AND closed_at IS NOT NULL", (rid,))[0][0]
         out = {"run_id": rid, "running_pid": running_pid(rd), "completed": bool(run["completed"] or st.get("completed")),
                "last_bar_done": bar, "kill_switch": st.get("kill_reason") or (
-                   (rd / KILL_FILE).read_text().strip() or "kill file present" if (rd / KILL_FILE).exists() else None),
+                   read_text(rd / KILL_FILE, what="kill file", error=StrikebenchError, max_bytes=65536,
+                             allow_empty=True).strip() or "kill file present" if (rd / KILL_FILE).exists() else None),
                "new_risk_stopped": st.get("fail_closed"), "open_trades": trades, "working_orders": working,
                "realized_pnl": round(float(realized), 2), "flatten_requested": (rd / FLATTEN_FILE).exists(),
                "log": st.logs(12)}
@@ -173,14 +207,38 @@ def paper_status(run_dir) -> dict:
         j.close()
 
 
+class _StateView:
+    """The runtime's ``live_state`` and ``live_log`` rows read through a read-only journal
+    (:class:`LiveState` itself creates its tables); a journal without them reads as empty."""
+
+    def __init__(self, journal, run_id: str):
+        self._db, self.run_id = journal._db, run_id
+        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self._has = {"live_state", "live_log"} <= names
+
+    def get(self, key: str, default=None):
+        return LiveState.get(self, key, default) if self._has else default  # type: ignore[arg-type]
+
+    def logs(self, limit: int = 20) -> list[dict]:
+        return LiveState.logs(self, limit) if self._has else []  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
 def request_kill(run_dir, reason: str = "kill switch by command") -> Path:
+    from strikebench.userfiles import check_dir, write_atomic
+
+    check_dir(run_dir, what="run folder", error=StrikebenchError)
     f = Path(run_dir) / KILL_FILE
-    f.write_text(reason + "\n", encoding="utf-8")
+    write_atomic(f, reason + "\n")
     return f
 
 
 def request_flatten(run_dir) -> Path:
     request_kill(run_dir, "flatten requested")
     f = Path(run_dir) / FLATTEN_FILE
-    f.write_text("flatten\n", encoding="utf-8")
+    from strikebench.userfiles import write_atomic
+
+    write_atomic(f, "flatten\n")
     return f
