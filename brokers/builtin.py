@@ -11,7 +11,7 @@ __all__ = ["BacktestBroker"]
 
 
 class BacktestParams(PluginParams):
-    initial_cash: float = Field(100_000.0, gt=0, description="starting cash, dollars")
+    initial_cash: float = Field(100_000.0, gt=0, le=1e12, description="starting cash, dollars (at most a trillion)")
 
 
 class BacktestBroker(BrokerPlugin):

@@ -109,7 +109,7 @@ CREATE TABLE IF NOT EXISTS settlements (
 
 
 class PaperParams(PluginParams):
-    initial_cash: float = Field(100_000.0, gt=0, description="starting cash, dollars")
+    initial_cash: float = Field(100_000.0, gt=0, le=1e12, description="starting cash, dollars (at most a trillion)")
     state_file: str = Field("paper_broker.sqlite",
                             description="the broker's own SQLite state; relative paths are in the run folder")
     latency_seconds: float = Field(1.0, ge=0, le=600, description="delay before an order (or a cancel) takes effect")

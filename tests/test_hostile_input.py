@@ -526,3 +526,35 @@ def test_reading_commands_on_a_path_that_is_no_run(tmp_path, command, target, ki
     res = cli(tmp_path, command, target, timeout=30)
     assert_refused(res, 6, first_line)
     assert tree_state(tmp_path) == before
+
+
+# ----------------------------------------------------------- anything else
+@pytest.mark.parametrize("setting,first_line", [
+    ("broker.params.initial_cash=.inf", "run.yaml:1: broker.params.initial_cash: inf is not allowed: Input should be "
+                                        "less than or equal to 1000000000000"),
+    ("broker.params.initial_cash=1.0e+400", "run.yaml:1: broker.params.initial_cash: inf is not allowed: Input should "
+                                           "be less than or equal to 1000000000000"),
+    ("data.seed=18446744073709551616", "run.yaml:2: data.seed: 18446744073709551616 is not allowed: Input should be "
+                                       "less than or equal to 9223372036854775807"),
+])
+def test_huge_numbers_are_one_line(tmp_path, setting, first_line):
+    """Before: an infinite initial cash ended in OverflowError (cents), a 20-digit seed in SQLite's INTEGER overflow,
+    after the run folder was made."""
+    (tmp_path / "run.yaml").write_text(VALID)
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "backtest", "run.yaml", "--quiet", "--set", setting, timeout=60)
+    assert_refused(res, 2, first_line)
+    assert tree_state(tmp_path) == before
+
+
+@pytest.mark.parametrize("args,code,first_line", [
+    (["kill", "nowhere"], 1, "nowhere: no such run folder"),
+    (["kill", "afile"], 1, "afile: is a file, expected a run folder"),
+    (["flatten", "afile", "--yes"], 6, "afile: not a journal (not an SQLite database)"),
+    (["market", "describe", "run.yaml", "--png", "jdir"], 2, "--png 'jdir': is a folder, expected a file to write"),
+])
+def test_switch_and_plot_targets_are_checked(out_cases, args, code, first_line):
+    before = tree_state(out_cases)
+    res = cli(out_cases, *args, timeout=60)
+    assert_refused(res, code, first_line)
+    assert tree_state(out_cases) == before

@@ -124,10 +124,24 @@ def check_run_targets(resolved, out_dir: str | None = None) -> None:
 
 def _run_started(run_dir: Path) -> bool:
     """The journal recorded the run (a crash from then on keeps the folder: the run reads as incomplete)."""
+    import sqlite3
+    from urllib.parse import quote
+
     from strikebench.journal import JOURNAL_FILE, JOURNAL_URL_FILE
 
-    return (run_dir / JOURNAL_FILE).exists() and (run_dir / JOURNAL_FILE).stat().st_size > 0 or \
-        (run_dir / JOURNAL_URL_FILE).exists()
+    if (run_dir / JOURNAL_URL_FILE).exists():
+        return True
+    journal = run_dir / JOURNAL_FILE
+    if not journal.is_file() or journal.stat().st_size == 0:
+        return False
+    try:
+        db = sqlite3.connect(f"file:{quote(str(journal.resolve()))}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
 
 
 def _run_in(resolved, run_dir: Path, market, console, progress: bool, pm) -> dict:

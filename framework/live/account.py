@@ -400,8 +400,14 @@ def account_status(folder) -> dict:
     """What an account folder says (read-only): sessions, cash, open trades, working orders, switches, last log."""
     from strikebench.live.runtime import FLATTEN_FILE, KILL_FILE
 
+    from strikebench.journal import open_read_only
+    from strikebench.userfiles import read_text
+
     d = Path(folder)
-    meta = json.loads((d / ACCOUNT_FILE).read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(read_text(d / ACCOUNT_FILE, what="account file", error=StrikebenchError, max_bytes=1 << 20))
+    except ValueError:
+        raise StrikebenchError(f"{d / ACCOUNT_FILE}: damaged account file (not the JSON an account writes)") from None
     path = d / JOURNAL_FILE
     out = {"account": str(d), "run_id": d.name, "config": meta.get("config"), "running_pid": running_trader(d),
            "sessions": [], "open_trades": [], "working_orders": [], "realized_pnl": 0.0, "closed_trades": 0,
@@ -411,8 +417,8 @@ def account_status(folder) -> dict:
         out["kill_switch"] = (d / KILL_FILE).read_text(encoding="utf-8").strip() or "kill file present"
     if not path.exists():
         return out
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
-    db.row_factory = sqlite3.Row
+    journal = open_read_only(path)  # a damaged, truncated or foreign journal is refused; nothing is written
+    db = journal._db
     rid = d.name
     try:
         def q(sql, params=()):
