@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import backtrader as bt
@@ -19,7 +20,7 @@ import pandas as pd
 from strikebench.api import RunInfo
 from strikebench.engine.core import Engine
 
-__all__ = ["EngineStrategy", "build_engine", "run_backtest", "bars_feed"]
+__all__ = ["EngineStrategy", "Backtest", "build_engine", "run_backtest", "run_cerebro", "bars_feed"]
 
 
 class EngineStrategy(bt.Strategy):
@@ -83,31 +84,97 @@ def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
             "bt_daily_returns": {str(k.date()): float(v) for k, v in daily.items()}}
 
 
+class Backtest:
+    """One backtest exactly as ``strikebench backtest`` runs it, in three phases the benchmark times apart.
+
+    ``Backtest(resolved, pm=pm)`` builds the market (unless one is handed in), the run folder and the
+    engine with every configured plugin and the plugin manager's hooks (the journal among them);
+    :meth:`loop` runs cerebro over every bar; :meth:`report` writes the run folder's files from the
+    journal and prints the summary. :func:`run_backtest` is the three in a row.
+    """
+
+    def __init__(self, resolved, *, console=None, progress: bool = True, pm=None, out_dir: str | None = None,
+                 market=None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from strikebench.userfiles import make_dir
+
+        self.console = console or Console()
+        self.resolved = resolved
+        cfg = resolved.config
+        check_run_targets(resolved, out_dir)  # output folder and journal, before any work: nothing made yet
+        if market is None:
+            with self.console.status("generating market data...", spinner="dots"):
+                market = resolved.data.build().open()  # before the run folder: a data error leaves nothing behind
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}"
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}-{n}"
+        self._created = make_dir(run_dir, key="output.dir", exist_ok=False)
+        self.run_dir = run_dir
+        with self._cleanup_if_not_started():
+            self.run = RunInfo(run_id=run_dir.name, name=cfg.name, mode="backtest", config=resolved,
+                               output_dir=str(run_dir), seed=resolved.data.params.model_dump().get("seed"))
+            self.hook = pm.hook if pm is not None else None
+            sessions = len(market.sessions())
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                     console=self.console, disable=not progress, transient=False)
+            self._task = self.progress.add_task(cfg.name, total=sessions, status="")
+            self.engine = build_engine(resolved, run=self.run, hook=self.hook, market=market,
+                                       on_session_end=self._session_done)
+        self.summary: dict | None = None
+
+    @contextmanager
+    def _cleanup_if_not_started(self):
+        """A start that fails before the journal holds the run leaves no folder behind."""
+        from strikebench.userfiles import remove_created
+
+        try:
+            yield
+        except BaseException:
+            if not _run_started(self.run_dir):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                remove_created(self._created[:-1])
+            raise
+
+    def _session_done(self, day, equity) -> None:
+        p = self.engine.portfolio
+        self.progress.update(self._task, advance=1, status=f"{day} trades {len(p.closed_trades())} "
+                                                           f"P&L {equity - p.initial_cash:+,.0f}")
+
+    def loop(self) -> dict:
+        """Every bar under cerebro (the journal writes as the run goes); returns the engine's summary."""
+        with self._cleanup_if_not_started():
+            if self.hook is not None:
+                self.hook.on_run_start(run=self.run)
+            with self.progress:
+                run_cerebro(self.engine)
+        self.summary = self.engine.summary()
+        self.summary["run_dir"] = str(self.run_dir)
+        return self.summary
+
+    def report(self) -> dict:
+        """The run folder's files (from the journal alone; summary.json rewritten), and the printed summary."""
+        from strikebench.report import has_journal, print_summary, write_report
+
+        summary = self.summary if self.summary is not None else self.loop()
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        if has_journal(self.run_dir):
+            summary = write_report(self.run_dir, extra_summary={"max_drawdown_per_bar": summary["max_drawdown_per_bar"]},
+                                   plots=self.resolved.config.output.plots)
+        print_summary(summary, self.console)
+        return summary
+
+
 def run_backtest(resolved, *, console=None, progress: bool = True, pm=None, out_dir: str | None = None) -> dict:
     """Run a backtest from a resolved config; write the run folder; return the summary."""
-    from rich.console import Console
-
-    from strikebench.userfiles import make_dir, remove_created
-
-    console = console or Console()
-    cfg = resolved.config
-    check_run_targets(resolved, out_dir)  # output folder and journal, before any work: nothing made yet
-    with console.status("generating market data...", spinner="dots"):
-        market = resolved.data.build().open()  # before the run folder: a data error leaves nothing behind
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}"
-    n = 1
-    while run_dir.exists():
-        n += 1
-        run_dir = Path(out_dir or cfg.output.dir) / f"{cfg.name}-{stamp}-{n}"
-    created = make_dir(run_dir, key="output.dir", exist_ok=False)
-    try:
-        return _run_in(resolved, run_dir, market, console, progress, pm)
-    except BaseException:
-        if not _run_started(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing behind
-            remove_created(created[:-1])
-        raise
+    backtest = Backtest(resolved, console=console, progress=progress, pm=pm, out_dir=out_dir)
+    backtest.loop()
+    return backtest.report()
 
 
 def check_run_targets(resolved, out_dir: str | None = None) -> None:
@@ -142,40 +209,3 @@ def _run_started(run_dir: Path) -> bool:
             db.close()
     except sqlite3.Error:
         return False
-
-
-def _run_in(resolved, run_dir: Path, market, console, progress: bool, pm) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from strikebench.report import print_summary
-
-    cfg = resolved.config
-    run = RunInfo(run_id=run_dir.name, name=cfg.name, mode="backtest", config=resolved,
-                  output_dir=str(run_dir), seed=resolved.data.params.model_dump().get("seed"))
-    hook = pm.hook if pm is not None else None
-    sessions = len(market.sessions())
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
-                   disable=not progress, transient=False)
-    task = bar.add_task(cfg.name, total=sessions, status="")
-
-    def session_done(day, equity):
-        p = engine.portfolio
-        bar.update(task, advance=1, status=f"{day} trades {len(p.closed_trades())} "
-                                           f"P&L {equity - p.initial_cash:+,.0f}")
-
-    engine = build_engine(resolved, run=run, hook=hook, market=market, on_session_end=session_done)
-    if hook is not None:
-        hook.on_run_start(run=run)
-    with bar:
-        run_cerebro(engine)
-    summary = engine.summary()
-    summary["run_dir"] = str(run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    from strikebench.report import has_journal, write_report
-
-    if has_journal(run_dir):  # the files of the run folder, from the journal alone (summary.json rewritten)
-        summary = write_report(run_dir, extra_summary={"max_drawdown_per_bar": summary["max_drawdown_per_bar"]},
-                               plots=cfg.output.plots)
-    print_summary(summary, console)
-    return summary
