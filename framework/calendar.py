@@ -85,6 +85,7 @@ class NotASessionError(CalendarError):
 # --------------------------------------------------------------------------
 _XCAL_LOCK = threading.Lock()
 _XCALS: dict[str, Any] = {}
+_MOMENTS: dict[tuple[str, _dt.date], tuple[pd.Timestamp, pd.Timestamp]] = {}  # (exchange, day) -> (open, close)
 
 
 def _xcal(name: str = _EXCHANGE):
@@ -103,6 +104,14 @@ def _xcal(name: str = _EXCHANGE):
                     cal = xc.get_calendar(name, start=CALENDAR_START, end=CALENDAR_END, side="left")
                 _XCALS[name] = cal
     return cal
+
+
+@functools.lru_cache(maxsize=None)
+def _open_close(name: str = _EXCHANGE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sessions as datetime64[ns], opens and closes as UTC int64 ns) of the whole calendar range."""
+    cal = _xcal(name)
+    return (np.asarray(cal.sessions.asi8).view("datetime64[ns]"), pd.DatetimeIndex(cal.opens).asi8,
+            pd.DatetimeIndex(cal.closes).asi8)
 
 
 # --------------------------------------------------------------------------
@@ -233,15 +242,28 @@ class MarketCalendar:
         return ts if self.is_session(ts) else self.next_session(ts)
 
     # -- moments ------------------------------------------------------------
+    def _moments(self, day: DayLike) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """(open, close) of session ``day``: an index into exchange_calendars' open and close columns,
+        read once per process (risk checks ask on every order; its per-day lookup takes a millisecond)."""
+        key = (self._name, day) if type(day) is _dt.date else None
+        got = _MOMENTS.get(key) if key is not None else None
+        if got is None:
+            ts = self._session(day)
+            sessions, opens, closes = _open_close(self._name)
+            i = int(sessions.searchsorted(ts.asm8))
+            got = (pd.Timestamp(int(opens[i]), tz="UTC").tz_convert(NY),
+                   pd.Timestamp(int(closes[i]), tz="UTC").tz_convert(NY))
+            if key is not None:
+                _MOMENTS[key] = got
+        return got
+
     def session_open(self, day: DayLike) -> pd.Timestamp:
         """Regular-session open (09:30 America/New_York) of session ``day``."""
-        ts = self._session(day)
-        return self.xcal.session_open(ts).tz_convert(NY)
+        return self._moments(day)[0]
 
     def session_close(self, day: DayLike) -> pd.Timestamp:
         """Regular-session close (16:00, or 13:00 on an early close) of session ``day``."""
-        ts = self._session(day)
-        return self.xcal.session_close(ts).tz_convert(NY)
+        return self._moments(day)[1]
 
     def is_early_close(self, day: DayLike) -> bool:
         """True when session ``day`` closes before 16:00 New York time."""

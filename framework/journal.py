@@ -13,11 +13,17 @@ Storage rules (see docs/journal.md for every table and column):
   (``'-252.56'``), prices per combo in index points (``'0.50'``);
   ``entry_credit`` is positive for a credit, ``exit_debit`` positive when closing
   cost money (the same numbers a trader quotes);
-* a chain snapshot is stored once per checksum, losslessly (Parquet bytes), and
-  :meth:`Journal.load_snapshot` rebuilds a :class:`ChainSnapshot` with the same
-  checksum;
-* each event is one transaction (WAL mode), and the ``runs`` row says
-  ``completed = 0`` until the run ends: a crashed run reads as incomplete.
+* a chain snapshot is stored once per checksum, losslessly, as a compact columnar
+  blob (format ``columns-zlib``: each column's raw little-endian buffer, float bytes
+  shuffled, one zlib stream; see :func:`snapshot_to_bytes`), and
+  :meth:`Journal.load_snapshot` rebuilds a :class:`ChainSnapshot` and checks that its
+  checksum is the stored one. Journals written before this format hold ``parquet``
+  blobs, which are still read;
+* each event is one transaction (WAL mode), or, for a backtest, one transaction per
+  session (:meth:`Journal.commit_per_session`: each event a savepoint inside the
+  session's transaction, committed at the session's end, on close and when the run is
+  interrupted); the ``runs`` row says ``completed = 0`` until the run ends, so a
+  crashed run reads as incomplete and holds every session it finished, whole.
 """
 
 from __future__ import annotations
@@ -28,8 +34,11 @@ import io
 import json
 import math
 import os
+import re
 import sqlite3
+import struct
 import subprocess
+import zlib
 from contextlib import contextmanager
 from dataclasses import is_dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -61,7 +70,8 @@ __all__ = [
 JOURNAL_FILE = "journal.sqlite"
 JOURNAL_URL_FILE = "journal.url"  # written in the run folder when the journal lives elsewhere
 SCHEMA_VERSION = 1
-SNAPSHOT_FORMAT = "parquet"
+SNAPSHOT_FORMAT = "columns-zlib"
+SNAPSHOT_FORMATS = ("columns-zlib", "parquet")  # what load_snapshot reads (parquet: journals before 0.1 issue 15)
 _NY = "America/New_York"
 _CENT = Decimal("0.01")
 _POINT_PLACES = Decimal("0.0001")
@@ -219,32 +229,85 @@ def _utc_now() -> str:
 
 
 # ------------------------------------------------------------------ snapshots
+_SNAP_MAGIC = b"SBC1"
+
+
 def snapshot_to_bytes(snapshot) -> bytes:
-    """The snapshot's columns as Parquet bytes (zstd); lossless for every column dtype."""
-    import pyarrow as pa
+    """The snapshot's columns as one compact, lossless blob (format ``columns-zlib``).
+
+    Layout: ``SBC1``, a 4-byte little-endian header length, a JSON header (rows, root
+    names, and per column its dtype and byte count), then one zlib stream (level 1) of
+    the columns' raw little-endian buffers in header order. ``root`` is stored as
+    uint8 codes into the header's names, ``expiry`` as int32 days since 1970-01-01;
+    8-byte columns are byte-shuffled (all first bytes, then all second bytes...),
+    which lets zlib find the repeats in prices and greeks. A few hundred
+    microseconds for a decision's slice, where Parquet took milliseconds.
+    """
+    from strikebench.options.chain import COLUMNS
+
+    n = len(snapshot)
+    roots, codes = np.unique(np.asarray(snapshot.root), return_inverse=True)
+    if len(roots) > 255:
+        raise JournalError(f"snapshot has {len(roots)} roots; the journal stores at most 255")
+    columns, buffers = [], []
+    for name, dtype in COLUMNS.items():
+        if name == "root":
+            arr = codes.astype("<u1")
+        elif name == "expiry":
+            arr = np.asarray(snapshot.expiry).astype("datetime64[D]").astype("<i4")
+        else:
+            arr = np.ascontiguousarray(np.asarray(getattr(snapshot, name)).astype(np.dtype(dtype).newbyteorder("<")))
+        shuffled = arr.dtype.itemsize == 8
+        raw = arr.view(np.uint8).reshape(n, arr.dtype.itemsize).T.tobytes() if shuffled and n else arr.tobytes()
+        columns.append([name, arr.dtype.str, len(raw), shuffled])
+        buffers.append(raw)
+    header = json.dumps({"rows": n, "roots": [str(r) for r in roots], "columns": columns},
+                        separators=(",", ":")).encode()
+    return _SNAP_MAGIC + struct.pack("<I", len(header)) + header + zlib.compress(b"".join(buffers), 1)
+
+
+def _columns_from_blob(data: bytes) -> dict:
+    from strikebench.options.chain import COLUMNS
+
+    if data[:4] != _SNAP_MAGIC:
+        raise ValueError("not a columns-zlib snapshot blob")
+    (hlen,) = struct.unpack("<I", data[4:8])
+    header = json.loads(data[8:8 + hlen])
+    payload = zlib.decompress(data[8 + hlen:])
+    n, pos, out = int(header["rows"]), 0, {}
+    for name, dtype, nbytes, shuffled in header["columns"]:
+        raw = np.frombuffer(payload, dtype=np.uint8, count=nbytes, offset=pos)
+        pos += nbytes
+        dt_ = np.dtype(dtype)
+        if shuffled and n:
+            raw = np.ascontiguousarray(raw.reshape(dt_.itemsize, n).T)
+        arr = raw.view(dt_).reshape(n) if n else np.zeros(0, dtype=dt_)
+        if name == "root":
+            arr = np.asarray(header["roots"], dtype=COLUMNS["root"])[arr] if n else np.zeros(0, COLUMNS["root"])
+        elif name == "expiry":
+            arr = arr.astype("int64").astype("datetime64[D]")
+        out[name] = np.asarray(arr).astype(COLUMNS[name])
+    if pos != len(payload) or set(out) != set(COLUMNS):
+        raise ValueError("snapshot blob columns do not match its header")
+    return out
+
+
+def _columns_from_parquet(data: bytes) -> dict:
     import pyarrow.parquet as pq
 
     from strikebench.options.chain import COLUMNS
 
-    table = pa.table({name: pa.array(np.asarray(getattr(snapshot, name))) for name in COLUMNS})
-    floats = [name for name, dtype in COLUMNS.items() if dtype == "float64"]
-    buf = io.BytesIO()
-    # byte-stream-split floats compress about a quarter better under zstd; still plain Parquet
-    pq.write_table(table, buf, compression="zstd", use_dictionary=["root", "expiry"],
-                   column_encoding={name: "BYTE_STREAM_SPLIT" for name in floats})
-    return buf.getvalue()
-
-
-def snapshot_from_bytes(data: bytes, underlying: str, taken_at: str, tz: str, underlying_price: str):
-    import pyarrow.parquet as pq
-
-    from strikebench.options.chain import COLUMNS, ChainSnapshot
-
     table = pq.read_table(io.BytesIO(data))
-    columns = {}
-    for name, dtype in COLUMNS.items():
-        arr = table.column(name).to_numpy(zero_copy_only=False)
-        columns[name] = np.asarray(arr).astype(dtype)
+    return {name: np.asarray(table.column(name).to_numpy(zero_copy_only=False)).astype(dtype)
+            for name, dtype in COLUMNS.items()}
+
+
+def snapshot_from_bytes(data: bytes, underlying: str, taken_at: str, tz: str, underlying_price: str,
+                        fmt: str = SNAPSHOT_FORMAT):
+    """Rebuild a :class:`ChainSnapshot` from a stored blob of format ``fmt`` (``columns-zlib`` or ``parquet``)."""
+    from strikebench.options.chain import ChainSnapshot
+
+    columns = _columns_from_blob(data) if fmt == "columns-zlib" else _columns_from_parquet(data)
     ts = pd.Timestamp(taken_at)
     try:
         ts = ts.tz_convert(tz)
@@ -407,6 +470,9 @@ CREATE TABLE IF NOT EXISTS equity (
 """
 
 
+_SCHEMA_TABLES = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+
+
 def _sqlite_path(url_or_path: str | os.PathLike) -> Path:
     text = os.fspath(url_or_path)
     if "://" not in text:
@@ -527,11 +593,19 @@ _ADDED_COLUMNS = (
 )
 
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The added columns this journal lacks (a read: opening a current journal takes no write lock)."""
+    out = []
     for table, column, kind in _ADDED_COLUMNS:
         have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            out.append((table, column, kind))
+    return out
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in _missing_columns(db):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class Journal:
@@ -544,6 +618,8 @@ class Journal:
     def __init__(self, url: str | os.PathLike, *, create: bool = True):
         self.url = os.fspath(url)
         self.path = _sqlite_path(self.url)
+        self._per_session = False
+        self._wrote = False  # only a connection that wrote checkpoints on close (a reader must not wait on a writer)
         if not create and not self.path.is_file():
             raise JournalError(f"{self.path}: no journal file")
         if create:
@@ -562,20 +638,49 @@ class Journal:
                 if row is not None and int(row[0]) > SCHEMA_VERSION:
                     raise JournalError(f"{self.path}: journal schema {row[0]} is newer than this strikebench "
                                        f"understands ({SCHEMA_VERSION}); upgrade strikebench")
-            with self._tx():
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(stmt)
-                _add_missing_columns(self._db)
-                self._db.execute("INSERT OR IGNORE INTO journal_meta(key, value) VALUES ('schema_version', ?)",
-                                 (str(SCHEMA_VERSION),))
+            if not _SCHEMA_TABLES <= tables or _missing_columns(self._db):
+                # a new file, or one from before a table or column was added; else no write lock is taken
+                with self._tx():
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        self._db.execute(stmt)
+                    _add_missing_columns(self._db)
+                    self._db.execute("INSERT OR IGNORE INTO journal_meta(key, value) VALUES ('schema_version', ?)",
+                                     (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{self.path}: not a journal ({exc})") from None
         self._seq: dict[str, int] = {}
 
     # -------------------------------------------------------------- plumbing
+    def commit_per_session(self) -> None:
+        """Group writes into one transaction per session (a backtest): :meth:`_tx` then opens a
+        savepoint inside the open transaction, so one event still applies whole or not at all, and
+        :meth:`commit` (at each session's end, on close, on an interrupted run) makes them durable.
+        A process killed mid-session leaves the journal as of the last finished session."""
+        self._per_session = True
+
+    def commit(self) -> None:
+        """Commit the open session transaction, if any (a no-op when every event commits itself)."""
+        if self._db is not None and self._db.in_transaction:
+            self._db.execute("COMMIT")
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One transaction: everything inside commits together or not at all."""
+        """One event's writes: everything inside applies together or not at all (its own transaction,
+        or a savepoint of the session's transaction under :meth:`commit_per_session`)."""
+        self._wrote = True
+        if self._per_session:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT event")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK TO event")
+                self._db.execute("RELEASE event")
+                raise
+            else:
+                self._db.execute("RELEASE event")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -588,8 +693,10 @@ class Journal:
     def close(self) -> None:
         if self._db is None:
             return
+        self.commit()
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._wrote:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.DatabaseError:
             pass
         self._db.close()
@@ -720,12 +827,12 @@ class Journal:
         row = self._db.execute("SELECT * FROM chain_snapshots WHERE snapshot_id = ?", (int(snapshot_id),)).fetchone()
         if row is None:
             raise JournalError(f"{self.path}: no chain snapshot {snapshot_id}")
-        if row["format"] != SNAPSHOT_FORMAT:
+        if row["format"] not in SNAPSHOT_FORMATS:
             raise JournalError(f"chain snapshot {snapshot_id} is stored as '{row['format']}', which this "
                                f"version cannot read")
         try:
             snap = snapshot_from_bytes(bytes(row["data"]), row["underlying"], row["taken_at"], row["tz"],
-                                       row["underlying_price"])
+                                       row["underlying_price"], row["format"])
         except Exception as exc:
             raise JournalError(f"chain snapshot {snapshot_id} cannot be read: {type(exc).__name__}: "
                                f"{' '.join(str(exc).split())}") from None

@@ -143,6 +143,10 @@ class ModelMarket:
         i = int(np.searchsorted(self._bars.index.asi8, ts.value, side="right")) - 1
         return float(self._bars["close"].iloc[max(i, 0)])
 
+    def listed_expiries(self, underlying: str, day) -> list[dt.date]:
+        day = pd.Timestamp(day).date()
+        return [e for e in self.expiries if e >= day]
+
     def snapshot(self, underlying: str, at, expiries=None) -> ChainSnapshot:
         ts = _as_ts(at)
         spot = self._spot_at(ts)

@@ -7,10 +7,18 @@ equity) and ``on_run_end`` (``completed`` and the summary). One
 :class:`~strikebench.journal.Journal` per run id, so several runs in one process
 each get their own. A run with neither an output folder nor a journal URL is not
 journaled.
+
+A backtest's journal commits once per session (:meth:`Journal.commit_per_session`):
+``on_session_end`` commits the session's events with its equity row, ``on_run_end``
+and closing commit the rest, and so does the interpreter's exit after an interrupted
+run (Ctrl-C, SIGTERM under ``strikebench backtest``, an exception). A kill -9 loses
+only the unfinished session. Paper and live runs commit every event (their router
+journals an order before it is sent).
 """
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 from strikebench.hookspecs import hookimpl
@@ -25,6 +33,18 @@ _journals: dict[str, Journal] = {}
 def open_journals() -> dict[str, Journal]:
     """The journals currently open, by run id (read-only use; tests and tools)."""
     return dict(_journals)
+
+
+def commit_all() -> None:
+    """Commit what every open journal holds (the run stays incomplete); registered with atexit."""
+    for journal in list(_journals.values()):
+        try:
+            journal.commit()
+        except Exception:  # noqa: BLE001 - at exit, one journal's failure must not hide the others
+            pass
+
+
+atexit.register(commit_all)
 
 
 def discard(run_id: str) -> None:
@@ -84,6 +104,8 @@ def journal_for(run) -> Journal | None:
     except Exception:
         journal.close()
         raise
+    if run.mode == "backtest":
+        journal.commit_per_session()
     if run.output_dir and Path(journal.path).resolve() != (Path(run.output_dir) / JOURNAL_FILE).resolve():
         Path(run.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(run.output_dir) / JOURNAL_URL_FILE).write_text(str(url) + "\n", encoding="utf-8")
@@ -129,6 +151,7 @@ def on_session_end(run, day, equity):
     journal = journal_for(run)
     if journal is not None:
         journal.record_equity(run.run_id, day, equity)
+        journal.commit()
 
 
 @hookimpl

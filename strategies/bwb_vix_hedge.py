@@ -495,7 +495,7 @@ class BwbVixHedge(Strategy):
 
     def _decide_bwb(self, ctx) -> None:
         p = self.params
-        full = ctx.chain()
+        full = ctx.chain(dte=(p.target_dte - p.dte_tolerance, p.target_dte + p.dte_tolerance))
         # what a decision stores: the root's puts around the target expiry (evaluates like the whole chain)
         window = np.abs(full.dte - p.target_dte) <= p.dte_tolerance
         snapshot = full.subset(np.flatnonzero(window & (full.root == p.root) & ~full.is_call))
@@ -522,7 +522,8 @@ class BwbVixHedge(Strategy):
         exposure = sum(t.max_loss for t in bwbs)
         if exposure <= 0 and not hedges:
             return  # nothing to hedge and nothing held: no decision to record
-        full = ctx.chain("VIX")
+        full = ctx.chain("VIX", dte=(p.hedge_target_dte - p.hedge_dte_tolerance,
+                                     p.hedge_target_dte + p.hedge_dte_tolerance))
         window = np.abs(full.dte - p.hedge_target_dte) <= p.hedge_dte_tolerance
         snapshot = full.subset(np.flatnonzero(window & (full.root == "VIX")))
         context = {"k": ctx.slippage, "exposure": round(exposure, 2), "bwbs_open": len(bwbs),

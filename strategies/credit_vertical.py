@@ -150,7 +150,8 @@ class CreditVertical(Strategy):
         return np.flatnonzero(mask)
 
     def on_decision_time(self, ctx) -> None:
-        snapshot = ctx.chain()
+        p = self.params
+        snapshot = ctx.chain(dte=(max(0, min(p.dte_targets) - p.dte_tolerance), max(p.dte_targets) + p.dte_tolerance))
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = {"k": ctx.slippage,
                    "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import zlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -260,6 +261,52 @@ def test_a_tampered_snapshot_is_refused(tmp_path):
             j.load_snapshot(sid)
 
 
+def test_a_flipped_byte_in_a_stored_blob_is_refused_never_loaded(tmp_path):
+    snap = make_chain(expiries=["2024-01-10", "2024-01-12"], at="2024-01-08 10:00")
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        sid = j.store_snapshot(snap)
+    db = sqlite3.connect(path)
+    with db:
+        (blob, fmt) = db.execute("SELECT data, format FROM chain_snapshots WHERE snapshot_id = ?", (sid,)).fetchone()
+        assert fmt == "columns-zlib"
+        assert len(blob) < len(snap) * 14 * 8 / 2  # under half the raw float64 size of its 14 columns
+        header_end = 8 + int.from_bytes(blob[4:8], "little")
+        raw = zlib.decompress(blob[header_end:])
+        bad = bytearray(raw)
+        bad[len(raw) // 2] ^= 0x01  # one bit of one price or greek
+        db.execute("UPDATE chain_snapshots SET data = ? WHERE snapshot_id = ?",
+                   (blob[:header_end] + zlib.compress(bytes(bad)), sid))
+    db.close()
+    with Journal(path, create=False) as j:
+        with pytest.raises(JournalError, match="checksum mismatch"):
+            j.load_snapshot(sid)
+
+
+def test_journals_written_with_parquet_snapshots_still_load_and_verify(tmp_path):
+    """Journals from before the columns-zlib format (issue 15) hold Parquet blobs: still read, still checked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from strikebench.options.chain import COLUMNS
+
+    snap = make_chain(expiries=["2024-01-10"], at="2024-01-08 10:00")
+    buf = io.BytesIO()  # what the earlier journal wrote: the columns as a Parquet table
+    pq.write_table(pa.table({name: pa.array(np.asarray(getattr(snap, name))) for name in COLUMNS}), buf)
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        sid = j.store_snapshot(snap)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE chain_snapshots SET data = ?, format = 'parquet' WHERE snapshot_id = ?",
+                   (buf.getvalue(), sid))
+    db.close()
+    with Journal(path, create=False) as j:
+        back = j.load_snapshot(sid)
+    assert back.checksum == snap.checksum
+    assert np.array_equal(back.bid, snap.bid, equal_nan=True) and list(back.root) == list(snap.root)
+
+
 def test_decisions_at_the_same_minute_share_one_snapshot(pm, tmp_path):
     market = ModelMarket("2024-01-08", "2024-01-08")
     params = CreditVertical.Params(**CV_PARAMS)
@@ -278,13 +325,17 @@ def test_a_run_that_stops_early_reads_as_incomplete(pm, tmp_path):
     market = ModelMarket("2024-01-08", "2024-01-09")
     engine = make_engine(pm, tmp_path, [("credit_vertical", CreditVertical(CreditVertical.Params(**CV_PARAMS)))],
                          market, run_id="early")
-    for i in range(200):  # into the first session, past the 10:00 decision; never finish()
+    for i in range(390 + 200):  # into the second session, past its 10:00 decision; never finish()
         engine.on_bar(i)
     try:
         db = tmp_path / "journal.sqlite"
         (run,) = rows(db, "SELECT completed, ended_at FROM runs")
         assert (run["completed"], run["ended_at"]) == (0, None)
-        assert rows(db, "SELECT COUNT(*) FROM trade_decisions")[0][0] == 1
+        # a backtest commits once per session: the first session's 10:00 and 13:00 decisions are there,
+        # the second session's 10:00 one is not (yet)
+        assert [r[0][:16] for r in rows(db, "SELECT decided_at FROM trade_decisions ORDER BY decided_at")] == [
+            "2024-01-08T10:00", "2024-01-08T13:00"]
+        assert rows(db, "SELECT day FROM equity")[0][0] == "2024-01-08"
         assert main(["report", str(tmp_path)]) == 0
         summary = json.loads((tmp_path / "summary.json").read_text())
         assert summary["completed"] is False
@@ -317,7 +368,11 @@ def test_a_crashed_process_leaves_a_journal_that_says_incomplete(tmp_path):
     db = tmp_path / "journal.sqlite"
     (run,) = rows(db, "SELECT completed FROM runs")
     assert run["completed"] == 0
-    assert rows(db, "SELECT COUNT(*) FROM trade_decisions")[0][0] == 4  # 10:00, 11:00, 12:00, then 10:00 day 2
+    # the first session whole (10:00, 11:00, 12:00, its equity row); the second session's 10:00 decision was in
+    # its uncommitted session transaction: a kill loses only the session it interrupts
+    assert [r[0][:16] for r in rows(db, "SELECT decided_at FROM trade_decisions ORDER BY decided_at")] == [
+        "2024-01-08T10:00", "2024-01-08T11:00", "2024-01-08T12:00"]
+    assert [r[0] for r in rows(db, "SELECT day FROM equity")] == ["2024-01-08"]
     assert rows(db, "PRAGMA integrity_check")[0][0] == "ok"
 
 

@@ -60,6 +60,7 @@ class SyntheticMarket:
         self.end = pd.Timestamp(tl.dates[tl.n_sim - 1]).date()
         self._bars: dict[str, pd.DataFrame] = {}
         self._chains: OrderedDict[tuple[str, int], DayChain] = OrderedDict()
+        self._listed: dict[tuple[str, int], list[dt.date]] = {}
         self._mults: OrderedDict[int, tuple] = OrderedDict()
         self._vix_exp_days = self._vix_expiry_days()
 
@@ -247,6 +248,18 @@ class SyntheticMarket:
                 self._mults.popitem(last=False)
         return got
 
+    def listed_expiries(self, underlying: str, day) -> list[dt.date]:
+        """Expiries of ``underlying`` listed on session ``day`` (any root), ascending: what a
+        strategy picks from before asking :meth:`snapshot` for only those (cached per session)."""
+        und = underlying.upper()
+        d = self.path.timeline.day_index(day)
+        key = (und, int(d))
+        got = self._listed.get(key)
+        if got is None:
+            got = [pd.Timestamp(e).date() for e in np.unique(self.day_chain(und, d).expiry)]
+            self._listed[key] = got
+        return got
+
     def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
         """Every listed quote of ``underlying`` ('SPX', 'XSP', 'VIX') at the close of the bar labelled ``at``."""
         und = underlying.upper()
@@ -258,7 +271,8 @@ class SyntheticMarket:
         pos = int(tl.minute_pos[m])
         dc = self.day_chain(und, d)
         if expiries is not None:
-            want = np.array([np.datetime64(pd.Timestamp(e).date(), "D") for e in expiries])
+            want = np.array([e if type(e) is dt.date else pd.Timestamp(e).date() for e in expiries],
+                            dtype="datetime64[D]")
             sel = np.flatnonzero(np.isin(dc.expiry, want))
         else:
             sel = None

@@ -74,9 +74,26 @@ class StrategyContext:
         return self._engine.calendar
 
     # ------------------------------------------------------------------ data
-    def chain(self, underlying: str | None = None) -> ChainSnapshot:
-        """The option chain of ``underlying`` (default: the strategy's) at this bar."""
-        return self._engine.chain(underlying or self.strategy.chain_underlying())
+    def chain(self, underlying: str | None = None, *, dte: tuple[int, int] | None = None,
+              expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
+        """The option chain of ``underlying`` (default: the strategy's) at this bar.
+
+        ``dte=(lo, hi)`` keeps only the expiries ``lo`` to ``hi`` calendar days away (inclusive);
+        ``expiries`` names them. Either way only those are generated or fetched, so a decision
+        costs the same whatever the size of the full chain; rows of the kept expiries are exactly
+        the full chain's.
+        """
+        underlying = underlying or self.strategy.chain_underlying()
+        if dte is not None:
+            lo, hi = dte
+            today = self.today
+            wanted = [e for e in self._engine.listed_expiries(underlying) if lo <= (e - today).days <= hi]
+            expiries = wanted if expiries is None else [e for e in expiries if e in set(wanted)]
+        return self._engine.chain(underlying, expiries)
+
+    def expiries(self, underlying: str | None = None) -> list[dt.date]:
+        """Expiries of ``underlying`` (default: the strategy's) listed today, ascending."""
+        return list(self._engine.listed_expiries(underlying or self.strategy.chain_underlying()))
 
     def underlying_price(self, symbol: str | None = None) -> float:
         return self._engine.price(symbol or self.strategy.chain_underlying())

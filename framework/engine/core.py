@@ -108,7 +108,8 @@ class Engine:
         self._on_session_end_cb = on_session_end
         self.equity_curve = np.full(len(self.timeline), np.nan)  # account value after each bar
         self.i = -1
-        self._chains: dict[str, ChainSnapshot] = {}
+        self._chains: dict[tuple, ChainSnapshot] = {}
+        self._listed: dict[tuple, list[dt.date]] = {}
         self._chain_bar = -1
         self._other_prices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.finished = False
@@ -139,15 +140,31 @@ class Engine:
             self._features, self._features_bar = values, self.i
         return self._features
 
-    def chain(self, underlying: str) -> ChainSnapshot:
+    def chain(self, underlying: str, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
+        """The chain of ``underlying`` at this bar, all listed expiries or only ``expiries`` (one
+        snapshot per bar and request: strategies asking the same at the same minute share it)."""
         if self._chain_bar != self.i:
             self._chains.clear()
             self._chain_bar = self.i
-        snap = self._chains.get(underlying)
+        key = (underlying, None if expiries is None else tuple(sorted(set(expiries))))
+        snap = self._chains.get(key)
         if snap is None:
-            snap = self.market.snapshot(underlying, self.now)
-            self._chains[underlying] = snap
+            snap = self.market.snapshot(underlying, self.now, None if expiries is None else list(key[1]))
+            self._chains[key] = snap
         return snap
+
+    def listed_expiries(self, underlying: str) -> list[dt.date]:
+        """Expiries of ``underlying`` listed today, ascending (from the source's listing when it has one,
+        else from the full chain)."""
+        key = (underlying, self.today)
+        got = self._listed.get(key)
+        if got is None:
+            lister = getattr(self.market, "listed_expiries", None)
+            got = list(lister(underlying, self.today)) if callable(lister) else self.chain(underlying).expiries
+            if len(self._listed) > 64:
+                self._listed.clear()
+            self._listed[key] = got
+        return got
 
     def price(self, symbol: str) -> float:
         if symbol == self.underlying:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,6 +86,24 @@ def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
             "bt_daily_returns": {str(k.date()): float(v) for k, v in daily.items()}}
 
 
+@contextmanager
+def _sigterm_exits():
+    """SIGTERM raises SystemExit(143) while the loop runs (main thread only), so an interrupted run
+    unwinds like Ctrl-C: the journal commits what it holds at exit and the run reads as incomplete."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Backtest:
     """One backtest exactly as ``strikebench backtest`` runs it, in three phases the benchmark times apart.
 
@@ -151,7 +171,7 @@ class Backtest:
         with self._cleanup_if_not_started():
             if self.hook is not None:
                 self.hook.on_run_start(run=self.run)
-            with self.progress:
+            with self.progress, _sigterm_exits():
                 run_cerebro(self.engine)
         self.summary = self.engine.summary()
         self.summary["run_dir"] = str(self.run_dir)
