@@ -180,10 +180,36 @@ def _clean(obj):
     return obj
 
 
+_JSON_SCALARS = (str, int, type(None))
+
+
+def _json_key(k) -> str:
+    """A dict key as json.dumps writes it (True -> 'true', 1.5 -> '1.5')."""
+    if isinstance(k, str):
+        return k
+    if k is True or k is False or k is None:
+        return json.dumps(k)
+    if isinstance(k, (int, float)):
+        return json.dumps(float(k) if isinstance(k, float) else int(k))
+    return str(k)
+
+
+def _plain(obj):
+    """Plain JSON data in one pass: records through :func:`_json_default`, NaN/inf as None."""
+    if isinstance(obj, _JSON_SCALARS):  # bool is an int
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_json_key(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return _plain(_json_default(obj))
+
+
 def to_json(obj, *, sort_keys: bool = True) -> str:
     """Canonical JSON text (sorted keys, exact float repr, NaN as null) of plain data and records."""
-    plain = json.loads(json.dumps(obj, default=_json_default))
-    return json.dumps(_clean(plain), sort_keys=sort_keys, separators=(",", ":"), allow_nan=False)
+    return json.dumps(_plain(obj), sort_keys=sort_keys, separators=(",", ":"), allow_nan=False)
 
 
 def candidates_json(candidates) -> str:

@@ -55,6 +55,7 @@ _FLAG_NAMES = {
 }
 
 _EPOCH = np.datetime64("1970-01-01", "D")
+_EPOCH_DATE = dt.date(1970, 1, 1)
 
 #: Columns every snapshot carries, with their dtypes.
 COLUMNS: Mapping[str, str] = {
@@ -354,7 +355,12 @@ class ChainSnapshot:
         code = self._root_codes.get(root)
         if code is None:
             return None
-        k = contract_keys([code], [np.datetime64(_as_date(expiry), "D")], [is_call], [strike])[0]
+        # the key of contract_keys, in Python integers (a one-element array call costs 20x more)
+        if isinstance(expiry, np.datetime64):
+            days = int(expiry.astype("datetime64[D]").astype(np.int64))
+        else:
+            days = (_as_date(expiry) - _EPOCH_DATE).days
+        k = (code << 55) | (days << 38) | (int(bool(is_call)) << 37) | int(np.rint(float(strike) * 1000.0))
         i = int(np.searchsorted(self.key, k))
         if i >= len(self) or self.key[i] != k:
             return None
@@ -391,12 +397,26 @@ class ChainSnapshot:
         return df
 
     def subset(self, rows: Sequence[int] | np.ndarray) -> "ChainSnapshot":
-        """A new snapshot with only ``rows`` (for storing what a decision looked at)."""
+        """A new snapshot with only ``rows`` (for storing what a decision looked at).
+
+        The same snapshot :meth:`from_arrays` would build from those rows' columns, without
+        validating again what this one validated: rows in key order, flags carried, keys
+        re-coded for the roots the subset keeps.
+        """
         rows = np.asarray(rows, dtype=np.int64)
-        return ChainSnapshot.from_arrays(
-            self.underlying, self.timestamp, self.underlying_price,
-            **{name: getattr(self, name)[rows] for name in COLUMNS},
-        )
+        if rows.size and np.any(np.diff(rows) < 0):
+            rows = rows[np.argsort(self.key[rows], kind="stable")]
+        arrays = {name: getattr(self, name)[rows] for name in COLUMNS}
+        key = self.key[rows]
+        codes = key >> 55
+        kept = np.unique(codes)
+        if kept.size and not np.array_equal(kept, np.arange(kept.size)):  # roots dropped: codes 0..k-1 again
+            key = (key & ((1 << 55) - 1)) | (np.searchsorted(kept, codes).astype(np.int64) << 55)
+        flags = self.flags[rows]
+        for arr in (*arrays.values(), flags, key):
+            arr.flags.writeable = False
+        return ChainSnapshot(underlying=self.underlying, timestamp=self.timestamp,
+                             underlying_price=self.underlying_price, flags=flags, key=key, **arrays)
 
 
 def _is_call(right) -> bool:
