@@ -114,3 +114,33 @@ def test_decision_times_are_new_york_wall_clock_across_the_dst_change():
     run_strategy(strat, ModelMarket("2023-03-09", "2023-03-14", spot=4000.0))
     assert [t.strftime("%m-%d %H:%M") for t in strat.seen] == ["03-09 10:00", "03-10 10:00", "03-13 10:00", "03-14 10:00"]
     assert [t.tz_convert("UTC").hour for t in strat.seen] == [15, 15, 14, 14]
+
+
+def test_subset_is_the_snapshot_from_arrays_builds_from_those_rows():
+    """subset() skips re-validation; it must still equal from_arrays on the same rows (checksum, keys, flags,
+    lookups), also when the subset drops a root (SPX monthlies and SPXW weeklies in one chain)."""
+    import datetime as _dt
+
+    from strikebench.feeds.synthetic import SyntheticMarket, load_scenario
+    from strikebench.options.chain import COLUMNS
+
+    market = SyntheticMarket(seed=42, start=_dt.date(2023, 1, 3), end=_dt.date(2023, 1, 31),
+                             scenario=load_scenario("default"))
+    snap = market.snapshot("SPX", pd.Timestamp("2023-01-10 10:00", tz="America/New_York"))
+    assert set(snap.root) == {"SPX", "SPXW"}
+    bid = snap.bid.copy()
+    bid[::7] = np.nan  # some unusable rows, so flags are carried
+    snap = ChainSnapshot.from_arrays("SPX", snap.timestamp, snap.underlying_price, bid=bid,
+                                     **{n: getattr(snap, n) for n in COLUMNS if n != "bid"})
+    rng = np.random.default_rng(7)
+    for rows in (np.flatnonzero(snap.root == "SPXW"), np.flatnonzero(snap.root == "SPX"),
+                 rng.choice(len(snap), 300, replace=False), np.array([9, 3, 3]), np.zeros(0, dtype=int)):
+        got = snap.subset(rows)
+        want = ChainSnapshot.from_arrays(snap.underlying, snap.timestamp, snap.underlying_price,
+                                         **{n: getattr(snap, n)[rows] for n in COLUMNS})
+        assert got.checksum == want.checksum
+        assert np.array_equal(got.key, want.key) and np.array_equal(got.flags, want.flags)
+        for r in range(0, len(got), max(1, len(got) // 25)):
+            c = got.contract(r)
+            assert got.find_contract(c, valid_only=False) == want.find_contract(c, valid_only=False)
+            assert got.find_contract(c) == want.find_contract(c)
