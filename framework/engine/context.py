@@ -56,6 +56,7 @@ class StrategyContext:
         self.strategy_id = strategy_id
         self.strategy = strategy
         self.last_vetoes: list[Veto] = []
+        self._decision_bars = None  # the engine's per-bar decision mask of this strategy
         self._decisions = 0
         self._orders = 0
 
@@ -89,7 +90,7 @@ class StrategyContext:
             today = self.today
             wanted = [e for e in self._engine.listed_expiries(underlying) if lo <= (e - today).days <= hi]
             expiries = wanted if expiries is None else [e for e in expiries if e in set(wanted)]
-        return self._engine.chain(underlying, expiries)
+        return self._engine.chain(underlying, expiries, decision_bars=self._decision_bars)
 
     def expiries(self, underlying: str | None = None) -> list[dt.date]:
         """Expiries of ``underlying`` (default: the strategy's) listed today, ascending."""

@@ -97,6 +97,8 @@ class Engine:
             np.isin(self.timeline.minute_of_day, [t.hour * 60 + t.minute for t in strat.decision_times()])
             for _, strat in self.strategies
         ]
+        for ctx, bars in zip(self.contexts, self._decision_bars):
+            ctx._decision_bars = bars
         self.feature_providers = list(features)  # ContextProviders: fill self.features before strategies run
         _check_feature_names(self.feature_providers)
         self._features: dict = {}
@@ -109,6 +111,8 @@ class Engine:
         self.equity_curve = np.full(len(self.timeline), np.nan)  # account value after each bar
         self.i = -1
         self._chains: dict[tuple, ChainSnapshot] = {}
+        self._prefetched: dict[tuple, ChainSnapshot] = {}  # (request, bar) -> snapshot, this session only
+        self._session_end = 0
         self._listed: dict[tuple, list[dt.date]] = {}
         self._chain_bar = -1
         self._other_prices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -140,7 +144,8 @@ class Engine:
             self._features, self._features_bar = values, self.i
         return self._features
 
-    def chain(self, underlying: str, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
+    def chain(self, underlying: str, expiries: Sequence[dt.date] | None = None, *,
+              decision_bars: np.ndarray | None = None) -> ChainSnapshot:
         """The chain of ``underlying`` at this bar, all listed expiries or only ``expiries`` (one
         snapshot per bar and request: strategies asking the same at the same minute share it)."""
         if self._chain_bar != self.i:
@@ -149,9 +154,29 @@ class Engine:
         key = (underlying, None if expiries is None else tuple(sorted(set(expiries))))
         snap = self._chains.get(key)
         if snap is None:
-            snap = self.market.snapshot(underlying, self.now, None if expiries is None else list(key[1]))
+            snap = self._prefetched.pop((key, self.i), None)
+            if snap is None:
+                snap = self._fetch_chain(key, decision_bars)
             self._chains[key] = snap
         return snap
+
+    def _fetch_chain(self, key, decision_bars) -> ChainSnapshot:
+        """One snapshot, or, in a backtest at one of the asking strategy's decision bars, the snapshots of
+        the same request at all its remaining decision bars of the session in one call of the source's
+        ``snapshots`` (same quotes, priced together); later bars take theirs from the prefetch, never
+        before their bar."""
+        underlying, expiries = key
+        expiries = None if expiries is None else list(expiries)
+        batch = getattr(self.market, "snapshots", None)
+        if (decision_bars is None or not callable(batch) or self.run.mode != "backtest"
+                or not decision_bars[self.i]):
+            return self.market.snapshot(underlying, self.now, expiries)
+        bars = self.i + np.flatnonzero(decision_bars[self.i:self._session_end])
+        snaps = batch(underlying, [self.timeline.stamps[b] for b in bars], expiries)
+        for b, snap in zip(bars[1:], snaps[1:]):
+            if snap is not None:  # None: the source does not batch this one; asked again at its bar
+                self._prefetched[(key, int(b))] = snap
+        return snaps[0]
 
     def listed_expiries(self, underlying: str) -> list[dt.date]:
         """Expiries of ``underlying`` listed today, ascending (from the source's listing when it has one,
@@ -211,6 +236,8 @@ class Engine:
     # ----------------------------------------------------------- sessions
     def _start_session(self) -> None:
         day = self.today
+        self._prefetched.clear()
+        self._session_end = self.i + int(np.argmax(self.timeline.last[self.i:])) + 1
         self.broker.start_session(day)
         self._settle(SettlementStyle.AM, self.now.to_pydatetime())
         if self.feature_providers:

@@ -207,7 +207,37 @@ class ChainSnapshot:
         if not np.all(order == np.arange(n)):
             arrays = {k: v[order] for k, v in arrays.items()}
             key = key[order]
+        return cls._frozen(underlying, ts, underlying_price, arrays, key)
 
+    @classmethod
+    def layout(cls, root, expiry, is_call, strike) -> tuple[np.ndarray, np.ndarray]:
+        """(order, key): the row order :meth:`from_arrays` sorts these contracts into, and their keys
+        in that order. A source that quotes the same contracts many times (a session's listing) computes
+        this once and hands it to :meth:`from_sorted`."""
+        root = np.asarray(root).astype(COLUMNS["root"], copy=False)
+        roots, codes = _factorize_roots(root)
+        key = contract_keys(codes, np.asarray(expiry).astype("datetime64[D]", copy=False), np.asarray(is_call),
+                            np.asarray(strike, dtype=np.float64))
+        order = np.argsort(key, kind="stable")
+        return order, key[order]
+
+    @classmethod
+    def from_sorted(cls, underlying: str, timestamp: pd.Timestamp, underlying_price: float, key: np.ndarray,
+                    **columns) -> "ChainSnapshot":
+        """:meth:`from_arrays` for every column already in the order and with the keys of :meth:`layout`
+        (the same snapshot, without factorizing, keying and sorting again)."""
+        n = key.shape[0]
+        arrays: dict[str, np.ndarray] = {}
+        for name, dtype in COLUMNS.items():
+            arr = np.asarray(columns[name]).astype(dtype, copy=False)
+            if arr.shape != (n,):
+                raise ValueError(f"chain column '{name}' has length {arr.shape} but the layout has {n}")
+            arrays[name] = arr
+        return cls._frozen(underlying, timestamp, underlying_price, arrays, key)
+
+    @classmethod
+    def _frozen(cls, underlying, ts, underlying_price, arrays: dict, key: np.ndarray) -> "ChainSnapshot":
+        n = key.shape[0]
         bid, ask = arrays["bid"], arrays["ask"]
         flags = np.zeros(n, dtype=np.int8)
         with np.errstate(invalid="ignore"):
