@@ -103,12 +103,12 @@ class _Clock:
 
 def _cerebro_loop(bars: pd.DataFrame, runonce: bool) -> dict:
     """Seconds of cerebro.run() over these bars with a strategy that does nothing."""
-    from strikebench.engine.runner import bars_feed
+    from strikebench.engine.runner import bars_feed, frozen_heap
 
     cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=runonce)
     cerebro.adddata(bars_feed(bars))
     cerebro.addstrategy(bt.Strategy)
-    with _Clock() as clock:
+    with _Clock() as clock, frozen_heap():  # the same collector setting as strikebench's run_cerebro
         cerebro.run()
     return {"loop_s": clock.wall, "loop_cpu_s": clock.cpu}
 

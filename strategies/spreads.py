@@ -64,6 +64,9 @@ def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, tri
     if ctx.has_pending_exit(trade):
         return True
     credit = trade.entry_credit
+    if trigger == "executable" and not ctx.close_price_outside(trade, (1.0 - take_profit_pct) * credit,
+                                                               stop_multiple * credit):
+        return False  # neither level reached this bar (compared for the whole session at once)
     cost = ctx.close_price(trade) if trigger == "executable" else -ctx.mark(trade)
     if cost is None or cost != cost:  # no usable quote this bar
         return False

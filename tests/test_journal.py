@@ -643,8 +643,9 @@ def test_every_fill_stores_its_quotes_and_max_loss_is_written_at_the_opening_fil
             t = ctx.now.time()
             if t == dt.time(10, 0):
                 ctx.open_trade([Leg(P4700, -1), Leg(P4695, +1)], 2)
-            elif t == dt.time(11, 0):
-                seen["open"] = [dict(r) for r in rows(db, "SELECT max_loss, closed_at FROM trades")]
+            elif t == dt.time(11, 0):  # the run's own connection: a backtest commits at the session's end
+                journal = journal_plugin.open_journals()["otc"]
+                seen["open"] = [dict(r) for r in journal.execute("SELECT max_loss, closed_at FROM trades")]
             else:
                 for trade in ctx.open_trades():
                     ctx.close_trade(trade, "scripted exit")

@@ -87,6 +87,7 @@ class OptionsBroker(bt.BrokerBase):
         self._bar = 0
         self._now: dt.datetime | None = None
         self._close_curves: dict[str, np.ndarray] = {}
+        self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
         self._marks: dict[tuple, np.ndarray] = {}
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
 
@@ -115,6 +116,7 @@ class OptionsBroker(bt.BrokerBase):
         self._keep_last_marks()
         self.quotes.start_session(day)
         self._close_curves.clear()
+        self._outside.clear()
         self._marks.clear()
         self._remark()
 
@@ -198,6 +200,25 @@ class OptionsBroker(bt.BrokerBase):
             self._close_curves[trade.trade_id] = curve
         price = curve[min(self._bar, len(curve) - 1)]
         return None if price != price else float(price)
+
+    def close_price_outside(self, trade: TradeRecord, low: float, high: float) -> bool:
+        """True when this bar's closing price (:meth:`close_price`) is <= ``low`` or >= ``high``.
+
+        The comparison is made for every minute of the session at once, the first time a (trade, low,
+        high) is asked in the session; each bar is then one array read (an exit rule checked every bar
+        costs the same as reading a flag). An unquotable minute is never outside.
+        """
+        key = (trade.trade_id, low, high)
+        hit = self._outside.get(key)
+        if hit is None:
+            curve = self._close_curves.get(trade.trade_id)
+            if curve is None:
+                curve = self._close_curve(trade)
+                self._close_curves[trade.trade_id] = curve
+            with np.errstate(invalid="ignore"):
+                hit = (curve <= low) | (curve >= high)
+            self._outside[key] = hit
+        return bool(hit[min(self._bar, len(hit) - 1)])
 
     def _close_curve(self, trade: TradeRecord) -> np.ndarray:
         closing = Order(client_id="_probe", legs=tuple(leg.reversed() for leg in trade.legs), quantity=1,

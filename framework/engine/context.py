@@ -133,6 +133,14 @@ class StrategyContext:
         """Signed net price the fill model would close ``trade`` at now (positive = debit)."""
         return self._engine.broker.close_price(trade)
 
+    def close_price_outside(self, trade: TradeRecord, low: float, high: float) -> bool:
+        """True when :meth:`close_price` now is <= ``low`` or >= ``high`` (False when unquotable).
+
+        An exit rule checked every bar asks this first: the comparison is made once per session for
+        every minute (vectorized), so the bars where nothing happens cost one array read.
+        """
+        return self._engine.broker.close_price_outside(trade, low, high)
+
     def mark(self, trade: TradeRecord) -> float:
         """Mid value of one combo of ``trade`` now (signed index points)."""
         return self._engine.broker.mark(trade)

@@ -9,6 +9,7 @@ cerebro's broker, so Backtrader's analyzers (returns, drawdown) read its value.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import shutil
 import signal
@@ -22,7 +23,7 @@ import pandas as pd
 from strikebench.api import RunInfo
 from strikebench.engine.core import Engine
 
-__all__ = ["EngineStrategy", "Backtest", "build_engine", "run_backtest", "run_cerebro", "bars_feed"]
+__all__ = ["EngineStrategy", "Backtest", "build_engine", "run_backtest", "run_cerebro", "bars_feed", "frozen_heap"]
 
 
 class EngineStrategy(bt.Strategy):
@@ -61,6 +62,20 @@ def build_engine(resolved, *, run: RunInfo, hook=None, market=None, on_session_e
     )
 
 
+@contextmanager
+def frozen_heap():
+    """The objects that exist before the loop (market arrays' owners, the timeline, plugins: a few hundred
+    thousand) are moved out of the cyclic collector's reach for the loop (``gc.freeze``), so a full
+    collection triggered by a decision's allocations scans only what the run made since; about 0.9 ms
+    a decision and a tenth of the loop on the main job. Unfrozen after: nothing is kept alive longer."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
     """Run the engine under cerebro.
 
@@ -75,11 +90,13 @@ def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
     cerebro.setbroker(engine.broker)
     cerebro.addstrategy(EngineStrategy, engine=engine)
     if not analyzers:
-        cerebro.run()
+        with frozen_heap():
+            cerebro.run()
         return {}
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
     cerebro.addanalyzer(bt.analyzers.TimeReturn, _name="daily", timeframe=bt.TimeFrame.Days)
-    strat = cerebro.run()[0]
+    with frozen_heap():
+        strat = cerebro.run()[0]
     dd = strat.analyzers.drawdown.get_analysis()
     daily = strat.analyzers.daily.get_analysis()
     return {"bt_max_drawdown_money": float(dd.max.moneydown), "bt_max_drawdown_pct": float(dd.max.drawdown),
