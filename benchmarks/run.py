@@ -43,7 +43,7 @@ SIZES = {
     # scaling months, chain sizes (rounds of each), the CLI end to end (wall time, peak RSS)
     "tiny": dict(months=1, rounds=1, naive=(20,), naive_days=1, pricing_n=20_000, scaling=(1,), chains=("small",),
                  chain_rounds=1, cli=False),
-    "full": dict(months=12, rounds=3, naive=(100, 400), naive_days=5, pricing_n=1_000_000, scaling=(1, 3),
+    "full": dict(months=12, rounds=3, naive=(100, 400), naive_days=2, pricing_n=1_000_000, scaling=(1, 3),
                  chains=("small", "two weeks", "default", "huge"), chain_rounds=3, cli=True),
 }
 ROOT = HERE.parent
@@ -271,6 +271,69 @@ def machine() -> dict:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+def markdown(r: dict) -> str:
+    """The figures of one run as the Markdown tables docs/performance.md quotes."""
+    def bps(fig):
+        return f"{fig['bars_per_s']:,.0f}"
+
+    def cpu(fig):
+        return f"{fig['cpu_bars_per_s']:,.0f}"
+
+    def ratio(fig, bare, kind=""):
+        return f"{fig[kind + 'ratio_to_' + bare]:.2f}"
+
+    lines = [f"Run of {r['machine']['date']}, size `{r['size']}`: {r['bars']:,} SPX minute bars, "
+             f"{r['rounds']} interleaved round(s), medians; {r['machine']['cpus']} CPUs, Python "
+             f"{r['machine']['python']}, Backtrader {r['machine']['versions']['backtrader']}, numpy "
+             f"{r['machine']['versions']['numpy']}.", "",
+             "| loop | bars/s (wall) | bars/s (CPU) | ratio to bare, runonce off: wall / CPU | "
+             "ratio to bare, runonce on: wall / CPU | report files after the loop |",
+             "|---|---|---|---|---|---|"]
+    rows = [("bare Backtrader loop, `runonce=False` (strikebench's setting)", "bare_runonce_off"),
+            ("bare Backtrader loop, `runonce=True` (Backtrader's default)", "bare_runonce_on"),
+            ("**main job as shipped** (`configs/spx_credit_vertical.yaml`, as the CLI builds it)", "main_job"),
+            ("four strategies, one portfolio (`configs/all_strategies.yaml`)", "four_strategies"),
+            ("stripped engine (credit_vertical defaults, no journal, 3 risk managers)", "stripped_engine")]
+    for label, key in rows:
+        fig = r[key]
+        if key.startswith("bare"):
+            lines.append(f"| {label} | {bps(fig)} | {cpu(fig)} | | | |")
+            continue
+        rep = f"{fig['report_s']:.2f} s" if "report_s" in fig else ""
+        lines.append(f"| {label} | {bps(fig)} | {cpu(fig)} | {ratio(fig, 'bare_runonce_off')} / "
+                     f"{ratio(fig, 'bare_runonce_off', 'cpu_')} | {ratio(fig, 'bare_runonce_on')} / "
+                     f"{ratio(fig, 'bare_runonce_on', 'cpu_')} | {rep} |")
+    mj = r["main_job"]
+    lines += ["", f"Main job: {mj['trades']} trades, {mj['decisions']} decisions, journal "
+              f"{mj['journal_bytes'] / 1e6:.1f} MB. Four strategies: {r['four_strategies']['trades']} trades, "
+              f"{r['four_strategies']['decisions']} decisions.", "",
+              "| chain size (1 month, main job) | bars/s (wall) | ratio to bare, runonce off: wall / CPU | "
+              "CPU µs a bar over the bare loop |",
+              "|---|---|---|---|"]
+    for c in r["scaling_chain_size"]:
+        lines.append(f"| {c['contracts_per_snapshot']:,} contracts a snapshot ({c['chains']}) | {c['bars_per_s']:,.0f} | "
+                     f"{c['ratio']:.2f} / {c['cpu_ratio']:.2f} | {c['cpu_us_per_bar_over_bare']:.0f} |")
+    lines += ["", "| run length (main job) | bars | bars/s (wall) | ratio to bare, runonce off: wall / CPU |",
+              "|---|---|---|---|"]
+    for m in r["scaling_months"]:
+        cr = m.get("cpu_ratio", r["main_job"]["cpu_ratio_to_bare_runonce_off"])
+        lines.append(f"| {m['months']} month(s) | {m['bars']:,} | {m['bars_per_s']:,.0f} | {m['ratio']:.2f} / {cr:.2f} |")
+    lines += ["", "| other figure | value |", "|---|---|"]
+    syn, pr = r["synthetic"], r["pricing"]
+    lines += [f"| a year of synthetic SPX minute bars | {syn['year_of_minute_bars_s']:.2f} s |",
+              f"| one SPX snapshot (median) | {syn['spx_snapshot_median_ms']:.1f} ms |",
+              f"| price + all greeks, one core | {pr['greeks_per_s'] / 1e6:.1f} M/s |",
+              f"| implied vols, one core | {pr['iv_per_s'] / 1e6:.1f} M/s |"]
+    for nv in r["naive"]:
+        lines.append(f"| one Backtrader feed per contract, {nv['contracts']} contracts | {nv['bars_per_s']:,.0f} bars/s "
+                     f"(the main job is {nv['main_job_over_naive']:.0f}x faster) |")
+    if "cli_end_to_end" in r:
+        lines.append(f"| `strikebench backtest configs/spx_credit_vertical.yaml`, end to end | "
+                     f"{r['cli_end_to_end']['seconds']:.1f} s, peak RSS {r['cli_end_to_end']['peak_rss_mb']:,.0f} MB |")
+    lines.append(f"| market generation for the main job's year | {r['market_s']:.2f} s |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
     from rich.console import Console
     from rich.table import Table
@@ -278,6 +341,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="full")
     ap.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    ap.add_argument("--markdown", metavar="FILE", help="also write the figures as the Markdown tables of "
+                                                       "docs/performance.md")
     args = ap.parse_args(argv)
     size = SIZES[args.size]
     console = Console()
@@ -362,7 +427,7 @@ def main(argv=None) -> dict:
     results["scaling_months"] = []
     for m_months in size["scaling"]:
         if m_months == months:
-            fig = {"main_job": main_job, "bars": len(bars)}
+            fig = {"main_job": main_job, "bars": len(bars)}  # the main figure's own rounds
         else:
             with console.status(f"scaling: {m_months} months..."):
                 cfg_m, _ = resolve(MAIN_CONFIG, m_months)
@@ -373,7 +438,8 @@ def main(argv=None) -> dict:
                 fig["bars"] = len(b_m)
         results["scaling_months"].append({"months": m_months, "bars": fig["bars"],
                                           "bars_per_s": fig["main_job"]["bars_per_s"],
-                                          "ratio": fig["main_job"]["ratio_to_bare_runonce_off"]})
+                                          "ratio": fig["main_job"]["ratio_to_bare_runonce_off"],
+                                          "cpu_ratio": fig["main_job"]["cpu_ratio_to_bare_runonce_off"]})
         rows.append((f"scaling: main job, {m_months} mo, {fig['bars']:,} bars (bars/s)",
                      f"{fig['main_job']['bars_per_s']:,.0f}", f"ratio {fig['main_job']['ratio_to_bare_runonce_off']:.2f}"))
 
@@ -390,7 +456,9 @@ def main(argv=None) -> dict:
         results["scaling_chain_size"].append({"chains": name, "contracts_per_snapshot": n_contracts,
                                               "bars_per_s": mj["bars_per_s"],
                                               "ratio": mj["ratio_to_bare_runonce_off"],
-                                              "us_per_bar_over_bare": 1e6 * (mj["loop_s"] - fig["bare_runonce_off"]["loop_s"]) / len(b_m)})
+                                              "cpu_ratio": mj["cpu_ratio_to_bare_runonce_off"],
+                                              "us_per_bar_over_bare": 1e6 * (mj["loop_s"] - fig["bare_runonce_off"]["loop_s"]) / len(b_m),
+                                              "cpu_us_per_bar_over_bare": 1e6 * (mj["loop_cpu_s"] - fig["bare_runonce_off"]["loop_cpu_s"]) / len(b_m)})
         rows.append((f"scaling: main job, {n_contracts:,} contracts/snapshot, 1 mo (bars/s)",
                      f"{mj['bars_per_s']:,.0f}", f"ratio {mj['ratio_to_bare_runonce_off']:.2f}"))
 
@@ -414,6 +482,9 @@ def main(argv=None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=float))
     console.print(f"wrote {out}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results), encoding="utf-8")
+        console.print(f"wrote {args.markdown}")
     return results
 
 
