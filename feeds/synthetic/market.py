@@ -63,6 +63,7 @@ class SyntheticMarket:
         self._listed: dict[tuple[str, int], list[dt.date]] = {}
         self._layouts: OrderedDict[tuple, dict] = OrderedDict()
         self._mults: OrderedDict[int, tuple] = OrderedDict()
+        self._tables: OrderedDict[int, tuple] = OrderedDict()
         self._vix_exp_days = self._vix_expiry_days()
 
     def __repr__(self) -> str:
@@ -240,6 +241,17 @@ class SyntheticMarket:
             self._chains.move_to_end(key)
         return dc
 
+    def _day_variance_table(self, d: int, minutes: np.ndarray):
+        """The expected-variance integral table of every minute of session ``d``: the same for every
+        leg set quoted that session, so computed once (it was most of a ``leg_quotes`` call)."""
+        got = self._tables.get(d)
+        if got is None:
+            got = variance_table(self, minutes)
+            self._tables[d] = got
+            if len(self._tables) > _DAY_CACHE:
+                self._tables.popitem(last=False)
+        return got
+
     def _day_mults(self, d: int):
         got = self._mults.get(d)
         if got is None:
@@ -393,7 +405,7 @@ class SyntheticMarket:
         ask = np.full((n, len(contracts)), np.nan)
         if contracts:
             mult, expiring, _ = self._day_mults(d)
-            table = variance_table(self, m.ravel())
+            table = self._day_variance_table(d, m.ravel())
             rows = np.arange(n)[:, None]
             unds = np.array([_underlying_of(c) for c in contracts])
             for und in dict.fromkeys(unds):
