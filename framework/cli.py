@@ -338,10 +338,17 @@ def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str)
 @click.option("--days", type=int, default=5, show_default=True,
               help="Export the first N sessions (0 = every session: about 1 GB a year at 30-minute chains).")
 @click.option("--interval", "interval_minutes", type=click.IntRange(1, 390), default=30, show_default=True,
-              help="Minutes between exported chain snapshots.")
-def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: int, interval_minutes: int) -> None:
-    """Write the bars and chains to Parquet (bars.parquet, chains/DATE.parquet, manifest.json) in the
-    documented schema (docs/synthetic-market.md)."""
+              help="Minutes between exported chain snapshots (1: every bar, what a backtest on the files needs).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
+              help="File format of the layout.")
+@click.option("--max-dte", type=click.IntRange(0, 400), default=None,
+              help="Only expiries at most this many calendar days out.")
+@click.option("--strike-range", "strike_range_pct", type=click.FloatRange(0, 100, min_open=True), default=None,
+              help="Only strikes within this percentage of the session's opening price.")
+def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: int, interval_minutes: int,
+                  fmt: str, max_dte: int | None, strike_range_pct: float | None) -> None:
+    """Write bars, settlement prints and chains in the layout the `files` data feed reads
+    (bars/SYMBOL, chains/UNDERLYING/DATE, settlements, manifest.json; docs/data-files.md)."""
     from strikebench.feeds.synthetic import export
     from strikebench.userfiles import prepare_output_dir
 
@@ -351,7 +358,8 @@ def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: i
     sessions = [d.date() for d in m.sessions()]
     chosen = sessions if days == 0 else sessions[:days]
     with console.status(f"writing {len(chosen)} session(s)..."):
-        export(m, out_dir, days=chosen, interval_minutes=interval_minutes)
+        export(m, out_dir, days=chosen, interval_minutes=interval_minutes, format=fmt, max_dte=max_dte,
+               strike_range_pct=strike_range_pct)
     console.print(f"wrote {len(chosen)} session(s) of bars and chains to [bold]{escape(out_dir)}[/]")
 
 

@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "strikebench.plugins.features",
     "strikebench.plugins.journal",
     "strikebench.feeds.builtin",
+    "strikebench.feeds.files",
     "strikebench.brokers.builtin",
     "strikebench.strategies.builtin",
 )

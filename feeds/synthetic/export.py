@@ -1,80 +1,69 @@
-"""Write a synthetic market to Parquet in the documented schema the historical-file feed reads.
+"""Write a synthetic market to files in the documented layout the ``files`` data feed reads.
 
-Layout under ``out_dir``::
+Layout under ``out_dir`` (``ext`` is ``parquet`` or ``csv``; docs/data-files.md)::
 
-    bars.parquet                    every minute bar of every symbol
-    chains/<YYYY-MM-DD>.parquet     chain snapshots of one session (all underlyings)
-    manifest.json                   seed, scenario, dates, row counts, schema version
+    bars/<SYMBOL>.<ext>                     every minute bar of one symbol
+    chains/<UNDERLYING>/<YYYY-MM-DD>.<ext>  chain snapshots of one underlying on one session
+    settlements.<ext>                       the prints that settle each session's expiries
+    manifest.json                           seed, scenario, dates, format, row counts, schema version
 
-Schemas (see docs/synthetic-market.md):
-
-* bars: ``timestamp`` timestamp[ns, UTC] (bar START), ``symbol`` string, ``open``,
-  ``high``, ``low``, ``close``, ``volume`` float64.
-* chains: ``timestamp`` timestamp[ns, UTC] (bar START of the snapshot's minute; quotes
-  are as of that bar's close), ``underlying`` string, ``underlying_price`` float64,
-  ``root`` string, ``expiry`` date32, ``strike`` float64, ``right`` string 'C'/'P',
-  ``bid``, ``ask``, ``last`` float64, ``volume``, ``open_interest`` int64, ``iv``,
-  ``delta``, ``gamma``, ``theta``, ``vega`` float64 (theta per calendar day, vega per
-  vol point).
+Partitioned by underlying and session, so a backtest on the files reads one session at a time.
+Schemas: :data:`strikebench.feeds.files.BAR_SCHEMA`, ``CHAIN_SCHEMA``, ``SETTLEMENT_SCHEMA``
+(timestamps are bar STARTS in UTC; chain quotes are as of that bar's close).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, SCHEMA_VERSION, SETTLEMENT_SCHEMA,
+                                     bars_file, chain_file, settlements_file)
 
 from .market import SYMBOLS
 
-__all__ = ["export", "BAR_SCHEMA", "CHAIN_SCHEMA", "SCHEMA_VERSION"]
-
-SCHEMA_VERSION = 1
-
-BAR_SCHEMA = pa.schema([
-    ("timestamp", pa.timestamp("ns", tz="UTC")),
-    ("symbol", pa.string()),
-    ("open", pa.float64()),
-    ("high", pa.float64()),
-    ("low", pa.float64()),
-    ("close", pa.float64()),
-    ("volume", pa.float64()),
-])
-
-CHAIN_SCHEMA = pa.schema([
-    ("timestamp", pa.timestamp("ns", tz="UTC")),
-    ("underlying", pa.string()),
-    ("underlying_price", pa.float64()),
-    ("root", pa.string()),
-    ("expiry", pa.date32()),
-    ("strike", pa.float64()),
-    ("right", pa.string()),
-    ("bid", pa.float64()),
-    ("ask", pa.float64()),
-    ("last", pa.float64()),
-    ("volume", pa.int64()),
-    ("open_interest", pa.int64()),
-    ("iv", pa.float64()),
-    ("delta", pa.float64()),
-    ("gamma", pa.float64()),
-    ("theta", pa.float64()),
-    ("vega", pa.float64()),
-])
+__all__ = ["export", "BAR_SCHEMA", "CHAIN_SCHEMA", "SETTLEMENT_SCHEMA", "SCHEMA_VERSION"]
 
 
-def _bars_table(market, symbols) -> pa.Table:
-    parts = []
-    for sym in symbols:
-        b = market.bars(sym)
-        ts = pa.array(b.index.tz_convert("UTC").as_unit("ns").asi8, pa.timestamp("ns", tz="UTC"))
-        parts.append(pa.table([ts, pa.array([sym] * len(b), pa.string()),
-                               *(pa.array(b[c].to_numpy(np.float64)) for c in ("open", "high", "low", "close", "volume"))],
-                              schema=BAR_SCHEMA))
-    return pa.concat_tables(parts)
+def _write(table: pa.Table, path: Path, fmt: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    if fmt == "csv":
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, tmp)
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def _bars_table(market, sym) -> pa.Table:
+    b = market.bars(sym)
+    ts = pa.array(b.index.tz_convert("UTC").as_unit("ns").asi8, pa.timestamp("ns", tz="UTC"))
+    return pa.table([ts, pa.array([sym] * len(b), pa.string()),
+                     *(pa.array(b[c].to_numpy(np.float64)) for c in ("open", "high", "low", "close", "volume"))],
+                    schema=BAR_SCHEMA)
+
+
+def _settlements_table(market, underlyings) -> pa.Table:
+    """The print settling each session's AM and PM expiries of every underlying (VIX: AM, the SOQ)."""
+    und, exp, style, value = [], [], [], []
+    for day in market.sessions():
+        d = day.date()
+        for u in underlyings:
+            for st in (("AM",) if u == "VIX" else ("AM", "PM")):
+                c = SimpleNamespace(underlying=u, expiry=d, settlement_style=st)
+                und.append(u), exp.append(d), style.append(st), value.append(market.settlement_value(c))
+    return pa.table([pa.array(und, pa.string()), pa.array(exp, pa.date32()), pa.array(style, pa.string()),
+                     pa.array(value, pa.float64())], schema=SETTLEMENT_SCHEMA)
 
 
 def _snapshot_columns(snap) -> dict:
@@ -107,30 +96,46 @@ def _chain_table(cols: list[dict]) -> pa.Table:
 
 def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: int = 30,
            underlyings: Iterable[str] = ("SPX", "XSP", "VIX"), symbols: Iterable[str] = SYMBOLS,
-           chains: bool = True) -> dict:
-    """Write bars (all sessions) and chain snapshots (``days``; None = every session) to ``out_dir``.
+           chains: bool = True, format: str = "parquet", max_dte: int | None = None,
+           strike_range_pct: float | None = None) -> dict:
+    """Write bars (all sessions), settlement prints and chain snapshots (``days``; None = every
+    session) to ``out_dir`` in ``format`` (parquet or csv).
 
-    Snapshots are taken every ``interval_minutes`` from the open and at the last bar.
-    Returns the manifest (paths and row counts). A full year of SPX chains every 30
-    minutes is ~20 M rows (~1 GB); pass ``days`` for a sample.
+    Snapshots are taken every ``interval_minutes`` from the open and at the last bar
+    (``interval_minutes=1``: every bar, what a backtest equal to the market's own needs).
+    ``max_dte`` keeps expiries at most that many calendar days out; ``strike_range_pct`` keeps
+    strikes within that percentage of the session's first underlying price (smaller files).
+    Returns the manifest. A full year of SPX chains every 30 minutes is ~20 M rows (~1 GB of
+    Parquet); pass ``days`` for a sample.
     """
     if interval_minutes < 1:
         raise ValueError("interval_minutes must be >= 1")
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bars = _bars_table(market, tuple(symbols))
-    pq.write_table(bars, out / "bars.parquet", compression="zstd")
+    symbols, underlyings = tuple(symbols), tuple(u.upper() for u in underlyings)
     manifest = {
         "schema_version": SCHEMA_VERSION,
+        "format": format,
         "source": "synthetic",
         "seed": market.seed,
         "scenario": market.scenario.name,
         "start": str(market.start),
         "end": str(market.end),
-        "bars": {"path": "bars.parquet", "rows": bars.num_rows, "symbols": list(symbols)},
+        "bars": {},
+        "settlements": None,
         "chains": [],
         "checksum": market.checksum(),
     }
+    for sym in symbols:
+        table = _bars_table(market, sym)
+        path = bars_file(out, sym, format)
+        _write(table, path, format)
+        manifest["bars"][sym] = {"path": str(path.relative_to(out)), "rows": table.num_rows}
+    sett = _settlements_table(market, [u for u in underlyings])
+    _write(sett, settlements_file(out, format), format)
+    manifest["settlements"] = {"path": settlements_file(out, format).name, "rows": sett.num_rows}
     if chains:
         sessions = market.sessions()
         if days is None:
@@ -141,20 +146,36 @@ def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: i
             if missing:
                 raise ValueError(f"not sessions of this market: {', '.join(map(str, missing[:5]))}")
         tl = market.path.timeline
-        (out / "chains").mkdir(exist_ok=True)
         for day in chosen:
             d = tl.day_index(day)
             n = int(tl.n_minutes[d])
             picks = sorted(set(range(0, n, interval_minutes)) | {n - 1})
-            cols = []
-            for pos in picks:
-                ns = int(tl.minute_ns[tl.day_first_minute[d] + pos])
-                at = pd.Timestamp(ns, tz="UTC")
-                for und in underlyings:
-                    cols.append(_snapshot_columns(market.snapshot(und, at)))
-            table = _chain_table(cols)
-            name = f"chains/{day.date()}.parquet"
-            pq.write_table(table, out / name, compression="zstd")
-            manifest["chains"].append({"path": name, "rows": table.num_rows, "snapshots": len(picks)})
+            for und in underlyings:
+                cols = []
+                keep_strikes = None
+                keep_expiries = None
+                for pos in picks:
+                    ns = int(tl.minute_ns[tl.day_first_minute[d] + pos])
+                    at = pd.Timestamp(ns, tz="UTC")
+                    if max_dte is not None and keep_expiries is None:
+                        listed = np.unique(market.snapshot(und, at).expiry.astype("datetime64[D]"))
+                        keep_expiries = [e.item() for e in listed
+                                         if e <= np.datetime64(day.date(), "D") + max_dte]
+                    snap = market.snapshot(und, at, expiries=keep_expiries)
+                    c = _snapshot_columns(snap)
+                    mask = np.ones(len(snap), dtype=bool)
+                    if max_dte is not None:
+                        mask &= snap.expiry.astype("datetime64[D]") <= np.datetime64(day.date(), "D") + max_dte
+                    if strike_range_pct is not None:
+                        if keep_strikes is None:  # fixed for the session from its first snapshot
+                            keep_strikes = (snap.underlying_price * (1 - strike_range_pct / 100),
+                                            snap.underlying_price * (1 + strike_range_pct / 100))
+                        mask &= (snap.strike >= keep_strikes[0]) & (snap.strike <= keep_strikes[1])
+                    cols.append({k: v[mask] for k, v in c.items()})
+                table = _chain_table(cols)
+                path = chain_file(out, und, day.date(), format)
+                _write(table, path, format)
+                manifest["chains"].append({"path": str(path.relative_to(out)), "rows": table.num_rows,
+                                           "snapshots": len(picks)})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

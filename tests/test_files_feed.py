@@ -1,0 +1,181 @@
+"""The ``files`` data feed: a backtest on exported Parquet / CSV files equals, to the cent, the same
+backtest on the synthetic market the files were exported from."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import astuple
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strikebench.api import RunInfo
+from strikebench.engine.runner import build_engine, run_cerebro
+from strikebench.errors import DataError
+from strikebench.feeds.files import FileMarket, chain_file, settlements_file
+from strikebench.feeds.synthetic import SyntheticMarket, export
+from strikebench.options.contracts import OptionContract
+from strikebench.plugin_manager import get_plugin_manager
+from strikebench.portfolio import to_cents
+from strikebench.report import load_config_text
+
+START, END = "2023-01-03", "2023-01-06"
+SEED = 42
+
+CONFIG = """
+name: files-eq
+data: {data}
+broker:
+  name: backtest
+  params: {{initial_cash: 100000}}
+  fill_model: {{name: mid_slippage, params: {{k: 0.30}}}}
+  commission: {{name: cboe_retail}}
+strategies:
+  - name: credit_vertical
+    params: {{dte_targets: [1, 2], dte_tolerance: 1, entry_times: ["10:00", "11:00", "13:00"],
+              short_deltas: [0.10, 0.20], side: put, width: 25, take_profit_pct: 0.95, stop_multiple: 1.5}}
+risk:
+  - name: max_open_trades
+    params: {{limit: 2}}
+"""
+SYNTHETIC = f"{{source: synthetic, seed: {SEED}, start: {START}, end: {END}}}"
+
+
+@pytest.fixture(scope="module")
+def market():
+    return SyntheticMarket(seed=SEED, start=START, end=END)
+
+
+@pytest.fixture(scope="module")
+def exported(market, tmp_path_factory):
+    """The span the backtest runs, exported once per format: every minute (a backtest reads each bar's
+    quotes), SPX only, expiries within 4 days and strikes within 7% (the strategy reads 1-3 DTE puts
+    at 0.10-0.20 delta, and marks legs opened up to 2 sessions earlier), so the files stay small."""
+    out = {}
+    for fmt in ("parquet", "csv"):
+        d = tmp_path_factory.mktemp(fmt)
+        export(market, d, interval_minutes=1, underlyings=("SPX",), symbols=("SPX",), format=fmt,
+               max_dte=4, strike_range_pct=7.0)
+        out[fmt] = d
+    return out
+
+
+def _run(data_yaml: str):
+    pm = get_plugin_manager()
+    resolved = load_config_text(CONFIG.format(data=data_yaml), registry=pm.registry)
+    market = resolved.data.build().open()
+    engine = build_engine(resolved, run=RunInfo(run_id="eq", name="eq", mode="backtest"), market=market)
+    run_cerebro(engine)
+    return engine
+
+
+def _fills(engine):
+    return sorted((o.client_id, f.filled_at, f.quantity, f.net_price, f.leg_prices, f.fees, f.leg_quotes)
+                  for o in engine.broker.orders.values() for f in o.fills)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run():
+    return _run(SYNTHETIC)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_backtest_on_files_equals_the_synthetic_market_to_the_cent(exported, synthetic_run, fmt):
+    ref = synthetic_run
+    got = _run(f"{{source: files, path: '{exported[fmt]}', format: {fmt}}}")
+    assert isinstance(got.market, FileMarket)
+    trades_ref = ref.portfolio.all_trades()
+    reasons = {t.exit_reason for t in trades_ref}
+    # the span exercises entries, a stop and a settlement (else the equality would prove little)
+    assert len(trades_ref) >= 3 and {"stop_loss", "settlement"} <= reasons, reasons
+    trades = got.portfolio.all_trades()
+    assert [astuple(t) for t in trades] == [astuple(t) for t in trades_ref]
+    assert [to_cents(t.realized_pnl) for t in trades] == [to_cents(t.realized_pnl) for t in trades_ref]
+    assert _fills(got) == _fills(ref) and len(_fills(ref)) >= 2 * len(trades_ref) - 2
+    assert to_cents(got.portfolio.cash) == to_cents(ref.portfolio.cash)
+    assert got.equity_by_day == ref.equity_by_day
+    # marks every bar: equal wherever the files list every open leg. The synthetic market rebuilds its
+    # strike grid each session and still prices a leg it no longer lists; the files cannot, and the
+    # engine keeps the leg's last mark instead (2023-01-06: the 3785/3760 puts of 01-04's trade).
+    days = np.array(got.timeline.days, dtype=object)[got.timeline.day_codes]
+    listed = np.ones(len(days), dtype=bool)
+    for day in sorted(set(days)):
+        index = got.market._session("SPX", day).index
+        for t in trades:
+            if t.opened_at.date() <= day <= t.closed_at.date():
+                keys = [(c.root, c.expiry, int(round(c.strike * 1000)), c.is_call) for c in (l.contract for l in t.legs)]
+                if not all(k in index for k in keys):
+                    listed &= days != day
+    assert listed.mean() >= 0.7
+    np.testing.assert_array_equal(got.equity_curve[listed], ref.equity_curve[listed])
+    assert got.market.approximated_settlements == {}  # the settlement file had every print
+
+
+def test_snapshots_and_leg_quotes_equal_the_market_they_came_from(market, exported):
+    f = FileMarket(exported["parquet"], "parquet")
+    at = pd.Timestamp("2023-01-04 11:07", tz="America/New_York")
+    a, b = market.snapshot("SPX", at), f.snapshot("SPX", at)
+    assert b.timestamp == a.timestamp and b.underlying_price == a.underlying_price
+    cols = ("bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega")
+
+    def frame(s):
+        return pd.DataFrame({c: getattr(s, c) for c in ("root", "expiry", "strike", "is_call") + cols}
+                            ).set_index(["root", "expiry", "strike", "is_call"])
+
+    fa, fb = frame(a), frame(b)
+    assert 200 < len(fb) < len(fa)  # the export kept a band of the chain
+    for c in cols:
+        np.testing.assert_array_equal(fa.loc[fb.index, c].to_numpy(), fb[c].to_numpy())
+    # the legs of a put vertical for the whole next session, every minute
+    exp = dt.date(2023, 1, 6)
+    puts = fb.xs((np.datetime64(exp, "D"), False), level=("expiry", "is_call"))
+    k = float(puts.index.get_level_values("strike")[len(puts) // 2])
+    legs = [OptionContract.make("SPXW", exp, k, "P"), OptionContract.make("SPXW", exp, k - 25, "P")]
+    for day in (dt.date(2023, 1, 5), dt.date(2023, 1, 6)):
+        qa, qb = market.leg_quotes(legs, day), f.leg_quotes(legs, day)
+        np.testing.assert_array_equal(qb.times, qa.times)
+        np.testing.assert_array_equal(qb.bid, qa.bid)
+        np.testing.assert_array_equal(qb.ask, qa.ask)
+        assert np.isfinite(qb.bid).all()
+    assert f.listed_expiries("SPX", dt.date(2023, 1, 4)) == [dt.date(2023, 1, 4), dt.date(2023, 1, 5),
+                                                            dt.date(2023, 1, 6)]
+
+
+def test_settlement_from_the_file_else_the_underlying_print_flagged_as_an_approximation(market, exported):
+    am = OptionContract.make("SPX", dt.date(2023, 1, 5), 3800, "P")  # AM: the session's opening print
+    pm = OptionContract.make("SPXW", dt.date(2023, 1, 5), 3800, "P")  # PM: its close
+    outside = OptionContract.make("SPX", dt.date(2023, 1, 20), 4000, "P")
+    f = FileMarket(exported["csv"], "csv")
+    assert f.settlement_value(pm) == market.settlement_value(pm)
+    assert f.settlement_value(am) == market.settlement_value(am)
+    assert f.approximated_settlements == {}
+    # without the settlement file: the expiry session's first open (AM) / last close (PM), flagged
+    path = settlements_file(exported["csv"], "csv")
+    saved = path.read_bytes()
+    os.remove(path)
+    try:
+        g = FileMarket(exported["csv"], "csv")
+        day = market.bars("SPX").loc["2023-01-05"]
+        assert g.settlement_value(pm) == float(day["close"].iloc[-1])
+        assert g.settlement_value(am) == float(day["open"].iloc[0])
+        assert set(g.approximated_settlements) == {am, pm}
+        assert "opening print" in g.approximated_settlements[am]
+        with pytest.raises(DataError, match="no SPX bars on 2023-01-20"):
+            g.settlement_value(outside)
+    finally:
+        path.write_bytes(saved)
+
+
+def test_a_session_without_a_chain_file_is_one_line_naming_the_file_before_the_run(exported, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(exported["parquet"], d)
+    os.remove(chain_file(d, "SPX", dt.date(2023, 1, 5), "parquet"))
+    with pytest.raises(DataError, match=r"no SPX chain for session 2023-01-05 \(expected chains/SPX/2023-01-05.parquet;"):
+        FileMarket(d, "parquet")
+    f = FileMarket(d, "parquet", end=dt.date(2023, 1, 4))  # the sessions the files cover
+    assert [x.date() for x in f.sessions()] == [dt.date(2023, 1, 3), dt.date(2023, 1, 4)]
+    assert f.bars("SPX").index[-1] == pd.Timestamp("2023-01-04 15:59", tz="America/New_York")
