@@ -55,7 +55,7 @@ def test_strikes_sit_on_the_real_grid(snapshots):
     assert np.all(s.strike[near & (s.root == "SPXW")] % 5 == 0)
     # a week out: 5-point strikes near the money, 25 or 100 points apart far from it
     week = s.rows(dt.date(2023, 3, 22), "P", valid_only=False)
-    far = week[np.abs(s.strike[week] - s.underlying_price) > 0.08 * s.underlying_price]
+    far = week[np.abs(s.strike[week] - s.underlying_price) > 0.04 * s.underlying_price]
     assert far.size and np.all(s.strike[far] % 25 == 0)
     # 5-point strikes around the money of the 0DTE series
     r = s.rows(dt.date(2023, 3, 15), "C")
@@ -72,8 +72,10 @@ def test_xsp_and_vix_chains(market):
     assert np.all(np.abs(x.strike - np.round(x.strike)) < 1e-9)
     assert is_on_tick(x.bid[x.valid], "XSP").all()
     # XSP is the same model at a tenth of the size: mids agree with SPX/10 within the spreads
-    r = spx.find("SPXW", dt.date(2023, 3, 22), False, 3650.0)
-    rx = x.find("XSP", dt.date(2023, 3, 22), False, 365.0)
+    k = round(spx.underlying_price * 0.97 / 50.0) * 50.0  # a put 3 % out, on both grids
+    r = spx.find("SPXW", dt.date(2023, 3, 22), False, k)
+    rx = x.find("XSP", dt.date(2023, 3, 22), False, k / 10.0)
+    assert r is not None and rx is not None
     assert abs(x.mid[rx] * 10 - spx.mid[r]) < (spx.ask[r] - spx.bid[r]) + 10 * (x.ask[rx] - x.bid[rx])
     v = market.snapshot("VIX", at)
     assert len(v) > 100

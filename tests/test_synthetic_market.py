@@ -107,7 +107,7 @@ def test_different_seeds_differ():
 
 # --------------------------------------------------------------- stylized facts
 def test_daily_returns_have_fat_tails(stats):
-    # Tolerance: kurtosis (non-excess) above 3, the normal value. Seed 42 measures ~11.
+    # Pearson kurtosis above 3 (excess kurtosis above 0), the normal value.
     assert stats["kurtosis"] > 3.0
 
 
@@ -122,9 +122,10 @@ def test_vix_moves_against_spx(stats):
 
 
 def test_vix_level_is_realistic(stats):
-    # Long-run mean 19-20, median 17-18; one default year should average 17-20.
-    assert 17.0 <= stats["vix_mean"] <= 20.0
-    assert stats["vix_min"] > 8.0 and stats["vix_max"] < 60.0
+    # Inside the span of real years (yearly VIX means 1991-2025: 11.1 .. 32.7; all-time closing low
+    # 9.14); the distribution over seeds is tested in test_synthetic_seeds.py.
+    assert 10.0 <= stats["vix_mean"] <= 33.0
+    assert stats["vix_min"] > 6.5 and stats["vix_max"] < 90.0
 
 
 def test_variance_risk_premium(stats):
@@ -149,7 +150,7 @@ def test_vix_futures_in_contango_on_most_calm_days(daily):
     contango = daily.vx1 > daily.vix
     calm = daily.vix < 20
     assert contango[calm].mean() >= 0.8          # real: ~80-85% of all days
-    assert 0.7 <= contango.mean() <= 0.95
+    assert contango.mean() >= 0.45  # real years: ~80-85 % on average, far fewer in 2008
     assert not contango[daily.vix > 25].mean() > 0.5  # backwardation is likely in stress
 
 

@@ -110,9 +110,13 @@ class SyntheticMarket:
                 open_[first] = self._front_future(first, nth, at_close=False)
             close = np.round(close, 2)
             open_ = np.round(open_, 2)
-            rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(
-                entropy=self.seed, spawn_key=(23, SYMBOLS.index(symbol)))))
-            wig = np.abs(rng.standard_normal((2, len(close)))) * 0.0008 * close
+            # bar ranges from each session's own stream: the same whatever range is asked
+            ords = tl.dates[: tl.n_sim].astype(np.int64)
+            wig = np.concatenate([
+                np.random.Generator(np.random.PCG64(np.random.SeedSequence(
+                    entropy=self.seed, spawn_key=(23, SYMBOLS.index(symbol), int(o))))).standard_normal((2, int(n)))
+                for o, n in zip(ords, tl.n_minutes[: tl.n_sim])], axis=1)
+            wig = np.abs(wig) * 0.0008 * close
             high = np.round(np.maximum(open_, close) + wig[0], 2)
             low = np.round(np.minimum(open_, close) - wig[1], 2)
             cols = (open_, high, low, close, np.zeros(len(close)))

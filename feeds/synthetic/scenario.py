@@ -49,7 +49,8 @@ class _Strict(BaseModel):
 class UnderlyingSpec(_Strict):
     """The SPX index level, carry and drift."""
 
-    start_level: float = Field(3850.0, gt=0, description="SPX level at the first session's open, index points")
+    start_level: float = Field(3850.0, gt=0, description="SPX level at the open of anchor_date, index points (the path is the same whatever dates are asked)")
+    anchor_date: dt.date = Field(dt.date(2023, 1, 3), description="the session whose open is start_level (the next session if it is not one)")
     rate: float = Field(0.045, ge=-0.05, le=0.25, description="continuously compounded risk-free rate (decimal), constant")
     dividend_yield: float = Field(0.015, ge=0.0, le=0.2, description="continuous dividend yield of SPX (decimal), constant")
     drift: float = Field(0.07, ge=-1.0, le=1.0, description="physical expected return per year (decimal) of the index path")
@@ -58,6 +59,9 @@ class UnderlyingSpec(_Strict):
     )
     weekend_gap_extra: float = Field(
         0.15, ge=0.0, le=2.0, description="extra gap variance per additional calendar day closed (weekends, holidays), as a fraction of a weeknight gap"
+    )
+    daily_tail_df: float = Field(
+        10.0, gt=2.0, le=1000.0, description="degrees of freedom of the Student-t overnight and open-to-close scores of a day (fat daily tails; large = normal)"
     )
     minute_tail_df: float = Field(
         4.0, gt=2.0, le=1000.0, description="degrees of freedom of the Student-t minute shocks (fat tails; large = normal)"
@@ -74,15 +78,15 @@ class FactorSpec(_Strict):
 class VarianceSpec(_Strict):
     """Instantaneous variance v = long_run_vol^2 * exp(fast + slow) (annualized, 252-day basis)."""
 
-    long_run_vol: float = Field(0.125, gt=0.01, le=2.0, description="median instantaneous volatility (decimal, annualized) when both factors sit at 0")
+    long_run_vol: float = Field(0.12, gt=0.01, le=2.0, description="median instantaneous volatility (decimal, annualized) when both factors sit at 0")
     initial_vix: float | None = Field(
-        None, gt=5.0, le=150.0, description="VIX level on the first session (sets the slow factor's start); null = start at the median"
+        None, gt=5.0, le=150.0, description="VIX level at the open of underlying.anchor_date (a slow-factor shift from that session on); null = no shift"
     )
     fast: FactorSpec = Field(
-        FactorSpec(half_life_days=8.0, stdev=0.6), description="fast log-variance factor (days): clustering after shocks; drives VIX9D"
+        FactorSpec(half_life_days=8.0, stdev=0.5), description="fast log-variance factor (days): clustering after shocks; drives VIX9D"
     )
     slow: FactorSpec = Field(
-        FactorSpec(half_life_days=45.0, stdev=0.5), description="slow log-variance factor (months): volatility regimes"
+        FactorSpec(half_life_days=45.0, stdev=0.4), description="slow log-variance factor (months): volatility regimes"
     )
     return_correlation: float = Field(
         -0.83, ge=-1.0, le=1.0, description="correlation of log-variance shocks with return shocks (leverage effect)"
@@ -137,6 +141,7 @@ class EventSpikeFade(_Strict):
     spike_sigmas: float = Field(2.0, ge=0.0, le=20.0, description="size of the spike, day-sigmas")
     down_probability: float = Field(0.65, ge=0.0, le=1.0, description="probability that the spike is downward")
     fade_fraction: float = Field(0.6, ge=0.0, le=1.5, description="share of the spike retraced by the close")
+    spike_minutes: int = Field(15, ge=1, le=120, description="minutes over which the spike unfolds (most of it in the first few)")
     fade_half_life_minutes: float = Field(45.0, gt=1.0, le=1000.0, description="half-life of the fade, minutes")
     vol_bump: float = Field(
         0.25, ge=0.0, le=3.0, description="log-variance rise at a downward spike (half of it on an upward one)"
@@ -187,7 +192,7 @@ class VolIndexSpec(_Strict):
         0.86, gt=0.3, le=1.0, description="ATM implied variance / variance-swap level (VIX^2): skew makes VIX exceed ATM vol"
     )
     futures_term_premium: float = Field(
-        0.9, ge=-5.0, le=10.0, description="VIX futures premium over the expected VIX, points per sqrt(month) to expiry"
+        1.3, ge=-5.0, le=10.0, description="VIX futures premium over the expected VIX, points per sqrt(month) to expiry"
     )
     vvix: float = Field(0.95, gt=0.05, le=5.0, description="30-day implied vol of VIX options at VIX = 20 (decimal)")
     vvix_term_exponent: float = Field(0.3, ge=0.0, lt=0.5, description="VIX-option ATM vol ~ T^-exponent (short expiries more volatile)")
@@ -262,7 +267,8 @@ class ScheduledEventSpec(_Strict):
     enabled: bool = Field(True, description="simulate this event kind")
     time: str = Field(pattern=r"^\d\d:\d\d$", description="release time, HH:MM America/New_York; before 09:30 it moves the opening gap")
     jump_stdev_pct: float = Field(ge=0.0, le=20.0, description="standard deviation of the index jump at the release, percent")
-    jump_df: float = Field(5.0, gt=2.0, le=1000.0, description="Student-t degrees of freedom of the jump (fat tails)")
+    jump_df: float = Field(5.0, gt=2.0, le=1000.0, description="Student-t degrees of freedom of the jump (fat tails; clipped at 3.5 standard deviations)")
+    spread_minutes: int = Field(3, ge=1, le=30, description="minutes over which an intraday release's jump unfolds (half in the first, then halving)")
     vol_crush: float = Field(ge=0.0, le=3.0, description="fall of the fast log-variance factor right after the release")
 
 
