@@ -22,7 +22,7 @@ class SyntheticParams(PluginParams):
     seed: int = Field(42, ge=0, le=2**63 - 1, description="random seed: the same seed gives bit-identical bars and chains")
     start: dt.date = Field(dt.date(2023, 1, 3), description="first session (inclusive)")
     end: dt.date = Field(dt.date(2023, 12, 29), description="last session (inclusive)")
-    scenario: str = Field("default", description="scenario name (default, calm, crash, vol_spike, grind_up) or a YAML file path")
+    scenario: str = Field("default", description="scenario name (default, calm, grind_up, crash, vol_spike, crisis) or a YAML file path")
 
     @field_validator("scenario")
     @classmethod

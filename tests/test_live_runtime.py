@@ -288,8 +288,12 @@ def test_session_guard_unit():
 
 def test_flatten_request_closes_everything(tmp_path):
     cfg = _config(tmp_path, latency_seconds=0)
+    # exits far away, so the 09:45 entry is still open at 10:00 whatever the seed's first minutes do
+    doc = yaml.safe_load(Path(cfg).read_text())
+    doc["strategies"][0]["params"].update(take_profit_pct=0.9, stop_multiple=5.0)
+    Path(cfg).write_text(yaml.safe_dump(doc))
     run_dir = tmp_path / "flat"
-    _run(cfg, run_dir, stop_after_bars=30)  # 09:45 entry is open by 10:00
+    _run(cfg, run_dir, stop_after_bars=30)
     assert paper_status(run_dir)["open_trades"]
     request_flatten(run_dir)
     journal_plugin.discard(run_dir.name)

@@ -188,3 +188,19 @@ def test_sampled_chains_have_put_skew_and_no_static_arbitrage(seed, day):
         assert (np.diff(slope) >= -1e-9).all(), e                 # convex (butterflies >= 0)
     atm = calls.groupby("expiry").atm_total_variance.first().sort_index().to_numpy()
     assert (np.diff(atm) >= -1e-12).all()                          # calendar: total variance grows
+
+
+def test_scenarios_span_a_calm_year_to_a_crisis_year():
+    # real yearly VIX means: 2017 11.1, 2013-14 14.2, 2020 29.3, 2008 32.7 (Cboe via macrotrends)
+    def med(name, key):
+        vals = []
+        for s in (1, 2, 3, 4, 5):
+            m = SyntheticMarket(seed=s, start=YEAR[0], end=YEAR[1], scenario=name)
+            d = m.daily()
+            r = np.log(d.spx_close).diff().dropna()
+            vals.append({"vix": d.vix.mean(), "rv": r.std() * math.sqrt(252) * 100,
+                         "contango": float(np.mean(d.vx1 > d.vix))}[key])
+        return float(np.median(vals))
+    assert med("calm", "vix") < 14.5 and med("calm", "rv") < 12.0
+    assert med("crisis", "vix") > 25.0 and med("crisis", "rv") > 25.0
+    assert med("crisis", "contango") < 0.7   # backwardation is common in a crisis year

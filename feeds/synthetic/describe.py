@@ -32,7 +32,8 @@ def summary_stats(market) -> dict:
         "spx_last_close": float(d.spx_close.iloc[-1]),
         "spx_return_pct": float(100 * (d.spx_close.iloc[-1] / d.spx_open.iloc[0] - 1)),
         "realized_vol_pct": float(r.std(ddof=1) * np.sqrt(252) * 100) if len(r) > 1 else float("nan"),
-        "kurtosis": kurt,
+        "kurtosis": kurt,                      # Pearson (a normal has 3)
+        "excess_kurtosis": kurt - 3.0,         # Pearson - 3 (a normal has 0)
         "abs_return_acf_1_10": float(np.mean(acf)) if acf else float("nan"),
         "vix_mean": float(vix.mean()),
         "vix_min": float(vix.min()),
@@ -78,7 +79,7 @@ def describe(market, png_path: str | Path | None = None, day=None):
     head.add_row("VIX mean [min, max]", f"{st['vix_mean']:.1f} [{st['vix_min']:.1f}, {st['vix_max']:.1f}]")
     head.add_row("implied - realized (VIX mean - realized vol)", f"{st['vix_mean'] - st['realized_vol_pct']:+.1f} pts")
     head.add_row("days VIX > next-30-day realized vol", f"{100 * st['vix_above_realized_30d']:.0f}%")
-    head.add_row("daily-return kurtosis", f"{st['kurtosis']:.1f}")
+    head.add_row("daily-return excess kurtosis (normal: 0)", f"{st['excess_kurtosis']:.2f}")
     head.add_row("|return| autocorrelation, lags 1-10", f"{st['abs_return_acf_1_10']:+.3f}")
     head.add_row("corr(dVIX, SPX return)", f"{st['corr_dvix_return']:+.2f}")
     head.add_row("days VIX9D < VIX", f"{100 * st['vix9d_below_vix']:.0f}%")
