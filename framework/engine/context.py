@@ -172,7 +172,13 @@ class StrategyContext:
 
     def close_trade(self, trade: TradeRecord, reason: str, *, limit: float | None = None,
                     tif: TimeInForce = TimeInForce.DAY) -> Order | None:
-        """Send an order closing all open combos of ``trade`` (its legs reversed)."""
+        """Send an order closing all open combos of ``trade`` (its legs reversed).
+
+        A still-working opening order of the trade (a partial fill) is cancelled first, so its
+        remainder cannot fill after the exit and leave a position the trade no longer owns."""
+        for o in list(self._engine.broker.working_orders()):
+            if o.trade_id == trade.trade_id and o.opens:
+                self._engine.broker.cancel(o.client_id, self.now.to_pydatetime(), f"closing the trade ({reason})")
         qty = self._engine.portfolio.open_contracts(trade.trade_id)
         if qty <= 0:
             return None
