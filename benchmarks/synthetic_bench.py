@@ -90,10 +90,53 @@ def run(seed: int = 42, day: str = "2023-03-15") -> dict:
     }
 
 
+def facts(seeds=range(1, 21), scenario: str = "default", start="2023-01-03", end="2023-12-29"):
+    """Per-seed stylized facts of a scenario's year (the table in docs/synthetic-market.md)."""
+    import math
+
+    from strikebench.feeds.synthetic import SyntheticMarket
+
+    rows = []
+    for seed in seeds:
+        m = SyntheticMarket(seed, start, end, scenario)
+        d = m.daily()
+        r = np.log(d.spx_close).diff().dropna().to_numpy()
+        dev = r - r.mean()
+        vix = d.vix.to_numpy()
+        ar = np.abs(dev)
+        rv_next = np.array([r[i:i + 21].std(ddof=1) * math.sqrt(252) * 100 for i in range(len(r) - 20)])
+        spx = m.bars("SPX")
+        mr = np.log(spx.close / spx.open).to_numpy()
+        rows.append({
+            "seed": seed, "realized_vol_pct": r.std(ddof=1) * math.sqrt(252) * 100,
+            "excess_kurtosis": float(np.mean(dev ** 4) / np.mean(dev ** 2) ** 2 - 3),
+            "abs_acf_1_10": float(np.mean([np.corrcoef(ar[:-k], ar[k:])[0, 1] for k in range(1, 11)])),
+            "corr_dvix_r": float(np.corrcoef(np.diff(vix), r)[0, 1]),
+            "vix_mean": vix.mean(), "vix_min": vix.min(), "vix_max": vix.max(),
+            "vix_above_next_rv": float(np.mean(vix[:len(rv_next)] > rv_next)),
+            "contango": float(np.mean(d.vx1 > d.vix)),
+            "spx_return_pct": 100 * (d.spx_close.iloc[-1] / d.spx_open.iloc[0] - 1),
+            "minute_std_pct": mr.std() * 100,
+            "minutes_over_0_5pct": int((np.abs(mr) > 0.005).sum()),
+            "minutes_over_1pct": int((np.abs(mr) > 0.01).sum()),
+            "minutes_over_2pct": int((np.abs(mr) > 0.02).sum()),
+        })
+    return pd.DataFrame(rows).set_index("seed")
+
+
 def main() -> None:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
 
+    if "--facts" in sys.argv:
+        scenario = sys.argv[sys.argv.index("--facts") + 1] if len(sys.argv) > sys.argv.index("--facts") + 1 else "default"
+        df = facts(scenario=scenario)
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(df.round(3).to_string())
+            print(df.quantile([0.0, 0.1, 0.5, 0.9, 1.0]).round(3).to_string())
+        return
     res = run()
     table = Table(title="synthetic market benchmark (seed 42, 2023)")
     table.add_column("measure")

@@ -6,10 +6,12 @@
     market.leg_quotes(contracts, day)         # bid/ask of a few legs for every minute of a session
     market.settlement_value(contract)         # AM: opening print; PM: close; VIX: the SOQ
 
-The whole path (SPX, VIX, VIX9D and the variance state) is drawn once at
-construction, vectorized; chains are generated on demand from that state, with
-per-session static parts cached. Same seed, dates and scenario: bit-identical
-bars and chains on any machine.
+The path of the requested sessions (SPX, VIX, VIX9D and the variance state) is drawn at
+construction from a calendar-wide daily layer and each session's own random stream (see
+:mod:`.underlying`), so a session's bars and chains are the same whatever ``start``/``end``
+is asked for; chains are generated on demand from that state, with per-session static
+parts cached. Same seed and scenario: bit-identical bars and chains for a day on any
+machine and in any range.
 """
 
 from __future__ import annotations
