@@ -104,9 +104,33 @@ class DataFeed(Plugin):
 
 
 class FillModel(Plugin):
-    """Decides whether and at what net price a working order fills against a snapshot."""
+    """Decides whether and at what net price a working order fills against the legs' quotes.
+
+    Write :meth:`model_price` (where in the market the order trades, unrounded, vectorised over
+    minutes); the inherited :meth:`fill_price` turns it into the fill by the one rule of
+    :mod:`strikebench.options.fills` (tradeable quotes, tick, never worse than the natural,
+    no-arbitrage range, limit). The backtest broker applies that rule to whatever ``fill_price``
+    answers, so an overriding plugin cannot fill off the grid or beyond a combo's range.
+    """
 
     kind = "fill_model"
+    #: fill at the order's limit when marketable (never worse than the natural) instead of at the model price
+    fills_at_limit: bool = False
+
+    def model_price(self, ratios, bid, ask):
+        raise NotImplementedError(f"fill model {type(self).__name__} defines neither model_price nor fill_price")
+
+    def fill_price(self, order, bid, ask) -> "float | None":
+        """Signed net fill price per combo, or None when the order does not fill now."""
+        from strikebench.options.fills import combo_pricing, settle_fill_prices, tradeable
+
+        if not tradeable(order.ratios, bid, ask):
+            return None
+        raw = float(self.model_price(order.ratios, bid, ask))
+        limit = order.limit_price if order.order_type.value == "limit" else None
+        price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), raw, bid, ask,
+                                   limit=limit, at_limit=self.fills_at_limit and limit is not None)
+        return None if price != price else price
 
 
 class RiskManager(Plugin):

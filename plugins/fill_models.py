@@ -19,8 +19,8 @@ from pydantic import Field
 
 from strikebench.api import FillModel, PluginParams
 from strikebench.hookspecs import hookimpl
-from strikebench.options.fills import combo_pricing, settle_fill_prices, tradeable
-from strikebench.options.orders import Order, OrderType, combo_mid, combo_natural, combo_width
+from strikebench.options.fills import tradeable
+from strikebench.options.orders import combo_mid, combo_natural, combo_width
 
 __all__ = ["MidFill", "MidSlippageFill", "NaturalFill", "LimitFill", "quote_usable"]
 
@@ -35,31 +35,10 @@ def quote_usable(bid: np.ndarray, ask: np.ndarray, ratios: np.ndarray | None = N
 
 
 class _PricedFill(FillModel):
-    """Shared logic: model price -> :func:`strikebench.options.fills.settle_fill_prices` (tick, natural,
-    no-arbitrage range, limit)."""
-
-    #: fill at the order's limit when marketable (the ``limit`` model) instead of at the model price
-    fills_at_limit: bool = False
+    """Built-in models: a model price; the fill itself comes from FillModel.fill_price (the one rule)."""
 
     #: fraction of a combo's bid/ask width a fill gives up from the mid (what strategies estimate credits with)
     slippage_fraction: float = 0.30
-
-    def model_price(self, ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> float:
-        raise NotImplementedError
-
-    def fill_price(self, order: Order, bid: np.ndarray, ask: np.ndarray) -> float | None:
-        """Signed net fill price per combo, or None when the order does not fill now.
-
-        ``bid``/``ask`` are the legs' quotes, in the order of ``order.legs``.
-        Unusable quotes (NaN, crossed, no ask, a zero bid on a leg sold) never fill.
-        """
-        if not quote_usable(bid, ask, order.ratios):
-            return None
-        raw = float(self.model_price(order.ratios, bid, ask))
-        limit = order.limit_price if order.order_type == OrderType.LIMIT else None
-        price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), raw, bid, ask,
-                                   limit=limit, at_limit=self.fills_at_limit and limit is not None)
-        return None if price != price else price
 
 
 class MidFill(_PricedFill):

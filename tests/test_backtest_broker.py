@@ -335,3 +335,22 @@ def test_a_zero_bid_wing_is_bought_at_its_ask():
     assert exit_.status == OrderStatus.EXPIRED
     (trade,) = engine.portfolio.closed_trades()
     assert trade.exit_reason == "settlement" and engine.portfolio.cash_cents == 100_000_00 + 295_00
+
+
+def test_a_plugin_fill_model_cannot_fill_off_the_grid_or_beyond_the_market():
+    """A fill model that overrides fill_price still gets the one rule applied by the broker."""
+    from strikebench.api import FillModel
+
+    class Sloppy(FillModel):
+        name = "sloppy"
+
+        def fill_price(self, order, bid, ask):
+            return -0.523 if order.opens else 7.00  # off the 0.05 grid; a 5-wide spread bought back for 7.00
+
+    strat = Scripted([Leg(P4700, -1), Leg(P4695, +1)], close_at=dt.time(14, 0))
+    engine = run_strategy(strat, put_spread_market(), fill_model=Sloppy())
+    entry, exit_ = strat.orders
+    assert entry.avg_fill_price == -0.50  # -0.523 up to the tick
+    assert exit_.avg_fill_price == 1.00  # never worse than the natural 3.40 - 2.40 (and never above the width 5.00)
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.realized_pnl == -50.00

@@ -225,7 +225,7 @@ class OptionsBroker(bt.BrokerBase):
                         order_type=OrderType.MARKET, opens=False)
         q = self.quotes.legs([leg.contract for leg in closing.legs])
         fm = self.fill_model
-        if hasattr(fm, "model_price"):  # the same rule as fill_price, for every minute at once
+        if _has_model_price(fm):  # the same rule as fill_price, for every minute at once
             usable = tradeable(closing.ratios, q.bid, q.ask)
             with np.errstate(invalid="ignore"):
                 raw = np.where(usable, fm.model_price(closing.ratios, q.bid, q.ask), 0.0)
@@ -271,6 +271,11 @@ class OptionsBroker(bt.BrokerBase):
         price = self.fill_model.fill_price(order, bid, ask)
         if price is None:
             return
+        # whatever a fill model answers, the one rule holds (idempotent for the built-in models)
+        price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), float(price), bid, ask,
+                                   limit=order.limit_price if order.order_type == OrderType.LIMIT else None)
+        if price != price:
+            return
         qty = order.remaining
         fees = self.commission.fees(order, qty)
         if order.opens and order.filled_quantity == 0:
@@ -313,6 +318,14 @@ class OptionsBroker(bt.BrokerBase):
             values = self._leg_marks(contracts) @ weights
             total = values if total is None else total + values
         self._position_value = np.nan_to_num(total, nan=0.0)
+
+
+def _has_model_price(fill_model) -> bool:
+    """True when the fill model prices vectorised (overrides ``model_price``)."""
+    from strikebench.api import FillModel
+
+    method = getattr(type(fill_model), "model_price", None)
+    return method is not None and method is not FillModel.model_price
 
 
 def _carry_forward(mid: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:
