@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 from dataclasses import astuple
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,11 @@ from strikebench.report import load_config_text
 
 START, END = "2023-01-03", "2023-01-06"
 SEED = 42
+# The synthetic market lists each session's strike grid afresh (25-point strikes within
+# chains.far_sigmas, 100-point beyond) and still prices a leg it no longer lists; files cannot.
+# Listing 25-point strikes out to 6 sd keeps every leg of this strategy listed on every seed's path.
+_SCENARIO = Path(tempfile.mkdtemp(prefix="files-feed-")) / "wide_grid.yaml"
+_SCENARIO.write_text("extends: default\nname: wide_grid\nchains: {far_sigmas: 6.0, put_wing_sigmas: 6.0}\n")
 
 CONFIG = """
 name: files-eq
@@ -40,12 +47,12 @@ risk:
   - name: max_open_trades
     params: {{limit: 2}}
 """
-SYNTHETIC = f"{{source: synthetic, seed: {SEED}, start: {START}, end: {END}}}"
+SYNTHETIC = f"{{source: synthetic, seed: {SEED}, start: {START}, end: {END}, scenario: '{_SCENARIO}'}}"
 
 
 @pytest.fixture(scope="module")
 def market():
-    return SyntheticMarket(seed=SEED, start=START, end=END)
+    return SyntheticMarket(seed=SEED, start=START, end=END, scenario=str(_SCENARIO))
 
 
 @pytest.fixture(scope="module")
