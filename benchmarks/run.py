@@ -303,7 +303,18 @@ def markdown(r: dict) -> str:
         lines.append(f"| {label} | {bps(fig)} | {cpu(fig)} | {ratio(fig, 'bare_runonce_off')} / "
                      f"{ratio(fig, 'bare_runonce_off', 'cpu_')} | {ratio(fig, 'bare_runonce_on')} / "
                      f"{ratio(fig, 'bare_runonce_on', 'cpu_')} | {rep} |")
-    mj = r["main_job"]
+    mj, four = r["main_job"], r["four_strategies"]
+
+    def target(label, fig, bare, floor):
+        wall, cpu_ = fig["ratio_to_" + bare], fig["cpu_ratio_to_" + bare]
+        verdict = "reached" if min(wall, cpu_) >= floor else ("reached on wall time only" if wall >= floor else
+                                                              "not reached")
+        return f"| {label} | {floor:.2f} | {wall:.2f} | {cpu_:.2f} | {verdict} |"
+
+    lines += ["", "| issue 15 target | floor | wall ratio | CPU ratio | |", "|---|---|---|---|---|",
+              target("main job / bare loop, same cerebro settings (`runonce=False`)", mj, "bare_runonce_off", 0.80),
+              target("main job / bare loop, `runonce=True`", mj, "bare_runonce_on", 0.65),
+              target("four strategies / bare loop, same settings", four, "bare_runonce_off", 0.50)]
     lines += ["", f"Main job: {mj['trades']} trades, {mj['decisions']} decisions, journal "
               f"{mj['journal_bytes'] / 1e6:.1f} MB. Four strategies: {r['four_strategies']['trades']} trades, "
               f"{r['four_strategies']['decisions']} decisions.", "",

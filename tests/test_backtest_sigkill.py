@@ -137,3 +137,48 @@ def test_sigkill_mid_backtest_leaves_whole_sessions_and_the_clean_runs_trades(tm
     assert main(["report", str(db.parent)]) == 0
     summary = json.loads((db.parent / "summary.json").read_text())
     assert summary["completed"] is False and summary["sessions"] == len(days)
+
+
+def test_sigterm_mid_backtest_exits_143_and_commits_what_the_run_has(tmp_path):
+    """SIGTERM is turned into a normal exit while the loop runs: the journal commits the events of the
+    session it stopped in (as Ctrl-C does) and the run reads as incomplete."""
+    out = tmp_path / "termed"
+    proc = subprocess.Popen([STRIKEBENCH, "backtest", str(MAIN_CONFIG), "--quiet", *SETS, "--set", f"output.dir={out}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={"PATH": str(Path(sys.executable).parent), "MPLBACKEND": "Agg"})
+    try:
+        db, first = None, None
+        while proc.poll() is None:
+            runs = list(out.glob("*/journal.sqlite")) if out.exists() else []
+            db = runs[0] if runs else None
+            n = _committed_sessions(db) if db is not None else 0
+            now = time.monotonic()
+            if n >= 1 and first is None:
+                first = (n, now)
+            if n >= 3:
+                session = (now - first[1]) / (n - first[0]) if n > first[0] else 0.05
+                time.sleep(session / 2)
+                break
+            time.sleep(0.005)
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, proc.stderr.read()[-2000:]
+    con = _ro(db)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        (run,) = con.execute("SELECT completed FROM runs").fetchall()
+        assert run["completed"] == 0
+        days = [r[0] for r in con.execute("SELECT day FROM equity ORDER BY day")]
+        assert len(days) >= 3
+        # every finished session whole; what the stopped session had done is there too (committed at exit)
+        per_day = dict(con.execute("SELECT substr(decided_at, 1, 10), COUNT(*) FROM trade_decisions GROUP BY 1"))
+        assert all(per_day.get(d) == 3 for d in days)
+        assert set(per_day) - set(days) <= {max(per_day)}
+    finally:
+        con.close()
+    assert main(["report", str(db.parent)]) == 0
