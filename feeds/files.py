@@ -153,6 +153,10 @@ def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file") -> pa.T
     except DataError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+        if fmt == "csv" and isinstance(exc, pa.ArrowInvalid):
+            where = _csv_bad_value(p, schema, str(exc))
+            if where:
+                raise DataError(f"{p}: {where}") from None
         raise DataError(f"{p}: {_arrow_message(exc)}") from None
     try:
         table = table.cast(schema)
@@ -186,6 +190,35 @@ def _csv_header(path: str) -> list[str]:
     if not text:
         raise DataError(f"{path}: the file is empty")
     return [c.strip().strip('"') for c in text.split(",")]
+
+
+def _csv_bad_value(path: str, schema: pa.Schema, message: str) -> str | None:
+    """The line and field of the value pyarrow could not convert ("In CSV column #3: ... invalid value 'x'")."""
+    import re
+
+    import pyarrow.csv as pcsv
+
+    m = re.search(r"CSV column #(\d+).*?error to (.+?): invalid value '(.*)'", message)
+    if not m:
+        return None
+    header = _csv_header(path)
+    k, typ, value = int(m.group(1)), m.group(2), m.group(3)
+    if k >= len(header):
+        return None
+    name = header[k]
+    try:
+        text = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            column_types={h: pa.string() for h in header}, include_columns=[name]))
+    except (pa.ArrowInvalid, OSError):
+        return None
+    col = text.column(name).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(col == value)
+    if not hits.size:
+        return None
+    line = int(hits[0]) + 2
+    if value == name:
+        return f"line {line}: a header line in the middle of the file"
+    return f"line {line}: field '{name}' is {value!r}, not a {typ}"
 
 
 def _arrow_message(exc: Exception) -> str:

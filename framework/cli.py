@@ -594,6 +594,28 @@ def kill(run_dir: str, reason: str) -> None:
     console.print(f"kill switch tripped for {escape(run_dir)}: {escape(reason)}", highlight=False)
 
 
+@cli.group("data")
+def data_group() -> None:
+    """Check historical data files (the layout of the `files` data feed, docs/data-files.md)."""
+
+
+@data_group.command("check")
+@click.argument("path", type=USER_PATH)
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default=None,
+              help="File format (default: the one most files have).")
+def data_check(path: str, fmt: str | None) -> None:
+    """Validate a dataset before a long run: coverage table, one line per error, non-zero exit on errors."""
+    from strikebench.datacheck import check_dataset, render
+    from strikebench.errors import DataError
+
+    with console.status("checking the files..."):
+        rep = check_dataset(path, fmt)
+    render(rep, console)
+    if not rep.ok:
+        raise DataError(f"{len(rep.errors)} error(s) in {path}")
+    console.print(f"{escape(path)}: ok ({rep.sessions} sessions)", highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``strikebench`` command: one-line errors, exit codes."""
     try:

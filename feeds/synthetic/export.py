@@ -45,18 +45,19 @@ def _write(table: pa.Table, path: Path, fmt: str) -> None:
     tmp.replace(path)
 
 
-def _bars_table(market, sym) -> pa.Table:
+def _bars_table(market, sym, days) -> pa.Table:
     b = market.bars(sym)
+    b = b[np.isin(b.index.tz_localize(None).normalize().values, days)]
     ts = pa.array(b.index.tz_convert("UTC").as_unit("ns").asi8, pa.timestamp("ns", tz="UTC"))
     return pa.table([ts, pa.array([sym] * len(b), pa.string()),
                      *(pa.array(b[c].to_numpy(np.float64)) for c in ("open", "high", "low", "close", "volume"))],
                     schema=BAR_SCHEMA)
 
 
-def _settlements_table(market, underlyings) -> pa.Table:
+def _settlements_table(market, underlyings, days) -> pa.Table:
     """The print settling each session's AM and PM expiries of every underlying (VIX: AM, the SOQ)."""
     und, exp, style, value = [], [], [], []
-    for day in market.sessions():
+    for day in pd.DatetimeIndex(days):
         d = day.date()
         for u in underlyings:
             for st in (("AM",) if u == "VIX" else ("AM", "PM")):
@@ -98,8 +99,8 @@ def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: i
            underlyings: Iterable[str] = ("SPX", "XSP", "VIX"), symbols: Iterable[str] = SYMBOLS,
            chains: bool = True, format: str = "parquet", max_dte: int | None = None,
            strike_range_pct: float | None = None) -> dict:
-    """Write bars (all sessions), settlement prints and chain snapshots (``days``; None = every
-    session) to ``out_dir`` in ``format`` (parquet or csv).
+    """Write bars, settlement prints and chain snapshots of ``days`` (None = every session) to
+    ``out_dir`` in ``format`` (parquet or csv).
 
     Snapshots are taken every ``interval_minutes`` from the open and at the last bar
     (``interval_minutes=1``: every bar, what a backtest equal to the market's own needs).
@@ -128,23 +129,24 @@ def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: i
         "chains": [],
         "checksum": market.checksum(),
     }
+    sessions = market.sessions()
+    if days is None:
+        chosen = list(sessions)
+    else:
+        chosen = [pd.Timestamp(d).normalize() for d in days]
+        missing = [d.date() for d in chosen if d not in sessions]
+        if missing:
+            raise ValueError(f"not sessions of this market: {', '.join(map(str, missing[:5]))}")
+    keep_days = np.array(sorted(set(chosen)), dtype="datetime64[ns]")
     for sym in symbols:
-        table = _bars_table(market, sym)
+        table = _bars_table(market, sym, keep_days)
         path = bars_file(out, sym, format)
         _write(table, path, format)
         manifest["bars"][sym] = {"path": str(path.relative_to(out)), "rows": table.num_rows}
-    sett = _settlements_table(market, [u for u in underlyings])
+    sett = _settlements_table(market, [u for u in underlyings], keep_days)
     _write(sett, settlements_file(out, format), format)
     manifest["settlements"] = {"path": settlements_file(out, format).name, "rows": sett.num_rows}
     if chains:
-        sessions = market.sessions()
-        if days is None:
-            chosen = list(sessions)
-        else:
-            chosen = [pd.Timestamp(d).normalize() for d in days]
-            missing = [d.date() for d in chosen if d not in sessions]
-            if missing:
-                raise ValueError(f"not sessions of this market: {', '.join(map(str, missing[:5]))}")
         tl = market.path.timeline
         for day in chosen:
             d = tl.day_index(day)
