@@ -558,3 +558,19 @@ def test_switch_and_plot_targets_are_checked(out_cases, args, code, first_line):
     res = cli(out_cases, *args, timeout=60)
     assert_refused(res, code, first_line)
     assert tree_state(out_cases) == before
+
+
+def test_a_start_that_fails_after_the_checks_removes_its_run_folder(tmp_path):
+    """The checks pass (an empty, writable journal file) but SQLite cannot make its -wal in the read-only folder:
+    the journal fails at on_run_start, after the run folder was made; the folder (and runs/) must go."""
+    (tmp_path / "run.yaml").write_text(VALID)
+    (tmp_path / "rj").mkdir()
+    (tmp_path / "rj" / "j.sqlite").write_bytes(b"")
+    (tmp_path / "rj" / "j.sqlite").chmod(0o666)
+    (tmp_path / "rj").chmod(0o555)
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "backtest", "run.yaml", "--quiet", "--set", "journal.url=sqlite:///rj/j.sqlite", timeout=120,
+              unprivileged=True)
+    assert_refused(res, 6, "rj/j.sqlite: not a journal (attempt to write a readonly database)")
+    assert tree_state(tmp_path) == before
+    assert not (tmp_path / "runs").exists()
