@@ -182,8 +182,11 @@ def test_expiry_settled_while_the_trader_was_down(tmp_path):
         assert row[7] == "settlement"
         db = sqlite3.connect(acct / "journal.sqlite")
         settle_cash = Decimal(db.execute("SELECT cash FROM fills WHERE kind = 'settlement'").fetchone()[0])
-        # the broker's settlement cash, leg by leg, is the journal's settlement fill
+        # the broker's settlement cash, leg by leg, is the journal's settlement fill; settled at the broker's print
         assert settle_cash == sum(Decimal(s["cash"]) for s in settled)
+        used = {k.split(":", 1)[1]: json.loads(v) for k, v in db.execute(
+            "SELECT key, value FROM live_state WHERE key LIKE 'settle_value:%'")}
+        assert used == {s["occ"]: float(s["value"]) for s in settled}
         broker_cash = Decimal(conn.request("GET", "/v1/balances")[1]["cash"])
         pos = conn.request("GET", "/v1/positions")[1]["positions"]
         open_now = [t for t in trades(acct / "journal.sqlite") if t[1] is None]
