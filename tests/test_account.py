@@ -75,6 +75,13 @@ def backtest(tmp_path, cfg) -> Path:
     return next((tmp_path / "bt").glob("*/journal.sqlite"))
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """`strikebench backtest` of the span (the backtest broker: the same YAML with broker `backtest`)."""
+    d = tmp_path_factory.mktemp("reference")
+    return backtest(d, write_config(d))
+
+
 def broker_cash(account: Path) -> Decimal:
     db = sqlite3.connect(account / "paper_broker.sqlite")
     try:
@@ -106,9 +113,9 @@ def assert_same_as_backtest(account_journal: Path, bt_journal: Path) -> None:
     assert cash(account_journal) == cash(bt_journal)
 
 
-def test_replay_account_equals_backtest_and_resumes_between_sessions(tmp_path):
+def test_replay_account_equals_backtest_and_resumes_between_sessions(tmp_path, reference):
     cfg = write_config(tmp_path, PAPER_EXACT)
-    ref = backtest(tmp_path, cfg)
+    ref = reference
     acct = tmp_path / "accounts" / "a1"
     # two sessions, stop; then the same command finishes the span (positions and cash carried across processes)
     out = sb("trade", cfg, "--account", acct, "--clock", "replay", "--from", SPAN[0], "--to", SPAN[1], "--speed", 0,
@@ -134,11 +141,11 @@ def test_replay_account_equals_backtest_and_resumes_between_sessions(tmp_path):
     assert_same_as_backtest(acct / "journal.sqlite", ref)
 
 
-def test_restart_in_the_middle_of_a_session_equals_backtest(tmp_path):
-    """The trader stops after 150 bars of the second session (a real process that exits there); the same command
-    finishes the span. At speed 0 the service's clock waits for it, so the result is the backtest's."""
+def test_restart_in_the_middle_of_a_session_equals_backtest(tmp_path, reference):
+    """The trader stops twice in the middle of the first session (real processes that exit there); the same
+    command finishes the span. At speed 0 the service's clock waits for it, so the result is the backtest's."""
     cfg = write_config(tmp_path, PAPER_EXACT)
-    ref = backtest(tmp_path, cfg)
+    ref = reference
     acct = tmp_path / "accounts" / "mid"
     code = ("from strikebench.live.account import run_account; import sys; "
             f"s = run_account({str(cfg)!r}, account={str(acct)!r}, clock='replay', start='{SPAN[0]}', "
