@@ -5,7 +5,9 @@ the account's journal: no client id sent twice, no lost or doubled fill, statuse
 end and at the end journal cash = broker cash to the cent and journal positions = broker positions.
 
 ``SB_ACCOUNT_SIGKILL_SECONDS`` (default 60) is how long kills go on (then the account runs to the end of the span),
-``SB_ACCOUNT_SIGKILL_SESSIONS`` (default 3) sets the span, ``SB_ACCOUNT_SIGKILL_SEED`` the random seed."""
+``SB_ACCOUNT_SIGKILL_SESSIONS`` (default 3) sets the span, ``SB_ACCOUNT_SIGKILL_SPEED`` the service's replay speed
+(default 1500: a session in about 16 s, so a trader that starts in a few seconds trades most sessions; a slower
+trader start-up makes the service run on alone and sessions are missed), ``SB_ACCOUNT_SIGKILL_SEED`` the seed."""
 
 from __future__ import annotations
 
@@ -117,11 +119,16 @@ def check_account(account: Path) -> dict:
             assert s["broker_cash"] == s["journal_cash"], (day, s)
             assert s["broker_positions"] == s["journal_positions"], (day, s)
             checked += 1
-    fail = journal.execute("SELECT message FROM live_log WHERE run_id = ? AND kind = 'fail_closed'", (rid,)).fetchall()
+    # the one stop allowed: a position check that found the broker down (a missing report is never read as flat;
+    # it clears when a later report agrees). Nothing else may have failed closed.
+    fail = [m for (m,) in journal.execute("SELECT message FROM live_log WHERE run_id = ? AND kind = 'fail_closed'",
+                                          (rid,)) if "did not report positions" not in m]
     assert not fail, fail
+    stops = journal.execute("SELECT COUNT(*) FROM live_log WHERE run_id = ? AND kind = 'fail_closed'",
+                            (rid,)).fetchone()[0]
     return {"orders": len(b_orders), "fills": len(b_fills), "sends": sum(n for _, n in calls),
             "sessions": len(sessions), "checked_sessions": checked,
-            "missed": sum(1 for s in sessions if "missed" in (s[2] or ""))}
+            "missed": sum(1 for s in sessions if "missed" in (s[2] or "")), "stops": stops}
 
 
 def test_account_sigkill_fuzz(tmp_path):
@@ -133,7 +140,7 @@ def test_account_sigkill_fuzz(tmp_path):
     cfg.write_text(CONFIG)
     account = tmp_path / "acct"
     cmd = [STRIKEBENCH, "trade", str(cfg), "--account", str(account), "--clock", "replay", "--from", str(days[0]),
-           "--to", str(days[-1]), "--speed", "2500", "--no-panel"]
+           "--to", str(days[-1]), "--speed", os.environ.get("SB_ACCOUNT_SIGKILL_SPEED", "1500"), "--no-panel"]
     budget = float(os.environ.get("SB_ACCOUNT_SIGKILL_SECONDS", "60"))
     trader_kills = service_kills = starts = 0
     t0 = time.monotonic()
@@ -146,7 +153,7 @@ def test_account_sigkill_fuzz(tmp_path):
             while True:
                 fuzzing = time.monotonic() - t0 < budget
                 try:
-                    out, _ = proc.communicate(timeout=rng.uniform(0.5, 10.0) if fuzzing else 1200)
+                    out, _ = proc.communicate(timeout=rng.uniform(1.0, 15.0) if fuzzing else 1200)
                     assert proc.returncode == 0, out
                     done = True
                     break
@@ -173,5 +180,6 @@ def test_account_sigkill_fuzz(tmp_path):
     print(f"\naccount SIGKILL fuzz: {trader_kills} trader kills, {service_kills} broker-service kills, {starts} trader "
           f"starts, {counts['sessions']} sessions ({counts['missed']} missed while down, {counts['checked_sessions']} "
           f"checked at their end), {counts['orders']} orders, {counts['fills']} fills, {counts['sends']} sends; "
-          f"0 duplicates, 0 lost or doubled fills, cash and positions equal; {time.monotonic() - t0:.0f} s")
+          f"0 duplicates, 0 lost or doubled fills, cash and positions equal; {counts['stops']} new-risk stops while the "
+          f"broker was down (cleared when it answered); {time.monotonic() - t0:.0f} s")
     assert trader_kills >= 2 and trader_kills + service_kills >= 4
