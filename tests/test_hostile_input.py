@@ -50,6 +50,21 @@ def _unprivileged_prefix() -> list[str]:
     return [_SETPRIV, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--"]
 
 
+# Runs argv[2:], writes that child's own peak RSS (KiB, from wait4) to argv[1], exits as the child did.
+_RSS_WRAPPER = """
+import os, signal, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
 class Result:
     def __init__(self, returncode: int, stdout: str, stderr: str, seconds: float, max_rss_mib: float):
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
@@ -67,15 +82,19 @@ def cli(cwd: Path, *args: str, timeout: float = 60, unprivileged: bool = False, 
     run_env.update({"COLUMNS": "500", "NO_COLOR": "1", "TERM": "dumb", LOAD_ENV: ""})
     run_env.update(env or {})
     cmd = (_unprivileged_prefix() if unprivileged else []) + [sys.executable, "-m", "strikebench.cli", *args]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=run_env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        while True:  # os.wait4 gives this child's own peak RSS (communicate() would reap it without)
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        # Measured through a small wrapper: Linux counts the parent's peak RSS at fork/exec time into a
+        # direct child's ru_maxrss, so a child of this (large) test process would report pytest's size.
+        proc = subprocess.Popen([sys.executable, "-c", _RSS_WRAPPER, rss.name, *cmd], cwd=cwd, env=run_env,
+                                stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        while True:
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - t0 > timeout:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 os.wait4(proc.pid, 0)
                 proc.returncode = -9
                 out.seek(0), err.seek(0)
@@ -85,8 +104,9 @@ def cli(cwd: Path, *args: str, timeout: float = 60, unprivileged: bool = False, 
         seconds = time.monotonic() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
+        peak_kib = int(rss.read().strip() or 0)
         return Result(proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace"),
-                      seconds, usage.ru_maxrss / 1024)
+                      seconds, peak_kib / 1024)
 
 
 def tree_state(root: Path) -> dict[str, tuple]:
