@@ -236,18 +236,22 @@ def _row(i: int, fmt: str) -> str:
     return f"line {i + 2}" if fmt == "csv" else f"row {i}"
 
 
+def _sorted_timestamps(table: pa.Table, path, fmt: str) -> np.ndarray:
+    """The table's timestamps (int64 ns), refused in one line at the first row out of order."""
+    ts = table.column("timestamp").to_numpy().astype(np.int64)
+    if ts.size > 1 and np.any(np.diff(ts) < 0):
+        i = _first_bad(np.diff(ts) < 0) + 1
+        raise DataError(f"{path}: {_row(i, fmt)}: timestamps are not sorted ({pd.Timestamp(ts[i], tz='UTC')} "
+                        f"after {pd.Timestamp(ts[i - 1], tz='UTC')})")
+    return ts
+
+
 def check_bar_table(table: pa.Table, path, fmt: str) -> None:
     """Timestamps strictly increasing (sorted, no duplicates), prices present."""
-    ts = table.column("timestamp").to_numpy().astype(np.int64)
-    if ts.size > 1:
-        d = np.diff(ts)
-        if np.any(d < 0):
-            i = _first_bad(d < 0) + 1
-            raise DataError(f"{path}: {_row(i, fmt)}: timestamps are not sorted ({pd.Timestamp(ts[i], tz='UTC')} "
-                            f"after {pd.Timestamp(ts[i - 1], tz='UTC')})")
-        if np.any(d == 0):
-            i = _first_bad(d == 0) + 1
-            raise DataError(f"{path}: {_row(i, fmt)}: duplicate bar at {pd.Timestamp(ts[i], tz='UTC')}")
+    ts = _sorted_timestamps(table, path, fmt)
+    if ts.size > 1 and np.any(np.diff(ts) == 0):
+        i = _first_bad(np.diff(ts) == 0) + 1
+        raise DataError(f"{path}: {_row(i, fmt)}: duplicate bar at {pd.Timestamp(ts[i], tz='UTC')}")
     for c in ("open", "high", "low", "close"):
         v = table.column(c).to_numpy(zero_copy_only=False)
         bad = ~np.isfinite(v)
@@ -258,13 +262,7 @@ def check_bar_table(table: pa.Table, path, fmt: str) -> None:
 
 def check_chain_table(table: pa.Table, path, fmt: str) -> None:
     """Timestamps sorted; no contract twice at one timestamp; rights 'C'/'P'; strikes and expiries present."""
-    ts = table.column("timestamp").to_numpy().astype(np.int64)
-    if ts.size > 1:
-        d = np.diff(ts)
-        if np.any(d < 0):
-            i = _first_bad(d < 0) + 1
-            raise DataError(f"{path}: {_row(i, fmt)}: timestamps are not sorted ({pd.Timestamp(ts[i], tz='UTC')} "
-                            f"after {pd.Timestamp(ts[i - 1], tz='UTC')})")
+    ts = _sorted_timestamps(table, path, fmt)
     right = table.column("right").to_numpy(zero_copy_only=False)
     bad = (right != "C") & (right != "P")
     if np.any(bad):
