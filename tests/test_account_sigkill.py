@@ -28,7 +28,7 @@ STRIKEBENCH = str(Path(sys.executable).with_name("strikebench"))
 
 CONFIG = """\
 name: acctkill
-data: {source: synthetic, seed: 42, start: 2023-03-13, end: 2023-03-31, scenario: default}
+data: {source: synthetic, seed: 42, start: 2023-03-13, end: 2023-04-28, scenario: default}
 broker:
   name: paper
   params: {initial_cash: 100000, latency_seconds: 3, partial_fill_probability: 0.5,
@@ -135,7 +135,7 @@ def test_account_sigkill_fuzz(tmp_path):
     n_sessions = int(os.environ.get("SB_ACCOUNT_SIGKILL_SESSIONS", "3"))
     rng = random.Random(int(os.environ.get("SB_ACCOUNT_SIGKILL_SEED", "16")))
     cal = MarketCalendar()
-    days = [d.date() for d in cal.sessions("2023-03-13", "2023-03-31")][:n_sessions]
+    days = [d.date() for d in cal.sessions("2023-03-13", "2023-04-28")][:n_sessions]
     cfg = tmp_path / "acctkill.yaml"
     cfg.write_text(CONFIG)
     account = tmp_path / "acct"
