@@ -4,7 +4,7 @@ broker runs with latency, partial fills, rejections and lost replies. Checked ov
 the account's journal: no client id sent twice, no lost or doubled fill, statuses equal, and at every session
 end and at the end journal cash = broker cash to the cent and journal positions = broker positions.
 
-``SB_ACCOUNT_SIGKILL_SECONDS`` (default 60) is how long kills go on (then the account runs to the end of the span),
+``SB_ACCOUNT_SIGKILL_SECONDS`` (default 40) is how long kills go on (then the account runs to the end of the span),
 ``SB_ACCOUNT_SIGKILL_SESSIONS`` (default 3) sets the span, ``SB_ACCOUNT_SIGKILL_SPEED`` the service's replay speed
 (default 1500: a session in about 16 s, so a trader that starts in a few seconds trades most sessions; a slower
 trader start-up makes the service run on alone and sessions are missed), ``SB_ACCOUNT_SIGKILL_SEED`` the seed."""
@@ -141,7 +141,7 @@ def test_account_sigkill_fuzz(tmp_path):
     account = tmp_path / "acct"
     cmd = [STRIKEBENCH, "trade", str(cfg), "--account", str(account), "--clock", "replay", "--from", str(days[0]),
            "--to", str(days[-1]), "--speed", os.environ.get("SB_ACCOUNT_SIGKILL_SPEED", "1500"), "--no-panel"]
-    budget = float(os.environ.get("SB_ACCOUNT_SIGKILL_SECONDS", "60"))
+    budget = float(os.environ.get("SB_ACCOUNT_SIGKILL_SECONDS", "40"))
     trader_kills = service_kills = starts = 0
     t0 = time.monotonic()
     services: list[subprocess.Popen] = []
