@@ -63,35 +63,41 @@ def _closed_trades(db: Path) -> dict[tuple, dict]:
         con.close()
 
 
-def test_sigkill_mid_backtest_leaves_whole_sessions_and_the_clean_runs_trades(tmp_path):
-    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+def _signal_mid_session(out_dir: Path, sig: int, wait: float):
+    """Run the main job into ``out_dir`` and send ``sig`` half a session after its 3rd committed session
+    (a session lasts about that long here), so it lands inside the next session after some of its events
+    were written. Returns the stopped process and its journal's path."""
     proc = subprocess.Popen([STRIKEBENCH, "backtest", str(MAIN_CONFIG), "--quiet", *SETS,
-                             "--set", f"output.dir={killed_dir}"],
+                             "--set", f"output.dir={out_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={"PATH": str(Path(sys.executable).parent), "MPLBACKEND": "Agg"})
     try:
         db, first = None, None
         while proc.poll() is None:
-            runs = list(killed_dir.glob("*/journal.sqlite")) if killed_dir.exists() else []
+            runs = list(out_dir.glob("*/journal.sqlite")) if out_dir.exists() else []
             db = runs[0] if runs else None
             n = _committed_sessions(db) if db is not None else 0
             now = time.monotonic()
             if n >= 1 and first is None:
                 first = (n, now)
             if n >= 3:
-                # half a session after the last commit seen (a session lasts about this long here): the
-                # kill lands inside the next session, after some of its events were written
                 session = (now - first[1]) / (n - first[0]) if n > first[0] else 0.05
                 time.sleep(session / 2)
                 break
             time.sleep(0.005)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()[-2000:]}"
+        proc.send_signal(sig)
+        proc.wait(timeout=wait)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return proc, db
+
+
+def test_sigkill_mid_backtest_leaves_whole_sessions_and_the_clean_runs_trades(tmp_path):
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    proc, db = _signal_mid_session(killed_dir, signal.SIGKILL, wait=60)
     assert proc.returncode == -signal.SIGKILL
 
     con = _ro(db)
@@ -143,30 +149,7 @@ def test_sigterm_mid_backtest_exits_143_and_commits_what_the_run_has(tmp_path):
     """SIGTERM is turned into a normal exit while the loop runs: the journal commits the events of the
     session it stopped in (as Ctrl-C does) and the run reads as incomplete."""
     out = tmp_path / "termed"
-    proc = subprocess.Popen([STRIKEBENCH, "backtest", str(MAIN_CONFIG), "--quiet", *SETS, "--set", f"output.dir={out}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={"PATH": str(Path(sys.executable).parent), "MPLBACKEND": "Agg"})
-    try:
-        db, first = None, None
-        while proc.poll() is None:
-            runs = list(out.glob("*/journal.sqlite")) if out.exists() else []
-            db = runs[0] if runs else None
-            n = _committed_sessions(db) if db is not None else 0
-            now = time.monotonic()
-            if n >= 1 and first is None:
-                first = (n, now)
-            if n >= 3:
-                session = (now - first[1]) / (n - first[0]) if n > first[0] else 0.05
-                time.sleep(session / 2)
-                break
-            time.sleep(0.005)
-        assert proc.poll() is None, f"the run ended before it could be stopped: {proc.stderr.read()[-2000:]}"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, db = _signal_mid_session(out, signal.SIGTERM, wait=120)
     assert proc.returncode == 143, proc.stderr.read()[-2000:]
     con = _ro(db)
     try:
