@@ -345,13 +345,30 @@ def serve(state, *, host: str = "127.0.0.1", port: int = 0, say=print, allow_rem
                                f"--allow-remote is given (it has no authentication)")
     import fcntl
 
-    lock = open(str(state) + ".lock", "w")  # one service per state file (the kernel drops it if we die)
+    from strikebench.userfiles import check_dir, check_file
+
+    # the state file, if there, must be a readable regular file; its folder must exist (one line each)
+    if os.path.lexists(state):
+        check_file(state, what="paper broker state file", error=StrikebenchError)
+    check_dir(Path(state).parent, error=StrikebenchError)
+    lock_path = Path(str(state) + ".lock")
+    made_lock = not lock_path.exists()
+    try:
+        lock = open(lock_path, "w")  # one service per state file (the kernel drops it if we die)
+    except OSError as exc:
+        raise StrikebenchError(f"{lock_path}: cannot create the service's lock file ({exc.strerror})") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
         raise StrikebenchError(f"{state}: a paper broker service already serves this state file") from None
-    service = PaperService(Path(state), **setup)
+    try:
+        service = PaperService(Path(state), **setup)
+    except BaseException:  # a refused start leaves nothing behind: no lock file of ours
+        lock.close()
+        if made_lock:
+            lock_path.unlink(missing_ok=True)
+        raise
     handler = type("Handler", (_Handler,), {"service": service})
     server = _Server((host, port), handler)
     server.timeout = 0.01

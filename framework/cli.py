@@ -493,7 +493,7 @@ def paper_broker() -> None:
 
 
 @paper_broker.command("serve")
-@click.option("--state", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--state", required=True, type=USER_PATH, metavar="FILE",
               help="The broker's SQLite state (authoritative; created with --config, resumed without).")
 @click.option("--config", type=click.Path(dir_okay=False), metavar="CONFIG.yaml",
               help="The config whose market, fill model, commission and paper params the broker uses.")

@@ -594,3 +594,31 @@ def test_a_start_that_fails_after_the_checks_removes_its_run_folder(tmp_path):
     assert_refused(res, 6, "rj/j.sqlite: not a journal (attempt to write a readonly database)")
     assert tree_state(tmp_path) == before
     assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------ the paper broker's state file
+def _foreign_sqlite(p: Path) -> None:
+    import sqlite3
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("make,arg,first_line", [
+    pytest.param(lambda d: (d / "adir").mkdir(), "adir", "adir: is a folder, expected a paper broker state file",
+                 id="folder"),
+    pytest.param(lambda d: (d / "bin.sqlite").write_bytes(bytes(range(256)) * 12), "bin.sqlite",
+                 "bin.sqlite: not a paper broker state file (file is not a database)", id="binary"),
+    pytest.param(lambda d: _foreign_sqlite(d / "other.sqlite"), "other.sqlite",
+                 "other.sqlite: not a paper broker state file (no such table: meta)", id="foreign-sqlite"),
+    pytest.param(lambda d: None, "nodir/state.sqlite", "nodir: no such folder", id="missing-folder"),
+    pytest.param(lambda d: None, "new.sqlite",
+                 "new.sqlite: no paper broker there yet; give --config CONFIG.yaml to create one", id="new-no-config"),
+])
+def test_paper_broker_state_that_cannot_be_served_is_one_line_and_leaves_nothing(tmp_path, make, arg, first_line):
+    make(tmp_path)
+    before = tree_state(tmp_path)
+    res = cli(tmp_path, "paper-broker", "serve", "--state", arg, timeout=30)
+    assert_refused(res, 1, first_line)
+    assert tree_state(tmp_path) == before  # no lock, address or state file left behind
