@@ -163,7 +163,9 @@ def test_every_fill_is_on_the_tick_inside_its_bounds_and_its_legs_inside_their_q
     root, complex_order = legs[0].contract.root, len(legs) > 1
     assert is_on_tick(price, root, complex_order=complex_order)
     if limit is not None:
-        assert price <= limit  # never through the trader's limit (the raw one, before the grid)
+        # never through the trader's limit (the raw one, before the grid); a limit is a price in cents, so float
+        # noise below a billionth of a dollar (a limit of -4.9e-21 is 0.00) is not a price beyond it
+        assert price <= limit + 1e-9
     low, high = payoff_range(legs)
     assert low - 1e-9 <= price <= high + 1e-9
     # never worse than legging in at the natural (when a grid price exists there)
