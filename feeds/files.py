@@ -44,7 +44,7 @@ from strikebench.options.chain import ChainSnapshot, LegQuotes
 
 __all__ = ["FilesFeed", "FilesParams", "FileMarket", "BAR_SCHEMA", "CHAIN_SCHEMA", "SETTLEMENT_SCHEMA",
            "SCHEMA_VERSION", "FORMATS", "bars_file", "chain_file", "settlements_file", "read_table",
-           "check_chain_table", "check_bar_table"]
+           "check_chain_table", "check_bar_table", "CHAIN_OPTIONAL"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ CHAIN_SCHEMA = pa.schema([
     ("vega", pa.float64()),
 ])
 
+#: chain columns a file may leave out (real data often has bid/ask only): read as empty; an empty
+#: ``iv`` is computed with its greeks from the quote mid (strikebench.feeds.greeks)
+CHAIN_OPTIONAL = ("last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega")
+
 SETTLEMENT_SCHEMA = pa.schema([
     ("underlying", pa.string()),
     ("expiry", pa.date32()),
@@ -114,8 +118,10 @@ def _rel(path: Path, root) -> str:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file") -> pa.Table:
+def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file", optional: Sequence[str] = ()) -> pa.Table:
     """Read one file of the layout into a table of exactly ``schema`` (column order and types).
+
+    Columns named in ``optional`` may be absent: they are read as all-null.
 
     A missing column, a column of another type, a value that does not parse, an unreadable or
     truncated file: one-line :class:`DataError` naming the file (and the column / CSV row)."""
@@ -131,25 +137,29 @@ def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file") -> pa.T
 
             # every column read as text first: the checks below name the column and row of a bad value
             header = _csv_header(p)
-            missing = [f.name for f in schema if f.name not in header]
+            missing = [f.name for f in schema if f.name not in header and f.name not in optional]
             if missing:
                 raise DataError(f"{p}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                                 f"(the file has {', '.join(header) or 'no header'})")
-            opts = pcsv.ConvertOptions(column_types={f.name: f.type for f in schema}, include_columns=schema.names,
-                                       strings_can_be_null=False)
+            present = [f.name for f in schema if f.name in header]
+            opts = pcsv.ConvertOptions(column_types={f.name: f.type for f in schema if f.name in header},
+                                       include_columns=present, strings_can_be_null=False)
             table = pcsv.read_csv(p, convert_options=opts)
         else:
             dataset = ds.dataset(p, format="parquet")
             have = dataset.schema
-            missing = [f.name for f in schema if f.name not in have.names]
+            missing = [f.name for f in schema if f.name not in have.names and f.name not in optional]
             if missing:
                 raise DataError(f"{p}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                                 f"(the file has {', '.join(have.names)})")
+            present = [f.name for f in schema if f.name in have.names]
             for f in schema:
+                if f.name not in have.names:
+                    continue
                 got = have.field(f.name).type
                 if not _compatible(got, f.type):
                     raise DataError(f"{p}: column '{f.name}' is {got}, expected {f.type}")
-            table = dataset.to_table(columns=schema.names)
+            table = dataset.to_table(columns=present)
     except DataError:
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
@@ -158,6 +168,10 @@ def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file") -> pa.T
             if where:
                 raise DataError(f"{p}: {where}") from None
         raise DataError(f"{p}: {_arrow_message(exc)}") from None
+    if len(table.column_names) < len(schema):
+        table = pa.table([table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
+                          for f in schema], schema=pa.schema([f.with_type(table.schema.field(f.name).type)
+                                                              if f.name in table.column_names else f for f in schema]))
     try:
         table = table.cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
@@ -297,9 +311,9 @@ def check_chain_table(table: pa.Table, path, fmt: str) -> None:
 class _Session:
     """One underlying's chain on one session, columnar; snapshots are slices of it."""
 
-    __slots__ = ("times", "starts", "price", "cols", "cid", "expiries", "index")
+    __slots__ = ("times", "starts", "price", "cols", "cid", "expiries", "index", "greeks_computed")
 
-    def __init__(self, table: pa.Table):
+    def __init__(self, table: pa.Table, rate: float | None = None, div_yield: float | None = None):
         ts = table.column("timestamp").to_numpy().astype(np.int64)
         self.times, self.starts = np.unique(ts, return_index=True)  # rows are sorted by timestamp
         self.starts = np.append(self.starts, len(ts))
@@ -318,6 +332,13 @@ class _Session:
         for name in ("volume", "open_interest"):
             cols[name] = table.column(name).fill_null(0).to_numpy().astype(np.int64)
         self.cols = cols
+        #: rows whose IV and greeks the file lacked (computed from the quote mid where it has one)
+        self.greeks_computed = 0
+        if rate is not None and len(ts):
+            from strikebench.feeds.greeks import fill_greeks
+
+            spot = table.column("underlying_price").to_numpy(zero_copy_only=False).astype(np.float64)
+            self.greeks_computed = fill_greeks(cols, ts, spot, rate, div_yield)
         # contract ids per row from one integer key: (root, expiry, right, strike in thousandths)
         key = ((root_code << 55) | (cols["expiry"].astype(np.int64) << 38) | (cols["is_call"].astype(np.int64) << 37)
                | np.rint(cols["strike"] * 1000).astype(np.int64))
@@ -332,7 +353,8 @@ class FileMarket:
     """A :class:`~strikebench.options.source.MarketData` over the files layout (see module docstring)."""
 
     def __init__(self, path, fmt: str = "parquet", max_quote_age_minutes: int = 15,
-                 start: dt.date | None = None, end: dt.date | None = None):
+                 start: dt.date | None = None, end: dt.date | None = None, *, rate=0.045, dividend_yield=0.015):
+        from strikebench.feeds.greeks import DailyValue
         from strikebench.userfiles import check_dir
 
         if fmt not in FORMATS:
@@ -341,6 +363,10 @@ class FileMarket:
         self.fmt = fmt
         self.max_age_ns = int(max_quote_age_minutes) * _NS_MIN
         self.start, self.end = start, end
+        #: rate and dividend yield for the IV and greeks of rows that lack them (constant or daily file)
+        self.rate = rate if isinstance(rate, DailyValue) else DailyValue(rate, key="data.rate")
+        self.dividend_yield = (dividend_yield if isinstance(dividend_yield, DailyValue)
+                               else DailyValue(dividend_yield, key="data.dividend_yield"))
         check_dir(self.root, what="data folder", key="data.path", error=DataError)
         self.manifest = self._read_manifest()
         bars_dir = self.root / "bars"
@@ -447,9 +473,9 @@ class FileMarket:
             if not p.exists():
                 raise DataError(f"{self.root}: no {underlying} chain for session {day} "
                                 f"(expected {_rel(p, self.root)})")
-            table = read_table(p, CHAIN_SCHEMA, self.fmt, what="chain file")
+            table = read_table(p, CHAIN_SCHEMA, self.fmt, what="chain file", optional=CHAIN_OPTIONAL)
             check_chain_table(table, p, self.fmt)
-            s = _Session(table)
+            s = _Session(table, self.rate.on(day), self.dividend_yield.on(day))
             self._sessions_cache[key] = s
             if len(self._sessions_cache) > _SESSION_CACHE:
                 self._sessions_cache.popitem(last=False)
@@ -584,6 +610,10 @@ class FilesParams(PluginParams):
                                        description="a quote older than this many minutes counts as missing")
     start: dt.date | None = Field(None, description="first session to run (default: the first the bars have)")
     end: dt.date | None = Field(None, description="last session to run (default: the last the bars have)")
+    rate: float | str = Field(0.045, description="risk-free rate for IV/greeks the files lack: a decimal (0.045), "
+                                                 "or a CSV/Parquet file of daily values (columns date, value)")
+    dividend_yield: float | str = Field(0.015, description="dividend yield for IV/greeks the files lack: a decimal, "
+                                                           "or a file of daily values (columns date, value)")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -600,7 +630,8 @@ class FilesFeed(DataFeed):
 
     def open(self):
         p = self.params
-        return FileMarket(p.path, p.format, p.max_quote_age_minutes, start=p.start, end=p.end)
+        return FileMarket(p.path, p.format, p.max_quote_age_minutes, start=p.start, end=p.end,
+                          rate=p.rate, dividend_yield=p.dividend_yield)
 
 
 @hookimpl

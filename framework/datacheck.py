@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from strikebench.errors import DataError
-from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, SETTLEMENT_SCHEMA, check_bar_table,
+from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_OPTIONAL, CHAIN_SCHEMA, FORMATS, SETTLEMENT_SCHEMA, check_bar_table,
                                      check_chain_table, read_table)
 
 __all__ = ["check_dataset", "DatasetReport", "render"]
@@ -156,7 +156,7 @@ def check_dataset(path, fmt: str | None = None) -> DatasetReport:
                 rep.errors.append(f"{f}: a chain on {day}, a day with no {bar_sym} bars")
                 continue
             try:
-                t = read_table(f, CHAIN_SCHEMA, fmt, what="chain file")
+                t = read_table(f, CHAIN_SCHEMA, fmt, what="chain file", optional=CHAIN_OPTIONAL)
                 check_chain_table(t, f, fmt)
             except DataError as exc:
                 rep.errors.append(str(exc))

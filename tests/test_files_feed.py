@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 from dataclasses import astuple
 from pathlib import Path
 
@@ -27,9 +26,9 @@ START, END = "2023-01-03", "2023-01-06"
 SEED = 42
 # The synthetic market lists each session's strike grid afresh (25-point strikes within
 # chains.far_sigmas, 100-point beyond) and still prices a leg it no longer lists; files cannot.
-# Listing 25-point strikes out to 6 sd keeps every leg of this strategy listed on every seed's path.
-_SCENARIO = Path(tempfile.mkdtemp(prefix="files-feed-")) / "wide_grid.yaml"
-_SCENARIO.write_text("extends: default\nname: wide_grid\nchains: {far_sigmas: 6.0, put_wing_sigmas: 6.0}\n")
+# Listing 25-point strikes out to 6 sd keeps every leg of this strategy listed on every seed's path
+# (the scenario file is written to the test's tmp_path by a fixture).
+WIDE_GRID = "extends: default\nname: wide_grid\nchains: {far_sigmas: 6.0, put_wing_sigmas: 6.0}\n"
 
 CONFIG = """
 name: files-eq
@@ -47,12 +46,18 @@ risk:
   - name: max_open_trades
     params: {{limit: 2}}
 """
-SYNTHETIC = f"{{source: synthetic, seed: {SEED}, start: {START}, end: {END}, scenario: '{_SCENARIO}'}}"
 
 
 @pytest.fixture(scope="module")
-def market():
-    return SyntheticMarket(seed=SEED, start=START, end=END, scenario=str(_SCENARIO))
+def scenario(tmp_path_factory):
+    p = tmp_path_factory.mktemp("scenario") / "wide_grid.yaml"
+    p.write_text(WIDE_GRID)
+    return p
+
+
+@pytest.fixture(scope="module")
+def market(scenario):
+    return SyntheticMarket(seed=SEED, start=START, end=END, scenario=str(scenario))
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +89,8 @@ def _fills(engine):
 
 
 @pytest.fixture(scope="module")
-def synthetic_run():
-    return _run(SYNTHETIC)
+def synthetic_run(scenario):
+    return _run(f"{{source: synthetic, seed: {SEED}, start: {START}, end: {END}, scenario: '{scenario}'}}")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -103,7 +108,7 @@ def test_backtest_on_files_equals_the_synthetic_market_to_the_cent(exported, syn
     assert _fills(got) == _fills(ref) and len(_fills(ref)) >= len(trades_ref)
     assert to_cents(got.portfolio.cash) == to_cents(ref.portfolio.cash)
     assert got.equity_by_day == ref.equity_by_day
-    # marks every bar: equal wherever the files list every open leg (see _SCENARIO)
+    # marks every bar: equal wherever the files list every open leg (see WIDE_GRID)
     days = np.array(got.timeline.days, dtype=object)[got.timeline.day_codes]
     listed = np.ones(len(days), dtype=bool)
     for day in sorted(set(days)):
