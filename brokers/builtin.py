@@ -27,3 +27,6 @@ def register_brokers(register):
     from strikebench.brokers.paper import PaperBroker  # the live-runtime broker (strikebench.live)
 
     register(PaperBroker)
+    from strikebench.brokers.ibkr import IBKRBroker  # TWS / IB Gateway (ib_async is imported on connect)
+
+    register(IBKRBroker)

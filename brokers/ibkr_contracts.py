@@ -95,6 +95,9 @@ def order_fields(order: Order, *, account: str = "") -> dict:
         price = float(order.limit_price)
         if single:  # net = r x p per combo -> |p| per contract
             price = abs(price / int(order.legs[0].ratio))
+        if abs(price * 100 - round(price * 100)) > 1e-6:
+            raise OrderError(f"{order.client_id}: limit {order.limit_price!r} is not a whole cent (IB would refuse "
+                             f"it with error 110; strategies round to the tick first)")
         fields["lmtPrice"] = round(price, 2)
     return fields
 

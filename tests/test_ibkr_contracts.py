@@ -16,7 +16,7 @@ from strikebench.brokers.ibkr_contracts import (
     order_fields,
 )
 from strikebench.options.contracts import OptionContract
-from strikebench.options.orders import Leg, Order, OrderType, TimeInForce
+from strikebench.options.orders import Leg, Order, OrderError, OrderType, TimeInForce
 
 T = dt.datetime(2024, 3, 4, 10, 31, tzinfo=dt.timezone.utc)
 SP = OptionContract.make("SPXW", "2024-03-08", 5000, "P")
@@ -68,6 +68,13 @@ def test_debit_close_is_a_buy_at_a_positive_limit():
     assert combo_legs(close) == [(SP, "BUY", 1), (LP, "SELL", 1)]
     f = order_fields(close)
     assert (f["action"], f["lmtPrice"], f["tif"]) == ("BUY", 0.55, "GTC")
+
+
+def test_off_cent_limit_is_refused_not_rounded():
+    o = _put_spread(-1.20)
+    o.limit_price = -1.203  # Order itself puts limits on the grid; the mapping does not trust that blindly
+    with pytest.raises(OrderError, match="not a whole cent"):
+        order_fields(o)
 
 
 def test_read_back_both_directions():
