@@ -580,6 +580,11 @@ class FileMarket:
             self._settlements = out
         return self._settlements
 
+    def settlement_note(self, contract) -> str | None:
+        """Why ``contract``'s settlement value is not a real print (None when it is one); the engine
+        writes it to the journal's ``trades.settlement_note``."""
+        return self.approximated_settlements.get(contract)
+
     def settlement_value(self, contract) -> float:
         """The print that settles ``contract``: from settlements.<ext> when it lists the expiry, else
         the underlying's first open (AM) / last close (PM) of the expiry session (an approximation,

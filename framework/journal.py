@@ -471,6 +471,7 @@ CREATE TABLE IF NOT EXISTS trades (
     realized_pnl  TEXT,
     max_loss      TEXT,
     exit_reason   TEXT NOT NULL DEFAULT '',
+    settlement_note TEXT,
     PRIMARY KEY (run_id, trade_id)
 );
 CREATE TABLE IF NOT EXISTS trade_legs (
@@ -616,6 +617,7 @@ _ADDED_COLUMNS = (
     ("runs", "config_resolved", "TEXT"),
     ("runs", "config_overrides", "TEXT"),
     ("fills", "leg_quotes", "TEXT"),
+    ("trades", "settlement_note", "TEXT"),
 )
 
 
@@ -1067,11 +1069,11 @@ class Journal:
             db.execute(
                 "UPDATE trades SET strategy = ?, decision_id = COALESCE(?, decision_id), closed_at = ?, contracts = ?,"
                 " entry_price = ?, entry_credit = ?, exit_price = ?, exit_debit = ?, fees = ?, realized_pnl = ?,"
-                " max_loss = ?, exit_reason = ? WHERE run_id = ? AND trade_id = ?",
+                " max_loss = ?, exit_reason = ?, settlement_note = ? WHERE run_id = ? AND trade_id = ?",
                 (trade.strategy or "", decision_id, closed_at, int(trade.contracts), points_text(trade.entry_price),
                  points_text(trade.entry_credit), points_text(trade.exit_price), points_text(trade.exit_debit),
                  dollars_text(trade.fees), dollars_text(trade.realized_pnl), dollars_text(trade.max_loss),
-                 trade.exit_reason or "", run_id, trade.trade_id))
+                 trade.exit_reason or "", getattr(trade, "settlement_note", "") or None, run_id, trade.trade_id))
             for i, p in enumerate(trade.leg_exit_prices or ()):
                 db.execute("UPDATE trade_legs SET exit_price = ? WHERE run_id = ? AND trade_id = ? AND leg = ?",
                            (points_text(p), run_id, trade.trade_id, i))

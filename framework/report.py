@@ -72,6 +72,9 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         if value is None:
             continue
         table.add_row(label, fmt.format(value))
+    if summary.get("approximated_settlements"):
+        # real-data runs: expiries settled on the underlying's open/close, not the settlement print
+        table.add_row("Settlements approximated (no print)", f"{summary['approximated_settlements']:,}")
     console.print(table)
     if summary.get("run_dir"):
         console.print(f"run folder: [bold]{escape(str(summary['run_dir']))}[/]")
@@ -195,6 +198,8 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
         "max_drawdown": _dollars(dd_c),
         "decisions": int(len(decisions)),
         "vetoed_orders": vetoed,
+        "approximated_settlements": (int(trades["settlement_note"].notna().sum())
+                                     if "settlement_note" in trades.columns and len(trades) else 0),
         "exit_reasons": dict(Counter(closed["exit_reason"])) if len(closed) else {},
         "per_strategy": per_strategy,
         "source": "journal",

@@ -189,3 +189,41 @@ def test_a_session_without_a_chain_file_is_one_line_naming_the_file_before_the_r
     f = FileMarket(d, "parquet", end=dt.date(2023, 1, 4))  # the sessions the files cover
     assert [x.date() for x in f.sessions()] == [dt.date(2023, 1, 3), dt.date(2023, 1, 4)]
     assert f.bars("SPX").index[-1] == pd.Timestamp("2023-01-04 15:59", tz="America/New_York")
+
+
+def test_an_approximated_settlement_is_flagged_in_the_journal(exported, tmp_path, capsys):
+    """No settlements file: the expiring spreads settle on the SPX bars' open (AM) / close (PM) of the expiry
+    session, and each such trade says so in the journal (trades.settlement_note) and the run summary."""
+    import json
+    import shutil
+    import sqlite3
+
+    from strikebench.cli import main
+
+    d = tmp_path / "nosettle"
+    shutil.copytree(exported["parquet"], d)
+    os.remove(settlements_file(d, "parquet"))
+    cfg = tmp_path / "files.yaml"
+    cfg.write_text(CONFIG.format(data=f"{{source: files, path: '{d}', format: parquet}}"))
+    out = tmp_path / "runs"
+    assert main(["backtest", str(cfg), "--quiet", "--set", f"output.dir={out}"]) == 0
+    assert "Settlements approximated (no print)" in capsys.readouterr().out
+    (journal,) = out.glob("*/journal.sqlite")
+    db = sqlite3.connect(journal)
+    db.row_factory = sqlite3.Row
+    rows = db.execute("SELECT trade_id, expiry, exit_reason, settlement_note FROM trades").fetchall()
+    settled = [r for r in rows if r["exit_reason"] == "settlement"]
+    assert settled and all(r["settlement_note"] is None for r in rows if r["exit_reason"] != "settlement")
+    bars = pd.read_parquet(d / "bars" / "SPX.parquet")
+    bars["day"] = bars["timestamp"].dt.tz_convert("America/New_York").dt.date.astype(str)
+    for r in settled:  # SPXW: PM-settled, the expiry session's last close
+        close = float(bars.loc[bars["day"] == r["expiry"], "close"].iloc[-1])
+        assert r["settlement_note"] == f"approximated: SPX closing print {close:g} on {r['expiry']} (no settlement file entry)"
+        cash = db.execute("SELECT cash, leg_prices FROM fills WHERE kind = 'settlement' AND trade_id = ?",
+                          (r["trade_id"],)).fetchone()
+        legs = db.execute("SELECT strike, option_right, ratio FROM trade_legs WHERE trade_id = ? ORDER BY leg",
+                          (r["trade_id"],)).fetchall()
+        # intrinsic at that close, per leg, as the settlement row records it
+        intrinsic = [max(0.0, (float(leg["strike"]) - close) if leg["option_right"] == "P" else (close - float(leg["strike"])))
+                     for leg in legs]
+        assert [float(x) for x in json.loads(cash["leg_prices"])] == intrinsic

@@ -106,6 +106,8 @@ class Engine:
         self.signals: dict = {}  # values strategies publish for one another (ctx.publish / ctx.signal)
         self.decisions: list = []
         self.vetoes: list[tuple[Order, list[Veto]]] = []
+        #: trades settled on a value the market could only approximate (no settlement print)
+        self.approximated_settlements = 0
         self.equity_by_day: list[tuple[dt.date, float]] = []
         self._on_session_end_cb = on_session_end
         self.equity_curve = np.full(len(self.timeline), np.nan)  # account value after each bar
@@ -269,7 +271,14 @@ class Engine:
         if not expiring:
             return
         values = {c: float(self.market.settlement_value(c)) for c in expiring}
+        # a market that had no real print for a contract says so (FileMarket: open/close approximation)
+        note_of = getattr(self.market, "settlement_note", None)
+        notes = {c: note_of(c) for c in expiring} if note_of is not None else {}
         for trade in self.broker.settle(sorted(expiring), values, at):
+            said = [notes[leg.contract] for leg in trade.legs if notes.get(leg.contract)]
+            if said:
+                trade.settlement_note = "approximated: " + "; ".join(dict.fromkeys(said))
+                self.approximated_settlements += 1
             self.hook.on_trade_closed(run=self.run, trade=trade)
 
     # ------------------------------------------------------------- events
@@ -323,4 +332,5 @@ class Engine:
             "max_drawdown_per_bar": round(bar_drawdown, 2),
             "decisions": len(self.decisions),
             "vetoed_orders": len(self.vetoes),
+            "approximated_settlements": self.approximated_settlements,
         }

@@ -216,6 +216,7 @@ class TradeRecord:
     decision_id: str | None = None
     max_loss: float = 0.0  # dollars at risk when opened (defined-risk), before fees
     settlement_cash: float | None = None  # dollars cash settlement paid in (exact to the cent), if settled
+    settlement_note: str = ""  # set when the settlement value was not a real print (e.g. approximated from bars)
 
     @property
     def is_open(self) -> bool:
