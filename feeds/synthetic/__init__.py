@@ -8,7 +8,6 @@ surface with tick-rounded bid/ask. Deterministic from a seed; shaped by a
 named YAML scenario. See docs/synthetic-market.md.
 """
 
-from .market import SYMBOLS, SyntheticMarket
 from .scenario import ARCHETYPES, Scenario, ScenarioError, load_scenario, shipped_scenarios
 
 __all__ = [
@@ -22,6 +21,15 @@ __all__ = [
     "describe",
     "export",
 ]
+
+
+def __getattr__(name):
+    # the market (numpy/scipy-heavy) is imported on first use, so reading or validating a scenario stays cheap
+    if name in ("SyntheticMarket", "SYMBOLS"):
+        from . import market
+
+        return getattr(market, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def describe(market, png_path=None, day=None):

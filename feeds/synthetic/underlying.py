@@ -37,13 +37,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from strikebench.calendar import NY, MarketCalendar, default_calendar
 
 from .events import scheduled_events
 from .scenario import ARCHETYPES, Scenario
 from .vol import VarianceModel
+
+
+def lfilter(b, a, x, axis=-1):
+    """``scipy.signal.lfilter``, imported on first use (scipy.signal costs about a second to import, which
+    every command that only validates a config or reads a run would pay)."""
+    from scipy.signal import lfilter as _lfilter
+
+    return _lfilter(b, a, x, axis=axis)
 
 __all__ = ["Timeline", "UnderlyingPath", "DailyLayer", "daily_layer", "simulate", "substreams", "STREAMS",
            "EPOCH_CACHE"]
