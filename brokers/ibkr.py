@@ -272,6 +272,8 @@ class IBKRAccount(LiveBroker):
         self.db.row_factory = sqlite3.Row
         self.conids: dict[str, int] = {r["occ"]: int(r["con_id"]) for r in self.db.execute("SELECT * FROM contracts")}
         self._clock = None
+        self._seen: dict[str, bool] = {}  # execId -> its commission report was in, when mirrored
+        self._n_err = 0
         self.s = IBSession(params, on_connect=self._on_connect)
         self.s.connect(first=True)
 
@@ -322,15 +324,24 @@ class IBKRAccount(LiveBroker):
         rows = {r["client_id"]: r for r in self.db.execute("SELECT * FROM orders")}
         trades = self._trades_by_ref()
         now = self._now()
+        n_err = len(self.s.errors)
+        fresh = [f for f in ib.fills() if f.execution.orderRef in rows and self._seen.get(f.execution.execId) !=
+                 (f.commissionReport is not None and f.commissionReport.execId == f.execution.execId)]
+        todo = {cid for cid, row in rows.items() if cid in trades and (
+            trades[cid].orderStatus.status != row["ib_status"] or not row["acked"]
+            or (row["status"] not in FINAL and n_err != self._n_err))}
+        todo |= {f.execution.orderRef for f in fresh}
+        if not todo:
+            return
+        self._n_err = n_err
         with self.db:
             self.db.execute("BEGIN")
-            for f in ib.fills():
+            for f in fresh:
                 ex = f.execution
                 cid = ex.orderRef
-                if cid not in rows:
-                    continue
                 rep = f.commissionReport
                 known = rep is not None and rep.execId == ex.execId
+                self._seen[ex.execId] = known
                 t = ex.time if isinstance(ex.time, dt.datetime) else now
                 self.db.execute(
                     "INSERT INTO execs(exec_id, client_id, sec_type, con_id, side, shares, price, at, commission)"
@@ -340,7 +351,8 @@ class IBKRAccount(LiveBroker):
                      repr(float(ex.price)), _iso(t), repr(float(rep.commission)) if known else None))
                 if not rows[cid]["acked"]:
                     self.db.execute("UPDATE orders SET acked = 1 WHERE client_id = ?", (cid,))
-            for cid, row in rows.items():
+            for cid in todo:
+                row = self.db.execute("SELECT * FROM orders WHERE client_id = ?", (cid,)).fetchone()
                 tr = trades.get(cid)
                 legs = json.loads(row["legs"])
                 execs = [ExecRecord(r["exec_id"], r["sec_type"], int(r["con_id"]), r["side"], int(r["shares"]),

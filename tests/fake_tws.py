@@ -82,9 +82,11 @@ class FakeTWS:
         self.chains: dict[str, dict] = {}  # underlying -> {"classes": {trading class: [YYYYMMDD...]}, "strikes": []}
         self.received: list[list[str]] = []
         self.duplicate_executions = False
+        self.list_on_demand = True  # False: only contracts added with option() exist
         self.reject_next: tuple[int, str] | None = None  # (code, text): the next order is refused with it
         self.hold_acks = False  # True: placeOrder is taken but nothing is answered (a slow / lost ack)
         self.fill_policy = None  # callable(server, order) -> None, run after every placeOrder
+        self.cancel_policy = None  # callable(server, order) -> None, run after every cancelOrder taken
         self.margin_change = 2_000.0
         self.now = dt.datetime(2024, 3, 4, 15, 0, tzinfo=dt.timezone.utc)
         self.conns: list[_Conn] = []
@@ -206,6 +208,12 @@ class FakeTWS:
                 if q["right"] and q["right"][0] != c["right"]:
                     continue
             out.append(c)
+        if not out and q["secType"] == "OPT" and self.list_on_demand and q["symbol"] in self.index and \
+                q["lastTradeDateOrContractMonth"] and q["strike"] and q["right"]:
+            # TWS knows every listed option: the fake lists one when it is first asked for
+            out.append(self.contracts[self.option(q["symbol"], q["tradingClass"] or q["symbol"],
+                                                  q["lastTradeDateOrContractMonth"], float(q["strike"]),
+                                                  q["right"][0])])
         return out
 
     @staticmethod
@@ -304,6 +312,8 @@ class FakeTWS:
                 o["status"] = "Cancelled"
                 self._send_status(conn, o)
                 conn.send(4, 2, oid, 202, "Order Canceled - reason:")
+                if self.cancel_policy is not None:
+                    self.cancel_policy(self, o)
         # anything else (cancelMktData, reqIds, ...) needs no answer here
 
     def _ticks(self, conn, req, con) -> None:
@@ -467,9 +477,10 @@ class FakeTWS:
 
     # ----------------------------------------------------------------- fills (driven by the test)
     def fill(self, order_id: int, qty: int, leg_prices, *, net: float | None = None, order: str = "legs-first",
-             commission_reports: bool = True) -> list[dict]:
+             commission_reports: bool = True, fees: float | None = None) -> list[dict]:
         """Execute ``qty`` combos of ``order_id``: one execution per leg, one for the BAG, then the commission
-        reports (the BAG's is 0, the legs' ``commission_per_contract`` x contracts), then the order status."""
+        reports (the BAG's is 0, the legs' ``commission_per_contract`` x contracts, or ``fees`` in all spread over
+        the legs in cents), then the order status."""
         with self.lock:
             o = self.orders[order_id]
             assert o["status"] not in ("Filled", "Cancelled", "Inactive"), o["status"]
@@ -508,6 +519,12 @@ class FakeTWS:
                 self.positions[con] = self.positions.get(con, 0) + (qty if side == "BOT" else -qty)
                 self.cash -= (p if side == "BOT" else -p) * qty * 100
                 o["avg"], o["last"] = p, p
+            if fees is not None:
+                legs_x = [e for e in execs if e["contract"].get("tradingClass") != "COMB"]
+                cents = int(round(fees * 100))
+                for k, e in enumerate(legs_x):
+                    share = cents // len(legs_x) + (1 if k < cents % len(legs_x) else 0)
+                    e["commission"] = share / 100
             o["filled"] += qty
             for e in execs:
                 self.cash -= e["commission"]
@@ -531,12 +548,16 @@ class FakeTWS:
                                   1.0)
             return execs
 
-    def cancel_by_broker(self, order_id: int, code: int = 202, text: str = "Order Canceled - reason:") -> None:
+    def cancel_by_broker(self, order_id: int, code: int | None = 202, text: str = "Order Canceled - reason:") -> None:
+        """TWS cancels on its own (a DAY order at the close: status only, ``code=None``)."""
         with self.lock:
             o = self.orders[order_id]
+            if o["status"] in ("Filled", "Cancelled", "Inactive"):
+                return
             o["status"] = "Cancelled"
             for conn in self._conns_of(o):
-                conn.send(4, 2, order_id, code, text)
+                if code is not None:
+                    conn.send(4, 2, order_id, code, text)
                 self._send_status(conn, o)
 
     def live_orders(self) -> list[dict]:
@@ -549,3 +570,69 @@ class FakeTWS:
             if time.monotonic() > end:
                 raise AssertionError("fake TWS: condition not met in time")
             time.sleep(0.005)
+
+
+class PaperExchange:
+    """The market behind the fake TWS: strikebench's paper broker (latency 0, the configured fill model and
+    commission) fills the orders TWS holds, at the time the trader's clock has reached (``advance(now)``, called
+    from the broker's ``sync``); TWS then reports each fill the way IB does (executions per leg + BAG, commission
+    reports, status). A DAY order the exchange expires is cancelled by TWS."""
+
+    def __init__(self, tws: FakeTWS, path, *, market, fill_model, commission):
+        from strikebench.brokers.paper import PaperAccount, PaperParams
+
+        self.tws = tws
+        self.paper = PaperAccount(path, market=market, fill_model=fill_model, commission=commission,
+                                  params=PaperParams(latency_seconds=0, seed=5), underlying="SPX")
+        self.queue: list[tuple[str, dict]] = []
+        self.ib_id: dict[str, int] = {}
+        self.cursor = 0
+        self.advances = 0
+        self.on_advance = None  # callable(exchange, now): a test's hook (drop the connection mid-week, ...)
+        tws.fill_policy = lambda _, o: self.queue.append(("place", o))
+        tws.cancel_policy = lambda _, o: self.queue.append(("cancel", o))
+
+    def _order(self, o: dict):
+        from strikebench.brokers.ibkr_contracts import occ_from_ib
+        from strikebench.options.orders import Leg, Order, OrderType, TimeInForce
+
+        legs = []
+        for leg in o["legs"]:
+            c = self.tws.contracts[leg["conId"]]
+            oc = occ_from_ib("OPT", c["symbol"], c["lastTradeDateOrContractMonth"], c["strike"], c["right"],
+                             c["tradingClass"])
+            legs.append(Leg(oc, leg["ratio"] * (1 if leg["action"] == "BUY" else -1)))
+        assert o["action"] == "BUY"
+        return Order(client_id=o["ref"], legs=tuple(legs), quantity=o["qty"],
+                     order_type=OrderType.MARKET if o["order_type"] == "MKT" else OrderType.LIMIT,
+                     limit_price=o["lmt"] if o["order_type"] == "LMT" else None,
+                     tif=TimeInForce.GTC if o["tif"] == "GTC" else TimeInForce.DAY)
+
+    def advance(self, now) -> None:
+        import pandas as pd
+
+        now = pd.Timestamp(now)
+        with self.tws.lock:
+            queue, self.queue = self.queue, []
+        for kind, o in queue:
+            if kind == "place":
+                self.ib_id[o["ref"]] = o["order_id"]
+                self.paper.place(self._order(o), now)
+            else:
+                self.paper.cancel(o["ref"], now)
+        self.paper.sync(now)
+        for e in self.paper.events(self.cursor):
+            self.cursor = e.seq
+            oid = self.ib_id.get(e.client_id)
+            if oid is None:
+                continue
+            if e.kind == "fill":
+                self.tws.now = pd.Timestamp(e.fill.at).tz_convert("UTC").to_pydatetime()
+                if self.tws.orders[oid]["status"] not in ("Filled", "Cancelled", "Inactive"):
+                    self.tws.fill(oid, e.fill.quantity, list(e.fill.leg_prices), net=e.fill.net_price,
+                                  fees=e.fill.fees)
+            elif e.kind == "status" and e.status in ("expired", "cancelled", "rejected"):
+                self.tws.cancel_by_broker(oid, code=None)
+        self.advances += 1
+        if self.on_advance is not None:
+            self.on_advance(self, now)
