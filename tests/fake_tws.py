@@ -82,6 +82,7 @@ class FakeTWS:
         self.chains: dict[str, dict] = {}  # underlying -> {"classes": {trading class: [YYYYMMDD...]}, "strikes": []}
         self.received: list[list[str]] = []
         self.duplicate_executions = False
+        self.quote_fn = None  # callable(contract fields) -> quote dict or None, for contracts without quotes[...]
         self.list_on_demand = True  # False: only contracts added with option() exist
         self.reject_next: tuple[int, str] | None = None  # (code, text): the next order is refused with it
         self.hold_acks = False  # True: placeOrder is taken but nothing is answered (a slow / lost ack)
@@ -288,8 +289,14 @@ class FakeTWS:
             conn.send(76, req)
         elif mid == 1:  # reqMktData
             req = int(f[2])
-            q, _ = self._contract(f, 3)
+            q, i = self._contract(f, 3)
+            if q["secType"] == "BAG":
+                i += 1 + 4 * int(f[i])
+            i += 1 + (3 if f[i] == "1" else 0)  # delta-neutral contract
+            snapshot = f[i + 1] == "1"
             self._ticks(conn, req, int(q["conId"] or 0))
+            if snapshot:
+                conn.send(57, 1, req)
         elif mid == 59:  # reqMarketDataType
             self.market_data_type = int(f[2])
         elif mid == 62:  # reqAccountSummary
@@ -318,6 +325,8 @@ class FakeTWS:
 
     def _ticks(self, conn, req, con) -> None:
         q = self.quotes.get(con)
+        if q is None and self.quote_fn is not None and con in self.contracts:
+            q = self.quote_fn(self.contracts[con])
         if q is None:
             conn.send(4, 2, req, 354, "Requested market data is not subscribed.")
             return
