@@ -362,6 +362,8 @@ class FileMarket:
         self.root = Path(path)
         self.fmt = fmt
         self.max_age_ns = int(max_quote_age_minutes) * _NS_MIN
+        #: how long leg_quotes carries a contract's last row forward (the databento feed's rows already carry)
+        self._leg_carry_ns = self.max_age_ns
         self.start, self.end = start, end
         #: rate and dividend yield for the IV and greeks of rows that lack them (constant or daily file)
         self.rate = rate if isinstance(rate, DailyValue) else DailyValue(rate, key="data.rate")
@@ -383,6 +385,7 @@ class FileMarket:
         self._bars: dict[str, pd.DataFrame] = {}
         self._sessions_cache: OrderedDict[tuple[str, dt.date], _Session] = OrderedDict()
         self._settlements: dict[tuple[str, dt.date, str], float] | None = None
+        self._settlements_path: Path | None = settlements_file(self.root, fmt)
         #: contracts settled on an approximation (no settlement print in the files): contract -> description
         self.approximated_settlements: dict = {}
         primary = "SPX" if "SPX" in self.symbols else self.symbols[0]
@@ -483,6 +486,9 @@ class FileMarket:
             self._sessions_cache.move_to_end(key)
         return s
 
+    def _has_chain(self, underlying: str, day: dt.date) -> bool:
+        return chain_file(self.root, underlying, day, self.fmt).exists()
+
     def listed_expiries(self, underlying: str, day) -> list[dt.date]:
         """The expiries the session's chain file lists."""
         return list(self._session(underlying.upper(), pd.Timestamp(day).date()).expiries)
@@ -530,7 +536,7 @@ class FileMarket:
         for j, c in enumerate(contracts):
             by_und.setdefault(c.underlying, []).append(j)
         for und, cols in by_und.items():
-            if not chain_file(self.root, und, day, self.fmt).exists():
+            if not self._has_chain(und, day):
                 continue  # nothing listed that day: NaN (the engine marks from the last quote it had)
             s = self._session(und, day)
             ids = np.array([s.index.get((contracts[j].root, contracts[j].expiry, int(round(contracts[j].strike * 1000)),
@@ -555,7 +561,7 @@ class FileMarket:
                 have = last >= 0
                 r = rows[np.where(have, last, 0)]
                 age = times - row_t[mine][ok][np.where(have, last, 0)]
-                live = have & (age <= self.max_age_ns)
+                live = have & (age <= self._leg_carry_ns)
                 bid[:, jj] = np.where(live, s.cols["bid"][r], np.nan)
                 ask[:, jj] = np.where(live, s.cols["ask"][r], np.nan)
         return LegQuotes(contracts=contracts, times=times.copy(), bid=bid, ask=ask)
@@ -564,8 +570,8 @@ class FileMarket:
     def _settlement_table(self) -> dict:
         if self._settlements is None:
             out: dict = {}
-            p = settlements_file(self.root, self.fmt)
-            if p.exists():
+            p = self._settlements_path
+            if p is not None and p.exists():
                 t = read_table(p, SETTLEMENT_SCHEMA, self.fmt, what="settlements file")
                 und = t.column("underlying").to_numpy(zero_copy_only=False)
                 exp = t.column("expiry").to_pylist()

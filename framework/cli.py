@@ -339,8 +339,8 @@ def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str)
               help="Export the first N sessions (0 = every session: about 1 GB a year at 30-minute chains).")
 @click.option("--interval", "interval_minutes", type=click.IntRange(1, 390), default=30, show_default=True,
               help="Minutes between exported chain snapshots (1: every bar, what a backtest on the files needs).")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
-              help="File format of the layout.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "dbn"]), default="parquet", show_default=True,
+              help="File format of the layout (dbn: Databento OPRA-style zstd DBN files, what the databento feed reads).")
 @click.option("--max-dte", type=click.IntRange(0, 400), default=None,
               help="Only expiries at most this many calendar days out.")
 @click.option("--strike-range", "strike_range_pct", type=click.FloatRange(0, 100, min_open=True), default=None,
@@ -358,8 +358,18 @@ def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: i
     sessions = [d.date() for d in m.sessions()]
     chosen = sessions if days == 0 else sessions[:days]
     with console.status(f"writing {len(chosen)} session(s)..."):
-        export(m, out_dir, days=chosen, interval_minutes=interval_minutes, format=fmt, max_dte=max_dte,
-               strike_range_pct=strike_range_pct)
+        if fmt == "dbn":
+            import tempfile
+
+            from strikebench.feeds.dbn_write import files_to_dbn
+
+            with tempfile.TemporaryDirectory(prefix="sb-export-") as tmp:
+                export(m, tmp, days=chosen, interval_minutes=interval_minutes, format="parquet", max_dte=max_dte,
+                       strike_range_pct=strike_range_pct)
+                files_to_dbn(tmp, out_dir)
+        else:
+            export(m, out_dir, days=chosen, interval_minutes=interval_minutes, format=fmt, max_dte=max_dte,
+                   strike_range_pct=strike_range_pct)
     console.print(f"wrote {len(chosen)} session(s) of bars and chains to [bold]{escape(out_dir)}[/]")
 
 
@@ -614,6 +624,21 @@ def data_check(path: str, fmt: str | None) -> None:
     if not rep.ok:
         raise DataError(f"{len(rep.errors)} error(s) in {path}")
     console.print(f"{escape(path)}: ok ({rep.sessions} sessions)", highlight=False)
+
+
+@data_group.command("convert")
+@click.argument("src", type=USER_PATH)
+@click.argument("out", type=USER_PATH)
+def data_convert(src: str, out: str) -> None:
+    """Convert Databento DBN files (definition + cbbo-1m/tbbo/mbp-1 + ohlcv-1m or bars/) or a CSV layout into the
+    Parquet layout at OUT, once (a new folder, published only when every file converted)."""
+    from strikebench.feeds.convert import convert
+
+    with console.status("converting..."):
+        manifest = convert(src, out)
+    rows = sum(c["rows"] for c in manifest["chains"])
+    console.print(f"wrote {len(manifest['chains'])} chain file(s), {rows:,} rows, to [bold]{escape(out)}[/]"
+                  f" (data: {{source: files, path: {escape(out)}, format: parquet}})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "strikebench.plugins.journal",
     "strikebench.feeds.builtin",
     "strikebench.feeds.files",
+    "strikebench.feeds.databento",
     "strikebench.brokers.builtin",
     "strikebench.strategies.builtin",
 )
