@@ -174,10 +174,15 @@ class IBSession:
         self._backoff = 0.0
         self.connects = 0
         self.account = params.account
+        self.offline: str | None = None  # set between IB 1100 and 1101/1102
 
     def _on_error(self, req_id, code, text, contract=None):
         self.errors.append((int(req_id), int(code), str(text)))
         del self.errors[:-200]
+        if int(code) == 1100:  # TWS lost its own connection to IB's servers (the socket to TWS is fine)
+            self.offline = f"IB {code}: {text}"
+        elif int(code) in (1101, 1102):  # restored (1101: data lost, resubscribe; 1102: data kept)
+            self.offline = None
 
     @property
     def where(self) -> str:
@@ -187,11 +192,13 @@ class IBSession:
         from ib_async.ib import StartupFetch
 
         self.errors.clear()
+        self.offline = None
         fetch = StartupFetch.POSITIONS | StartupFetch.ORDERS_OPEN | StartupFetch.ORDERS_COMPLETE | \
             StartupFetch.EXECUTIONS
         try:
             self.ib.connect(self.p.host, int(self.p.port), clientId=int(self.p.client_id),
-                            timeout=float(self.p.timeout_seconds), account=self.p.account, fetchFields=fetch)
+                            timeout=float(self.p.timeout_seconds), account=self.p.account, fetchFields=fetch,
+                            raiseSyncErrors=True)  # a resync that timed out is no connection (positions unknown)
         except (ConnectionRefusedError, OSError, TimeoutError, asyncio.TimeoutError, ConnectionError) as exc:
             codes = {c for _, c, _ in self.errors}
             self._fail()
@@ -448,6 +455,10 @@ class IBKRAccount(LiveBroker):
     def place(self, order, now, *, tag: str = "") -> BrokerAck:
         self._sync()
         cid = order.client_id
+        if self.s.offline and self.db.execute("SELECT 1 FROM orders WHERE client_id = ? AND acked = 1",
+                                              (cid,)).fetchone() is None:
+            raise BrokerUnavailable(f"{self.s.where}: TWS has lost its connection to IB ({self.s.offline}); "
+                                    f"{cid} not sent")
         row = self.db.execute("SELECT * FROM orders WHERE client_id = ?", (cid,)).fetchone()
         tr = self._trades_by_ref().get(cid)
         if tr is not None or (row is not None and row["acked"]):
@@ -482,6 +493,30 @@ class IBKRAccount(LiveBroker):
         err = self._error_for(order_id)
         return BrokerAck(cid, str(order_id), b.status, duplicate=False,
                          reason=b.reason or (f"IB {err[0]}: {err[1]}" if err else ""))
+
+    def modify(self, client_id: str, limit_price: float, now) -> bool:
+        """A new limit for a working order: the same IB order id sent again (TWS modifies it in place)."""
+        from strikebench.options.orders import Leg, Order, OrderType, TimeInForce
+        from strikebench.options.contracts import OptionContract
+
+        self._sync()
+        row = self.db.execute("SELECT * FROM orders WHERE client_id = ?", (client_id,)).fetchone()
+        tr = self._trades_by_ref().get(client_id)
+        if row is None or tr is None or row["status"] in FINAL or not tr.order.orderId:
+            return False
+        legs = tuple(Leg(OptionContract.from_occ(occ), int(r)) for _, r, occ in json.loads(row["legs"]))
+        order = Order(client_id=client_id, legs=legs, quantity=int(row["quantity"]), order_type=OrderType.LIMIT,
+                      limit_price=float(limit_price), tif=TimeInForce(tr.order.tif.lower()) if tr.order.tif.lower()
+                      in ("day", "gtc") else TimeInForce.DAY)
+        contract, ib_order = self.ib_order(order)
+        ib_order.orderId = int(row["order_id"])
+        try:
+            self.s.ib.placeOrder(contract, ib_order)
+        except (ConnectionError, OSError) as exc:
+            raise BrokerUnavailable(f"{self.s.where}: modifying {client_id}: {exc}") from None
+        self.s.pump(0.0)
+        self._ingest()
+        return True
 
     def _order(self, row) -> BrokerOrder:
         fills = tuple(BrokerFill(fill_id=f["fill_id"], client_id=f["client_id"], at=_ts(f["at"]),

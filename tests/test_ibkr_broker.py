@@ -251,3 +251,39 @@ def test_unknown_account_and_live_port(tws, tmp_path):
     assert IBKRBroker(IBKRParams(port=7496)).trades_real_money()
     assert IBKRBroker(IBKRParams(port=4001)).trades_real_money()
     assert not IBKRBroker(IBKRParams(port=7497)).trades_real_money()
+
+
+def test_modify_is_the_same_order_at_a_new_limit(tws, broker):
+    broker.place(_spread(qty=1, limit=-1.20), NOW)
+    assert broker.modify("O-d1-abc", -1.10, NOW)
+    tws.wait(lambda: tws.live_orders()[0]["lmt"] == -1.10)
+    (o,) = tws.live_orders()
+    assert (o["lmt"], o["qty"], o["ref"]) == (-1.10, 1, "O-d1-abc")
+    tws.fill(o["order_id"], 1, [3.00, 1.90])
+    evs = _until(broker, lambda e: any(x.status == "filled" for x in e))
+    assert [f.net_price for f in _fills(evs)] == [-1.10]
+    assert not broker.modify("O-d1-abc", -1.00, NOW)  # finished: nothing sent
+
+
+def test_tws_offline_1100_refuses_new_orders_until_1102(tws, broker):
+    with tws.lock:
+        for c in tws.conns:
+            c.send(4, 2, -1, 1100, "Connectivity between IB and Trader Workstation has been lost.")
+    with pytest.raises(BrokerUnavailable, match="IB 1100"):
+        for _ in range(100):
+            broker.place(_spread(), NOW)
+            time.sleep(0.01)
+    assert tws.live_orders() == []
+    with tws.lock:
+        for c in tws.conns:
+            c.send(4, 2, -1, 1102, "Connectivity between IB and Trader Workstation has been restored - data "
+                                   "maintained.")
+    end = time.monotonic() + 5
+    while True:
+        try:
+            assert broker.place(_spread(), NOW).status == "accepted"
+            break
+        except BrokerUnavailable:
+            assert time.monotonic() < end
+            time.sleep(0.01)
+    assert len(tws.live_orders()) == 1

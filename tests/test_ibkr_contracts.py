@@ -7,6 +7,8 @@ import pytest
 from strikebench.brokers.ibkr_contracts import (
     ExecRecord,
     assemble_fills,
+    index_fields,
+    vix_future_fields,
     combo_legs,
     map_status,
     missing_greek,
@@ -38,6 +40,13 @@ def test_option_fields_qualify_by_trading_class():
     assert (xsp["symbol"], xsp["tradingClass"], xsp["multiplier"]) == ("XSP", "XSP", "100")
     vix = option_fields(OptionContract.make("VIX", "2024-03-20", 15, "C"))
     assert (vix["symbol"], vix["tradingClass"], vix["strike"]) == ("VIX", "VIX", 15.0)
+
+
+def test_index_and_vix_future_fields():
+    assert index_fields("SPX") == dict(secType="IND", symbol="SPX", exchange="CBOE", currency="USD")
+    fut = vix_future_fields(dt.date(2024, 3, 20))
+    assert (fut["secType"], fut["exchange"], fut["multiplier"], fut["lastTradeDateOrContractMonth"]) == \
+        ("FUT", "CFE", "1000", "20240320")
 
 
 def test_occ_round_trip_and_non_options():
