@@ -69,6 +69,8 @@ def test_replayed_week_through_tws_equals_backtest(tmp_path):
         assert _completed(acct) == 5, out
         journal = acct / "journal.sqlite"
         assert_same_as_backtest(journal, reference)
+        # each fill's leg prices too (IB's leg executions, read back per leg), in order
+        assert _leg_prices(journal) == _leg_prices(reference) and len(_leg_prices(journal)) >= 6
         # TWS saw one order per client id, and every journal fill is one BAG execution at TWS
         refs = Counter(o["ref"] for o in tws.live_orders())
         assert refs and max(refs.values()) == 1
@@ -83,6 +85,15 @@ def test_replayed_week_through_tws_equals_backtest(tmp_path):
         assert sorted(f[0] for f in jfills) == sorted(e["exec_id"] for e in bags)
         assert len(tws.executions) == 3 * len(bags)  # two legs + the BAG per fill
         assert len(drops) == 2 and plugin.exchange.advances > 100
+
+
+def _leg_prices(journal) -> list:
+    db = sqlite3.connect(journal)
+    try:
+        return [(p, lp) for p, lp in db.execute("SELECT price, leg_prices FROM fills WHERE kind = 'fill' ORDER BY "
+                                                "filled_at, rowid")]
+    finally:
+        db.close()
 
 
 def _completed(acct) -> int:
