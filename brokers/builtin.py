@@ -30,3 +30,6 @@ def register_brokers(register):
     from strikebench.brokers.ibkr import IBKRBroker  # TWS / IB Gateway (ib_async is imported on connect)
 
     register(IBKRBroker)
+    from strikebench.brokers.tradier import TradierBroker  # Tradier sandbox / live (strikebench.live)
+
+    register(TradierBroker)

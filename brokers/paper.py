@@ -130,12 +130,67 @@ class PaperBroker(BrokerPlugin):
     Params = PaperParams
     live = True
 
+    def check(self, *, resolved, preview: bool = False) -> list:
+        """The rows of ``strikebench broker check`` for the simulated broker: no credentials, the simulated cash,
+        and the configured market's sessions and chains cross-checked with the exchange calendar."""
+        from strikebench.api import CheckRow
+
+        p = self.params
+        rows = [CheckRow("credentials", None, "none needed: the paper broker is simulated by strikebench"),
+                CheckRow("account", True, f"paper account with its own state ({p.state_file} in the account folder);"
+                                          f" latency {p.latency_seconds:g} s, partial fills "
+                                          f"{p.partial_fill_probability:.0%}, rejections {p.rejection_probability:.0%}"),
+                CheckRow("option buying power", True, f"{p.initial_cash:,.2f} (simulated cash)")]
+        rows += market_check_rows(resolved)
+        rows.append(CheckRow("preview", None, "paper fills are simulated by the configured fill model; nothing to "
+                                              "preview" if preview else "not asked (--preview)"))
+        return rows
+
     def connect(self, *, run_dir, market, fill_model, commission, underlying: str = "SPX") -> "PaperAccount":
         path = Path(self.params.state_file)
         if not path.is_absolute():
             path = Path(run_dir) / path
         return PaperAccount(path, market=market, fill_model=fill_model, commission=commission,
                             params=self.params, underlying=underlying)
+
+
+def market_check_rows(resolved) -> list:
+    """``broker check`` rows of the configured market: its sessions against the exchange calendar, and a chain."""
+    from strikebench.api import CheckRow
+    from strikebench.errors import StrikebenchError
+
+    source = resolved.config.data.source
+    try:
+        market = resolved.data.build().open()
+        sessions = market.sessions()
+    except StrikebenchError as exc:
+        return [CheckRow("market clock", False, f"data source {source}: {exc}")]
+    if not len(sessions):
+        return [CheckRow("market clock", False, f"data source {source}: no sessions")]
+    cal = MarketCalendar()
+    first, last = sessions[0].date(), sessions[-1].date()
+    exch = {d.date() for d in cal.sessions(first, last)}
+    extra = sorted({d.date() for d in sessions} - exch)
+    rows = [CheckRow("market clock", not extra, f"data source {source}: {len(sessions)} session(s) {first} .. {last}"
+                     + (f"; not exchange sessions: {', '.join(map(str, extra[:3]))}" if extra else
+                        "; each one a session of the exchange calendar"))]
+    und = _underlying(resolved)
+    try:
+        at = pd.Timestamp(cal.session_open(first)).tz_convert(NY) + pd.Timedelta(minutes=30)
+        snap = market.snapshot(und, at)
+        n = len(snap.expiries) if hasattr(snap, "expiries") else 0
+        rows.append(CheckRow("data permissions", n > 0, f"{und} chain at {at:%Y-%m-%d %H:%M}: {n} expiries"))
+    except Exception as exc:  # noqa: BLE001 - a market that cannot answer is what the check reports
+        rows.append(CheckRow("data permissions", False, f"{und} chain: {type(exc).__name__}: {exc}"))
+    return rows
+
+
+def _underlying(resolved) -> str:
+    for sp in resolved.strategies:
+        u = getattr(sp.params, "underlying", None)
+        if isinstance(u, str) and u:
+            return u
+    return "SPX"
 
 
 def _u(seed: int, *parts) -> float:

@@ -28,6 +28,7 @@ __all__ = [
     "FillModel",
     "RiskManager",
     "BrokerPlugin",
+    "CheckRow",
     "CommissionModel",
     "ContextProvider",
     "PLUGIN_KINDS",
@@ -150,10 +151,38 @@ class RiskManager(Plugin):
         return None
 
 
+@dataclass(frozen=True)
+class CheckRow:
+    """One line of ``strikebench broker check``: what was checked, whether it passed, what the broker said.
+
+    ``ok`` is True (passed), False (failed: the command exits non-zero) or None (information, or not checked).
+    ``fix`` says what to do about a failure (the environment variable to set, the permission to ask for)."""
+
+    item: str  # "credentials", "account", "option buying power", "market clock", "data permissions", "preview"...
+    ok: bool | None
+    detail: str
+    fix: str = ""
+
+
 class BrokerPlugin(Plugin):
-    """A broker: simulated (backtest, paper) or live (tradier, ibkr)."""
+    """A broker: simulated (backtest, paper) or live (tradier, ibkr).
+
+    A live broker plugin has ``connect(*, run_dir, market, fill_model, commission, underlying)`` returning a
+    :class:`strikebench.live.broker_api.LiveBroker`; it may also answer the two optional questions below."""
 
     kind = "broker"
+
+    def trades_real_money(self) -> bool:
+        """True when this configuration reaches a real-money account (Tradier ``environment: live``, an IBKR live
+        port): ``strikebench trade`` / ``paper`` then refuse to start without ``--live``."""
+        return False
+
+    def check(self, *, resolved, preview: bool = False) -> "list[CheckRow]":
+        """What ``strikebench broker check`` shows: credentials, account, option buying power, market clock, data
+        permissions and, only with ``preview``, a multileg order previewed (never placed). Reads only: nothing
+        is sent but read requests (and the preview, when asked). ``resolved`` is the whole ResolvedConfig (its
+        market, strategies and underlying). A plugin without it answers NotImplementedError."""
+        raise NotImplementedError
 
 
 class CommissionModel(Plugin):

@@ -433,8 +433,11 @@ def replay_decision(run_dir: str, decision_id: str) -> None:
 @click.option("--max-orders-per-minute", type=int, default=None, help="Order-rate guard (default 20).")
 @click.option("--daily-loss-cap", type=float, default=None, metavar="DOLLARS",
               help="Kill switch on the day's loss (default: the YAML's daily_loss_cap rule).")
+@click.option("--live", "live", is_flag=True,
+              help="Confirm a broker configured for a real-money account (Tradier `environment: live`); refused "
+                   "without it.")
 def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: bool, run_dir, fresh: bool,
-          no_panel: bool, max_quote_age, max_orders_per_minute, daily_loss_cap) -> None:
+          no_panel: bool, max_quote_age, max_orders_per_minute, daily_loss_cap, live: bool) -> None:
     """Paper-trade CONFIG on a live (or replayed) clock through its broker (`paper` stands in for `backtest`).
 
     Ctrl-C or a crash, then the same command again: the day's run (OUTPUT_DIR/NAME-paper-DAY, or `--run-dir`)
@@ -446,7 +449,7 @@ def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: b
                                 max_orders_per_minute), ("daily_loss_cap", daily_loss_cap)) if v is not None}
     summary = start_paper(config, overrides, clock=clock_kind, speed=speed, day=day.date() if day else None,
                           dry_run=dry_run, run_dir=run_dir, console=console, panel=not no_panel and console.is_terminal,
-                          guard_overrides=guards, fresh=fresh)
+                          guard_overrides=guards, fresh=fresh, live=live)
     state = "completed" if summary.get("completed") else (summary.get("stopped") or "stopped")
     console.print(f"paper run {escape(summary['run_id'])}: {state}; trades {summary['trades']}, open "
                   f"{summary['open_trades']}, realized P&L {summary['realized_pnl']:+,.2f}, equity "
@@ -478,8 +481,12 @@ def paper(config: str, overrides, clock_kind: str, speed: float, day, dry_run: b
 @click.option("--max-orders-per-minute", type=int, default=None, help="Order-rate guard (default 20).")
 @click.option("--daily-loss-cap", type=float, default=None, metavar="DOLLARS",
               help="Kill switch on the day's loss (default: the YAML's daily_loss_cap rule).")
+@click.option("--live", "live", is_flag=True,
+              help="Confirm a broker configured for a real-money account (Tradier `environment: live`); refused "
+                   "without it.")
 def trade(config: str, overrides, account, clock_kind: str, start, end, speed: float, dry_run: bool,
-          stop_after_sessions, no_panel: bool, max_quote_age, max_orders_per_minute, daily_loss_cap) -> None:
+          stop_after_sessions, no_panel: bool, max_quote_age, max_orders_per_minute, daily_loss_cap,
+          live: bool) -> None:
     """Trade an ACCOUNT session after session: positions, working GTC orders, cash and cross-day risk state carry.
 
     After Ctrl-C, a crash or a weekend the same command resumes: it reconciles with the broker first (fills,
@@ -492,9 +499,40 @@ def trade(config: str, overrides, account, clock_kind: str, start, end, speed: f
     s = run_account(config, overrides, account=account, clock=clock_kind, start=start.date() if start else None,
                     end=end.date() if end else None, speed=speed, dry_run=dry_run, console=console,
                     panel=not no_panel and console.is_terminal, guard_overrides=guards,
-                    stop_after_sessions=stop_after_sessions,
+                    stop_after_sessions=stop_after_sessions, live=live,
                     say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
     _print_account(s)
+
+
+@cli.group("broker")
+def broker_group() -> None:
+    """The configured broker: check credentials, account, buying power, clock and data before trading."""
+
+
+@broker_group.command("check")
+@click.argument("config", type=USER_PATH)
+@set_option
+@click.option("--preview", is_flag=True,
+              help="Also preview (never place) a multileg order at the broker; without it only reads are sent.")
+def broker_check_cmd(config: str, overrides, preview: bool) -> None:
+    """Ask CONFIG's broker: credentials, account, option buying power, market clock, data permissions.
+
+    Sends read requests only (and, with `--preview`, one preview order that is not placed); writes nothing.
+    Exits 1 when a check fails.
+    """
+    from strikebench.live.launch import broker_check
+
+    name, rows = broker_check(config, overrides, preview=preview)
+    table = Table(title=f"broker check: {name}", title_justify="left", header_style="bold")
+    for col in ("check", "result", "detail"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        mark = "[green]ok[/]" if r.ok else ("[red]FAILED[/]" if r.ok is False else "-")
+        table.add_row(escape(r.item), mark, escape(r.detail + (f" -> {r.fix}" if r.fix else "")))
+    console.print(table)
+    failed = [r.item for r in rows if r.ok is False]
+    if failed:
+        raise StrikebenchError(f"broker check: {len(failed)} check(s) failed: {', '.join(failed)}")
 
 
 @cli.group("paper-broker")

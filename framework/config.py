@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -77,13 +78,23 @@ class DataConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class BrokerConfig(_Strict):
-    """The broker plus its fill model and commission schedule."""
+class BrokerConfig(BaseModel):
+    """The broker plus its fill model and commission schedule.
 
+    The broker's parameters are written either under ``params:`` or flat beside ``name`` (``broker: {name:
+    tradier, account: ${TRADIER_ACCOUNT}, token: ${TRADIER_TOKEN}, environment: sandbox}``), not both; either
+    way the broker plugin's own model validates them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
     name: str = Field(default="backtest", description="broker plugin name")
     params: dict[str, Any] = Field(default_factory=dict)
     fill_model: PluginRef = Field(default_factory=lambda: PluginRef(name="mid_slippage"))
     commission: PluginRef = Field(default_factory=lambda: PluginRef(name="cboe_retail"))
+
+    @property
+    def flat_params(self) -> dict[str, Any]:
+        """Parameters written beside ``name`` (not under ``params:``)."""
+        return dict(self.model_extra or {})
 
 
 class JournalConfig(_Strict):
@@ -155,7 +166,25 @@ class ResolvedConfig:
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:16]
+        """A hash of the validated config; a broker's secret parameters (``SecretStr``: a token) are left out, so
+        rotating a token keeps an account's configuration the same."""
+        dumped = self.config.model_dump(mode="json")
+        secrets = _secret_fields(self.broker.params)
+        if secrets:
+            b = dumped["broker"]
+            for where in (b.get("params") or {}, b):
+                for k in secrets:
+                    if k in where:
+                        where[k] = "(secret)"
+        return hashlib.sha256(json.dumps(dumped, sort_keys=False, separators=(",", ":"), default=str)
+                              .encode()).hexdigest()[:16] if secrets else \
+            hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _secret_fields(params) -> list[str]:
+    from pydantic import SecretStr
+
+    return [k for k in getattr(type(params), "model_fields", {}) if isinstance(getattr(params, k, None), SecretStr)]
 
 
 # --------------------------------------------------------------- YAML reading
@@ -529,7 +558,15 @@ def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedCon
 
     data_ref = _resolve(src, registry, "feed", cfg.data.source, cfg.data.params, ("data",),
                         name_key="source", params_loc=("data",), also_allowed=("source",))
-    broker = _resolve(src, registry, "broker", cfg.broker.name, cfg.broker.params, ("broker",))
+    flat = cfg.broker.flat_params
+    if flat and cfg.broker.params:
+        raise ConfigError(f"{src.where(('broker', next(iter(flat))))}: broker: parameters both under `params:` and "
+                          f"beside `name` ({', '.join(sorted(flat))}); write them one way")
+    if flat:  # broker: {name: tradier, account: ..., token: ...}
+        broker = _resolve(src, registry, "broker", cfg.broker.name, flat, ("broker",), params_loc=("broker",),
+                          also_allowed=("name", "params", "fill_model", "commission"))
+    else:
+        broker = _resolve(src, registry, "broker", cfg.broker.name, cfg.broker.params, ("broker",))
     fill = _resolve(src, registry, "fill_model", cfg.broker.fill_model.name, cfg.broker.fill_model.params,
                     ("broker", "fill_model"))
     commission = _resolve(src, registry, "commission", cfg.broker.commission.name,

@@ -223,7 +223,7 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
                 start: dt.date | None = None, end: dt.date | None = None, speed: float = 60.0,
                 dry_run: bool = False, console=None, panel: bool = False, guard_overrides: dict | None = None,
                 stop_after_sessions: int | None = None, stop_after_bars: int | None = None,
-                say=None, broker_plugin=None) -> dict:
+                say=None, broker_plugin=None, live: bool = False) -> dict:
     """Run the account: every session in [start, end] (replay), or every session from now on (wall, forever)."""
     from strikebench.live.clock import ReplayClock, WallClock
     from strikebench.live.guards import GuardConfig
@@ -231,6 +231,12 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
     from strikebench.live.runtime import LiveRuntime
 
     say = say or (lambda msg: None)
+    if broker_plugin is None:  # a real-money broker without --live is refused before the account folder is made
+        from strikebench.config import load_config
+        from strikebench.plugin_manager import get_plugin_manager
+
+        _pm = get_plugin_manager()
+        live_broker_plugin(load_config(config, overrides, registry=_pm.registry), _pm, live=live or dry_run)
     acct = Account(config, overrides, account=account, dry_run=dry_run)
     pid = running_trader(acct.dir)
     if pid is not None:

@@ -14,7 +14,8 @@ from strikebench.errors import StrikebenchError
 from strikebench.live.guards import GuardConfig
 from strikebench.live.runtime import FLATTEN_FILE, KILL_FILE, LIVE_FILE, PID_FILE, LiveRuntime, LiveState
 
-__all__ = ["start_paper", "paper_status", "request_flatten", "request_kill", "running_pid"]
+__all__ = ["start_paper", "paper_status", "request_flatten", "request_kill", "running_pid", "live_broker_plugin",
+           "broker_check"]
 
 
 def _guard_defaults(resolved) -> dict:
@@ -40,8 +41,11 @@ def running_pid(run_dir) -> int | None:
     return pid
 
 
-def live_broker_plugin(resolved, pm):
-    """The configured broker as a live broker (`paper` stands in for `backtest`, with its initial cash)."""
+def live_broker_plugin(resolved, pm, *, live: bool | None = None, command: str = "trade"):
+    """The configured broker as a live broker (`paper` stands in for `backtest`, with its initial cash).
+
+    ``live``: whether the user confirmed real money (``--live``); a broker whose configuration reaches a real-money
+    account (:meth:`BrokerPlugin.trades_real_money`) is refused without it. None: not asked (a read-only use)."""
     broker_ref = resolved.broker
     if broker_ref.entry.name == "backtest":  # the same YAML: paper stands in for the backtest broker
         paper = pm.registry.get("broker", "paper")
@@ -50,13 +54,37 @@ def live_broker_plugin(resolved, pm):
         broker_plugin = broker_ref.build()
     if not hasattr(broker_plugin, "connect"):
         raise StrikebenchError(f"broker '{broker_ref.entry.name}' is not a live broker (it has no connect())")
+    real = getattr(broker_plugin, "trades_real_money", None)
+    if live is not None and callable(real) and real() and not live:
+        raise StrikebenchError(f"broker '{broker_ref.entry.name}' is configured for a real-money account "
+                               f"({resolved.source_path}); confirm with `strikebench {command} ... --live`, or "
+                               f"use its paper/sandbox environment")
     return broker_plugin
+
+
+def broker_check(config: str, overrides=(), *, preview: bool = False):
+    """``strikebench broker check``: the configured broker plugin's check rows -> (broker name, rows).
+
+    Reads only: the plugin is asked for its rows (a live broker sends read requests, and a preview order only
+    with ``preview``); no account folder, journal or state file is created."""
+    from strikebench.config import load_config
+    from strikebench.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    resolved = load_config(config, overrides, registry=pm.registry)
+    plugin = live_broker_plugin(resolved, pm)
+    name = "paper" if resolved.broker.entry.name == "backtest" else resolved.broker.entry.name
+    try:
+        rows = plugin.check(resolved=resolved, preview=preview)
+    except NotImplementedError:
+        raise StrikebenchError(f"broker '{name}' has no check (its plugin does not define check())") from None
+    return name, list(rows)
 
 
 def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float = 60.0, day: dt.date | None = None,
                 dry_run: bool = False, run_dir: str | None = None, console=None, panel: bool = True,
                 guard_overrides: dict | None = None, stop_after_bars: int | None = None, flatten: bool = False,
-                exit_when_flat: bool = False, fresh: bool = False) -> dict:
+                exit_when_flat: bool = False, fresh: bool = False, live: bool = False) -> dict:
     from strikebench.config import load_config
     from strikebench.plugin_manager import get_plugin_manager
     from strikebench.userfiles import read_text
@@ -97,7 +125,7 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     if day is not None and resolved.config.data.source == "synthetic":
         data_overrides = [f"data.start={day}", f"data.end={day}"]
         resolved = load_config(config, tuple(overrides) + tuple(data_overrides), registry=pm.registry)
-    broker_plugin = live_broker_plugin(resolved, pm)
+    broker_plugin = live_broker_plugin(resolved, pm, live=live or dry_run, command="paper")
     market = resolved.data.build().open()
     sessions = [d.date() for d in market.sessions()]
     if day is None:
