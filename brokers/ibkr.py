@@ -165,6 +165,9 @@ class IBSession:
         from ib_async import IB
 
         self.p = params
+        # ib_async logs every TWS error itself; the plugin reports them as one line each (a user's own logging
+        # configuration still sees ib_async's records: only Python's last-resort stderr printer is kept out)
+        logging.getLogger("ib_async").addHandler(logging.NullHandler())
         self.ib = IB()
         self.ib.RequestTimeout = float(params.timeout_seconds)
         self.errors: list[tuple[int, int, str]] = []  # (reqId, code, text), newest last

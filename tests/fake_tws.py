@@ -305,6 +305,10 @@ class FakeTWS:
                            ("BuyingPower", self.cash * 0.9), ("AvailableFunds", self.cash * 0.9)):
                 conn.send(63, 1, req, self.account, tag, f"{v:.2f}", "USD")
             conn.send(64, 1, req)
+        elif mid == 6:  # reqAccountUpdates: (values are served by reqAccountSummary here)
+            conn.send(54, 1, self.account)
+        elif mid == 76:  # reqAccountUpdatesMulti
+            conn.send(74, 1, int(f[2]))
         elif mid == 3:
             self._place(conn, f)
         elif mid == 4:  # cancelOrder

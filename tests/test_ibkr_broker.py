@@ -229,9 +229,11 @@ def test_completed_orders_found_after_restart(tws, tmp_path):
         second.close()
 
 
-def test_client_id_in_use_is_one_line(tws, broker, tmp_path):
+def test_client_id_in_use_is_one_line(tws, broker, tmp_path, capfd):
+    capfd.readouterr()
     with pytest.raises(StrikebenchError, match=r"client id 17 is already in use \(IB error 326\)"):
         IBKRAccount(_params(tws, timeout_seconds=0.5), tmp_path / "other.sqlite")
+    assert capfd.readouterr().err == ""  # ib_async's own error log stays out of the user's terminal
 
 
 def test_nothing_listening_is_broker_unavailable(tmp_path):

@@ -16,7 +16,7 @@ import yaml
 
 from fake_tws import FakeTWS, PaperExchange
 from strikebench.brokers.ibkr import IBKRBroker, IBKRParams
-from test_account import BASE, SPAN, assert_same_as_backtest, backtest, write_config
+from test_account import BASE, SPAN, assert_same_as_backtest, write_config
 
 
 class WiredIBKR(IBKRBroker):
@@ -45,7 +45,7 @@ class WiredIBKR(IBKRBroker):
 def test_replayed_week_through_tws_equals_backtest(tmp_path):
     from strikebench.live.account import run_account
 
-    reference = backtest(tmp_path, write_config(tmp_path))
+    reference = _backtest(tmp_path)
     with FakeTWS() as tws:
         broker = {"name": "ibkr", "params": {"port": tws.port, "client_id": 17, "account": "DU1234567",
                                              "initial_cash": 100000, "timeout_seconds": 3},
@@ -85,6 +85,20 @@ def test_replayed_week_through_tws_equals_backtest(tmp_path):
         assert sorted(f[0] for f in jfills) == sorted(e["exec_id"] for e in bags)
         assert len(tws.executions) == 3 * len(bags)  # two legs + the BAG per fill
         assert len(drops) == 2 and plugin.exchange.advances > 100
+
+
+def _backtest(tmp_path):
+    """`strikebench backtest` of the span, in this process (the backtest broker: the same YAML, broker backtest)."""
+    from strikebench.config import load_config
+    from strikebench.engine.runner import run_backtest
+    from strikebench.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    out = tmp_path / "bt"
+    resolved = load_config(str(write_config(tmp_path)), (f"output.dir={out}", "output.plots=false"),
+                           registry=pm.registry)
+    run_backtest(resolved, progress=False, pm=pm, out_dir=str(out))
+    return next(out.glob("*/journal.sqlite"))
 
 
 def _leg_prices(journal) -> list:
