@@ -60,6 +60,7 @@ def check_rows(params, *, resolved=None, preview: bool = False) -> list:
                          f"cash {money('TotalCashValue')}, net liquidation {money('NetLiquidation')}, buying power "
                          f"{money('BuyingPower')}, available funds {money('AvailableFunds')} USD",
                          "" if bp_ok else "the account reports no buying power"))
+        rows.append(_clock_row(ib))
         rows.append(_row("market data type", None, f"{params.market_data_type} (broker.params.market_data_type: "
                                                    f"live, frozen, delayed, delayed_frozen)"))
         sample = None
@@ -68,6 +69,10 @@ def check_rows(params, *, resolved=None, preview: bool = False) -> list:
                 got, detail, chain = _permission(ib, s, und)
             except StrikebenchError as exc:
                 got, detail, chain = False, str(exc), None
+            except (BrokerUnavailable, ConnectionError, OSError, TimeoutError) as exc:
+                got, detail, chain = False, f"{type(exc).__name__}: {exc}", None
+            except Exception as exc:  # noqa: BLE001 - an answer we cannot read is what the check reports
+                got, detail, chain = False, f"unreadable answer ({type(exc).__name__}: {exc})", None
             rows.append(_row(f"data permissions {und} options", got, detail,
                              "" if got else f"subscribe to {und} option quotes (OPRA / CBOE indexes) in Client "
                                             f"Portal, or set market_data_type: delayed"))
@@ -79,6 +84,27 @@ def check_rows(params, *, resolved=None, preview: bool = False) -> list:
     finally:
         s.close()
     return rows
+
+
+def _clock_row(ib):
+    """TWS's clock against ours, and the exchange calendar's next session."""
+    import pandas as pd
+
+    from strikebench.calendar import NY, MarketCalendar
+
+    tws = pd.Timestamp(ib.reqCurrentTime()).tz_convert(NY)
+    skew = (pd.Timestamp.now(tz=NY) - tws).total_seconds()
+    cal = MarketCalendar()
+    today = tws.date()
+    if cal.is_session(today) and pd.Timestamp(cal.session_open(today)) <= tws < pd.Timestamp(cal.session_close(today)):
+        state = f"the session of {today} is open until {pd.Timestamp(cal.session_close(today)).tz_convert(NY):%H:%M}"
+    else:
+        nxt = pd.Timestamp(cal.next_session(today)).date() if not cal.is_session(today) or \
+            tws >= pd.Timestamp(cal.session_open(today)) else today
+        state = f"closed; next session {nxt} opens {pd.Timestamp(cal.session_open(nxt)).tz_convert(NY):%H:%M %Z}"
+    ok = abs(skew) < 5
+    return _row("market clock", ok, f"TWS time {tws:%Y-%m-%d %H:%M:%S %Z} (ours {skew:+.1f} s); {state}",
+                "" if ok else "this machine's clock is off: sync it (NTP) before trading")
 
 
 def _permission(ib, s, und):

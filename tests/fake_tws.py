@@ -305,6 +305,8 @@ class FakeTWS:
                            ("BuyingPower", self.cash * 0.9), ("AvailableFunds", self.cash * 0.9)):
                 conn.send(63, 1, req, self.account, tag, f"{v:.2f}", "USD")
             conn.send(64, 1, req)
+        elif mid == 49:  # reqCurrentTime: TWS's clock (the machine's, as a real TWS on it would say)
+            conn.send(49, 1, int(time.time()))
         elif mid == 6:  # reqAccountUpdates: (values are served by reqAccountSummary here)
             conn.send(54, 1, self.account)
         elif mid == 76:  # reqAccountUpdatesMulti
