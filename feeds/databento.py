@@ -43,7 +43,7 @@ from pydantic import Field, model_validator
 from strikebench.api import DataFeed, PluginParams
 from strikebench.calendar import NY
 from strikebench.errors import DataError
-from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, FileMarket, _Session, bars_file,
+from strikebench.feeds.files import (_SESSION_CACHE, BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, FileMarket, _Session, bars_file,
                                      check_bar_table, read_table)
 from strikebench.hookspecs import hookimpl
 
@@ -393,7 +393,7 @@ class DatabentoMarket(FileMarket):
         if s is None:
             s = _Session(self._chain_table(underlying, day), self.rate.on(day), self.dividend_yield.on(day))
             self._sessions_cache[key] = s
-            if len(self._sessions_cache) > 3:
+            if len(self._sessions_cache) > _SESSION_CACHE:
                 self._sessions_cache.popitem(last=False)
         else:
             self._sessions_cache.move_to_end(key)

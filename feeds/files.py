@@ -94,7 +94,7 @@ SETTLEMENT_SCHEMA = pa.schema([
 ])
 
 _NS_MIN = 60_000_000_000
-_SESSION_CACHE = 3
+_SESSION_CACHE = 2
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -252,7 +252,7 @@ def _row(i: int, fmt: str) -> str:
 
 def _sorted_timestamps(table: pa.Table, path, fmt: str) -> np.ndarray:
     """The table's timestamps (int64 ns), refused in one line at the first row out of order."""
-    ts = table.column("timestamp").to_numpy().astype(np.int64)
+    ts = np.asarray(table.column("timestamp").to_numpy()).view(np.int64)
     if ts.size > 1 and np.any(np.diff(ts) < 0):
         i = _first_bad(np.diff(ts) < 0) + 1
         raise DataError(f"{path}: {_row(i, fmt)}: timestamps are not sorted ({pd.Timestamp(ts[i], tz='UTC')} "
@@ -277,11 +277,16 @@ def check_bar_table(table: pa.Table, path, fmt: str) -> None:
 def check_chain_table(table: pa.Table, path, fmt: str) -> None:
     """Timestamps sorted; no contract twice at one timestamp; rights 'C'/'P'; strikes and expiries present."""
     ts = _sorted_timestamps(table, path, fmt)
-    right = table.column("right").to_numpy(zero_copy_only=False)
-    bad = (right != "C") & (right != "P")
+    enc = table.column("right").combine_chunks().dictionary_encode()
+    values = enc.dictionary.to_pylist()
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    bad_code = np.array([v not in ("C", "P") for v in values] + [True], dtype=bool)  # last: a null
+    bad = bad_code[np.where(enc.indices.is_null().to_numpy(zero_copy_only=False), len(values), codes)] \
+        if enc.null_count else bad_code[codes]
     if np.any(bad):
         i = _first_bad(bad)
-        raise DataError(f"{path}: {_row(i, fmt)}: field 'right' is {right[i]!r}, expected 'C' or 'P'")
+        raise DataError(f"{path}: {_row(i, fmt)}: field 'right' is {table.column('right')[i].as_py()!r}, "
+                        f"expected 'C' or 'P'")
     for c in ("strike", "underlying_price"):
         v = table.column(c).to_numpy(zero_copy_only=False)
         bad = ~np.isfinite(v) | (v <= 0)
@@ -295,15 +300,22 @@ def check_chain_table(table: pa.Table, path, fmt: str) -> None:
     # duplicates: the same contract twice at one timestamp (rows are sorted by timestamp)
     if len(table) > 1:
         root = table.column("root").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
-        exp = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]").astype(np.int64)
+        exp = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]", copy=False).view(np.int64)
         strike = np.rint(table.column("strike").to_numpy() * 1000).astype(np.int64)
-        key = (root.astype(np.int64) << 55) | (exp << 38) | ((right == "C").astype(np.int64) << 37) | strike
+        is_call = np.array([v == "C" for v in values], dtype=bool)[codes]
+        key = (root.astype(np.int64) << 55) | (exp << 38) | (is_call.astype(np.int64) << 37) | strike
+        # O(n): one cell per (timestamp, contract); a sort only to name the first duplicate when there is one
+        t_idx = np.r_[0, np.cumsum(np.diff(ts) != 0)]
+        kcodes, uniq = pd.factorize(key)
+        cells = (int(t_idx[-1]) + 1) * len(uniq)
+        if cells <= 200_000_000 and np.bincount(t_idx * len(uniq) + kcodes, minlength=cells).max() <= 1:
+            return
         order = np.lexsort((key, ts))
         same = (np.diff(ts[order]) == 0) & (np.diff(key[order]) == 0)
         if np.any(same):
             i = int(order[_first_bad(same) + 1])
             raise DataError(f"{path}: {_row(i, fmt)}: duplicate row ({table.column('root')[i].as_py()} "
-                            f"{table.column('expiry')[i].as_py()} {table.column('strike')[i].as_py():g}{right[i]} "
+                            f"{table.column('expiry')[i].as_py()} {table.column('strike')[i].as_py():g}{values[codes[i]]} "
                             f"at {pd.Timestamp(ts[i], tz='UTC')})")
 
 
@@ -314,39 +326,51 @@ class _Session:
     __slots__ = ("times", "starts", "price", "cols", "cid", "expiries", "index", "greeks_computed")
 
     def __init__(self, table: pa.Table, rate: float | None = None, div_yield: float | None = None):
-        ts = table.column("timestamp").to_numpy().astype(np.int64)
-        self.times, self.starts = np.unique(ts, return_index=True)  # rows are sorted by timestamp
-        self.starts = np.append(self.starts, len(ts))
-        self.price = table.column("underlying_price").to_numpy()[self.starts[:-1]] if len(ts) else np.empty(0)
+        # O(n) throughout (no sort of the session's rows: a real SPX session is ~3 M rows); no copy of a
+        # column that is already float64
+        ts = np.asarray(table.column("timestamp").to_numpy()).view(np.int64)
+        n = len(ts)
+        starts = np.flatnonzero(np.diff(ts)) + 1 if n else np.empty(0, np.int64)  # rows are sorted by timestamp
+        starts = np.r_[0, starts] if n else starts
+        self.times = ts[starts]
+        self.starts = np.append(starts, n)
+        spot = _f64(table.column("underlying_price"))
+        self.price = spot[self.starts[:-1]] if n else np.empty(0)
         cols = {}
         root = table.column("root").combine_chunks().dictionary_encode()
         roots = np.array(root.dictionary.to_pylist(), dtype="U6")
         root_code = root.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        cols["root"] = roots[root_code] if len(ts) else np.empty(0, dtype="U6")
+        cols["root"] = roots[root_code] if n else np.empty(0, dtype="U6")
         right = table.column("right").combine_chunks().dictionary_encode()
         is_call_code = np.array([r == "C" for r in right.dictionary.to_pylist()], dtype=bool)
-        cols["is_call"] = is_call_code[right.indices.to_numpy(zero_copy_only=False)] if len(ts) else np.empty(0, bool)
-        cols["expiry"] = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]")
+        cols["is_call"] = is_call_code[right.indices.to_numpy(zero_copy_only=False)] if n else np.empty(0, bool)
+        cols["expiry"] = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]", copy=False)
         for name in ("strike", "bid", "ask", "last", "iv", "delta", "gamma", "theta", "vega"):
-            cols[name] = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            cols[name] = _f64(table.column(name))
         for name in ("volume", "open_interest"):
-            cols[name] = table.column(name).fill_null(0).to_numpy().astype(np.int64)
+            cols[name] = table.column(name).fill_null(0).to_numpy().astype(np.int64, copy=False)
         self.cols = cols
         #: rows whose IV and greeks the file lacked (computed from the quote mid where it has one)
         self.greeks_computed = 0
-        if rate is not None and len(ts):
+        if rate is not None and n:
             from strikebench.feeds.greeks import fill_greeks
 
-            spot = table.column("underlying_price").to_numpy(zero_copy_only=False).astype(np.float64)
             self.greeks_computed = fill_greeks(cols, ts, spot, rate, div_yield)
-        # contract ids per row from one integer key: (root, expiry, right, strike in thousandths)
-        key = ((root_code << 55) | (cols["expiry"].astype(np.int64) << 38) | (cols["is_call"].astype(np.int64) << 37)
+        # contract ids per row from one integer key: (root, expiry, right, strike in thousandths), hashed
+        key = ((root_code << 55) | (cols["expiry"].view(np.int64) << 38) | (cols["is_call"].astype(np.int64) << 37)
                | np.rint(cols["strike"] * 1000).astype(np.int64))
-        ukeys, first, self.cid = np.unique(key, return_index=True, return_inverse=True)
-        self.cid = self.cid.astype(np.int64).ravel()
+        codes, ukeys = pd.factorize(key)
+        self.cid = codes.astype(np.int64, copy=False)
+        first = np.empty(len(ukeys), dtype=np.int64)
+        first[self.cid[::-1]] = np.arange(n - 1, -1, -1)  # each contract's first row (the last write wins)
         self.index = {(str(cols["root"][i]), cols["expiry"][i].item(), int(np.rint(cols["strike"][i] * 1000)),
                        bool(cols["is_call"][i])): k for k, i in enumerate(first)}
-        self.expiries = [e.item() for e in np.unique(cols["expiry"])]
+        self.expiries = sorted({e.item() for e in pd.unique(cols["expiry"][first])})
+
+
+def _f64(col) -> np.ndarray:
+    """A float64 numpy view of a column (nulls as NaN), copied only when the type or chunks need it."""
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
 class FileMarket:

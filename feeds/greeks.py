@@ -139,5 +139,7 @@ def fill_greeks(cols: dict, times_ns: np.ndarray, spot: np.ndarray, rate: float,
     ok = np.isfinite(iv)
     for name, v in (("iv", iv), ("delta", g.delta), ("gamma", g.gamma), ("theta", g.theta), ("vega", g.vega)):
         col = cols[name]
+        if not col.flags.writeable:  # a zero-copy view of the file's column
+            cols[name] = col = col.copy()
         col[idx] = np.where(ok, v, np.nan)
     return int(idx.size)
