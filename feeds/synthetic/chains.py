@@ -16,6 +16,7 @@ contract and minute.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,12 @@ class DayChain:
 
 
 # ------------------------------------------------------------------ series
+@functools.lru_cache(maxsize=4096)
+def _rule_expiry(rule, year: int, month: int) -> np.datetime64:
+    """A calendar's monthly expiry rule for (year, month), asked once (a calendar lookup is ~50 us)."""
+    return np.datetime64(rule(year, month), "D")
+
+
 def series_for_day(path: UnderlyingPath, und: str, d: int, scenario, calendar) -> SeriesSet:
     """Series listed on session ``d``: dailies (SPXW/XSP), SPX AM monthlies, VIX monthlies."""
     tl = path.timeline
@@ -91,7 +98,7 @@ def series_for_day(path: UnderlyingPath, und: str, d: int, scenario, calendar) -
         hi = today + np.timedelta64(int(max_dte), "D")
         y, m = t.year, t.month
         for _ in range(int(max_dte) // 28 + 3):
-            e = np.datetime64(rule(y, m), "D")
+            e = _rule_expiry(rule, y, m)
             if today < e <= hi:
                 j = int(np.searchsorted(tl.dates, e))
                 if j < len(tl.dates) and tl.dates[j] == e:
@@ -253,6 +260,42 @@ def spx_strikes(ref: float, sd: float, ch, unit: float = 1.0) -> np.ndarray:
     return k[k > 0]
 
 
+def spx_strike_sets(ref: float, theta: np.ndarray, ch, unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`spx_strikes` of every series at once (series ``j`` has standard deviation
+    ``ref * sqrt(max(theta[j], 1e-6))``): (strikes, series index), series after series, each
+    ascending; the same values as calling :func:`spx_strikes` series by series.
+
+    Every grid point is a multiple of the finest step, so each series' union of the three grids
+    is a mask over one shared grid (grid bounds compared as integer multiples, as ``_grid`` makes them).
+    """
+    E = len(theta)
+    if E == 0:
+        return np.zeros(0), np.zeros(0, np.int64)
+    sd = ref * np.sqrt(np.maximum(np.asarray(theta, dtype=np.float64), 1e-6))
+    fine = np.maximum(ch.fine_sigmas * sd, ch.min_fine_points * unit)
+    lo = ref - np.maximum(ch.put_wing_sigmas * sd, 0.06 * ref)
+    hi = ref + np.maximum(ch.call_wing_sigmas * sd, 0.03 * ref)
+    far = ch.far_sigmas * sd
+    steps = (5.0, 25.0, 100.0) if unit == 1.0 else (1.0, 5.0, 10.0)
+    bounds = [(ref - fine, ref + fine), (np.maximum(lo, ref - far), np.minimum(hi, ref + far)), (lo, hi)]
+    # grid index range of each series for each step: _grid's ceil(lo / step) .. floor(hi / step)
+    idx = [(np.ceil(a / st), np.floor(b / st)) for (a, b), st in zip(bounds, steps)]
+    base = steps[0]
+    g_lo = min(float(np.min(ia * st / base)) for (ia, _), st in zip(idx, steps))
+    g_hi = max(float(np.max(ib * st / base)) for (_, ib), st in zip(idx, steps))
+    g = np.arange(g_lo, g_hi + 0.5)  # multiples of the finest step, as grid indices
+    keep = np.zeros((E, g.size), dtype=bool)
+    for (ia, ib), st in zip(idx, steps):
+        r = st / base  # 1, 5, 20
+        on = (g % r) == 0
+        k = g / r
+        keep |= on[None, :] & (k[None, :] >= ia[:, None]) & (k[None, :] <= ib[:, None])
+    values = g * base
+    keep &= (values > 0)[None, :]
+    rows, cols = np.nonzero(keep)
+    return values[cols], rows.astype(np.int64)
+
+
 def vix_strikes(fwd_lo: float, fwd_hi: float) -> np.ndarray:
     """VIX strikes: 0.50 apart below 15, 1 point up to ~2.5x the futures, 5 beyond."""
     lo = max(9.0, np.floor(fwd_lo * 0.6))
@@ -309,26 +352,26 @@ def build_day_chain(market, und: str, d: int) -> DayChain:
         fwd = market.vix_future_at(np.full(E, m0), series.exp_day)
     else:
         theta = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, table)
-    strikes, sids = [], []
-    for j in range(E):
-        if und == "VIX":
+    if und == "VIX":
+        strikes, sids = [], []
+        for j in range(E):
             ks = vix_strikes(float(fwd[j]), float(fwd[j]))
-        else:
-            unit = 0.1 if und == "XSP" else 1.0
-            ref = open_px * unit
-            sd = ref * float(np.sqrt(max(theta[j], 1e-6)))
-            ks = spx_strikes(ref, sd, ch, unit)
-        strikes.append(ks)
-        sids.append(np.full(len(ks), j))
-    strike = np.concatenate(strikes) if strikes else np.zeros(0)
-    sidx = np.concatenate(sids).astype(np.int64) if sids else np.zeros(0, np.int64)
+            strikes.append(ks)
+            sids.append(np.full(len(ks), j))
+        strike = np.concatenate(strikes) if strikes else np.zeros(0)
+        sidx = np.concatenate(sids).astype(np.int64) if sids else np.zeros(0, np.int64)
+    else:
+        unit = 0.1 if und == "XSP" else 1.0
+        strike, sidx = spx_strike_sets(open_px * unit, theta, ch, unit)
     # calls and puts
     strike = np.concatenate([strike, strike])
     sidx = np.concatenate([sidx, sidx])
     is_call = np.concatenate([np.ones(len(strike) // 2, bool), np.zeros(len(strike) // 2, bool)])
     root = series.root[sidx]
     expiry = series.expiry[sidx]
-    roots_sorted, codes = np.unique(root, return_inverse=True)
+    # root codes from the few series (sorted distinct roots, as np.unique over every row would give)
+    _, series_codes = np.unique(series.root, return_inverse=True)
+    codes = series_codes.reshape(-1)[sidx] if E else np.zeros(0, np.int64)
     key = contract_keys(codes, expiry, is_call, strike)
     order = np.argsort(key, kind="stable")
     strike, sidx, is_call, root, expiry = strike[order], sidx[order], is_call[order], root[order], expiry[order]

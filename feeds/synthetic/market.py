@@ -275,7 +275,9 @@ class SyntheticMarket:
         key = (und, int(d))
         got = self._listed.get(key)
         if got is None:
-            got = [pd.Timestamp(e).date() for e in np.unique(self.day_chain(und, d).expiry)]
+            dc = self.day_chain(und, d)
+            listed = np.bincount(dc.sidx, minlength=len(dc.series.expiry)) > 0  # series with a contract
+            got = [pd.Timestamp(e).date() for e in np.unique(dc.series.expiry[listed])]
             self._listed[key] = got
         return got
 
