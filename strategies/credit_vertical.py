@@ -163,7 +163,7 @@ class CreditVertical(Strategy):
     def manage(self, ctx, trade) -> None:
         p = self.params
         if credit_exit(ctx, trade, take_profit_pct=p.take_profit_pct, stop_multiple=p.stop_multiple,
-                       trigger=p.exit_trigger):
+                       trigger=p.exit_trigger, idle=p.exit_time is None):  # idle: the only exit rule then
             return
         if p.exit_time is not None and ctx.today == trade.expiry and ctx.now.time() >= p.exit_time:
             ctx.close_trade(trade, "session_exit")

@@ -10,6 +10,7 @@ take-profit / stop rule on the closing price.
 from __future__ import annotations
 
 from strikebench.api import Decision
+from strikebench.engine.broker import NEVER
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg
 from strikebench.options.ticks import round_to_tick
@@ -55,17 +56,24 @@ def decide_and_enter(ctx, snapshot: ChainSnapshot, context: dict, evaluation: tu
     return decision, order
 
 
-def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, trigger: str = "executable") -> bool:
+def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, trigger: str = "executable",
+                idle: bool = False) -> bool:
     """Close ``trade`` when closing costs <= (1 - take_profit_pct) x credit or >= stop_multiple x credit.
 
     ``trigger`` is "executable" (the fill model's closing price) or "mid". Returns True when an
-    exit was sent (or one is already working).
+    exit was sent (or one is already working). ``idle=True`` when this is the only exit rule of the
+    caller's ``manage``: on a bar where no level is reached it tells the engine the next bar where
+    one is (``ctx.idle_until``), so ``manage`` is not called on the bars in between.
     """
     if ctx.has_pending_exit(trade):
+        if idle:  # nothing to do until that order fills, expires or is cancelled (an order event)
+            ctx.idle_until(trade, NEVER)
         return True
     credit = trade.entry_credit
-    if trigger == "executable" and not ctx.close_price_outside(trade, (1.0 - take_profit_pct) * credit,
-                                                               stop_multiple * credit):
+    low, high = (1.0 - take_profit_pct) * credit, stop_multiple * credit
+    if trigger == "executable" and not ctx.close_price_outside(trade, low, high):
+        if idle:
+            ctx.idle_until(trade, ctx.next_bar_outside(trade, low, high))
         return False  # neither level reached this bar (compared for the whole session at once)
     cost = ctx.close_price(trade) if trigger == "executable" else -ctx.mark(trade)
     if cost is None or cost != cost:  # no usable quote this bar

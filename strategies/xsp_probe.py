@@ -222,7 +222,8 @@ class XspProbe(Strategy):
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:
         self._tracked.setdefault(trade.trade_id, trade)
-        credit_exit(ctx, trade, take_profit_pct=self.params.take_profit_pct, stop_multiple=self.params.stop_multiple)
+        credit_exit(ctx, trade, take_profit_pct=self.params.take_profit_pct, stop_multiple=self.params.stop_multiple,
+                    idle=True)  # the only exit rule (tracking above is done once a trade)
 
     # ---------------------------------------------------------- sentiment
     def _track(self, ctx) -> None:

@@ -208,4 +208,5 @@ class ZeroDte(Strategy):
     # -------------------------------------------------------------- exits
     def manage(self, ctx, trade) -> None:
         p = self.params
-        credit_exit(ctx, trade, take_profit_pct=p.take_profit_pct, stop_multiple=p.stop_multiple, trigger=p.exit_trigger)
+        credit_exit(ctx, trade, take_profit_pct=p.take_profit_pct, stop_multiple=p.stop_multiple, trigger=p.exit_trigger,
+                    idle=True)  # the only exit rule: manage is skipped until a level can be reached

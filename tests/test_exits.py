@@ -30,9 +30,10 @@ class SellOnceAndManage(Strategy):
 
     name = "sell_once"
 
-    def __init__(self, take_profit_pct: float, stop_multiple: float):
+    def __init__(self, take_profit_pct: float, stop_multiple: float, idle: bool = False):
         super().__init__()
-        self.tp, self.stop = take_profit_pct, stop_multiple
+        self.tp, self.stop, self.idle = take_profit_pct, stop_multiple, idle
+        self.managed: list[dt.time] = []  # the bars manage ran on
 
     def decision_times(self):
         return [dt.time(10, 0)]
@@ -41,7 +42,8 @@ class SellOnceAndManage(Strategy):
         ctx.open_trade([Leg(SHORT, -1), Leg(LONG, +1)], 1)
 
     def manage(self, ctx, trade):
-        credit_exit(ctx, trade, take_profit_pct=self.tp, stop_multiple=self.stop)
+        self.managed.append(ctx.now.time())
+        credit_exit(ctx, trade, take_profit_pct=self.tp, stop_multiple=self.stop, idle=self.idle)
 
 
 def up5(c: float) -> int:
@@ -59,7 +61,7 @@ def closing_cost(short: tuple[int, int]) -> int:
     return price
 
 
-def run(path: list[tuple[dt.time, tuple[int, int]]], tp: float, stop: float):
+def run(path: list[tuple[dt.time, tuple[int, int]]], tp: float, stop: float, idle: bool = False):
     def short_quote(ts):
         quote = path[0][1]
         for start, q in path:
@@ -69,9 +71,10 @@ def run(path: list[tuple[dt.time, tuple[int, int]]], tp: float, stop: float):
 
     market = ModelMarket(DAY, DAY, spot=4710.0, quotes={SHORT: short_quote, LONG: (1.80, 2.00)},
                          settlement={DAY: 4750.0})
-    strat = SellOnceAndManage(tp, stop)
+    strat = SellOnceAndManage(tp, stop, idle)
     engine = run_strategy(strat, market, fill_model=MidSlippageFill(), commission=ZeroCommission())
     (trade,) = engine.portfolio.closed_trades()
+    engine.managed = strat.managed
     return trade, engine
 
 
@@ -91,11 +94,12 @@ def first_bar(path, entry_credit: int, test) -> tuple[dt.time, int]:
 ENTRY = [(dt.time(9, 30), (275, 295))]
 
 
-def test_take_profit_on_the_first_bar_the_cost_reaches_half_the_credit():
+@pytest.mark.parametrize("idle", [False, True])
+def test_take_profit_on_the_first_bar_the_cost_reaches_half_the_credit(idle):
     path = ENTRY + [(dt.time(10, 30), (235, 255)),   # 2.45 - 1.90 + 0.12 = 0.67 -> 0.70
                     (dt.time(10, 45), (205, 225)),   # 2.15 - 1.90 + 0.12 = 0.37 -> 0.40 = exactly half of 0.80
                     (dt.time(11, 0), (195, 215))]    # 0.27 -> 0.30
-    trade, _ = run(path, tp=0.50, stop=2.0)
+    trade, _ = run(path, tp=0.50, stop=2.0, idle=idle)
     credit = up5(-(285 - 190) + 0.30 * 40)
     assert credit == -80 and round(trade.entry_price * 100) == -80
     when, cost = first_bar(path, 80, lambda cost, credit: cost * 2 <= credit)
@@ -105,11 +109,12 @@ def test_take_profit_on_the_first_bar_the_cost_reaches_half_the_credit():
     assert round(trade.realized_pnl * 100) == (80 - cost) * 100
 
 
-def test_stop_on_the_first_bar_the_cost_reaches_twice_the_credit():
+@pytest.mark.parametrize("idle", [False, True])
+def test_stop_on_the_first_bar_the_cost_reaches_twice_the_credit(idle):
     path = ENTRY + [(dt.time(11, 0), (305, 325)),    # 3.15 - 1.78 = 1.37 -> 1.40
                     (dt.time(11, 20), (325, 345)),   # 3.35 - 1.78 = 1.57 -> 1.60 = exactly twice 0.80
                     (dt.time(11, 40), (345, 365))]   # 1.77 -> 1.80
-    trade, _ = run(path, tp=0.50, stop=2.0)
+    trade, _ = run(path, tp=0.50, stop=2.0, idle=idle)
     when, cost = first_bar(path, 80, lambda cost, credit: cost >= 2 * credit)
     assert (when, cost) == (dt.time(11, 20), 160)
     assert trade.exit_reason == "stop_loss"
@@ -130,3 +135,15 @@ def test_take_profit_thresholds_that_are_not_on_the_grid(tp):
     when, cost = first_bar(path, 80, lambda cost, credit: cost <= limit_c)
     assert trade.exit_reason == "take_profit"
     assert trade.closed_at.time() == when and round(trade.exit_price * 100) == cost
+
+
+def test_an_idle_exit_rule_is_asked_only_after_the_fill_and_on_the_bar_that_meets_it():
+    """credit_exit(idle=True): manage runs on the bar after the entry fills (anything that changes the
+    run wakes it), then not again until the first bar whose closing cost reaches a level; the exit is
+    the same bar and price as when manage runs every bar (the tests above, both ways)."""
+    path = ENTRY + [(dt.time(10, 30), (235, 255)), (dt.time(10, 45), (205, 225))]
+    _, every_bar = run(path, tp=0.50, stop=2.0)
+    trade, idle = run(path, tp=0.50, stop=2.0, idle=True)
+    assert trade.closed_at.time() == dt.time(10, 45)
+    assert every_bar.managed == [dt.time(10, m) for m in range(1, 46)]
+    assert idle.managed == [dt.time(10, 1), dt.time(10, 45)]

@@ -25,7 +25,9 @@ from strikebench.options.fills import allocate_legs, combo_pricing, settle_fill_
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
 from strikebench.portfolio import Portfolio
 
-__all__ = ["OptionsBroker", "QuoteBook", "OrderTransition"]
+__all__ = ["OptionsBroker", "QuoteBook", "OrderTransition", "NEVER"]
+
+NEVER = 1 << 40  # a bar no session reaches
 
 
 class QuoteBook:
@@ -219,6 +221,27 @@ class OptionsBroker(bt.BrokerBase):
                 hit = (curve <= low) | (curve >= high)
             self._outside[key] = hit
         return bool(hit[min(self._bar, len(hit) - 1)])
+
+    def next_bar_outside(self, trade: TradeRecord, low: float, high: float) -> int:
+        """The first bar of the session after this one at which :meth:`close_price_outside` is True
+        (bars past the quotes read the last minute, as :meth:`close_price_outside` does); ``NEVER``
+        when there is none."""
+        self.close_price_outside(trade, low, high)  # computes and caches the session's comparison
+        hit = self._outside[(trade.trade_id, low, high)]
+        nxt = self._bar + 1
+        ahead = hit[nxt:]
+        if ahead.size and ahead.any():
+            return nxt + int(np.argmax(ahead))
+        if hit.size and hit[-1]:  # only past the quotes (else found above): the last minute repeats
+            return nxt
+        return NEVER
+
+    def has_working_exit(self, trade_id: str) -> bool:
+        """True while a closing order of ``trade_id`` is working."""
+        for o in self._working:
+            if not o.opens and o.trade_id == trade_id:
+                return True
+        return False
 
     def _close_curve(self, trade: TradeRecord) -> np.ndarray:
         closing = Order(client_id="_probe", legs=tuple(leg.reversed() for leg in trade.legs), quantity=1,

@@ -59,6 +59,9 @@ class StrategyContext:
         self._decision_bars = None  # the engine's per-bar decision mask of this strategy
         self._decisions = 0
         self._orders = 0
+        self._naps: dict | None = None  # trade id -> bar_in_session promised by idle_until during manage
+        self._idle_until = -1  # absolute bar before which manage is skipped, valid while _idle_epoch holds
+        self._idle_epoch = -1
 
     # ------------------------------------------------------------------ clock
     @property
@@ -205,7 +208,31 @@ class StrategyContext:
 
     def has_pending_exit(self, trade: TradeRecord) -> bool:
         """True while a closing order for ``trade`` is working."""
-        return any(o.trade_id == trade.trade_id and not o.opens for o in self._engine.broker.working_orders())
+        return self._engine.broker.has_working_exit(trade.trade_id)
+
+    def next_bar_outside(self, trade: TradeRecord, low: float, high: float) -> int:
+        """The first later bar of this session (as ``bar_in_session``) at which :meth:`close_price_outside`
+        will be True; a number past the session's end when none (from the same session-wide comparison)."""
+        return self._engine.broker.next_bar_outside(trade, low, high)
+
+    @property
+    def bar_in_session(self) -> int:
+        """This bar's position in the session (0 = the opening minute)."""
+        return self._engine.bar_in_session
+
+    def idle_until(self, trade: TradeRecord, bar: int) -> None:
+        """Tell the engine that :meth:`manage` has nothing to do for ``trade`` before bar ``bar`` of this
+        session (``bar_in_session`` units) *unless something else changes*.
+
+        A promise about the strategy's own rule: call it only when every exit rule of ``manage`` for
+        this trade is known not to fire before then (``credit_exit(..., idle=True)`` does it from the
+        session-wide comparison of :meth:`close_price_outside`). When every open trade of the strategy
+        has such a promise, the engine skips ``manage`` until the earliest one, and calls it again at
+        once after any order event, fill, veto or settlement in the run, and at every session start.
+        Backtests only (a live run calls ``manage`` every bar)."""
+        naps = self._naps
+        if naps is not None:
+            naps[trade.trade_id] = int(bar)
 
     def _request(self, order: Order) -> OrderRequest:
         engine = self._engine

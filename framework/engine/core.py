@@ -119,6 +119,8 @@ class Engine:
         self._chain_bar = -1
         self._other_prices: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.finished = False
+        self._epoch = 0  # moves on every order event, fill, veto, settlement and session start
+        self._can_idle = self.run.mode == "backtest"
 
     # ------------------------------------------------------------------ clock
     @property
@@ -220,13 +222,35 @@ class Engine:
         self.broker.on_bar(int(tl.in_session[i]), tl.stamps[i])
         for k, (sid, strat) in enumerate(self.strategies):
             ctx = self.contexts[k]
-            for trade in self.portfolio.open_trades(sid):
-                strat.manage(ctx, trade)
+            if ctx._idle_epoch != self._epoch or i >= ctx._idle_until:
+                self._manage(ctx, sid, strat, i)
             if self._decision_bars[k][i]:
                 strat.on_decision_time(ctx)
         if tl.last[i]:
             self._end_session()
         self.equity_curve[i] = self.broker._value
+
+    def _manage(self, ctx, sid, strat, i: int) -> None:
+        """``manage`` of each open trade of one strategy. In a backtest, when every trade promised
+        (``ctx.idle_until``) that nothing happens before some bar, or the strategy has no open trade,
+        the strategy is skipped until the earliest such bar or until anything changes in the run
+        (``self._epoch``: order events, fills, vetoes, settlements, session starts)."""
+        trades = self.portfolio.open_trades(sid)
+        epoch = self._epoch
+        if not trades:
+            if self._can_idle:  # trades only appear through fills, which move the epoch
+                ctx._idle_until, ctx._idle_epoch = self._session_end, epoch
+            return
+        ctx._naps = naps = {} if self._can_idle else None
+        try:
+            for trade in trades:
+                strat.manage(ctx, trade)
+        finally:
+            ctx._naps = None
+        if naps and self._epoch == epoch and len(naps) == len(trades):
+            start = i - int(self.timeline.in_session[i])
+            ctx._idle_until = min(self._session_end, start + min(naps.values()))
+            ctx._idle_epoch = epoch
 
     def finish(self) -> None:
         if self.finished:
@@ -238,6 +262,7 @@ class Engine:
     # ----------------------------------------------------------- sessions
     def _start_session(self) -> None:
         day = self.today
+        self._epoch += 1
         self._prefetched.clear()
         self._session_end = self.i + int(np.argmax(self.timeline.last[self.i:])) + 1
         self.broker.start_session(day)
@@ -270,6 +295,7 @@ class Engine:
                     if leg.contract.expiry == day and leg.contract.settlement_style == style}
         if not expiring:
             return
+        self._epoch += 1
         values = {c: float(self.market.settlement_value(c)) for c in expiring}
         # a market that had no real print for a contract says so (FileMarket: open/close approximation)
         note_of = getattr(self.market, "settlement_note", None)
@@ -288,6 +314,7 @@ class Engine:
 
     def record_veto(self, order: Order, vetoes: list[Veto]) -> None:
         reason = "; ".join(f"{v.rule}: {v.reason}" if v.rule else v.reason for v in vetoes)
+        self._epoch += 1
         previous = order.status
         order.status = OrderStatus.REJECTED
         order.status_reason = f"vetoed: {reason}"
@@ -297,9 +324,11 @@ class Engine:
                                                        self.now.to_pydatetime(), order.status_reason))
 
     def _on_transition(self, order: Order, transition: OrderTransition) -> None:
+        self._epoch += 1
         self.hook.on_order_event(run=self.run, order=order.snapshot(), event=transition)
 
     def _on_fill(self, order: Order, fill: Fill, trade: TradeRecord) -> None:
+        self._epoch += 1
         self.hook.on_fill(run=self.run, order=order.snapshot(), fill=fill)
         if not trade.is_open:
             self.hook.on_trade_closed(run=self.run, trade=trade)
