@@ -296,6 +296,71 @@ def backtest(config: str, overrides: tuple[str, ...], quiet: bool) -> None:
     run_backtest(resolved, console=console, progress=not quiet, pm=pm)
 
 
+_engine_options = [
+    click.option("--engine", "engine", type=click.Choice(["local", "ray"]), default=None,
+                 help="Where trials run: `local` (processes on every core) or `ray` (default: sweep.executor)."),
+    click.option("--ray", "use_ray", is_flag=True, help="Same as `--engine ray`."),
+    click.option("--address", metavar="ADDR", default=None,
+                 help="Ray cluster: `auto`, `ray://HOST:10001` or `HOST:6379` (default: a local Ray for the sweep)."),
+    click.option("--workers", type=click.IntRange(1), default=None, help="Parallel trials (default: every core)."),
+    click.option("--dir", "folder", type=USER_PATH, metavar="PATH", default=None,
+                 help="The sweep folder (default: OUTPUT_DIR/NAME-sweep; the same folder resumes)."),
+    click.option("--fresh", is_flag=True, help="Start the study over (delete its trials) instead of resuming."),
+    click.option("--trials", type=click.IntRange(1), default=None, help="Trial budget (default: sweep.trials)."),
+    click.option("--quiet", is_flag=True, help="No progress bar or live table."),
+]
+
+
+def engine_options(f):
+    for option in reversed(_engine_options):
+        f = option(f)
+    return f
+
+
+def _research_config(config: str, overrides: tuple[str, ...], section: str):
+    from strikebench.config import load_config
+    from strikebench.errors import ConfigError
+    from strikebench.plugin_manager import get_plugin_manager
+
+    resolved = load_config(config, overrides, registry=get_plugin_manager().registry)
+    if getattr(resolved.config, section) is None:
+        raise ConfigError(f"{config}: no `{section}:` section; add one (see docs/research.md)")
+    return resolved
+
+
+@cli.command()
+@click.argument("config", type=USER_PATH)
+@set_option
+@engine_options
+def sweep(config: str, overrides: tuple[str, ...], engine, use_ray, address, workers, folder, fresh, trials,
+          quiet) -> None:
+    """Run the `sweep:` section of CONFIG: trials in parallel into an Optuna study, a live best-so-far
+    table, then `trials.csv`, `pareto.png`, `importance.png` and the best configs as ready-to-run YAML
+    (`best/`). Interrupted, the same command resumes without redoing finished trials.
+    """
+    from strikebench.research.sweep import Sweep
+
+    resolved = _research_config(config, overrides, "sweep")
+    run = Sweep(resolved, folder=folder, fresh=fresh, executor="ray" if use_ray else engine, address=address,
+                workers=workers, trials=trials, console=console, progress=not quiet)
+    result = run.run()
+    _print_sweep_result(run, result)
+    if result.interrupted:
+        raise SystemExit(130)
+
+
+def _print_sweep_result(run, result) -> None:
+    console.print(f"sweep '{escape(result.study_name)}': {result.complete} complete, {result.failed} failed of "
+                  f"{result.budget} in {result.elapsed:.1f} s; study {escape(run.storage if '@' not in run.storage else '(database)')}",
+                  highlight=False, soft_wrap=True)
+    for rank, b in enumerate(result.best, 1):
+        figures = ", ".join(f"{o.name} {v:,.4f}" for o, v in zip(run.objectives, b["values"]))
+        console.print(f"  best {rank}: trial {b['index']}: {escape(figures)} -> {escape(b.get('yaml', ''))}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"folder: {escape(str(result.folder))} (trials.csv, sweep.json, pareto.png, importance.png, best/)",
+                  highlight=False, soft_wrap=True)
+
+
 @cli.group()
 def market() -> None:
     """Look at the market a config's `data:` section generates (the synthetic market)."""

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strikebench.errors import ConfigError
+from strikebench.research.spec import SweepConfig, WalkForwardConfig
 
 __all__ = [
     "RunConfig",
@@ -123,6 +124,9 @@ class RunConfig(_Strict):
     journal: JournalConfig = Field(default_factory=JournalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     account: AccountConfig = Field(default_factory=AccountConfig)
+    sweep: SweepConfig | None = Field(default=None, description="parameter sweep (`strikebench sweep`)")
+    walk_forward: WalkForwardConfig | None = Field(default=None, description="walk-forward validation "
+                                                                             "(`strikebench walk-forward`)")
 
     @field_validator("name")
     @classmethod
@@ -130,6 +134,21 @@ class RunConfig(_Strict):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
             raise ValueError("use letters, digits, '_', '-', '.' only")
         return v
+
+    @model_validator(mode="after")
+    def _research_sections(self) -> "RunConfig":
+        if self.walk_forward is not None:
+            if self.sweep is None:
+                raise ValueError("walk_forward needs a sweep section (the parameters it optimizes in-sample)")
+            names = [o.name for o in self.sweep.objectives]
+            if self.walk_forward.select is not None and self.walk_forward.select not in names:
+                raise ValueError(f"walk_forward.select {self.walk_forward.select!r} is not one of the "
+                                 f"sweep objectives ({', '.join(names)})")
+        return self
+
+
+#: sections that describe research around a run, not the run: left out of its hash and of a trial's YAML
+RESEARCH_SECTIONS = ("sweep", "walk_forward")
 
 
 @dataclass(frozen=True)
@@ -167,8 +186,10 @@ class ResolvedConfig:
     @property
     def config_hash(self) -> str:
         """A hash of the validated config; a broker's secret parameters (``SecretStr``: a token) are left out, so
-        rotating a token keeps an account's configuration the same."""
-        dumped = self.config.model_dump(mode="json")
+        rotating a token keeps an account's configuration the same. The research sections (``sweep``,
+        ``walk_forward``) are not part of the run: a trial and its best-config YAML hash alike."""
+        exclude = set(RESEARCH_SECTIONS)
+        dumped = self.config.model_dump(mode="json", exclude=exclude)
         secrets = _secret_fields(self.broker.params)
         if secrets:
             b = dumped["broker"]
@@ -178,7 +199,14 @@ class ResolvedConfig:
                         where[k] = "(secret)"
         return hashlib.sha256(json.dumps(dumped, sort_keys=False, separators=(",", ":"), default=str)
                               .encode()).hexdigest()[:16] if secrets else \
-            hashlib.sha256(self.config.model_dump_json().encode()).hexdigest()[:16]
+            hashlib.sha256(self.config.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
+
+    def run_yaml(self) -> str:
+        """The config the run uses as ready-to-run YAML, without the sweep/walk_forward sections."""
+        data = yaml.safe_load(self.resolved_text) or {}
+        for key in RESEARCH_SECTIONS:
+            data.pop(key, None)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def _secret_fields(params) -> list[str]:
@@ -363,10 +391,8 @@ def _load_value(text: str) -> Any:
 _SEG_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
-def _parse_override(item: str) -> tuple[tuple, Any]:
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected dotted.path=value")
-    key, raw = item.split("=", 1)
+def parse_path(key: str) -> tuple:
+    """``strategies[0].params.width`` (or ``strategies.0.params.width``) -> ``('strategies', 0, 'params', 'width')``."""
     loc: list[Any] = []
     for m in _SEG_RE.finditer(key.strip()):
         name, index = m.groups()
@@ -376,13 +402,21 @@ def _parse_override(item: str) -> tuple[tuple, Any]:
             loc.append(int(name))
         else:
             loc.append(name)
+    return tuple(loc)
+
+
+def _parse_override(item: str) -> tuple[tuple, Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected dotted.path=value")
+    key, raw = item.split("=", 1)
+    loc = parse_path(key)
     if not loc:
         raise ConfigError(f"--set {item!r}: empty path")
     try:
         value = _load_value(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return tuple(loc), value
+    return loc, value
 
 
 def _default_at(loc: tuple) -> Any:
@@ -527,27 +561,36 @@ def _resolve(src: _Source, registry, kind: str, name: str, params: dict, loc: tu
     return ResolvedPlugin(format_path(loc), entry, validated, instance_id or name)
 
 
-def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), registry=None) -> ResolvedConfig:
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = (), registry=None,
+                values: dict[str, Any] | None = None) -> ResolvedConfig:
     """Read, substitute, override, validate and resolve a run config.
 
     :param path: the YAML file.
     :param overrides: ``dotted.path=value`` strings (``--set``), applied after substitution.
     :param registry: the plugin registry (default: a fresh :func:`get_plugin_manager`'s).
+    :param values: ``dotted.path -> value`` applied after the overrides, values as they are (a sweep
+        trial's parameters); when given, the ``sweep`` section's spaces are not checked again.
     :raises ConfigError: one line naming file, line, YAML path, value and what is allowed.
     """
     src = load_yaml(path)
     try:
-        return _load(src, path, overrides, registry)
+        return _load(src, path, overrides, registry, values)
     except ConfigError as exc:
         raise ConfigError(src.scrub(str(exc))) from None
 
 
-def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedConfig:
+def _load(src: _Source, path, overrides: Iterable[str], registry, values: dict[str, Any] | None = None
+          ) -> ResolvedConfig:
     data = _substitute(src, src.data, ())
     overrides = tuple(overrides)
     for item in overrides:
         loc, value = _parse_override(item)
         _apply_override(data, loc, value, item)
+        src.forget_env(loc)
+    base = copy.deepcopy(data) if values is None else None
+    for key, value in (values or {}).items():
+        loc = parse_path(key)
+        _apply_override(data, loc, copy.deepcopy(value), key)
         src.forget_env(loc)
     resolved_text = yaml.safe_dump(src._masked((), data), sort_keys=False, default_flow_style=False)
     cfg: RunConfig = _validate(src, RunConfig, data)  # type: ignore[assignment]
@@ -586,8 +629,30 @@ def _load(src: _Source, path, overrides: Iterable[str], registry) -> ResolvedCon
                  for i, r in enumerate(cfg.risk))
     features = tuple(_resolve(src, registry, "context_provider", f.name, f.params, ("features", i))
                      for i, f in enumerate(cfg.features))
+    if cfg.sweep is not None and base is not None:
+        _check_spaces(src, path, base, cfg.sweep, registry)
     return ResolvedConfig(
         source_path=str(path), config=cfg, text=src.text, data=data_ref, broker=broker, fill_model=fill,
         commission=commission, strategies=tuple(strategies), risk=risk, features=features,
         overrides=overrides, resolved_text=resolved_text,
     )
+
+
+def _check_spaces(src: _Source, path, data: dict, sweep, registry) -> None:
+    """Each space's path and edge values (both ends, every choice) make a valid config on their own."""
+    for key, space in sweep.space.items():
+        loc = parse_path(key)
+        where = src.where(("sweep", "space", key))
+        if not loc:
+            raise ConfigError(f"{where}: sweep.space: empty path")
+        for value in space.edge_values():
+            trial = copy.deepcopy(data)
+            trial.pop("sweep", None)
+            trial.pop("walk_forward", None)
+            try:
+                _apply_override(trial, loc, value, key)
+                probe = _Source(src.path, src.text, trial, {})
+                _load(probe, path, (), registry, {})
+            except ConfigError as exc:
+                problem = str(exc).split(": ", 1)[-1] if str(exc).startswith((str(path), "--set ")) else str(exc)
+                raise ConfigError(f"{where}: sweep.space.{key}: with {value!r}: {problem}") from None

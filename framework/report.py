@@ -54,6 +54,9 @@ _ROWS = [
     ("final_equity", "Final equity ($)", "{:,.2f}"),
     ("max_drawdown", "Max drawdown ($, daily)", "{:,.2f}"),
     ("max_drawdown_per_bar", "Max drawdown ($, per bar)", "{:,.2f}"),
+    ("return_pct", "Return (%)", "{:+.2f}"),
+    ("worst_day", "Worst day ($)", "{:+,.2f}"),
+    ("sharpe", "Sharpe (daily, annualized)", "{:.2f}"),
     ("decisions", "Decisions", "{:,}"),
     ("vetoed_orders", "Orders vetoed by risk", "{:,}"),
 ]
@@ -145,6 +148,7 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
     for v in series:
         peak = v if peak is None else max(peak, v)
         dd_c = max(dd_c, peak - v)
+    daily_c = [b - a for a, b in zip(series, series[1:])]  # each session's change of equity, cents
     vetoed = 0
     if len(orders):
         vetoed = int(sum(1 for s, r in zip(orders["status"], orders["status_reason"])
@@ -196,6 +200,10 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
         "open_trades": int(trades["closed_at"].isna().sum()) if len(trades) else 0,
         "win_rate": (sum(1 for x in pnl_c if x > 0) / len(pnl_c)) if pnl_c else None,
         "max_drawdown": _dollars(dd_c),
+        "return_pct": _return_pct(initial_c, final_equity_c),
+        "worst_day": _dollars(min(daily_c)) if daily_c else None,
+        "best_day": _dollars(max(daily_c)) if daily_c else None,
+        "sharpe": _sharpe(series),
         "decisions": int(len(decisions)),
         "vetoed_orders": vetoed,
         "approximated_settlements": (int(trades["settlement_note"].notna().sum())
@@ -207,6 +215,27 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
     if run_dir is not None:
         summary["run_dir"] = str(_folder(run_dir))
     return summary
+
+
+def _return_pct(initial_c: int | None, final_c: int | None) -> float | None:
+    """Total return in percent of the initial cash, to 1e-6 percent (the cents are exact)."""
+    if not initial_c or final_c is None:
+        return None
+    return round((final_c - initial_c) * 100 / initial_c, 6)
+
+
+def _sharpe(series_c: list[int]) -> float | None:
+    """Annualized Sharpe ratio of the daily returns (252 sessions a year, zero rate), to 1e-6."""
+    if len(series_c) < 3:
+        return None
+    import numpy as np
+
+    eq = np.asarray(series_c, dtype=float)
+    r = eq[1:] / eq[:-1] - 1.0
+    sd = float(np.std(r, ddof=1))
+    if not sd > 0:
+        return None
+    return round(float(np.mean(r)) / sd * 252 ** 0.5, 6)
 
 
 # ------------------------------------------------------------------- tables
