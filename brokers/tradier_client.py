@@ -686,6 +686,10 @@ class TradierAccount(LiveBroker):
     def poll(self) -> None:
         """One ``GET /orders``: every order of ours it lists is observed; working ones it omits are read one by one."""
         now = dt.datetime.now(dt.timezone.utc)
+        working = self._db.execute("SELECT COUNT(*) FROM orders WHERE status NOT IN ('filled', 'cancelled',"
+                                   " 'rejected', 'expired')").fetchone()[0]
+        if not working:  # nothing of ours can change at the broker: no request (orders the journal does not know
+            return       # are found by the runtime's reconciliation through orders(), at every start)
         listed = self.api.orders_raw()
         by_tag = {str(o.get("tag")): o for o in listed if o.get("tag")}
         for row in self._db.execute("SELECT * FROM orders WHERE status NOT IN ('filled', 'cancelled', 'rejected',"

@@ -59,6 +59,7 @@ class TradierLoopback:
         self.cash = cash
         self.orders: dict[int, dict] = {}
         self.positions: dict[str, int] = {}
+        self.position_changes: dict[str, int] = {}
         self.faults: list[tuple[str, str, str, float]] = []
         self.requests: list[tuple[str, str, str, dict]] = []  # (method, path, query, form) as received
         self.posted_orders = 0  # orders placed (not previews)
@@ -70,6 +71,13 @@ class TradierLoopback:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # headers and body leave in one segment (no Nagle / delayed-ACK stall per reply)
+
+            def setup(self):
+                import socket
+
+                super().setup()
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *a):  # quiet
                 pass
@@ -98,6 +106,17 @@ class TradierLoopback:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def attach_book(self, book) -> None:
+        """Fill orders with ``book`` (a :class:`strikebench.brokers.paper.PaperAccount`); its SQLite connection is
+        reopened for use from the server's request threads (every use is under the server's lock)."""
+        import sqlite3
+
+        book._db.close()
+        book._db = sqlite3.connect(str(book.path), isolation_level=None, timeout=30.0, check_same_thread=False)
+        book._db.row_factory = sqlite3.Row
+        book._db.execute("PRAGMA journal_mode=WAL")
+        self.book = book
 
     def fault(self, method: str, path_prefix: str, kind: str, delay: float = 0.0) -> None:
         with self._lock:
@@ -239,7 +258,8 @@ class TradierLoopback:
                                       "margin": {"option_buying_power": cash / 2, "stock_buying_power": cash,
                                                  "fed_call": 0, "maintenance_call": 0}}}
         if path == f"{acct}/positions":
-            pos = self.book.positions() if self.book is not None else self.positions
+            pos = dict(self.book.positions() if self.book is not None else self.positions)
+            pos.update(self.position_changes)  # a position changed at the broker behind the trader's back
             items = [{"cost_basis": 0.0, "date_acquired": "2023-01-03T15:00:00.000Z", "id": i + 1,
                       "quantity": float(qty), "symbol": sym} for i, (sym, qty) in enumerate(sorted(pos.items())) if qty]
             return 200, {"positions": _one_or_many(items, "position")}

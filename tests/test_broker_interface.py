@@ -98,15 +98,29 @@ def test_live_environment_needs_live_flag(tmp_path):
     assert TOKEN not in p.stdout + p.stderr and not (tmp_path / "acct").exists()
 
 
+def check_cli(*args, cwd):
+    """``strikebench broker check`` in this process (click's runner; the subprocess form is tested above)."""
+    from click.testing import CliRunner
+
+    from strikebench.cli import cli
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, ["broker", "check", *map(str, args)], env={"COLUMNS": "250"})
+    finally:
+        os.chdir(old)
+
+
 def test_broker_check_paper_rows(tmp_path):
     """The paper broker answers the generic check: no credentials, simulated cash, the market cross-checked."""
-    p = sb("broker", "check", cfg(tmp_path, {"name": "paper", "initial_cash": 25000}), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr
-    out = " ".join(p.stdout.split())
+    p = check_cli(cfg(tmp_path, {"name": "paper", "initial_cash": 25000}), cwd=tmp_path)
+    assert p.exit_code == 0, p.output
+    out = " ".join(p.output.split())
     for item in ("credentials", "option buying power", "market clock", "data permissions", "preview"):
         assert item in out
     assert "25,000.00 (simulated cash)" in out and "4 session(s) 2023-01-03 .. 2023-01-06" in out
     assert sorted(x.name for x in tmp_path.iterdir()) == ["c.yaml"]  # read-only: nothing written
     # the backtest broker's YAML checks as the paper broker that stands in for it
-    p = sb("broker", "check", cfg(tmp_path, {"name": "backtest"}, "b.yaml"), "--preview", cwd=tmp_path)
-    assert p.returncode == 0 and "broker check: paper" in p.stdout, p.stderr
+    p = check_cli(cfg(tmp_path, {"name": "backtest"}, "b.yaml"), "--preview", cwd=tmp_path)
+    assert p.exit_code == 0 and "broker check: paper" in p.output, p.output
