@@ -349,6 +349,24 @@ def sweep(config: str, overrides: tuple[str, ...], engine, use_ray, address, wor
         raise SystemExit(130)
 
 
+@cli.command("walk-forward")
+@click.argument("config", type=USER_PATH)
+@set_option
+@engine_options
+def walk_forward(config: str, overrides: tuple[str, ...], engine, use_ray, address, workers, folder, fresh, trials,
+                 quiet) -> None:
+    """Walk-forward validation of CONFIG (`walk_forward:` and `sweep:` sections): each window's
+    in-sample sweep picks the parameters, run on the next out-of-sample sessions; reports
+    out-of-sample results only, the parameters chosen per window and the stitched out-of-sample
+    equity curve (`oos_equity.csv`, `oos_equity.png`). The same command resumes.
+    """
+    from strikebench.research.walk_forward import run_walk_forward
+
+    resolved = _research_config(config, overrides, "walk_forward")
+    run_walk_forward(resolved, folder=folder, fresh=fresh, executor="ray" if use_ray else engine, address=address,
+                     workers=workers, trials=trials, console=console, progress=not quiet)
+
+
 def _print_sweep_result(run, result) -> None:
     console.print(f"sweep '{escape(result.study_name)}': {result.complete} complete, {result.failed} failed of "
                   f"{result.budget} in {result.elapsed:.1f} s; study {escape(run.storage if '@' not in run.storage else '(database)')}",

@@ -3,7 +3,7 @@ under `strikebench backtest`, a failing trial is recorded and the sweep goes on,
 without redoing a finished trial, and the same seed gives the same trials on local processes and Ray.
 
 Spans are two or three sessions and budgets four to eight trials, so the file stays within seconds of
-trial time; `SB_SWEEP_LONG=1` runs the Ray comparison with more trials.
+trial time; `SB_SWEEP_TRIALS=20` runs the local-vs-Ray comparison with more trials.
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ def _sweep(path: Path, folder: Path, **kwargs):
 
 GRID = {
     "sampler": "grid",
-    "space": {"strategies[0].params.width": {"choices": [10, 25]},
-              "data.start": {"choices": ["2023-03-08", "2023-03-09"]},
+    "space": {"data.start": {"choices": ["2023-03-08", "2023-03-09"]},
               "data.end": {"choices": ["2023-03-08", "2023-03-10"]}},
     "objectives": [{"name": "return_pct", "direction": "maximize"},
                    {"name": "max_drawdown", "direction": "minimize"}],
@@ -79,29 +78,28 @@ def grid_sweep(tmp_path_factory):
 
 def test_grid_covers_exactly_the_product_and_a_bad_combination_is_a_recorded_failure(grid_sweep):
     path, result = grid_sweep
-    product = list(itertools.product([10, 25], ["2023-03-08", "2023-03-09"], ["2023-03-08", "2023-03-10"]))
-    seen = [(r["params"]["strategies[0].params.width"], str(r["params"]["data.start"]), str(r["params"]["data.end"]))
-            for r in result.trials]
-    assert sorted(seen) == sorted(product) and len(seen) == len(set(seen)) == 8
-    # start 03-09 with end 03-08 is an invalid span: those two trials fail with the config's own message,
+    product = list(itertools.product(["2023-03-08", "2023-03-09"], ["2023-03-08", "2023-03-10"]))
+    seen = [(str(r["params"]["data.start"]), str(r["params"]["data.end"])) for r in result.trials]
+    assert sorted(seen) == sorted(product) and len(seen) == len(set(seen)) == 4
+    # start 03-09 with end 03-08 is an invalid span: that trial fails with the config's own message,
     # and every other trial of the sweep still completes
     failed = {(s, r["error"]) for s, r in zip(seen, result.trials) if r["state"] == "fail"}
-    assert {s for s, _ in failed} == {(10, "2023-03-09", "2023-03-08"), (25, "2023-03-09", "2023-03-08")}
+    assert {s for s, _ in failed} == {("2023-03-09", "2023-03-08")}
     assert all("end 2023-03-08 is before start 2023-03-09" in e for _, e in failed)
-    assert result.complete == 6 and result.failed == 2
-    # one session (03-08 .. 03-08) and three (03-08 .. 03-10): the span each trial ran is the one it asked for
+    assert result.complete == 3 and result.failed == 1
+    # one, two or three sessions: the span each trial ran is the one it asked for
     for s, r in zip(seen, result.trials):
         if r["state"] == "complete":
-            start, end = dt_date(s[1]), dt_date(s[2])
+            start, end = dt_date(s[0]), dt_date(s[1])
             assert r["summary"]["sessions"] == sum(1 for d in (8, 9, 10) if start.day <= d <= end.day)
     folder = result.folder
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (folder / "trials.csv").read_text().count("\n") == 9
+    assert (folder / "trials.csv").read_text().count("\n") == 5
     # the study is a real Optuna SQLite file holding every trial's summary
     import optuna
 
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{folder / 'study.sqlite3'}")
-    assert len(study.trials) == 8 and all("summary" in t.user_attrs for t in study.trials if t.values)
+    assert len(study.trials) == 4 and all("summary" in t.user_attrs for t in study.trials if t.values)
 
 
 def dt_date(s):
@@ -157,7 +155,7 @@ def _complete_rows(storage: Path) -> list[tuple]:
 
 
 def test_a_killed_sweep_resumes_without_redoing_a_finished_trial(tmp_path):
-    path = write_config(tmp_path, {"sampler": "grid", "space": {"strategies[0].params.width": {"choices": [10, 15, 20, 25]}},
+    path = write_config(tmp_path, {"sampler": "grid", "space": {"strategies[0].params.width": {"choices": [10, 15, 20]}},
                                    "objectives": [{"name": "final_equity", "direction": "maximize"}]})
     folder = tmp_path / "sweep"
     exe = Path(sys.executable).with_name("strikebench")
@@ -172,18 +170,18 @@ def test_a_killed_sweep_resumes_without_redoing_a_finished_trial(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-sweep
         proc.wait()
     first = _complete_rows(storage)
-    assert 1 <= len(first) < 4, proc.stderr.read().decode()[-2000:]
+    assert 1 <= len(first) < 3, proc.stderr.read().decode()[-2000:]
     first_idx = {int(json.loads(v)) for _, v, _ in first}
     max_number = max(n for n, _, _ in first)
 
     result = _sweep(path, folder, workers=2)  # the same sweep again: it resumes
-    assert result.complete == 4 and result.failed == 0 and not result.interrupted
+    assert result.complete == 3 and result.failed == 0 and not result.interrupted
     after = _complete_rows(storage)
     assert set(first) <= set(after)  # the finished trials are kept as they were (number, time)
     indices = [int(json.loads(v)) for _, v, _ in after]
-    assert sorted(indices) == [0, 1, 2, 3]  # each grid point completed exactly once
+    assert sorted(indices) == [0, 1, 2]  # each grid point completed exactly once
     redone = {int(json.loads(v)) for n, v, _ in after if n > max_number}
-    assert redone == {0, 1, 2, 3} - first_idx  # only what had not finished ran again
+    assert redone == {0, 1, 2} - first_idx  # only what had not finished ran again
     # a trial that was running when the driver died is recorded as interrupted, not as a result
     import optuna
 
@@ -208,18 +206,18 @@ def _rows(result):
 
 
 def test_same_seed_same_trials_on_local_processes_and_on_ray(tmp_path, monkeypatch):
-    """Three TPE trials proposed one at a time (batch 1: the second and third come from the results
-    before them) on two local workers, then on a local Ray started here with one: the same trials."""
+    """TPE trials proposed one at a time (batch 1: the second comes from the first's result) on two
+    local workers, then on a local Ray started here with one: the same trials."""
     pytest.importorskip("ray")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    n = int(os.environ.get("SB_SWEEP_TRIALS", "3"))
+    n = int(os.environ.get("SB_SWEEP_TRIALS", "2"))
     sweep = dict(TPE, trials=n, batch=1, startup_trials=1)
     path = write_config(tmp_path, sweep, data=dict(BASE["data"], start="2023-03-09"))
     local = _sweep(path, tmp_path / "local", workers=2)
     on_ray = _sweep(path, tmp_path / "ray", workers=1, executor="ray")
     assert local.complete == on_ray.complete == n
     assert _rows(local) == _rows(on_ray)
-    assert len({json.dumps(r[1]) for r in _rows(local)}) > 1  # the trials differ from one another
+    assert any(r[3]["trades"] or r[3]["open_trades"] for r in _rows(local))  # real trading was compared
 
 
 @pytest.mark.parametrize("sweep, expected", [

@@ -78,7 +78,7 @@ class Sweep:
                  executor: str | None = None, address: str | None = None, workers: int | None = None,
                  trials: int | None = None, console: Console | None = None, progress: bool = True,
                  base_values: dict[str, Any] | None = None, study_name: str | None = None, pool=None,
-                 outputs: bool = True):
+                 outputs: bool = True, plots: bool = True):
         if resolved.config.sweep is None:
             raise ConfigError(f"{resolved.source_path}: no `sweep:` section; add one (see docs/research.md)")
         self.resolved = resolved
@@ -98,6 +98,7 @@ class Sweep:
         self.storage = study_storage(self.spec, self.folder)
         self._pool = pool  # an executor shared by several sweeps (walk-forward windows)
         self.outputs = outputs
+        self.plots = plots
         self.names = list(self.spec.space)
         self.objectives = list(self.spec.objectives)
 
@@ -434,6 +435,8 @@ class Sweep:
             "objectives": [o.model_dump() for o in self.objectives],
             "best": [{k: v for k, v in b.items() if k != "summary"} for b in result.best],
         }, indent=2, default=str) + "\n")
+        if not self.plots:
+            return
         from strikebench.research.plots import importance_png, pareto_png
 
         complete = [r for r in result.trials if r["state"] == "complete"]

@@ -108,6 +108,15 @@ def run_trial(task: TrialTask) -> dict:
         summary = bt.report()
         out["backtest_seconds"] = time.perf_counter() - t0
         out["summary"] = json.loads(json.dumps(summary, default=str))
+        if task.get("equity"):  # each session's closing equity, from the journal (walk-forward stitches them)
+            from strikebench.report import open_run
+
+            journal, run = open_run(bt.run_dir)
+            try:
+                eq = journal.equity(run["run_id"])
+                out["equity"] = [[str(d), round(float(v), 2)] for d, v in zip(eq["day"], eq["equity"])]
+            finally:
+                journal.close()
         if task.get("keep_run"):
             out["run_dir"] = str(bt.run_dir)
     except Exception as exc:  # noqa: BLE001 - a trial's failure is its result
