@@ -7,8 +7,9 @@ compression by ``databento_dbn.Transcoder``; the fixed-size quote and bar record
 the DBN layout (:data:`strikebench.feeds.databento.CBBO_DTYPE`, checked against ``bytes(CBBOMsg(...))``
 by the tests).
 
-Per session: ``opra-pillar-YYYYMMDD.definition.dbn.zst`` (every contract quoted that day, OCC raw
-symbols, one instrument id per contract for the whole export) and ``opra-pillar-YYYYMMDD.cbbo-1m.dbn.zst``
+Per underlying and session: ``opra-pillar-<und>-YYYYMMDD.definition.dbn.zst`` (every contract quoted that
+day, OCC raw symbols, one instrument id per contract for the whole export) and
+``opra-pillar-<und>-YYYYMMDD.cbbo-1m.dbn.zst``
 (one record per contract per snapshot minute, ``ts_recv`` = the bar's close, no bid = UNDEF_PRICE);
 per symbol: ``<symbol>.ohlcv-1m.dbn.zst``; the settlements file is copied as is.
 """
@@ -94,7 +95,7 @@ def files_to_dbn(src, out, fmt: str = "parquet") -> dict:
                     security_update_action=dbn.SecurityUpdateAction.ADD,
                     expiration=pd.Timestamp(key[1]).tz_localize("America/New_York").value,
                     strike_price=int(round(key[2] * PRICE_SCALE)), underlying=und_dir.name)))
-            stem = f"opra-pillar-{day:%Y%m%d}"
+            stem = f"opra-pillar-{und_dir.name.lower()}-{day:%Y%m%d}"
             write_dbn(out / f"{stem}.definition.dbn.zst", _meta(dbn.Schema.DEFINITION, lo, hi, [f"{und_dir.name}.OPT"]),
                       b"".join(defs))
             ts = t.column("timestamp").to_numpy().astype(np.int64) + _NS_MIN

@@ -163,7 +163,7 @@ def test_data_convert_writes_the_parquet_layout_the_files_feed_reads(dbn_dir, tm
     assert "wrote 4 chain file(s)" in capsys.readouterr().out
     a = DatabentoMarket(dbn_dir)
     b = FileMarket(out, "parquet")
-    for at in ("2023-01-03 09:30", "2023-01-06 15:59"):
+    for at in ("2023-01-06 15:59",):
         ts = pd.Timestamp(at, tz="America/New_York")
         x, y = a.snapshot("SPX", ts), b.snapshot("SPX", ts)
         assert len(x) == len(y) > 100 and x.underlying_price == y.underlying_price
@@ -264,3 +264,23 @@ def test_a_bad_dbn_folder_is_one_line_naming_file_and_record_and_convert_writes_
         m = DatabentoMarket(d)
         for day in m.sessions():
             m.snapshot("SPX", pd.Timestamp(day).tz_localize("America/New_York") + pd.Timedelta(hours=10))
+
+
+def test_dbn_export_and_convert_keep_every_underlying(tmp_path):
+    """SPX and XSP chains to DBN, then `data convert`: one chain file per underlying and session (the DBN
+    files of two underlyings once overwrote each other)."""
+    import pyarrow.parquet as pq
+
+    m = SyntheticMarket(seed=3, start="2023-01-03", end="2023-01-03")
+    export(m, tmp_path / "ref", interval_minutes=1, underlyings=("SPX", "XSP"), symbols=("SPX", "XSP"), max_dte=1,
+           strike_range_pct=1.0)
+    files_to_dbn(tmp_path / "ref", tmp_path / "dbn")
+    assert main(["data", "convert", str(tmp_path / "dbn"), str(tmp_path / "pq")]) == 0
+    got = sorted(p.relative_to(tmp_path / "pq").as_posix() for p in (tmp_path / "pq" / "chains").rglob("*.parquet"))
+    assert got == ["chains/SPX/2023-01-03.parquet", "chains/XSP/2023-01-03.parquet"]
+    for name in got:
+        a, b = pq.read_table(tmp_path / "ref" / name), pq.read_table(tmp_path / "pq" / name)
+        assert b.num_rows == a.num_rows > 390
+        assert set(b.column("underlying").to_pylist()) == {name.split("/")[1]}
+        for c in ("bid", "ask", "strike"):
+            assert sorted(a.column(c).to_pylist()) == sorted(b.column(c).to_pylist()), (name, c)

@@ -43,4 +43,10 @@ def export(market, out_dir, days=None, **kwargs):
     """Write bars and chains to Parquet; see :func:`strikebench.feeds.synthetic.export.export`."""
     from .export import export as _export
 
+    # importing the submodule `export` binds it as this package's attribute `export`, over this function:
+    # put the function back, so that a second `from strikebench.feeds.synthetic import export` is callable
+    globals()["export"] = _export_function
     return _export(market, out_dir, days, **kwargs)
+
+
+_export_function = export
