@@ -323,7 +323,8 @@ def check_chain_table(table: pa.Table, path, fmt: str) -> None:
 class _Session:
     """One underlying's chain on one session, columnar; snapshots are slices of it."""
 
-    __slots__ = ("times", "starts", "price", "cols", "cid", "expiries", "index", "greeks_computed")
+    __slots__ = ("times", "starts", "price", "cols", "cid", "expiries", "index", "greeks_computed", "_pending",
+                 "_greeks_inputs")
 
     def __init__(self, table: pa.Table, rate: float | None = None, div_yield: float | None = None):
         # O(n) throughout (no sort of the session's rows: a real SPX session is ~3 M rows); no copy of a
@@ -350,12 +351,16 @@ class _Session:
         for name in ("volume", "open_interest"):
             cols[name] = table.column(name).fill_null(0).to_numpy().astype(np.int64, copy=False)
         self.cols = cols
-        #: rows whose IV and greeks the file lacked (computed from the quote mid where it has one)
+        #: rows whose IV and greeks the file lacked, computed so far (from the quote mid where it has one):
+        #: a row's are computed when a snapshot first includes it (a decision reads a few thousand rows
+        #: of a session's millions; leg quotes need no greeks)
         self.greeks_computed = 0
+        self._pending = None
         if rate is not None and n:
-            from strikebench.feeds.greeks import fill_greeks
-
-            self.greeks_computed = fill_greeks(cols, ts, spot, rate, div_yield)
+            pending = ~np.isfinite(cols["iv"])
+            if pending.any():
+                self._pending = pending
+                self._greeks_inputs = (ts, spot, rate, div_yield)
         # contract ids per row from one integer key: (root, expiry, right, strike in thousandths), hashed
         key = ((root_code << 55) | (cols["expiry"].view(np.int64) << 38) | (cols["is_call"].astype(np.int64) << 37)
                | np.rint(cols["strike"] * 1000).astype(np.int64))
@@ -371,6 +376,19 @@ class _Session:
 def _f64(col) -> np.ndarray:
     """A float64 numpy view of a column (nulls as NaN), copied only when the type or chunks need it."""
     return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _ensure_greeks(s: _Session, rows: np.ndarray) -> None:
+    """Compute the IV and greeks the file lacked for these rows of a session, once."""
+    if s._pending is None or not rows.size:
+        return
+    todo = rows[s._pending[rows]]
+    if todo.size:
+        from strikebench.feeds.greeks import fill_greeks
+
+        ts, spot, rate, div_yield = s._greeks_inputs
+        s.greeks_computed += fill_greeks(s.cols, ts, spot, rate, div_yield, rows=todo)
+        s._pending[todo] = False
 
 
 class FileMarket:
@@ -540,6 +558,8 @@ class FileMarket:
         if expiries is not None and rows.size:
             want = np.array([np.datetime64(pd.Timestamp(e).date(), "D") for e in expiries])
             rows = rows[np.isin(c["expiry"][rows], want)]
+        _ensure_greeks(s, rows)
+        c = s.cols
         return ChainSnapshot.from_arrays(
             und, stamp, price, **{name: c[name][rows] for name in (
                 "root", "expiry", "strike", "is_call", "bid", "ask", "last", "volume", "open_interest",

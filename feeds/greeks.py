@@ -116,18 +116,22 @@ def settle_ns(roots: np.ndarray, expiries: np.ndarray) -> np.ndarray:
     return values[codes]
 
 
-def fill_greeks(cols: dict, times_ns: np.ndarray, spot: np.ndarray, rate: float, div_yield: float) -> int:
-    """Fill ``iv, delta, gamma, theta, vega`` of ``cols`` (arrays per row) where ``iv`` is NaN.
+def fill_greeks(cols: dict, times_ns: np.ndarray, spot: np.ndarray, rate: float, div_yield: float,
+                rows: np.ndarray | None = None) -> int:
+    """Fill ``iv, delta, gamma, theta, vega`` of ``cols`` (arrays per row) where ``iv`` is NaN, among
+    ``rows`` (indices; None: every row).
 
     ``times_ns``: each row's timestamp (bar start, UTC ns); ``spot``: each row's underlying price.
     Returns the number of rows that were missing an IV (computed or left NaN). In place."""
     from strikebench.pricing import bsm, implied_vol
 
-    need = ~np.isfinite(cols["iv"])
-    need &= cols["root"] != "VIX"
-    if not need.any():
+    if rows is None:
+        need = ~np.isfinite(cols["iv"]) & (cols["root"] != "VIX")
+        idx = np.flatnonzero(need)
+    else:
+        idx = rows[~np.isfinite(cols["iv"][rows]) & (cols["root"][rows] != "VIX")]
+    if not idx.size:
         return 0
-    idx = np.flatnonzero(need)
     bid, ask = cols["bid"][idx], cols["ask"][idx]
     quoted = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask >= bid)
     mid = np.where(quoted, 0.5 * (bid + ask), np.nan)
