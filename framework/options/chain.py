@@ -409,7 +409,7 @@ class ChainSnapshot:
 
         return OptionContract(
             root=str(self.root[row]),
-            expiry=pd.Timestamp(self.expiry[row]).date(),
+            expiry=self.expiry[row].item(),  # datetime64[D] -> datetime.date
             strike=float(self.strike[row]),
             right=Right.CALL if self.is_call[row] else Right.PUT,
         )

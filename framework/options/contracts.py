@@ -12,6 +12,7 @@ worth ``multiplier`` (100) dollars per contract.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import numbers
 import re
@@ -254,6 +255,13 @@ def _strike_millis(strike: float) -> int:
     return int(round(float(strike) * 1000.0))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _occ_body(expiry: _dt.date, right: str, strike: float) -> str:
+    """``YYMMDD`` + right + strike x 1000 in 8 digits (asked for every candidate, order and fill:
+    formatted once per contract)."""
+    return f"{expiry:%y%m%d}{right}{_strike_millis(strike):08d}"
+
+
 @dataclass(frozen=True, slots=True)
 class OptionContract:
     """One listed option series.
@@ -446,7 +454,7 @@ class OptionContract:
         return self.right is Right.PUT
 
     def _occ_body(self) -> str:
-        return f"{self.expiry:%y%m%d}{self.right.value}{_strike_millis(self.strike):08d}"
+        return _occ_body(self.expiry, self.right.value, self.strike)
 
     @property
     def occ_symbol(self) -> str:
