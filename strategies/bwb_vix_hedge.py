@@ -39,7 +39,7 @@ from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg, expiry_payoff
 from strikebench.options.ticks import round_to_tick
-from strikebench.strategies.spreads import credit_limit, decide_and_enter
+from strikebench.strategies.spreads import PRICE_EPS, credit_limit, decide_and_enter
 
 RULESET_VERSION = "bwb_vix_hedge/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -550,16 +550,16 @@ class BwbVixHedge(Strategy):
         if self._is_hedge(trade):
             # the hedge is worth -cost (we sell it); its entry debit is entry_price
             if (p.hedge_take_profit_multiple is not None and cost is not None
-                    and -cost >= p.hedge_take_profit_multiple * trade.entry_price):
+                    and -cost >= p.hedge_take_profit_multiple * trade.entry_price - PRICE_EPS):
                 ctx.close_trade(trade, "hedge_take_profit")
             return
         if cost is not None:
             pnl = (trade.entry_credit - cost) * 100 * trade.contracts  # before exit fees
             basis = trade.entry_credit if p.profit_target_basis == "credit" else p.upper_wing + trade.entry_credit
-            if basis > 0 and trade.entry_credit - cost >= p.profit_target_pct * basis:
+            if basis > 0 and trade.entry_credit - cost >= p.profit_target_pct * basis - PRICE_EPS:
                 ctx.close_trade(trade, "take_profit")
                 return
-            if p.stop_loss_pct is not None and pnl <= -p.stop_loss_pct * trade.max_loss:
+            if p.stop_loss_pct is not None and pnl <= -p.stop_loss_pct * trade.max_loss + 100 * PRICE_EPS:
                 ctx.close_trade(trade, "stop_loss")
                 return
         if p.exit_dte is not None and (trade.expiry - ctx.today).days <= p.exit_dte:

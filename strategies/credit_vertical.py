@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import credit_exit, decide_and_enter, vertical_entry
+from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, vertical_entry
 
 RULESET_VERSION = "credit_vertical/1"
 
@@ -114,8 +114,8 @@ class CreditVertical(Strategy):
                         "short_row": int(short), "long_row": int(long),
                     }
                     reject = None
-                    if est_credit < p.min_credit:
-                        reject = f"credit {est_credit:.2f} < min {p.min_credit:.2f}"
+                    if est_credit < p.min_credit - PRICE_EPS:  # equal to the cent passes
+                        reject = f"credit {est_credit:.4f} < min {p.min_credit:.2f}"
                     elif ba_width > p.max_bid_ask_width:
                         reject = f"bid/ask width {ba_width:.2f} > max {p.max_bid_ask_width:.2f}"
                     elif max_loss <= 0:

@@ -56,6 +56,10 @@ def decide_and_enter(ctx, snapshot: ChainSnapshot, context: dict, evaluation: tu
     return decision, order
 
 
+#: a billionth of a dollar: below any price difference (a cent), above float noise
+PRICE_EPS = 1e-9
+
+
 def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, trigger: str = "executable",
                 idle: bool = False) -> bool:
     """Close ``trade`` when closing costs <= (1 - take_profit_pct) x credit or >= stop_multiple x credit.
@@ -70,7 +74,10 @@ def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, tri
             ctx.idle_until(trade, NEVER)
         return True
     credit = trade.entry_credit
-    low, high = (1.0 - take_profit_pct) * credit, stop_multiple * credit
+    # the levels are prices: a cost that equals one to the cent meets it, whatever float noise the product has
+    # (3 x 0.10 is 0.30000000000000004 in binary, and a 0.30 stop must fire on the bar it is 0.30)
+    low = (1.0 - take_profit_pct) * credit + PRICE_EPS
+    high = stop_multiple * credit - PRICE_EPS
     if trigger == "executable" and not ctx.close_price_outside(trade, low, high):
         if idle:
             ctx.idle_until(trade, ctx.next_bar_outside(trade, low, high))
@@ -78,10 +85,10 @@ def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, tri
     cost = ctx.close_price(trade) if trigger == "executable" else -ctx.mark(trade)
     if cost is None or cost != cost:  # no usable quote this bar
         return False
-    if cost <= (1.0 - take_profit_pct) * credit:
+    if cost <= low:
         ctx.close_trade(trade, "take_profit")
         return True
-    if cost >= stop_multiple * credit:
+    if cost >= high:
         ctx.close_trade(trade, "stop_loss")
         return True
     return False

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import credit_exit, decide_and_enter, vertical_entry
+from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, vertical_entry
 
 RULESET_VERSION = "xsp_probe/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -170,8 +170,8 @@ class XspProbe(Strategy):
                        "short_delta": round(float(snapshot.delta[short]), 4), "mid_credit": round(mid_credit, 4),
                        "est_credit": round(est_credit, 4), "width": p.width,
                        "short_row": int(short), "long_row": int(long)}
-            if est_credit < p.min_credit:
-                details["rejected"] = f"credit {est_credit:.2f} < min {p.min_credit:.2f}"
+            if est_credit < p.min_credit - PRICE_EPS:  # equal to the cent passes, whatever the float noise
+                details["rejected"] = f"credit {est_credit:.4f} < min {p.min_credit:.2f}"
             candidates.append(Candidate(
                 description=f"{dte}DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
                 legs=(snapshot.contract(short).occ_symbol, snapshot.contract(long).occ_symbol),

@@ -147,3 +147,38 @@ def test_an_idle_exit_rule_is_asked_only_after_the_fill_and_on_the_bar_that_meet
     assert trade.closed_at.time() == dt.time(10, 45)
     assert every_bar.managed == [dt.time(10, m) for m in range(1, 46)]
     assert idle.managed == [dt.time(10, 1), dt.time(10, 45)]
+
+
+@pytest.mark.parametrize("idle", [False, True])
+@pytest.mark.parametrize("stop", [1.5, 1.75, 3.0, 3.5])
+def test_stop_exactly_at_a_multiple_whose_float_product_is_above_it(stop, idle):
+    """stop x 0.80 = 1.20 / 1.40 / 2.40 / 2.80 exactly, but in binary floating point 1.5 * 0.8 is 1.2000000000000002:
+    a closing cost of exactly 1.20 meets the rule on that bar (the rule is in cents, not in float noise)."""
+    target = round(stop * 80)  # cents, exact for these multiples
+    # a short quote whose closing cost is exactly the target: mid - 1.90 + 0.12 = target -> mid = target + 0.78
+    mid = target + 190 - 12
+    path = ENTRY + [(dt.time(10, 30), (mid - 20 - 20, mid - 20 + 0)),   # a lower cost first: not a stop
+                    (dt.time(11, 0), (mid - 10, mid + 10)),             # exactly the stop
+                    (dt.time(11, 20), (mid + 10, mid + 30))]            # beyond it
+    trade, _ = run(path, tp=0.50, stop=stop, idle=idle)
+    when, cost = first_bar(path, 80, lambda cost, credit: cost >= target)
+    assert (when, cost) == (dt.time(11, 0), target)
+    assert trade.exit_reason == "stop_loss"
+    assert trade.closed_at.time() == when and round(trade.exit_price * 100) == cost
+
+
+@pytest.mark.parametrize("idle", [False, True])
+@pytest.mark.parametrize("credit_quote,tp", [((275, 295), 0.25), ((275, 295), 0.75)])
+def test_take_profit_exactly_at_a_fraction_whose_float_product_is_below_it(credit_quote, tp, idle):
+    """(1 - tp) x 0.80 = 0.60 / 0.20 exactly; a closing cost of exactly that meets the take profit on that bar."""
+    target = round((1 - tp) * 80)
+    mid = target + 190 - 12
+    path = [(dt.time(9, 30), credit_quote),
+            (dt.time(10, 30), (mid + 10, mid + 30)),   # above the target: not yet
+            (dt.time(11, 0), (mid - 10, mid + 10)),    # exactly the target
+            (dt.time(11, 20), (mid - 30, mid - 10))]   # below it
+    trade, _ = run(path, tp=tp, stop=2.0, idle=idle)
+    when, cost = first_bar(path, 80, lambda cost, credit: cost <= target)
+    assert (when, cost) == (dt.time(11, 0), target)
+    assert trade.exit_reason == "take_profit"
+    assert trade.closed_at.time() == when and round(trade.exit_price * 100) == cost
