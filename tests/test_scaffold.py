@@ -1,10 +1,10 @@
 """``strikebench new-plugin``: the package it writes installs, registers, and passes its own tests.
 
-The generated package (``my_strat_<pid>``, one name per test process) is pip-installed into
-the running virtual environment as a user would (editable; ``--no-deps --no-build-isolation``
-so it works offline) and removed again at teardown. A plugin that breaks inside its registration hook is installed with
-``pip install --target`` into a scratch folder instead, so it never touches the shared
-environment: only the subprocesses given that folder on ``PYTHONPATH`` see it.
+The generated package (``my_strat_<pid>``) is pip-installed as a user would (``--no-deps --no-build-isolation``
+so it works offline), but with ``pip install --target`` into a scratch folder, so it never touches the shared
+environment: only the subprocesses given that folder on ``PYTHONPATH`` see it. The suite runs on several workers at
+once; a package installed into the shared virtual environment mid-run is seen by another worker's entry-point scan
+but cannot be imported there (its path hook is read at interpreter start), which broke unrelated tests.
 """
 
 from __future__ import annotations
@@ -65,21 +65,20 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 
 @pytest.fixture(scope="module")
 def my_strat(tmp_path_factory):
-    """``strikebench new-plugin strategy my_strat_<pid> --dir tmp``, pip-installed (editable) for this module."""
+    """``strikebench new-plugin strategy my_strat_<pid> --dir tmp``, pip-installed into a folder of its own."""
     base = tmp_path_factory.mktemp("scaffold")
     created = strikebench("new-plugin", "strategy", NAME, "--dir", "tmp", cwd=base)
     assert created.returncode == 0, created.stderr
-    package = base / "tmp"
-    pip("install", "--no-deps", "--no-build-isolation", "--quiet", "-e", str(package))
-    yield package, created
-    pip("uninstall", "--yes", NAMES.distribution)
+    package, site = base / "tmp", base / "site"
+    pip("install", "--no-deps", "--no-build-isolation", "--quiet", "--target", str(site), str(package))
+    return package, created, site
 
 
 # ----------------------------------------------------------------- the package
 def test_new_plugin_writes_a_complete_package(my_strat):
-    package, created = my_strat
+    package, created, _ = my_strat
     files = sorted(p.relative_to(package).as_posix() for p in package.rglob("*")
-                   if p.is_file() and "egg-info" not in p.as_posix() and "__pycache__" not in p.as_posix())
+                   if p.is_file() and not any(x in p.as_posix() for x in ("egg-info", "__pycache__", "build/")))
     assert files == ["README.md", f"{NAME}.yaml", "pyproject.toml", f"src/{NAMES.package}/__init__.py",
                      f"src/{NAMES.package}/strategy.py", f"tests/test_{NAME}.py"]
     pyproject = (package / "pyproject.toml").read_text()
@@ -92,27 +91,27 @@ def test_new_plugin_writes_a_complete_package(my_strat):
 
 
 def test_installed_package_is_listed_by_strikebench_plugins(my_strat):
-    result = strikebench("plugins", "--kind", "strategy")
+    result = strikebench("plugins", "--kind", "strategy", pythonpath=my_strat[2])
     assert result.returncode == 0, result.stderr
     assert [NAME, NAMES.distribution, "0.1.0",
             f"{NAME}: put credit spread near a target DTE and delta, take profit and stop."] in table_rows(result.stdout)
 
 
 def test_its_parameters_and_yaml_validate(my_strat):
-    package, _ = my_strat
-    params = strikebench("plugins", "--params", NAME)
+    package, _, site = my_strat
+    params = strikebench("plugins", "--params", NAME, pythonpath=site)
     assert params.returncode == 0, params.stderr
     rows = {row[0]: row[1:4] for row in table_rows(params.stdout)}
     assert rows["short_delta"] == ["float", "0.2", "> 0, < 0.5"]
     assert rows["entry_time"] == ["time", "10:00", ""]
-    valid = strikebench("validate", f"{NAME}.yaml", cwd=package)
+    valid = strikebench("validate", f"{NAME}.yaml", cwd=package, pythonpath=site)
     assert valid.returncode == 0, valid.stderr
     assert ["strategies[0]", NAME, f"{NAMES.distribution} 0.1.0"] in table_rows(valid.stdout)
 
 
 def test_its_own_tests_pass(my_strat):
-    package, _ = my_strat
-    result = run(["-m", "pytest", "-p", "no:cacheprovider"], cwd=package)
+    package, _, site = my_strat
+    result = run(["-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist"], cwd=package, pythonpath=site)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^5 passed", result.stdout, re.M), result.stdout
 
