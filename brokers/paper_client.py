@@ -294,7 +294,8 @@ def ensure_service(state: Path, *, config: str, overrides=(), clock: str = "repl
             proc = None  # another one holds the state: wait for it to answer
         if proc is None and not _locked(state):  # no service holds the state file: start one
             cmd = _strikebench_cmd() + ["paper-broker", "serve", "--state", str(state), "--config", str(config),
-                                        "--clock", clock, "--speed", repr(float(speed)), "--port", "0"]
+                                        "--clock", clock, "--speed", repr(float(speed)), "--port", "0",
+                                        "--hold-start", "60"]
             for o in overrides:
                 cmd += ["--set", o]
             if clock == "replay":

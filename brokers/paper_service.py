@@ -89,7 +89,8 @@ class PaperService:
     """The service's state: the paper account, its market and its clock (single-threaded; see :func:`serve`)."""
 
     def __init__(self, state: Path, *, config: str | None = None, overrides=(), clock: str | None = None,
-                 start=None, end=None, speed: float | None = None, lease_seconds: float = 10.0):
+                 start=None, end=None, speed: float | None = None, lease_seconds: float = 10.0,
+                 hold_start: float = 0.0):
         import sqlite3
 
         self.state = Path(state)
@@ -159,6 +160,10 @@ class PaperService:
         self.now = clock_now
         self.hold_until: pd.Timestamp | None = None
         self.hold_expires = 0.0
+        if hold_start > 0 and self.mode == "replay":
+            # the trader that started this service is still importing and building its market: a replay at
+            # speed x real time would run past its first decisions (they would then be refused as stale)
+            self.hold_until, self.hold_expires = self.now, time.monotonic() + float(hold_start)
         self._last_tick = time.monotonic()
         self.stopping = False
 

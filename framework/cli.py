@@ -637,13 +637,17 @@ def paper_broker() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=0, show_default=True, help="0 = any free port (written to FILE.addr).")
 @click.option("--allow-remote", is_flag=True, help="Listen on a non-loopback --host (no authentication!).")
-def paper_broker_serve(state, config, overrides, clock_kind, start, end, speed, host, port, allow_remote) -> None:
+@click.option("--hold-start", type=click.FloatRange(min=0, max=600), default=0.0, metavar="SECONDS",
+              help="Replay: wait at the current market time until a trader holds the clock, for at most SECONDS "
+                   "(`trade` starts its service with 60, so the replay never runs ahead of a trader still starting).")
+def paper_broker_serve(state, config, overrides, clock_kind, start, end, speed, host, port, allow_remote,
+                       hold_start) -> None:
     """Serve a paper broker over HTTP+JSON until SIGTERM or Ctrl-C."""
     from strikebench.brokers.paper_service import serve
 
     serve(state, host=host, port=port, allow_remote=allow_remote, config=config, overrides=tuple(overrides),
           clock=clock_kind, start=start.date() if start else None, end=end.date() if end else None, speed=speed,
-          say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
+          hold_start=hold_start, say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
 
 
 def _print_account(s: dict) -> None:
