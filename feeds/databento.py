@@ -381,9 +381,10 @@ class DatabentoMarket(FileMarket):
     def _quotes(self, p: Path) -> dict:
         q = self._quote_cache.get(p)
         if q is None:
+            self._quote_cache.clear()  # one day's quotes in memory at a time
             q = read_quotes(p)
             self._quote_cache[p] = q
-            if len(self._quote_cache) > 2:
+            if len(self._quote_cache) > 1:
                 self._quote_cache.popitem(last=False)
         return q
 
@@ -391,10 +392,10 @@ class DatabentoMarket(FileMarket):
         key = (underlying, day)
         s = self._sessions_cache.get(key)
         if s is None:
+            while len(self._sessions_cache) >= _SESSION_CACHE:  # evict before building: a lower peak
+                self._sessions_cache.popitem(last=False)
             s = _Session(self._chain_table(underlying, day), self.rate.on(day), self.dividend_yield.on(day))
             self._sessions_cache[key] = s
-            if len(self._sessions_cache) > _SESSION_CACHE:
-                self._sessions_cache.popitem(last=False)
         else:
             self._sessions_cache.move_to_end(key)
         return s

@@ -518,12 +518,13 @@ class FileMarket:
             if not p.exists():
                 raise DataError(f"{self.root}: no {underlying} chain for session {day} "
                                 f"(expected {_rel(p, self.root)})")
+            while len(self._sessions_cache) >= _SESSION_CACHE:  # evict before reading: a lower peak
+                self._sessions_cache.popitem(last=False)
             table = read_table(p, CHAIN_SCHEMA, self.fmt, what="chain file", optional=CHAIN_OPTIONAL)
             check_chain_table(table, p, self.fmt)
             s = _Session(table, self.rate.on(day), self.dividend_yield.on(day))
+            del table
             self._sessions_cache[key] = s
-            if len(self._sessions_cache) > _SESSION_CACHE:
-                self._sessions_cache.popitem(last=False)
         else:
             self._sessions_cache.move_to_end(key)
         return s
