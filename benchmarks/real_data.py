@@ -15,7 +15,8 @@ Steps, each in a child process (so a peak RSS is that step's own, and the parent
    report files) over those sessions: on the synthetic market, on the Parquet files (``source:
    files``) and on the DBN files (``source: databento``, with ``--dbn``): wall seconds, peak RSS.
 
-Prints a table with the ratios (synthetic seconds / files seconds: 1.0 = as fast) and writes
+Prints a table with the ratios (synthetic seconds / files seconds: 1.0 = as fast; wall and CPU, the CPU
+ratio being the one a loaded machine disturbs least) and writes
 benchmarks/results/real_data-<timestamp>.json. Timings on a shared machine are noisy: the
 ratio of two runs taken back to back is the figure to read.
 """
@@ -44,8 +45,9 @@ try:
 {body}
 except SystemExit as exc:
     rc = exc.code or 0
-print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t0, "rc": rc,
-                              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}}))
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print("RESULT " + json.dumps({{"seconds": time.perf_counter() - t0, "rc": rc, "cpu_seconds": ru.ru_utime + ru.ru_stime,
+                              "peak_rss_mb": ru.ru_maxrss / 1024.0}}))
 """
 
 
@@ -134,12 +136,13 @@ assert main(["data", "check", "{data / 'parquet'}"]) == 0
     for name in runs:
         if name != "synthetic":
             figures[f"{name}_speed_ratio"] = figures["synthetic"]["seconds"] / figures[name]["seconds"]
+            figures[f"{name}_cpu_ratio"] = figures["synthetic"]["cpu_seconds"] / figures[name]["cpu_seconds"]
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"real-data benchmark: {figures['sessions']} sessions, {figures['chain_rows']:,} chain rows "
                     f"({figures['parquet_bytes'] / 1e9:.2f} GB Parquet)")
-    for c in ("step", "seconds", "peak RSS MB", "note"):
+    for c in ("step", "seconds", "CPU s", "peak RSS MB", "note"):
         t.add_column(c)
     for name in ("export", "export_dbn", "data_check", *runs):
         f = figures.get(name)
@@ -148,8 +151,9 @@ assert main(["data", "check", "{data / 'parquet'}"]) == 0
             if name in runs:
                 note = f"trades {f['trades']}, equity {f['final_equity']}"
                 if name != "synthetic":
-                    note += f", speed {figures[f'{name}_speed_ratio']:.2f}x synthetic"
-            t.add_row(name, f"{f['seconds']:.1f}", f"{f['peak_rss_mb']:.0f}", note)
+                    note += (f", speed {figures[f'{name}_speed_ratio']:.2f}x synthetic (CPU "
+                             f"{figures[f'{name}_cpu_ratio']:.2f}x)")
+            t.add_row(name, f"{f['seconds']:.1f}", f"{f['cpu_seconds']:.1f}", f"{f['peak_rss_mb']:.0f}", note)
     Console().print(t)
     res = HERE / "results" / f"real_data-{time.strftime('%Y-%m-%dT%H%M')}.json"
     res.parent.mkdir(exist_ok=True)
