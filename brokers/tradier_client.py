@@ -878,12 +878,8 @@ def _preview_order(chain: list[dict]) -> Order:
         raise ValueError("the chain has fewer than two puts")
     puts.sort(key=lambda c: c.strike)
     mid = puts[len(puts) // 2].strike
-    below = [c for c in puts if c.strike <= mid * 0.95] or puts[:2]
-    short = below[-1]
-    longs = [c for c in puts if c.strike < short.strike]
-    if not longs:
-        raise ValueError("no lower strike for the long leg")
-    long = longs[-1]
+    k = max(1, min(range(len(puts)), key=lambda j: abs(puts[j].strike - 0.97 * mid)))
+    short, long = puts[k], puts[k - 1]
     return Order(client_id="preview", legs=(Leg(short, -1), Leg(long, 1)), quantity=1, order_type=OrderType.LIMIT,
                  limit_price=-0.05, tif=TimeInForce.DAY, opens=True)
 

@@ -60,6 +60,8 @@ class TradierLoopback:
         self.orders: dict[int, dict] = {}
         self.positions: dict[str, int] = {}
         self.position_changes: dict[str, int] = {}
+        self.calendar_overrides: dict[str, str] = {}  # date -> "closed" / "open": Tradier's calendar disagrees
+        self.greeks_mode = ""  # "" | "stale" (updated 3 h before the quotes) | "missing" (every 3rd row null)
         self.faults: list[tuple[str, str, str, float]] = []
         self.requests: list[tuple[str, str, str, dict]] = []  # (method, path, query, form) as received
         self.posted_orders = 0  # orders placed (not previews)
@@ -470,7 +472,10 @@ class TradierLoopback:
         days = []
         d = first
         while d <= last:
-            if self.calendar.is_session(d):
+            forced = self.calendar_overrides.get(str(d))
+            if forced == "closed":
+                days.append({"date": str(d), "status": "closed", "description": "Market is closed"})
+            elif self.calendar.is_session(d):
                 o = pd.Timestamp(self.calendar.session_open(d)).tz_convert(NY)
                 c = pd.Timestamp(self.calendar.session_close(d)).tz_convert(NY)
                 days.append({"date": str(d), "status": "open", "description": "Market is open",
@@ -517,13 +522,19 @@ class TradierLoopback:
                    "expiration_date": str(pd.Timestamp(snap.expiry[i]).date()),
                    "expiration_type": "weeklys" if str(snap.root[i]).endswith("W") else "standard",
                    "option_type": "call" if bool(snap.is_call[i]) else "put", "root_symbol": str(snap.root[i])}
-            if greeks:
+            if greeks and self.greeks_mode == "missing" and i % 3 == 0:
+                row["greeks"] = None
+            elif greeks:
                 row["greeks"] = {"delta": _f(snap.delta[i]), "gamma": _f(snap.gamma[i]), "theta": _f(snap.theta[i]),
                                  "vega": _f(snap.vega[i]), "rho": 0.0, "phi": 0.0, "bid_iv": _f(snap.iv[i]),
                                  "mid_iv": _f(snap.iv[i]), "ask_iv": _f(snap.iv[i]), "smv_vol": _f(snap.iv[i]),
-                                 "updated_at": f"{snap.timestamp.tz_convert('UTC'):%Y-%m-%d %H:%M:%S}"}
+                                 "updated_at": f"{self._greeks_time(snap.timestamp, i):%Y-%m-%d %H:%M:%S}"}
             rows.append(row)
         return rows
+
+    def _greeks_time(self, t, i: int):
+        t = t.tz_convert("UTC")
+        return t - pd.Timedelta(hours=3) if self.greeks_mode == "stale" and i % 2 == 0 else t
 
     def _underlying_last(self, symbol: str) -> float | None:
         if self.market is None:
@@ -534,12 +545,34 @@ class TradierLoopback:
         return None if i < 0 else float(bars["close"].iloc[i])
 
     def _quote(self, symbol: str) -> dict | None:
-        last = self._underlying_last(symbol) if len(symbol) <= 5 else None
+        if len(symbol) > 6:
+            return self._option_quote(symbol)
+        last = self._underlying_last(symbol)
         if last is None:
             return None
         return {"symbol": symbol, "description": symbol, "exch": "C", "type": "index", "last": last, "change": None,
                 "volume": 0, "open": None, "high": None, "low": None, "close": None, "bid": None, "ask": None,
                 "trade_date": int(self._minute().timestamp() * 1000)}
+
+    def _option_quote(self, symbol: str) -> dict | None:
+        from strikebench.options.contracts import OptionContract
+
+        if self.market is None:
+            return None
+        try:
+            c = OptionContract.from_occ(symbol)
+        except Exception:  # noqa: BLE001 - unmatched symbol
+            return None
+        at = self._minute()
+        q = self.market.leg_quotes([c], at.date())
+        i = int(np.searchsorted(q.times, at.value, side="right")) - 1
+        if i < 0:
+            return None
+        return {"symbol": symbol, "description": symbol, "exch": "C", "type": "option", "last": None,
+                "bid": _f(q.bid[i, 0]), "ask": _f(q.ask[i, 0]), "underlying": c.underlying,
+                "strike": c.strike, "root_symbol": c.root, "option_type": "call" if c.right.value == "C" else "put",
+                "expiration_date": str(c.expiry), "contract_size": 100,
+                "bid_date": int(at.timestamp() * 1000), "ask_date": int(at.timestamp() * 1000)}
 
     def _timesales(self, symbol: str, start: str, end: str) -> list[dict]:
         bars = self.market.bars(symbol) if self.market is not None else None

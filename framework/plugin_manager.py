@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "strikebench.feeds.builtin",
     "strikebench.feeds.files",
     "strikebench.feeds.databento",
+    "strikebench.feeds.tradier",
     "strikebench.brokers.builtin",
     "strikebench.strategies.builtin",
 )
