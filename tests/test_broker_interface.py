@@ -114,12 +114,17 @@ def check_cli(*args, cwd):
 
 def test_broker_check_paper_rows(tmp_path):
     """The paper broker answers the generic check: no credentials, simulated cash, the market cross-checked."""
-    p = check_cli(cfg(tmp_path, {"name": "paper", "initial_cash": 25000}), cwd=tmp_path)
-    assert p.exit_code == 0, p.output
-    out = " ".join(p.output.split())
-    for item in ("credentials", "option buying power", "market clock", "data permissions", "preview"):
-        assert item in out
-    assert "25,000.00 (simulated cash)" in out and "4 session(s) 2023-01-03 .. 2023-01-06" in out
+    from strikebench.live.launch import broker_check
+
+    path = cfg(tmp_path, {"name": "paper", "initial_cash": 25000})
+    p = check_cli(path, cwd=tmp_path)
+    assert p.exit_code == 0 and "broker check: paper" in p.output, p.output
+    name, rows = broker_check(str(path))
+    got = {r.item: r for r in rows}
+    assert list(got) == ["credentials", "account", "option buying power", "market clock", "data permissions",
+                         "preview"]
+    assert got["option buying power"].detail == "25,000.00 (simulated cash)"
+    assert got["market clock"].ok and "4 session(s) 2023-01-03 .. 2023-01-06" in got["market clock"].detail
     assert sorted(x.name for x in tmp_path.iterdir()) == ["c.yaml"]  # read-only: nothing written
     # the backtest broker's YAML checks as the paper broker that stands in for it
     p = check_cli(cfg(tmp_path, {"name": "backtest"}, "b.yaml"), "--preview", cwd=tmp_path)
