@@ -111,10 +111,15 @@ class FakeTWS:
 
     def close(self) -> None:
         self._stop = True
+        try:  # shutdown first: a close alone leaves the socket listening while accept() blocks on it
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
             pass
+        self._thread.join(timeout=2)
         self.drop()
 
     def drop(self) -> None:

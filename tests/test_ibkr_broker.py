@@ -289,3 +289,24 @@ def test_tws_offline_1100_refuses_new_orders_until_1102(tws, broker):
             assert time.monotonic() < end
             time.sleep(0.01)
     assert len(tws.live_orders()) == 1
+
+
+def test_reconnect_backs_off_while_tws_is_down(tws, broker):
+    broker.place(_spread(qty=1), NOW)
+    tws.close()  # TWS goes away (its nightly restart) and does not come back yet
+    seen = []
+    for _ in range(6):
+        try:
+            broker.events(0)
+        except BrokerUnavailable as exc:
+            seen.append(str(exc))
+            if "next reconnect try" in str(exc):
+                broker.s._next_try = 0.0  # the back-off has elapsed: try again now
+        time.sleep(0.01)
+    # lost -> refused (back-off 1 s) -> waiting -> refused (2 s) -> waiting -> refused (4 s): never a busy loop
+    assert "connection lost" in seen[0] or "refused" in seen[0]
+    assert any("refused the connection" in m for m in seen) and any("next reconnect try" in m for m in seen)
+    assert broker.s._backoff in (2.0, 4.0)
+    broker.s._backoff = 50.0
+    broker.s._fail()
+    assert broker.s._backoff == 60.0  # capped at reconnect_max_seconds
