@@ -39,8 +39,8 @@ class WiredTradier(TradierBroker):
         acct = super().connect(**kw)
         s = self.server
         if s.book is None:
-            s.market = kw["market"]
-            s.attach_book(PaperAccount(self.tmp / "book.sqlite", market=kw["market"], fill_model=kw["fill_model"],
+            s.market = s.market or kw["market"]
+            s.attach_book(PaperAccount(self.tmp / "book.sqlite", market=s.market, fill_model=kw["fill_model"],
                                        commission=kw["commission"], params=PaperParams(initial_cash=100_000,
                                                                                         latency_seconds=0, seed=5)))
         real_sync, real_place = acct.sync, acct.place
@@ -122,7 +122,7 @@ def test_replayed_week_through_tradier_equals_backtest(tmp_path, monkeypatch):
                 assert TOKEN.encode() not in f.read_bytes(), f
 
 
-def _backtest(tmp_path):
+def _backtest(tmp_path, cfg=None):
     """The reference: what `strikebench backtest` runs (run_backtest), in this process, on the same YAML with the
     backtest broker."""
     from strikebench.config import load_config
@@ -130,7 +130,7 @@ def _backtest(tmp_path):
     from strikebench.plugin_manager import get_plugin_manager
 
     pm = get_plugin_manager()
-    resolved = load_config(write_config(tmp_path), (f"output.dir={tmp_path / 'bt'}", "output.plots=false"),
+    resolved = load_config(cfg or write_config(tmp_path), (f"output.dir={tmp_path / 'bt'}", "output.plots=false"),
                            registry=pm.registry)
     run_backtest(resolved, progress=False, pm=pm)
     return next((tmp_path / "bt").glob("*/journal.sqlite"))
@@ -204,5 +204,80 @@ def _open_trades(acct) -> int:
     db = sqlite3.connect(acct / "journal.sqlite")
     try:
         return db.execute("SELECT COUNT(*) FROM trades WHERE closed_at IS NULL").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_session_decided_on_tradier_chains_equals_backtest(tmp_path, monkeypatch):
+    """`data: {source: tradier}` and `broker: tradier` together: Tuesday's session decides on the chains, greeks
+    and bars the loopback Tradier API serves (the synthetic market's, minute by minute at the trader's clock) and
+    trades through its order API; the trade equals `strikebench backtest` of that day to the cent, and each
+    decision's stored chain slice replays (`replay-decision`)."""
+    from strikebench.feeds.tradier import TradierFeed
+    from strikebench.live.account import run_account
+    from strikebench.report import replay_decision
+
+    monkeypatch.setenv("SB_TEST_TRADIER_TOKEN", TOKEN)
+    day = "2023-03-14"
+    ref_cfg = write_config(tmp_path)
+    doc = yaml.safe_load(ref_cfg.read_text())
+    doc["data"].update(start=day, end=day)
+    ref_cfg.write_text(yaml.safe_dump(doc))
+    reference = _backtest(tmp_path, ref_cfg)
+    from strikebench.feeds.synthetic import SyntheticMarket
+
+    with TradierLoopback(token=TOKEN, account=ACCT, market=SyntheticMarket(seed=42, start=SPAN[0], end=SPAN[1])) \
+            as server:
+        now = {"t": pd.Timestamp(day + " 09:30", tz=NY)}
+        server._now = lambda: now["t"]
+        server.set_now = lambda t: now.__setitem__("t", max(now["t"], pd.Timestamp(t).tz_convert(NY)))
+        cfg, params = tradier_config(tmp_path, server)
+        doc = yaml.safe_load(cfg.read_text())
+        doc["data"] = {"source": "tradier", "token": "${SB_TEST_TRADIER_TOKEN}", "base_url": server.url,
+                       "max_dte": 9}
+        cfg.write_text(yaml.safe_dump(doc))
+        from strikebench.feeds.tradier import TradierMarket
+
+        opened, closed = TradierFeed.open, TradierMarket.bar_closed
+        monkeypatch.setattr(TradierFeed, "open", lambda self, now=None: opened(self, now=lambda: now_t()))
+
+        def bar_closed(self, t):  # the trader's clock reached t: so has the loopback's (as the wall clock would)
+            server.set_now(t)
+            return closed(self, t)
+
+        monkeypatch.setattr(TradierMarket, "bar_closed", bar_closed)
+
+        def now_t():
+            return now["t"]
+
+        plugin = WiredTradier(params, server, tmp_path)
+        acct = tmp_path / "acct"
+        # until 11:25 (bar 115): the day's trade opens at 10:00 and its exit fills at 11:24
+        run_account(str(cfg), account=str(acct), clock="replay", start=day, end=day, speed=0, broker_plugin=plugin,
+                    stop_after_bars=115)
+        journal = acct / "journal.sqlite"
+        live, ref = _trades(journal), _trades(reference)
+        assert len(ref) == 1 and len(live) == len(ref) and live[0][1] is not None
+        for a, b in zip(live, ref):
+            assert pd.Timestamp(a[0]) == pd.Timestamp(b[0]) + pd.Timedelta(minutes=1), (a, b)
+            assert pd.Timestamp(a[1]) == pd.Timestamp(b[1]) + pd.Timedelta(minutes=1), (a, b)
+            assert a[2:] == b[2:], (a, b)
+        assert _leg_prices(journal) == _leg_prices(reference)
+        db = sqlite3.connect(journal)
+        try:
+            decisions = [r[0] for r in db.execute("SELECT decision_id FROM trade_decisions WHERE snapshot_id IS NOT"
+                                                  " NULL ORDER BY decided_at")]
+        finally:
+            db.close()
+        assert decisions
+        result = replay_decision(acct, decisions[0])  # the chain slice it saw was stored, checksum verified
+        assert result.same and result.snapshot_rows > 100, result.differences
+
+
+def _trades(journal) -> list:
+    db = sqlite3.connect(journal)
+    try:
+        return db.execute("SELECT opened_at, closed_at, contracts, entry_price, exit_price, fees, realized_pnl,"
+                          " exit_reason FROM trades ORDER BY opened_at").fetchall()
     finally:
         db.close()
