@@ -27,6 +27,7 @@ __all__ = [
     "DataFeed",
     "FillModel",
     "RiskManager",
+    "BreakerTrip",
     "BrokerPlugin",
     "CheckRow",
     "CommissionModel",
@@ -150,6 +151,19 @@ class RiskManager(Plugin):
     def check(self, request: "OrderRequest", portfolio) -> "Veto | None":
         return None
 
+    # Optional: a rule that watches the market or the account between orders (circuit breakers,
+    # strikebench.plugins.breakers) overrides these; the engine calls them for every configured manager.
+    def on_session_start(self, day: dt.date, market, minutes) -> None:
+        """A session begins: ``market`` is the run's MarketData, ``minutes`` the session's bar labels."""
+
+    def on_session_end(self, day: dt.date, equity: float, portfolio) -> None:
+        """A session ended (after settlement): ``equity`` the account's closing value, ``portfolio`` a view."""
+
+    def pop_trips(self, upto: "dt.datetime | None" = None) -> "list[BreakerTrip]":
+        """Breaker trips that happened at or before ``upto`` (all when None), each handed out once; the engine
+        journals them through the ``on_breaker_trip`` hook."""
+        return []
+
 
 @dataclass(frozen=True)
 class CheckRow:
@@ -254,6 +268,21 @@ class Veto:
 
     reason: str
     rule: str = ""
+
+
+@dataclass(frozen=True)
+class BreakerTrip:
+    """A circuit breaker tripped: no new risk in ``scope`` until ``resets`` says otherwise.
+
+    ``tripped_at`` is the bar (New York) on which the rule was first met; ``figures`` the numbers the
+    rule compared (journaled as JSON)."""
+
+    rule: str
+    scope: str  # "account" or "strategy:<id>"
+    tripped_at: dt.datetime
+    reason: str
+    figures: dict = field(default_factory=dict)
+    resets: str = ""
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,19 @@ def on_session_end(run: "RunInfo", day: "dt.date", equity: float) -> None:
 
 
 @hookspec
+def on_breaker_trip(run: "RunInfo", trip: "BreakerTrip") -> None:
+    """A circuit breaker (a configured risk manager) tripped.
+
+    :param run: the run.
+    :param trip: a :class:`strikebench.api.BreakerTrip`: rule, scope, the bar it tripped on, reason,
+        the figures compared, and how it resets.
+    :return: ignored.
+
+    Called once per trip, at the first order check after it or at the session's end, whichever comes first.
+    """
+
+
+@hookspec
 def on_run_end(run: "RunInfo", summary: dict) -> None:
     """The run finished (or stopped on an error).
 

@@ -488,6 +488,17 @@ CREATE TABLE IF NOT EXISTS trade_legs (
     exit_price   TEXT,
     PRIMARY KEY (run_id, trade_id, leg)
 );
+CREATE TABLE IF NOT EXISTS breaker_trips (
+    trip_id    INTEGER PRIMARY KEY,
+    run_id     TEXT NOT NULL REFERENCES runs(run_id),
+    rule       TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    tripped_at TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    figures    TEXT NOT NULL,
+    resets     TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS breaker_trips_run ON breaker_trips(run_id, tripped_at);
 CREATE TABLE IF NOT EXISTS equity (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
     day    TEXT NOT NULL,
@@ -1112,6 +1123,21 @@ class Journal:
                        (run_id, str(day), dollars_text(equity)))
 
     # ----------------------------------------------------------------- reads
+    def record_breaker_trip(self, run_id: str, trip) -> None:
+        """A circuit breaker tripped (:class:`strikebench.api.BreakerTrip`): its rule, scope, bar and figures."""
+        with self._tx() as db:
+            db.execute("INSERT INTO breaker_trips (run_id, rule, scope, tripped_at, reason, figures, resets) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (run_id, trip.rule, trip.scope, iso_time(trip.tripped_at), trip.reason,
+                        to_json(trip.figures), trip.resets))
+
+    def breaker_trips(self, run_id: str) -> pd.DataFrame:
+        """The run's circuit-breaker trips in time order (none in a journal written before the table existed)."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'breaker_trips'").fetchone():
+            return pd.DataFrame(columns=["rule", "scope", "tripped_at", "reason", "figures", "resets"], dtype=object)
+        return self.frame("SELECT rule, scope, tripped_at, reason, figures, resets FROM breaker_trips "
+                          "WHERE run_id = ? ORDER BY tripped_at, trip_id", (run_id,))
+
     def trades(self, run_id: str) -> pd.DataFrame:
         return self.frame("SELECT * FROM trades WHERE run_id = ? ORDER BY opened_at, trade_id", (run_id,))
 

@@ -247,6 +247,14 @@ class PortfolioView:
         return self._p.open_trades(strategy)
 
     @property
+    def initial_cash(self) -> float:
+        return self._p.initial_cash
+
+    def closed_trades(self, strategy: str | None = None) -> list[TradeRecord]:
+        """Closed trades (of ``strategy`` when given), in the order they were opened."""
+        return [t for t in self._p.closed_trades() if strategy is None or t.strategy == strategy]
+
+    @property
     def open_trade_count(self) -> int:
         return len(self._p.open_trades())
 

@@ -79,6 +79,14 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         # real-data runs: expiries settled on the underlying's open/close, not the settlement print
         table.add_row("Settlements approximated (no print)", f"{summary['approximated_settlements']:,}")
     console.print(table)
+    if summary.get("breaker_trips"):
+        trips = Table(title="circuit-breaker trips", title_justify="left", header_style="bold")
+        for col in ("tripped at", "breaker", "scope", "why", "resets"):
+            trips.add_column(col)
+        for t in summary["breaker_trips"]:
+            trips.add_row(escape(str(t["tripped_at"])[:16]), escape(t["rule"]), escape(t["scope"]),
+                          escape(t["reason"]), escape(t["resets"]))
+        console.print(trips)
     if summary.get("run_dir"):
         console.print(f"run folder: [bold]{escape(str(summary['run_dir']))}[/]")
 
@@ -154,6 +162,11 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
         vetoed = int(sum(1 for s, r in zip(orders["status"], orders["status_reason"])
                          if s == "rejected" and str(r).startswith("vetoed")))
 
+    trips_frame = journal.breaker_trips(run_id) if hasattr(journal, "breaker_trips") else None
+    trips = [{"rule": r.rule, "scope": r.scope, "tripped_at": r.tripped_at, "reason": r.reason,
+              "figures": json.loads(r.figures), "resets": r.resets}
+             for r in trips_frame.itertuples(index=False)] if trips_frame is not None else []
+
     per_strategy: dict[str, dict] = {}
     strategies = sorted(set(trades["strategy"]) | set(decisions["strategy"])) if len(trades) or len(decisions) else []
     for s in strategies:
@@ -206,6 +219,7 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
         "sharpe": _sharpe(series),
         "decisions": int(len(decisions)),
         "vetoed_orders": vetoed,
+        "breaker_trips": trips,
         "approximated_settlements": (int(trades["settlement_note"].notna().sum())
                                      if "settlement_note" in trades.columns and len(trades) else 0),
         "exit_reasons": dict(Counter(closed["exit_reason"])) if len(closed) else {},
@@ -408,6 +422,13 @@ def _html(run: dict, summary: dict, trades, decisions, png: bytes) -> str:
         f"<tr><td>{_h(r)}</td><td class='num'>{n}</td></tr>" for r, n in skip_reasons.most_common(15)) + (
         "" if skip_reasons else "<tr><td>no SKIP decision</td><td class='num'>0</td></tr>") + "</table>"
 
+    trip_rows = "".join(
+        f"<tr><td>{_h(str(t['tripped_at'])[:16])}</td><td>{_h(t['rule'])}</td><td>{_h(t['scope'])}</td>"
+        f"<td>{_h(t['reason'])}</td><td>{_h(json.dumps(t['figures'], sort_keys=True))}</td><td>{_h(t['resets'])}</td></tr>"
+        for t in summary.get("breaker_trips") or [])
+    trips_html = ("<h2>Circuit-breaker trips</h2><table><tr><th>tripped at</th><th>breaker</th><th>scope</th>"
+                  "<th>why</th><th>figures</th><th>resets</th></tr>" + trip_rows + "</table>") if trip_rows else ""
+
     warn = "" if run["completed"] else (
         "<p class='warn'><b>Incomplete run.</b> The journal says this run did not finish "
         "(it stopped early or crashed); figures cover what was recorded.</p>")
@@ -428,7 +449,7 @@ def _html(run: dict, summary: dict, trades, decisions, png: bytes) -> str:
         f"<h2>Summary</h2>{summary_html}"
         f"<h2>Equity and drawdown</h2><img alt='equity and drawdown' src='data:image/png;base64,{img}'>"
         f"<h2>Per-strategy attribution</h2>{strat_html}"
-        f"<h2>Why it skipped</h2>{skip_html}"
+        f"<h2>Why it skipped</h2>{skip_html}{trips_html}"
         f"<h2>Trades ({len(trades)})</h2>{trades_html}"
         f"{config}"
         "<p class='meta'>Money: dollars to the cent; credits and debits per spread in index points. "

@@ -106,12 +106,14 @@ class ModelMarket:
     :param quotes: pinned quotes ``{contract: (bid, ask)}`` or ``{contract: callable(ts) -> (bid, ask)}``;
         pinned contracts ignore the model.
     :param settlement: ``{date: value}`` settlement prints (default: the path's close / open).
+    :param other_bars: more symbols' minute closes on the same minutes, ``{"VIX": level or f(minute_labels)}``.
     """
 
     def __init__(self, start="2024-01-08", end="2024-01-12", *, spot: float | Callable = 4800.0,
                  iv: float = 0.15, root: str = "SPXW", underlying: str = "SPX",
                  expiries: Sequence | None = None, quotes: Mapping | None = None,
-                 settlement: Mapping | None = None, half_spread: float = 0.10, strikes: Iterable[float] | None = None):
+                 settlement: Mapping | None = None, half_spread: float = 0.10, strikes: Iterable[float] | None = None,
+                 other_bars: Mapping | None = None):
         self.calendar = MarketCalendar()
         self._sessions = self.calendar.sessions(start, end)
         minutes = [self.calendar.minutes(d) for d in self._sessions]
@@ -127,6 +129,11 @@ class ModelMarket:
         self.quotes = dict(quotes or {})
         self.settlement = {pd.Timestamp(k).date(): float(v) for k, v in (settlement or {}).items()}
         self._strikes = np.asarray(list(strikes), dtype=float) if strikes is not None else None
+        self._other = {}
+        for sym, lv in (other_bars or {}).items():
+            lv = np.asarray(lv(index) if callable(lv) else np.full(len(index), float(lv)), dtype=float)
+            self._other[sym] = pd.DataFrame({"open": lv, "high": lv, "low": lv, "close": lv,
+                                             "volume": np.zeros(len(index))}, index=index)
 
     # MarketData ----------------------------------------------------------
     def sessions(self) -> pd.DatetimeIndex:
@@ -137,6 +144,8 @@ class ModelMarket:
             return self._bars
         if symbol == "XSP":
             return self._bars / np.array([10, 10, 10, 10, 1.0])
+        if symbol in self._other:
+            return self._other[symbol]
         raise KeyError(f"ModelMarket has no bars for {symbol!r}")
 
     def _spot_at(self, ts: pd.Timestamp) -> float:

@@ -2,7 +2,8 @@
 
 Hooks used: ``on_run_start`` (the ``runs`` row: config YAML and hash, code version,
 seed, ``completed = 0``), ``on_decision`` (decision + chain snapshot + context),
-``on_order_event``, ``on_fill``, ``on_trade_closed``, ``on_session_end`` (daily
+``on_order_event``, ``on_fill``, ``on_trade_closed``, ``on_breaker_trip`` (the
+``breaker_trips`` table), ``on_session_end`` (daily
 equity) and ``on_run_end`` (``completed`` and the summary). One
 :class:`~strikebench.journal.Journal` per run id, so several runs in one process
 each get their own. A run with neither an output folder nor a journal URL is not
@@ -144,6 +145,13 @@ def on_trade_closed(run, trade):
     journal = journal_for(run)
     if journal is not None:
         journal.record_trade_closed(run.run_id, trade)
+
+
+@hookimpl
+def on_breaker_trip(run, trip):
+    journal = journal_for(run)
+    if journal is not None:
+        journal.record_breaker_trip(run.run_id, trip)
 
 
 @hookimpl

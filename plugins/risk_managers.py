@@ -244,3 +244,7 @@ def register_risk_managers(register):
     for cls in (MaxOpenTrades, MaxNewTradesPerDay, NoEntryAfterStop, PerTradeMaxLoss, DailyLossCap,
                 PortfolioWorstCase, NoNewRiskWindow, EventBlackout, BuyingPowerReserve):
         register(cls)
+    from strikebench.plugins.breakers import BREAKERS  # circuit breakers: risk managers that watch sessions
+
+    for cls in BREAKERS:
+        register(cls)

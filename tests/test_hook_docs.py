@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from strikebench import hookspecs
-from strikebench.api import Decision, OrderRequest, RunInfo, Veto
+from strikebench.api import BreakerTrip, Decision, OrderRequest, RunInfo, Veto
 from strikebench.plugin_manager import BUILTIN_PLUGINS, get_plugin_manager
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "hooks.md"
@@ -108,6 +108,8 @@ def samples(tmp_path):
                              exit_price=7.20, leg_exit_prices=(8.00, 0.80), exit_reason="stop",
                              realized_pnl=-1210.24),
         "equity": 98_789.76,
+        "trip": BreakerTrip("vix_jump", "account", at, "VIX 31.20 >= level 30", {"vix": 31.2, "level": 30.0},
+                            "next session"),
         "summary": {"completed": True, "equity": 98_789.76, "trades": 1},
         "request": OrderRequest(order=order, at=at, strategy="credit_vertical", opens=True, quantity=2,
                                 est_price=-1.20, worst_case_loss=4760.0),

@@ -32,6 +32,7 @@ class RiskGate:
         self.risk_managers = list(risk_managers)
         self.hook = hook
         self.run = run
+        self.trips: list = []  # every BreakerTrip of the run, in the order journaled
 
     def check(self, request: OrderRequest, portfolio: PortfolioView) -> list[Veto]:
         vetoes: list[Veto] = []
@@ -39,6 +40,7 @@ class RiskGate:
             if not rm.applies_to(request):
                 continue
             veto = rm.check(request, portfolio)
+            self.flush(rm, request.at)
             if veto is not None:
                 vetoes.append(veto if veto.rule else Veto(veto.reason, rule=rm.name))
         if self.hook is not None:
@@ -46,6 +48,19 @@ class RiskGate:
                 if veto is not None:
                     vetoes.append(veto)
         return vetoes
+
+
+    def flush(self, rm=None, upto=None) -> list:
+        """Hand the trips of ``rm`` (every manager when None) that happened by ``upto`` to ``on_breaker_trip``."""
+        out = []
+        for m in ([rm] if rm is not None else self.risk_managers):
+            pop = getattr(m, "pop_trips", None)
+            for trip in (pop(upto) if pop is not None else ()):
+                out.append(trip)
+                if self.hook is not None:
+                    self.hook.on_breaker_trip(run=self.run, trip=trip)
+        self.trips.extend(out)
+        return out
 
 
 class StrategyContext:

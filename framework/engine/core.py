@@ -60,6 +60,10 @@ class Timeline:
         return len(self.ns)
 
 
+def _noop(*args) -> None:
+    return None
+
+
 def _check_feature_names(providers) -> None:
     seen: dict[str, str] = {}
     for provider in providers:
@@ -272,6 +276,8 @@ class Engine:
             end = i + int(np.argmax(tl.last[i:])) + 1
             for provider in self.feature_providers:
                 provider.on_session_start(day, self.market, tl.index[i:end])
+        for rm in self.risk_gate.risk_managers:  # circuit breakers watch the session (strikebench.plugins.breakers)
+            getattr(rm, "on_session_start", _noop)(day, self.market, self.timeline.index[self.i:self._session_end])
         self.hook.on_session_start(run=self.run, day=day)
         for k, (sid, strat) in enumerate(self.strategies):
             strat.on_session_start(self.contexts[k])
@@ -285,6 +291,9 @@ class Engine:
             strat.on_session_end(self.contexts[k])
         equity = self.broker.getvalue()
         self.equity_by_day.append((day, equity))
+        for rm in self.risk_gate.risk_managers:
+            getattr(rm, "on_session_end", _noop)(day, equity, self.portfolio.view(day))
+        self.risk_gate.flush()
         self.hook.on_session_end(run=self.run, day=day, equity=equity)
         if self._on_session_end_cb is not None:
             self._on_session_end_cb(day, equity)
