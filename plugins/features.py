@@ -288,3 +288,7 @@ class VixLevels(SessionFeatures):
 def register_context_providers(register):
     for cls in (OpeningRange, Vwap, Atr, Momentum, VixLevels):
         register(cls)
+    from strikebench.plugins.market_context import PROVIDERS  # IV rank, term structure, regime, RV/IV, GEX
+
+    for cls in PROVIDERS:
+        register(cls)

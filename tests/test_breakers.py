@@ -147,6 +147,22 @@ def test_drawdown_breaker_trips_at_the_first_close_past_the_limit_and_rebases_th
     assert again.tripped_at == _at(dt.date(2024, 1, 12), "16:00") and again.figures["high_water_mark"] == 99_640.0
 
 
+def test_drawdown_breaker_rebases_the_mark_on_the_closes_of_its_pause():
+    from strikebench.testing import order_request, portfolio_view
+
+    b = br.DrawdownBreaker(br.DrawdownBreaker.Params(max_pct=0.5, pause_sessions=1))
+    closes = [(D1, 99_000.0), (D2, 101_000.0), (D3, 100_000.0)]  # D1 -1 %: trip; D2 paused; D3 -0.99 % of 101,000
+    for day, equity in closes:
+        b.on_session_start(day, None, None)
+        blocked = b.check(order_request(LEGS, at=_at(day, "10:00")), portfolio_view(today=day)) is not None
+        assert blocked == (day == D2)
+        b.on_session_end(day, equity, portfolio_view(today=day))
+    first, second = b.trips
+    assert first.tripped_at == _at(D1, "16:00") and first.figures["drawdown_pct"] == 1.0
+    assert second.tripped_at == _at(D3, "16:00") and second.figures["high_water_mark"] == 101_000.0
+    assert second.figures["drawdown_pct"] == round(1_000 / 101_000 * 100, 4)
+
+
 def _vix(path):
     """VIX minute closes: 15 on day 1; day 2 jumps to 18.10 at 11:00 (+20.67 %); day 3 opens at 18.10 (no jump),
     reaches 30 at 13:00."""
