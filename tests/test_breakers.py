@@ -8,8 +8,6 @@ import datetime as dt
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -25,7 +23,6 @@ from strikebench.plugins import breakers as br
 from strikebench.plugins.fill_models import NaturalFill
 from strikebench.testing import ModelMarket, orders_of, run_strategy, trades_of
 
-STRIKEBENCH = os.path.join(os.path.dirname(sys.executable), "strikebench")
 EXP = dt.date(2024, 1, 26)
 SHORT, LONG = OptionContract("SPXW", EXP, 4700.0, "P"), OptionContract("SPXW", EXP, 4695.0, "P")
 LEGS = (Leg(SHORT, -1), Leg(LONG, +1))
@@ -258,31 +255,67 @@ def test_historical_var_takes_the_lower_quantile_and_the_tail_mean():
     assert br.historical_var(np.array([-50.0, 10, -10, 30, -30, 0, 20, 5, -5, 15]), 0.8) == (30.0, 40.0)
 
 
+class _StubData:
+    """Stands in for the synthetic feed: hands the runner a hand-made market."""
+
+    def __init__(self, market):
+        self.market = market
+        self.params = type("P", (), {"model_dump": staticmethod(lambda: {"seed": 7})})()
+
+    def build(self):
+        return self
+
+    def open(self):
+        return self.market
+
+
 def test_trips_are_journaled_and_reported(tmp_path):
-    cfg = tmp_path / "cv.yaml"
-    cfg.write_text("""\
-name: cv_vix_breaker
-data: {source: synthetic, start: 2024-01-02, end: 2024-01-03, seed: 7}
-strategies:
-  - name: credit_vertical
-risk:
-  - name: vix_jump
-    params: {level: 5, jump_pct: null}
-""")
-    out = tmp_path / "runs"
-    proc = subprocess.run([STRIKEBENCH, "backtest", str(cfg), "--quiet", "--set", f"output.dir={out}",
-                           "--set", "output.plots=false"],
-                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "circuit-breaker trips" in proc.stdout and "vix_jump" in proc.stdout
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    import dataclasses
+    import io
     import sqlite3
 
-    db = sqlite3.connect(run_dir / "journal.sqlite")
-    rows = db.execute("SELECT rule, scope, tripped_at, figures, resets FROM breaker_trips ORDER BY tripped_at").fetchall()
-    assert [r[2][:16] for r in rows] == ["2024-01-02T09:30", "2024-01-03T09:30"]
-    assert all(r[0] == "vix_jump" and r[1] == "account" and r[4] == "next session" for r in rows)
-    assert json.loads(rows[0][3])["level"] == 5
-    assert db.execute("SELECT count(*) FROM trades").fetchone()[0] == 0
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert len(summary["breaker_trips"]) == 2
+    from rich.console import Console
+
+    from strikebench.cli import main
+    from strikebench.engine.runner import run_backtest
+    from strikebench.plugin_manager import get_plugin_manager
+    from strikebench.report import load_config_text
+
+    pm = get_plugin_manager(load_entry_points=False)
+    resolved = load_config_text("""\
+name: cv_vix_breaker
+data: {source: synthetic, seed: 7, start: 2024-01-08, end: 2024-01-09}
+strategies:
+  - name: credit_vertical
+    params: {dte_targets: [3], entry_times: ["10:00"]}
+risk:
+  - name: vix_jump
+    params: {level: 20, jump_pct: null}
+""", registry=pm.registry)
+    vix = _by_minute({D1: [(0, 18.0)], D2: [(0, 18.0), (45, 21.5)]})  # D2: 21.50 from 10:15
+    market = ModelMarket(D1, D2, other_bars={"VIX": vix})
+    resolved = dataclasses.replace(resolved, data=_StubData(market))
+    console = Console(file=io.StringIO(), width=200)
+    summary = run_backtest(resolved, console=console, progress=False, pm=pm, out_dir=str(tmp_path))
+    run_dir = summary["run_dir"]
+    db = sqlite3.connect(os.path.join(run_dir, "journal.sqlite"))
+    (row,) = db.execute("SELECT rule, scope, tripped_at, reason, figures, resets FROM breaker_trips").fetchall()
+    assert row[:3] == ("vix_jump", "account", "2024-01-09T10:15:00-05:00")
+    assert json.loads(row[4])["vix"] == 21.5 and row[5] == "next session"
+    assert "circuit-breaker trips" in console.file.getvalue() and "VIX 21.50 >= level 20" in console.file.getvalue()
+    assert json.loads(open(os.path.join(run_dir, "summary.json")).read())["breaker_trips"][0]["rule"] == "vix_jump"
+    assert "Circuit-breaker trips" in open(os.path.join(run_dir, "report.html")).read()
+    assert main(["report", run_dir]) == 0  # rebuilt from the journal alone
+
+
+def _by_minute(steps):
+    """VIX levels: {day: [(minute of session, level from then on), ...]}."""
+    def f(index):
+        local = index.tz_convert(NY)
+        out = np.full(len(index), 15.0)
+        k = (local.hour * 60 + local.minute - 570).to_numpy()
+        for day, changes in steps.items():
+            for start, level in changes:
+                out[(local.date == day) & (k >= start)] = level
+        return out
+    return f
