@@ -244,3 +244,28 @@ def test_a_bad_sweep_section_is_one_line_and_exit_2(tmp_path, capsys, sweep, exp
     assert expected in " ".join(err.split()), err
     assert "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def _dies_on(task):  # runs in a forked worker: trial 1 kills its worker once, trial 2 every time
+    from strikebench.research import trial as trial_module
+
+    marker = Path(task["out_dir"]).parent / f"died-{task['index']}"
+    if task["index"] == 2 or (task["index"] == 1 and not marker.exists()):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os._exit(9)
+    return trial_module._real_run_trial(task)
+
+
+def test_a_worker_that_dies_fails_only_its_trial_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from strikebench.research import trial as trial_module
+
+    monkeypatch.setattr(trial_module, "_real_run_trial", trial_module.run_trial, raising=False)
+    monkeypatch.setattr(trial_module, "run_trial", _dies_on)
+    path = write_config(tmp_path, {"sampler": "grid", "space": {"strategies[0].params.width": {"choices": [10, 15, 20]}},
+                                   "objectives": [{"name": "final_equity", "direction": "maximize"}]},
+                        data=dict(BASE["data"], start="2023-03-10"))
+    result = _sweep(path, tmp_path / "sweep", workers=1)
+    states = {r["index"]: (r["state"], r["error"]) for r in result.trials}
+    assert states[0] == ("complete", None) and states[1] == ("complete", None)  # lost once, run again
+    assert states[2][0] == "fail" and states[2][1].startswith("worker lost: BrokenProcessPool")

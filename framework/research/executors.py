@@ -39,17 +39,28 @@ class LocalExecutor:
         from strikebench.research.trial import warm_up
 
         self.workers = workers or cores()
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() and os.name == "posix" else "spawn"
-        if method == "fork":
+        self._method = "fork" if "fork" in multiprocessing.get_all_start_methods() and os.name == "posix" else "spawn"
+        if self._method == "fork":
             warm_up()
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(method))
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context(self._method))
         # start the workers now (fork: all at once, before any other thread of the driver exists)
-        self._pool.submit(os.getpid).result()
+        pool.submit(os.getpid).result()
+        return pool
 
     def submit(self, task: dict) -> Any:
-        from strikebench.research.trial import run_trial
+        from concurrent.futures.process import BrokenProcessPool
 
-        return self._pool.submit(run_trial, task)
+        from strikebench.research import trial
+
+        try:
+            return self._pool.submit(trial.run_trial, task)
+        except BrokenProcessPool:  # a worker died (killed, out of memory, a crash in native code): a new pool
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+            return self._pool.submit(trial.run_trial, task)
 
     def wait(self, handles: list, timeout: float | None) -> list:
         """The handles that are done (at least one unless ``timeout`` passed first)."""
@@ -59,8 +70,9 @@ class LocalExecutor:
     def result(self, handle) -> dict:
         try:
             return handle.result()
-        except Exception as exc:  # a worker that died (killed, out of memory): the trial failed
-            return {"error": f"worker lost: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        except Exception as exc:  # a worker that died (killed, out of memory): the trial's worker was lost
+            return {"lost": True, "error": f"worker lost: {type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0] if str(exc) else ''}"}
 
     def close(self, cancel: bool = False) -> None:
         if cancel:  # stop now: running trials are abandoned (a resumed sweep runs them again)
@@ -127,7 +139,7 @@ class RayExecutor:
             return self._ray.get(handle)
         except Exception as exc:  # noqa: BLE001 - a lost worker or node fails the trial, not the sweep
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return {"error": f"ray task lost: {type(exc).__name__}: {text}"}
+            return {"lost": True, "error": f"ray task lost: {type(exc).__name__}: {text}"}
 
     def close(self, cancel: bool = False) -> None:
         if self._owns:

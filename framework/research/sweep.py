@@ -234,6 +234,7 @@ class Sweep:
         queued = {i for i, *_ in queue}
         next_index = 0
         running: dict[Any, tuple[int, Any, float]] = {}
+        lost: set[int] = set()
         interrupted = False
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -269,6 +270,15 @@ class Sweep:
                     for handle in pool.wait(list(running), timeout=0.5):
                         index, trial, t0 = running.pop(handle)
                         result = pool.result(handle)
+                        if result.get("lost") and index not in lost:
+                            # its worker died (maybe because of another trial): recorded as interrupted and
+                            # run once more with the same parameters; lost twice, it is a failure
+                            lost.add(index)
+                            trial.set_user_attr(_INTERRUPTED, True)
+                            trial.set_user_attr("lost", result["error"])
+                            study.tell(trial, state=TrialState.FAIL)
+                            queue.append((index, dict(trial.params), None))
+                            continue
                         frozen = self._record(study, trial, index, result)
                         finished[index] = frozen
                         progress.update(task_id, completed=len([i for i in finished if i < self.budget]),
@@ -326,7 +336,7 @@ class Sweep:
     def _record(self, study, trial, index: int, result: dict):
         from optuna.trial import TrialState
 
-        for key in ("seconds", "backtest_seconds", "host", "pid"):
+        for key in ("seconds", "backtest_seconds", "host", "pid", "market_built"):
             if key in result:
                 trial.set_user_attr(key, result[key])
         values = None
@@ -393,6 +403,7 @@ class Sweep:
                          "params": {n: t.params.get(n) for n in self.names},
                          "values": list(t.values) if t.values else None, "error": t.user_attrs.get("error"),
                          "seconds": t.user_attrs.get("seconds"), "backtest_seconds": t.user_attrs.get("backtest_seconds"),
+                         "market_built": t.user_attrs.get("market_built"),
                          "summary": t.user_attrs.get("summary")})
         best = [{"index": t.user_attrs[_INDEX], "number": t.number, "params": dict(t.params),
                  "values": list(t.values), "summary": t.user_attrs.get("summary")}

@@ -76,11 +76,10 @@ def _market(resolved):
     key = json.dumps([resolved.config.data.source, resolved.data.params.model_dump(mode="json")], sort_keys=True)
     cached = _state.get("market")
     if cached is not None and cached[0] == key:
-        _state["market_reused"] = _state.get("market_reused", 0) + 1
-        return cached[1]
+        return cached[1], False
     market = resolved.data.build().open()
     _state["market"] = (key, market)
-    return market
+    return market, True
 
 
 def run_trial(task: TrialTask) -> dict:
@@ -98,7 +97,7 @@ def run_trial(task: TrialTask) -> dict:
         pm = _plugin_manager()
         resolved = load_config(task["config"], task.get("overrides", ()), registry=pm.registry,
                                values=task["values"])
-        market = _market(resolved)
+        market, out["market_built"] = _market(resolved)
         Path(task["out_dir"]).mkdir(parents=True, exist_ok=True)
         run_parent = tempfile.mkdtemp(prefix=f"trial-{task['index']:05d}-", dir=task["out_dir"])
         t0 = time.perf_counter()
