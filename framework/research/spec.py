@@ -153,7 +153,7 @@ class SweepConfig(_Strict):
     space: dict[str, ParamSpace] = Field(min_length=1, description="dotted path (as for --set) -> its range")
     objectives: list[Objective] = Field(min_length=1, description="summary figures to optimize, with direction")
     trials: int | None = Field(default=None, ge=1, le=1_000_000,
-                               description="trial budget (grid: default and at most every combination)")
+                               description="trial budget (default 100; grid: default and at most every combination)")
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="seed of the sampler (same seed, same trials)")
     batch: int | None = Field(default=None, ge=1, le=10_000,
                               description="tpe/nsga2: trials proposed together from the results before them "
