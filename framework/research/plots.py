@@ -63,8 +63,12 @@ def pareto_png(trials: list[dict], objectives, best: list[dict]) -> bytes:
             sc = ax.scatter(xs, ys, s=16, color="tab:blue", label="trial")
         if len(o) > 2:
             fig.colorbar(sc, ax=ax, label=o[2].name)
-        ax.plot([t["values"][0] for t in front], [t["values"][1] for t in front], "-o", color="tab:red", ms=4,
-                label="Pareto front")
+        if len(o) == 2:
+            ax.plot([t["values"][0] for t in front], [t["values"][1] for t in front], "-o", color="tab:red", ms=4,
+                    label="Pareto front")
+        else:  # a front in three objectives or more is not a line in two of them: ringed points
+            ax.scatter([t["values"][0] for t in front], [t["values"][1] for t in front], s=70, facecolors="none",
+                       edgecolors="tab:red", linewidths=1.5, label=f"Pareto front (all {len(o)} objectives)")
         ax.set_xlabel(f"{o[0].name} ({o[0].direction})")
         ax.set_ylabel(f"{o[1].name} ({o[1].direction})")
         ax.set_title("trials and the Pareto front" + (" (colour: " + o[2].name + ")" if len(o) > 2 else ""))
