@@ -514,12 +514,7 @@ class TradierAccount(LiveBroker):
 
     def preview(self, order: Order, *, tag: str = "preview") -> dict:
         """``preview=true``: Tradier's cost, margin change and fees for ``order``; nothing is placed."""
-        reply = self.api.request("POST", f"{self.api.acct}/orders",
-                                 data=order_form(order, order_tag(order.client_id, tag), duration=self.duration,
-                                                 preview=True))
-        errs = _errors(reply)
-        o = reply.get("order") if isinstance(reply.get("order"), dict) else {}
-        return {"ok": not errs and o.get("status", "ok") == "ok", "errors": errs, **o}
+        return preview_at(self.api, order, tag=tag, duration=self.duration)
 
     def modify(self, client_id: str, *, limit_price: float | None = None, duration: str | None = None) -> bool:
         """``PUT`` a working order's price (strikebench's sign) or duration; True when Tradier took it."""
@@ -751,21 +746,35 @@ class TradierAccount(LiveBroker):
         return out
 
     def balances(self) -> dict | None:
-        b = self.api.balances().get("balances")
-        if not isinstance(b, dict):
-            return None
-        cash = num(b.get("total_cash"))
-        if cash is None:
-            return None
-        out = {"cash": cash, "equity": num(b.get("total_equity")), "account_type": b.get("account_type")}
-        for kind in ("margin", "cash", "pdt"):
-            sub = b.get(kind)
-            if isinstance(sub, dict):
-                bp = num(sub.get("option_buying_power"))
-                if bp is None:
-                    bp = num(sub.get("cash_available"))
-                out["option_buying_power"] = bp
-        return out
+        return balances(self.api)
+
+
+def preview_at(api: TradierAPI, order: Order, *, tag: str = "preview", duration: str | None = None) -> dict:
+    """``preview=true``: Tradier's cost, margin change and fees for ``order``; nothing is placed."""
+    reply = api.request("POST", f"{api.acct}/orders",
+                        data=order_form(order, order_tag(order.client_id, tag), duration=duration, preview=True))
+    errs = _errors(reply)
+    o = reply.get("order") if isinstance(reply.get("order"), dict) else {}
+    return {"ok": not errs and o.get("status", "ok") == "ok", "errors": errs, **o}
+
+
+def balances(api: TradierAPI) -> dict | None:
+    """Cash, equity and option buying power (under exactly one of ``margin``, ``cash``, ``pdt``), or None."""
+    b = api.balances().get("balances")
+    if not isinstance(b, dict):
+        return None
+    cash = num(b.get("total_cash"))
+    if cash is None:
+        return None
+    out = {"cash": cash, "equity": num(b.get("total_equity")), "account_type": b.get("account_type")}
+    for kind in ("margin", "cash", "pdt"):
+        sub = b.get(kind)
+        if isinstance(sub, dict):
+            bp = num(sub.get("option_buying_power"))
+            if bp is None:
+                bp = num(sub.get("cash_available"))
+            out["option_buying_power"] = bp
+    return out
 
 
 # ---------------------------------------------------------------------- check
@@ -799,12 +808,8 @@ def check_rows(plugin, resolved, *, preview: bool = False) -> list:
         return [CheckRow("credentials", False, str(exc), f"set {TOKEN_ENV}")]
     except (BrokerUnavailable, TradierRefused) as exc:
         return [CheckRow("credentials", False, str(exc), f"check the network and {TOKEN_ENV}")]
-    broker = None
-    try:
-        import tempfile
-
-        broker = TradierAccount(api, state_path=Path(tempfile.mkdtemp(prefix="sb-check-")) / "s.sqlite")
-        bal = broker.balances()
+    try:  # (a check writes nothing: no state file)
+        bal = balances(api)
         bp = None if bal is None else bal.get("option_buying_power")
         rows.append(CheckRow("option buying power", bp is not None and bp > 0,
                              "not reported" if bp is None else f"{bp:,.2f} ({bal.get('account_type')} account, "
@@ -848,7 +853,7 @@ def check_rows(plugin, resolved, *, preview: bool = False) -> list:
     else:
         try:
             order = _preview_order(snap_rows)
-            r = broker.preview(order)
+            r = preview_at(api, order)
             legs = " / ".join(f"{'+' if leg.ratio > 0 else ''}{leg.ratio} {leg.contract.occ_compact}"
                               for leg in order.legs)
             rows.append(CheckRow("preview", bool(r["ok"]),
@@ -858,8 +863,6 @@ def check_rows(plugin, resolved, *, preview: bool = False) -> list:
                                     f"{r.get('fees')}, commission {r.get('commission')} (not placed)")))
         except (BrokerUnavailable, TradierRefused, TradierAuthError, ValueError) as exc:
             fail("preview", exc)
-    if broker is not None:
-        broker.close()
     return rows
 
 

@@ -88,7 +88,7 @@ def test_replayed_week_through_tradier_equals_backtest(tmp_path, monkeypatch):
         server.fault("GET", ORDERS, "garbled")
         cfg, params = tradier_config(tmp_path, server)
         plugin = WiredTradier(params, server, tmp_path)
-        acct = tmp_path / "acct"
+        acct = tmp_path / "tradier-week"
         # stop right after the first entry decision's bar (10:00 = bar 30): the order is working at the broker
         first = run_account(str(cfg), account=str(acct), clock="replay", start=SPAN[0], end=SPAN[1], speed=0,
                             broker_plugin=plugin, stop_after_bars=31)
@@ -178,7 +178,7 @@ def test_a_position_changed_while_the_trader_was_down_stops_new_risk(tmp_path, m
         server.set_now = lambda t: now.__setitem__("t", max(now["t"], pd.Timestamp(t).tz_convert(NY)))
         cfg, params = tradier_config(tmp_path, server)
         plugin = WiredTradier(params, server, tmp_path)
-        acct = tmp_path / "acct"
+        acct = tmp_path / "tradier-pos"
         run_account(str(cfg), account=str(acct), clock="replay", start=SPAN[0], end="2023-03-14", speed=0,
                     broker_plugin=plugin, stop_after_sessions=1)
         pos = server.book.positions()
@@ -251,7 +251,7 @@ def test_a_session_decided_on_tradier_chains_equals_backtest(tmp_path, monkeypat
             return now["t"]
 
         plugin = WiredTradier(params, server, tmp_path)
-        acct = tmp_path / "acct"
+        acct = tmp_path / "tradier-day"
         # until 11:25 (bar 115): the day's trade opens at 10:00 and its exit fills at 11:24
         run_account(str(cfg), account=str(acct), clock="replay", start=day, end=day, speed=0, broker_plugin=plugin,
                     stop_after_bars=115)

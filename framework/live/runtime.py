@@ -683,6 +683,12 @@ class LiveRuntime:
         finally:
             if self.state is not None:
                 self.state.close()
+            # the journal plugin keeps a run's journal open by run id for the process's life; a session that ends
+            # without ending the run (an account's session, a stop) must not leave it there: another run of the
+            # same id in this process (another account folder of the same name) would write into this one's file
+            from strikebench.plugins import journal as journal_plugin
+
+            journal_plugin.discard(self.runinfo.run_id)
 
 
 def _settles(occ: str) -> pd.Timestamp:
