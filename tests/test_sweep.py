@@ -269,3 +269,21 @@ def test_a_worker_that_dies_fails_only_its_trial_and_the_sweep_goes_on(tmp_path,
     states = {r["index"]: (r["state"], r["error"]) for r in result.trials}
     assert states[0] == ("complete", None) and states[1] == ("complete", None)  # lost once, run again
     assert states[2][0] == "fail" and states[2][1].startswith("worker lost: BrokenProcessPool")
+
+
+def test_a_forked_worker_does_not_keep_a_dead_drivers_folder_locked(tmp_path):
+    """The driver dies (its lock file closed without an unlock, as the kernel does on SIGKILL) while a forked worker
+    still runs: the folder can be locked again at once (the worker closed its inherited copy when it was forked)."""
+    import multiprocessing
+
+    from strikebench.research.sweep import _lock
+
+    lock = _lock(tmp_path)
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()
+    try:
+        lock.fh.close()  # the driver's death: its descriptor closed, never unlocked
+        _lock(tmp_path).close()  # refused ("another sweep is running") if the worker still held the lock
+    finally:
+        child.kill()
+        child.join()

@@ -506,9 +506,28 @@ class _Lock:
         self.fh = fh
 
     def close(self):
+        _HELD_LOCKS.discard(self.fh)
         with contextlib.suppress(OSError):
             fcntl.flock(self.fh, fcntl.LOCK_UN)
         self.fh.close()
+
+
+#: lock files this process holds; a forked worker closes its copies (see _forget_locks_in_child)
+_HELD_LOCKS: set = set()
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked worker: close the inherited lock files (never unlock: the lock belongs to the driver).
+
+    An flock lives as long as any process holds the open file; a worker that inherited it would keep a
+    killed driver's folder locked until the worker itself is gone, and an immediate resume would be refused."""
+    for fh in list(_HELD_LOCKS):
+        with contextlib.suppress(OSError):
+            fh.close()
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def _lock(folder: Path) -> _Lock:
@@ -519,6 +538,7 @@ def _lock(folder: Path) -> _Lock:
         fh.close()
         raise StrikebenchError(f"{folder}: another sweep is running in this folder (its lock is held); "
                                f"wait for it or use --dir") from None
+    _HELD_LOCKS.add(fh)
     return _Lock(fh)
 
 
