@@ -271,6 +271,11 @@ def test_a_worker_that_dies_fails_only_its_trial_and_the_sweep_goes_on(tmp_path,
     assert states[2][0] == "fail" and states[2][1].startswith("worker lost: BrokenProcessPool")
 
 
+def _signal_then_sleep(event):
+    event.set()
+    time.sleep(30)
+
+
 def test_a_forked_worker_does_not_keep_a_dead_drivers_folder_locked(tmp_path):
     """The driver dies (its lock file closed without an unlock, as the kernel does on SIGKILL) while a forked worker
     still runs: the folder can be locked again at once (the worker closed its inherited copy when it was forked)."""
@@ -279,9 +284,12 @@ def test_a_forked_worker_does_not_keep_a_dead_drivers_folder_locked(tmp_path):
     from strikebench.research.sweep import _lock
 
     lock = _lock(tmp_path)
-    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    ctx = multiprocessing.get_context("fork")
+    running = ctx.Event()
+    child = ctx.Process(target=_signal_then_sleep, args=(running,))
     child.start()
     try:
+        assert running.wait(30)  # the worker runs (its at-fork handlers are done)
         lock.fh.close()  # the driver's death: its descriptor closed, never unlocked
         _lock(tmp_path).close()  # refused ("another sweep is running") if the worker still held the lock
     finally:
