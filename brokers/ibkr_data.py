@@ -48,9 +48,11 @@ def _num(x) -> float:
 
 
 def fetch_chain(ib, underlying: str, *, at=None, expiries: int | list = 2, width: float = 0.05,
-                rate: float = 0.045, timeout: float = 10.0) -> IBChain:
+                rate: float = 0.045, timeout: float = 10.0, qualified: dict | None = None) -> IBChain:
     """The chain of ``underlying`` from IB now: the nearest ``expiries`` (a count, or the dates), strikes within
-    ``width`` (a fraction) of the index level, bid/ask/last and model greeks per contract."""
+    ``width`` (a fraction) of the index level, bid/ask/last and model greeks per contract. ``qualified`` (a dict
+    OptionContract -> ib_async Contract, filled here) keeps qualifications across calls: TWS paces API messages
+    (about 50 a second), so a chain's contracts are qualified once a session, not at every snapshot."""
     from ib_async import Contract
 
     at = pd.Timestamp.now(tz=NY) if at is None else pd.Timestamp(at).tz_convert(NY)
@@ -82,9 +84,12 @@ def fetch_chain(ib, underlying: str, *, at=None, expiries: int | list = 2, width
                 wanted.append(OptionContract.make(cls, d, k, right))
     from strikebench.brokers.ibkr_contracts import option_fields
 
-    contracts = [Contract(**option_fields(c)) for c in wanted]
-    ib.qualifyContracts(*contracts)
-    keep = [(c, ibc) for c, ibc in zip(wanted, contracts) if ibc.conId]
+    qualified = {} if qualified is None else qualified
+    todo = [(c, Contract(**option_fields(c))) for c in wanted if c not in qualified]
+    if todo:
+        ib.qualifyContracts(*[ibc for _, ibc in todo])
+        qualified.update(todo)  # unknown ones too (conId 0): not asked again
+    keep = [(c, qualified[c]) for c in wanted if qualified[c].conId]
     tickers = ib.reqTickers(*[ibc for _, ibc in keep]) if keep else []
     n = len(keep)
     cols = {k: np.full(n, np.nan) for k in ("bid", "ask", "last", "iv", "delta", "gamma", "theta", "vega")}

@@ -34,13 +34,12 @@ from pydantic import Field, SecretStr
 
 from strikebench.api import DataFeed, PluginParams
 from strikebench.calendar import NY, MarketCalendar
+from strikebench.feeds.live_session import LiveLegQuotes, LiveSessionMarket
 from strikebench.errors import StrikebenchError
 from strikebench.hookspecs import hookimpl
-from strikebench.options.chain import ChainSnapshot, LegQuotes
+from strikebench.options.chain import ChainSnapshot
 
-__all__ = ["TradierFeed", "TradierFeedParams", "TradierMarket"]
-
-_COLS = ("open", "high", "low", "close", "volume")
+__all__ = ["TradierFeed", "TradierFeedParams", "TradierMarket", "LiveLegQuotes"]
 
 
 class TradierFeedParams(PluginParams):
@@ -55,34 +54,18 @@ class TradierFeedParams(PluginParams):
     timeout_seconds: float = Field(10.0, gt=0, le=120)
 
 
-class LiveLegQuotes(LegQuotes):
-    """LegQuotes whose arrays fill in as the session goes (``mid`` is computed on each read, never cached)."""
-
-    @property
-    def mid(self) -> np.ndarray:  # type: ignore[override]
-        return (self.bid + self.ask) * 0.5
-
-
-class TradierMarket:
+class TradierMarket(LiveSessionMarket):
     """One session of Tradier market data (see the module doc)."""
+
+    source = "Tradier"
 
     def __init__(self, api, params: TradierFeedParams, *, now=None):
         self.api, self.params = api, params
-        self._now = now or (lambda: pd.Timestamp.now(tz=NY))
         self.calendar = MarketCalendar()
-        self.day = self._session_day()
-        o = pd.Timestamp(self.calendar.session_open(self.day)).tz_convert(NY)
-        c = pd.Timestamp(self.calendar.session_close(self.day)).tz_convert(NY)
-        self.grid = pd.date_range(o, c - pd.Timedelta(minutes=1), freq="min")
-        self._bars: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
-        self._filled: dict[str, int] = {}  # symbol -> bars filled up to (exclusive index)
-        self._legs: list[tuple[tuple, LiveLegQuotes]] = []
         self._snaps: dict = {}
         self._flags: dict[tuple, dict[str, str]] = {}
         self.recomputed = 0
-        self.notes: list[str] = []
-        for s in params.symbols:
-            self.bars(s)
+        self._init_session(self._session_day(), params.symbols, now)
 
     def __repr__(self) -> str:
         return f"TradierMarket({self.api.environment}, {self.day})"
@@ -94,9 +77,7 @@ class TradierMarket:
             day = dt.date.fromisoformat(str(clock.get("date")))
         except ValueError:
             raise StrikebenchError(f"Tradier market clock: no date in {clock!r}") from None
-        if not self.calendar.is_session(day):
-            nxt = self.calendar.next_session(day)
-            day = pd.Timestamp(nxt).date()
+        day = self.session_day(self.calendar, day)
         days = {d.get("date"): d for d in self.api.calendar(day.month, day.year)}
         theirs = days.get(str(day))
         if theirs is None or theirs.get("status") != "open":
@@ -109,76 +90,6 @@ class TradierMarket:
             raise StrikebenchError(f"{day}: Tradier's calendar closes at {end}, the exchange calendar at "
                                    f"{close:%H:%M}: not trading on a guess")
         return day
-
-    def sessions(self) -> pd.DatetimeIndex:
-        return pd.DatetimeIndex([pd.Timestamp(self.day)])
-
-    def minutes(self) -> pd.DatetimeIndex:
-        return self.grid
-
-    # ----------------------------------------------------------------- bars
-    def bars(self, symbol: str) -> pd.DataFrame:
-        if symbol not in self._bars:
-            arr = np.full((len(self.grid), len(_COLS)), np.nan)
-            df = pd.DataFrame(arr, index=self.grid, columns=list(_COLS), copy=False)
-            view = df["close"].to_numpy()
-            if not np.shares_memory(view, arr):  # pragma: no cover - pandas would have copied
-                raise StrikebenchError("the tradier market needs pandas to keep a frame's array (it copied)")
-            self._bars[symbol] = (df, arr)
-            self._filled[symbol] = 0
-            self._fill_bars(symbol, self._now())
-        return self._bars[symbol][0]
-
-    def _fill_bars(self, symbol: str, now) -> None:
-        """Timesales minutes that closed by ``now`` and are not filled yet."""
-        now = pd.Timestamp(now).tz_convert(NY)
-        last = int(self.grid.searchsorted(now - pd.Timedelta(minutes=1), side="right"))  # bars whose close <= now
-        start = self._filled[symbol]
-        if last <= start:
-            return
-        lo, hi = self.grid[start], self.grid[last - 1]
-        rows = self.api.timesales(symbol, f"{lo:%Y-%m-%d %H:%M}", f"{hi:%Y-%m-%d %H:%M}")
-        arr = self._bars[symbol][1]
-        got = 0
-        for r in rows:
-            try:
-                t = pd.Timestamp(r.get("time"))
-            except (TypeError, ValueError):
-                continue
-            t = t.tz_localize(NY) if t.tzinfo is None else t.tz_convert(NY)
-            i = int(self.grid.searchsorted(t))
-            if i >= len(self.grid) or self.grid[i] != t or i >= last:
-                continue
-            vals = [_num(r.get(k)) for k in ("open", "high", "low", "close", "volume")]
-            if vals[3] is None:
-                continue
-            arr[i] = [v if v is not None else np.nan for v in vals]
-            got = max(got, i + 1)
-        # a minute Tradier did not report carries the previous close (no trade printed): never a gap in the clock
-        for i in range(start, last):
-            if not np.isfinite(arr[i, 3]) and i > 0 and np.isfinite(arr[i - 1, 3]):
-                arr[i] = [arr[i - 1, 3]] * 4 + [0.0]
-        self._filled[symbol] = last if got or last - start < 5 else start
-
-    # --------------------------------------------------------------- advance
-    def bar_closed(self, t) -> None:
-        """The live runtime's bar ``t - 1 min`` has closed: read its bars and its legs' quotes (one request each)."""
-        t = pd.Timestamp(t).tz_convert(NY)
-        for s in list(self._bars):
-            self._fill_bars(s, t)
-        i = int(self.grid.searchsorted(t - pd.Timedelta(minutes=1), side="right")) - 1
-        if i < 0 or not self._legs:
-            return
-        symbols = sorted({c.occ_compact for key, _ in self._legs for c in key})
-        quotes = {str(q.get("symbol")): q for q in self.api.quotes(symbols)}
-        for key, lq in self._legs:
-            for k, c in enumerate(key):
-                q = quotes.get(c.occ_compact)
-                if q is None:
-                    continue
-                b, a = _num(q.get("bid")), _num(q.get("ask"))
-                lq.bid[i:, k] = np.nan if b is None else b
-                lq.ask[i:, k] = np.nan if a is None else a
 
     # ---------------------------------------------------------------- chains
     def listed_expiries(self, underlying: str, day) -> list[dt.date]:
@@ -201,13 +112,9 @@ class TradierMarket:
         return snap
 
     def _spot(self, underlying: str, at) -> float:
-        if underlying in self._bars:
-            arr = self._bars[underlying][1][:, 3]
-            i = int(self.grid.searchsorted(at, side="right")) - 1
-            while i >= 0 and not np.isfinite(arr[i]):
-                i -= 1
-            if i >= 0:
-                return float(arr[i])
+        v = self.bar_spot(underlying, at)
+        if v is not None:
+            return v
         q = self.api.quotes([underlying])
         last = _num(q[0].get("last")) if q else None
         if last is None:
@@ -273,41 +180,25 @@ class TradierMarket:
         """The contracts of the snapshot at ``at`` whose greeks strikebench recomputed, and why."""
         return dict(self._flags.get((underlying, pd.Timestamp(at).tz_convert(NY)), {}))
 
-    # ------------------------------------------------------------ leg quotes
-    def leg_quotes(self, contracts: Sequence, day) -> LegQuotes:
-        key = tuple(contracts)
-        for k, lq in self._legs:
-            if k == key:
-                return lq
-        n = len(self.grid)
-        lq = LiveLegQuotes(contracts=key, times=self.grid.asi8.copy(), bid=np.full((n, len(key)), np.nan),
-                           ask=np.full((n, len(key)), np.nan))
-        self._legs.append((key, lq))
-        self.bar_closed(self._now())  # what they are now
-        return lq
+    # ---------------------------------------------------------------- source
+    def _fetch_bars(self, symbol, lo, hi):
+        """Timesales (1min, open session) from ``lo`` to ``hi``."""
+        for r in self.api.timesales(symbol, f"{lo:%Y-%m-%d %H:%M}", f"{hi:%Y-%m-%d %H:%M}"):
+            try:
+                t = pd.Timestamp(r.get("time"))
+            except (TypeError, ValueError):
+                continue
+            yield (t, *[_num(r.get(k)) for k in ("open", "high", "low", "close", "volume")])
 
-    # ------------------------------------------------------------ settlement
-    def settlement_value(self, contract) -> float:
-        from strikebench.options.contracts import settlement_time
+    def _fetch_quotes(self, contracts):
+        """One /v1/markets/quotes request for every tracked contract."""
+        quotes = {str(q.get("symbol")): q for q in self.api.quotes(sorted({c.occ_compact for c in contracts}))}
+        return {c: (_num(q.get("bid")), _num(q.get("ask"))) for c in contracts
+                if (q := quotes.get(c.occ_compact)) is not None}
 
-        und = getattr(contract, "underlying", "SPX")
-        settle = pd.Timestamp(settlement_time(contract)).tz_convert(NY)
-        day = settle.date()
-        pm = settle.hour >= 15
-        if pm and day == self.day and und in self._bars:
-            arr = self._bars[und][1][:, 3]
-            if np.isfinite(arr[-1]):
-                return float(arr[-1])
-        hist = {h.get("date"): h for h in self.api.history(und, day, day)}
-        h = hist.get(str(day))
-        v = _num((h or {}).get("close" if pm else "open"))
-        if v is None:
-            raise StrikebenchError(f"Tradier has no {'close' if pm else 'open'} of {und} on {day} yet: "
-                                   f"{contract} cannot be settled")
-        if not pm:
-            self.notes.append(f"{contract}: settled at {und}'s open {v:.2f} on {day} (Tradier does not publish "
-                              f"the special opening quotation)")
-        return float(v)
+    def _day_prints(self, symbol, day):
+        h = {x.get("date"): x for x in self.api.history(symbol, day, day)}.get(str(day)) or {}
+        return _num(h.get("open")), _num(h.get("close"))
 
 
 def _num(x):

@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "strikebench.feeds.files",
     "strikebench.feeds.databento",
     "strikebench.feeds.tradier",
+    "strikebench.feeds.ibkr",
     "strikebench.brokers.builtin",
     "strikebench.strategies.builtin",
 )

@@ -2,10 +2,10 @@
 
 Length-prefixed, NUL-separated messages; the ``API\\0`` handshake with the client's version range; server version
 and connection time; nextValidId and managedAccounts after startApi; contract details (qualification), option
-chain parameters, market data (bid/ask/last and model-greek ticks, sentinels included), placeOrder ->
-openOrder/orderStatus, executions (one per leg plus one for the BAG) with commission reports, cancel, positions,
-open and completed orders and executions on request, account summary, whatIf margins, error 326 for a client id
-in use. Field layouts follow ib_async's decoder (ib_async/decoder.py) for server version 157.
+chain parameters, market data (bid/ask/last and model-greek ticks, sentinels included), historical bars,
+placeOrder -> openOrder/orderStatus, executions (one per leg plus one for the BAG) with commission reports, cancel,
+positions, open and completed orders and executions on request, account summary, whatIf margins, error 326 for a
+client id in use. Field layouts follow ib_async's decoder (ib_async/decoder.py) for server version 157.
 
 The test drives it: ``fill(order_id, qty, leg_prices)`` executes part of an order, ``drop()`` cuts every socket
 (TWS's nightly restart), ``duplicate_executions`` sends each execution twice, ``hold_acks`` delays order
@@ -83,6 +83,9 @@ class FakeTWS:
         self.received: list[list[str]] = []
         self.duplicate_executions = False
         self.quote_fn = None  # callable(contract fields) -> quote dict or None, for contracts without quotes[...]
+        # callable(contract fields, start, end, bar size) -> [(bar start (UTC datetime), o, h, l, c, volume)]: the
+        # bars of reqHistoricalData that start in [start, end) (aware UTC datetimes); None: no historical data
+        self.history_fn = None
         self.list_on_demand = True  # False: only contracts added with option() exist
         self.reject_next: tuple[int, str] | None = None  # (code, text): the next order is refused with it
         self.hold_acks = False  # True: placeOrder is taken but nothing is answered (a slow / lost ack)
@@ -181,6 +184,7 @@ class FakeTWS:
     # ----------------------------------------------------------------- contracts
     def add_contract(self, fields: dict) -> int:
         con = next(self._conids)
+        self._by_key = None  # rebuilt on the next lookup
         self.contracts[con] = {**dict(conId=con, lastTradeDateOrContractMonth="", strike=0.0, right="", multiplier="",
                                       tradingClass=fields.get("symbol", ""), localSymbol=""), **fields}
         return con
@@ -196,6 +200,15 @@ class FakeTWS:
                                       localSymbol=f"{trading_class} {expiry[2:]}{right}{int(strike * 1000):08d}"))
 
     def _match(self, q: dict) -> list[dict]:
+        if not int(q["conId"] or 0) and q["secType"] == "OPT" and q["tradingClass"] and \
+                q["lastTradeDateOrContractMonth"] and q["strike"] and q["right"]:  # fully specified: one lookup
+            if getattr(self, "_by_key", None) is None:
+                self._by_key = {(c["secType"], c["symbol"], c["tradingClass"], c["lastTradeDateOrContractMonth"],
+                                 float(c["strike"] or 0), c["right"]): c for c in self.contracts.values()}
+            c = self._by_key.get(("OPT", q["symbol"], q["tradingClass"], q["lastTradeDateOrContractMonth"],
+                                  float(q["strike"]), q["right"][0]))
+            if c is not None:
+                return [c]
         out = []
         for c in self.contracts.values():
             qid = int(q["conId"] or 0)
@@ -302,6 +315,8 @@ class FakeTWS:
             self._ticks(conn, req, int(q["conId"] or 0))
             if snapshot:
                 conn.send(57, 1, req)
+        elif mid == 20:  # reqHistoricalData
+            self._history(conn, f)
         elif mid == 59:  # reqMarketDataType
             self.market_data_type = int(f[2])
         elif mid == 62:  # reqAccountSummary
@@ -347,6 +362,29 @@ class FakeTWS:
                 conn.send(1, 6, req, tick, q[key], 10, 0)
         if q.get("greeks") is not None:
             conn.send(21, req, 13, 0, *q["greeks"])
+
+    def _history(self, conn, f) -> None:
+        """reqHistoricalData (server version 157: no version field): reqId, contract, includeExpired, end,
+        bar size, duration, useRTH, whatToShow, formatDate, keepUpToDate, chartOptions -> historicalData (17):
+        reqId, start, end, count, then date/open/high/low/close/volume/WAP/barCount per bar."""
+        req = int(f[1])
+        q, i = self._contract(f, 2)
+        end_s, bar_size, duration, what, fmt = f[i + 1], f[i + 2], f[i + 3], f[i + 5], f[i + 6]
+        con = self.contracts.get(int(q["conId"] or 0))
+        if con is None or self.history_fn is None or what != "TRADES":
+            conn.send(4, 2, req, 162, "Historical Market Data Service error message:HMDS query returned no data")
+            return
+        end = dt.datetime.strptime(end_s, "%Y%m%d %H:%M:%S UTC").replace(tzinfo=dt.timezone.utc) if end_s else \
+            self.now
+        n, unit = duration.split()
+        start = end - dt.timedelta(seconds=int(n) * (1 if unit == "S" else 86400))
+        bars = self.history_fn(con, start, end, bar_size)
+        out = []
+        for t, o, h, low, c, v in bars:
+            date = t.strftime("%Y%m%d") if bar_size == "1 day" else (
+                str(int(t.timestamp())) if fmt == "2" else t.strftime("%Y%m%d %H:%M:%S"))
+            out += [date, float(o), float(h), float(low), float(c), float(v), float(c), 1]
+        conn.send(17, req, start.strftime("%Y%m%d %H:%M:%S"), end.strftime("%Y%m%d %H:%M:%S"), len(bars), *out)
 
     # ----------------------------------------------------------------- orders
     def _place(self, conn: _Conn, f: list[str]) -> None:
