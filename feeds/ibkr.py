@@ -8,8 +8,8 @@ client id distinct from the broker's: TWS allows one connection per client id):
 * **bars** of the underlying (and VIX etc. when asked) -- the session's minute grid from the exchange calendar,
   filled by ``reqHistoricalData`` (1 min, TRADES, regular hours) up to now and, bar by bar, as the live runtime
   calls :meth:`~strikebench.feeds.live_session.LiveSessionMarket.bar_closed` (one request for the minutes not
-  filled yet: simpler and sturdier across a reconnect than a keepUpToDate subscription); minutes not yet happened
-  are NaN;
+  filled yet: simpler and sturdier across a reconnect than a keepUpToDate subscription); minutes not yet happened,
+  and minutes IB did not send, are NaN;
 * **chains** -- :func:`strikebench.brokers.ibkr_data.fetch_chain`: ``reqSecDefOptParams`` (SPX and SPXW) and quote
   snapshots with IB's model greeks; a row whose greeks IB sent as its "not computed" sentinels is recomputed by
   strikebench (iv from the quote mid) and flagged: :meth:`IBKRMarket.greeks_flags` names each such contract and
@@ -73,6 +73,7 @@ class IBKRMarket(LiveSessionMarket):
     """One session of IB market data (see the module doc)."""
 
     source = "IB"
+    carry_missing = False  # a minute IB did not send stays NaN
 
     def __init__(self, session, params: IBKRFeedParams, *, now=None):
         self.session, self.ib, self.params = session, session.ib, params

@@ -39,6 +39,10 @@ class LiveSessionMarket:
     """One session of a live source's bars and leg quotes on the exchange calendar's minute grid."""
 
     source = "live"  # named in errors and notes
+    #: a minute the source did not report (inside the filled span) carries the previous close (True: Tradier's
+    #: timesales omit minutes without a print) or stays NaN (False: IB sends every minute of an index; one it did
+    #: not send is not invented)
+    carry_missing = True
 
     def _init_session(self, day: dt.date, symbols: Iterable[str], now) -> None:
         self._now = now or (lambda: pd.Timestamp.now(tz=NY))
@@ -105,7 +109,7 @@ class LiveSessionMarket:
             arr[i] = [v if v is not None else np.nan for v in vals]
             got = max(got, i + 1)
         # a minute the source did not report carries the previous close (no trade printed): never a gap in the clock
-        for i in range(start, last):
+        for i in range(start, last) if self.carry_missing else ():
             if not np.isfinite(arr[i, 3]) and i > 0 and np.isfinite(arr[i - 1, 3]):
                 arr[i] = [arr[i - 1, 3]] * 4 + [0.0]
         self._filled[symbol] = last if got or last - start < 5 else start

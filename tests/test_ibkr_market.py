@@ -35,6 +35,7 @@ class Wired:
 
     def __init__(self, tws: FakeTWS, synthetic, t):
         self.tws, self.syn, self.clock = tws, synthetic, {"t": pd.Timestamp(t, tz=NY)}
+        self.missing: set[pd.Timestamp] = set()  # minutes TWS does not send
         self.sentinel: set[tuple] = set()  # (trading class, YYYYMMDD, strike, right) sent as IB's sentinels
         self._snaps: dict = {}
         open_ = pd.Timestamp(f"{DAY} 09:31", tz=NY)
@@ -100,7 +101,7 @@ class Wired:
                     out.append((pd.Timestamp(day).to_pydatetime(), g["open"].iloc[0], g["high"].max(),
                                 g["low"].min(), g["close"].iloc[-1], 0))
             return out
-        sel = bars[(bars.index >= lo) & (bars.index < hi)]
+        sel = bars[(bars.index >= lo) & (bars.index < hi) & ~bars.index.isin(list(self.missing))]
         return [(t.tz_convert("UTC").to_pydatetime(), r.open, r.high, r.low, r.close, r.volume)
                 for t, r in zip(sel.index, sel.itertuples())]
 
@@ -133,12 +134,16 @@ def test_session_bars_chain_greeks_and_sentinels_as_ib_sends_them(wired, synthet
     ref_chain = synthetic.snapshot("SPX", at, [e])
     j = _put_near(ref_chain, -0.30)  # this one IB sends without greeks (its sentinels)
     w.sentinel.add((str(ref_chain.root[j]), f"{e:%Y%m%d}", float(ref_chain.strike[j]), "P"))
+    gap = pd.Timestamp(f"{DAY} 10:15", tz=NY)
+    w.missing.add(gap)
     m = market()
     assert m.day == pd.Timestamp(DAY).date() and list(m.sessions()) == [pd.Timestamp(DAY)]
     bars = m.bars("SPX")
     ref = synthetic.bars("SPX").loc[DAY]
     assert len(bars) == 390 and bars.index[0] == pd.Timestamp(f"{DAY} 09:30", tz=NY)
     done = bars.index < pd.Timestamp(f"{DAY} 11:00", tz=NY)  # bars that closed by 11:00:30
+    assert np.isnan(bars.loc[gap].to_numpy()).all()  # the minute TWS did not send stays NaN (never invented)
+    done &= bars.index != gap
     for col in ("open", "high", "low", "close"):
         assert np.array_equal(bars[col].to_numpy()[done], ref[col].to_numpy()[done]), col
     assert np.isnan(bars["close"].to_numpy()[~done]).all()  # minutes not yet happened stay NaN
