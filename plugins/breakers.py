@@ -374,15 +374,19 @@ class VarBreaker(CircuitBreaker):
     def __init__(self, params=None):
         super().__init__(params)
         self.market = None
+        self._daily = None
         self.returns = np.empty(0)
 
     def on_session_start(self, day, market, minutes) -> None:
+        if market is not self.market or self._daily is None:  # each session's last close, once per market
+            bars = market.bars(self.params.underlying)
+            days = bars.index.tz_convert(NY).normalize().asi8
+            last = np.r_[days[1:] != days[:-1], True]
+            self._daily = (bars.index.asi8[last], bars["close"].to_numpy(dtype=float)[last])
         self.market = market
-        bars = market.bars(self.params.underlying)
-        closes = bars["close"]
-        first = int(np.searchsorted(bars.index.asi8, minutes.asi8[0], side="left"))
-        daily = closes.iloc[:first].groupby(bars.index[:first].tz_convert(NY).date).last()
-        self.returns = (daily.to_numpy()[1:] / daily.to_numpy()[:-1] - 1.0)[-self.params.lookback:]
+        ns, close = self._daily
+        past = close[: int(np.searchsorted(ns, minutes.asi8[0], side="left"))]
+        self.returns = (past[1:] / past[:-1] - 1.0)[-self.params.lookback:]
 
     def book_pnl(self, positions: dict, at) -> np.ndarray:
         """Scenario P&L (dollars) of ``positions`` ({contract: signed contracts}) one session from ``at``:
