@@ -55,7 +55,8 @@ from strikebench.brokers.ibkr_contracts import (
 )
 from strikebench.calendar import NY
 from strikebench.errors import StrikebenchError
-from strikebench.live.broker_api import BrokerAck, BrokerEvent, BrokerFill, BrokerOrder, BrokerUnavailable, LiveBroker
+from strikebench.live.broker_api import (EVENT_LOG_SCHEMA, BrokerAck, BrokerEvent, BrokerFill, BrokerOrder,
+                                         BrokerUnavailable, LiveBroker)
 
 __all__ = ["IBKRBroker", "IBKRParams", "IBKRAccount", "ORDERS_FILE"]
 
@@ -89,27 +90,8 @@ CREATE TABLE IF NOT EXISTS execs (
     at         TEXT NOT NULL,
     commission TEXT
 );
-CREATE TABLE IF NOT EXISTS fills (
-    fill_id    TEXT PRIMARY KEY,
-    client_id  TEXT NOT NULL,
-    at         TEXT NOT NULL,
-    quantity   INTEGER NOT NULL,
-    net_price  TEXT NOT NULL,
-    leg_prices TEXT NOT NULL,
-    fees       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id  TEXT NOT NULL UNIQUE,
-    client_id TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    status    TEXT NOT NULL DEFAULT '',
-    at        TEXT NOT NULL,
-    reason    TEXT NOT NULL DEFAULT '',
-    fill_id   TEXT
-);
 CREATE TABLE IF NOT EXISTS contracts (occ TEXT PRIMARY KEY, con_id INTEGER NOT NULL);
-"""
+""" + EVENT_LOG_SCHEMA
 
 
 class IBKRParams(PluginParams):

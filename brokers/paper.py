@@ -37,6 +37,7 @@ from pydantic import Field
 from strikebench.api import BrokerPlugin, PluginParams
 from strikebench.calendar import NY, MarketCalendar
 from strikebench.live.broker_api import (
+    EVENT_LOG_SCHEMA,
     BrokerAck,
     BrokerEvent,
     BrokerFill,
@@ -77,25 +78,6 @@ CREATE TABLE IF NOT EXISTS place_calls (
     pid       INTEGER NOT NULL,
     duplicate INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS fills (
-    fill_id    TEXT PRIMARY KEY,
-    client_id  TEXT NOT NULL,
-    at         TEXT NOT NULL,
-    quantity   INTEGER NOT NULL,
-    net_price  TEXT NOT NULL,
-    leg_prices TEXT NOT NULL,
-    fees       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id  TEXT NOT NULL UNIQUE,
-    client_id TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    status    TEXT NOT NULL DEFAULT '',
-    at        TEXT NOT NULL,
-    reason    TEXT NOT NULL DEFAULT '',
-    fill_id   TEXT
-);
 CREATE TABLE IF NOT EXISTS positions (occ TEXT PRIMARY KEY, quantity INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS settlements (
     occ      TEXT NOT NULL,
@@ -105,7 +87,7 @@ CREATE TABLE IF NOT EXISTS settlements (
     cash     TEXT NOT NULL,
     PRIMARY KEY (occ, at)
 );
-"""
+""" + EVENT_LOG_SCHEMA
 
 
 class PaperParams(PluginParams):

@@ -45,6 +45,7 @@ import pandas as pd
 from strikebench.calendar import NY
 from strikebench.errors import StrikebenchError
 from strikebench.live.broker_api import (
+    EVENT_LOG_SCHEMA,
     BrokerAck,
     BrokerEvent,
     BrokerFill,
@@ -391,26 +392,7 @@ CREATE TABLE IF NOT EXISTS orders (
     placed_at  TEXT NOT NULL,
     posts      INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS fills (
-    fill_id    TEXT PRIMARY KEY,
-    client_id  TEXT NOT NULL,
-    at         TEXT NOT NULL,
-    quantity   INTEGER NOT NULL,
-    net_price  TEXT NOT NULL,
-    leg_prices TEXT NOT NULL,
-    fees       TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id  TEXT NOT NULL UNIQUE,
-    client_id TEXT NOT NULL,
-    kind      TEXT NOT NULL,
-    status    TEXT NOT NULL DEFAULT '',
-    at        TEXT NOT NULL,
-    reason    TEXT NOT NULL DEFAULT '',
-    fill_id   TEXT
-);
-"""
+""" + EVENT_LOG_SCHEMA
 
 
 def _iso(t) -> str:

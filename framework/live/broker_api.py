@@ -22,11 +22,37 @@ from dataclasses import dataclass
 
 from strikebench.errors import StrikebenchError
 
-__all__ = ["LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerSettlement",
+__all__ = ["EVENT_LOG_SCHEMA", "LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerSettlement",
            "BrokerUnavailable", "BROKER_STATUSES"]
 
 #: statuses a live broker reports, in strikebench's vocabulary (OrderStatus values)
 BROKER_STATUSES = ("submitted", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired")
+
+
+#: The SQLite tables every broker's local record keeps for the runtime (paper state, Tradier and IB mirrors):
+#: one row per fill (money as decimal text) and the event log ``events(since)`` reads, ``seq`` being its cursor
+#: and ``event_id`` unique at the broker so a replayed event is applied once. Append to a broker's own schema.
+EVENT_LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id    TEXT PRIMARY KEY,
+    client_id  TEXT NOT NULL,
+    at         TEXT NOT NULL,
+    quantity   INTEGER NOT NULL,
+    net_price  TEXT NOT NULL,
+    leg_prices TEXT NOT NULL,
+    fees       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id  TEXT NOT NULL UNIQUE,
+    client_id TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    status    TEXT NOT NULL DEFAULT '',
+    at        TEXT NOT NULL,
+    reason    TEXT NOT NULL DEFAULT '',
+    fill_id   TEXT
+);
+"""
 
 
 class BrokerUnavailable(StrikebenchError):
