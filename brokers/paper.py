@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,7 @@ from strikebench.live.broker_api import (
     BrokerSettlement,
     BrokerUnavailable,
     LiveBroker,
+    write_transaction,
 )
 from strikebench.options.contracts import OptionContract, last_trade_time, settlement_time
 from strikebench.options.fills import allocate_legs
@@ -221,16 +221,8 @@ class PaperAccount(LiveBroker):
         self._bar_index: dict = {}
 
     # -------------------------------------------------------------- plumbing
-    @contextmanager
     def _tx(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        return write_transaction(self._db)
 
     def close(self) -> None:
         if self._db is not None:

@@ -37,7 +37,6 @@ import math
 import re
 import sqlite3
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +51,7 @@ from strikebench.live.broker_api import (
     BrokerOrder,
     BrokerUnavailable,
     LiveBroker,
+    write_transaction,
 )
 from strikebench.options.contracts import OptionContract
 from strikebench.options.orders import Leg, Order, OrderType, TimeInForce
@@ -417,16 +417,8 @@ class TradierAccount(LiveBroker):
             self._db.execute(stmt)
 
     # ------------------------------------------------------------ plumbing
-    @contextmanager
     def _tx(self):
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        return write_transaction(self._db)
 
     def close(self) -> None:
         if self._db is not None:

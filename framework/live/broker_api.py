@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from strikebench.errors import StrikebenchError
 
-__all__ = ["EVENT_LOG_SCHEMA", "LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerSettlement",
+__all__ = ["EVENT_LOG_SCHEMA", "write_transaction", "LiveBroker", "BrokerAck", "BrokerOrder", "BrokerFill", "BrokerEvent", "BrokerSettlement",
            "BrokerUnavailable", "BROKER_STATUSES"]
 
 #: statuses a live broker reports, in strikebench's vocabulary (OrderStatus values)
@@ -53,6 +54,20 @@ CREATE TABLE IF NOT EXISTS events (
     fill_id   TEXT
 );
 """
+
+
+@contextmanager
+def write_transaction(db):
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` on a broker's local record (``isolation_level=None``): the write lock is
+    taken before anything is read, so two processes never interleave a read-then-write; any error rolls back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    else:
+        db.execute("COMMIT")
 
 
 class BrokerUnavailable(StrikebenchError):
