@@ -776,8 +776,12 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         err_console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # a misspelled option, a value out of range: one line like every error
+        where = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            where = f" (see `{exc.ctx.command_path} --help`)"
+        err_console.print(Text.assemble(("error: ", "bold red"), f"{exc.format_message()}{where}"), highlight=False,
+                          soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")

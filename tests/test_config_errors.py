@@ -274,3 +274,20 @@ def test_resolved_config_is_frozen(tmp_path, builtin_registry):
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         resolved.strategies[0].params.width = 50.0
     assert isinstance(resolved.strategies, tuple)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["backtest", "configs/spx_credit_vertical.yaml", "--bogus"],
+     "No such option '--bogus'. (see `strikebench backtest --help`)"),
+    (["paper-broker", "serve", "--state", "{tmp}/svc.sqlite", "--hold-start", "-5"],
+     "Invalid value for '--hold-start': -5.0 is not in the range 0<=x<=600. (see `strikebench paper-broker serve --help`)"),
+    (["backtest"], "Missing argument 'CONFIG'. (see `strikebench backtest --help`)"),
+])
+def test_a_command_line_mistake_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys):
+    from strikebench.cli import main
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
