@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from strikebench.api import DataFeed, PluginParams
+from strikebench.api import DataFeed
 from strikebench.calendar import NY
 from strikebench.errors import DataError
-from strikebench.feeds.files import (_SESSION_CACHE, BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, FileMarket, _Session, bars_file,
-                                     check_bar_table, read_table)
+from strikebench.feeds.files import (_SESSION_CACHE, BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, FileMarket, HistoricalFilesParams,
+                                     _Session, bars_file, check_bar_table, read_table)
 from strikebench.hookspecs import hookimpl
 
 __all__ = ["DatabentoFeed", "DatabentoParams", "DatabentoMarket", "read_dbn", "dbn_schema",
@@ -459,21 +459,11 @@ class DatabentoMarket(FileMarket):
 
 
 # ------------------------------------------------------------------------------------------ the plugin
-class DatabentoParams(PluginParams):
+class DatabentoParams(HistoricalFilesParams):
     path: str = Field(..., min_length=1, description="folder of Databento OPRA DBN files (definition + quotes) "
                                                      "and the underlying's ohlcv-1m DBN or bars/ files")
     max_quote_age_minutes: int = Field(15, ge=0, le=390,
                                        description="a contract's last quote older than this at a bar's close is stale")
-    start: dt.date | None = Field(None, description="first session to run (default: the first the bars have)")
-    end: dt.date | None = Field(None, description="last session to run (default: the last the bars have)")
-    rate: float | str = Field(0.045, description="risk-free rate for IV/greeks: a decimal or a file of daily values")
-    dividend_yield: float | str = Field(0.015, description="dividend yield for IV/greeks: a decimal or a file")
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.start is not None and self.end is not None and self.end < self.start:
-            raise ValueError(f"end {self.end} is before start {self.start}")
-        return self
 
 
 class DatabentoFeed(DataFeed):

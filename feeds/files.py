@@ -42,7 +42,7 @@ from strikebench.errors import DataError
 from strikebench.hookspecs import hookimpl
 from strikebench.options.chain import ChainSnapshot, LegQuotes
 
-__all__ = ["FilesFeed", "FilesParams", "FileMarket", "BAR_SCHEMA", "CHAIN_SCHEMA", "SETTLEMENT_SCHEMA",
+__all__ = ["FilesFeed", "FilesParams", "HistoricalFilesParams", "FileMarket", "BAR_SCHEMA", "CHAIN_SCHEMA", "SETTLEMENT_SCHEMA",
            "SCHEMA_VERSION", "FORMATS", "bars_file", "chain_file", "settlements_file", "read_table",
            "check_chain_table", "check_bar_table", "CHAIN_OPTIONAL"]
 
@@ -659,9 +659,10 @@ class FileMarket:
 
 
 # ------------------------------------------------------------------------------------------ the plugin
-class FilesParams(PluginParams):
-    path: str = Field(..., min_length=1, description="folder of the files layout (bars/, chains/, settlements.*)")
-    format: Literal["parquet", "csv"] = Field("parquet", description="file format of the layout")
+class HistoricalFilesParams(PluginParams):
+    """What every feed of historical files takes (files, databento): the folder, quote age, span, rate inputs."""
+
+    path: str = Field(..., min_length=1, description="folder of the market's files")
     max_quote_age_minutes: int = Field(15, ge=0, le=390,
                                        description="a quote older than this many minutes counts as missing")
     start: dt.date | None = Field(None, description="first session to run (default: the first the bars have)")
@@ -676,6 +677,11 @@ class FilesParams(PluginParams):
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}")
         return self
+
+
+class FilesParams(HistoricalFilesParams):
+    path: str = Field(..., min_length=1, description="folder of the files layout (bars/, chains/, settlements.*)")
+    format: Literal["parquet", "csv"] = Field("parquet", description="file format of the layout")
 
 
 class FilesFeed(DataFeed):
