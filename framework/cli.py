@@ -379,6 +379,41 @@ def _print_sweep_result(run, result) -> None:
                   highlight=False, soft_wrap=True)
 
 
+@cli.group("ml")
+def ml_group() -> None:
+    """Learn which entries are not worth their risk: a dataset of decision candidates with their outcomes
+    (`ml dataset`), walk-forward training of a calibrated classifier (`ml train`), the `ml_gate` risk
+    manager, and a gated vs ungated backtest on unseen sessions (`ml compare`). Needs the `ml` extra
+    (scikit-learn) for training and the gate; see docs/ml.md."""
+
+
+@ml_group.command("dataset")
+@click.argument("run_dirs", nargs=-1, required=True, type=USER_PATH)
+@click.option("-o", "--output", "out", required=True, type=USER_PATH, metavar="FILE.parquet",
+              help="The Parquet file to write (replaced whole, only when complete).")
+def ml_dataset(run_dirs: tuple[str, ...], out: str) -> None:
+    """One row per decision candidate of RUN_DIRS: the candidate's features (deltas, credit, width, DTE,
+    bid/ask width, context values at that bar) and its labels (entered or not; stop hit, P&L, holding time),
+    the outcome of a candidate not entered simulated from the market by the same exit rules and flagged
+    `counterfactual`."""
+    from strikebench.ml.dataset import build_dataset, describe, write_dataset
+
+    with console.status("reading journals and simulating candidates...", spinner="dots"):
+        df, infos = build_dataset(run_dirs, console)
+    write_dataset(df, out, infos)
+    d = describe(df)
+    table = Table(title=f"dataset {escape(out)}", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for k, label in (("rows", "candidates (rows)"), ("decisions", "decisions"), ("entered", "entered"),
+                     ("counterfactual", "counterfactual (simulated)"), ("resolved", "resolved labels"),
+                     ("unfilled", "entry would not fill")):
+        table.add_row(label, f"{d[k]:,}")
+    table.add_row("stop rate (resolved)", f"{d['stop_rate']:.1%}")
+    table.add_row("entered trades the simulation reproduces to the cent", f"{d['sim_agree']} of {d['sim_checked']}")
+    console.print(table)
+
+
 @cli.group()
 def market() -> None:
     """Look at the market a config's `data:` section generates (the synthetic market)."""
