@@ -137,6 +137,8 @@ def iso_time(value) -> str | None:
     """ISO 8601 with the UTC offset. Naive times are taken as America/New_York (the engine's zone)."""
     if value is None:
         return None
+    if type(value) is dt.datetime and value.tzinfo is not None:  # the engine's clock: no Timestamp needed
+        return value.isoformat()  # the same text as pd.Timestamp(value).isoformat()
     ts = pd.Timestamp(value)
     if ts.tzinfo is None:
         ts = ts.tz_localize(_NY)
@@ -196,6 +198,19 @@ def _json_key(k) -> str:
 
 def _plain(obj):
     """Plain JSON data in one pass: records through :func:`_json_default`, NaN/inf as None."""
+    t = type(obj)  # the exact built-in types first (what decisions' candidates hold): no isinstance chain
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    if t is float:
+        return obj if math.isfinite(obj) else None
+    if t is dict:
+        return {k if type(k) is str else _json_key(k): _plain(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [_plain(v) for v in obj]
+    return _plain_any(obj)
+
+
+def _plain_any(obj):
     if isinstance(obj, _JSON_SCALARS):  # bool is an int
         return obj
     if isinstance(obj, float):
@@ -269,10 +284,10 @@ def snapshot_to_bytes(snapshot) -> bytes:
     which lets zlib find the repeats in prices and greeks. A few hundred
     microseconds for a decision's slice, where Parquet took milliseconds.
     """
-    from strikebench.options.chain import COLUMNS
+    from strikebench.options.chain import COLUMNS, _factorize_roots
 
     n = len(snapshot)
-    roots, codes = np.unique(np.asarray(snapshot.root), return_inverse=True)
+    roots, codes = _factorize_roots(np.asarray(snapshot.root))  # np.unique's (sorted roots, codes), no string sort
     if len(roots) > 255:
         raise JournalError(f"snapshot has {len(roots)} roots; the journal stores at most 255")
     columns, buffers = [], []

@@ -466,8 +466,8 @@ class BwbVixHedge(Strategy):
                    "mid_debit": round(mid_debit, 4), "est_debit": round(est_debit, 4), "exposure": round(exposure, 2),
                    **size, "long_row": long, "short_row": int(short)}
         description = f"{dte}DTE VIX call spread {details['long_strike']:g}/{details['short_strike']:g}"
-        candidate = Candidate(description=description, legs=(snapshot.contract(long).occ_symbol,
-                                                              snapshot.contract(short).occ_symbol),
+        candidate = Candidate(description=description, legs=(snapshot.occ_symbol(long),
+                                                              snapshot.occ_symbol(short)),
                               score=None, credit=round(-est_debit, 4), details=details)
         if est_debit <= 0:
             return "SKIP", f"{description}: no usable debit ({est_debit:.2f})", [candidate], None

@@ -125,7 +125,7 @@ class CreditVertical(Strategy):
                         details["rejected"] = reject
                     candidates.append(Candidate(
                         description=f"{dte}DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
-                        legs=(snapshot.contract(short).occ_symbol, snapshot.contract(long).occ_symbol),
+                        legs=(snapshot.occ_symbol(short), snapshot.occ_symbol(long)),
                         score=None if score is None else round(score, 6), credit=round(est_credit, 4),
                         details=details))
         scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]

@@ -174,7 +174,7 @@ class XspProbe(Strategy):
                 details["rejected"] = f"credit {est_credit:.4f} < min {p.min_credit:.2f}"
             candidates.append(Candidate(
                 description=f"{dte}DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
-                legs=(snapshot.contract(short).occ_symbol, snapshot.contract(long).occ_symbol),
+                legs=(snapshot.occ_symbol(short), snapshot.occ_symbol(long)),
                 score=None if "rejected" in details else round(est_credit / p.width, 6),
                 credit=round(est_credit, 4), details=details))
             if right == want and "rejected" not in details:

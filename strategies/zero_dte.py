@@ -172,7 +172,7 @@ class ZeroDte(Strategy):
                         details["rejected"] = reject
                     candidates.append(Candidate(
                         description=f"0DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
-                        legs=(snapshot.contract(short).occ_symbol, snapshot.contract(long).occ_symbol),
+                        legs=(snapshot.occ_symbol(short), snapshot.occ_symbol(long)),
                         score=score, credit=round(est_credit, 4), details=details))
         if not allowed:
             return "SKIP", why, candidates, None

@@ -120,12 +120,17 @@ def _factorize_roots(root: np.ndarray) -> tuple[list[str], np.ndarray]:
     return distinct, codes
 
 
+_DAY = np.dtype("datetime64[D]")
+
+
 def _as_date(value) -> dt.date:
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
         return value
     if isinstance(value, np.datetime64):
+        if value.dtype == _DAY and not np.isnat(value):  # a snapshot's own expiry column: the date as is
+            return value.item()
         return pd.Timestamp(value).date()
     return pd.Timestamp(value).date()
 
@@ -317,31 +322,53 @@ class ChainSnapshot:
         Only expiries within ``tolerance`` days qualify; ties go to the shorter
         expiry. Returns None when none qualifies (the caller SKIPs).
         """
-        mask = self.valid if root is None else self.valid & (self.root == root)
-        exp = np.unique(self.expiry[mask])
-        if exp.size == 0:
-            return None
-        today = np.datetime64(self.timestamp.date(), "D")
-        dtes = (exp - today).astype(np.int64)
-        keep = (dtes >= 0) & (np.abs(dtes - target_dte) <= tolerance)
-        if not keep.any():
-            return None
-        exp, dtes = exp[keep], dtes[keep]
-        best = np.lexsort((dtes, np.abs(dtes - target_dte)))[0]
-        return pd.Timestamp(exp[best]).date()
+        listed = self._memo.get(("expiries", root))
+        if listed is None:  # (dte, expiry) of the usable rows' expiries, ascending: once per snapshot and root
+            mask = self.valid if root is None else self.valid & self._root_mask(root)
+            exp = np.unique(self.expiry[mask])
+            today = np.datetime64(self.timestamp.date(), "D")
+            listed = [(int(d), e.item()) for d, e in zip((exp - today).astype(np.int64), exp)]
+            self._memo[("expiries", root)] = listed
+        best = None  # the smallest (distance to the target, dte): expiries are distinct, so no ties
+        for d, expiry in listed:
+            if d >= 0 and abs(d - target_dte) <= tolerance:
+                rank = (abs(d - target_dte), d)
+                if best is None or rank < best[0]:
+                    best = (rank, expiry)
+        return None if best is None else best[1]
 
     def rows(self, expiry=None, right: str | None = None, *, root: str | None = None,
              valid_only: bool = True) -> np.ndarray:
         """Row indices matching expiry / right ('C' or 'P') / root, sorted by strike."""
-        mask = self.valid.copy() if valid_only else np.ones(len(self), dtype=bool)
-        if expiry is not None:
-            mask &= self.expiry == np.datetime64(_as_date(expiry), "D")
-        if right is not None:
-            mask &= self.is_call == _is_call(right)
-        if root is not None:
-            mask &= self.root == root
-        idx = np.flatnonzero(mask)
-        return idx[np.argsort(self.strike[idx], kind="stable")]
+        day = None if expiry is None else _as_date(expiry)
+        call = None if right is None else _is_call(right)
+        memo_key = ("rows", day, call, root, bool(valid_only))
+        idx = self._memo.get(memo_key)
+        if idx is None:  # a snapshot never changes: each selection is computed once (a copy is handed out)
+            mask = self.valid.copy() if valid_only else np.ones(len(self), dtype=bool)
+            if day is not None:
+                mask &= self.expiry == np.datetime64(day, "D")
+            if call is not None:
+                mask &= self.is_call == call
+            if root is not None:
+                mask &= self._root_mask(root)
+            idx = np.flatnonzero(mask)
+            idx = idx[np.argsort(self.strike[idx], kind="stable")]
+            self._memo[memo_key] = idx
+        return idx.copy()
+
+    @cached_property
+    def _memo(self) -> dict:
+        """Selections this snapshot already computed (its columns are read-only)."""
+        return {}
+
+    def _root_mask(self, root: str) -> np.ndarray:
+        mask = self._memo.get(("root", root))
+        if mask is None:
+            mask = self.root == root
+            mask.flags.writeable = False
+            self._memo[("root", root)] = mask
+        return mask
 
     def closest_delta(self, expiry, right: str, target: float, *, root: str | None = None) -> int | None:
         """Row whose |delta| is closest to ``target`` (0 < target < 1); ties go farther OTM."""
@@ -413,6 +440,13 @@ class ChainSnapshot:
             strike=float(self.strike[row]),
             right=Right.CALL if self.is_call[row] else Right.PUT,
         )
+
+    def occ_symbol(self, row: int) -> str:
+        """``contract(row).occ_symbol`` without building the contract (a decision lists it per candidate)."""
+        from strikebench.options.contracts import _ROOT_WIDTH, _occ_body
+
+        return (f"{str(self.root[row]):<{_ROOT_WIDTH}}"
+                f"{_occ_body(self.expiry[row].item(), 'C' if self.is_call[row] else 'P', float(self.strike[row]))}")
 
     # ---------------------------------------------------------------- export
     def to_pandas(self) -> pd.DataFrame:
