@@ -367,15 +367,47 @@ def walk_forward(config: str, overrides: tuple[str, ...], engine, use_ray, addre
                      workers=workers, trials=trials, console=console, progress=not quiet)
 
 
+@cli.group()
+def scenario() -> None:
+    """Scenarios of the synthetic market: search for the ones that hurt a strategy most."""
+
+
+@scenario.command("search")
+@click.argument("config", type=USER_PATH)
+@set_option
+@engine_options
+def scenario_search(config: str, overrides: tuple[str, ...], engine, use_ray, address, workers, folder, fresh,
+                    trials, quiet) -> None:
+    """Search the synthetic market's scenario (`scenario_search:` section of CONFIG: archetype mix, event
+    sizes, vol regime, gaps) for the markets that hurt the strategy most, within plausibility bounds on the
+    generated market's facts (an implausible market is an infeasible trial, never a result). Writes the
+    worst scenarios as YAML (`worst/`): `strikebench backtest CONFIG --set data.scenario=FILE` reruns one
+    exactly. The same machinery as `sweep`: an Optuna study, every core or Ray, resumes when run again.
+    """
+    from strikebench.research.scenario_search import ScenarioSearch
+
+    resolved = _research_config(config, overrides, "scenario_search")
+    run = ScenarioSearch(resolved, folder=folder, fresh=fresh, executor="ray" if use_ray else engine,
+                         address=address, workers=workers, trials=trials, console=console, progress=not quiet)
+    result = run.run()
+    _print_sweep_result(run, result)
+    if result.interrupted:
+        raise SystemExit(130)
+
+
 def _print_sweep_result(run, result) -> None:
-    console.print(f"sweep '{escape(result.study_name)}': {result.complete} complete, {result.failed} failed of "
+    infeasible = sum(1 for r in result.trials if r["state"] == "infeasible")
+    failed = f"{result.failed - infeasible} failed, {infeasible} infeasible" if run.kind != "sweep" else \
+        f"{result.failed} failed"
+    console.print(f"{run.kind} '{escape(result.study_name)}': {result.complete} complete, {failed} of "
                   f"{result.budget} in {result.elapsed:.1f} s; study {escape(run.storage if '@' not in run.storage else '(database)')}",
                   highlight=False, soft_wrap=True)
     for rank, b in enumerate(result.best, 1):
         figures = ", ".join(f"{o.name} {v:,.4f}" for o, v in zip(run.objectives, b["values"]))
-        console.print(f"  best {rank}: trial {b['index']}: {escape(figures)} -> {escape(b.get('yaml', ''))}",
+        console.print(f"  {run.best_prefix} {rank}: trial {b['index']}: {escape(figures)} -> {escape(b.get('yaml', ''))}",
                       highlight=False, soft_wrap=True)
-    console.print(f"folder: {escape(str(result.folder))} (trials.csv, sweep.json, pareto.png, importance.png, best/)",
+    console.print(f"folder: {escape(str(result.folder))} (trials.csv, sweep.json, pareto.png, importance.png, "
+                  f"{run.best_dir}/)",
                   highlight=False, soft_wrap=True)
 
 

@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strikebench.errors import ConfigError
-from strikebench.research.spec import SweepConfig, WalkForwardConfig
+from strikebench.research.spec import ScenarioSearchConfig, SweepConfig, WalkForwardConfig
 
 __all__ = [
     "RunConfig",
@@ -127,6 +127,8 @@ class RunConfig(_Strict):
     sweep: SweepConfig | None = Field(default=None, description="parameter sweep (`strikebench sweep`)")
     walk_forward: WalkForwardConfig | None = Field(default=None, description="walk-forward validation "
                                                                              "(`strikebench walk-forward`)")
+    scenario_search: ScenarioSearchConfig | None = Field(
+        default=None, description="adversarial scenario search (`strikebench scenario search`)")
 
     @field_validator("name")
     @classmethod
@@ -148,7 +150,7 @@ class RunConfig(_Strict):
 
 
 #: sections that describe research around a run, not the run: left out of its hash and of a trial's YAML
-RESEARCH_SECTIONS = ("sweep", "walk_forward")
+RESEARCH_SECTIONS = ("sweep", "walk_forward", "scenario_search")
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ class ResolvedConfig:
     def config_hash(self) -> str:
         """A hash of the validated config; a broker's secret parameters (``SecretStr``: a token) are left out, so
         rotating a token keeps an account's configuration the same. The research sections (``sweep``,
-        ``walk_forward``) are not part of the run: a trial and its best-config YAML hash alike."""
+        ``walk_forward``, ``scenario_search``) are not part of the run: a trial and its best-config YAML hash alike."""
         exclude = set(RESEARCH_SECTIONS)
         dumped = self.config.model_dump(mode="json", exclude=exclude)
         secrets = _secret_fields(self.broker.params)
@@ -202,7 +204,7 @@ class ResolvedConfig:
             hashlib.sha256(self.config.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
 
     def run_yaml(self) -> str:
-        """The config the run uses as ready-to-run YAML, without the sweep/walk_forward sections."""
+        """The config the run uses as ready-to-run YAML, without the research sections (sweep, walk_forward, ...)."""
         data = yaml.safe_load(self.resolved_text) or {}
         for key in RESEARCH_SECTIONS:
             data.pop(key, None)
@@ -631,6 +633,10 @@ def _load(src: _Source, path, overrides: Iterable[str], registry, values: dict[s
                      for i, f in enumerate(cfg.features))
     if cfg.sweep is not None and base is not None:
         _check_spaces(src, path, base, cfg.sweep, registry)
+    if cfg.scenario_search is not None and base is not None:
+        from strikebench.research.scenario_search import check_search_section
+
+        check_search_section(src, cfg)
     return ResolvedConfig(
         source_path=str(path), config=cfg, text=src.text, data=data_ref, broker=broker, fill_model=fill,
         commission=commission, strategies=tuple(strategies), risk=risk, features=features,
@@ -647,8 +653,8 @@ def _check_spaces(src: _Source, path, data: dict, sweep, registry) -> None:
             raise ConfigError(f"{where}: sweep.space: empty path")
         for value in space.edge_values():
             trial = copy.deepcopy(data)
-            trial.pop("sweep", None)
-            trial.pop("walk_forward", None)
+            for section in RESEARCH_SECTIONS:
+                trial.pop(section, None)
             try:
                 _apply_override(trial, loc, value, key)
                 probe = _Source(src.path, src.text, trial, {})

@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["ParamSpace", "Objective", "SweepConfig", "WalkForwardConfig", "SUMMARY_OBJECTIVES"]
+__all__ = ["ParamSpace", "Objective", "SweepConfig", "WalkForwardConfig", "ScenarioSearchConfig", "Plausibility",
+           "SUMMARY_OBJECTIVES"]
 
 #: Figures of a run's summary an objective may name (``per_strategy.ID.FIELD`` names one strategy's).
 SUMMARY_OBJECTIVES = (
@@ -215,3 +216,79 @@ class WalkForwardConfig(_Strict):
                                                             "(windows follow each other without overlap)")
     select: str | None = Field(default=None, description="the objective that picks a window's parameters "
                                                          "(default: the first of sweep.objectives)")
+
+
+#: The top-level parts of a scenario a search may vary (docs/synthetic-market.md describes each field).
+SCENARIO_PARTS = ("underlying", "variance", "archetypes", "intraday", "vol_index", "surface", "quotes", "chains",
+                  "events")
+
+Bound = tuple[float | None, float | None]
+
+
+class Plausibility(_Strict):
+    """Bounds on the facts of a generated market (over the config's data span); ``[low, high]``, null = open.
+
+    The defaults keep a market inside what SPX has done over a quarter or more outside the three worst
+    crises (Oct 1987, Q4 2008, Mar 2020), after /work/shared/MARKET_FACTS.md: long-run realized vol 15-20 %,
+    VIX mean 19-20 with spikes above 40 rare, VIX above the realized vol that follows (the variance risk
+    premium), daily moves fat-tailed, VIX moving against the index (corr about -0.7). A market outside
+    them is an infeasible trial (recorded with its reason, never one of the results)."""
+
+    realized_vol_pct: Bound | None = Field(
+        (5.0, 50.0), description="close-to-close realized vol over the span, annualized percent (SPX long run 15-20; "
+                                 "its calmest quarters about 5-7, 2022 about 25, crisis quarters above 50; checked "
+                                 "from 10 sessions on)")
+    vix_mean: Bound | None = Field((10.0, 40.0), description="mean VIX close over the span (long run 19-20; a "
+                                                             "quarter above 40 only in 2008 and 2020)")
+    vix_min: Bound | None = Field((9.0, None), description="lowest VIX close (the record low is 9.14, Nov 2017)")
+    vix_max: Bound | None = Field((None, 60.0), description="highest VIX close (above 60 only in Oct-Nov 2008 and "
+                                                            "Mar 2020: 80.9 and 82.7)")
+    max_daily_move_pct: Bound | None = Field(
+        (None, 7.0), description="largest |close-to-close| SPX move, percent (beyond 7 % only in 1987, 2008, 2020)")
+    max_gap_pct: Bound | None = Field(
+        (None, 5.0), description="largest |open / previous close - 1| of SPX, percent (overnight and weekend gaps)")
+    vix_minus_realized: Bound | None = Field(
+        (-8.0, None), description="VIX mean minus realized vol, points: implied usually exceeds realized by a few "
+                                  "points (a market where realized runs far above implied all span is a crisis; from 10 sessions on)")
+    corr_dvix_return: Bound | None = Field(
+        (None, -0.3), description="correlation of daily VIX changes with SPX returns (real about -0.7; checked "
+                                  "from 20 sessions on)")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None:
+            low, high = v
+            for x in (low, high):
+                if x is not None and not math.isfinite(x):
+                    raise ValueError("bounds must be finite numbers or null")
+            if low is not None and high is not None and high < low:
+                raise ValueError(f"high {high} is below low {low}")
+        return v
+
+
+class ScenarioSearchConfig(SweepConfig):
+    """``strikebench scenario search``: the sweep machinery over the synthetic market's scenario.
+
+    Space paths are paths into the scenario (``variance.long_run_vol``, ``archetypes.trend_down.probability``,
+    ``events.cpi.jump_stdev_pct``, ``events.injected[0].move_pct``...), set on the ``base`` scenario; archetype
+    probabilities act as weights (the five are rescaled to sum to 1). The objective says what hurts
+    (default: the lowest ``return_pct``)."""
+
+    base: str | None = Field(default=None, description="the scenario the search starts from (a name or a YAML "
+                                                       "path; default: data.scenario)")
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective(name="return_pct", direction="minimize")],
+                                        min_length=1, description="what hurts (default: return_pct, minimize)")
+    plausible: Plausibility = Field(default_factory=Plausibility,
+                                    description="bounds on the generated market's facts (infeasible outside)")
+    best: int = Field(default=3, ge=1, le=1000, description="how many of the most harmful scenarios to write")
+
+    @field_validator("space")
+    @classmethod
+    def _paths(cls, v: dict[str, ParamSpace]) -> dict[str, ParamSpace]:
+        for path in v:
+            head = path.split(".")[0].split("[")[0]
+            if head not in SCENARIO_PARTS:
+                raise ValueError(f"{path!r} is not a path into the scenario; it starts with one of "
+                                 f"{', '.join(SCENARIO_PARTS)}")
+        return v

@@ -72,17 +72,25 @@ class SweepResult:
 
 
 class Sweep:
-    """One sweep (or one walk-forward window's in-sample sweep) over a resolved config."""
+    """One sweep (or one walk-forward window's in-sample sweep) over a resolved config.
+
+    A subclass (the scenario search) changes what a trial is through :meth:`make_task`,
+    :meth:`record_extra`, :meth:`best_yaml` and the extra ``trials.csv`` columns."""
+
+    kind = "sweep"
+    best_dir = "best"
+    best_prefix = "best"
+    best_title = "best so far"
 
     def __init__(self, resolved, *, folder: str | Path | None = None, fresh: bool = False,
                  executor: str | None = None, address: str | None = None, workers: int | None = None,
                  trials: int | None = None, console: Console | None = None, progress: bool = True,
                  base_values: dict[str, Any] | None = None, study_name: str | None = None, pool=None,
-                 outputs: bool = True, plots: bool = True):
-        if resolved.config.sweep is None:
+                 outputs: bool = True, plots: bool = True, spec=None):
+        if spec is None and resolved.config.sweep is None:
             raise ConfigError(f"{resolved.source_path}: no `sweep:` section; add one (see docs/research.md)")
         self.resolved = resolved
-        self.spec = resolved.config.sweep
+        self.spec = spec if spec is not None else resolved.config.sweep
         self.console = console or Console()
         self.show_progress = progress
         self.folder = Path(folder) if folder else sweep_folder(resolved)
@@ -105,10 +113,35 @@ class Sweep:
     # ------------------------------------------------------------ identity
     def fingerprint(self) -> str:
         """What makes two sweeps the same study: the run config, the spaces, sampler, seed, objectives."""
+        from strikebench.config import RESEARCH_SECTIONS
+
         spec = self.spec.model_dump(mode="json", include={"sampler", "space", "objectives", "seed", "startup_trials"})
-        run = self.resolved.config.model_dump(mode="json", exclude={"sweep", "walk_forward", "output", "journal"})
-        blob = json.dumps({"run": run, "sweep": spec, "base": self.base_values}, sort_keys=True, default=str)
+        run = self.resolved.config.model_dump(mode="json", exclude={*RESEARCH_SECTIONS, "output", "journal"})
+        identity = {"run": run, "sweep": spec, "base": self.base_values}
+        extra = self.fingerprint_extra()
+        if extra:
+            identity["extra"] = extra
+        blob = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def fingerprint_extra(self) -> dict:
+        """What else makes the study (a subclass's own settings)."""
+        return {}
+
+    def make_task(self, index: int, params: dict) -> dict:
+        """What a worker gets for trial ``index`` with ``params`` (plain data: it crosses to Ray nodes)."""
+        return {"config": self.resolved.source_path, "overrides": list(self.resolved.overrides),
+                "values": {**self.base_values, **params}, "index": index,
+                "out_dir": str(self.folder / "trials"), "keep_run": self.spec.keep_runs}
+
+    def record_extra(self, trial, result: dict) -> None:
+        """A subclass's attributes of a finished trial (before its state is told)."""
+
+    def csv_extra_columns(self) -> list[str]:
+        return []
+
+    def csv_extra(self, row: dict) -> list:
+        return []
 
     # ------------------------------------------------------------ study
     def _open_study(self):
@@ -239,7 +272,7 @@ class Sweep:
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=self.console, disable=not self.show_progress)
-        task_id = progress.add_task(f"sweep {self.study_name}", total=self.budget,
+        task_id = progress.add_task(f"{self.kind} {self.study_name}", total=self.budget,
                                     completed=len([i for i in finished if i < self.budget]), status="")
         live = Live(Group(progress, self._best_table(finished)), console=self.console, refresh_per_second=4,
                     transient=False) if self.show_progress else contextlib.nullcontext()
@@ -261,9 +294,7 @@ class Sweep:
                         if trial is None:
                             study.enqueue_trial(params, user_attrs={_INDEX: index})
                             trial = study.ask(dists)
-                        task = {"config": self.resolved.source_path, "overrides": list(self.resolved.overrides),
-                                "values": {**self.base_values, **trial.params}, "index": index,
-                                "out_dir": str(self.folder / "trials"), "keep_run": self.spec.keep_runs}
+                        task = self.make_task(index, dict(trial.params))
                         running[pool.submit(task)] = (index, trial, time.perf_counter())
                     if not running:
                         break
@@ -336,9 +367,11 @@ class Sweep:
     def _record(self, study, trial, index: int, result: dict):
         from optuna.trial import TrialState
 
-        for key in ("seconds", "backtest_seconds", "host", "pid", "market_built"):
+        for key in ("seconds", "backtest_seconds", "cpu_seconds", "backtest_cpu_seconds", "host", "pid",
+                    "market_built"):
             if key in result:
                 trial.set_user_attr(key, result[key])
+        self.record_extra(trial, result)
         values = None
         if "error" not in result:
             summary = result["summary"]
@@ -370,9 +403,11 @@ class Sweep:
     def _status(self, finished: dict) -> str:
         from optuna.trial import TrialState
 
-        failed = sum(1 for t in finished.values() if t.state == TrialState.FAIL)
+        failed = sum(1 for t in finished.values() if t.state == TrialState.FAIL and "infeasible" not in t.user_attrs)
+        infeasible = sum(1 for t in finished.values() if "infeasible" in t.user_attrs)
         best = self._ranked(finished)
-        text = f"failed {failed}" if failed else ""
+        text = "  ".join(x for x in (f"failed {failed}" if failed else "",
+                                     f"infeasible {infeasible}" if infeasible else "") if x)
         if best:
             o = self.objectives[0]
             text += ("  " if text else "") + f"best {o.name} {best[0].values[0]:,.4g}"
@@ -380,7 +415,7 @@ class Sweep:
 
     def _best_table(self, finished: dict, rows: int = 5) -> Table:
         multi = len(self.objectives) > 1
-        title = "Pareto front (best first objective first)" if multi else "best so far"
+        title = "Pareto front (best first objective first)" if multi else self.best_title
         table = Table(title=title, title_justify="left", header_style="bold")
         table.add_column("trial", justify="right")
         for n in self.names:
@@ -403,10 +438,17 @@ class Sweep:
                          "params": {n: t.params.get(n) for n in self.names},
                          "values": list(t.values) if t.values else None, "error": t.user_attrs.get("error"),
                          "seconds": t.user_attrs.get("seconds"), "backtest_seconds": t.user_attrs.get("backtest_seconds"),
+                         "cpu_seconds": t.user_attrs.get("cpu_seconds"),
+                         "backtest_cpu_seconds": t.user_attrs.get("backtest_cpu_seconds"),
                          "market_built": t.user_attrs.get("market_built"),
+                         "market_facts": t.user_attrs.get("market_facts"),
+                         "infeasible": t.user_attrs.get("infeasible"),
                          "summary": t.user_attrs.get("summary")})
+            if rows[-1]["infeasible"]:
+                rows[-1]["state"] = "infeasible"
         best = [{"index": t.user_attrs[_INDEX], "number": t.number, "params": dict(t.params),
-                 "values": list(t.values), "summary": t.user_attrs.get("summary")}
+                 "values": list(t.values), "summary": t.user_attrs.get("summary"),
+                 "market_facts": t.user_attrs.get("market_facts")}
                 for t in self._ranked(finished)[: self.spec.best]]
         return SweepResult(self.folder, self.study_name, self.storage, self.budget,
                            sum(1 for t in finished.values() if t.state == TrialState.COMPLETE),
@@ -429,22 +471,24 @@ class Sweep:
         from strikebench.userfiles import write_atomic
 
         folder = self.folder
-        best_dir = folder / "best"
+        best_dir = folder / self.best_dir
         if best_dir.exists():
             shutil.rmtree(best_dir)
         best_dir.mkdir(parents=True)
         for rank, entry in enumerate(result.best, 1):
-            path = best_dir / f"best-{rank:02d}-trial-{entry['index']:05d}.yaml"
+            path = best_dir / f"{self.best_prefix}-{rank:02d}-trial-{entry['index']:05d}.yaml"
             entry["yaml"] = str(path)
             write_atomic(path, self.best_yaml(entry))
-        write_atomic(folder / "trials.csv", _trials_csv(result.trials, self.names, self.objectives))
+        write_atomic(folder / "trials.csv", _trials_csv(result.trials, self.names, self.objectives,
+                                                        self.csv_extra_columns(), self.csv_extra))
         write_atomic(folder / "sweep.json", json.dumps({
             "study": self.study_name, "storage": _safe_url(self.storage), "sampler": self.spec.sampler,
             "seed": self.spec.seed, "budget": result.budget, "complete": result.complete, "failed": result.failed,
             "interrupted": result.interrupted, "elapsed_seconds": round(result.elapsed, 3),
+            "infeasible": sum(1 for r in result.trials if r["state"] == "infeasible"),
             "workers": getattr(self, "worker_count", None), "executor": self.executor_kind,
             "objectives": [o.model_dump() for o in self.objectives],
-            "best": [{k: v for k, v in b.items() if k != "summary"} for b in result.best],
+            "best": [{k: v for k, v in b.items() if k not in ("summary", "market_facts")} for b in result.best],
         }, indent=2, default=str) + "\n")
         if not self.plots:
             return
@@ -487,17 +531,19 @@ def _safe_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def _trials_csv(rows: list[dict], names: list[str], objectives) -> str:
+def _trials_csv(rows: list[dict], names: list[str], objectives, extra_columns=(), extra=lambda row: []) -> str:
     import io
 
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial", "state", *names, *(o.name for o in objectives), "final_equity", "trades", "seconds", "error"])
+    w.writerow(["trial", "state", *names, *(o.name for o in objectives), "final_equity", "trades", "seconds", "error",
+                *extra_columns])
     for r in rows:
         s = r.get("summary") or {}
         vals = r["values"] or [None] * len(objectives)
         w.writerow([r["index"], r["state"], *(r["params"].get(n) for n in names), *vals, s.get("final_equity"),
-                    s.get("trades"), f"{r['seconds']:.3f}" if r.get("seconds") else "", r.get("error") or ""])
+                    s.get("trades"), f"{r['seconds']:.3f}" if r.get("seconds") else "", r.get("error") or "",
+                    *extra(r)])
     return buf.getvalue()
 
 

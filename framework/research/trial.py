@@ -91,21 +91,38 @@ def run_trial(task: TrialTask) -> dict:
 
     _worker_setup()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     out: dict[str, Any] = {"index": task["index"], "pid": os.getpid(), "host": os.uname().nodename}
     run_parent = None
     try:
         pm = _plugin_manager()
-        resolved = load_config(task["config"], task.get("overrides", ()), registry=pm.registry,
-                               values=task["values"])
+        values = task["values"]
+        if task.get("scenario"):  # a scenario search: the trial's scenario file becomes data.scenario
+            from strikebench.research.scenario_search import prepare_trial
+
+            values = prepare_trial(task)
+            out["scenario_file"] = values["data.scenario"]
+        resolved = load_config(task["config"], task.get("overrides", ()), registry=pm.registry, values=values)
         market, out["market_built"] = _market(resolved)
+        if task.get("plausible") is not None:  # the market's facts against the bounds, before any backtest
+            from strikebench.research.scenario_search import implausibility, market_facts
+
+            out["market_facts"] = market_facts(market)
+            problems = implausibility(out["market_facts"], task["plausible"])
+            if problems:
+                out["infeasible"] = "; ".join(problems)
+                out["error"] = f"implausible market: {out['infeasible']}"
+                return _finish(out, started, cpu_started)
         Path(task["out_dir"]).mkdir(parents=True, exist_ok=True)
         run_parent = tempfile.mkdtemp(prefix=f"trial-{task['index']:05d}-", dir=task["out_dir"])
         t0 = time.perf_counter()
+        c0 = time.process_time()
         bt = Backtest(resolved, console=Console(file=io.StringIO()), progress=False, pm=pm, out_dir=run_parent,
                       market=market)
         bt.loop()
         summary = bt.report()
         out["backtest_seconds"] = time.perf_counter() - t0
+        out["backtest_cpu_seconds"] = time.process_time() - c0
         out["summary"] = json.loads(json.dumps(summary, default=str))
         if task.get("equity"):  # each session's closing equity, from the journal (walk-forward stitches them)
             from strikebench.report import open_run
@@ -124,7 +141,13 @@ def run_trial(task: TrialTask) -> dict:
     finally:
         if run_parent is not None and not task.get("keep_run"):
             shutil.rmtree(run_parent, ignore_errors=True)
+    return _finish(out, started, cpu_started)
+
+
+def _finish(out: dict, started: float, cpu_started: float) -> dict:
+    """A trial's wall and CPU seconds (this worker's process time: robust to other load on the machine)."""
     out["seconds"] = time.perf_counter() - started
+    out["cpu_seconds"] = time.process_time() - cpu_started
     return out
 
 
