@@ -50,6 +50,9 @@ import numpy as np
 import pandas as pd
 
 from strikebench.errors import StrikebenchError
+from strikebench.journal_db import (POSTGRES, SQLITE, PgConnection, backend_of, column_names, insert_id, mask_url,
+                                    revision, sqlite_path, table_names)
+from strikebench.journal_schema import ALEMBIC_VERSION_DDL, HEAD_REVISION, REVISIONS, TABLES, sqlite_ddl
 
 __all__ = [
     "Journal",
@@ -358,192 +361,10 @@ def snapshot_from_bytes(data: bytes, underlying: str, taken_at: str, tz: str, un
 
 
 # ---------------------------------------------------------------------- schema
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id        TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    mode          TEXT NOT NULL,
-    started_at    TEXT NOT NULL,
-    ended_at      TEXT,
-    completed     INTEGER NOT NULL DEFAULT 0 CHECK (completed IN (0, 1)),
-    config_yaml   TEXT,
-    config_hash   TEXT,
-    config_path   TEXT,
-    config_resolved TEXT,
-    config_overrides TEXT,
-    code_version  TEXT NOT NULL,
-    git_commit    TEXT,
-    seed          INTEGER,
-    output_dir    TEXT,
-    initial_cash  TEXT,
-    strategies    TEXT,
-    fill_model    TEXT,
-    summary       TEXT
-);
-CREATE TABLE IF NOT EXISTS chain_snapshots (
-    snapshot_id      INTEGER PRIMARY KEY,
-    checksum         TEXT NOT NULL UNIQUE,
-    underlying       TEXT NOT NULL,
-    taken_at         TEXT NOT NULL,
-    tz               TEXT NOT NULL,
-    underlying_price TEXT NOT NULL,
-    n_rows           INTEGER NOT NULL,
-    format           TEXT NOT NULL,
-    data             BLOB NOT NULL,
-    first_run_id     TEXT
-);
-CREATE TABLE IF NOT EXISTS context_snapshots (
-    context_id INTEGER PRIMARY KEY,
-    checksum   TEXT NOT NULL UNIQUE,
-    context    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS trade_decisions (
-    decision_id       TEXT NOT NULL,
-    run_id            TEXT NOT NULL REFERENCES runs(run_id),
-    seq               INTEGER NOT NULL,
-    strategy          TEXT NOT NULL,
-    decided_at        TEXT NOT NULL,
-    action            TEXT NOT NULL,
-    reason            TEXT NOT NULL,
-    snapshot_id       INTEGER REFERENCES chain_snapshots(snapshot_id),
-    snapshot_checksum TEXT,
-    context_id        INTEGER REFERENCES context_snapshots(context_id),
-    candidates        TEXT NOT NULL,
-    chosen            INTEGER,
-    chosen_expiry     TEXT,
-    ruleset_version   TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (run_id, decision_id)
-);
-CREATE INDEX IF NOT EXISTS trade_decisions_time ON trade_decisions(run_id, decided_at);
-CREATE TABLE IF NOT EXISTS orders (
-    order_id        TEXT NOT NULL,
-    run_id          TEXT NOT NULL REFERENCES runs(run_id),
-    strategy        TEXT NOT NULL,
-    trade_id        TEXT,
-    decision_id     TEXT,
-    opens           INTEGER NOT NULL,
-    order_type      TEXT NOT NULL,
-    tif             TEXT NOT NULL,
-    quantity        INTEGER NOT NULL,
-    limit_price     TEXT,
-    legs            TEXT NOT NULL,
-    reason          TEXT NOT NULL DEFAULT '',
-    created_at      TEXT,
-    status          TEXT NOT NULL,
-    status_reason   TEXT NOT NULL DEFAULT '',
-    filled_quantity INTEGER NOT NULL DEFAULT 0,
-    avg_fill_price  TEXT,
-    updated_at      TEXT,
-    PRIMARY KEY (run_id, order_id)
-);
-CREATE TABLE IF NOT EXISTS order_events (
-    event_id  INTEGER PRIMARY KEY,
-    run_id    TEXT NOT NULL REFERENCES runs(run_id),
-    order_id  TEXT NOT NULL,
-    at        TEXT NOT NULL,
-    previous  TEXT NOT NULL,
-    status    TEXT NOT NULL,
-    reason    TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS order_events_order ON order_events(run_id, order_id);
-CREATE TABLE IF NOT EXISTS fills (
-    fill_id     TEXT NOT NULL,
-    run_id      TEXT NOT NULL REFERENCES runs(run_id),
-    order_id    TEXT,
-    trade_id    TEXT,
-    kind        TEXT NOT NULL CHECK (kind IN ('fill', 'settlement')),
-    opens       INTEGER NOT NULL,
-    filled_at   TEXT NOT NULL,
-    price       TEXT NOT NULL,
-    quantity    INTEGER NOT NULL,
-    multiplier  INTEGER NOT NULL,
-    fees        TEXT NOT NULL,
-    cash        TEXT NOT NULL,
-    leg_prices  TEXT NOT NULL,
-    leg_quotes  TEXT,
-    PRIMARY KEY (run_id, fill_id)
-);
-CREATE INDEX IF NOT EXISTS fills_trade ON fills(run_id, trade_id);
-CREATE TABLE IF NOT EXISTS trades (
-    trade_id      TEXT NOT NULL,
-    run_id        TEXT NOT NULL REFERENCES runs(run_id),
-    strategy      TEXT NOT NULL,
-    decision_id   TEXT,
-    opened_at     TEXT NOT NULL,
-    closed_at     TEXT,
-    expiry        TEXT,
-    contracts     INTEGER NOT NULL,
-    multiplier    INTEGER NOT NULL,
-    entry_price   TEXT NOT NULL,
-    entry_credit  TEXT NOT NULL,
-    exit_price    TEXT,
-    exit_debit    TEXT,
-    fees          TEXT NOT NULL,
-    realized_pnl  TEXT,
-    max_loss      TEXT,
-    exit_reason   TEXT NOT NULL DEFAULT '',
-    settlement_note TEXT,
-    PRIMARY KEY (run_id, trade_id)
-);
-CREATE TABLE IF NOT EXISTS trade_legs (
-    run_id       TEXT NOT NULL REFERENCES runs(run_id),
-    trade_id     TEXT NOT NULL,
-    leg          INTEGER NOT NULL,
-    occ_symbol   TEXT NOT NULL,
-    root         TEXT NOT NULL,
-    expiry       TEXT NOT NULL,
-    strike       TEXT NOT NULL,
-    option_right TEXT NOT NULL,
-    ratio        INTEGER NOT NULL,
-    entry_price  TEXT,
-    exit_price   TEXT,
-    PRIMARY KEY (run_id, trade_id, leg)
-);
-CREATE TABLE IF NOT EXISTS breaker_trips (
-    trip_id    INTEGER PRIMARY KEY,
-    run_id     TEXT NOT NULL REFERENCES runs(run_id),
-    rule       TEXT NOT NULL,
-    scope      TEXT NOT NULL,
-    tripped_at TEXT NOT NULL,
-    reason     TEXT NOT NULL,
-    figures    TEXT NOT NULL,
-    resets     TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS breaker_trips_run ON breaker_trips(run_id, tripped_at);
-CREATE TABLE IF NOT EXISTS equity (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    day    TEXT NOT NULL,
-    equity TEXT NOT NULL,
-    PRIMARY KEY (run_id, day)
-);
-"""
-
-
-_SCHEMA_TABLES = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
-
-
-def _sqlite_path(url_or_path: str | os.PathLike) -> Path:
-    text = os.fspath(url_or_path)
-    if "://" not in text:
-        return Path(text)
-    scheme, _, rest = text.partition("://")
-    scheme = scheme.lower()
-    if scheme not in ("sqlite", "sqlite3"):
-        raise JournalError(
-            f"journal URL scheme '{scheme}' is not supported yet; use sqlite:///path/to/journal.sqlite "
-            f"or a file path"
-        )
-    # sqlite:///relative/path  ->  'relative/path';  sqlite:////abs/path -> '/abs/path'
-    if not rest.startswith("/"):
-        raise JournalError(f"journal URL '{text}': expected sqlite:///path (three slashes)")
-    path = rest[1:]
-    if not path or path == ":memory:":
-        raise JournalError(f"journal URL '{text}' names no file; a journal must outlive the process")
-    return Path(path)
+# One definition for every backend: strikebench.journal_schema (rendered here for SQLite without
+# importing SQLAlchemy; through Alembic for PostgreSQL).
+_SCHEMA_TABLES = {t.name for t in TABLES}
+_sqlite_path = sqlite_path  # the name older callers import
 
 
 def find_journal(run_dir: str | os.PathLike) -> str:
@@ -556,6 +377,8 @@ def find_journal(run_dir: str | os.PathLike) -> str:
 
     from strikebench.userfiles import check_dir, label, os_problem, read_text
 
+    if "://" in os.fspath(run_dir) and backend_of(run_dir) == POSTGRES:
+        return os.fspath(run_dir)
     p = Path(run_dir)
     try:
         st = os.stat(p)
@@ -572,9 +395,32 @@ def find_journal(run_dir: str | os.PathLike) -> str:
         url = read_text(p / JOURNAL_URL_FILE, what="journal URL file", error=JournalError, max_bytes=4096).strip()
         if not url or "\n" in url:
             raise JournalError(f"{p / JOURNAL_URL_FILE}: expected one journal URL on one line")
-        return url
+        return _expand_env(url, p / JOURNAL_URL_FILE)
     raise JournalError(f"{run_dir}: no journal in this folder (expected {JOURNAL_FILE}); "
                        f"was the run made with the journal plugin disabled?")
+
+
+def _expand_env(url: str, where) -> str:
+    """``${VAR}`` in a stored journal URL (the config's template: the secret never sits in the folder)."""
+    def sub(m):
+        name, _, default = m.group(1).partition(":-")
+        if name in os.environ:
+            return os.environ[name]
+        if m.group(1).find(":-") >= 0:
+            return default
+        raise JournalError(f"{where}: the journal URL needs environment variable {name}, which is not set")
+
+    return re.sub(r"\$\{([^}]+)\}", sub, url)
+
+
+def stored_url(url: str, template: str | None = None) -> str:
+    """What a run folder's ``journal.url`` holds: the config's ``${VAR}`` template when the URL came from
+    the environment, else the URL without its password (libpq reads it from PGPASSWORD or ~/.pgpass)."""
+    from strikebench.journal_db import strip_password
+
+    if template and "${" in template:
+        return template
+    return strip_password(url) if backend_of(url) == POSTGRES else url
 
 
 #: Tables every reading command needs (schema version 1).
@@ -617,6 +463,14 @@ def check_journal_target(url: str | os.PathLike, *, key: str = "journal.url") ->
     """
     from strikebench.userfiles import check_file, label, prepare_output_dir
 
+    if backend_of(url) == POSTGRES:
+        db = PgConnection(os.fspath(url))  # reachable, logged in; creates nothing
+        try:
+            if "alembic_version" in table_names(db):
+                _check_revision(mask_url(url), revision(db))
+        finally:
+            db.close()
+        return
     path = _sqlite_path(url)
     if not os.path.lexists(path):
         prepare_output_dir(path.parent if str(path.parent) else ".", key=f"{key} folder", error=JournalError)
@@ -647,19 +501,30 @@ _ADDED_COLUMNS = (
 )
 
 
-def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+def _missing_columns(db) -> list[tuple[str, str, str]]:
     """The added columns this journal lacks (a read: opening a current journal takes no write lock)."""
     out = []
     for table, column, kind in _ADDED_COLUMNS:
-        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
+        if column not in column_names(db, table):
             out.append((table, column, kind))
     return out
 
 
-def _add_missing_columns(db: sqlite3.Connection) -> None:
+def _add_missing_columns(db) -> None:
     for table, column, kind in _missing_columns(db):
         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def _schema_behind(label: str, rev: str | None) -> JournalError:
+    return JournalError(f"{label}: journal schema is at revision {rev or 'none'}, this strikebench reads "
+                        f"{HEAD_REVISION}; run `strikebench journal migrate {label}` first")
+
+
+def _check_revision(label: str, rev: str | None) -> None:
+    """A journal at a revision this version does not know was written by a newer strikebench."""
+    if rev is not None and rev not in REVISIONS:
+        raise JournalError(f"{label}: journal schema revision {rev} is newer than this strikebench understands "
+                           f"({HEAD_REVISION}); upgrade strikebench")
 
 
 class Journal:
@@ -671,9 +536,16 @@ class Journal:
 
     def __init__(self, url: str | os.PathLike, *, create: bool = True):
         self.url = os.fspath(url)
-        self.path = _sqlite_path(self.url)
+        self.backend = backend_of(self.url)
         self._per_session = False
         self._wrote = False  # only a connection that wrote checkpoints on close (a reader must not wait on a writer)
+        self._seq: dict[str, int] = {}
+        self._db = None
+        if self.backend == POSTGRES:
+            self.path = mask_url(self.url)  # what every message names: never the password
+            self._open_postgres(create)
+            return
+        self.path = sqlite_path(self.url)
         if not create and not self.path.is_file():
             raise JournalError(f"{self.path}: no journal file")
         if create:
@@ -684,7 +556,7 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = table_names(self._db)
             if not create and not {"runs", "journal_meta"} <= tables:
                 raise JournalError(f"{self.path}: not a strikebench journal (no runs table)")
             if "journal_meta" in tables:
@@ -692,17 +564,42 @@ class Journal:
                 if row is not None and int(row[0]) > SCHEMA_VERSION:
                     raise JournalError(f"{self.path}: journal schema {row[0]} is newer than this strikebench "
                                        f"understands ({SCHEMA_VERSION}); upgrade strikebench")
-            if not _SCHEMA_TABLES <= tables or _missing_columns(self._db):
+            if "alembic_version" in tables:
+                _check_revision(str(self.path), revision(self._db))
+            if not _SCHEMA_TABLES <= tables or "alembic_version" not in tables or _missing_columns(self._db):
                 # a new file, or one from before a table or column was added; else no write lock is taken
                 with self._tx():
-                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    for stmt in sqlite_ddl():
                         self._db.execute(stmt)
                     _add_missing_columns(self._db)
-                    self._db.execute("INSERT OR IGNORE INTO journal_meta(key, value) VALUES ('schema_version', ?)",
-                                     (str(SCHEMA_VERSION),))
+                    self._db.execute("INSERT INTO journal_meta(key, value) VALUES ('schema_version', ?)"
+                                     " ON CONFLICT(key) DO NOTHING", (str(SCHEMA_VERSION),))
+                    self._db.execute(ALEMBIC_VERSION_DDL)
+                    if self._db.execute("SELECT 1 FROM alembic_version").fetchone() is None:
+                        self._db.execute("INSERT INTO alembic_version(version_num) VALUES (?)", (HEAD_REVISION,))
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise JournalError(f"{self.path}: not a journal ({exc})") from None
-        self._seq: dict[str, int] = {}
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_postgres(self, create: bool) -> None:
+        """Connect; a database without the journal's tables gets them, one behind head is migrated
+        (Alembic, under an advisory lock so two runs starting together migrate once)."""
+        self._db = PgConnection(self.url)
+        try:
+            rev = revision(self._db)
+            _check_revision(self.path, rev)
+            if rev != HEAD_REVISION:
+                if not create and "runs" not in table_names(self._db):
+                    raise JournalError(f"{self.path}: not a strikebench journal (no runs table)")
+                from strikebench.journal_admin import upgrade_postgres
+
+                upgrade_postgres(self.url)
+        except BaseException:
+            self.close()
+            raise
 
     # -------------------------------------------------------------- plumbing
     def commit_per_session(self) -> None:
@@ -747,14 +644,16 @@ class Journal:
     def close(self) -> None:
         if self._db is None:
             return
-        self.commit()
         try:
-            if self._wrote:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.DatabaseError:
-            pass
-        self._db.close()
-        self._db = None
+            self.commit()
+            if self._wrote and self.backend == SQLITE:
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.DatabaseError:
+                    pass
+        finally:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> "Journal":
         return self
@@ -862,12 +761,11 @@ class Journal:
                 return int(row[0])
             ts = snapshot.timestamp
             tz = str(getattr(ts.tzinfo, "key", None) or getattr(ts.tzinfo, "zone", None) or ts.tzinfo)
-            cur = db.execute(
-                "INSERT INTO chain_snapshots(checksum, underlying, taken_at, tz, underlying_price, n_rows, format,"
+            return insert_id(
+                db, "INSERT INTO chain_snapshots(checksum, underlying, taken_at, tz, underlying_price, n_rows, format,"
                 " data, first_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (checksum, snapshot.underlying, ts.isoformat(), tz, repr(float(snapshot.underlying_price)),
-                 len(snapshot), SNAPSHOT_FORMAT, sqlite3.Binary(snapshot_to_bytes(snapshot)), run_id))
-            return int(cur.lastrowid)
+                 len(snapshot), SNAPSHOT_FORMAT, snapshot_to_bytes(snapshot), run_id), "snapshot_id")
 
     def snapshot_info(self, snapshot_id: int) -> dict:
         row = self._db.execute("SELECT snapshot_id, checksum, underlying, taken_at, tz, underlying_price, n_rows,"
@@ -903,8 +801,8 @@ class Journal:
             row = db.execute("SELECT context_id FROM context_snapshots WHERE checksum = ?", (checksum,)).fetchone()
             if row is not None:
                 return int(row[0])
-            return int(db.execute("INSERT INTO context_snapshots(checksum, context) VALUES (?, ?)",
-                                  (checksum, text)).lastrowid)
+            return insert_id(db, "INSERT INTO context_snapshots(checksum, context) VALUES (?, ?)", (checksum, text),
+                             "context_id")
 
     def load_context(self, context_id: int) -> dict:
         row = self._db.execute("SELECT context FROM context_snapshots WHERE context_id = ?",
@@ -1126,15 +1024,20 @@ class Journal:
             cash_c = -settle_c * mult
         intrinsic = [points_text(p) for p in (trade.leg_exit_prices or ())]
         db.execute(
-            "INSERT OR REPLACE INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
-            " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)",
+            "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
+            " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)"
+            " ON CONFLICT(run_id, fill_id) DO UPDATE SET order_id = NULL, trade_id = excluded.trade_id,"
+            " kind = excluded.kind, opens = 0, filled_at = excluded.filled_at, price = excluded.price,"
+            " quantity = excluded.quantity, multiplier = excluded.multiplier, fees = excluded.fees,"
+            " cash = excluded.cash, leg_prices = excluded.leg_prices, leg_quotes = NULL",
             (f"{trade.trade_id}-SETTLE", run_id, trade.trade_id, at, points_text(price), qty, mult,
              cents_text(cash_c), to_json(intrinsic, sort_keys=False)))
 
     # ---------------------------------------------------------------- equity
     def record_equity(self, run_id: str, day, equity) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO equity(run_id, day, equity) VALUES (?, ?, ?)",
+            db.execute("INSERT INTO equity(run_id, day, equity) VALUES (?, ?, ?)"
+                       " ON CONFLICT(run_id, day) DO UPDATE SET equity = excluded.equity",
                        (run_id, str(day), dollars_text(equity)))
 
     # ----------------------------------------------------------------- reads
@@ -1148,7 +1051,7 @@ class Journal:
 
     def breaker_trips(self, run_id: str) -> pd.DataFrame:
         """The run's circuit-breaker trips in time order (none in a journal written before the table existed)."""
-        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'breaker_trips'").fetchone():
+        if "breaker_trips" not in table_names(self._db):
             return pd.DataFrame(columns=["rule", "scope", "tripped_at", "reason", "figures", "resets"], dtype=object)
         return self.frame("SELECT rule, scope, tripped_at, reason, figures, resets FROM breaker_trips "
                           "WHERE run_id = ? ORDER BY tripped_at, trip_id", (run_id,))
@@ -1220,9 +1123,14 @@ class ReadOnlyJournal(Journal):
         from urllib.parse import quote
 
         self.url = os.fspath(url)
-        self.path = _sqlite_path(self.url)
+        self.backend = backend_of(self.url)
         self._seq = {}
         self._db = None
+        if self.backend == POSTGRES:
+            self.path = mask_url(self.url)
+            self._open_postgres_read_only()
+            return
+        self.path = sqlite_path(self.url)
         _check_sqlite_file(self.path)
         live_writer = os.path.exists(f"{self.path}-wal")
         uri = f"file:{quote(str(self.path.resolve()))}?mode=ro" + ("" if live_writer else "&immutable=1")
@@ -1252,6 +1160,8 @@ class ReadOnlyJournal(Journal):
                                    f"understands ({SCHEMA_VERSION}); upgrade strikebench")
             if version < 1:
                 raise JournalError(f"{self.path}: damaged journal: schema version {version} is unknown")
+            if "alembic_version" in tables:
+                _check_revision(str(self.path), revision(self._db))
             self._db.text_factory = str
         except UnicodeDecodeError:
             self.close()
@@ -1260,6 +1170,23 @@ class ReadOnlyJournal(Journal):
             self.close()
             raise JournalError(f"{self.path}: damaged journal ({' '.join(str(exc).split())})") from None
         except JournalError:
+            self.close()
+            raise
+
+    def _open_postgres_read_only(self) -> None:
+        """A session whose every transaction is READ ONLY; the schema must be at this version's head
+        (a reading command never migrates: it says which command does)."""
+        self._db = PgConnection(self.url, read_only=True)
+        try:
+            tables = table_names(self._db)
+            if "runs" not in tables and "alembic_version" not in tables:
+                raise JournalError(f"{self.path}: not a strikebench journal (no runs table)")
+            rev = revision(self._db)
+            _check_revision(self.path, rev)
+            missing = [t for t in REQUIRED_TABLES if t not in tables]
+            if rev != HEAD_REVISION or missing:
+                raise _schema_behind(self.path, rev)
+        except BaseException:
             self.close()
             raise
 

@@ -23,7 +23,7 @@ import atexit
 from pathlib import Path
 
 from strikebench.hookspecs import hookimpl
-from strikebench.journal import JOURNAL_FILE, JOURNAL_URL_FILE, Journal
+from strikebench.journal import JOURNAL_FILE, JOURNAL_URL_FILE, Journal, stored_url
 
 __all__ = ["journal_for", "open_journals", "discard"]
 
@@ -63,6 +63,20 @@ def _url_of(run) -> str | None:
     if run.output_dir:
         return str(Path(run.output_dir) / JOURNAL_FILE)
     return None
+
+
+def _url_template(run) -> str | None:
+    """``journal.url`` as the config wrote it when it came from the environment (``${JOURNAL_URL}``)."""
+    text = getattr(getattr(run, "config", None), "resolved_text", None)
+    if not text or "${" not in text:
+        return None
+    import yaml
+
+    try:
+        value = ((yaml.safe_load(text) or {}).get("journal") or {}).get("url")
+    except (yaml.YAMLError, AttributeError):
+        return None
+    return value if isinstance(value, str) and "${" in value else None
 
 
 def _run_fields(run) -> dict:
@@ -107,9 +121,11 @@ def journal_for(run) -> Journal | None:
         raise
     if run.mode == "backtest":
         journal.commit_per_session()
-    if run.output_dir and Path(journal.path).resolve() != (Path(run.output_dir) / JOURNAL_FILE).resolve():
+    if run.output_dir and (journal.backend != "sqlite"
+                           or Path(journal.path).resolve() != (Path(run.output_dir) / JOURNAL_FILE).resolve()):
         Path(run.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(run.output_dir) / JOURNAL_URL_FILE).write_text(str(url) + "\n", encoding="utf-8")
+        (Path(run.output_dir) / JOURNAL_URL_FILE).write_text(stored_url(str(url), _url_template(run)) + "\n",
+                                                             encoding="utf-8")
     _journals[run.run_id] = journal
     return journal
 

@@ -62,3 +62,22 @@ def _no_service_outlives_the_tests(tmp_path_factory):
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server (tests/pgserver.py), one per session or xdist worker, started on first use."""
+    from pgserver import Server, available
+
+    why = available()
+    if why:
+        pytest.skip(why)
+    server = Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL (password included) of a new, empty database on the test server."""
+    return pg_server.create_database()

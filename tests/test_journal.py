@@ -395,9 +395,18 @@ def test_several_runs_in_one_process_keep_their_own_journals(pm, tmp_path):
     assert "run-a" not in journal_plugin.open_journals() and "run-b" not in journal_plugin.open_journals()
 
 
-def test_journal_url_other_than_sqlite_is_a_clear_error():
-    with pytest.raises(JournalError, match="scheme 'postgresql' is not supported yet"):
-        Journal("postgresql://user@host/strikebench")
+def test_journal_url_of_an_unknown_scheme_or_unreachable_server_is_a_clear_error():
+    import socket
+
+    with pytest.raises(JournalError, match="scheme 'mysql' is not supported"):
+        Journal("mysql://user@localhost/strikebench")
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(JournalError) as err:
+        Journal(f"postgresql://user:hunter2@127.0.0.1:{port}/strikebench")
+    assert "cannot connect" in str(err.value) and "hunter2" not in str(err.value)
+    assert str(err.value).startswith(f"postgresql://user:***@127.0.0.1:{port}/strikebench:")
 
 
 # ------------------------------------------------------------------ report
