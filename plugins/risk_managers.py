@@ -145,14 +145,26 @@ class NoNewRiskWindow(RiskManager):
     def __init__(self, params=None):
         super().__init__(params)
         self._calendar = MarketCalendar()
+        self._windows: dict[dt.date, tuple] = {}
+
+    def _window(self, day: dt.date) -> tuple:
+        """(close, first minute of no new risk, first minute of new risk) of a session, once a session, as
+        plain datetimes (comparing a datetime with a pandas Timestamp cost tens of microseconds a check)."""
+        w = self._windows.get(day)
+        if w is None:
+            close = self._calendar.session_close(day)
+            opening = self._calendar.session_open(day)
+            w = (close, (close - dt.timedelta(minutes=self.params.minutes_before_close)).to_pydatetime(),
+                 (opening + dt.timedelta(minutes=self.params.minutes_after_open)).to_pydatetime())
+            self._windows[day] = w
+        return w
 
     def check(self, request, portfolio):
         at = request.at if request.at.tzinfo else request.at.replace(tzinfo=NY)
-        close = self._calendar.session_close(at.date())
-        opening = self._calendar.session_open(at.date())
-        if at >= close - dt.timedelta(minutes=self.params.minutes_before_close):
+        close, no_new_risk, new_risk = self._window(at.date())
+        if at >= no_new_risk:
             return Veto(f"{at:%H:%M} is within {self.params.minutes_before_close} min of the {close:%H:%M} close")
-        if at < opening + dt.timedelta(minutes=self.params.minutes_after_open):
+        if at < new_risk:
             return Veto(f"{at:%H:%M} is within {self.params.minutes_after_open} min of the open")
         return None
 

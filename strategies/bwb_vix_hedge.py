@@ -495,7 +495,7 @@ class BwbVixHedge(Strategy):
 
     def _decide_bwb(self, ctx) -> None:
         p = self.params
-        full = ctx.chain(dte=(p.target_dte - p.dte_tolerance, p.target_dte + p.dte_tolerance))
+        full = ctx.chain(dte=(p.target_dte - p.dte_tolerance, p.target_dte + p.dte_tolerance), roots=[p.root], right="P")
         # what a decision stores: the root's puts around the target expiry (evaluates like the whole chain)
         window = np.abs(full.dte - p.target_dte) <= p.dte_tolerance
         snapshot = full.subset(np.flatnonzero(window & (full.root == p.root) & ~full.is_call))

@@ -151,7 +151,8 @@ class CreditVertical(Strategy):
 
     def on_decision_time(self, ctx) -> None:
         p = self.params
-        snapshot = ctx.chain(dte=(max(0, min(p.dte_targets) - p.dte_tolerance), max(p.dte_targets) + p.dte_tolerance))
+        snapshot = ctx.chain(dte=(max(0, min(p.dte_targets) - p.dte_tolerance), max(p.dte_targets) + p.dte_tolerance),
+                             roots=[p.root], right=None if p.side == "both" else "C" if p.side == "call" else "P")
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = {"k": ctx.slippage,
                    "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}

@@ -202,7 +202,7 @@ class XspProbe(Strategy):
         p = self.params
         if WEEKDAYS[ctx.today.weekday()] not in p.entry_weekdays:
             return
-        full = ctx.chain(dte=(p.dte_min, p.dte_max))
+        full = ctx.chain(dte=(p.dte_min, p.dte_max), roots=[p.root])
         week = ctx.today.isocalendar()[:2]
         rights = {"put": ["P"], "call": ["C"], "both": ["P", "C"]}[p.side]
         context = {"k": ctx.slippage,

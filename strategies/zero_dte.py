@@ -198,7 +198,7 @@ class ZeroDte(Strategy):
         return context
 
     def on_decision_time(self, ctx) -> None:
-        snapshot = ctx.chain(dte=(0, 0))
+        snapshot = ctx.chain(dte=(0, 0), roots=[self.params.root])
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = self.decision_context(ctx, snapshot)
         decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),

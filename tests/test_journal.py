@@ -17,13 +17,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pandas as pd
 import pytest
 
 from strikebench.api import RunInfo, Strategy
 from strikebench.cli import main
 from strikebench.engine.core import Engine
-from strikebench.journal import Journal, JournalError, dollars_text, points_text
+from strikebench.journal import Journal, JournalError, dollars_text, points_text, snapshot_to_bytes
 from strikebench.options.contracts import OptionContract
 from strikebench.options.orders import Leg, TimeInForce
 from strikebench.plugin_manager import get_plugin_manager
@@ -269,14 +270,45 @@ def test_a_flipped_byte_in_a_stored_blob_is_refused_never_loaded(tmp_path):
     db = sqlite3.connect(path)
     with db:
         (blob, fmt) = db.execute("SELECT data, format FROM chain_snapshots WHERE snapshot_id = ?", (sid,)).fetchone()
-        assert fmt == "columns-zlib"
+        assert fmt == "columns-lz4" and blob[:4] == b"SBL1"
         assert len(blob) < len(snap) * 14 * 8 / 2  # under half the raw float64 size of its 14 columns
         header_end = 8 + int.from_bytes(blob[4:8], "little")
-        raw = zlib.decompress(blob[header_end:])
+        lz4 = pa.Codec("lz4")
+        raw = lz4.decompress(blob[header_end:], decompressed_size=sum(
+            c[2] for c in json.loads(blob[8:header_end])["columns"]), asbytes=True)
         bad = bytearray(raw)
         bad[len(raw) // 2] ^= 0x01  # one bit of one price or greek
         db.execute("UPDATE chain_snapshots SET data = ? WHERE snapshot_id = ?",
-                   (blob[:header_end] + zlib.compress(bytes(bad)), sid))
+                   (blob[:header_end] + lz4.compress(bytes(bad), asbytes=True), sid))
+    db.close()
+    with Journal(path, create=False) as j:
+        with pytest.raises(JournalError, match="checksum mismatch"):
+            j.load_snapshot(sid)
+
+
+def test_journals_written_with_zlib_snapshots_still_load_and_verify(tmp_path):
+    """Journals written before the columns-lz4 format hold columns-zlib blobs (the same layout, one zlib
+    stream): still read, still checked."""
+    snap = make_chain(expiries=["2024-01-10", "2024-01-12"], at="2024-01-08 10:00")
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        sid = j.store_snapshot(snap)
+    old = snapshot_to_bytes(snap, "columns-zlib")
+    header_end = 8 + int.from_bytes(old[4:8], "little")
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE chain_snapshots SET data = ?, format = 'columns-zlib' WHERE snapshot_id = ?", (old, sid))
+    db.close()
+    with Journal(path, create=False) as j:
+        back = j.load_snapshot(sid)
+        assert back.checksum == snap.checksum
+        assert np.array_equal(back.delta, snap.delta, equal_nan=True) and list(back.root) == list(snap.root)
+    bad = bytearray(zlib.decompress(old[header_end:]))
+    bad[len(bad) // 2] ^= 0x01
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE chain_snapshots SET data = ? WHERE snapshot_id = ?",
+                   (old[:header_end] + zlib.compress(bytes(bad)), sid))
     db.close()
     with Journal(path, create=False) as j:
         with pytest.raises(JournalError, match="checksum mismatch"):

@@ -6,14 +6,22 @@ stated in each test; the figures measured on seed 42 are in docs/synthetic-marke
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from strikebench.api import Strategy
+from strikebench.engine.core import Engine
 from strikebench.feeds.synthetic import SyntheticMarket
 from strikebench.feeds.synthetic.describe import summary_stats
+from strikebench.options.chain import COLUMNS
 from strikebench.options.contracts import OptionContract
 from strikebench.options.source import MarketData
+from strikebench.plugins.commissions import ZeroCommission
+from strikebench.plugins.fill_models import MidSlippageFill
+from strikebench.testing import ModelMarket
 
 NY = "America/New_York"
 
@@ -217,3 +225,83 @@ def test_vix_future_converges_to_the_settlement_quotation(market):
     ev = p.event_variance(tl.open_ns[d], tl.open_ns[d] + 30 * 86400 * 10**9)
     fut = p.model.vix_future(p.yf[g], p.ys[g], p.eps[g], 0.0, dC30, ev, 0.0)
     assert fut == pytest.approx(p.vix_step[g], rel=1e-12)
+
+
+# ------------------------------------------------------------ chain requests by root and right
+# ctx.chain(roots=..., right=...): only those rows are generated or fetched, and they are exactly the full
+# chain's rows (every column, the checksum a decision stores), whether the chain source filters itself (the
+# synthetic market) or the engine takes them from the whole snapshot (any other source).
+
+
+def _rows_of(full, roots, is_call):
+    mask = np.ones(len(full), dtype=bool)
+    if roots is not None:
+        mask &= np.isin(full.root, roots)
+    if is_call is not None:
+        mask &= full.is_call == is_call
+    return full.subset(np.flatnonzero(mask))
+
+
+def _same(a, b):
+    assert len(a) == len(b) > 0
+    for name in COLUMNS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+    assert a.checksum == b.checksum
+
+
+@pytest.mark.parametrize("roots,is_call", [(["SPXW"], False), (["SPXW"], True), (["SPX"], None),
+                                           (["SPX", "SPXW"], False), (None, True)])
+def test_the_synthetic_market_lists_only_the_rows_asked_for_exactly_as_in_the_full_chain(market, roots, is_call):
+    day = dt.date(2023, 1, 18)
+    exps = [e for e in market.listed_expiries("SPX", day) if (e - day).days <= 31]  # SPXW dailies, SPX Feb 17 (AM)
+    ats = [pd.Timestamp(f"{day} {t}", tz="America/New_York") for t in ("10:00", "11:00", "15:59")]
+    batch = market.snapshots("SPX", ats, exps, roots=roots, is_call=is_call)
+    for at, got in zip(ats, batch):
+        want = _rows_of(market.snapshot("SPX", at, exps), roots, is_call)
+        _same(market.snapshot("SPX", at, exps, roots=roots, is_call=is_call), want)
+        _same(got, want)
+        if roots is not None:
+            assert set(np.unique(got.root)) == set(roots)
+
+
+class _Probe(Strategy):
+    name = "chain_probe"
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def decision_times(self):
+        return [dt.time(10, 0)]
+
+    def on_decision_time(self, ctx):
+        exps = ctx.expiries()[:3]
+        self.seen.append((ctx.chain(expiries=exps), ctx.chain(expiries=exps, roots=["SPXW"], right="P"),
+                          ctx.chain(expiries=exps, roots="SPXW")))
+
+
+@pytest.mark.parametrize("source", ["synthetic (filters itself)", "model market (the engine filters)"])
+def test_a_strategy_gets_the_same_rows_whatever_the_source_can_filter(market, source):
+    src = market if source.startswith("synthetic") else ModelMarket("2023-01-19", "2023-01-20")
+    probe = _Probe()
+    engine = Engine(market=src, strategies=[("probe", probe)], fill_model=MidSlippageFill(),
+                    commission=ZeroCommission())
+    assert engine._source_filters_rows() is source.startswith("synthetic")
+    if src is market:  # the year's market: the first session up to its 10:00 decision
+        for i in range(35):
+            engine.on_bar(i)
+    else:
+        engine.run_all()
+    assert len(probe.seen) >= 1
+    for full, puts, spxw in probe.seen:
+        _same(puts, _rows_of(full, ["SPXW"], False))
+        _same(spxw, _rows_of(full, ["SPXW"], None))
+
+
+def test_a_wrong_right_is_one_clear_error():
+    engine = Engine(market=ModelMarket("2023-01-19", "2023-01-19"), strategies=[], fill_model=MidSlippageFill(),
+                    commission=ZeroCommission())
+    engine.i = 0
+    with pytest.raises(ValueError, match="right must be 'C' or 'P', got 'X'"):
+        engine.chain("SPX", None, right="X")

@@ -25,7 +25,7 @@ import pandas as pd
 from strikebench.calendar import NS_PER_YEAR
 from strikebench.options.chain import contract_keys
 from strikebench.options.ticks import round_to_tick, tick_sizes
-from strikebench.pricing import black76, bsm
+from strikebench.pricing import black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
 from .underlying import NS_MIN, UnderlyingPath
@@ -194,16 +194,18 @@ def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, exp
     q = sc.underlying.dividend_yield
     years, safe_years, live, theta, fwd = st["years"], st["safe_years"], st["live"], st["theta"], st["fwd"]
     k = np.log(strike / fwd)
+    # without greeks (leg quotes, model values) only the price is computed: the same values as bsm()'s price
     if und == "VIX":
         w = ssvi_total_variance(k, theta, sc.vol_index.vix_option_skew, sc.vol_index.vix_option_eta, sc.surface.gamma)
         iv = np.sqrt(w / safe_years)
-        g = black76(is_call, fwd, strike, years, r, iv)
+        g = black76(is_call, fwd, strike, years, r, iv) if greeks else None
+        mid = g.price if greeks else black76_price(is_call, fwd, strike, years, r, iv)
     else:
         w = ssvi_total_variance(k, theta, sc.surface.rho, sc.surface.eta, sc.surface.gamma)
         iv = np.sqrt(w / safe_years)
         spot = path.spx_close[m] * (0.1 if und == "XSP" else 1.0)
-        g = bsm(is_call, spot, strike, years, r, q, iv)
-    mid = g.price
+        g = bsm(is_call, spot, strike, years, r, q, iv) if greeks else None
+        mid = g.price if greeks else bsm_price(is_call, spot, strike, years, r, q, iv)
     qs = sc.quotes
     fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
     z = np.minimum(np.abs(k) / np.sqrt(theta), 6.0)

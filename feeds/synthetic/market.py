@@ -281,8 +281,10 @@ class SyntheticMarket:
             self._listed[key] = got
         return got
 
-    def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
-        """Every listed quote of ``underlying`` ('SPX', 'XSP', 'VIX') at the close of the bar labelled ``at``."""
+    def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None, *,
+                 roots: Sequence[str] | None = None, is_call: bool | None = None) -> ChainSnapshot:
+        """Every listed quote of ``underlying`` ('SPX', 'XSP', 'VIX') at the close of the bar labelled ``at``
+        (only ``expiries``, ``roots`` and calls or puts when given: those rows, exactly as in the full chain)."""
         und = underlying.upper()
         if und not in UNDERLYINGS:
             raise ValueError(f"unknown underlying '{underlying}' (the synthetic market lists {', '.join(UNDERLYINGS)})")
@@ -290,7 +292,7 @@ class SyntheticMarket:
         tl = self.path.timeline
         d = int(tl.minute_day[m])
         pos = int(tl.minute_pos[m])
-        lay = self._layout(und, d, expiries)
+        lay = self._layout(und, d, expiries, roots, is_call)
         s = lay["series"]
         mult, expiring, vcum = self._day_mults(d)
         table = variance_table(self, m)
@@ -310,7 +312,8 @@ class SyntheticMarket:
             vega=q["vega"],
         )
 
-    def snapshots(self, underlying: str, ats: Sequence, expiries: Sequence[dt.date] | None = None) -> list[ChainSnapshot]:
+    def snapshots(self, underlying: str, ats: Sequence, expiries: Sequence[dt.date] | None = None, *,
+                  roots: Sequence[str] | None = None, is_call: bool | None = None) -> list[ChainSnapshot]:
         """:meth:`snapshot` at each of ``ats`` (minutes of one session), priced in one vectorized call over
         (minutes x contracts): the same snapshots, bit for bit, for a fraction of the per-call cost when a
         strategy decides many times a session (21 XSP 0DTE chains: ~7x less). VIX is not batched: its entries
@@ -319,7 +322,8 @@ class SyntheticMarket:
         if und not in UNDERLYINGS:
             raise ValueError(f"unknown underlying '{underlying}' (the synthetic market lists {', '.join(UNDERLYINGS)})")
         if und == "VIX":  # the VIX futures term broadcast over minutes differs in the last bit: not batched
-            return [self.snapshot(und, ats[0], expiries)] + [None] * (len(ats) - 1) if len(ats) else []
+            return ([self.snapshot(und, ats[0], expiries, roots=roots, is_call=is_call)] + [None] * (len(ats) - 1)
+                    if len(ats) else [])
         ms = np.array([self.minute_index(a) for a in ats], dtype=np.int64)
         if ms.size == 0:
             return []
@@ -328,7 +332,7 @@ class SyntheticMarket:
         if days.size != 1:
             raise ValueError("snapshots() takes minutes of one session")
         d = int(days[0])
-        lay = self._layout(und, d, expiries)
+        lay = self._layout(und, d, expiries, roots, is_call)
         s = lay["series"]
         mult, expiring, vcum = self._day_mults(d)
         m = ms[:, None]
@@ -354,21 +358,28 @@ class SyntheticMarket:
                 theta=q["theta"][j], vega=q["vega"][j]))
         return out
 
-    def _layout(self, und: str, d: int, expiries) -> dict:
-        """The contracts a snapshot of session ``d`` lists (all, or those of ``expiries``), in the
-        snapshot's row order with their keys: the same all session, so selected, keyed and sorted once
-        (a snapshot then only prices)."""
+    def _layout(self, und: str, d: int, expiries, roots=None, is_call=None) -> dict:
+        """The contracts a snapshot of session ``d`` lists (all, or those of ``expiries``, ``roots``, calls or
+        puts), in the snapshot's row order with their keys: the same all session, so selected, keyed and
+        sorted once (a snapshot then only prices)."""
         want = None
         if expiries is not None:
             want = np.unique(np.array([e if type(e) is dt.date else pd.Timestamp(e).date() for e in expiries],
                                       dtype="datetime64[D]"))
-        key = (und, d, None if want is None else want.tobytes())
+        roots = None if roots is None else tuple(sorted({roots} if isinstance(roots, str) else set(roots)))
+        is_call = None if is_call is None else bool(is_call)
+        key = (und, d, None if want is None else want.tobytes(), roots, is_call)
         lay = self._layouts.get(key)
         if lay is not None:
             self._layouts.move_to_end(key)
             return lay
         dc = self.day_chain(und, d)
-        sel = np.arange(len(dc.strike)) if want is None else np.flatnonzero(np.isin(dc.expiry, want))
+        mask = np.ones(len(dc.strike), dtype=bool) if want is None else np.isin(dc.expiry, want)
+        if roots is not None:
+            mask &= np.isin(dc.root, list(roots))
+        if is_call is not None:
+            mask &= dc.is_call == is_call
+        sel = np.flatnonzero(mask)
         order, keys = ChainSnapshot.layout(dc.root[sel], dc.expiry[sel], dc.is_call[sel], dc.strike[sel])
         rows = sel[order]
         lay = {"series": dc.series, "key": keys, "sidx": dc.sidx[rows], "strike": dc.strike[rows],

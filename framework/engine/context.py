@@ -94,13 +94,14 @@ class StrategyContext:
 
     # ------------------------------------------------------------------ data
     def chain(self, underlying: str | None = None, *, dte: tuple[int, int] | None = None,
-              expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
+              expiries: Sequence[dt.date] | None = None, roots: Sequence[str] | str | None = None,
+              right: str | None = None) -> ChainSnapshot:
         """The option chain of ``underlying`` (default: the strategy's) at this bar.
 
         ``dte=(lo, hi)`` keeps only the expiries ``lo`` to ``hi`` calendar days away (inclusive);
-        ``expiries`` names them. Either way only those are generated or fetched, so a decision
-        costs the same whatever the size of the full chain; rows of the kept expiries are exactly
-        the full chain's.
+        ``expiries`` names them; ``roots`` (e.g. ``["SPXW"]``) and ``right`` (``"C"`` or ``"P"``) keep
+        only those rows. Only what is kept is generated or fetched, so a decision costs the same
+        whatever the size of the full chain; the rows kept are exactly the full chain's.
         """
         underlying = underlying or self.strategy.chain_underlying()
         if dte is not None:
@@ -108,7 +109,7 @@ class StrategyContext:
             today = self.today
             wanted = [e for e in self._engine.listed_expiries(underlying) if lo <= (e - today).days <= hi]
             expiries = wanted if expiries is None else [e for e in expiries if e in set(wanted)]
-        return self._engine.chain(underlying, expiries, decision_bars=self._decision_bars)
+        return self._engine.chain(underlying, expiries, decision_bars=self._decision_bars, roots=roots, right=right)
 
     def expiries(self, underlying: str | None = None) -> list[dt.date]:
         """Expiries of ``underlying`` (default: the strategy's) listed today, ascending."""

@@ -117,6 +117,7 @@ class Engine:
         self.equity_curve = np.full(len(self.timeline), np.nan)  # account value after each bar
         self.i = -1
         self._chains: dict[tuple, ChainSnapshot] = {}
+        self._filters_rows: bool | None = None
         self._prefetched: dict[tuple, ChainSnapshot] = {}  # (request, bar) -> snapshot, this session only
         self._session_end = 0
         self._listed: dict[tuple, list[dt.date]] = {}
@@ -153,34 +154,57 @@ class Engine:
         return self._features
 
     def chain(self, underlying: str, expiries: Sequence[dt.date] | None = None, *,
-              decision_bars: np.ndarray | None = None) -> ChainSnapshot:
-        """The chain of ``underlying`` at this bar, all listed expiries or only ``expiries`` (one
-        snapshot per bar and request: strategies asking the same at the same minute share it)."""
+              decision_bars: np.ndarray | None = None, roots: Sequence[str] | str | None = None,
+              right: str | None = None) -> ChainSnapshot:
+        """The chain of ``underlying`` at this bar, all listed expiries or only ``expiries``, all rows or
+        only those of ``roots`` / ``right`` (one snapshot per bar and request: strategies asking the same
+        at the same minute share it)."""
         if self._chain_bar != self.i:
             self._chains.clear()
             self._chain_bar = self.i
-        key = (underlying, None if expiries is None else tuple(sorted(set(expiries))))
+        rows = _row_filter(roots, right)
+        key = (underlying, None if expiries is None else tuple(sorted(set(expiries))), rows)
         snap = self._chains.get(key)
         if snap is None:
             snap = self._prefetched.pop((key, self.i), None)
             if snap is None:
-                snap = self._fetch_chain(key, decision_bars)
+                if rows is not None and not self._source_filters_rows():
+                    # a source without row filters: the whole request's snapshot (shared), then its rows
+                    whole = self.chain(underlying, expiries, decision_bars=decision_bars)
+                    snap = whole.subset(np.flatnonzero(_row_mask(whole, rows)))
+                else:
+                    snap = self._fetch_chain(key, decision_bars)
             self._chains[key] = snap
         return snap
+
+    def _source_filters_rows(self) -> bool:
+        """True when the chain source's ``snapshot`` takes ``roots=`` and ``is_call=`` (it then generates or
+        reads only those rows; the synthetic market does)."""
+        got = self._filters_rows
+        if got is None:
+            import inspect
+
+            try:
+                params = inspect.signature(self.market.snapshot).parameters
+            except (TypeError, ValueError):
+                params = {}
+            got = self._filters_rows = "roots" in params and "is_call" in params
+        return got
 
     def _fetch_chain(self, key, decision_bars) -> ChainSnapshot:
         """One snapshot, or, in a backtest at one of the asking strategy's decision bars, the snapshots of
         the same request at all its remaining decision bars of the session in one call of the source's
         ``snapshots`` (same quotes, priced together); later bars take theirs from the prefetch, never
         before their bar."""
-        underlying, expiries = key
+        underlying, expiries, rows = key
         expiries = None if expiries is None else list(expiries)
+        filters = {} if rows is None else {"roots": rows[0], "is_call": rows[1]}
         batch = getattr(self.market, "snapshots", None)
         if (decision_bars is None or not callable(batch) or self.run.mode != "backtest"
                 or not decision_bars[self.i]):
-            return self.market.snapshot(underlying, self.now, expiries)
+            return self.market.snapshot(underlying, self.now, expiries, **filters)
         bars = self.i + np.flatnonzero(decision_bars[self.i:self._session_end])
-        snaps = batch(underlying, [self.timeline.stamps[b] for b in bars], expiries)
+        snaps = batch(underlying, [self.timeline.stamps[b] for b in bars], expiries, **filters)
         for b, snap in zip(bars[1:], snaps[1:]):
             if snap is not None:  # None: the source does not batch this one; asked again at its bar
                 self._prefetched[(key, int(b))] = snap
@@ -372,3 +396,28 @@ class Engine:
             "vetoed_orders": len(self.vetoes),
             "approximated_settlements": self.approximated_settlements,
         }
+
+
+def _row_filter(roots, right) -> tuple | None:
+    """(sorted roots or None, is_call or None) of a chain request; None when it keeps every row."""
+    if roots is None and right is None:
+        return None
+    if roots is not None:
+        roots = tuple(sorted({roots} if isinstance(roots, str) else set(roots)))
+    is_call = None
+    if right is not None:
+        r = str(getattr(right, "value", right)).upper()
+        if r not in ("C", "P", "CALL", "PUT"):
+            raise ValueError(f"right must be 'C' or 'P', got {right!r}")
+        is_call = r in ("C", "CALL")
+    return roots, is_call
+
+
+def _row_mask(snapshot: ChainSnapshot, rows: tuple) -> np.ndarray:
+    roots, is_call = rows
+    mask = np.ones(len(snapshot), dtype=bool)
+    if roots is not None:
+        mask &= np.isin(snapshot.root, list(roots))
+    if is_call is not None:
+        mask &= snapshot.is_call == is_call
+    return mask
