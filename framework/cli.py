@@ -796,6 +796,25 @@ def kill(run_dir: str, reason: str) -> None:
     console.print(f"kill switch tripped for {escape(run_dir)}: {escape(reason)}", highlight=False)
 
 
+@cli.command()
+@click.argument("sources", nargs=-1, type=USER_PATH, metavar="[RUN_DIR | ACCOUNT | SWEEP_DIR | JOURNAL_URL]...")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to serve on (loopback by default; another address shows the page to the network).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8050, show_default=True,
+              help="Port (0 = any free port; the address is printed).")
+@click.option("--token-env", "token_env", default=None, metavar="VAR",
+              help="Enable the kill and flatten buttons, guarded by the token in environment variable VAR "
+                   "(never printed or logged). Without it the dashboard is read-only.")
+def dashboard(sources, host: str, port: int, token_env: str | None) -> None:
+    """Serve a local web page: a backtest run (equity, drawdown, trades, attribution, decisions, chain slices), a
+    paper/live account updating by itself (positions, greeks, P&L, orders, risk state, log) or a sweep (trials,
+    Pareto front, importances). No argument: the runs and accounts under runs/ and accounts/ here."""
+    from strikebench.dashboard.server import serve
+
+    serve(list(sources), host=host, port=port, token_env=token_env,
+          say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
+
+
 @cli.group("data")
 def data_group() -> None:
     """Check historical data files (the layout of the `files` data feed, docs/data-files.md)."""

@@ -588,7 +588,8 @@ def test_backtest_runner_writes_the_run_folder_and_figures_agree(pm, tmp_path):
     summary = run_backtest(resolved, console=console, progress=False, pm=pm, out_dir=str(tmp_path))
     run_dir = Path(summary["run_dir"])
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "decisions.csv", "equity.png", "journal.sqlite", "report.html", "summary.json", "trades.csv"]
+        "decisions.csv", "equity.png", "equity_bars.parquet", "journal.sqlite", "report.html", "summary.json",
+        "trades.csv"]
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk["source"] == "journal" and on_disk["completed"] is True
     assert on_disk["max_drawdown_per_bar"] >= on_disk["max_drawdown"] - 0.005

@@ -211,6 +211,38 @@ class LiveRuntime:
         self._dirty, self._polled_at = True, None
 
     # ------------------------------------------------------------ helpers
+    def _leg_greeks(self, snap) -> None:
+        """Each open leg's per-contract greeks and the underlying's price, from the scheduled snapshot."""
+        if snap is None:
+            return
+        greeks = getattr(self, "_greeks", {})
+        for trade in self.engine.portfolio.open_trades():
+            for leg in trade.legs:
+                row = snap.find_contract(leg.contract, valid_only=False)
+                if row is not None:
+                    greeks[leg.contract.occ_compact] = tuple(
+                        float(x) for x in (snap.delta[row], snap.gamma[row], snap.theta[row], snap.vega[row]))
+        self._greeks, self._spot = greeks, float(snap.underlying_price)
+
+    def _publish_positions(self, at) -> None:
+        """The open positions as the runtime marks them at this bar (``positions`` in live_state): per leg its
+        mid mark and the greeks of the last scheduled snapshot, for the dashboard; one row rewritten per bar."""
+        greeks, rows = getattr(self, "_greeks", {}), []
+        for trade in self.engine.portfolio.open_trades():
+            qty = self.engine.portfolio.open_contracts(trade.trade_id)
+            try:
+                marks = self.adapter._leg_marks([leg.contract for leg in trade.legs])
+                leg_marks = marks[min(self.adapter._bar, len(marks) - 1)]
+            except Exception:  # noqa: BLE001 - no quotes for this session (yet): the position shows unmarked
+                leg_marks = [float("nan")] * len(trade.legs)
+            rows.append({"trade_id": trade.trade_id, "strategy": trade.strategy, "contracts": int(qty),
+                         "legs": [{"occ": leg.contract.occ_compact, "ratio": int(leg.ratio),
+                                   "multiplier": int(leg.contract.multiplier),
+                                   "mark": None if m != m else round(float(m), 4),
+                                   "greeks": greeks.get(leg.contract.occ_compact)}
+                                  for leg, m in zip(trade.legs, leg_marks)]})
+        self.state.set("positions", {"at": iso_time(at), "spot": getattr(self, "_spot", None), "trades": rows})
+
     def _sk(self, name: str) -> str:
         """The live_state key of a per-session value (prefixed by the day in account mode)."""
         return f"{self.day}:{name}" if self.account else name
@@ -573,8 +605,9 @@ class LiveRuntime:
             self.rerun_bar = False
             self.poll()
             if tl.minute_of_day[i] % 5 == 0:
-                engine.chain(engine.underlying)  # the scheduled snapshot (decision times take their own)
+                snap = engine.chain(engine.underlying)  # the scheduled snapshot (decision times take their own)
                 self.state.set("last_snapshot_at", iso_time(tl.stamps[i] + pd.Timedelta(minutes=1)))
+                self._leg_greeks(snap)
             if i % 5 == 0:
                 self.check_positions()
             killed = self.guards.check_loss(self.today_pnl()) or self.guards.killed()
@@ -587,6 +620,7 @@ class LiveRuntime:
                 (self.run_dir / FLATTEN_FILE).unlink(missing_ok=True)
             self.state.set(self._sk("bar_done"), i)
             self.state.set(self._sk("bar_done_at"), iso_time(tl.stamps[i]))
+            self._publish_positions(tl.stamps[i])
             self._paint()
             steps += 1
             if exit_when_flat and self._flatten_done and not engine.portfolio.open_trades() \

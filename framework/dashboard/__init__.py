@@ -1,0 +1,1 @@
+"""`strikebench dashboard`: a local web page for backtest runs, paper/live accounts and sweeps."""
