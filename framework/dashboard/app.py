@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from strikebench.dashboard.sources import DashboardError, LiveSource, RunSource, SweepSource
@@ -54,8 +54,18 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
     for s in poller.sources:
         s.poll()  # the first view is there before the first request
 
+    def warm():
+        for s in sources:
+            if hasattr(s, "warm"):
+                try:
+                    s.warm()
+                except Exception:  # noqa: BLE001 - the request that needs it reports the problem
+                    pass
+        app.state.warm_done.set()
+
     async def lifespan(app):
         poller.start()
+        threading.Thread(target=warm, name="dashboard-warm", daemon=True).start()
         try:
             yield
         finally:
@@ -66,6 +76,7 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
 
     app = FastAPI(title="strikebench dashboard", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.sources = sources
+    app.state.warm_done = threading.Event()  # set once every run's curve, summary and trades are read
     app.state.poller = poller
     who = actor or _actor()
 
@@ -89,9 +100,16 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
                 raise HTTPException(400, str(exc)) from None
             raise
 
+    def sources_view() -> dict:
+        return {"sources": [dict(s.describe(), id=i) for i, s in enumerate(sources)], "actions": token is not None}
+
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+
     @app.get("/")
     def index():
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+        data = json.dumps(sources_view(), default=str).replace("<", "\\u003c")
+        return Response(page.replace("<!--SOURCES-->", f"<script>window.SB_SOURCES = {data};</script>"),
+                        media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/favicon.ico")
     def favicon():
@@ -101,28 +119,41 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
 
     @app.get("/api/sources")
     def list_sources():
-        return {"sources": [dict(s.describe(), id=i) for i, s in enumerate(sources)], "actions": token is not None}
+        return sources_view()
 
     # ------------------------------------------------------------ backtest run
+    # big answers are encoded once with json.dumps (FastAPI's per-field encoder is ~10x slower on 100 kB)
+    encoded: dict = {}
+
+    def cached(key, make):
+        if key not in encoded:
+            encoded[key] = _encode(make())
+        return Response(encoded[key], media_type="application/json")
+
     @app.get("/api/run/{sid}/summary")
     def run_summary(sid: int):
-        return guard(source(sid, "run").summary)
+        s = source(sid, "run")
+        return cached(("summary", sid), lambda: guard(s.summary))
 
     @app.get("/api/run/{sid}/equity")
     def run_equity(sid: int, points: int = 1500, lo: float | None = None, hi: float | None = None):
-        return guard(source(sid, "run").equity, points=points, lo=lo, hi=hi)
+        return Response(_encode(guard(source(sid, "run").equity, points=points, lo=lo, hi=hi)),
+                        media_type="application/json")
 
     @app.get("/api/run/{sid}/trades")
     def run_trades(sid: int):
-        return {"trades": guard(source(sid, "run").trades)}
+        s = source(sid, "run")
+        return cached(("trades", sid), lambda: {"trades": guard(s.trades)})
 
     @app.get("/api/run/{sid}/days")
     def run_days(sid: int):
-        return {"days": guard(source(sid, "run").days)}
+        s = source(sid, "run")
+        return cached(("days", sid), lambda: {"days": guard(s.days)})
 
     @app.get("/api/run/{sid}/decisions")
     def run_decisions(sid: int, day: str):
-        return {"day": day, "decisions": guard(source(sid, "run").decisions, day)}
+        return Response(_encode({"day": day, "decisions": guard(source(sid, "run").decisions, day)}),
+                        media_type="application/json")
 
     @app.get("/api/{kind}/{sid}/chain/{decision_id}")
     def chain(kind: str, sid: int, decision_id: str, expiry: str | None = None):
@@ -221,6 +252,23 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
 
 
 _ticks = [0]
+
+
+def _encode(obj) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False).encode()
+    except ValueError:  # a NaN or infinity somewhere: JSON has none, the page shows it empty
+        return json.dumps(_finite(obj), separators=(",", ":"), default=str).encode()
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _tick() -> bool:

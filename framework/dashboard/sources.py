@@ -157,6 +157,13 @@ class RunSource:
         self._summary = None
         self._trades = None
 
+    def warm(self) -> None:
+        """Read what the page asks first (equity curve, summary, trades, days), so the first load is fast."""
+        self._equity_series()
+        self.summary()
+        self.trades()
+        self.days()
+
     def describe(self) -> dict:
         return {"kind": self.kind, "label": self.label, "run_id": self.run_id, "name": self.run["name"],
                 "completed": bool(self.run["completed"])}

@@ -62,7 +62,7 @@ function err(e) { return h("p", {class: "err"}, String(e.message || e)); }
 
 // ------------------------------------------------------------------ routing
 async function boot() {
-  const r = await api("/api/sources");
+  const r = window.SB_SOURCES || await api("/api/sources");  // the server puts them in the page: one round trip less
   S.sources = r.sources; S.actions = r.actions;
   $("#mode").textContent = r.actions ? "kill/flatten enabled (token)" : "read-only";
   window.addEventListener("hashchange", route);
@@ -110,6 +110,10 @@ async function runPage(root, src, sub) {
   const decBox = h("div", {id: "decisions"}); root.append(h("h2", {}, "Decisions of a day"), decBox);
   const chainBox = h("div", {id: "chain"}); root.append(chainBox);
   try {
+    // every first request at once: the charts do not wait for the tables
+    const width = Math.round(Math.max(400, $("#eq-chart").clientWidth || 900));
+    const eqData = api(`/api/run/${sid}/equity?points=${width}`);
+    const charts = eqData.then(d => equityCharts(sid, d));
     const [summary, trades, days] = await Promise.all([api(`/api/run/${sid}/summary`),
       api(`/api/run/${sid}/trades`), api(`/api/run/${sid}/days`)]);
     renderSummary(cards, summary);
@@ -117,8 +121,9 @@ async function runPage(root, src, sub) {
     renderTrades(tradesBox, trades.trades, sid);
     const dayView = dayPicker(decBox, chainBox, days.days, `/api/run/${sid}`, `#/s/${sid}`);
     cur.onroute = (s) => dayView.go(s);
-    dayView.go(sub);
-    await equityCharts(sid);
+    await Promise.all([dayView.go(sub), charts]);
+    // when everything of the first view is drawn, in ms since navigation (benchmarks/dashboard_bench.py reads it)
+    requestAnimationFrame(() => { document.body.dataset.ready = Math.round(performance.now()); });
   } catch (e) { root.append(err(e)); }
 }
 
@@ -211,20 +216,23 @@ function renderTrades(box, trades, sid) {
   draw();
 }
 
-async function equityCharts(sid) {
+async function equityCharts(sid, data) {
   const eqEl = $("#eq-chart"), ddEl = $("#dd-chart");
+  if (!eqEl) return;
   const width = () => Math.max(400, eqEl.clientWidth || 900);
-  let data = await api(`/api/run/${sid}/equity?points=${Math.round(width())}`);
   const full = [data.t[0], data.t[data.t.length - 1]];
   $("#eq-note").textContent = `(${data.what === "bar" ? "per bar" : "per session"}: ${data.points.toLocaleString()} of ` +
     `${data.points_total.toLocaleString()} points drawn; max drawdown ${money(data.max_drawdown)})`;
   const sync = uPlot.sync("eq");
-  let applying = false, timer = null;
+  let applying = true, timer = null;  // building the charts sets their scales: no refetch for that
   const fmtY = (u, vals) => vals.map(v => v === null ? "" : Math.round(v).toLocaleString("en-US"));
   const tzDate = ts => uPlot.tzDate(new Date(ts * 1e3), "America/New_York");
+  let shown = [data.t[0], data.t[data.t.length - 1]];
   function onScale(u, key) {
     if (key !== "x" || applying) return;
     const {min, max} = u.scales.x;
+    if (Math.abs(min - shown[0]) < 1e-3 && Math.abs(max - shown[1]) < 1e-3) return;  // what is drawn already
+    shown = [min, max];
     const other = u === eq ? dd : eq;
     applying = true; other.setScale("x", {min, max}); applying = false;
     clearTimeout(timer);
@@ -248,9 +256,11 @@ async function equityCharts(sid) {
     series: [{}, {label: "drawdown", stroke: "#c0392b", fill: "rgba(192,57,43,.25)", width: 1, value: (u, v) => money(v)}],
     axes: [{}, {values: fmtY, size: 70}]}), [data.t, data.drawdown], ddEl);
   eqEl.dataset.points = data.points;
+  applying = false;
   S.charts.push(eq, dd);
   [eqEl, ddEl].forEach(el => el.addEventListener("dblclick", () => {
-    applying = true; eq.setScale("x", {min: full[0], max: full[1]}); applying = false; onScale(eq, "x");
+    applying = true; eq.setScale("x", {min: full[0], max: full[1]}); applying = false;
+    shown = [NaN, NaN]; onScale(eq, "x");
   }));
   window.addEventListener("resize", () => { eq.setSize({width: width(), height: 300}); dd.setSize({width: width(), height: 150}); });
 }
