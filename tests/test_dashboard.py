@@ -508,3 +508,18 @@ def test_sweep_folder(tmp_path):
     assert v["params"] == ["width", "delta"]
     assert set(imp) == {"return_pct", "max_drawdown"} and set(imp["return_pct"]) == {"width", "delta"}
     assert abs(sum(imp["max_drawdown"].values()) - 1.0) < 0.01
+
+
+def test_every_asset_is_package_data():
+    """A non-editable install carries the page: every file under static/ matches setup.cfg's package_data."""
+    import configparser
+    import fnmatch
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    globs = [g.strip() for g in cfg["options.package_data"]["strikebench.dashboard"].split(",")]
+    static = Path(__file__).resolve().parents[1] / "framework" / "dashboard" / "static"
+    files = [p.relative_to(static.parent).as_posix() for p in static.iterdir()]
+    assert {"static/index.html", "static/app.js", "static/uPlot.iife.min.js", "static/uPlot.LICENSE"} <= set(files)
+    assert [f for f in files if not any(fnmatch.fnmatch(f, g) for g in globs)] == []
+    assert "strikebench.dashboard" in cfg["options"]["packages"].split()

@@ -600,7 +600,7 @@ class LiveSource:
             "kill_switch": kill_file or self.state.get(f"{pre}kill_reason") or self.state.get("kill_reason"),
             "kill_file": kill_file, "flatten_requested": flatten_file,
             "fail_closed": self.state.get("fail_closed"),
-            "notch": _notches(self.state.get("carry")),
+            "notch": _notches(positions),
             "limits": [],
         }
         if guards.get("daily_loss_cap") is not None:
@@ -667,16 +667,11 @@ def _guard_limits(config_text: str | None) -> dict:
     return out
 
 
-def _notches(carry) -> list[dict]:
-    """The risk ladders' notches carried across sessions (a strategy's ``ladder``), read without unpickling:
-    the carried state is pickled, and a web server never unpickles a file; the notch is in the journal's
-    decisions instead when a strategy reports it. Kept empty until a strategy publishes it as plain JSON."""
-    if not isinstance(carry, dict):
+def _notches(positions) -> list[dict]:
+    """The risk ladders' notches as the runtime publishes them each bar (``positions.ladders`` in live_state)."""
+    if not isinstance(positions, dict):
         return []
-    out = []
-    for sid, attrs in (carry.get("ladders") or {}).items() if isinstance(carry.get("ladders"), dict) else []:
-        out.append({"strategy": sid, **attrs})
-    return out
+    return [x for x in positions.get("ladders") or [] if isinstance(x, dict)]
 
 
 # ------------------------------------------------------------------ sweep

@@ -241,7 +241,14 @@ class LiveRuntime:
                                    "mark": None if m != m else round(float(m), 4),
                                    "greeks": greeks.get(leg.contract.occ_compact)}
                                   for leg, m in zip(trade.legs, leg_marks)]})
-        self.state.set("positions", {"at": iso_time(at), "spot": getattr(self, "_spot", None), "trades": rows})
+        ladders = []  # a strategy's risk ladder (bwb_vix_hedge's RiskLadder): its notch and the limit there
+        for sid, strat in self.engine.strategies:
+            ladder = getattr(strat, "ladder", None)
+            if ladder is not None and hasattr(ladder, "notch") and hasattr(ladder, "limits"):
+                ladders.append({"strategy": sid, "notch": int(ladder.notch), "of": len(ladder.limits),
+                                "limit": float(ladder.limits[ladder.notch])})
+        self.state.set("positions", {"at": iso_time(at), "spot": getattr(self, "_spot", None), "trades": rows,
+                                     "ladders": ladders})
 
     def _sk(self, name: str) -> str:
         """The live_state key of a per-session value (prefixed by the day in account mode)."""

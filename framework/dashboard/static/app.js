@@ -207,12 +207,16 @@ function renderTrades(box, trades, sid) {
     const wins = rows.filter(t => num(t.realized_pnl) > 0).length;
     stats.replaceChildren(h("span", {}, `${rows.length} of ${trades.length} trades · P&L `,
       h("b", {id: "trade-pnl", class: cls(cents)}, money(cents / 100, true)), ` · ${wins} wins`));
-    holder.replaceChildren(table(cols, rows, {
+    // the DOM holds at most `limit` rows (a year of four strategies has ~2,000 trades); the sums are of all
+    const more = rows.length > limit ? h("button", {id: "trade-more", onclick: () => { limit = Infinity; draw(); }},
+      `show all ${rows.length} (${rows.length - limit} more)`) : null;
+    holder.replaceChildren(table(cols, rows.slice(0, limit), {
       id: r => r.trade_id, class: "trades",
       sort: c => { if (!c.k || c.k === "legs") return; sortDir = sortKey === c.k ? -sortDir : 1; sortKey = c.k; draw(); },
       click: r => { if (r.decision_id) location.hash = `#/s/${sid}/decision/${encodeURIComponent(r.decision_id)}`; },
-    }));
+    }), more || "");
   }
+  let limit = 250;
   draw();
 }
 
@@ -424,7 +428,8 @@ function renderLive(box, v, src, chainBox, onSelect, selected) {
     h("div", {}, "kill switch: ", r.kill_switch ? h("span", {class: "badge bad", id: "kill-state"}, r.kill_switch) : h("span", {class: "badge ok", id: "kill-state"}, "armed (not tripped)")),
     h("div", {}, "new risk: ", r.fail_closed ? h("span", {class: "badge bad"}, "stopped (fail closed): " + r.fail_closed) : h("span", {class: "badge ok"}, "allowed")),
     r.flatten_requested ? h("div", {}, h("span", {class: "badge bad"}, "flatten requested: acts at the next bar")) : null,
-    (r.notch || []).map(n => h("div", {}, `risk ladder ${n.strategy}: notch ${n.notch}`)),
+    (r.notch || []).map(n => h("div", {}, `risk ladder ${n.strategy}: notch ${n.notch} of 0..${n.of - 1} ` +
+      `(limit ${money(n.limit)} a period)`)),
     table([{k: "limit", label: "limit"}, {label: "used", n: 1, f: x => x.used === null ? "" : x.used},
       {label: "of", n: 1, f: x => x.of}, {label: "", f: x => {
         const f = x.used === null || !x.of ? 0 : Math.min(1, x.used / x.of);
@@ -530,10 +535,13 @@ async function sweepPage(root, src) {
       x = x === null || x === undefined ? Infinity * dir : x; y = y === null || y === undefined ? Infinity * dir : y;
       return (x < y ? -1 : x > y ? 1 : 0) * dir;
     });
-    holder.replaceChildren(table(cols, rows, {class: "trials", id: t => t.trial,
+    const more = rows.length > limit ? h("button", {onclick: () => { limit = Infinity; draw(); }},
+      `show all ${rows.length} trials`) : "";
+    holder.replaceChildren(table(cols, rows.slice(0, limit), {class: "trials", id: t => t.trial,
       rowClass: t => front.has(t.trial) ? "chosen" : "",
-      sort: c => { if (!c.k) return; dir = sortKey === c.k ? -dir : 1; sortKey = c.k; draw(); }}));
+      sort: c => { if (!c.k) return; dir = sortKey === c.k ? -dir : 1; sortKey = c.k; draw(); }}), more);
   }
+  let limit = 500;
   draw();
 }
 
