@@ -478,6 +478,9 @@ def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str)
     with console.status("generating the market..."):
         m = _synthetic_market(config, overrides)
     console.print(describe(m, png_path, day=day.date() if day else None))
+    from strikebench.research.scenario_search import plausibility_line
+
+    console.print(escape(plausibility_line(m)), highlight=False, soft_wrap=True)
     console.print(f"plot: [bold]{escape(png_path)}[/]")
 
 

@@ -198,3 +198,21 @@ def test_no_section_or_a_missing_file_is_one_line(tmp_path, capsys):
     rc = main(["scenario", "search", str(tmp_path / "missing.yaml")])
     err = capsys.readouterr().err.strip()
     assert rc != 0 and len(err.splitlines()) == 1 and "missing.yaml" in err, err
+
+
+def test_the_default_bounds_judge_a_market_by_its_daily_moves_and_gaps(tmp_path):
+    """`strikebench market describe` prints this line (plausibility_line) under its tables."""
+    from strikebench.research.scenario_search import plausibility_line
+
+    scenario = tmp_path / "gap.yaml"  # a -9 % gap at the second session's open: beyond the default 7 % and 5 %
+    scenario.write_text("extends: default\nevents: [{session: 1, time: '09:00', move_pct: -9.0, label: gap}]\n")
+    market = SyntheticMarket(seed=42, start=START, end=END, scenario=str(scenario))
+    d = market.daily()
+    move = abs(d.spx_close.iloc[1] / d.spx_close.iloc[0] - 1) * 100
+    gap = abs(d.spx_open.iloc[1] / d.spx_close.iloc[0] - 1) * 100
+    assert move > 7 and gap > 5
+    assert plausibility_line(market) == (f"plausible under the default bounds of scenario_search.plausible "
+                                         f"(docs/research.md): no: max_daily_move_pct {move:.4g} > 7; "
+                                         f"max_gap_pct {gap:.4g} > 5")
+    calm = SyntheticMarket(seed=42, start=START, end=END, scenario="default")
+    assert plausibility_line(calm).endswith(": yes")

@@ -176,6 +176,15 @@ def implausibility(facts: dict, bounds: dict) -> list[str]:
     return out
 
 
+def plausibility_line(market) -> str:
+    """One line for ``strikebench market describe``: the market against the default bounds."""
+    from strikebench.research.spec import Plausibility
+
+    problems = implausibility(market_facts(market), Plausibility().model_dump(mode="json"))
+    return ("plausible under the default bounds of scenario_search.plausible (docs/research.md): "
+            + ("yes" if not problems else "no: " + "; ".join(problems)))
+
+
 # ----------------------------------------------------------------- the worker's part
 def prepare_trial(task: dict) -> dict:
     """In the worker, before ``load_config``: the trial's scenario file, set as ``data.scenario``.
