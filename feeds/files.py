@@ -44,7 +44,8 @@ from strikebench.options.chain import ChainSnapshot, LegQuotes
 
 __all__ = ["FilesFeed", "FilesParams", "HistoricalFilesParams", "FileMarket", "BAR_SCHEMA", "CHAIN_SCHEMA", "SETTLEMENT_SCHEMA",
            "SCHEMA_VERSION", "FORMATS", "bars_file", "chain_file", "settlements_file", "read_table",
-           "check_chain_table", "check_bar_table", "CHAIN_OPTIONAL"]
+           "check_chain_table", "check_bar_table", "CHAIN_OPTIONAL", "ROW_GROUP_ROWS",
+           "write_chain_parquet", "marks_file", "MARKS_SCHEMA"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,11 @@ SETTLEMENT_SCHEMA = pa.schema([
 
 _NS_MIN = 60_000_000_000
 _SESSION_CACHE = 2
+#: rows per Parquet row group the layout's writers aim at, cut at snapshot boundaries: a snapshot decodes one
+#: group of a few minutes (a real SPX minute is ~7,900 rows), not the session
+ROW_GROUP_ROWS = 32_768
+#: rows per row group of a marks file (contract-major): ~40 contracts of a session at one-minute quotes
+MARKS_ROW_GROUP_ROWS = 16_384
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -115,6 +121,92 @@ def _rel(path: Path, root) -> str:
         return os.fspath(Path(path).relative_to(root))
     except ValueError:
         return os.fspath(path)
+
+
+# ------------------------------------------------------------------------------------------ writing
+def marks_file(root, underlying: str, day: dt.date) -> Path:
+    """The optional contract-major copy of a Parquet chain file's quotes (see :func:`write_chain_parquet`)."""
+    return Path(root) / "marks" / underlying.upper() / f"{day:%Y-%m-%d}.parquet"
+
+
+MARKS_SCHEMA = pa.schema([
+    ("expiry", pa.date32()),
+    ("strike", pa.float64()),
+    ("right", pa.string()),
+    ("root", pa.string()),
+    ("timestamp", pa.timestamp("ns", tz="UTC")),
+    ("bid", pa.float64()),
+    ("ask", pa.float64()),
+])
+
+
+def _b64(a: np.ndarray) -> str:
+    import base64
+
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<i8").tobytes()).decode("ascii")
+
+
+def _unb64(s: bytes) -> np.ndarray:
+    import base64
+
+    return np.frombuffer(base64.b64decode(s), dtype="<i8").astype(np.int64)
+
+
+def write_chain_parquet(table: pa.Table, path, marks=None) -> None:
+    """Write one chain file of the layout (rows sorted by timestamp) as Parquet, laid out for reading only
+    what a decision needs (the ``files`` feed reads Parquet written any other way too, slower):
+
+    * rows sorted by (timestamp, root, expiry, right, strike); row groups of whole snapshots of about
+      :data:`ROW_GROUP_ROWS` rows, so a snapshot decodes one group of a few minutes, not the session;
+    * the footer's key-value metadata holds the snapshot index (each timestamp and its row count) and the
+      listed expiries, so opening a session reads no column;
+    * ``marks``: a path for the contract-major copy of (expiry, strike, right, root, timestamp, bid, ask)
+      (``marks/<UNDERLYING>/<DATE>.parquet``), row groups of a few dozen contracts: the marks of held
+      contracts read a few small groups. It names the chain file it was written with (an id, the rows and
+      the byte size); the feed ignores a copy that does not match its chain file.
+    """
+    import uuid
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    n = len(table)
+    ts = np.asarray(table.column("timestamp").to_numpy()).view(np.int64)
+    if n:
+        root = table.column("root").combine_chunks().dictionary_encode()
+        rcode = np.argsort(np.argsort(np.array([r or "" for r in root.dictionary.to_pylist()], dtype=object)))[
+            root.indices.to_numpy(zero_copy_only=False)]
+        exp = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]").view(np.int64)
+        call = table.column("right").to_numpy(zero_copy_only=False) == "C"
+        strike = table.column("strike").to_numpy(zero_copy_only=False)
+        order = np.lexsort((strike, call, exp, rcode, ts))
+        if np.any(order != np.arange(n)):
+            table = table.take(pa.array(order))
+            ts, rcode, exp, call, strike = ts[order], rcode[order], exp[order], call[order], strike[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ts)) + 1] if n else np.zeros(0, np.int64)
+    times = ts[starts]
+    expiries = sorted({str(e) for e in pc.unique(table.column("expiry")).to_pylist() if e is not None})
+    write_id = uuid.uuid4().hex
+    meta = dict(table.schema.metadata or {})
+    meta.update({b"strikebench.write_id": write_id.encode(), b"strikebench.rows": str(n).encode(),
+                 b"strikebench.snapshot_times": _b64(times).encode(),
+                 b"strikebench.snapshot_rows": _b64(np.diff(np.r_[starts, n])).encode(),
+                 b"strikebench.expiries": json.dumps(expiries).encode()})
+    table = table.replace_schema_metadata(meta)
+    cuts = starts[np.r_[0, np.flatnonzero(np.diff(starts // ROW_GROUP_ROWS)) + 1]] if n else np.zeros(1, np.int64)
+    with pq.ParquetWriter(path, table.schema, compression="zstd") as w:
+        for a, b in zip(cuts, np.r_[cuts[1:], n]):
+            w.write_table(table.slice(int(a), int(b - a)), row_group_size=max(int(b - a), 1))
+    if marks is None:
+        return
+    m = pa.table([table.column(f.name) for f in MARKS_SCHEMA], schema=MARKS_SCHEMA)
+    if n:  # contract-major: (expiry, strike, right, root), each contract's quotes in time order
+        m = m.take(pa.array(np.lexsort((ts, rcode, call, strike, exp))))
+    m = m.replace_schema_metadata({b"strikebench.chain_write_id": write_id.encode(),
+                                   b"strikebench.chain_rows": str(n).encode(),
+                                   b"strikebench.chain_bytes": str(os.path.getsize(path)).encode()})
+    Path(marks).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(m, marks, compression="zstd", row_group_size=MARKS_ROW_GROUP_ROWS)
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -147,18 +239,7 @@ def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file", optiona
             table = pcsv.read_csv(p, convert_options=opts)
         else:
             dataset = ds.dataset(p, format="parquet")
-            have = dataset.schema
-            missing = [f.name for f in schema if f.name not in have.names and f.name not in optional]
-            if missing:
-                raise DataError(f"{p}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                                f"(the file has {', '.join(have.names)})")
-            present = [f.name for f in schema if f.name in have.names]
-            for f in schema:
-                if f.name not in have.names:
-                    continue
-                got = have.field(f.name).type
-                if not _compatible(got, f.type):
-                    raise DataError(f"{p}: column '{f.name}' is {got}, expected {f.type}")
+            present = _parquet_columns(dataset.schema, schema, p, optional)
             table = dataset.to_table(columns=present)
     except DataError:
         raise
@@ -168,7 +249,14 @@ def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file", optiona
             if where:
                 raise DataError(f"{p}: {where}") from None
         raise DataError(f"{p}: {_arrow_message(exc)}") from None
-    if len(table.column_names) < len(schema):
+    return _conform(table, schema, p)
+
+
+def _conform(table: pa.Table, schema: pa.Schema, p: str) -> pa.Table:
+    """``table`` (a subset of ``schema``'s columns, compatible types) as exactly ``schema``: absent
+    columns all-null, every column cast."""
+    names = [f.name for f in schema if f.name in table.column_names]
+    if len(names) < len(schema):
         table = pa.table([table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
                           for f in schema], schema=pa.schema([f.with_type(table.schema.field(f.name).type)
                                                               if f.name in table.column_names else f for f in schema]))
@@ -177,6 +265,19 @@ def read_table(path, schema: pa.Schema, fmt: str, *, what: str = "file", optiona
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise DataError(f"{p}: {_arrow_message(exc)}") from None
     return table
+
+
+def _parquet_columns(have: pa.Schema, schema: pa.Schema, p: str, optional: Sequence[str] = ()) -> list[str]:
+    """The columns of ``schema`` a Parquet file with schema ``have`` holds; a missing required column or a
+    column of an incompatible type is a one-line DataError."""
+    missing = [f.name for f in schema if f.name not in have.names and f.name not in optional]
+    if missing:
+        raise DataError(f"{p}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                        f"(the file has {', '.join(have.names)})")
+    for f in schema:
+        if f.name in have.names and not _compatible(have.field(f.name).type, f.type):
+            raise DataError(f"{p}: column '{f.name}' is {have.field(f.name).type}, expected {f.type}")
+    return [f.name for f in schema if f.name in have.names]
 
 
 def _compatible(got: pa.DataType, want: pa.DataType) -> bool:
@@ -250,12 +351,12 @@ def _row(i: int, fmt: str) -> str:
     return f"line {i + 2}" if fmt == "csv" else f"row {i}"
 
 
-def _sorted_timestamps(table: pa.Table, path, fmt: str) -> np.ndarray:
+def _sorted_timestamps(table: pa.Table, path, fmt: str, offset: int = 0) -> np.ndarray:
     """The table's timestamps (int64 ns), refused in one line at the first row out of order."""
     ts = np.asarray(table.column("timestamp").to_numpy()).view(np.int64)
     if ts.size > 1 and np.any(np.diff(ts) < 0):
         i = _first_bad(np.diff(ts) < 0) + 1
-        raise DataError(f"{path}: {_row(i, fmt)}: timestamps are not sorted ({pd.Timestamp(ts[i], tz='UTC')} "
+        raise DataError(f"{path}: {_row(i + offset, fmt)}: timestamps are not sorted ({pd.Timestamp(ts[i], tz='UTC')} "
                         f"after {pd.Timestamp(ts[i - 1], tz='UTC')})")
     return ts
 
@@ -274,9 +375,11 @@ def check_bar_table(table: pa.Table, path, fmt: str) -> None:
             raise DataError(f"{path}: {_row(i, fmt)}: field '{c}' is missing or not a number")
 
 
-def check_chain_table(table: pa.Table, path, fmt: str) -> None:
-    """Timestamps sorted; no contract twice at one timestamp; rights 'C'/'P'; strikes and expiries present."""
-    ts = _sorted_timestamps(table, path, fmt)
+def check_chain_table(table: pa.Table, path, fmt: str, offset: int = 0) -> None:
+    """Timestamps sorted; no contract twice at one timestamp; rights 'C'/'P'; strikes and expiries present.
+
+    ``offset``: the file row of the table's first row (a slice of a file), for the rows an error names."""
+    ts = _sorted_timestamps(table, path, fmt, offset)
     enc = table.column("right").combine_chunks().dictionary_encode()
     values = enc.dictionary.to_pylist()
     codes = enc.indices.to_numpy(zero_copy_only=False)
@@ -285,18 +388,18 @@ def check_chain_table(table: pa.Table, path, fmt: str) -> None:
         if enc.null_count else bad_code[codes]
     if np.any(bad):
         i = _first_bad(bad)
-        raise DataError(f"{path}: {_row(i, fmt)}: field 'right' is {table.column('right')[i].as_py()!r}, "
+        raise DataError(f"{path}: {_row(i + offset, fmt)}: field 'right' is {table.column('right')[i].as_py()!r}, "
                         f"expected 'C' or 'P'")
     for c in ("strike", "underlying_price"):
         v = table.column(c).to_numpy(zero_copy_only=False)
         bad = ~np.isfinite(v) | (v <= 0)
         if np.any(bad):
             i = _first_bad(bad)
-            raise DataError(f"{path}: {_row(i, fmt)}: field '{c}' is missing, zero or not a number")
+            raise DataError(f"{path}: {_row(i + offset, fmt)}: field '{c}' is missing, zero or not a number")
     for c in ("expiry", "root", "underlying"):
         if table.column(c).null_count:
             i = _first_bad(table.column(c).is_null().to_numpy(zero_copy_only=False))
-            raise DataError(f"{path}: {_row(i, fmt)}: field '{c}' is empty")
+            raise DataError(f"{path}: {_row(i + offset, fmt)}: field '{c}' is empty")
     # duplicates: the same contract twice at one timestamp (rows are sorted by timestamp)
     if len(table) > 1:
         root = table.column("root").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False)
@@ -314,14 +417,47 @@ def check_chain_table(table: pa.Table, path, fmt: str) -> None:
         same = (np.diff(ts[order]) == 0) & (np.diff(key[order]) == 0)
         if np.any(same):
             i = int(order[_first_bad(same) + 1])
-            raise DataError(f"{path}: {_row(i, fmt)}: duplicate row ({table.column('root')[i].as_py()} "
+            raise DataError(f"{path}: {_row(i + offset, fmt)}: duplicate row ({table.column('root')[i].as_py()} "
                             f"{table.column('expiry')[i].as_py()} {table.column('strike')[i].as_py():g}{values[codes[i]]} "
                             f"at {pd.Timestamp(ts[i], tz='UTC')})")
 
 
 # ------------------------------------------------------------------------------------------ the market
+_EMPTY_COLUMNS = {"root": np.empty(0, "U6"), "expiry": np.empty(0, "datetime64[D]"), "strike": np.empty(0),
+                  "is_call": np.empty(0, bool), "bid": np.empty(0), "ask": np.empty(0), "last": np.empty(0),
+                  "volume": np.empty(0, np.int64), "open_interest": np.empty(0, np.int64), "iv": np.empty(0),
+                  "delta": np.empty(0), "gamma": np.empty(0), "theta": np.empty(0), "vega": np.empty(0)}
+_SNAPSHOT_COLUMNS = ("root", "expiry", "strike", "is_call", "bid", "ask", "last", "volume", "open_interest",
+                     "iv", "delta", "gamma", "theta", "vega")
+
+
+def _columns(table: pa.Table) -> dict:
+    """A chain table (CHAIN_SCHEMA) as the numpy columns a snapshot is built from."""
+    n = len(table)
+    cols = {}
+    root = table.column("root").combine_chunks().dictionary_encode()
+    roots = np.array(root.dictionary.to_pylist(), dtype="U6")
+    root_code = root.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    cols["root"] = roots[root_code] if n else np.empty(0, dtype="U6")
+    right = table.column("right").combine_chunks().dictionary_encode()
+    is_call_code = np.array([r == "C" for r in right.dictionary.to_pylist()], dtype=bool)
+    cols["is_call"] = is_call_code[right.indices.to_numpy(zero_copy_only=False)] if n else np.empty(0, bool)
+    cols["expiry"] = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]", copy=False)
+    for name in ("strike", "bid", "ask", "last", "iv", "delta", "gamma", "theta", "vega"):
+        cols[name] = _f64(table.column(name))
+    for name in ("volume", "open_interest"):
+        cols[name] = table.column(name).fill_null(0).to_numpy().astype(np.int64, copy=False)
+    return cols, root_code
+
+
+def _key(contract) -> tuple:
+    """How a session names a contract: (root, expiry, strike in thousandths, is_call)."""
+    return (contract.root, contract.expiry, int(round(contract.strike * 1000)), bool(contract.is_call))
+
+
 class _Session:
-    """One underlying's chain on one session, columnar; snapshots are slices of it."""
+    """One underlying's chain on one session held whole, columnar (CSV files, Databento quotes);
+    snapshots are slices of it."""
 
     __slots__ = ("times", "starts", "price", "cols", "cid", "expiries", "index", "greeks_computed", "_pending",
                  "_greeks_inputs")
@@ -337,19 +473,7 @@ class _Session:
         self.starts = np.append(starts, n)
         spot = _f64(table.column("underlying_price"))
         self.price = spot[self.starts[:-1]] if n else np.empty(0)
-        cols = {}
-        root = table.column("root").combine_chunks().dictionary_encode()
-        roots = np.array(root.dictionary.to_pylist(), dtype="U6")
-        root_code = root.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        cols["root"] = roots[root_code] if n else np.empty(0, dtype="U6")
-        right = table.column("right").combine_chunks().dictionary_encode()
-        is_call_code = np.array([r == "C" for r in right.dictionary.to_pylist()], dtype=bool)
-        cols["is_call"] = is_call_code[right.indices.to_numpy(zero_copy_only=False)] if n else np.empty(0, bool)
-        cols["expiry"] = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]", copy=False)
-        for name in ("strike", "bid", "ask", "last", "iv", "delta", "gamma", "theta", "vega"):
-            cols[name] = _f64(table.column(name))
-        for name in ("volume", "open_interest"):
-            cols[name] = table.column(name).fill_null(0).to_numpy().astype(np.int64, copy=False)
+        cols, root_code = _columns(table)
         self.cols = cols
         #: rows whose IV and greeks the file lacked, computed so far (from the quote mid where it has one):
         #: a row's are computed when a snapshot first includes it (a decision reads a few thousand rows
@@ -371,6 +495,340 @@ class _Session:
         self.index = {(str(cols["root"][i]), cols["expiry"][i].item(), int(np.rint(cols["strike"][i] * 1000)),
                        bool(cols["is_call"][i])): k for k, i in enumerate(first)}
         self.expiries = sorted({e.item() for e in pd.unique(cols["expiry"][first])})
+
+    def snapshot_columns(self, k: int, want: np.ndarray | None) -> dict:
+        """The columns of snapshot ``k`` (rows of expiries ``want`` only, when given), IV/greeks filled."""
+        rows = np.arange(self.starts[k], self.starts[k + 1])
+        if want is not None and rows.size:
+            rows = rows[np.isin(self.cols["expiry"][rows], want)]
+        _ensure_greeks(self, rows)
+        c = self.cols
+        return {name: c[name][rows] for name in _SNAPSHOT_COLUMNS}
+
+    def quotes_of(self, keys: Sequence[tuple]) -> list:
+        """For each contract key (see :func:`_key`): (timestamps, bid, ask) of its rows in time order, or None."""
+        ids = np.array([self.index.get(k, -1) for k in keys], dtype=np.int64)
+        out: list = [None] * len(keys)
+        if np.all(ids < 0):
+            return out
+        sel = np.flatnonzero(np.isin(self.cid, ids[ids >= 0]))
+        row_t = np.repeat(self.times, np.diff(self.starts))[sel] if sel.size else np.empty(0, np.int64)
+        cid = self.cid[sel]
+        for j, i in enumerate(ids):
+            if i >= 0:
+                mine = cid == i
+                rows = sel[mine]
+                out[j] = (row_t[mine], self.cols["bid"][rows], self.cols["ask"][rows])
+        return out
+
+
+class _ParquetSession:
+    """One underlying's chain on one session in a Parquet file, read on demand (what a decision needs):
+
+    * opening it reads the ``timestamp`` column only (run-length encoded in Arrow: the snapshot times and
+      row ranges, checked sorted);
+    * a snapshot decodes only the row groups holding its minute (every column; the layout's writers cut row
+      groups at snapshot boundaries, :data:`ROW_GROUP_ROWS` rows, so that is one group of a few minutes);
+    * the quotes of held contracts: the expiry and strike columns (numbers) find their rows, then root,
+      right (dictionary indices, no strings), bid and ask are read once per session and taken at those rows;
+    * the rows read are checked as the whole file was before (right, strike, price, empty fields, a
+      contract twice at one timestamp), naming the file row; ``strikebench data check`` checks every row.
+    """
+
+    def __init__(self, path: Path, rate: float | None = None, div_yield: float | None = None, marks=None):
+        import pyarrow.parquet as pq
+
+        from strikebench.userfiles import check_file
+
+        self.path = p = os.fspath(path)
+        check_file(p, what="chain file", error=DataError)
+        try:
+            self.pf = pq.ParquetFile(p, memory_map=True)
+            self.present = _parquet_columns(self.pf.schema_arrow, CHAIN_SCHEMA, p, CHAIN_OPTIONAL)
+            meta = self.pf.metadata
+            self.num_rows = meta.num_rows
+            self.rg_starts = np.r_[0, np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)],
+                                                 dtype=np.int64)]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+            raise DataError(f"{p}: {_arrow_message(exc)}") from None
+        self.rate, self.div_yield = rate, div_yield
+        self.greeks_computed = 0
+        self._price: dict[int, float] = {}
+        self._groups: OrderedDict[int, pa.Table] = OrderedDict()  # decoded row groups, the last two
+        self._exp = self._strike = self._legs = None  # the leg-quote columns, read once per session
+        self._expiries = None
+        self.marks_path, self._marks = marks, None
+        # the snapshot index and the expiries from the footer (write_chain_parquet), when they are this file's
+        md = self.pf.schema_arrow.metadata or {}
+        self.write_id = None
+        self.indexed = False
+        if md.get(b"strikebench.rows") == str(self.num_rows).encode() and b"strikebench.snapshot_times" in md:
+            times, counts = _unb64(md[b"strikebench.snapshot_times"]), _unb64(md[b"strikebench.snapshot_rows"])
+            if (len(times) == len(counts) and int(counts.sum()) == self.num_rows and np.all(counts > 0)
+                    and np.all(np.diff(times) > 0)):
+                self.times, self.starts, self.indexed = times, np.r_[0, np.cumsum(counts)].astype(np.int64), True
+                self.write_id = md.get(b"strikebench.write_id")
+                try:
+                    self._expiries = [dt.date.fromisoformat(e) for e in json.loads(md[b"strikebench.expiries"])]
+                except (KeyError, ValueError, TypeError):
+                    self._expiries = None
+        if not self.indexed:
+            self._index_from_column()
+
+    def _index_from_column(self) -> None:
+        """Snapshot times and row ranges from the timestamp column (run-length encoded), checked sorted."""
+        import pyarrow.compute as pc
+
+        p = self.path
+        col = self._read("timestamp", lambda: self.pf.read(columns=["timestamp"], use_threads=False).column(0))
+        col = self._read("timestamp", lambda: col.cast(CHAIN_SCHEMA.field("timestamp").type).combine_chunks())
+        if col.null_count:
+            i = _first_bad(col.is_null().to_numpy(zero_copy_only=False))
+            raise DataError(f"{p}: {_row(i, 'parquet')}: field 'timestamp' is empty")
+        if len(col):
+            runs = pc.run_end_encode(col, run_end_type=pa.int64())
+            times = np.asarray(runs.values.to_numpy()).view(np.int64)
+            ends = runs.run_ends.to_numpy()
+        else:
+            times, ends = np.empty(0, np.int64), np.empty(0, np.int64)
+        starts = np.r_[0, ends[:-1]].astype(np.int64) if len(ends) else ends
+        if times.size > 1 and np.any(np.diff(times) < 0):  # a run per timestamp: sorted means increasing runs
+            j = _first_bad(np.diff(times) < 0) + 1
+            raise DataError(f"{p}: {_row(int(starts[j]), 'parquet')}: timestamps are not sorted "
+                            f"({pd.Timestamp(int(times[j]), tz='UTC')} after {pd.Timestamp(int(times[j - 1]), tz='UTC')})")
+        self.times = times
+        self.starts = np.append(starts, len(col)).astype(np.int64)
+
+    def _read(self, what: str, fn):
+        try:
+            return fn()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+            raise DataError(f"{self.path}: {what}: {_arrow_message(exc)}") from None
+
+    def _rows(self, a: int, b: int) -> pa.Table:
+        """Rows [a, b) of the file, every column of CHAIN_SCHEMA."""
+        g0 = int(np.searchsorted(self.rg_starts, a, side="right")) - 1
+        g1 = int(np.searchsorted(self.rg_starts, b - 1, side="right")) - 1
+        parts = []
+        for g in range(g0, g1 + 1):
+            t = self._groups.get(g)
+            if t is None:
+                t = self._read(f"row group {g}", lambda: self.pf.read_row_group(g, columns=self.present,
+                                                                                 use_threads=False))
+                t = _conform(t, CHAIN_SCHEMA, self.path)
+                self._groups[g] = t
+                while len(self._groups) > 2:
+                    self._groups.popitem(last=False)
+            else:
+                self._groups.move_to_end(g)
+            parts.append(t)
+        t = parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        return t.slice(a - int(self.rg_starts[g0]), b - a)
+
+    @property
+    def price(self):
+        """The underlying price of each snapshot, read from the snapshot's first row when asked."""
+        return _LazyPrice(self)
+
+    def _price_of(self, k: int) -> float:
+        v = self._price.get(k)
+        if v is None:
+            a = int(self.starts[k])
+            v = self._price[k] = float(_f64(self._rows(a, a + 1).column("underlying_price"))[0])
+        return v
+
+    def snapshot_columns(self, k: int, want: np.ndarray | None) -> dict:
+        a, b = int(self.starts[k]), int(self.starts[k + 1])
+        t = self._rows(a, b)
+        check_chain_table(t, self.path, "parquet", offset=a)
+        if self.indexed and len(t):
+            got = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
+            if got[0] != self.times[k] or got[-1] != self.times[k]:
+                raise DataError(f"{self.path}: row {a}: the snapshot index in the file's metadata does not match "
+                                f"its rows (the file was changed by another tool; rewrite it with "
+                                f"`strikebench data convert`)")
+        cols, _ = _columns(t)
+        spot = _f64(t.column("underlying_price"))
+        self._price[k] = float(spot[0])
+        if want is not None and len(t):
+            keep = np.isin(cols["expiry"], want)
+            if not keep.all():
+                cols = {name: v[keep] for name, v in cols.items()}
+                spot = spot[keep]
+        if self.rate is not None and not np.isfinite(cols["iv"]).all():
+            from strikebench.feeds.greeks import fill_greeks
+
+            self.greeks_computed += fill_greeks(cols, np.full(len(spot), self.times[k]), spot, self.rate,
+                                                self.div_yield)
+        return {name: cols[name] for name in _SNAPSHOT_COLUMNS}
+
+    def _expiry_days(self) -> np.ndarray:
+        if self._exp is None:
+            col = self._read("expiry", lambda: self.pf.read(columns=["expiry"], use_threads=False)).column(0)
+            if col.null_count:
+                i = _first_bad(col.is_null().to_numpy(zero_copy_only=False))
+                raise DataError(f"{self.path}: {_row(i, 'parquet')}: field 'expiry' is empty")
+            self._exp = self._read("expiry", lambda: col.cast(pa.int32()).to_numpy())
+        return self._exp
+
+    @property
+    def expiries(self) -> list[dt.date]:
+        if self._expiries is None:
+            days = pd.unique(self._expiry_days())
+            self._expiries = [e.item() for e in np.sort(days).astype("datetime64[D]")]
+        return self._expiries
+
+    def _leg_table(self) -> pa.Table:
+        """root, right (dictionary indices), bid, ask of every row: one read per session."""
+        if self._legs is None:
+            import pyarrow.parquet as pq
+
+            def read():
+                pf = pq.ParquetFile(self.path, memory_map=True, read_dictionary=["root", "right"])
+                return pf.read(columns=["root", "right", "bid", "ask"], use_threads=False)
+
+            self._legs = self._read("leg quotes", read)
+        return self._legs
+
+    def _marks_file(self):
+        """(ParquetFile, per row group: expiry min/max in days, strike min/max) of this chain file's marks
+        copy, or False when there is none or it is not this file's (another write, rows or size)."""
+        if self._marks is None:
+            self._marks = False
+            mp = self.marks_path
+            if mp is not None and self.write_id is not None and os.path.isfile(mp):
+                import pyarrow.parquet as pq
+
+                try:
+                    pf = pq.ParquetFile(mp, memory_map=True)
+                    md = pf.schema_arrow.metadata or {}
+                    ok = (md.get(b"strikebench.chain_write_id") == self.write_id
+                          and md.get(b"strikebench.chain_rows") == str(self.num_rows).encode()
+                          and md.get(b"strikebench.chain_bytes") == str(os.path.getsize(self.path)).encode()
+                          and pf.metadata.num_rows == self.num_rows
+                          and all(f.name in pf.schema_arrow.names for f in MARKS_SCHEMA))
+                    if ok:
+                        ng = pf.metadata.num_row_groups
+                        bounds = np.empty((ng, 4))
+                        ie, ik = pf.schema_arrow.get_field_index("expiry"), pf.schema_arrow.get_field_index("strike")
+                        epoch = dt.date(1970, 1, 1)
+                        for g in range(ng):
+                            rg = pf.metadata.row_group(g)
+                            se, sk = rg.column(ie).statistics, rg.column(ik).statistics
+                            if se is None or sk is None or not (se.has_min_max and sk.has_min_max):
+                                bounds[g] = (-np.inf, np.inf, -np.inf, np.inf)
+                            else:
+                                bounds[g] = ((se.min - epoch).days, (se.max - epoch).days, sk.min, sk.max)
+                        self._marks = (pf, bounds)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, TypeError) as exc:
+                    log.warning("%s: not used (%s); reading the chain file", mp, _arrow_message(exc))
+        return self._marks
+
+    def _quotes_from_marks(self, marks, keys: Sequence[tuple]) -> list | None:
+        pf, bounds = marks
+        days = [(np.datetime64(k[1], "D") - np.datetime64(0, "D")).astype(np.int64) for k in keys]
+        sel = np.zeros(len(bounds), dtype=bool)
+        for d, k in zip(days, keys):
+            s = k[2] / 1000
+            sel |= (bounds[:, 0] <= d) & (d <= bounds[:, 1]) & (bounds[:, 2] <= s + 1e-6) & (s - 1e-6 <= bounds[:, 3])
+        out: list = [None] * len(keys)
+        groups = [int(g) for g in np.flatnonzero(sel)]
+        if not groups:
+            return out
+        try:
+            t = pf.read_row_groups(groups, use_threads=False)
+            exp = t.column("expiry").cast(pa.int32()).to_numpy()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+            log.warning("%s: not used (%s); reading the chain file", self.marks_path, _arrow_message(exc))
+            self._marks = False
+            return None
+        milli = np.rint(_f64(t.column("strike")) * 1000).astype(np.int64)
+        root = np.asarray(t.column("root").to_numpy(zero_copy_only=False), dtype=object)
+        right = np.asarray(t.column("right").to_numpy(zero_copy_only=False), dtype=object)
+        ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
+        bid, ask = _f64(t.column("bid")), _f64(t.column("ask"))
+        for j, ((r, _, m, call), d) in enumerate(zip(keys, days)):
+            mine = np.flatnonzero((exp == d) & (milli == m) & (right == ("C" if call else "P")) & (root == r))
+            if mine.size > 1 and np.any(np.diff(ts[mine]) <= 0):
+                return None  # a duplicate: the chain file's reading names its row
+            if mine.size:
+                out[j] = (ts[mine], bid[mine], ask[mine])
+        return out
+
+    def quotes_of(self, keys: Sequence[tuple]) -> list:
+        marks = self._marks_file() if keys else False
+        if marks:
+            got = self._quotes_from_marks(marks, keys)
+            if got is not None:
+                return got
+        out: list = [None] * len(keys)
+        exp = self._expiry_days()
+        want = np.array(sorted({(np.datetime64(k[1], "D") - np.datetime64(0, "D")).astype(np.int64) for k in keys}),
+                        dtype=np.int32)
+        cand = np.flatnonzero(np.isin(exp, want))
+        if not cand.size:
+            return out
+        if self._strike is None:
+            self._strike = _f64(self._read("strike", lambda: self.pf.read(columns=["strike"], use_threads=False)).column(0))
+        strike = self._strike[cand]
+        ok = np.isfinite(strike)
+        milli = np.rint(np.where(ok, strike, 0) * 1000).astype(np.int64)
+        hit = np.isin(milli, [k[2] for k in keys]) | ~ok
+        cand, strike, milli = cand[hit], strike[hit], milli[hit]
+        if not cand.size:
+            return out
+        sub = self._leg_table().take(pa.array(cand))
+        # the checks of check_chain_table on the rows used (the others are data check's)
+        root = np.asarray(sub.column("root").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+        right = np.asarray(sub.column("right").cast(pa.string()).to_numpy(zero_copy_only=False), dtype=object)
+        bad_right, bad_root = ~np.isin(right, ["C", "P"]), np.array([r is None for r in root], dtype=bool)
+        bad_strike = ~np.isfinite(strike) | (strike <= 0)
+        if bad_right.any() or bad_root.any() or bad_strike.any():
+            i = _first_bad(bad_right | bad_root | bad_strike)
+            what = (f"field 'right' is {right[i]!r}, expected 'C' or 'P'" if bad_right[i]
+                    else "field 'root' is empty" if bad_root[i] else "field 'strike' is missing, zero or not a number")
+            raise DataError(f"{self.path}: {_row(int(cand[i]), 'parquet')}: {what}")
+        sexp = exp[cand]
+        row_t = self.times[np.searchsorted(self.starts, cand, side="right") - 1]
+        bid, ask = _f64(sub.column("bid")), _f64(sub.column("ask"))
+        for j, (r, e, m, call) in enumerate(keys):
+            day = (np.datetime64(e, "D") - np.datetime64(0, "D")).astype(np.int64)
+            mine = np.flatnonzero((root == r) & (sexp == day) & (milli == m) & (right == ("C" if call else "P")))
+            if not mine.size:
+                continue
+            tt = row_t[mine]
+            if tt.size > 1 and np.any(np.diff(tt) == 0):
+                i = int(cand[mine[_first_bad(np.diff(tt) == 0) + 1]])
+                raise DataError(f"{self.path}: {_row(i, 'parquet')}: duplicate row ({r} {e} {m / 1000:g}"
+                                f"{'C' if call else 'P'} at {pd.Timestamp(int(self.times[np.searchsorted(self.starts, i, side='right') - 1]), tz='UTC')})")
+            out[j] = (tt, bid[mine], ask[mine])
+        return out
+
+    @property
+    def index(self) -> dict:
+        """Every contract the file lists, as :func:`_key` (built on demand: the engine never needs it)."""
+        t = self._leg_table()
+        exp = self._expiry_days()
+        if self._strike is None:
+            self._strike = _f64(self.pf.read(columns=["strike"]).column(0))
+        frame = pd.DataFrame({"root": t.column("root").cast(pa.string()).to_numpy(zero_copy_only=False),
+                              "exp": exp.astype("datetime64[D]"), "m": np.rint(self._strike * 1000).astype(np.int64),
+                              "right": t.column("right").cast(pa.string()).to_numpy(zero_copy_only=False)}
+                             ).drop_duplicates()
+        return {(str(r), pd.Timestamp(e).date(), int(m), ri == "C"): k
+                for k, (r, e, m, ri) in enumerate(frame.itertuples(index=False))}
+
+
+class _LazyPrice:
+    """``session.price[k]`` of a :class:`_ParquetSession`: read from snapshot k's first row when asked."""
+
+    __slots__ = ("s",)
+
+    def __init__(self, s: _ParquetSession):
+        self.s = s
+
+    def __getitem__(self, k) -> float:
+        return self.s._price_of(int(k))
 
 
 def _f64(col) -> np.ndarray:
@@ -520,10 +978,14 @@ class FileMarket:
                                 f"(expected {_rel(p, self.root)})")
             while len(self._sessions_cache) >= _SESSION_CACHE:  # evict before reading: a lower peak
                 self._sessions_cache.popitem(last=False)
-            table = read_table(p, CHAIN_SCHEMA, self.fmt, what="chain file", optional=CHAIN_OPTIONAL)
-            check_chain_table(table, p, self.fmt)
-            s = _Session(table, self.rate.on(day), self.dividend_yield.on(day))
-            del table
+            if self.fmt == "parquet":  # read on demand, what each snapshot / leg set needs
+                s = _ParquetSession(p, self.rate.on(day), self.dividend_yield.on(day),
+                                    marks=marks_file(self.root, underlying, day))
+            else:  # CSV has no random access: the whole session, once
+                table = read_table(p, CHAIN_SCHEMA, self.fmt, what="chain file", optional=CHAIN_OPTIONAL)
+                check_chain_table(table, p, self.fmt)
+                s = _Session(table, self.rate.on(day), self.dividend_yield.on(day))
+                del table
             self._sessions_cache[key] = s
         else:
             self._sessions_cache.move_to_end(key)
@@ -547,24 +1009,18 @@ class FileMarket:
         ns = ts.value - ts.value % _NS_MIN
         s = self._session(und, ts.date())
         k = int(np.searchsorted(s.times, ns, side="right")) - 1
+        want = None
+        if expiries is not None:
+            want = np.array([np.datetime64(pd.Timestamp(e).date(), "D") for e in expiries], dtype="datetime64[D]")
         if k < 0 or ns - s.times[k] > self.max_age_ns:
-            rows = np.empty(0, dtype=np.int64)
+            cols = {name: v[:0] for name, v in _EMPTY_COLUMNS.items()}
             price = float("nan") if k < 0 else float(s.price[k])
             stamp = ts
         else:
-            rows = np.arange(s.starts[k], s.starts[k + 1])
+            cols = s.snapshot_columns(k, want)
             price = float(s.price[k])
             stamp = pd.Timestamp(int(s.times[k]), tz="UTC").tz_convert(NY)
-        c = s.cols
-        if expiries is not None and rows.size:
-            want = np.array([np.datetime64(pd.Timestamp(e).date(), "D") for e in expiries])
-            rows = rows[np.isin(c["expiry"][rows], want)]
-        _ensure_greeks(s, rows)
-        c = s.cols
-        return ChainSnapshot.from_arrays(
-            und, stamp, price, **{name: c[name][rows] for name in (
-                "root", "expiry", "strike", "is_call", "bid", "ask", "last", "volume", "open_interest",
-                "iv", "delta", "gamma", "theta", "vega")})
+        return ChainSnapshot.from_arrays(und, stamp, price, **cols)
 
     def leg_quotes(self, contracts: Sequence, day) -> LegQuotes:
         """Bid/ask of ``contracts`` at every bar of session ``day`` (the bars of the first contract's
@@ -584,31 +1040,24 @@ class FileMarket:
             if not self._has_chain(und, day):
                 continue  # nothing listed that day: NaN (the engine marks from the last quote it had)
             s = self._session(und, day)
-            ids = np.array([s.index.get((contracts[j].root, contracts[j].expiry, int(round(contracts[j].strike * 1000)),
-                                         bool(contracts[j].is_call)), -1) for j in cols], dtype=np.int64)
-            if np.all(ids < 0):
-                continue
-            sel = np.flatnonzero(np.isin(s.cid, ids[ids >= 0]))
-            row_t = np.repeat(s.times, np.diff(s.starts))[sel] if sel.size else np.empty(0, np.int64)
-            pos = np.searchsorted(times, row_t, side="right") - 1  # the bar whose start is at or before the row
-            for jj, cid in zip(cols, ids):
-                if cid < 0:
+            for jj, got in zip(cols, s.quotes_of([_key(contracts[j]) for j in cols])):
+                if got is None:
                     continue
-                mine = s.cid[sel] == cid
-                rows, p = sel[mine], pos[mine]
+                row_t, row_bid, row_ask = got
+                p = np.searchsorted(times, row_t, side="right") - 1  # the bar whose start is at or before the row
                 ok = p >= 0
-                rows, p = rows[ok], p[ok]
-                if rows.size == 0:
+                row_t, row_bid, row_ask, p = row_t[ok], row_bid[ok], row_ask[ok], p[ok]
+                if row_t.size == 0:
                     continue
                 last = np.full(n, -1, dtype=np.int64)
-                last[p] = np.arange(rows.size)
+                last[p] = np.arange(row_t.size)
                 last = np.maximum.accumulate(last)
                 have = last >= 0
-                r = rows[np.where(have, last, 0)]
-                age = times - row_t[mine][ok][np.where(have, last, 0)]
+                r = np.where(have, last, 0)
+                age = times - row_t[r]
                 live = have & (age <= self._leg_carry_ns)
-                bid[:, jj] = np.where(live, s.cols["bid"][r], np.nan)
-                ask[:, jj] = np.where(live, s.cols["ask"][r], np.nan)
+                bid[:, jj] = np.where(live, row_bid[r], np.nan)
+                ask[:, jj] = np.where(live, row_ask[r], np.nan)
         return LegQuotes(contracts=contracts, times=times.copy(), bid=bid, ask=ask)
 
     # ------------------------------------------------------------------ settlement

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from strikebench.errors import DataError
-from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_OPTIONAL, CHAIN_SCHEMA, FORMATS, SETTLEMENT_SCHEMA, check_bar_table,
-                                     check_chain_table, read_table)
+from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_OPTIONAL, CHAIN_SCHEMA, FORMATS, SETTLEMENT_SCHEMA, _arrow_message,
+                                     check_bar_table, check_chain_table, read_table)
 
 __all__ = ["check_dataset", "DatasetReport", "render"]
 
@@ -77,9 +78,10 @@ def _settlement_style(root: str) -> str:
     return "AM" if root in ("SPX", "VIX") else "PM"
 
 
-def check_dataset(path, fmt: str | None = None) -> DatasetReport:
+def check_dataset(path, fmt: str | None = None, workers: int | None = None) -> DatasetReport:
     """Check a folder of the files layout; errors are collected, never raised (but a folder that
-    cannot be read at all raises :class:`DataError`)."""
+    cannot be read at all raises :class:`DataError`). ``workers``: processes reading chain files
+    (default: one per core, at most 4; 1 = in this process)."""
     from strikebench.calendar import MarketCalendar
     from strikebench.userfiles import check_dir
 
@@ -137,7 +139,18 @@ def check_dataset(path, fmt: str | None = None) -> DatasetReport:
         except DataError as exc:
             rep.errors.append(str(exc))
 
-    # ---- chains
+    # ---- chains: every file read and checked first (in parallel over the cores: ~3 M rows a real session)
+    todo = []
+    for d in und_dirs:
+        for f in _files(d):
+            if f.suffix == "." + fmt:
+                try:
+                    day = dt.date.fromisoformat(f.stem)
+                except ValueError:
+                    continue
+                if day in sessions:
+                    todo.append(f)
+    facts = dict(zip(todo, _map_chain_facts(todo, fmt, workers)))
     for d in und_dirs:
         und = d.name.upper()
         files = [f for f in _files(d) if f.suffix == "." + fmt]
@@ -155,11 +168,9 @@ def check_dataset(path, fmt: str | None = None) -> DatasetReport:
             if day not in sessions:
                 rep.errors.append(f"{f}: a chain on {day}, a day with no {bar_sym} bars")
                 continue
-            try:
-                t = read_table(f, CHAIN_SCHEMA, fmt, what="chain file", optional=CHAIN_OPTIONAL)
-                check_chain_table(t, f, fmt)
-            except DataError as exc:
-                rep.errors.append(str(exc))
+            res = facts.get(f)
+            if "error" in res:
+                rep.errors.append(res["error"])
                 continue
             sch = _schema_of(f, fmt)
             if sch is not None:
@@ -170,36 +181,19 @@ def check_dataset(path, fmt: str | None = None) -> DatasetReport:
                     continue
             seen_days.add(day)
             row["sessions"] += 1
-            # O(n) per file (hashing, no sort of the rows: a real SPX session is ~3 M rows)
-            ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
-            times = ts[np.r_[0, np.flatnonzero(np.diff(ts)) + 1]] if len(ts) else ts  # sorted (checked above)
+            times = res["times"]
             row["snapshots"].append(len(times))
-            exp = t.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]", copy=False)
-            strike = t.column("strike").to_numpy()
-            pairs = pd.unique((exp.view(np.int64) << 32) | np.rint(strike * 1000).astype(np.int64))
-            ue, per = np.unique(pairs >> 32, return_counts=True)
-            row["expiries"].append(len(ue))
-            row["strikes"].extend(per.tolist())
-            bid = t.column("bid").to_numpy(zero_copy_only=False).astype(np.float64)
-            ask = t.column("ask").to_numpy(zero_copy_only=False).astype(np.float64)
-            nan = ~np.isfinite(bid) | ~np.isfinite(ask)
-            row["nan"] += int(nan.sum())
-            with np.errstate(invalid="ignore"):
-                row["crossed"] += int(((bid > ask) & ~nan).sum())
-                row["zero_bid"] += int((bid == 0).sum())
-            row["quotes"] += len(bid)
+            row["expiries"].append(res["expiries"])
+            row["strikes"].extend(res["strikes"])
+            for k in ("nan", "crossed", "zero_bid", "quotes"):
+                row[k] += res[k]
             # minutes: the calendar's session against the bars, the bars against the snapshots
             b = bars.get(bar_sym)
             day_bars = b[days_of[bar_sym] == pd.Timestamp(day)]
             expected = cal.minutes(day)
             row["missing_bar_minutes"] += int(len(expected) - np.isin(expected.asi8, day_bars.asi8).sum())
             row["missing_chain_minutes"] += int((~np.isin(day_bars.asi8, times)).sum())
-            root_enc = t.column("root").combine_chunks().dictionary_encode()
-            root_names = root_enc.dictionary.to_pylist()
-            codes = root_enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-            for k in pd.unique((codes << 32) | exp.view(np.int64)):
-                r, e = root_names[int(k >> 32)], np.datetime64(int(k & 0xFFFFFFFF), "D")
-                ed = e.item()
+            for r, ed in res["root_expiries"]:
                 if ed <= sessions[-1]:
                     needed[(und, ed, _settlement_style(str(r)))] = f
         gaps = [day for day in sessions if day not in seen_days
@@ -223,6 +217,129 @@ def check_dataset(path, fmt: str | None = None) -> DatasetReport:
     if not und_dirs:
         rep.errors.append(f"{chains_dir}: no underlying folders (chains/<UNDERLYING>/<YYYY-MM-DD>.{fmt})")
     return rep
+
+
+def _chain_facts(path: str, fmt: str) -> dict:
+    """Read and check one chain file (as the feed reads it) and compute its coverage facts, vectorized.
+
+    Parquet: only the columns the checks read are decoded (timestamp, underlying, underlying_price, root and
+    right as dictionary indices, expiry, strike, bid, ask; the others are checked by type from the footer).
+    Every row passes the same checks as :func:`check_chain_table`; when a row fails one, the file is read
+    again whole and :func:`check_chain_table` names the row (the fast pass only finds that one fails).
+    Returns {"error": line} or the facts."""
+    if fmt == "csv":
+        try:
+            t = read_table(path, CHAIN_SCHEMA, fmt, what="chain file", optional=CHAIN_OPTIONAL)
+            check_chain_table(t, path, fmt)
+        except DataError as exc:
+            return {"error": str(exc)}
+        ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
+        key, rank_roots = _contract_keys(t)
+        return _facts(ts, key, rank_roots, t)
+    import pyarrow.parquet as pq
+
+    try:
+        from strikebench.feeds.files import _parquet_columns
+        from strikebench.userfiles import check_file
+
+        check_file(path, what="chain file", error=DataError)
+        try:
+            pf = pq.ParquetFile(path, memory_map=True, read_dictionary=["root", "right", "underlying"])
+            _parquet_columns(pf.schema_arrow, CHAIN_SCHEMA, path, CHAIN_OPTIONAL)
+            t = pf.read(columns=list(_CHECKED), use_threads=True)
+            t = pa.table([t.column(c) if pa.types.is_dictionary(t.schema.field(c).type) else
+                          t.column(c).cast(CHAIN_SCHEMA.field(c).type) for c in _CHECKED], names=list(_CHECKED))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+            raise DataError(f"{path}: {_arrow_message(exc)}") from None
+        ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
+        ok = t.column("timestamp").null_count == 0 and (ts.size < 2 or bool(np.all(np.diff(ts) >= 0)))
+        ok = ok and all(t.column(c).null_count == 0 for c in ("underlying", "root", "expiry", "right"))
+        rights = {v for ch in t.column("right").chunks for v in ch.dictionary.to_pylist()} if ok else set()
+        ok = ok and rights <= {"C", "P"}
+        for c in ("strike", "underlying_price"):
+            v = t.column(c).to_numpy()
+            ok = ok and bool(np.all((v > 0) & (v < np.inf)))
+        key, rank_roots = _contract_keys(t) if ok else (None, None)
+        if ok and ts.size > 1:
+            # duplicates: the layout's writer sorts each minute by contract, so a strictly increasing key
+            # within each minute proves none; otherwise count (minute, contract) cells (hashing, O(n))
+            same = np.diff(ts) == 0
+            if not np.all(~same | (np.diff(key) > 0)):
+                t_idx = np.r_[0, np.cumsum(~same)]
+                kcodes, uniq = pd.factorize(key)
+                cells = (int(t_idx[-1]) + 1) * len(uniq)
+                ok = cells <= 200_000_000 and np.bincount(t_idx * len(uniq) + kcodes, minlength=cells).max() <= 1
+        if not ok:  # name the row: the whole file, the feed's checks
+            full = read_table(path, CHAIN_SCHEMA, fmt, what="chain file", optional=CHAIN_OPTIONAL)
+            check_chain_table(full, path, fmt)
+            raise DataError(f"{path}: a row fails a check")  # not reached: check_chain_table names it
+    except DataError as exc:
+        return {"error": str(exc)}
+    return _facts(ts, key, rank_roots, t)
+
+
+#: fewer chain files than this are checked in the calling process (starting workers costs ~1 s)
+_PARALLEL_MIN_FILES = 4
+
+#: the columns `data check` decodes of a Parquet chain file
+_CHECKED = ("timestamp", "underlying", "underlying_price", "root", "expiry", "strike", "right", "bid", "ask")
+
+
+def _codes(col) -> tuple[np.ndarray, list]:
+    """Codes per row of a (dictionary or string) column, numbered by the sorted distinct values."""
+    if not pa.types.is_dictionary(col.type):
+        col = col.dictionary_encode()
+    chunks = col.chunks if hasattr(col, "chunks") else [col]
+    values = sorted({v for ch in chunks for v in ch.dictionary.to_pylist() if v is not None})
+    rank = {v: i for i, v in enumerate(values)}
+    parts = [np.array([rank.get(v, 0) for v in ch.dictionary.to_pylist()], dtype=np.int64)[
+        ch.indices.to_numpy(zero_copy_only=False)] if len(ch) else np.empty(0, np.int64) for ch in chunks]
+    return (np.concatenate(parts) if parts else np.empty(0, np.int64)), values
+
+
+def _contract_keys(t: pa.Table) -> tuple[np.ndarray, list]:
+    """One int64 per row, ordered as the layout's writer sorts a minute: (root, expiry, right, strike)."""
+    rcode, roots = _codes(t.column("root"))
+    ccode, rights = _codes(t.column("right"))
+    call = np.array([r == "C" for r in rights], dtype=np.int64)[ccode] if rights else np.zeros(len(t), np.int64)
+    exp = t.column("expiry").cast(pa.int32()).to_numpy().astype(np.int64)
+    milli = np.rint(t.column("strike").to_numpy() * 1000).astype(np.int64)
+    return (rcode << 55) | (exp << 38) | (call << 37) | milli, roots
+
+
+def _facts(ts: np.ndarray, key: np.ndarray, roots: list, t: pa.Table) -> dict:
+    times = ts[np.r_[0, np.flatnonzero(np.diff(ts)) + 1]] if len(ts) else ts  # sorted (checked)
+    contracts = pd.unique(key)  # every contract listed in the session, once
+    exp = (contracts >> 38) & ((1 << 17) - 1)
+    pairs = pd.unique((exp << 32) | (contracts & ((1 << 37) - 1)))
+    ue, per = np.unique(pairs >> 32, return_counts=True)
+    bid = t.column("bid").to_numpy().astype(np.float64, copy=False)
+    ask = t.column("ask").to_numpy().astype(np.float64, copy=False)
+    nan = ~np.isfinite(bid) | ~np.isfinite(ask)
+    with np.errstate(invalid="ignore"):
+        crossed = int(((bid > ask) & ~nan).sum())
+        zero = int((bid == 0).sum())
+    root_exp = pd.unique(((contracts >> 55) << 32) | exp)
+    return {"times": times, "expiries": len(ue), "strikes": per.tolist(), "nan": int(nan.sum()), "crossed": crossed,
+            "zero_bid": zero, "quotes": len(bid),
+            "root_expiries": [(roots[int(k >> 32)], (np.datetime64(0, "D") + int(k & 0xFFFFFFFF)).item())
+                              for k in root_exp]}
+
+
+def _chain_facts_star(args) -> dict:
+    return _chain_facts(*args)
+
+
+def _map_chain_facts(files: list, fmt: str, workers: int | None) -> list:
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4)
+    if workers <= 1 or len(files) < _PARALLEL_MIN_FILES:
+        return [_chain_facts(os.fspath(f), fmt) for f in files]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(files)), mp_context=mp.get_context("fork")) as ex:
+        return list(ex.map(_chain_facts_star, [(os.fspath(f), fmt) for f in files], chunksize=1))
 
 
 def _span(v: list) -> str:

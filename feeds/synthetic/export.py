@@ -24,20 +24,28 @@ import pandas as pd
 import pyarrow as pa
 
 from strikebench.feeds.files import (BAR_SCHEMA, CHAIN_SCHEMA, FORMATS, SCHEMA_VERSION, SETTLEMENT_SCHEMA,
-                                     bars_file, chain_file, settlements_file)
+                                     bars_file, chain_file, marks_file, settlements_file, write_chain_parquet)
 
 from .market import SYMBOLS
 
 __all__ = ["export", "BAR_SCHEMA", "CHAIN_SCHEMA", "SETTLEMENT_SCHEMA", "SCHEMA_VERSION"]
 
 
-def _write(table: pa.Table, path: Path, fmt: str) -> None:
+def _write(table: pa.Table, path: Path, fmt: str, chain: bool = False, marks: Path | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     if fmt == "csv":
         import pyarrow.csv as pcsv
 
         pcsv.write_csv(table, tmp)
+    elif chain:  # row groups of whole snapshots, the snapshot index, and the contract-major marks copy
+        mtmp = None
+        if marks is not None:
+            marks.parent.mkdir(parents=True, exist_ok=True)
+            mtmp = marks.with_name(marks.name + ".part")
+        write_chain_parquet(table, tmp, marks=mtmp)
+        if mtmp is not None:
+            mtmp.replace(marks)
     else:
         import pyarrow.parquet as pq
 
@@ -176,7 +184,7 @@ def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: i
                     cols.append({k: v[mask] for k, v in c.items()})
                 table = _chain_table(cols)
                 path = chain_file(out, und, day.date(), format)
-                _write(table, path, format)
+                _write(table, path, format, chain=True, marks=marks_file(out, und, day.date()))
                 manifest["chains"].append({"path": str(path.relative_to(out)), "rows": table.num_rows,
                                            "snapshots": len(picks)})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
