@@ -446,6 +446,46 @@ def ml_dataset(run_dirs: tuple[str, ...], out: str) -> None:
     console.print(table)
 
 
+@ml_group.command("train")
+@click.argument("config", type=USER_PATH)
+@set_option
+def ml_train(config: str, overrides: tuple[str, ...]) -> None:
+    """Walk-forward training of CONFIG's `ml:` section: rolling (or anchored) windows over the dataset's
+    sessions, no label known after a window's test start in its training, a calibrated classifier of P(stop);
+    writes the report (`report.json`, `windows.csv`, `oos_predictions.csv`, `calibration.png`,
+    `importance.png`) and a versioned model file `model-<hash>.sbm` into `ml.output`."""
+    from strikebench.config import load_config
+    from strikebench.ml.train import train
+
+    resolved = load_config(config, overrides)
+    if resolved.config.ml is None:
+        raise StrikebenchError(f"{config}: no `ml:` section; add one (see docs/ml.md)")
+    result = train(resolved, console=console)
+    table = Table(title="out-of-sample, per window", show_header=True)
+    for col in ("window", "test sessions", "train rows", "test rows", "stop rate", "AUC", "Brier", "base Brier"):
+        table.add_column(col, justify="right" if col != "test sessions" else "left", no_wrap=True)
+    for r in result.windows:
+        table.add_row(str(r["window"]), f"{r['test_first']}..{r['test_last'][5:]}", str(r["train_rows"]),
+                      str(r["test_rows"]),
+                      f"{r['test_stop_rate']:.1%}" if r["test_rows"] else "-",
+                      "skipped" if r["skipped"] else f"{r['auc']:.3f}", "" if r["skipped"] else f"{r['brier']:.4f}",
+                      "" if r["skipped"] else f"{r['brier_base']:.4f}")
+    console.print(table)
+    p = result.pooled
+    console.print(f"pooled out-of-sample: {p['rows']} rows, stop rate {p['stop_rate']:.1%}, AUC {p['auc']:.3f}, "
+                  f"Brier {p['brier']:.4f} vs {p['brier_base']:.4f} for the training base rate", highlight=False)
+    console.print("top features (permutation importance, Brier): " + ", ".join(
+        f"{escape(k)} {v:+.4f}" for k, v in result.importance[:6]), highlight=False)
+    m = result.manifest
+    console.print(f"model: {escape(str(result.model_path))} (hash {result.model_hash}); trained on "
+                  f"{m['trained']['rows']} rows decided {m['trained']['first_day']} .. {m['trained']['last_day']}, "
+                  f"labels closed by {m['trained']['last_label_close'][:16]}; expected loss {m['loss_per_credit']:.2f}"
+                  f" x credit when stopped, gain {m['gain_per_credit']:.2f} x credit otherwise", highlight=False,
+                  soft_wrap=True)
+    console.print(f"report: {escape(str(result.folder))} (report.json, windows.csv, oos_predictions.csv, "
+                  f"calibration.png, importance.png)", highlight=False, soft_wrap=True)
+
+
 @cli.group()
 def market() -> None:
     """Look at the market a config's `data:` section generates (the synthetic market)."""

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from strikebench.errors import ConfigError
+from strikebench.ml.spec import MLConfig
 from strikebench.research.spec import ScenarioSearchConfig, SweepConfig, WalkForwardConfig
 
 __all__ = [
@@ -129,6 +130,7 @@ class RunConfig(_Strict):
                                                                              "(`strikebench walk-forward`)")
     scenario_search: ScenarioSearchConfig | None = Field(
         default=None, description="adversarial scenario search (`strikebench scenario search`)")
+    ml: MLConfig | None = Field(default=None, description="the ML trade gate's training (`strikebench ml train`)")
 
     @field_validator("name")
     @classmethod
@@ -150,7 +152,7 @@ class RunConfig(_Strict):
 
 
 #: sections that describe research around a run, not the run: left out of its hash and of a trial's YAML
-RESEARCH_SECTIONS = ("sweep", "walk_forward", "scenario_search")
+RESEARCH_SECTIONS = ("sweep", "walk_forward", "scenario_search", "ml")
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "strikebench.plugins.fill_models",
     "strikebench.plugins.commissions",
     "strikebench.plugins.risk_managers",
+    "strikebench.plugins.ml_gate",
     "strikebench.plugins.features",
     "strikebench.plugins.journal",
     "strikebench.feeds.builtin",

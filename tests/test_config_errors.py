@@ -104,8 +104,8 @@ strategies:
 """, (), {}, "bad.yaml:3: broker.fill_model.name: unknown fill model 'mid_slipage'; known: {fill_model}"),
     ("unknown-top-level-key", VALID + "riks: []\n", (), {},
      "bad.yaml:5: (top level): unknown key 'riks' "
-     "(allowed: account, broker, data, features, journal, name, output, risk, scenario_search, strategies, sweep, "
-     "walk_forward)"),
+     "(allowed: account, broker, data, features, journal, ml, name, output, risk, scenario_search, strategies, "
+     "sweep, walk_forward)"),
     ("unknown-params-key", """\
 name: t
 broker:

@@ -158,3 +158,148 @@ def test_entered_rows_carry_the_journal_trade_and_the_simulation_reproduces_it(d
     # one row per tradeable candidate, with the features the docs list
     assert set(meta["candidate_features"]) <= set(df.columns) and "vix" in df.columns
     assert df["holding_minutes"].dropna().gt(0).all()
+
+
+# ----------------------------------------------------------------------------- training
+def _train_config(work: Path, dataset: Path, out: str, seed=5) -> Path:
+    extra = (f"ml:\n  dataset: {dataset}\n  output: {work / out}\n  seed: {seed}\n"
+             f"  windows: {{train_sessions: 6, test_sessions: 3, min_train_rows: 10}}\n"
+             f"  model: {{max_iter: 30, min_samples_leaf: 5}}\n  importance_repeats: 2")
+    return _config(work, extra=extra)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, work):
+    path, _, _ = dataset
+    assert main(["ml", "train", str(_train_config(work, path, "m1"))]) == 0
+    import json
+
+    report = json.loads((work / "m1" / "report.json").read_text())
+    return work / "m1", report
+
+
+def test_no_window_trains_on_a_label_known_after_its_test_start(trained, dataset):
+    """Fails if training_rows lets in a trade that closed at or after the window's first test session (plant
+    that bug -- drop the closed_at filter -- and this test fails: the dataset holds trades held over days)."""
+    from strikebench.ml.train import test_rows, training_rows
+
+    folder, report = trained
+    _, df, _ = dataset
+    wins = [w for w in report["windows"] if not w["skipped"]]
+    assert len(wins) >= 2
+    crossing = 0
+    for w in wins:
+        start = pd.Timestamp(w["test_first"]).tz_localize("America/New_York")
+        assert pd.Timestamp(w["last_label_in_training"]) < start, w
+        decided = pd.to_datetime(df["decided_at"], utc=True).dt.tz_convert("America/New_York").dt.date
+        in_span = df[(decided >= pd.Timestamp(w["train_first"]).date()) & (decided <= pd.Timestamp(w["train_last"]).date())
+                     & df["resolved"]]
+        crossing += int((pd.to_datetime(in_span["closed_at"], utc=True) >= start).sum())
+        rows = training_rows(in_span.assign(y=0), pd.Timestamp(w["train_first"]).date(),
+                             pd.Timestamp(w["train_last"]).date(), start.date())
+        assert len(rows) == w["train_rows"]  # what was fitted is what the rule selects
+        assert not set(rows.index) & set(test_rows(df, start.date(), pd.Timestamp(w["test_last"]).date()).index)
+    assert crossing > 0  # the rule had something to exclude
+    assert {"calibration.png", "importance.png", "windows.csv", "oos_predictions.csv", "report.json"} <= \
+        {p.name for p in folder.iterdir()}
+    assert math.isfinite(report["pooled_oos"]["brier"]) and report["importance"]
+
+
+def test_training_is_deterministic_given_the_seed(trained, dataset, work):
+    folder, report = trained
+    path, _, _ = dataset
+    assert main(["ml", "train", str(_train_config(work, path, "m2"))]) == 0
+    (first,) = folder.glob("model-*.sbm")
+    (second,) = (work / "m2").glob("model-*.sbm")
+    assert first.name == second.name and first.read_bytes() == second.read_bytes()
+    assert (folder / "oos_predictions.csv").read_text() == (work / "m2" / "oos_predictions.csv").read_text()
+
+
+# ----------------------------------------------------------------------------- the gate
+@pytest.fixture(scope="module")
+def constant_model(work):
+    """A model file whose P(stop) is known: 0.30 for every candidate; loss 1.1 x credit, gain 0.5 x credit."""
+    from strikebench.ml.features import CANDIDATE_FEATURES, CONTEXT_PROVIDERS, ContextFeatures
+    from strikebench.ml.model import BaseRate, save_model
+
+    folder = work / "const"
+    folder.mkdir()
+    manifest = {"label": "stop", "features": list(CANDIDATE_FEATURES) + list(ContextFeatures().names),
+                "context_providers": [list(p) for p in CONTEXT_PROVIDERS], "loss_per_credit": 1.1,
+                "gain_per_credit": 0.5, "trained": {"first_day": "2023-01-03", "last_day": "2023-01-24",
+                                                    "last_label_close": "2023-01-27T16:00:00-05:00"}}
+    return save_model(BaseRate(0.30), manifest, folder)
+
+
+def _gated_run(work, model, threshold, name):
+    extra = f"  - name: ml_gate\n    params: {{model: {model}, threshold: {threshold}}}"
+    cfg = _config(work, start="2023-02-06", end="2023-02-07", extra="").read_text()
+    cfg = cfg.replace("    params: {limit: 1}\n", "    params: {limit: 1}\n" + extra + "\n")
+    cfg = cfg.replace("name: mltest", f"name: {name}")
+    path = work / f"{name}.yaml"
+    path.write_text(cfg)
+    assert main(["backtest", str(path)]) == 0
+    (folder,) = (work / "runs").glob(f"{name}-*")
+    from strikebench.journal import find_journal, open_read_only
+
+    with open_read_only(find_journal(folder)) as j:
+        run_id = j.runs()[0]["run_id"]
+        out = [(d, j.load_context(d["context_id"])) for d in j.decisions(run_id)]
+        trades = j.trades(run_id)
+    return out, trades
+
+
+def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, work):
+    from strikebench.ml.model import load_model
+
+    model_hash = load_model(constant_model).model_hash
+    # 0.30 x 1.1 C = 0.33 C  >  0.5 x 0.5 C = 0.25 C: every entry vetoed
+    decisions, trades = _gated_run(work, constant_model, 0.5, "gated")
+    scored = [(d, c["risk_notes"]["ml_gate"]) for d, c in decisions if "risk_notes" in c]
+    assert scored and trades.empty
+    for d, note in scored:
+        chosen = d["candidates"][d["chosen"]]
+        credit = (Decimal(chosen["credit"]) / Decimal("0.05")).to_integral_value(rounding=ROUND_FLOOR) * Decimal("0.05")
+        assert note["p_stop"] == 0.3 and note["model"] == model_hash and note["vetoed"] is True
+        assert Decimal(str(note["expected_loss"])) == (Decimal("1.1") * credit * 100).quantize(Decimal("0.01"))
+        assert Decimal(str(note["expected_gain"])) == (Decimal("0.5") * credit * 100).quantize(Decimal("0.01"))
+        assert d["action"] == "SKIP" and d["reason"].startswith("risk: ml_gate: P(stop) 0.300 x loss $")
+    # 0.33 C <= 0.7 x 0.5 C = 0.35 C: entries pass, each decision still carries the probability and the hash
+    decisions, trades = _gated_run(work, constant_model, 0.7, "passed")
+    traded = [(d, c) for d, c in decisions if d["action"] == "TRADE"]
+    assert traded and len(trades) >= 1
+    assert all(c["risk_notes"]["ml_gate"]["vetoed"] is False and c["risk_notes"]["ml_gate"]["model"] == model_hash
+               for _, c in traded)
+
+
+def test_veto_rule_boundary():
+    from strikebench.plugins.ml_gate import veto_rule
+
+    assert veto_rule(0.5, 100.0, 80.0, 0.5) and not veto_rule(0.4, 100.0, 80.0, 0.5)  # 50 > 40; 40 = 40 passes
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_input_is_one_line_and_a_non_zero_exit(work, constant_model, dataset, capsys):
+    text = work / "notamodel.sbm"
+    text.write_text("hello")
+    tampered = work / "tampered.sbm"
+    data = bytearray(constant_model.read_bytes())
+    data[len(data) // 2] ^= 1
+    tampered.write_bytes(bytes(data))
+    empty = work / "empty.parquet"
+    empty.write_bytes(b"")
+    notrun = work / "notrun"
+    notrun.mkdir()
+    for model, what in ((text, "not a strikebench model file"), (tampered, "does not match its SHA-256")):
+        cfg = _config(work, start="2023-02-06", end="2023-02-06").read_text().replace(
+            "    params: {limit: 1}\n", f"    params: {{limit: 1}}\n  - name: ml_gate\n    params: {{model: {model}}}\n")
+        path = work / f"bad-{model.stem}.yaml"
+        path.write_text(cfg)
+        capsys.readouterr()
+        assert main(["backtest", str(path)]) == 4
+        err = capsys.readouterr().err.strip()
+        assert what in err and "\n" not in err and "Traceback" not in err
+    assert main(["ml", "dataset", str(notrun), "-o", str(work / "x.parquet")]) == 6
+    assert main(["ml", "train", str(_train_config(work, empty, "bad"))]) == 4
+    assert "empty file" in capsys.readouterr().err
+    assert not (work / "x.parquet").exists()

@@ -33,6 +33,9 @@ class RiskGate:
         self.hook = hook
         self.run = run
         self.trips: list = []  # every BreakerTrip of the run, in the order journaled
+        #: (strategy, time) -> {manager: note} of the last check: what a manager that scores orders (``ml_gate``)
+        #: said about them, merged into the context of the decision recorded at that bar (:meth:`take_notes`)
+        self._notes: dict[tuple, dict] = {}
 
     def check(self, request: OrderRequest, portfolio: PortfolioView) -> list[Veto]:
         vetoes: list[Veto] = []
@@ -41,6 +44,10 @@ class RiskGate:
                 continue
             veto = rm.check(request, portfolio)
             self.flush(rm, request.at)
+            pop = getattr(rm, "pop_note", None)
+            note = pop() if pop is not None else None
+            if note:
+                self._notes.setdefault((request.strategy, request.at), {})[rm.name] = note
             if veto is not None:
                 vetoes.append(veto if veto.rule else Veto(veto.reason, rule=rm.name))
         if self.hook is not None:
@@ -49,6 +56,14 @@ class RiskGate:
                     vetoes.append(veto)
         return vetoes
 
+
+    def take_notes(self, strategy: str, at) -> dict:
+        """The notes of ``strategy``'s checks at ``at`` (then forgotten, with every older one)."""
+        if not self._notes:
+            return {}
+        got = self._notes.pop((strategy, at), {})
+        self._notes.clear()
+        return got
 
     def flush(self, rm=None, upto=None) -> list:
         """Hand the trips of ``rm`` (every manager when None) that happened by ``upto`` to ``on_breaker_trip``."""
@@ -170,6 +185,9 @@ class StrategyContext:
                context: dict | None = None, ruleset_version: str = "") -> Decision:
         """Record a decision (TRADE, SKIP or EXIT) with what it saw; journaled via ``on_decision``."""
         self._decisions += 1
+        notes = self._engine.risk_gate.take_notes(self.strategy_id, self.now.to_pydatetime())
+        if notes:  # what a scoring risk manager said about this decision's entry (ml_gate: P(stop), model hash)
+            context = {**(context or {}), "risk_notes": notes}
         decision = Decision(
             strategy=self.strategy_id, decided_at=self.now.to_pydatetime(), action=action, reason=reason,
             candidates=tuple(candidates), chosen=chosen,
