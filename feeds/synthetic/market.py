@@ -277,7 +277,7 @@ class SyntheticMarket:
         if got is None:
             dc = self.day_chain(und, d)
             listed = np.bincount(dc.sidx, minlength=len(dc.series.expiry)) > 0  # series with a contract
-            got = [pd.Timestamp(e).date() for e in np.unique(dc.series.expiry[listed])]
+            got = [e.item() for e in np.unique(dc.series.expiry[listed].astype("datetime64[D]"))]  # dates
             self._listed[key] = got
         return got
 

@@ -103,6 +103,9 @@ class Engine:
         ]
         for ctx, bars in zip(self.contexts, self._decision_bars):
             ctx._decision_bars = bars
+        # what on_bar reads every bar, as Python lists (a numpy scalar read costs several times a list's)
+        self._bar_flags = (self.timeline.first.tolist(), self.timeline.last.tolist(),
+                           self.timeline.in_session.tolist(), [b.tolist() for b in self._decision_bars])
         self.feature_providers = list(features)  # ContextProviders: fill self.features before strategies run
         _check_feature_names(self.feature_providers)
         self._features: dict = {}
@@ -244,17 +247,17 @@ class Engine:
 
     def on_bar(self, i: int) -> None:
         self.i = i
-        tl = self.timeline
-        if tl.first[i]:
+        first, last, pos, decision_bars = self._bar_flags
+        if first[i]:
             self._start_session()
-        self.broker.on_bar(int(tl.in_session[i]), tl.stamps[i])
+        self.broker.on_bar(pos[i], self.timeline.stamps[i])
         for k, (sid, strat) in enumerate(self.strategies):
             ctx = self.contexts[k]
             if ctx._idle_epoch != self._epoch or i >= ctx._idle_until:
                 self._manage(ctx, sid, strat, i)
-            if self._decision_bars[k][i]:
+            if decision_bars[k][i]:
                 strat.on_decision_time(ctx)
-        if tl.last[i]:
+        if last[i]:
             self._end_session()
         self.equity_curve[i] = self.broker._value
 
