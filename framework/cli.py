@@ -486,6 +486,37 @@ def ml_train(config: str, overrides: tuple[str, ...]) -> None:
                   f"calibration.png, importance.png)", highlight=False, soft_wrap=True)
 
 
+@ml_group.command("compare")
+@click.argument("config", type=USER_PATH)
+@click.option("--model", "model_path", required=True, type=USER_PATH, help="The model file (model-<hash>.sbm).")
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="ml_gate's threshold: veto when P(stop) x expected loss > threshold x expected gain.")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="First session (default: the config's data.start).")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="Last session (default: the config's data.end).")
+@set_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def ml_compare(config: str, model_path: str, threshold: float, start, end, overrides, quiet) -> None:
+    """CONFIG's backtest without and with the `ml_gate` of MODEL on a span the model never saw (a span
+    overlapping its training data, first decision .. last label's close, is refused); both run folders and
+    `compare.json` go into one folder, and a table shows the figures side by side."""
+    from strikebench.ml.compare import FIGURES, compare
+
+    r = compare(config, model_path, threshold=threshold, start=start.date() if start else None,
+                end=end.date() if end else None, overrides=overrides, console=console, progress=not quiet)
+    table = Table(title=f"{r['start']} .. {r['end']}, model {r['model']} (threshold {r['threshold']:g})")
+    table.add_column("figure")
+    table.add_column("without the gate", justify="right")
+    table.add_column("with the gate", justify="right")
+    for key, label, fmt in FIGURES:
+        a, b = r["without"].get(key), r["with"].get(key)
+        table.add_row(label, "-" if a is None else fmt.format(a), "-" if b is None else fmt.format(b))
+    table.add_row("entries vetoed by ml_gate", "0", f"{r['vetoed_entries']:,}")
+    console.print(table)
+    console.print(f"folder: {escape(r['folder'])} (both run folders, compare.json)", highlight=False, soft_wrap=True)
+
+
 @cli.group()
 def market() -> None:
     """Look at the market a config's `data:` section generates (the synthetic market)."""

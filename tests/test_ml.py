@@ -32,7 +32,7 @@ risk:
 {extra}
 output: {{dir: {out}}}
 """
-START, END = "2023-01-03", "2023-01-24"
+START, END = "2023-01-03", "2023-01-19"
 
 
 def _config(tmp: Path, *, start=START, end=END, extra="") -> Path:
@@ -231,32 +231,34 @@ def constant_model(work):
     return save_model(BaseRate(0.30), manifest, folder)
 
 
-def _gated_run(work, model, threshold, name):
-    extra = f"  - name: ml_gate\n    params: {{model: {model}, threshold: {threshold}}}"
-    cfg = _config(work, start="2023-02-06", end="2023-02-07", extra="").read_text()
-    cfg = cfg.replace("    params: {limit: 1}\n", "    params: {limit: 1}\n" + extra + "\n")
-    cfg = cfg.replace("name: mltest", f"name: {name}")
-    path = work / f"{name}.yaml"
-    path.write_text(cfg)
-    assert main(["backtest", str(path)]) == 0
-    (folder,) = (work / "runs").glob(f"{name}-*")
+def _decisions(folder):
     from strikebench.journal import find_journal, open_read_only
 
     with open_read_only(find_journal(folder)) as j:
         run_id = j.runs()[0]["run_id"]
-        out = [(d, j.load_context(d["context_id"])) for d in j.decisions(run_id)]
-        trades = j.trades(run_id)
-    return out, trades
+        return [(d, j.load_context(d["context_id"])) for d in j.decisions(run_id)], j.trades(run_id)
 
 
-def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, work):
+@pytest.fixture(scope="module")
+def compared(constant_model, work):
+    """`ml compare` at threshold 0.5 on two sessions after the model's training span."""
+    import json
+
+    cfg = _config(work, start="2023-02-06", end="2023-02-07")
+    assert main(["ml", "compare", str(cfg), "--model", str(constant_model), "--quiet"]) == 0
+    (folder,) = (work / "runs").glob("mltest-ml-compare-*")
+    return json.loads((folder / "compare.json").read_text())
+
+
+def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, compared, work):
     from strikebench.ml.model import load_model
 
     model_hash = load_model(constant_model).model_hash
-    # 0.30 x 1.1 C = 0.33 C  >  0.5 x 0.5 C = 0.25 C: every entry vetoed
-    decisions, trades = _gated_run(work, constant_model, 0.5, "gated")
+    # without the gate the strategy trades; with it, 0.30 x 1.1 C = 0.33 C > 0.5 x 0.5 C = 0.25 C vetoes every entry
+    assert compared["without"]["trades"] >= 1 and compared["with"]["trades"] == 0
+    decisions, trades = _decisions(compared["with"]["run_dir"])
     scored = [(d, c["risk_notes"]["ml_gate"]) for d, c in decisions if "risk_notes" in c]
-    assert scored and trades.empty
+    assert scored and trades.empty and compared["vetoed_entries"] == len(scored)
     for d, note in scored:
         chosen = d["candidates"][d["chosen"]]
         credit = (Decimal(chosen["credit"]) / Decimal("0.05")).to_integral_value(rounding=ROUND_FLOOR) * Decimal("0.05")
@@ -265,11 +267,33 @@ def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, wo
         assert Decimal(str(note["expected_gain"])) == (Decimal("0.5") * credit * 100).quantize(Decimal("0.01"))
         assert d["action"] == "SKIP" and d["reason"].startswith("risk: ml_gate: P(stop) 0.300 x loss $")
     # 0.33 C <= 0.7 x 0.5 C = 0.35 C: entries pass, each decision still carries the probability and the hash
-    decisions, trades = _gated_run(work, constant_model, 0.7, "passed")
+    extra = f"  - name: ml_gate\n    params: {{model: {constant_model}, threshold: 0.7}}\n"
+    cfg = _config(work, start="2023-02-06", end="2023-02-06").read_text().replace(
+        "    params: {limit: 1}\n", "    params: {limit: 1}\n" + extra).replace("name: mltest", "name: passed")
+    (work / "passed.yaml").write_text(cfg)
+    assert main(["backtest", str(work / "passed.yaml")]) == 0
+    (folder,) = (work / "runs").glob("passed-*")
+    decisions, trades = _decisions(folder)
     traded = [(d, c) for d, c in decisions if d["action"] == "TRADE"]
     assert traded and len(trades) >= 1
     assert all(c["risk_notes"]["ml_gate"]["vetoed"] is False and c["risk_notes"]["ml_gate"]["model"] == model_hash
                for _, c in traded)
+
+
+def test_compare_refuses_a_span_the_model_trained_on(constant_model, work, capsys):
+    from strikebench.errors import ConfigError
+    from strikebench.ml.compare import check_unseen
+    from strikebench.ml.model import load_model
+
+    manifest = load_model(constant_model).manifest  # trained 2023-01-03 .. last label 2023-01-27
+    cfg = _config(work, start="2023-01-25", end="2023-02-03")
+    capsys.readouterr()
+    assert main(["ml", "compare", str(cfg), "--model", str(constant_model)]) == 2
+    assert "overlaps the model's training data (2023-01-03 .. 2023-01-27" in capsys.readouterr().err
+    check_unseen(pd.Timestamp("2023-01-30").date(), pd.Timestamp("2023-02-03").date(), manifest, "m")
+    for start, end in (("2023-01-27", "2023-02-03"), ("2022-12-01", "2023-01-03"), ("2022-12-01", "2023-03-01")):
+        with pytest.raises(ConfigError):
+            check_unseen(pd.Timestamp(start).date(), pd.Timestamp(end).date(), manifest, "m")
 
 
 def test_veto_rule_boundary():
