@@ -50,6 +50,10 @@ def _registry():
 #: whose usage error spans three lines and says nothing about FIFOs, binary or over-size files.
 USER_PATH = click.Path(readable=False)
 
+run_option = click.option("--run", "run_id", metavar="RUN_ID",
+                           help="The run to read when the journal holds several (a shared SQLite file or a "
+                                "postgresql:// URL).")
+
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="PATH=VALUE",
     help="Override a config value, e.g. `--set strategies[0].params.width=50` (repeatable).",
@@ -599,40 +603,49 @@ def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: i
 
 @cli.command()
 @click.argument("run_dir", type=USER_PATH)
-def report(run_dir: str) -> None:
-    """Rebuild RUN_DIR's trades.csv, decisions.csv, summary.json, equity.png and report.html from its journal alone."""
+@run_option
+@click.option("--out", "out_dir", type=USER_PATH, metavar="DIR",
+              help="Folder for the files (default: RUN_DIR; for a journal URL, ./RUN_ID).")
+def report(run_dir: str, run_id: str | None, out_dir: str | None) -> None:
+    """Rebuild RUN_DIR's trades.csv, decisions.csv, summary.json, equity.png and report.html from its journal alone.
+
+    RUN_DIR is a run folder, a journal file, or a journal URL (postgresql://user@host/db; add --run
+    when it holds several runs)."""
     from strikebench.report import print_summary, write_report
 
-    summary = write_report(run_dir)
+    summary = write_report(run_dir, run_id=run_id, out_dir=out_dir)
     print_summary(summary, console)
-    console.print(f"wrote trades.csv, decisions.csv, summary.json, equity.png, report.html in [bold]{escape(run_dir)}[/]")
+    console.print(f"wrote trades.csv, decisions.csv, summary.json, equity.png, report.html in "
+                  f"[bold]{escape(summary.get('run_dir') or run_dir)}[/]")
 
 
 @cli.command()
 @click.argument("run_dir", type=USER_PATH)
 @click.option("--date", "day", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="The session day to show (without it: the days that have decisions).")
-def decisions(run_dir: str, day: dt.datetime | None) -> None:
+@run_option
+def decisions(run_dir: str, day: dt.datetime | None, run_id: str | None) -> None:
     """Every decision of one day in RUN_DIR: time, strategy, TRADE/SKIP and why, chosen expiry, each candidate's
     strikes, deltas, credit and score."""
     from strikebench.report import print_decision_days, print_decisions
 
     if day is None:
-        print_decision_days(run_dir, console)
+        print_decision_days(run_dir, console, run_id=run_id)
     else:
-        print_decisions(run_dir, day.date(), console)
+        print_decisions(run_dir, day.date(), console, run_id=run_id)
 
 
 @cli.command("replay-decision")
 @click.argument("run_dir", type=USER_PATH)
 @click.argument("decision_id")
-def replay_decision(run_dir: str, decision_id: str) -> None:
+@run_option
+def replay_decision(run_dir: str, decision_id: str, run_id: str | None) -> None:
     """Re-run DECISION_ID of RUN_DIR from its stored chain snapshot (checksum verified) and context; exit 0 when
     it reaches the same result, 1 when it does not."""
     from strikebench.report import ReplayDifferent, print_replay
     from strikebench.report import replay_decision as replay
 
-    result = replay(run_dir, decision_id)
+    result = replay(run_dir, decision_id, run_id=run_id)
     print_replay(result, console)
     if not result.same:
         raise ReplayDifferent(f"decision {decision_id} replayed to a DIFFERENT result: {result.differences[0]}")
@@ -804,12 +817,21 @@ def _print_account(s: dict) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=USER_PATH)
-def status(run_dir: str) -> None:
-    """State of a paper run or an account: running or not, last bar, switches, open trades, working orders."""
+@run_option
+def status(run_dir: str, run_id: str | None) -> None:
+    """State of a paper run or an account: running or not, last bar, switches, open trades, working orders.
+
+    RUN_DIR may also be a journal URL (postgresql://...; --run picks the run, else the latest)."""
     from strikebench.live.account import account_status, is_account
     from strikebench.live.launch import paper_status
 
-    if is_account(run_dir):
+    if run_id is not None or "://" in run_dir:
+        s = paper_status(run_dir, run_id=run_id)
+        running = f"running (pid {s['running_pid']})" if s["running_pid"] else \
+            ("completed" if s["completed"] else "not completed")
+        console.print(f"[bold]{escape(s['run_id'])}[/]: {running}; last bar done {s['last_bar_done']}; realized P&L "
+                      f"{s['realized_pnl']:+,.2f}", highlight=False)
+    elif is_account(run_dir):
         s = account_status(run_dir)
         _print_account(s)
         s["run_id"] = s["account"]
@@ -887,6 +909,43 @@ def dashboard(sources, host: str, port: int, token_env: str | None) -> None:
 
     serve(list(sources), host=host, port=port, token_env=token_env,
           say=lambda m: console.print(escape(m), highlight=False, soft_wrap=True))
+
+
+@cli.group("journal")
+def journal_group() -> None:
+    """A journal's schema and its runs: migrate a journal to this version's schema, copy runs between journals
+    (SQLite files and PostgreSQL databases, either way)."""
+
+
+@journal_group.command("migrate")
+@click.argument("url", type=USER_PATH, metavar="URL_OR_PATH")
+def journal_migrate(url: str) -> None:
+    """Bring a journal's schema to this version's head (Alembic). A PostgreSQL database may be empty: the
+    journal's tables are created. Reading commands never migrate; they say when this is needed."""
+    from strikebench.journal_admin import migrate
+    from strikebench.journal_db import mask_url
+
+    before, after = migrate(url)
+    what = "already at" if before == after else f"migrated from {before or 'no revision'} to"
+    console.print(f"{escape(mask_url(url))}: {what} schema revision {after}", highlight=False, soft_wrap=True)
+
+
+@journal_group.command("copy")
+@click.argument("src", type=USER_PATH)
+@click.argument("dst", type=USER_PATH)
+@click.option("--run", "run_ids", multiple=True, metavar="RUN_ID", help="Copy only this run (repeatable; default: all).")
+@click.option("--force", is_flag=True, help="Copy into a journal that already holds runs (a run already there is "
+                                            "replaced; the others stay).")
+def journal_copy(src: str, dst: str, run_ids: tuple[str, ...], force: bool) -> None:
+    """Copy the runs of journal SRC into journal DST, row for row and exact to the cent (SQLite file or path,
+    postgresql:// URL, either way). SRC is only read; DST gets the schema if it has none."""
+    from strikebench.journal_admin import copy_runs
+    from strikebench.journal_db import mask_url
+
+    with console.status("copying..."):
+        copied = copy_runs(src, dst, run_ids=list(run_ids) or None, force=force)
+    console.print(f"copied {len(copied)} run(s) ({escape(', '.join(copied))}) from {escape(mask_url(src))} to "
+                  f"{escape(mask_url(dst))}", highlight=False, soft_wrap=True)
 
 
 @cli.group("data")

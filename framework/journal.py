@@ -67,6 +67,8 @@ __all__ = [
     "open_read_only",
     "check_journal_target",
     "ReadOnlyJournal",
+    "split_run",
+    "stored_url",
     "code_version",
 ]
 
@@ -415,7 +417,7 @@ def find_journal(run_dir: str | os.PathLike) -> str:
     from strikebench.userfiles import check_dir, label, os_problem, read_text
 
     if "://" in os.fspath(run_dir) and backend_of(run_dir) == POSTGRES:
-        return os.fspath(run_dir)
+        return split_run(run_dir)[0]
     p = Path(run_dir)
     try:
         st = os.stat(p)
@@ -432,9 +434,22 @@ def find_journal(run_dir: str | os.PathLike) -> str:
         url = read_text(p / JOURNAL_URL_FILE, what="journal URL file", error=JournalError, max_bytes=4096).strip()
         if not url or "\n" in url:
             raise JournalError(f"{p / JOURNAL_URL_FILE}: expected one journal URL on one line")
-        return _expand_env(url, p / JOURNAL_URL_FILE)
+        return _WRITTEN_URLS.get(url) or _expand_env(url, p / JOURNAL_URL_FILE)
     raise JournalError(f"{run_dir}: no journal in this folder (expected {JOURNAL_FILE}); "
                        f"was the run made with the journal plugin disabled?")
+
+
+def split_run(locator: str | os.PathLike) -> tuple[str, str | None]:
+    """``postgresql://.../db#RUN_ID`` -> (the URL, 'RUN_ID'); anything else -> (itself, None)."""
+    text = os.fspath(locator)
+    if "://" in text and "#" in text and backend_of(text) == POSTGRES:
+        url, _, run_id = text.partition("#")
+        return url, run_id or None
+    return text, None
+
+
+#: stored journal URL (no password) -> the URL this process wrote with, so the run's own report connects
+_WRITTEN_URLS: dict[str, str] = {}
 
 
 def _expand_env(url: str, where) -> str:
@@ -457,7 +472,10 @@ def stored_url(url: str, template: str | None = None) -> str:
 
     if template and "${" in template:
         return template
-    return strip_password(url) if backend_of(url) == POSTGRES else url
+    if backend_of(url) != POSTGRES:
+        return url
+    _WRITTEN_URLS[strip_password(url)] = url
+    return strip_password(url)
 
 
 #: Tables every reading command needs (schema version 1).
@@ -766,12 +784,20 @@ class Journal:
             raise JournalError(f"{self.path}: no run '{run_id}'")
         return dict(row)
 
-    def pick_run(self, run_dir: str | os.PathLike | None = None) -> dict:
-        """The run a folder belongs to: by output folder, then by name == run id, then the only one."""
+    def pick_run(self, run_dir: str | os.PathLike | None = None, run_id: str | None = None) -> dict:
+        """The run a folder belongs to: ``run_id`` when given (or a URL's ``#RUN_ID``), else by output
+        folder, then by name == run id, then the only one."""
         runs = self.runs()
         if not runs:
             raise JournalError(f"{self.path}: the journal holds no run")
-        if run_dir is not None:
+        if run_dir is not None and run_id is None:
+            run_dir, run_id = split_run(run_dir)
+        if run_id is not None:
+            for r in runs:
+                if r["run_id"] == run_id:
+                    return r
+            raise JournalError(f"{self.path}: no run '{run_id}' (it holds {', '.join(r['run_id'] for r in runs)})")
+        if run_dir is not None and "://" not in os.fspath(run_dir):
             p = Path(run_dir)
             folder = p.parent if p.is_file() else p
             target = folder.resolve()
@@ -784,7 +810,8 @@ class Journal:
         if len(runs) == 1:
             return runs[0]
         raise JournalError(f"{self.path}: holds {len(runs)} runs ({', '.join(r['run_id'] for r in runs)}); "
-                           f"cannot tell which belongs to {run_dir}")
+                           f"cannot tell which belongs to {mask_url(os.fspath(run_dir or self.path))}: "
+                           f"name one with --run RUN_ID")
 
     # ------------------------------------------------------------- snapshots
     def store_snapshot(self, snapshot, *, run_id: str | None = None, db=None) -> int:
@@ -1223,6 +1250,8 @@ class ReadOnlyJournal(Journal):
             missing = [t for t in REQUIRED_TABLES if t not in tables]
             if rev != HEAD_REVISION or missing:
                 raise _schema_behind(self.path, rev)
+            # every read of this journal sees one snapshot: a report taken while a run writes is of one moment
+            self._db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         except BaseException:
             self.close()
             raise

@@ -142,7 +142,7 @@ def sqlite_ddl() -> list[str]:
         lines = []
         for c in t.columns:
             if c.kind == "id":
-                lines.append(f"{c.name} INTEGER PRIMARY KEY")  # SQLite's rowid: assigned on insert
+                lines.append(f"{c.name} INTEGER NOT NULL PRIMARY KEY")  # the rowid: assigned on insert
                 continue
             parts = [c.name, _SQLITE_TYPES[c.kind]]
             if c.not_null:

@@ -105,14 +105,15 @@ def has_journal(run_dir) -> bool:
     return (p / JOURNAL_FILE).is_file() or (p / JOURNAL_URL_FILE).is_file()
 
 
-def open_run(run_dir):
-    """(journal, run row) of a run folder (or of a journal file given directly), opened read-only
-    after checking the journal is whole (:class:`strikebench.journal.ReadOnlyJournal`)."""
+def open_run(run_dir, run_id: str | None = None):
+    """(journal, run row) of a run folder, a journal file or a journal URL (``postgresql://...``, its
+    run named by ``run_id`` or ``#RUN_ID`` when it holds several), opened read-only after checking the
+    journal is whole (:class:`strikebench.journal.ReadOnlyJournal`)."""
     from strikebench.journal import find_journal, open_read_only
 
     journal = open_read_only(find_journal(run_dir))
     try:
-        run = journal.pick_run(run_dir)
+        run = journal.pick_run(run_dir, run_id)
     except Exception:
         journal.close()
         raise
@@ -120,8 +121,17 @@ def open_run(run_dir):
 
 
 def _folder(run_dir) -> Path:
+    if is_url(run_dir):
+        return Path(".")
     p = Path(run_dir)
     return p.parent if p.is_file() else p
+
+
+def is_url(run_dir) -> bool:
+    """A journal URL (``postgresql://``, ``sqlite:///``) rather than a run folder or journal file."""
+    import os
+
+    return "://" in os.fspath(run_dir)
 
 
 # ------------------------------------------------------------------ figures
@@ -457,7 +467,8 @@ def _html(run: dict, summary: dict, trades, decisions, png: bytes) -> str:
 
 
 # ------------------------------------------------------------------- write
-def write_report(run_dir, *, extra_summary: dict | None = None, plots: bool = True) -> dict:
+def write_report(run_dir, *, extra_summary: dict | None = None, plots: bool = True, run_id: str | None = None,
+                 out_dir=None) -> dict:
     """Rebuild a run folder's files from its journal alone; returns the summary written.
 
     ``extra_summary`` (figures the journal cannot know, e.g. Backtrader's analyzers) is
@@ -470,9 +481,11 @@ def write_report(run_dir, *, extra_summary: dict | None = None, plots: bool = Tr
 
         with Journal(find_journal(run_dir), create=False) as writable:
             writable.update_summary(writable.pick_run(run_dir)["run_id"], extra_summary)
-    journal, run = open_run(run_dir)  # read-only, refused before anything is written when damaged
+    journal, run = open_run(run_dir, run_id)  # read-only, refused before anything is written when damaged
     try:
-        folder = _folder(run_dir)
+        # a journal URL names no folder: the files go to out_dir, by default ./RUN_ID
+        folder = Path(out_dir) if out_dir is not None else (
+            Path(run["run_id"]) if is_url(run_dir) else _folder(run_dir))
         summary = journal_summary(journal, run, folder)
         trades = _trade_table(journal, run["run_id"])
         decisions = _decision_table(journal, run["run_id"])
@@ -487,6 +500,8 @@ def write_report(run_dir, *, extra_summary: dict | None = None, plots: bool = Tr
     from strikebench.userfiles import prepare_output_dir
 
     prepare_output_dir(folder, error=StrikebenchError)  # a read-only folder: refused before the first file
+    if out_dir is not None or is_url(run_dir):
+        folder.mkdir(parents=True, exist_ok=True)  # --out (or ./RUN_ID for a URL) may be new
     for name, data in files.items():  # each whole or not at all: a temporary file, then a rename
         write_atomic(folder / name, data)
     return summary
@@ -502,10 +517,10 @@ def _fmt(v, spec: str = "") -> str:
         return str(v)
 
 
-def print_decision_days(run_dir, console: Console | None = None) -> None:
+def print_decision_days(run_dir, console: Console | None = None, run_id: str | None = None) -> None:
     """Days that have decisions, with TRADE/SKIP counts (``decisions RUN_DIR`` without ``--date``)."""
     console = console or Console()
-    journal, run = open_run(run_dir)
+    journal, run = open_run(run_dir, run_id)
     try:
         rows = journal.execute(
             "SELECT substr(decided_at, 1, 10) AS day, action, COUNT(*) AS n FROM trade_decisions WHERE run_id = ?"
@@ -524,10 +539,10 @@ def print_decision_days(run_dir, console: Console | None = None) -> None:
     console.print(table)
 
 
-def print_decisions(run_dir, day: dt.date | str, console: Console | None = None) -> int:
+def print_decisions(run_dir, day: dt.date | str, console: Console | None = None, run_id: str | None = None) -> int:
     """Every decision of one day: time, strategy, action, reason, expiry and each candidate."""
     console = console or Console()
-    journal, run = open_run(run_dir)
+    journal, run = open_run(run_dir, run_id)
     try:
         rows = journal.decisions(run["run_id"], str(day))
     finally:
@@ -681,11 +696,11 @@ def _compare(stored: dict, replayed: dict) -> tuple[bool, list[str], list[str]]:
     return not diffs, diffs, notes
 
 
-def replay_decision(run_dir, decision_id: str) -> ReplayResult:
+def replay_decision(run_dir, decision_id: str, run_id: str | None = None) -> ReplayResult:
     """Re-run one decision from its stored snapshot (checksum verified) and context."""
     from strikebench.journal import JournalError
 
-    journal, run = open_run(run_dir)
+    journal, run = open_run(run_dir, run_id)
     try:
         d = journal.decision(decision_id, run_id=run["run_id"])
         if d["snapshot_id"] is None:

@@ -79,5 +79,5 @@ def pg_server():
 
 @pytest.fixture
 def pg_url(pg_server):
-    """The URL (password included) of a new, empty database on the test server."""
+    """The URL (password included) of a new database on the test server, its journal schema at head."""
     return pg_server.create_database()

@@ -44,6 +44,7 @@ class Server:
         self.root = Path(tempfile.mkdtemp(prefix="sb-pg-"))
         self.data, self.sock = self.root / "data", self.root / "sock"
         self.sock.mkdir()
+        self._template = None
         self._as = []
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
@@ -75,13 +76,20 @@ class Server:
         auth = f"{USER}:{PASSWORD}" if password else USER
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{db}"
 
-    def create_database(self) -> str:
-        """A new empty database; its URL (with the password)."""
+    def create_database(self, *, empty: bool = False) -> str:
+        """A new database, its URL (with the password): by default a copy of one migrated to head once per
+        server by the journal itself (Alembic runs once, not per test); ``empty`` for a bare one."""
         import psycopg
 
+        if not empty and self._template is None:
+            from strikebench.journal import Journal
+
+            url = self.create_database(empty=True)
+            Journal(url).close()  # the schema, through the journal's own first-write path
+            self._template = url.rsplit("/", 1)[1]
         name = "j_" + uuid.uuid4().hex[:12]
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {'template0' if empty else self._template}")
         return self.url(name)
 
     def stop(self) -> None:

@@ -78,8 +78,25 @@ def pm():
     return get_plugin_manager(load_entry_points=False)
 
 
-def make_engine(pm, out: Path, strategies, market, *, run_id: str, config=None, initial_cash=100_000.0):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request):
+    """Each test taking it runs twice: journal.sqlite in the run folder (None), then a new database on the
+    test suite's real PostgreSQL server (tests/pgserver.py)."""
+    return None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def _journal_config(url):
+    """What the journal plugin reads of a run's config: only ``config.journal.url``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config=SimpleNamespace(journal=SimpleNamespace(url=url)))
+
+
+def make_engine(pm, out: Path, strategies, market, *, run_id: str, config=None, initial_cash=100_000.0,
+                journal_url=None):
     out.mkdir(parents=True, exist_ok=True)
+    if journal_url is not None:
+        config = _journal_config(journal_url)
     run = RunInfo(run_id=run_id, name=run_id, mode="backtest", config=config, output_dir=str(out), seed=7)
     engine = Engine(market=market, strategies=strategies, fill_model=MidSlippageFill(), commission=CboeRetail(),
                     initial_cash=initial_cash, run=run, hook=pm.hook)
@@ -87,7 +104,15 @@ def make_engine(pm, out: Path, strategies, market, *, run_id: str, config=None, 
     return engine
 
 
-def rows(path: Path, sql: str, params=()) -> list[sqlite3.Row]:
+def rows(path, sql: str, params=()) -> list[sqlite3.Row]:
+    if str(path).startswith("postgresql://"):  # through the journal's own read-only connection
+        from strikebench.journal import open_read_only
+
+        j = open_read_only(path)
+        try:
+            return j.execute(sql, params)
+        finally:
+            j.close()
     db = sqlite3.connect(path)
     db.row_factory = sqlite3.Row
     try:
@@ -108,20 +133,25 @@ def cv_run(pm, tmp_path_factory):
 
 
 # ---------------------------------------------------------------- storage
-def test_money_is_exact_text_and_times_carry_their_offset(pm, tmp_path):
+def test_money_is_exact_text_and_times_carry_their_offset(pm, tmp_path, journal_url):
     market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60)},
                          settlement={DAY: 4697.0})
-    engine = make_engine(pm, tmp_path, [("spread", PutSpreadOnce())], market, run_id="money")
+    engine = make_engine(pm, tmp_path, [("spread", PutSpreadOnce())], market, run_id="money", journal_url=journal_url)
     engine.run_all()
-    db = tmp_path / "journal.sqlite"
+    db = journal_url or tmp_path / "journal.sqlite"
 
     (t,) = rows(db, "SELECT * FROM trades")
     # sold at 0.50 credit (mid 0.70 less 0.30 x 0.60 width, to the 0.05 tick), fees 2 x 1.28,
     # settled at 4697: the short 4700 put pays 3.00 -> 50.00 - 2.56 - 300.00
     assert (t["entry_price"], t["entry_credit"], t["exit_price"], t["exit_debit"]) == ("-0.50", "0.50", "3.00", "3.00")
     assert (t["fees"], t["realized_pnl"], t["exit_reason"], t["contracts"]) == ("2.56", "-252.56", "settlement", 1)
-    typed = rows(db, "SELECT typeof(entry_credit), typeof(exit_debit), typeof(fees), typeof(realized_pnl) FROM trades")
-    assert set(typed[0]) == {"text"}
+    if journal_url is None:
+        typed = rows(db, "SELECT typeof(entry_credit), typeof(exit_debit), typeof(fees), typeof(realized_pnl) FROM trades")
+        assert set(typed[0]) == {"text"}
+    else:  # NUMERIC on PostgreSQL, read back as the same exact text
+        typed = rows(db, "SELECT pg_typeof(entry_credit)::text, pg_typeof(fees)::text, pg_typeof(realized_pnl)::text"
+                         " FROM trades")
+        assert set(typed[0]) == {"numeric"}
     assert t["opened_at"] == "2024-01-10T10:00:00-05:00"
     assert t["closed_at"] == "2024-01-10T16:00:00-05:00"
 
@@ -182,7 +212,7 @@ def test_fills_add_up_to_every_trade_and_to_the_cash(cv_run):
     assert linked[0][0] == len(trades) > 0
 
 
-def test_settlement_after_a_partial_close_splits_the_exit(pm, tmp_path):
+def test_settlement_after_a_partial_close_splits_the_exit(pm, tmp_path, journal_url):
     """Two spreads, one closed by an order at 14:00, the other settled: both cash flows are fill rows."""
 
     class TwoThenOne(PutSpreadOnce):
@@ -204,9 +234,9 @@ def test_settlement_after_a_partial_close_splits_the_exit(pm, tmp_path):
 
     market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60)},
                          settlement={DAY: 4697.0})
-    engine = make_engine(pm, tmp_path, [("two", TwoThenOne())], market, run_id="partial")
+    engine = make_engine(pm, tmp_path, [("two", TwoThenOne())], market, run_id="partial", journal_url=journal_url)
     engine.run_all()
-    db = tmp_path / "journal.sqlite"
+    db = journal_url or tmp_path / "journal.sqlite"
     (t,) = rows(db, "SELECT * FROM trades")
     fills = rows(db, "SELECT kind, opens, price, quantity, cash FROM fills ORDER BY filled_at, kind")
     assert [(f["kind"], f["opens"], f["quantity"]) for f in fills] == [("fill", 1, 2), ("fill", 0, 1),
@@ -229,14 +259,14 @@ def test_snapshot_round_trip_reproduces_the_checksum(cv_run):
             assert str(snap.timestamp.tz) == "America/New_York"
 
 
-def test_unusable_quotes_and_nans_survive_the_round_trip(tmp_path):
+def test_unusable_quotes_and_nans_survive_the_round_trip(tmp_path, journal_url):
     snap = make_chain(expiries=["2024-01-10", "2024-01-12"], at="2024-01-08 10:00")
     bid, ask = snap.bid.copy(), snap.ask.copy()
     bid[:3], ask[3], bid[4], ask[4] = np.nan, 0.0, 5.0, 4.0  # NaN, zero ask, crossed
     cols = {name: getattr(snap, name) for name in ("root", "expiry", "strike", "is_call", "last", "iv", "delta")}
     odd = type(snap).from_arrays("SPX", snap.timestamp, 4800.125, bid=bid, ask=ask, **cols)
     assert odd.dropped["nan"] == 3 and odd.dropped["crossed"] >= 1 and odd.dropped["zero_ask"] >= 1
-    with Journal(f"sqlite:///{tmp_path}/j.sqlite") as j:
+    with Journal(journal_url or f"sqlite:///{tmp_path}/j.sqlite") as j:
         sid = j.store_snapshot(odd)
         assert j.store_snapshot(odd) == sid  # once per checksum
         back = j.load_snapshot(sid)
@@ -339,13 +369,13 @@ def test_journals_written_with_parquet_snapshots_still_load_and_verify(tmp_path)
     assert np.array_equal(back.bid, snap.bid, equal_nan=True) and list(back.root) == list(snap.root)
 
 
-def test_decisions_at_the_same_minute_share_one_snapshot(pm, tmp_path):
+def test_decisions_at_the_same_minute_share_one_snapshot(pm, tmp_path, journal_url):
     market = ModelMarket("2024-01-08", "2024-01-08")
     params = CreditVertical.Params(**CV_PARAMS)
     engine = make_engine(pm, tmp_path, [("cv_a", CreditVertical(params)), ("cv_b", CreditVertical(params))], market,
-                         run_id="shared")
+                         run_id="shared", journal_url=journal_url)
     engine.run_all()
-    db = tmp_path / "journal.sqlite"
+    db = journal_url or tmp_path / "journal.sqlite"
     decisions = rows(db, "SELECT strategy, decided_at, snapshot_id FROM trade_decisions ORDER BY decided_at, strategy")
     assert [d["strategy"] for d in decisions] == ["cv_a", "cv_b", "cv_a", "cv_b"]
     assert decisions[0]["snapshot_id"] == decisions[1]["snapshot_id"] != decisions[2]["snapshot_id"]
@@ -353,14 +383,14 @@ def test_decisions_at_the_same_minute_share_one_snapshot(pm, tmp_path):
 
 
 # ------------------------------------------------------------- completion
-def test_a_run_that_stops_early_reads_as_incomplete(pm, tmp_path):
+def test_a_run_that_stops_early_reads_as_incomplete(pm, tmp_path, journal_url):
     market = ModelMarket("2024-01-08", "2024-01-09")
     engine = make_engine(pm, tmp_path, [("credit_vertical", CreditVertical(CreditVertical.Params(**CV_PARAMS)))],
-                         market, run_id="early")
+                         market, run_id="early", journal_url=journal_url)
     for i in range(390 + 200):  # into the second session, past its 10:00 decision; never finish()
         engine.on_bar(i)
     try:
-        db = tmp_path / "journal.sqlite"
+        db = journal_url or tmp_path / "journal.sqlite"
         (run,) = rows(db, "SELECT completed, ended_at FROM runs")
         assert (run["completed"], run["ended_at"]) == (0, None)
         # a backtest commits once per session: the first session's 10:00 and 13:00 decisions are there,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -149,6 +150,7 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     from strikebench.userfiles import make_dir, prepare_output_dir, remove_created
 
     check_run_targets(resolved)  # output.dir and journal.url: checked before anything is made
+    _refuse_postgres_journal(resolved)
     prepare_output_dir(run_dir, key="--run-dir" if explicit_run_dir else "run folder")
     rd = Path(run_dir)
     created = make_dir(rd, key="--run-dir" if explicit_run_dir else "run folder")
@@ -199,19 +201,42 @@ def _start(rd, config, overrides, clock, speed, day, dry_run, live_args, resolve
     return summary
 
 
-def paper_status(run_dir) -> dict:
-    """What a paper run folder says: running or not, bar, switches, open trades, working orders, last log lines."""
-    from strikebench.journal import find_journal, open_read_only
+def _refuse_postgres_journal(resolved) -> None:
+    """A paper run's journal holds its live state and sits beside the broker's record: SQLite, in the run folder."""
+    from strikebench.errors import ConfigError
+    from strikebench.journal_db import is_postgres, mask_url
+
+    url = resolved.config.journal.url
+    if url and is_postgres(url):
+        raise ConfigError(f"journal.url: {mask_url(url)}: a paper run keeps its journal in its run folder (SQLite: "
+                          f"its live state resumes from it); copy it to PostgreSQL afterwards with "
+                          f"`strikebench journal copy RUN_DIR/journal.sqlite URL`")
+
+
+def paper_status(run_dir, run_id: str | None = None) -> dict:
+    """What a paper run folder says: running or not, bar, switches, open trades, working orders, last log lines.
+
+    ``run_dir`` may be a journal URL (``postgresql://...``): then ``run_id`` (or ``#RUN_ID``) names the
+    run, else the latest; there is no folder, so no pid, kill or flatten file."""
+    from strikebench.journal import find_journal, open_read_only, split_run
+    from strikebench.journal_db import mask_url
     from strikebench.userfiles import read_text
 
-    rd = Path(run_dir)
-    path = find_journal(rd)
+    url = "://" in str(run_dir)
+    if url:
+        run_dir, run_id = split_run(run_dir)[0], run_id or split_run(run_dir)[1]
+    rd = None if url else Path(run_dir)
+    path = find_journal(run_dir)
     j = open_read_only(path)  # checked whole first; `status` never writes
     try:
         runs = j.runs()
-        run = next((r for r in runs if r["run_id"] == rd.name), runs[-1] if runs else None)
+        want = run_id or (rd.name if rd is not None else None)
+        run = next((r for r in runs if r["run_id"] == want), None)
+        if run is None and run_id is not None:
+            raise StrikebenchError(f"{mask_url(str(run_dir))}: no run '{run_id}' in this journal")
+        run = run or (runs[-1] if runs else None)
         if run is None:
-            raise StrikebenchError(f"{run_dir}: the journal holds no run")
+            raise StrikebenchError(f"{mask_url(str(run_dir))}: the journal holds no run")
         rid = run["run_id"]
         st = _StateView(j, rid)
         bar = st.get("bar_done")
@@ -220,14 +245,19 @@ def paper_status(run_dir) -> dict:
         working = [dict(r) for r in j.execute(
             "SELECT order_id, status, filled_quantity, quantity, opens FROM orders WHERE run_id = ? AND status IN"
             " ('submitted', 'accepted', 'partially_filled')", (rid,))]
-        realized = j.execute("SELECT COALESCE(SUM(CAST(realized_pnl AS REAL)), 0) FROM trades WHERE run_id = ?"
-                             " AND closed_at IS NOT NULL", (rid,))[0][0]
-        out = {"run_id": rid, "running_pid": running_pid(rd), "completed": bool(run["completed"] or st.get("completed")),
+        # exact: each trade's decimal text summed as Decimal (a REAL sum is a float4 on PostgreSQL)
+        realized = sum((Decimal(r[0]) for r in j.execute("SELECT realized_pnl FROM trades WHERE run_id = ? AND"
+                                                         " closed_at IS NOT NULL AND realized_pnl IS NOT NULL",
+                                                         (rid,))), Decimal(0))
+        out = {"run_id": rid, "running_pid": None if url else running_pid(rd),
+               "completed": bool(run["completed"] or st.get("completed")),
                "last_bar_done": bar, "kill_switch": st.get("kill_reason") or (
                    read_text(rd / KILL_FILE, what="kill file", error=StrikebenchError, max_bytes=65536,
-                             allow_empty=True).strip() or "kill file present" if (rd / KILL_FILE).exists() else None),
+                             allow_empty=True).strip() or "kill file present" if rd and (rd / KILL_FILE).exists()
+                   else None),
                "new_risk_stopped": st.get("fail_closed"), "open_trades": trades, "working_orders": working,
-               "realized_pnl": round(float(realized), 2), "flatten_requested": (rd / FLATTEN_FILE).exists(),
+               "realized_pnl": round(float(realized), 2),
+               "flatten_requested": rd is not None and (rd / FLATTEN_FILE).exists(),
                "log": st.logs(12)}
         st.close()
         return out
@@ -241,7 +271,9 @@ class _StateView:
 
     def __init__(self, journal, run_id: str):
         self._db, self.run_id = journal._db, run_id
-        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        from strikebench.journal_db import table_names
+
+        names = table_names(self._db)
         self._has = {"live_state", "live_log"} <= names
 
     def get(self, key: str, default=None):
