@@ -545,6 +545,9 @@ def print_decisions(run_dir, day: dt.date | str, console: Console | None = None,
     journal, run = open_run(run_dir, run_id)
     try:
         rows = journal.decisions(run["run_id"], str(day))
+        for d in rows:  # what a scoring risk manager (ml_gate) said about the decision's entry
+            notes = (journal.load_context(d["context_id"]) if d.get("context_id") else {}).get("risk_notes") or {}
+            d["risk_notes"] = notes if isinstance(notes, dict) else {}
     finally:
         journal.close()
     if not rows:
@@ -563,6 +566,10 @@ def print_decisions(run_dir, day: dt.date | str, console: Console | None = None,
         console.print()
         console.print(head)
         console.print(Text(f"       id {d['decision_id']}  snapshot {d['snapshot_id']}", style="dim"))
+        for rule, note in d["risk_notes"].items():
+            if isinstance(note, dict) and note.get("reason"):
+                verdict = "VETO" if note.get("vetoed") else "pass"
+                console.print(Text(f"       {rule}: {verdict}: {note['reason']}", style="dim"))
         cands = d["candidates"]
         if not cands:
             console.print(Text("       no candidates", style="dim"))

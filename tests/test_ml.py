@@ -250,7 +250,7 @@ def compared(constant_model, work):
     return json.loads((folder / "compare.json").read_text())
 
 
-def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, compared, work):
+def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, compared, work, capsys):
     from strikebench.ml.model import load_model
 
     model_hash = load_model(constant_model).model_hash
@@ -278,6 +278,9 @@ def test_the_gate_vetoes_by_its_rule_from_a_known_probability(constant_model, co
     assert traded and len(trades) >= 1
     assert all(c["risk_notes"]["ml_gate"]["vetoed"] is False and c["risk_notes"]["ml_gate"]["model"] == model_hash
                for _, c in traded)
+    capsys.readouterr()
+    assert main(["decisions", str(folder), "--date", "2023-02-06"]) == 0
+    assert f"ml_gate: pass: P(stop) 0.300 x loss $" in " ".join(capsys.readouterr().out.split())
 
 
 def test_compare_refuses_a_span_the_model_trained_on(constant_model, work, capsys):
