@@ -353,6 +353,15 @@ def test_run_api_equals_the_journal(run_dir):
         r = requests.post(url + "/api/live/0/kill", timeout=10)
         assert r.status_code == 403
         assert get("/").status_code == 200 and get("/static/uPlot.iife.min.js").status_code == 200
+    # the same run named by its journal URL: every run of the journal, the bar curve found through output_dir
+    from strikebench.dashboard.app import open_sources
+
+    (src,) = open_sources([f"sqlite:///{j}"])
+    try:
+        assert src.run_id == run_id and src.summary()["realized_pnl"] == s["realized_pnl"]
+        assert src.equity(points=100)["max_drawdown"] == s["max_drawdown_per_bar"]
+    finally:
+        src.close()
 
 
 def test_live_reads_only_what_changed(paper_done, tmp_path):

@@ -300,11 +300,19 @@ def open_sources(args: list[str]) -> list:
     from strikebench.dashboard.sources import open_source
 
     if args:
+        from strikebench.dashboard.sources import journal_url_runs
+
         out, seen = [], set()
         for a in args:
             if a in seen:
                 continue
             seen.add(a)
+            if "://" in a:  # a journal URL: every run it holds (the newest 50)
+                runs = journal_url_runs(a)
+                if not runs:
+                    raise DashboardError(f"{a}: the journal holds no run")
+                out.extend(RunSource(a, f"{a} [{r}]", r) for r in runs[-50:])
+                continue
             out.append(open_source(a))
         return out
     found = []

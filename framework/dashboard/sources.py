@@ -95,7 +95,7 @@ def open_source(arg: str):
 
     text = os.fspath(arg)
     if "://" in text:
-        return RunSource(text, text)
+        return RunSource(text, text)  # open_sources opens one per run of the URL
     p = Path(text)
     try:
         st = os.stat(p)
@@ -134,16 +134,14 @@ class RunSource:
 
     kind = "run"
 
-    def __init__(self, arg: str, label: str):
+    def __init__(self, arg: str, label: str, run_id: str | None = None):
         from concurrent.futures import ThreadPoolExecutor
-
-        from strikebench.report import open_run
 
         self.arg, self.label = arg, label
         # an SQLite connection is used by the thread that made it: every journal read runs on this one thread
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-journal")
         try:
-            self.journal, self.run = self._worker.submit(open_run, arg).result()
+            self.journal, self.run = self._worker.submit(_open_run, arg, run_id).result()
         except BaseException:
             self._worker.shutdown(wait=False)
             raise
@@ -151,6 +149,8 @@ class RunSource:
         folder = Path(arg) if "://" not in arg else None
         if folder is not None and folder.is_file():
             folder = folder.parent
+        if folder is None and self.run.get("output_dir") and Path(self.run["output_dir"]).is_dir():
+            folder = Path(self.run["output_dir"])  # a journal URL: its run folder, when here, holds the bar curve
         self.folder = folder
         self._lock = threading.Lock()  # one sqlite connection, requests in threads
         self._equity = None
@@ -283,6 +283,35 @@ def chain_from_journal(journal, run_id: str, decision_id: str, expiry: str | Non
         "SELECT l.occ_symbol, l.ratio FROM trade_legs l JOIN trades t ON t.run_id = l.run_id AND"
         " t.trade_id = l.trade_id WHERE t.run_id = ? AND t.decision_id = ? ORDER BY l.leg", (run_id, decision_id))
     return chain_slice(snap, d, [(r[0], int(r[1])) for r in legs], expiry)
+
+
+def _open_run(arg: str, run_id: str | None):
+    """(journal, run row): a run folder or journal file through report.open_run; a journal URL opened as is, the
+    run named by ``run_id``."""
+    if "://" not in arg:
+        from strikebench.report import open_run
+
+        return open_run(arg)
+    from strikebench.journal import open_read_only
+
+    journal = open_read_only(arg)
+    try:
+        run = journal.run(run_id) if run_id else journal.pick_run(None)
+    except Exception:
+        journal.close()
+        raise
+    return journal, run
+
+
+def journal_url_runs(url: str) -> list[str]:
+    """The run ids a journal URL holds (a shared journal may hold many)."""
+    from strikebench.journal import open_read_only
+
+    journal = open_read_only(url)
+    try:
+        return [r["run_id"] for r in journal.runs()]
+    finally:
+        journal.close()
 
 
 def _decision_row(r: dict) -> dict:
