@@ -438,7 +438,7 @@ function renderLive(box, v, src, chainBox, onSelect, selected) {
   const pos = table([
     {k: "trade_id", label: "trade"}, {k: "strategy", label: "strategy"}, {label: "opened", f: t => tm(t.opened_at)},
     {k: "expiry", label: "expiry"}, {k: "contracts", label: "qty", n: 1},
-    {label: "legs", f: t => (t.legs || []).map(l => `${l.ratio > 0 ? "+" : ""}${l.ratio} ${l.occ} @${fixed(l.mark, 2)}`).join("  ")},
+    {label: "legs (mark)", c: () => "wrap", f: t => (t.legs || []).map(l => `${l.ratio > 0 ? "+" : ""}${l.ratio} ${l.occ} @${fixed(l.mark, 2)}`).join("  ")},
     {label: "entry", n: 1, f: t => fixed(t.entry_price, 2)}, {label: "mark", n: 1, f: t => fixed(t.mark, 2)},
     {label: "unrealized", n: 1, f: t => money(t.unrealized, true), c: t => cls(t.unrealized)},
     {label: "Δ sh", n: 1, f: t => t.greeks ? fixed(t.greeks.delta_shares, 1) : ""},
@@ -455,8 +455,8 @@ function renderLive(box, v, src, chainBox, onSelect, selected) {
   decisionList(decisions, v.decisions, chainBox, `/api/live/${src.id}`, null);
   if (selected) { const tr = decisions.querySelector(`tr[data-id="${CSS.escape(selected)}"]`); if (tr) tr.classList.add("sel"); }
   decisions.querySelectorAll("tr[data-id]").forEach(tr => tr.addEventListener("click", () => onSelect(tr.dataset.id)));
-  const log = h("div", {class: "log", id: "live-log"}, v.log.slice().reverse().map(l =>
-    h("div", {"data-id": l.log_id}, `${tm(l.at)}  ${l.kind}: ${l.message}`)));
+  const log = h("div", {class: "log", id: "live-log"}, v.log.length ? v.log.slice().reverse().map(l =>
+    h("div", {"data-id": l.log_id}, `${tm(l.at)}  ${l.kind}: ${l.message}`)) : h("span", {class: "muted"}, "(nothing logged yet)"));
   const detail = box.querySelector("#decision-detail");
   box.replaceChildren(cards,
     h("div", {class: "row"}, h("div", {}, h("h2", {}, "Risk state"), risk),
