@@ -432,7 +432,7 @@ def test_live_stream_pushes_a_change(paper_done, tmp_path):
     shutil.copytree(paper_done, live, ignore=shutil.ignore_patterns("*.pid", "KILL", "FLATTEN"))
     from strikebench.live.runtime import LiveState
 
-    with dashboard([live]) as (url, sources):
+    with dashboard([live], token="s3cret") as (url, sources):
         r = requests.get(url + "/api/live/0/stream", stream=True, timeout=10)
         events = r.iter_lines(decode_unicode=True)
 
@@ -451,6 +451,19 @@ def test_live_stream_pushes_a_change(paper_done, tmp_path):
         assert time.monotonic() - t0 < 2.0
         assert second["version"] > first["version"] and second["log"][-1]["message"] == "streamed"
         r.close()
+        # flatten: refused without the right token; with it, the CLI's request_flatten (FLATTEN + KILL) and a
+        # journaled line saying who
+        assert requests.post(url + "/api/live/0/flatten", timeout=10).status_code == 401
+        assert requests.post(url + "/api/live/0/flatten", headers={"Authorization": "Bearer nope"},
+                             timeout=10).status_code == 401
+        assert not (live / "FLATTEN").exists()
+        ok = requests.post(url + "/api/live/0/flatten", headers={"Authorization": "Bearer s3cret"}, timeout=10)
+        assert ok.status_code == 200 and ok.json()["by"] == "tester@test"
+        assert (live / "FLATTEN").exists() and (live / "KILL").read_text().strip() == "flatten requested"
+        (kind, msg), = q(live / "journal.sqlite", "SELECT kind, message FROM live_log ORDER BY log_id DESC LIMIT 1")
+        assert kind == "dashboard" and msg.startswith("flatten requested from the dashboard by tester@test from 127.0.0.1")
+        view = requests.get(url + "/api/live/0/state", timeout=10).json()
+        assert view["risk"]["flatten_requested"] is True and view["risk"]["kill_switch"] == "flatten requested"
 
 
 # ------------------------------------------------------------------ the command line
