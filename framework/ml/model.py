@@ -91,7 +91,29 @@ class ModelFile:
         return list(self.manifest["features"])
 
     def p_stop(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(np.asarray(rows, dtype=np.float64))[:, 1], dtype=np.float64)
+        """P(stop) of each row, on one thread: a few rows at a time, OpenMP's thread start-up (and its spinning
+        on a busy machine: seconds a call) costs far more than the trees."""
+        X = np.asarray(rows, dtype=np.float64)
+        controller = _controller()
+        if controller is None:
+            return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+        with controller.limit(limits=1):
+            return np.asarray(self.estimator.predict_proba(X)[:, 1], dtype=np.float64)
+
+
+_CONTROLLER = []
+
+
+def _controller():
+    """One threadpoolctl controller for the process (finding the thread pools once costs milliseconds)."""
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ModuleNotFoundError:  # scikit-learn brings it; a bare BaseRate model does not need it
+            _CONTROLLER.append(None)
+        else:
+            _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 def model_bytes(estimator, manifest: dict) -> bytes:
