@@ -25,7 +25,6 @@ from strikebench.portfolio import to_cents
 from strikebench.report import load_config_text
 
 START, END, SEED = "2023-01-03", "2023-01-06", 42
-WIDE_GRID = "extends: default\nname: wide_grid\nchains: {far_sigmas: 6.0, put_wing_sigmas: 6.0}\n"
 CONFIG = """
 name: dbn-eq
 data: {data}
@@ -45,10 +44,8 @@ risk:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
-    p = tmp_path_factory.mktemp("scenario") / "wide_grid.yaml"
-    p.write_text(WIDE_GRID)
-    return p
+def scenario():
+    return "default"  # listed strikes stay listed to expiry: the files hold every open leg every bar
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +113,7 @@ def test_backtest_on_dbn_files_equals_the_synthetic_market_to_the_cent(dbn_dir, 
     assert _fills(got) == _fills(ref)
     assert to_cents(got.portfolio.cash) == to_cents(ref.portfolio.cash)
     assert got.equity_by_day == ref.equity_by_day
+    np.testing.assert_array_equal(got.equity_curve, ref.equity_curve)
 
 
 def test_quotes_resample_to_the_minute_and_a_stale_quote_is_dropped(dbn_dir, tmp_path):

@@ -24,11 +24,8 @@ from strikebench.report import load_config_text
 
 START, END = "2023-01-03", "2023-01-06"
 SEED = 42
-# The synthetic market lists each session's strike grid afresh (25-point strikes within
-# chains.far_sigmas, 100-point beyond) and still prices a leg it no longer lists; files cannot.
-# Listing 25-point strikes out to 6 sd keeps every leg of this strategy listed on every seed's path
-# (the scenario file is written to the test's tmp_path by a fixture).
-WIDE_GRID = "extends: default\nname: wide_grid\nchains: {far_sigmas: 6.0, put_wing_sigmas: 6.0}\n"
+# The default scenario: a listed strike stays listed until its expiry (as on the exchange), so the
+# files hold every open leg on every bar and the two runs agree bar by bar.
 
 CONFIG = """
 name: files-eq
@@ -49,10 +46,8 @@ risk:
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
-    p = tmp_path_factory.mktemp("scenario") / "wide_grid.yaml"
-    p.write_text(WIDE_GRID)
-    return p
+def scenario():
+    return "default"
 
 
 @pytest.fixture(scope="module")
@@ -108,18 +103,15 @@ def test_backtest_on_files_equals_the_synthetic_market_to_the_cent(exported, syn
     assert _fills(got) == _fills(ref) and len(_fills(ref)) >= len(trades_ref)
     assert to_cents(got.portfolio.cash) == to_cents(ref.portfolio.cash)
     assert got.equity_by_day == ref.equity_by_day
-    # marks every bar: equal wherever the files list every open leg (see WIDE_GRID)
+    # the files list every open leg every session (listings only grow), so the marks agree every bar
     days = np.array(got.timeline.days, dtype=object)[got.timeline.day_codes]
-    listed = np.ones(len(days), dtype=bool)
     for day in sorted(set(days)):
         index = got.market._session("SPX", day).index
         for t in trades:
             if t.opened_at.date() <= day <= t.closed_at.date():
                 keys = [(c.root, c.expiry, int(round(c.strike * 1000)), c.is_call) for c in (l.contract for l in t.legs)]
-                if not all(k in index for k in keys):
-                    listed &= days != day
-    assert listed.mean() >= 0.7
-    np.testing.assert_array_equal(got.equity_curve[listed], ref.equity_curve[listed])
+                assert all(k in index for k in keys), (day, t.legs)
+    np.testing.assert_array_equal(got.equity_curve, ref.equity_curve)
     assert got.market.approximated_settlements == {}  # the settlement file had every print
 
 

@@ -77,7 +77,9 @@ def test_missing_or_stale_greeks_are_recomputed_and_flagged(wired, synthetic, mo
     rows = np.arange(len(want))
     kept = rows % step != 0
     assert np.array_equal(snap.delta[kept], want.delta[kept])  # Tradier's own values where they were usable
-    redo = ~kept & want.valid & (want.bid > 0.5)
+    # rows whose mid carries time value (deep in the money a mid at or below intrinsic has no IV, as
+    # feeds/greeks.py documents; the chain lists such strikes from the series' first day)
+    redo = ~kept & want.valid & (want.bid > 0.5) & (np.abs(want.delta) < 0.95)
     assert redo.sum() > 10 and np.all(np.isfinite(snap.delta[redo]))
     assert np.max(np.abs(snap.delta[redo] - want.delta[redo])) < 0.03  # recomputed from the mid: close to the model
     assert np.max(np.abs(snap.iv[redo] - want.iv[redo])) < 0.02

@@ -242,46 +242,32 @@ def _grid(lo: float, hi: float, step: float) -> np.ndarray:
     return np.arange(a, b + step * 0.5, step)
 
 
-def spx_strikes(ref: float, sd: float, ch, unit: float = 1.0) -> np.ndarray:
-    """SPX strike grid around ``ref`` for a series with price standard deviation ``sd``
-    (``unit`` = 0.1 gives the XSP grid: 1-point near the money, 5 beyond)."""
-    fine = max(ch.fine_sigmas * sd, ch.min_fine_points * unit)
-    lo = ref - max(ch.put_wing_sigmas * sd, 0.06 * ref)
-    hi = ref + max(ch.call_wing_sigmas * sd, 0.03 * ref)
-    far = ch.far_sigmas * sd
-    if unit == 1.0:
-        steps = (5.0, 25.0, 100.0)
-    else:
-        steps = (1.0, 5.0, 10.0)
-    parts = [
-        _grid(ref - fine, ref + fine, steps[0]),
-        _grid(max(lo, ref - far), min(hi, ref + far), steps[1]),
-        _grid(lo, hi, steps[2]),
-    ]
-    k = np.unique(np.concatenate(parts))
-    return k[k > 0]
+def _strike_steps(unit: float) -> tuple[float, float, float]:
+    return (5.0, 25.0, 100.0) if unit == 1.0 else (1.0, 5.0, 10.0)
 
 
-def spx_strike_sets(ref: float, theta: np.ndarray, ch, unit: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`spx_strikes` of every series at once (series ``j`` has standard deviation
-    ``ref * sqrt(max(theta[j], 1e-6))``): (strikes, series index), series after series, each
-    ascending; the same values as calling :func:`spx_strikes` series by series.
-
-    Every grid point is a multiple of the finest step, so each series' union of the three grids
-    is a mask over one shared grid (grid bounds compared as integer multiples, as ``_grid`` makes them).
-    """
-    E = len(theta)
-    if E == 0:
-        return np.zeros(0), np.zeros(0, np.int64)
-    sd = ref * np.sqrt(np.maximum(np.asarray(theta, dtype=np.float64), 1e-6))
+def _strike_index_bounds(ref, sd, ch, unit: float):
+    """Grid index range ``(ceil(lo / step), floor(hi / step))`` of each of the three grids
+    (fine near the money, medium, wide) for reference level(s) ``ref`` and price standard
+    deviation(s) ``sd`` (broadcast), as integer multiples of each grid's step."""
+    ref = np.asarray(ref, dtype=np.float64)
     fine = np.maximum(ch.fine_sigmas * sd, ch.min_fine_points * unit)
     lo = ref - np.maximum(ch.put_wing_sigmas * sd, 0.06 * ref)
     hi = ref + np.maximum(ch.call_wing_sigmas * sd, 0.03 * ref)
     far = ch.far_sigmas * sd
-    steps = (5.0, 25.0, 100.0) if unit == 1.0 else (1.0, 5.0, 10.0)
     bounds = [(ref - fine, ref + fine), (np.maximum(lo, ref - far), np.minimum(hi, ref + far)), (lo, hi)]
-    # grid index range of each series for each step: _grid's ceil(lo / step) .. floor(hi / step)
-    idx = [(np.ceil(a / st), np.floor(b / st)) for (a, b), st in zip(bounds, steps)]
+    return [(np.ceil(a / st), np.floor(b / st)) for (a, b), st in zip(bounds, _strike_steps(unit))]
+
+
+def _strikes_from_index(idx, unit: float) -> tuple[np.ndarray, np.ndarray]:
+    """(strikes, series index) from per-series grid index ranges (one (ia, ib) pair of arrays
+    per grid, as :func:`_strike_index_bounds` gives): series after series, each ascending.
+
+    Every grid point is a multiple of the finest step, so each series' union of the three grids
+    is a mask over one shared grid (grid bounds compared as integer multiples, as ``_grid`` makes them).
+    """
+    E = len(idx[0][0])
+    steps = _strike_steps(unit)
     base = steps[0]
     g_lo = min(float(np.min(ia * st / base)) for (ia, _), st in zip(idx, steps))
     g_hi = max(float(np.max(ib * st / base)) for (_, ib), st in zip(idx, steps))
@@ -298,11 +284,51 @@ def spx_strike_sets(ref: float, theta: np.ndarray, ch, unit: float = 1.0) -> tup
     return values[cols], rows.astype(np.int64)
 
 
-def vix_strikes(fwd_lo: float, fwd_hi: float) -> np.ndarray:
-    """VIX strikes: 0.50 apart below 15, 1 point up to ~2.5x the futures, 5 beyond."""
-    lo = max(9.0, np.floor(fwd_lo * 0.6))
-    hi = min(max(np.ceil(fwd_hi * 2.4), 30.0), 150.0)
-    k = np.concatenate([_grid(lo, min(15.0, hi), 0.5), _grid(15.0, min(hi, 60.0), 1.0), _grid(60.0, hi, 5.0)])
+def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[np.ndarray, np.ndarray]:
+    """The strikes of every series of ``und`` listed on session ``d``: (strikes, series index).
+
+    A listed strike stays listed until its expiry, as on the exchange: series ``j``'s listing on
+    day ``d`` is every strike of the three grids that any session from the series' first listing
+    day (expiry minus the root's listing horizon) to ``d`` would list around that session's open
+    (the hull of their grid index ranges, as the exchange adds strikes when the index moves and
+    fills the gaps). SPX, SPXW and XSP; VIX series list one fixed grid (:func:`vix_strikes`). The level and ATM variance of each of those sessions come from the
+    calendar-wide daily layer (the open and the variance state at the previous close), so a day's
+    listing is the same whatever range the market was built for, and it only ever grows.
+    """
+    E = len(series.root)
+    if E == 0:
+        return np.zeros(0), np.zeros(0, np.int64)
+    path = market.path
+    tl, L, ep, model = path.timeline, path.daily, path.epoch, path.model
+    ch = market.scenario.chains
+    unit = 0.1 if und == "XSP" else 1.0
+    today = tl.first + d
+    horizon = np.where(series.is_am, ch.spx_monthly_max_dte,
+                       ch.xsp_max_dte if und == "XSP" else ch.spxw_max_dte).astype("timedelta64[D]")
+    first = np.searchsorted(ep.dates, series.expiry - horizon, side="left")  # first session listing it
+    w = np.arange(int(first.min()), today + 1)
+    ref = np.exp(L.log_open[w]) * unit                                          # (W,)
+    tab, ev = model.integral_table(L.S_f[w], L.S_s[w])                          # (W, G)
+    dC = np.maximum(series.c_settle[None, :] - ep.c_open[w][:, None], 0.0)      # (W, E)
+    rows = np.broadcast_to(np.arange(len(w))[:, None], dC.shape)
+    integral = model.integral_lookup(tab, ev, dC, rows)
+    cum = np.concatenate([[0.0], L.event_cumvar])
+    i0 = np.searchsorted(L.event_R, ep.open_ns[w], side="right")[:, None]
+    i1 = np.searchsorted(L.event_R, series.settle_ns, side="right")[None, :]
+    jumps = np.maximum(cum[i1] - cum[i0], 0.0)
+    theta = model.atm_ratio * (model.rn_scale(L.S_e[w])[:, None] * integral + model.event_premium * jumps)
+    sd = ref[:, None] * np.sqrt(np.maximum(theta, 1e-6))
+    listed = w[:, None] >= first[None, :]                                        # (W, E)
+    idx = []
+    for ia, ib in _strike_index_bounds(ref[:, None], sd, ch, unit):
+        idx.append((np.where(listed, ia, np.inf).min(axis=0), np.where(listed, ib, -np.inf).max(axis=0)))
+    return _strikes_from_index(idx, unit)
+
+
+def vix_strikes() -> np.ndarray:
+    """VIX strikes of every series, from its listing to its expiry: 0.50 apart from 9 to 15, 1 point
+    to 60, 5 points to 100 (the same every day, so a held strike never leaves the chain)."""
+    k = np.concatenate([_grid(9.0, 15.0, 0.5), _grid(15.0, 60.0, 1.0), _grid(60.0, 100.0, 5.0)])
     return np.unique(k)
 
 
@@ -353,18 +379,18 @@ def build_day_chain(market, und: str, d: int) -> DayChain:
     if und == "VIX":
         fwd = market.vix_future_at(np.full(E, m0), series.exp_day)
     else:
+        # the day's own ATM variance: open interest is drawn around it
         theta = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, table)
     if und == "VIX":
         strikes, sids = [], []
         for j in range(E):
-            ks = vix_strikes(float(fwd[j]), float(fwd[j]))
+            ks = vix_strikes()
             strikes.append(ks)
             sids.append(np.full(len(ks), j))
         strike = np.concatenate(strikes) if strikes else np.zeros(0)
         sidx = np.concatenate(sids).astype(np.int64) if sids else np.zeros(0, np.int64)
     else:
-        unit = 0.1 if und == "XSP" else 1.0
-        strike, sidx = spx_strike_sets(open_px * unit, theta, ch, unit)
+        strike, sidx = listed_strike_sets(market, und, d, series)
     # calls and puts
     strike = np.concatenate([strike, strike])
     sidx = np.concatenate([sidx, sidx])

@@ -301,6 +301,11 @@ class UnderlyingPath:
     t_step: np.ndarray = None      # quote moment of each step (bar close; the open for a gap), UTC ns
     step_day: np.ndarray = None    # session index of each step
     sigma_step: np.ndarray = None  # standard deviation of each step's log return
+    #: the calendar-wide daily layer the sessions were drawn from (the same for a day whatever range
+    #: is asked): what strike listings look back on before the first simulated session
+    daily: "DailyLayer" = None
+    #: the calendar-wide sessions and variance clock (:func:`epoch_days`)
+    epoch: "EpochDays" = None
 
     def event_variance(self, t0_ns, t1_ns):
         """Physical jump variance of events realized in (t0, t1]."""
@@ -851,6 +856,7 @@ def simulate(scenario: Scenario, seed: int, start, end, calendar: MarketCalendar
         spx_open=open_, spx_high=high, spx_low=low, spx_close=close, spx_volume=volume.astype(np.float64),
         day_open=day_open, day_close=day_close, archetype=arch, day_mult=m, vix_step=None, vix9d_step=None,
         events=records, event_R=L.event_R, event_cumvar=L.event_cumvar, ignored_events=list(L.ignored),
+        daily=L, epoch=epoch_days(scenario, cal),
     )
     # ---------------------------------------------------- VIX, VIX9D per step
     K_ = len(flat)
