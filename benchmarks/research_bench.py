@@ -20,8 +20,9 @@ one: contention for caches and memory), and quiet(c) = S_cpu + the busiest worke
 sweep takes when each process has a core. Wall figures are printed too, with the load average.
 
 Targets (issue 20): trial overhead <= 5 % of the backtest; N trials on c cores <= 1.15 x N t / c.
-The model: ``wall(N, c) = S + ceil(N / c) * (t + o) * k(c)``, checked against quiet(1) and quiet(2) here; it
-gives a 1,000-trial year sweep on 32 cores and on 10 such nodes (plus 10 s for Ray to schedule).
+The model: ``wall(N, c) = S + max(ceil(N / c) * (t + o) * k(c), N * d)`` with d the driver's CPU per trial
+(it alone records trials), checked against quiet(1) and quiet(2) here; it gives a 1,000-trial year sweep on
+32 cores and on 10 such nodes (plus 10 s for Ray to schedule).
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def sweep(path: Path, folder: Path, workers: int, executor: str = "local") -> di
     from strikebench.research.sweep import Sweep
 
     t, c = time.perf_counter(), time.process_time()
-    result = Sweep(load_config(path), folder=folder, workers=workers, executor=executor, progress=False,
-                   console=Console(file=io.StringIO()), fresh=True).run()
+    run = Sweep(load_config(path), folder=folder, workers=workers, executor=executor, progress=False,
+                console=Console(file=io.StringIO()), fresh=True)
+    result = run.run()
     wall, driver_cpu = time.perf_counter() - t, time.process_time() - c
     trials = result.trials
     inner = [r["seconds"] - r["backtest_seconds"] for r in trials if r.get("backtest_seconds")]
@@ -96,7 +98,8 @@ def sweep(path: Path, folder: Path, workers: int, executor: str = "local") -> di
         per_worker_wall[pid] = per_worker_wall.get(pid, 0.0) + (r.get("seconds") or 0.0)
     cpu = [r["cpu_seconds"] for r in trials if r.get("cpu_seconds") is not None]
     bcpu = [r["backtest_cpu_seconds"] for r in trials if r.get("backtest_cpu_seconds") is not None]
-    return {"wall": wall, "driver_cpu": driver_cpu, "complete": result.complete, "failed": result.failed,
+    return {"wall": wall, "driver_cpu": driver_cpu, "driver_loop_cpu": run.loop_cpu_seconds,
+            "complete": result.complete, "failed": result.failed,
             "trial_seconds": sorted(r["seconds"] for r in trials),
             "in_worker_overhead_mean": sum(inner) / len(inner) if inner else None,
             "trial_cpu_mean": sum(cpu) / len(cpu) if cpu else None,
@@ -170,7 +173,7 @@ def main() -> None:
     # S_cpu: the driver's CPU for a one-trial sweep (study, fork, outputs) beyond the trial; quiet(c): the
     # wall the sweep would take if each process had its own core = S_cpu + the busiest worker's CPU
     s_cpu = max(0.0, s0["driver_cpu"] + (s0["trial_cpu_mean"] or 0.0) - t_cpu)
-    driver_per_trial = (s1["driver_cpu"] - s0["driver_cpu"]) / (n - 1)
+    driver_per_trial = s1["driver_loop_cpu"] / n  # the driver's CPU while the trials ran, per trial
     figures.update({
         "t_cpu": t_cpu, "S_cpu": s_cpu, "driver_cpu_per_trial": driver_per_trial,
         "trial_cpu_mean_1": s1["trial_cpu_mean"], "trial_cpu_mean_2": s2["trial_cpu_mean"],
@@ -194,8 +197,12 @@ def main() -> None:
     figures["t_year"] = ty
     o = max(o_cpu, 0.0)  # a trial's overhead is a fixed cost (config, run folder, summary, study), not per bar
     figures["n_for_1_15_on_32_year"] = _n_for(1.15, s_cpu, ty, o, 32)
-    figures["model_1000_year_32_cores_s"] = s_cpu + math.ceil(1000 / 32) * (ty + o) * figures["k_cpu_2"]
-    figures["model_1000_year_10x32_ray_s"] = s_cpu + 10 + math.ceil(1000 / 320) * (ty + o) * figures["k_cpu_2"]
+    # the driver alone records trials: N x its CPU per trial bounds the wall however many workers there are
+    d = max(driver_per_trial, 0.0)
+    figures["driver_bound_trials_per_s"] = 1 / d if d else None
+    figures["model_1000_year_32_cores_s"] = s_cpu + max(math.ceil(1000 / 32) * (ty + o) * figures["k_cpu_2"], 1000 * d)
+    figures["model_1000_year_10x32_ray_s"] = s_cpu + 10 + max(math.ceil(1000 / 320) * (ty + o) * figures["k_cpu_2"],
+                                                              1000 * d)
     for k, v in figures.items():
         print(f"{k:34s} {v:.3f}" if isinstance(v, float) else f"{k:34s} {v}")
     print(f"\nload average {figures['load_average'][0]:.1f} on {figures['cores']} cores "
@@ -218,6 +225,8 @@ def main() -> None:
           f"{100 * o_cpu / figures['t_year']:+.2f} % of a year's ({figures['t_year']:.1f} CPU s)")
     print(f"1.15 x N t / c with S included on 32 cores from N = {figures['n_for_1_15_on_32']} trials of this span, "
           f"N = {figures['n_for_1_15_on_32_year']} of a year")
+    print(f"the driver records a trial in {d * 1000:.0f} CPU ms: at most {1 / d if d else float('inf'):.0f} trials/s "
+          f"whatever the cores (a year trial every {ty / 320 if ty else 0:.3f} s on 320 cores)")
     print(f"1,000 trials of a year (t_year {ty:.1f} CPU s{'' if year else ', from the span'}): 32 cores "
           f"{figures['model_1000_year_32_cores_s'] / 60:.1f} min; 10 nodes x 32 cores on Ray "
           f"{figures['model_1000_year_10x32_ray_s'] / 60:.1f} min")

@@ -284,6 +284,7 @@ class Sweep:
 
                 pool = make_executor(self.executor_kind, self.workers, self.address)
             self.worker_count = pool.workers
+            loop_cpu = time.process_time()
             with live:
                 while True:
                     # fill free workers
@@ -317,6 +318,9 @@ class Sweep:
                                         status=self._status(finished))
                         if self.show_progress:
                             live.update(Group(progress, self._best_table(finished)))
+            # the driver's own CPU while trials ran (proposing, recording, the display): per trial, it bounds
+            # how many trials a second one driver can take (benchmarks/research_bench.py)
+            self.loop_cpu_seconds = time.process_time() - loop_cpu
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -485,6 +489,7 @@ class Sweep:
             "interrupted": result.interrupted, "elapsed_seconds": round(result.elapsed, 3),
             "infeasible": sum(1 for r in result.trials if r["state"] == "infeasible"),
             "workers": getattr(self, "worker_count", None), "executor": self.executor_kind,
+            "driver_loop_cpu_seconds": round(getattr(self, "loop_cpu_seconds", 0.0), 3),
             "objectives": [o.model_dump() for o in self.objectives],
             "best": [{k: v for k, v in b.items() if k not in ("summary", "market_facts")} for b in result.best],
         }, indent=2, default=str) + "\n")
