@@ -269,3 +269,18 @@ def _check_trades_whole(j):
         if pnl is not None:
             assert sum(Decimal(f[0]) for f in fills) == Decimal(pnl), trade_id
             assert sum(Decimal(f[1]) for f in fills) == Decimal(fees), trade_id
+
+
+@pytest.mark.parametrize("command", [["paper", "--clock", "replay", "--day", "2024-01-08"],
+                                     ["trade", "--clock", "replay", "--from", "2024-01-08", "--to", "2024-01-08"]])
+def test_paper_and_account_runs_refuse_a_postgres_journal_before_making_anything(tmp_path, capsys, command,
+                                                                                   monkeypatch):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(CONFIG.replace("broker:\n", "broker:\n  name: paper\n")
+                   + f"journal: {{url: 'postgresql://sb:{PASSWORD}@127.0.0.1:1/x'}}\n")
+    monkeypatch.chdir(tmp_path)  # an account folder would default to ./accounts/NAME
+    assert main([command[0], str(cfg), *command[1:], "--set", f"output.dir={tmp_path / 'out'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "keeps its journal in its folder" in err and "postgresql://sb:***@127.0.0.1:1/x" in err
+    assert PASSWORD not in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]

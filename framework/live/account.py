@@ -235,8 +235,12 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
         from strikebench.config import load_config
         from strikebench.plugin_manager import get_plugin_manager
 
+        from strikebench.live.launch import _refuse_postgres_journal
+
         _pm = get_plugin_manager()
-        live_broker_plugin(load_config(config, overrides, registry=_pm.registry), _pm, live=live or dry_run)
+        resolved = load_config(config, overrides, registry=_pm.registry)
+        _refuse_postgres_journal(resolved, what="an account")  # its journal lives in the account folder
+        live_broker_plugin(resolved, _pm, live=live or dry_run)
     acct = Account(config, overrides, account=account, dry_run=dry_run)
     pid = running_trader(acct.dir)
     if pid is not None:

@@ -149,8 +149,8 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     from strikebench.engine.runner import check_run_targets
     from strikebench.userfiles import make_dir, prepare_output_dir, remove_created
 
-    check_run_targets(resolved)  # output.dir and journal.url: checked before anything is made
     _refuse_postgres_journal(resolved)
+    check_run_targets(resolved)  # output.dir and journal.url: checked before anything is made
     prepare_output_dir(run_dir, key="--run-dir" if explicit_run_dir else "run folder")
     rd = Path(run_dir)
     created = make_dir(rd, key="--run-dir" if explicit_run_dir else "run folder")
@@ -201,16 +201,17 @@ def _start(rd, config, overrides, clock, speed, day, dry_run, live_args, resolve
     return summary
 
 
-def _refuse_postgres_journal(resolved) -> None:
-    """A paper run's journal holds its live state and sits beside the broker's record: SQLite, in the run folder."""
+def _refuse_postgres_journal(resolved, what: str = "a paper run") -> None:
+    """A paper run's or an account's journal holds its live state and sits beside the broker's record: SQLite, in
+    its folder. A PostgreSQL ``journal.url`` there is refused before anything is made."""
     from strikebench.errors import ConfigError
     from strikebench.journal_db import is_postgres, mask_url
 
     url = resolved.config.journal.url
     if url and is_postgres(url):
-        raise ConfigError(f"journal.url: {mask_url(url)}: a paper run keeps its journal in its run folder (SQLite: "
-                          f"its live state resumes from it); copy it to PostgreSQL afterwards with "
-                          f"`strikebench journal copy RUN_DIR/journal.sqlite URL`")
+        raise ConfigError(f"journal.url: {mask_url(url)}: {what} keeps its journal in its folder (SQLite: its "
+                          f"live state resumes from it); copy it to PostgreSQL afterwards with "
+                          f"`strikebench journal copy FOLDER/journal.sqlite URL`")
 
 
 def paper_status(run_dir, run_id: str | None = None) -> dict:
