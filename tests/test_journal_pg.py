@@ -284,3 +284,17 @@ def test_paper_and_account_runs_refuse_a_postgres_journal_before_making_anything
     assert "keeps its journal in its folder" in err and "postgresql://sb:***@127.0.0.1:1/x" in err
     assert PASSWORD not in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
+
+
+def test_the_dashboard_names_a_postgres_journal_without_its_password(pg_runs):
+    pytest.importorskip("fastapi")
+    from strikebench.dashboard.sources import open_source
+
+    url = pg_runs[0]
+    assert PASSWORD in url
+    src = open_source(url)
+    try:
+        assert PASSWORD not in src.label and PASSWORD not in json.dumps(src.describe(), default=str)
+        assert "***" in src.label
+    finally:
+        src.close()

@@ -137,7 +137,9 @@ class RunSource:
     def __init__(self, arg: str, label: str, run_id: str | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.arg, self.label = arg, label
+        from strikebench.journal_db import mask_url
+
+        self.arg, self.label = arg, mask_url(label)  # a journal URL's password is never shown
         # an SQLite connection is used by the thread that made it: every journal read runs on this one thread
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-journal")
         try:
