@@ -88,8 +88,9 @@ def _stat(path, key, what: str, error) -> os.stat_result:
 
 
 def check_file(path, *, what: str = "file", key: str | None = None, error=ConfigError,
-               max_bytes: int | None = None) -> os.stat_result:
-    """The path is an existing regular file (not a folder, FIFO, device), within ``max_bytes``."""
+               max_bytes: int | None = None, nonempty: bool = False) -> os.stat_result:
+    """The path is an existing regular file (not a folder, FIFO, device), within ``max_bytes``
+    (and, with ``nonempty``, not empty)."""
     st = _stat(path, key, what, error)
     if stat.S_ISDIR(st.st_mode):
         raise error(f"{label(path, key)}: is a folder, expected {_a(what)}")
@@ -98,6 +99,8 @@ def check_file(path, *, what: str = "file", key: str | None = None, error=Config
         raise error(f"{label(path, key)}: is {kind}, expected {_a(what)}")
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{label(path, key)}: {_size(st.st_size)} is over the {_size(max_bytes)} limit of {_a(what)}")
+    if nonempty and st.st_size == 0:
+        raise error(f"{label(path, key)}: empty file, expected {_a(what)}")
     return st
 
 

@@ -235,11 +235,7 @@ def read_dataset(path) -> tuple[pd.DataFrame, dict]:
     from strikebench.userfiles import check_file
 
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: no such dataset file")
-    st = check_file(p, what="dataset file", error=DataError)
-    if st.st_size == 0:
-        raise DataError(f"{path}: empty file, not a dataset")
+    check_file(p, what="dataset file", error=DataError, nonempty=True)
     try:
         table = pq.read_table(p)
     except Exception as exc:  # pyarrow raises several kinds for a file that is not Parquet

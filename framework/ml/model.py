@@ -143,11 +143,7 @@ def load_model(path) -> ModelFile:
     from strikebench.userfiles import check_file
 
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"{path}: no such model file")
-    st = check_file(p, what="model file", error=DataError)
-    if st.st_size == 0:
-        raise DataError(f"{path}: empty file, not a model")
+    st = check_file(p, what="model file", error=DataError, nonempty=True)
     if st.st_size > _MAX_BYTES:
         raise DataError(f"{path}: {st.st_size:,} bytes, larger than a model file may be ({_MAX_BYTES:,})")
     data = p.read_bytes()
