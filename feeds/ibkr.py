@@ -175,19 +175,12 @@ class IBKRMarket(LiveSessionMarket):
         day = pd.Timestamp(day).date()
         return [e for e in self._listed[underlying] if e >= day]
 
-    def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
+    def _fetch_snapshot(self, underlying: str, at: pd.Timestamp, expiries: list[dt.date]) -> ChainSnapshot:
         from strikebench.brokers.ibkr_data import fetch_chain
         from strikebench.options.contracts import OptionContract
 
-        at = pd.Timestamp(at).tz_convert(NY)
-        if expiries is None:
-            expiries = [e for e in self.listed_expiries(underlying, at.date())
-                        if (e - at.date()).days <= self.params.max_dte]
-        key = (underlying, at, tuple(expiries))
-        if key in self._snaps:
-            return self._snaps[key]
         self.session.ensure()
-        chain = fetch_chain(self.ib, underlying, at=at, expiries=list(expiries), width=self.params.strike_width,
+        chain = fetch_chain(self.ib, underlying, at=at, expiries=expiries, width=self.params.strike_width,
                             rate=self.params.rate, timeout=self.params.timeout_seconds, qualified=self._contracts)
         snap = chain.snapshot
         why = {}
@@ -201,7 +194,6 @@ class IBKRMarket(LiveSessionMarket):
             self.notes.append(f"{underlying} chain at {at:%H:%M}: IB sent {chain.market_data_type} quotes "
                               f"(asked for {self.params.market_data_type})")
         self.quotes_type = chain.market_data_type
-        self._snaps = {key: snap}  # the latest only: a live session asks for now
         return snap
 
     def greeks_flags(self, underlying: str, at) -> dict[str, str]:

@@ -146,6 +146,23 @@ class LiveSessionMarket:
         return None
 
     # ------------------------------------------------------------ leg quotes
+    def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None):
+        """The chain at ``at`` (every listed expiry within ``params.max_dte`` unless ``expiries`` names them),
+        fetched by :meth:`_fetch_snapshot`; the latest one is kept (a live session asks for now)."""
+        at = pd.Timestamp(at).tz_convert(NY)
+        if expiries is None:
+            expiries = [e for e in self.listed_expiries(underlying, at.date())
+                        if (e - at.date()).days <= self.params.max_dte]
+        key = (underlying, at, tuple(expiries))
+        snap = self._snaps.get(key)
+        if snap is None:
+            snap = self._fetch_snapshot(underlying, at, list(expiries))
+            self._snaps = {key: snap}
+        return snap
+
+    def _fetch_snapshot(self, underlying: str, at: pd.Timestamp, expiries: list[dt.date]):
+        raise NotImplementedError
+
     def leg_quotes(self, contracts: Sequence, day) -> LegQuotes:
         key = tuple(contracts)
         for k, lq in self._legs:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -96,20 +96,11 @@ class TradierMarket(LiveSessionMarket):
         day = pd.Timestamp(day).date()
         return [e for e in self.api.expirations(underlying) if e >= day]
 
-    def snapshot(self, underlying: str, at, expiries: Sequence[dt.date] | None = None) -> ChainSnapshot:
-        at = pd.Timestamp(at).tz_convert(NY)
-        if expiries is None:
-            expiries = [e for e in self.listed_expiries(underlying, at.date())
-                        if (e - at.date()).days <= self.params.max_dte]
-        key = (underlying, at, tuple(expiries))
-        if key in self._snaps:
-            return self._snaps[key]
+    def _fetch_snapshot(self, underlying: str, at: pd.Timestamp, expiries: list[dt.date]) -> ChainSnapshot:
         rows = []
         for e in expiries:
             rows += self.api.chain(underlying, e)
-        snap = self._to_snapshot(underlying, at, rows)
-        self._snaps = {key: snap}  # the latest only: a live session asks for now
-        return snap
+        return self._to_snapshot(underlying, at, rows)
 
     def _spot(self, underlying: str, at) -> float:
         v = self.bar_spot(underlying, at)
