@@ -33,7 +33,7 @@ BASE = {
 
 
 def sb(*args, cwd, check=True) -> subprocess.CompletedProcess:
-    p = subprocess.run([STRIKEBENCH, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+    p = subprocess.run([STRIKEBENCH, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900)
     if check:
         assert p.returncode == 0, p.stdout + p.stderr
     return p
@@ -152,7 +152,7 @@ def test_restart_in_the_middle_of_a_session_equals_backtest(tmp_path, reference)
             f"end='{SPAN[1]}', speed=0, stop_after_bars=150, stop_after_sessions=None, say=print)")
     # the first call completes nothing past 150 bars of the first session; a second one the same in the next
     for _ in range(2):
-        p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
         assert p.returncode == 0, p.stdout + p.stderr
     sessions = sqlite3.connect(acct / "journal.sqlite").execute(
         "SELECT day, completed FROM account_sessions ORDER BY day").fetchall()

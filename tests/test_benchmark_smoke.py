@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_benchmark_script_runs_tiny_and_writes_json(tmp_path):
     out = tmp_path / "latest.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--size", "tiny", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env={"COLUMNS": "150", "PATH": ""})
+                          capture_output=True, text=True, timeout=900, env={"COLUMNS": "150", "PATH": ""})
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["size"] == "tiny"

@@ -32,7 +32,7 @@ def cfg(tmp_path, broker, name="c.yaml") -> Path:
 
 
 def sb(*args, cwd, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([STRIKEBENCH, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300,
+    return subprocess.run([STRIKEBENCH, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "COLUMNS": "250", **(env or {})})
 
 

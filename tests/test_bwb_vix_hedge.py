@@ -524,7 +524,7 @@ def backtest_and_reconcile(config: Path, out: Path) -> tuple[Path, pd.DataFrame]
     proc = subprocess.run(
         [sys.executable, "-m", "strikebench.cli", "backtest", str(config), "--quiet", "--set", f"output.dir={out}"],
         capture_output=True, text=True, env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "", "MPLBACKEND": "Agg"},
-        timeout=300,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = list(out.iterdir())

@@ -26,7 +26,7 @@ def year_run(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-m", "strikebench.cli", "backtest", str(CONFIG), "--quiet", "--set", f"output.dir={out}"],
         capture_output=True, text=True, env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "", "MPLBACKEND": "Agg"},
-        timeout=600,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = list(out.iterdir())

@@ -101,7 +101,7 @@ def run_dir(folder) -> Path:
     path = folder / "bt.yaml"
     path.write_text(yaml.safe_dump(CONFIG))
     p = subprocess.run([STRIKEBENCH, "backtest", str(path), "--quiet", "--set", f"output.dir={folder / 'runs'}",
-                        "--set", "output.plots=false"], cwd=folder, capture_output=True, text=True, timeout=300)
+                        "--set", "output.plots=false"], cwd=folder, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
     return next((folder / "runs").glob("dash-*"))
 

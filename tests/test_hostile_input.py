@@ -423,7 +423,7 @@ def finished_run(tmp_path_factory):
     """One real two-day backtest; tests copy its folder and damage the copy."""
     root = tmp_path_factory.mktemp("finished")
     (root / "run.yaml").write_text(VALID)
-    res = cli(root, "backtest", "run.yaml", "--quiet", timeout=300)
+    res = cli(root, "backtest", "run.yaml", "--quiet", timeout=900)
     assert res.returncode == 0, res.stderr
     (run_dir,) = (root / "runs").iterdir()
     return run_dir

@@ -30,7 +30,7 @@ def _config(tmp_path, port) -> Path:
 
 def _trade(cfg, acct, cwd):
     return subprocess.run([STRIKEBENCH, "trade", str(cfg), "--account", str(acct), "--clock", "replay", "--from", DAY,
-                           "--to", DAY, "--speed", "0"], cwd=cwd, capture_output=True, text=True, timeout=300)
+                           "--to", DAY, "--speed", "0"], cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def test_trade_a_session_through_tws_then_again_sends_nothing_twice(tmp_path):

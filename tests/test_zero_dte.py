@@ -195,7 +195,7 @@ def cli_run(tmp_path_factory):
         [sys.executable, "-m", "strikebench.cli", "backtest", str(CONFIG), "--quiet", "--set", f"output.dir={out}",
          "--set", "data.end=2023-01-31"],
         capture_output=True, text=True, env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": "", "MPLBACKEND": "Agg"},
-        timeout=300,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = list(out.iterdir())
