@@ -58,6 +58,7 @@ _ROWS = [
     ("worst_day", "Worst day ($)", "{:+,.2f}"),
     ("sharpe", "Sharpe (daily, annualized)", "{:.2f}"),
     ("decisions", "Decisions", "{:,}"),
+    ("vetoed_entries", "Entries vetoed by risk", "{:,}"),
     ("vetoed_orders", "Orders vetoed by risk", "{:,}"),
 ]
 
@@ -137,6 +138,16 @@ def is_url(run_dir) -> bool:
 # ------------------------------------------------------------------ figures
 def _cents(text) -> int:
     return int((Decimal(text) * 100).to_integral_value())
+
+
+def vetoed_entries(decisions) -> int:
+    """How many entries a risk manager vetoed before they were sent: a strategy asks the gate first
+    (``ctx.would_veto``) and records the TRADE it would have made as a SKIP whose reason starts
+    ``risk:`` (see :func:`strikebench.strategies.spreads.decide_and_enter`), so no order exists for
+    them and "Orders vetoed by risk" (orders the gate refused when sent) does not count them."""
+    if not len(decisions):
+        return 0
+    return int(((decisions["action"] == "SKIP") & decisions["reason"].astype(str).str.startswith("risk:")).sum())
 
 
 def _dollars(cents: int) -> float:
@@ -228,6 +239,7 @@ def journal_summary(journal, run: dict, run_dir=None) -> dict:
         "best_day": _dollars(max(daily_c)) if daily_c else None,
         "sharpe": _sharpe(series),
         "decisions": int(len(decisions)),
+        "vetoed_entries": vetoed_entries(decisions),
         "vetoed_orders": vetoed,
         "breaker_trips": trips,
         "approximated_settlements": (int(trades["settlement_note"].notna().sum())

@@ -172,6 +172,9 @@ def test_guardrails_veto_and_the_decision_says_which():
     assert not engine.portfolio.all_trades()
     risk = [d for d in engine.decisions if d.reason.startswith("risk:")]
     assert risk and all("per_trade_max_loss: worst-case loss" in d.reason for d in risk)
+    # the gate was asked before sending (ctx.would_veto), so no order exists: the entries count, the orders do not
+    summary = engine.summary()
+    assert summary["vetoed_entries"] == len(risk) and summary["vetoed_orders"] == 0
     # the last hour: 15:00 is 60 minutes before the close
     last = engine.decisions[-1]
     assert last.decided_at.time() == dt.time(15) and "no_new_risk_window" in last.reason
@@ -237,6 +240,10 @@ def test_the_cli_run_logs_a_matrix_every_slot_and_journals_the_vetoes(cli_run):
     assert all(r.startswith("price") or "no_new_risk_window" in r or r.startswith("risk:") or "VIX" in r
                for r in at_15.reason)
     assert (at_15.action == "SKIP").all()
+    # the report counts the entries the risk managers vetoed (SKIPs naming a rule), read here from decisions.csv
+    summary = json.loads((cli_run / "summary.json").read_text())
+    risk_skips = int(((decisions.action == "SKIP") & decisions.reason.str.startswith("risk:")).sum())
+    assert risk_skips > 0 and summary["vetoed_entries"] == risk_skips
     db = sqlite3.connect(cli_run / "journal.sqlite")
     context = json.loads(db.execute("select context from context_snapshots c join trade_decisions d "
                                     "on d.context_id = c.context_id where d.action = 'TRADE' limit 1").fetchone()[0])

@@ -396,6 +396,8 @@ class Engine:
             "max_drawdown": round(drawdown, 2),
             "max_drawdown_per_bar": round(bar_drawdown, 2),
             "decisions": len(self.decisions),
+            "vetoed_entries": sum(1 for d in self.decisions
+                                  if d.action == "SKIP" and str(d.reason).startswith("risk:")),
             "vetoed_orders": len(self.vetoes),
             "approximated_settlements": self.approximated_settlements,
         }

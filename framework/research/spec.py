@@ -20,7 +20,8 @@ __all__ = ["ParamSpace", "Objective", "SweepConfig", "WalkForwardConfig", "Scena
 #: Figures of a run's summary an objective may name (``per_strategy.ID.FIELD`` names one strategy's).
 SUMMARY_OBJECTIVES = (
     "return_pct", "final_equity", "realized_pnl", "max_drawdown", "max_drawdown_per_bar", "worst_day",
-    "best_day", "sharpe", "win_rate", "trades", "fees", "open_trades", "decisions", "vetoed_orders",
+    "best_day", "sharpe", "win_rate", "trades", "fees", "open_trades", "decisions", "vetoed_entries",
+    "vetoed_orders",
 )
 PER_STRATEGY_OBJECTIVES = ("trades", "wins", "win_rate", "realized_pnl", "fees", "avg_pnl", "worst_trade",
                            "best_trade", "avg_entry_credit")
