@@ -596,6 +596,8 @@ class Journal:
         self._wrote = False  # only a connection that wrote checkpoints on close (a reader must not wait on a writer)
         self._seq: dict[str, int] = {}
         self._db = None
+        self._pending_orders: dict[tuple, list] = {}  # (run, order id) -> [fixed columns, latest state]
+        self._pending_events: list[tuple] = []
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)  # what every message names: never the password
             self._open_postgres(create)
@@ -666,6 +668,8 @@ class Journal:
 
     def commit(self) -> None:
         """Commit the open session transaction, if any (a no-op when every event commits itself)."""
+        if self._db is not None and (self._pending_orders or self._pending_events):
+            self._flush_orders()
         if self._db is not None and self._db.in_transaction:
             self._db.execute("COMMIT")
 
@@ -718,10 +722,12 @@ class Journal:
 
     def execute(self, sql: str, params=()) -> list[sqlite3.Row]:
         """Run a read query (for ad-hoc inspection and tests)."""
+        self._flush_orders()
         return self._db.execute(sql, params).fetchall()
 
     def frame(self, sql: str, params=()) -> pd.DataFrame:
         """A read query as a DataFrame (every money column stays text)."""
+        self._flush_orders()
         cur = self._db.execute(sql, params)
         cols = [c[0] for c in cur.description]
         return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols, dtype=object)
@@ -938,28 +944,64 @@ class Journal:
         return r
 
     # ---------------------------------------------------------------- orders
+    _ORDER_UPSERT = (
+        "INSERT INTO orders(order_id, run_id, strategy, trade_id, decision_id, opens, order_type, tif, quantity,"
+        " limit_price, legs, reason, created_at, status, status_reason, filled_quantity, avg_fill_price,"
+        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(run_id, order_id) DO UPDATE SET status = excluded.status,"
+        " status_reason = excluded.status_reason, filled_quantity = excluded.filled_quantity,"
+        " avg_fill_price = excluded.avg_fill_price, updated_at = excluded.updated_at")
+    _EVENT_INSERT = ("INSERT INTO order_events(run_id, order_id, at, previous, status, reason)"
+                     " VALUES (?, ?, ?, ?, ?, ?)")
+
     def record_order_event(self, run_id: str, order, event) -> None:
-        """Upsert the order's current state and append the transition, in one transaction."""
-        legs = [{"occ_symbol": leg.contract.occ_symbol.strip(), "ratio": int(leg.ratio)} for leg in order.legs]
+        """Upsert the order's current state and append the transition, in one transaction.
+
+        Under :meth:`commit_per_session` (a backtest) the order's row and its transitions are kept in
+        memory and written when the session commits (:meth:`commit`; also before any read through this
+        journal): the same rows, in the same order, as writing each event at once (an order's row is
+        its first event's insert with its last event's state, which is what the upserts leave), for
+        one statement per order instead of two per transition. Nothing is lost that the session's
+        transaction would have kept: a process killed mid-session loses the whole session either way."""
         at = iso_time(getattr(event, "at", None) or order.created_at)
+        key = (run_id, order.client_id)
+        state = (_enum(order.status), order.status_reason or "", int(order.filled_quantity),
+                 points_text(order.avg_fill_price), at)
+        ev = None if event is None else (run_id, order.client_id, at, _enum(event.previous), _enum(event.status),
+                                         event.reason or "")
+        if self._per_session:
+            row = self._pending_orders.get(key)
+            if row is None:
+                self._pending_orders[key] = row = [self._order_fixed(run_id, order), state]
+            else:
+                row[1] = state
+            if ev is not None:
+                self._pending_events.append(ev)
+            return
         with self._tx() as db:
-            decision_id = self._decision_of_trade(db, run_id, order.trade_id) if order.opens else None
-            db.execute(
-                "INSERT INTO orders(order_id, run_id, strategy, trade_id, decision_id, opens, order_type, tif, quantity,"
-                " limit_price, legs, reason, created_at, status, status_reason, filled_quantity, avg_fill_price,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT(run_id, order_id) DO UPDATE SET status = excluded.status,"
-                " status_reason = excluded.status_reason, filled_quantity = excluded.filled_quantity,"
-                " avg_fill_price = excluded.avg_fill_price, updated_at = excluded.updated_at",
-                (order.client_id, run_id, order.strategy or "", order.trade_id, decision_id, int(bool(order.opens)),
-                 _enum(order.order_type), _enum(order.tif), int(order.quantity), points_text(order.limit_price),
-                 to_json(legs, sort_keys=False), order.reason or "", iso_time(order.created_at), _enum(order.status),
-                 order.status_reason or "", int(order.filled_quantity), points_text(order.avg_fill_price), at))
-            if event is not None:
-                db.execute("INSERT INTO order_events(run_id, order_id, at, previous, status, reason)"
-                           " VALUES (?, ?, ?, ?, ?, ?)",
-                           (run_id, order.client_id, at, _enum(event.previous), _enum(event.status),
-                            event.reason or ""))
+            db.execute(self._ORDER_UPSERT, self._order_fixed(run_id, order, db) + state)
+            if ev is not None:
+                db.execute(self._EVENT_INSERT, ev)
+
+    def _order_fixed(self, run_id: str, order, db=None) -> tuple:
+        """The columns of an order's row its later events never change (its first event's values)."""
+        legs = [{"occ_symbol": leg.contract.occ_symbol.strip(), "ratio": int(leg.ratio)} for leg in order.legs]
+        decision_id = self._decision_of_trade(db or self._db, run_id, order.trade_id) if order.opens else None
+        return (order.client_id, run_id, order.strategy or "", order.trade_id, decision_id, int(bool(order.opens)),
+                _enum(order.order_type), _enum(order.tif), int(order.quantity), points_text(order.limit_price),
+                to_json(legs, sort_keys=False), order.reason or "", iso_time(order.created_at))
+
+    def _flush_orders(self) -> None:
+        """Write the order rows and transitions kept in memory (see :meth:`record_order_event`)."""
+        if not self._pending_orders and not self._pending_events:
+            return
+        orders, events = self._pending_orders, self._pending_events
+        self._pending_orders, self._pending_events = {}, []
+        with self._tx() as db:
+            for fixed, state in orders.values():
+                db.execute(self._ORDER_UPSERT, fixed + state)
+            for ev in events:
+                db.execute(self._EVENT_INSERT, ev)
 
     @staticmethod
     def _decision_of_trade(db, run_id: str, trade_id: str | None) -> str | None:
@@ -1190,6 +1232,7 @@ class ReadOnlyJournal(Journal):
         self.backend = backend_of(self.url)
         self._seq = {}
         self._db = None
+        self._pending_orders, self._pending_events = {}, []
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)
             self._open_postgres_read_only()

@@ -232,3 +232,36 @@ def test_the_exit_curve_prices_every_minute_as_a_fill_would(combo, model):
     for i in range(3):
         one = model.fill_price(order, rows_bid[i], rows_ask[i])
         assert (one is None and np.isnan(curve[i])) or one == curve[i]
+
+
+def test_one_order_is_priced_exactly_as_its_minute_of_a_session_curve():
+    """settle_fill_prices on one order's legs (Python floats) gives the same float, NaN and sign as the
+    vectorised path on the same quotes as one row of a curve, over roots, grids, ratios, limits and
+    untradeable quotes (zero, crossed, NaN)."""
+    rng = np.random.default_rng(15)
+    roots = {"SPXW": 4000.0, "SPX": 4000.0, "XSP": 400.0, "VIX": 60.0}
+    checked = filled = 0
+    for _ in range(1200):
+        root = str(rng.choice(list(roots)))
+        n = int(rng.choice([1, 2, 2, 3, 4]))
+        step = 0.5 if root == "XSP" else 5.0
+        legs = [Leg(OptionContract(root, dt.date(2023, 3, 15), roots[root] + step * int(rng.integers(-8, 9)),
+                                   str(rng.choice(["C", "P"]))), int(rng.choice([1, -1, 2, -2]))) for _ in range(n)]
+        bid = np.round(rng.uniform(0, 30, n), int(rng.choice([1, 2, 3])))
+        bid[rng.random(n) < 0.05] = 0.0
+        bid[rng.random(n) < 0.03] = np.nan
+        ask = bid + rng.choice([0.05, 0.1, 0.35, 0.0, -0.05], n)
+        raw = float(rng.uniform(-25, 25))
+        limit = None if rng.random() < 0.6 else float(rng.uniform(-15, 15))
+        at_limit = bool(rng.random() < 0.3)
+        as_of = [dt.date(2022, 6, 1), dt.datetime(2023, 3, 1, 10, 0), None][int(rng.integers(3))]
+        pricing = combo_pricing(legs, as_of=as_of)
+        one = settle_fill_prices(pricing, raw, bid, ask, limit=limit, at_limit=at_limit)
+        row = settle_fill_prices(pricing, np.array([raw]), bid[None, :], ask[None, :], limit=limit,
+                                 at_limit=at_limit)[0]
+        assert type(one) is float
+        assert (math.isnan(one) and math.isnan(row)) or (one == row and math.copysign(1, one) == math.copysign(1, row)), \
+            (legs, bid, ask, raw, limit, at_limit)
+        checked += 1
+        filled += one == one
+    assert checked == 1200 and filled > 400

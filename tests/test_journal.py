@@ -754,3 +754,72 @@ def test_the_resolved_config_after_overrides_is_journaled_and_reported(configure
     assert main(["report", str(out)]) == 0
     html = (out / "report.html").read_text()
     assert "Config the run used" in html and "--set strategies[0].params.min_credit=0.50" in html
+
+
+def test_a_backtest_journal_buffers_order_rows_to_the_commit_and_writes_what_write_through_writes(tmp_path):
+    """Order rows and transitions of a backtest (one transaction per session) are written at the session's
+    commit: the same orders and order_events rows, in the same order, as a journal writing every event at
+    once; a read through the journal mid-session sees them; nothing of an uncommitted session is on disk."""
+    from strikebench.engine.broker import OrderTransition
+    from strikebench.options.orders import Order, OrderStatus, OrderType
+
+    t0 = dt.datetime(2024, 1, 10, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    legs = (Leg(P4700, -1), Leg(P4695, +1))
+
+    def events():
+        """(order, previous, status, minutes after t0, reason): an entry filled, an exit that works into the
+        next session (GTC) and fills there, an entry rejected."""
+        entry = Order("O-e", legs, 1, OrderType.LIMIT, -1.25, strategy="s", trade_id="T-s-1-abc", created_at=t0)
+        exit_ = Order("X-e", tuple(l.reversed() for l in legs), 1, OrderType.LIMIT, 0.40, TimeInForce.GTC,
+                      strategy="s", trade_id="T-s-1-abc", opens=False, created_at=t0 + dt.timedelta(minutes=5))
+        rejected = Order("O-r", legs, 2, OrderType.MARKET, strategy="s", trade_id="T-s-2-def", created_at=t0)
+        yield entry, OrderStatus.SUBMITTED, 0, ""
+        yield entry, OrderStatus.ACCEPTED, 0, ""
+        yield entry, OrderStatus.FILLED, 1, ""
+        yield exit_, OrderStatus.SUBMITTED, 5, ""
+        yield exit_, OrderStatus.ACCEPTED, 5, ""
+        yield rejected, OrderStatus.REJECTED, 7, "buying power"
+        yield "commit", None, None, None
+        yield exit_, OrderStatus.FILLED, 60 * 24, ""
+
+    def journal_all(path, per_session: bool):
+        j = Journal(path)
+        j.start_run("r", name="r", mode="backtest")
+        if per_session:
+            j.commit_per_session()
+        j.record_decision("r", dataclasses.replace(_decision(), decision_id="s-1"), None)
+        seen_mid_session = None
+        for order, status, minutes, reason in events():
+            if order == "commit":
+                j.commit()
+                continue
+            previous, order.status, order.status_reason = order.status, status, reason
+            if status == OrderStatus.FILLED:
+                order.filled_quantity, order.avg_fill_price = order.quantity, order.limit_price
+            j.record_order_event("r", dataclasses.replace(order, fills=[]),
+                                 OrderTransition(order.client_id, previous, status,
+                                                 t0 + dt.timedelta(minutes=minutes), reason))
+            if order.client_id == "O-r" and per_session:
+                on_disk = rows(path, "SELECT COUNT(*) FROM orders")[0][0]
+                seen_mid_session = (on_disk, len(j.execute("SELECT * FROM orders")))
+        j.commit()
+        out = ([tuple(r) for r in j.execute("SELECT * FROM orders ORDER BY rowid")],
+               [tuple(r) for r in j.execute("SELECT * FROM order_events ORDER BY event_id")])
+        j.close()
+        return out, seen_mid_session
+
+    (orders_a, events_a), _ = journal_all(tmp_path / "through.sqlite", per_session=False)
+    (orders_b, events_b), seen = journal_all(tmp_path / "buffered.sqlite", per_session=True)
+    assert orders_b == orders_a and events_b == events_a
+    assert [o[0] for o in orders_a] == ["O-e", "X-e", "O-r"] and len(events_a) == 7
+    by_id = {o[0]: o for o in orders_a}
+    assert by_id["O-e"][4] == "s-1"  # decision_id found from the trade id at the order's first event
+    assert by_id["X-e"][13:] == ("filled", "", 1, "0.40", "2024-01-11T10:00:00-05:00")  # its last event's state
+    assert seen == (0, 3)  # nothing on disk before the commit; the journal's own read sees all three
+
+
+def _decision():
+    from strikebench.api import Decision
+
+    return Decision(strategy="s", decided_at=dt.datetime(2024, 1, 10, 10, 0, tzinfo=dt.timezone.utc), action="TRADE",
+                    reason="test")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from typing import Callable, Sequence
 
 import backtrader as bt
@@ -310,9 +311,9 @@ class OptionsBroker(bt.BrokerBase):
         fill = Fill(fill_id=f"{order.client_id}-F{next(self._fill_ids)}", client_id=order.client_id,
                     filled_at=self._now, quantity=qty, net_price=price, leg_prices=leg_prices, fees=fees,
                     leg_quotes=tuple((float(x), float(y)) for x, y in zip(bid, ask)))
-        for c, x, y in zip(contracts, bid, ask):  # the leg's mark when opened, should it never be quoted again
-            if usable_quotes(x, y) and c not in self._last_mark:
-                self._last_mark[c] = float((x + y) * 0.5)
+        for c, x, y in zip(contracts, bid.tolist(), ask.tolist()):  # the leg's mark when opened, should it never be quoted again
+            if c not in self._last_mark and _usable(x, y):
+                self._last_mark[c] = (x + y) * 0.5
         order.fills.append(fill)
         order.filled_quantity += qty
         order.avg_fill_price = price
@@ -341,6 +342,11 @@ class OptionsBroker(bt.BrokerBase):
             values = self._leg_marks(contracts) @ weights
             total = values if total is None else total + values
         self._position_value = np.nan_to_num(total, nan=0.0)
+
+
+def _usable(bid: float, ask: float) -> bool:
+    """``usable_quotes`` of one leg's quote in Python floats."""
+    return math.isfinite(bid) and math.isfinite(ask) and bid >= 0.0 and ask > 0.0 and bid <= ask
 
 
 def _has_model_price(fill_model) -> bool:

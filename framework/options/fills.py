@@ -43,7 +43,7 @@ from typing import Sequence
 
 import numpy as np
 
-from strikebench.options.ticks import round_to_tick
+from strikebench.options.ticks import round_to_tick, tick_rule_for
 
 __all__ = [
     "ComboPricing",
@@ -87,10 +87,19 @@ def limit_on_grid(limit: float, root: str, *, complex_order: bool, as_of=None) -
     return float(round_to_tick(float(limit), root, direction="down", complex_order=complex_order, as_of=as_of))
 
 
+def _leg_tradeable(r: float, b: float, a: float) -> bool:
+    """One leg of :func:`tradeable` in Python floats (the same comparisons as ``usable_quotes``)."""
+    return (math.isfinite(b) and math.isfinite(a) and b >= 0.0 and a > 0.0 and b <= a
+            and (r > 0 or b > 0.0))
+
+
 def tradeable(ratios, bid, ask) -> np.ndarray:
     """Per row (legs on the last axis): every leg usable, and every sold leg has a positive bid."""
     from strikebench.options.chain import usable_quotes
 
+    if type(bid) is np.ndarray and bid.ndim == 1 and type(ask) is np.ndarray and ask.ndim == 1:
+        # one order's legs (the common case): Python floats, a bool (numpy's per-call cost dominates here)
+        return all(_leg_tradeable(r, b, a) for r, b, a in zip(np.asarray(ratios).tolist(), bid.tolist(), ask.tolist()))
     bid, ask = np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64)
     ok = usable_quotes(bid, ask)
     with np.errstate(invalid="ignore"):
@@ -109,6 +118,15 @@ class ComboPricing:
     high: float  #: greatest payoff at expiry, on the grid (rounded down); inf when unbounded
     as_of: object = None
 
+    @property
+    def ratio_list(self) -> list[float]:
+        """The ratios as Python floats (the one-order path of :func:`settle_fill_prices`)."""
+        got = self.__dict__.get("_ratio_list")
+        if got is None:
+            got = self.ratios.tolist()
+            object.__setattr__(self, "_ratio_list", got)
+        return got
+
     def up(self, x):
         return round_to_tick(x, self.root, direction="up", complex_order=self.complex_order, as_of=self.as_of)
 
@@ -116,18 +134,37 @@ class ComboPricing:
         return round_to_tick(x, self.root, direction="down", complex_order=self.complex_order, as_of=self.as_of)
 
 
+_PRICINGS: dict[tuple, ComboPricing] = {}
+
+
 def combo_pricing(legs: Sequence, *, as_of=None) -> ComboPricing:
-    """The :class:`ComboPricing` of an order's legs (ratios as given: the combo it buys)."""
+    """The :class:`ComboPricing` of an order's legs (ratios as given: the combo it buys).
+
+    Memoized per (legs, tick rule in force at ``as_of``): an order's pricing is asked at every fill
+    attempt, by its risk check's estimate and by its exit curves, and only the tick rule depends on
+    the day (the returned object's ``as_of`` is the first asker's; its grid is the same)."""
     legs = tuple(legs)
     root = legs[0].contract.root
+    key = (legs, tick_rule_for(root, as_of).name)
+    got = _PRICINGS.get(key)
+    if got is None:
+        got = _combo_pricing(legs, root, as_of)
+        if len(_PRICINGS) >= 4096:
+            _PRICINGS.clear()
+        _PRICINGS[key] = got
+    return got
+
+
+def _combo_pricing(legs: tuple, root: str, as_of) -> ComboPricing:
     complex_order = len(legs) > 1
     low, high = payoff_range(legs)
     if math.isfinite(low):
         low = float(round_to_tick(low, root, direction="up", complex_order=complex_order, as_of=as_of))
     if math.isfinite(high):
         high = float(round_to_tick(high, root, direction="down", complex_order=complex_order, as_of=as_of))
-    return ComboPricing(np.array([leg.ratio for leg in legs], dtype=np.float64), root, complex_order,
-                        low, high, as_of)
+    ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
+    ratios.flags.writeable = False  # shared by every asker of the memo
+    return ComboPricing(ratios, root, complex_order, low, high, as_of)
 
 
 def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | None = None,
@@ -142,7 +179,11 @@ def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | N
     bid = np.asarray(bid, dtype=np.float64)
     ask = np.asarray(ask, dtype=np.float64)
     scalar = bid.ndim == 1
-    ok = tradeable(r, bid, ask)
+    if scalar and ask.ndim == 1 and np.ndim(raw) == 0:
+        got = _settle_one(pricing, float(raw), bid.tolist(), ask.tolist(), limit, at_limit)
+        if got is not None:
+            return got
+    ok = np.asarray(tradeable(r, bid, ask))
     with np.errstate(invalid="ignore"):
         raw = np.where(ok, np.asarray(raw, dtype=np.float64), 0.0)
         b = np.where(ok[..., None], bid, 0.0)
@@ -167,6 +208,54 @@ def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | N
     if scalar:
         return float(price)
     return price
+
+
+def _rsum(values) -> float:
+    """numpy's sum of a short 1-D float64 array (fewer than 8 items: left to right), in Python floats."""
+    it = iter(values)
+    total = next(it)
+    for v in it:
+        total += v
+    return total
+
+
+def _settle_one(pricing: ComboPricing, raw: float, bid: list, ask: list, limit, at_limit: bool) -> float | None:
+    """:func:`settle_fill_prices` of one order (legs as Python floats): the same operations in the same
+    order as the vectorised path, so the same float; None (use the vectorised path) for what this does
+    not cover (more than 7 legs, a non-finite raw price, unbounded grids)."""
+    r = pricing.ratio_list
+    n = len(r)
+    if n == 0 or n >= 8 or len(bid) != n or len(ask) != n:
+        return None
+    ok = all(_leg_tradeable(ri, b, a) for ri, b, a in zip(r, bid, ask))
+    if ok:
+        if not math.isfinite(raw):
+            return None
+        b, a = bid, ask
+    else:
+        raw = 0.0
+        b = a = [0.0] * n
+    natural = _rsum([ri * ai if ri > 0 else ri * bi for ri, bi, ai in zip(r, b, a)])
+    far = _rsum([ri * bi if ri > 0 else ri * ai for ri, bi, ai in zip(r, b, a)])
+    nat_g = pricing.down(natural)
+    far_g = pricing.up(far)
+    price = pricing.up(raw)
+    if not (type(nat_g) is float and type(far_g) is float and type(price) is float):
+        return None
+    inside = far_g <= nat_g
+    if inside:
+        price = min(max(price, far_g), nat_g)  # np.clip
+    low, high = pricing.low, pricing.high
+    price = min(max(price, low), high)
+    if limit is not None:
+        limit_g = limit_on_grid(limit, pricing.root, complex_order=pricing.complex_order, as_of=pricing.as_of)
+        ok = ok and price <= limit_g + 1e-9
+        if at_limit:
+            price = min(limit_g, max(nat_g, price)) if inside else limit_g
+            price = min(max(price, low), high)
+    if not ok:
+        return math.nan
+    return float(round(price * 100.0)) / 100.0 + 0.0  # np.round(x, 2) + 0.0: rint(x * 100) / 100
 
 
 # ------------------------------------------------------------------ legs
