@@ -1093,7 +1093,8 @@ class Journal:
                         " ratio, entry_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (run_id, trade.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
                          points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
-            if trade.exit_reason == "settlement":
+            if trade.exit_reason == "settlement" or getattr(trade, "settled_contracts", None):
+                # held to expiry, or partly closed (its no-bid long legs settled after the exit fill)
                 self._record_settlement(db, run_id, trade, mult, closed_at)
             decision_id = trade.decision_id or self._decision_of_trade(db, run_id, trade.trade_id)
             db.execute(
@@ -1110,11 +1111,17 @@ class Journal:
 
     @staticmethod
     def _record_settlement(db, run_id: str, trade, mult: int, at: str) -> None:
-        """Cash settlement as a fill row: the combos still open, at the per-combo payoff (signed like a closing fill)."""
+        """Cash settlement as a fill row: the combos still open, at the per-combo payoff (signed like a closing fill).
+
+        For a partly closed trade the row is the legs left in the account (no bid at the exit): its
+        quantity the combos they belonged to, its price their payoff per combo, its ``leg_prices`` the
+        intrinsic value of those legs (in the trade's leg order, the legs closed by the exit fill left out)."""
         rows = db.execute("SELECT price, quantity FROM fills WHERE run_id = ? AND trade_id = ? AND opens = 0"
                           " AND kind = 'fill'", (run_id, trade.trade_id)).fetchall()
         closed_by_fills = sum(r["quantity"] for r in rows)
-        qty = int(trade.contracts) - closed_by_fills
+        partly = getattr(trade, "partly_closed_at", None) is not None
+        settled = getattr(trade, "settled_contracts", None)
+        qty = int(settled) if partly and settled else int(trade.contracts) - closed_by_fills
         if qty <= 0:
             return
         if getattr(trade, "settlement_cash", None) is not None:
@@ -1129,6 +1136,8 @@ class Journal:
             price = Decimal(settle_c) / qty / 100
             cash_c = -settle_c * mult
         intrinsic = [points_text(p) for p in (trade.leg_exit_prices or ())]
+        if partly:
+            intrinsic = [points_text(p) for p in getattr(trade, "settled_leg_values", ()) or ()] or intrinsic
         db.execute(
             "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
             " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)"

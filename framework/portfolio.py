@@ -7,6 +7,13 @@ its own cash flows, so ``sum(realized P&L) == final cash - initial cash`` holds
 exactly once every trade is closed.
 
 Positions per contract are derived from the open trades (one source of truth).
+
+A trade is normally closed whole (one closing combo, or cash settlement). When its exit cannot sell a
+long leg because that leg's bid is zero, the exit order covers the other legs only and the trade is
+*partly closed* (:attr:`TradeRecord.partly_closed_at`): the strategy's exit is done (the trade leaves
+:meth:`Portfolio.open_trades` ``(exited=False)``, what strategies and risk managers see), its cash so
+far counts for the day, and the legs left in the account settle at expiry, when the trade closes with
+one P&L (every fill plus that settlement; no fee is charged on a leg that expires).
 """
 
 from __future__ import annotations
@@ -51,6 +58,12 @@ class _TradeBook:
     entry_notional_cents: int = 0  # sum of price_cents * qty, for the average entry
     exit_notional_units: int = 0  # sum of price * qty in 1/10,000 of a point (settlement prints finer than a cent)
     closed_contracts: int = 0
+    leg_open: list[int] | None = None  # combos still held per leg (None: every leg holds open_contracts)
+    leg_exit: list[float | None] | None = None  # per leg of the trade: its closing print (partly closed trades)
+    booked_cents: int = 0  # cash flow already counted in realized_by_day (at a partial close)
+
+    def legs_open(self) -> list[int]:
+        return list(self.leg_open) if self.leg_open is not None else [self.open_contracts] * len(self.record.legs)
 
 
 class Portfolio:
@@ -75,8 +88,12 @@ class Portfolio:
     def initial_cash(self) -> float:
         return self.initial_cash_cents / 100.0
 
-    def open_trades(self, strategy: str | None = None) -> list[TradeRecord]:
-        return [b.record for b in self._open.values() if strategy is None or b.record.strategy == strategy]
+    def open_trades(self, strategy: str | None = None, *, exited: bool = True) -> list[TradeRecord]:
+        """Trades holding positions (of ``strategy`` when given). ``exited=False`` leaves out the partly
+        closed ones (exit done, no-bid longs waiting for expiry): what a strategy manages and what
+        entry limits count."""
+        return [b.record for b in self._open.values() if (strategy is None or b.record.strategy == strategy)
+                and (exited or b.record.partly_closed_at is None)]
 
     def closed_trades(self) -> list[TradeRecord]:
         return [b.record for b in self._books.values() if not b.record.is_open]
@@ -92,12 +109,17 @@ class Portfolio:
         book = self._open.get(trade_id)
         return book.open_contracts if book else 0
 
+    def legs_open(self, trade_id: str) -> list[int]:
+        """Combos still held per leg of ``trade_id`` (all equal unless the trade was partly closed)."""
+        book = self._open.get(trade_id)
+        return book.legs_open() if book else []
+
     def positions(self) -> dict[OptionContract, int]:
         """Signed contracts held per option contract, summed over open trades."""
         out: dict[OptionContract, int] = defaultdict(int)
         for book in self._open.values():
-            for leg in book.record.legs:
-                out[leg.contract] += leg.ratio * book.open_contracts
+            for leg, n in zip(book.record.legs, book.legs_open()):
+                out[leg.contract] += leg.ratio * n
         return {c: q for c, q in out.items() if q}
 
     def liability(self) -> float:
@@ -105,7 +127,12 @@ class Portfolio:
         total = 0.0
         for book in self._open.values():
             legs = book.record.legs
-            total += liability_per_combo(legs) * legs[0].contract.multiplier * book.open_contracts
+            if book.leg_open is None:
+                total += liability_per_combo(legs) * legs[0].contract.multiplier * book.open_contracts
+            else:
+                held = [Leg(leg.contract, leg.ratio * n) for leg, n in zip(legs, book.leg_open) if n]
+                if held:
+                    total += liability_per_combo(held) * legs[0].contract.multiplier
         return total
 
     def buying_power(self) -> float:
@@ -114,7 +141,8 @@ class Portfolio:
 
     def worst_case_loss(self) -> float:
         """Sum of open trades' remaining worst-case losses (dollars, from entry)."""
-        return sum(b.record.max_loss * b.open_contracts / max(b.record.contracts, 1) for b in self._open.values())
+        return sum(b.record.max_loss * b.open_contracts / max(b.record.contracts, 1) for b in self._open.values()
+                   if b.record.partly_closed_at is None)  # what a partly closed trade still holds is long only
 
     def realized_today(self, day: dt.date) -> float:
         return self.realized_by_day_cents.get(day, 0) / 100.0
@@ -171,20 +199,61 @@ class Portfolio:
             book = self._open.get(order.trade_id)
             if book is None:
                 raise OrderError(f"closing order {order.client_id} names trade {order.trade_id}, which is not open")
-            if fill.quantity > book.open_contracts:
-                raise OrderError(f"closing {fill.quantity} combos of trade {order.trade_id}, but only "
-                                 f"{book.open_contracts} are open")
-            book.open_contracts -= fill.quantity
-            book.closed_contracts += fill.quantity
-            book.exit_notional_units += price_c * 100 * fill.quantity
-            book.record.exit_price = book.exit_notional_units / book.closed_contracts / 10_000.0
-            book.record.leg_exit_prices = fill.leg_prices
+            legs = book.record.legs
+            whole = book.leg_open is None and len(order.legs) == len(legs) and all(
+                o.contract == t.contract and o.ratio == -t.ratio for o, t in zip(order.legs, legs))
+            if whole:  # the trade's combo, legs reversed
+                if fill.quantity > book.open_contracts:
+                    raise OrderError(f"closing {fill.quantity} combos of trade {order.trade_id}, but only "
+                                     f"{book.open_contracts} are open")
+                book.open_contracts -= fill.quantity
+                book.closed_contracts += fill.quantity
+                book.exit_notional_units += price_c * 100 * fill.quantity
+                book.record.exit_price = book.exit_notional_units / book.closed_contracts / 10_000.0
+                book.record.leg_exit_prices = fill.leg_prices
+            else:
+                self._close_legs(book, order, fill, price_c)
         book.cash_flow_cents += flow
         book.fee_cents += fee_c
         book.record.fees = book.fee_cents / 100.0
         if not order.opens and book.open_contracts == 0:
             self._close(book, fill.filled_at, order.reason or "exit")
+        elif not order.opens and book.leg_open is not None and book.record.partly_closed_at is None:
+            closed = {leg.contract for leg in order.legs}
+            if all(n == 0 for leg, n in zip(legs, book.leg_open) if leg.contract in closed):
+                # the exit order is done; the legs it left out (no bid) stay to expiry
+                rec = book.record
+                rec.partly_closed_at = fill.filled_at
+                rec.exit_reason = order.reason or "exit"
+                self.realized_by_day_cents[day] += book.cash_flow_cents
+                book.booked_cents = book.cash_flow_cents
+                self.exit_reasons_by_day[day].append(rec.exit_reason)
         return book.record
+
+    def _close_legs(self, book: _TradeBook, order: Order, fill: Fill, price_c: int) -> None:
+        """A closing fill of some of the trade's legs (or of unequal amounts): per leg."""
+        legs = book.record.legs
+        held = book.legs_open()
+        index = {leg.contract: j for j, leg in enumerate(legs)}
+        if book.leg_exit is None:
+            book.leg_exit = [None] * len(legs)
+        for leg, p in zip(order.legs, fill.leg_prices):
+            j = index.get(leg.contract)
+            if j is None or (leg.ratio > 0) == (legs[j].ratio > 0):
+                raise OrderError(f"closing order {order.client_id} trades {leg.contract.occ_symbol.strip()} "
+                                 f"x{leg.ratio}, which does not reduce trade {order.trade_id}")
+            n, rest = divmod(abs(leg.ratio) * fill.quantity, abs(legs[j].ratio))
+            if rest or n > held[j]:
+                raise OrderError(f"closing {abs(leg.ratio) * fill.quantity} of "
+                                 f"{leg.contract.occ_symbol.strip()} in trade {order.trade_id}, but "
+                                 f"{abs(legs[j].ratio) * held[j]} are held")
+            held[j] -= n
+            book.leg_exit[j] = float(p)
+        book.leg_open = held
+        book.open_contracts = max(held)
+        book.exit_notional_units += price_c * 100 * fill.quantity
+        book.record.exit_price = book.exit_notional_units / book.record.contracts / 10_000.0
+        book.record.leg_exit_prices = tuple(x if x is not None else float("nan") for x in book.leg_exit)
 
     def settle(self, contracts_expiring: Iterable[OptionContract], values: dict[OptionContract, float],
                at: dt.datetime) -> list[TradeRecord]:
@@ -193,7 +262,11 @@ class Portfolio:
         closed = []
         for book in list(self._open.values()):
             legs = book.record.legs
-            if not any(leg.contract in expiring for leg in legs):
+            if not any(leg.contract in expiring for leg, n in zip(legs, book.legs_open()) if n):
+                continue
+            if book.leg_open is not None:
+                self._settle_legs(book, values, at)
+                closed.append(book.record)
                 continue
             settle_values = [values[leg.contract] for leg in legs]
             intrinsic = [float(expiry_payoff((Leg(leg.contract, 1),), v)) for leg, v in zip(legs, settle_values)]
@@ -208,6 +281,7 @@ class Portfolio:
             book.record.settlement_cash = flow / 100.0
             book.exit_notional_units += -payoff_units * book.open_contracts
             book.closed_contracts += book.open_contracts
+            book.record.settled_contracts = book.open_contracts
             book.open_contracts = 0
             book.record.exit_price = book.exit_notional_units / book.closed_contracts / 10_000.0
             book.record.leg_exit_prices = tuple(intrinsic)
@@ -215,14 +289,42 @@ class Portfolio:
             closed.append(book.record)
         return closed
 
+    def _settle_legs(self, book: _TradeBook, values: dict[OptionContract, float], at: dt.datetime) -> None:
+        """Cash-settle what a partly closed trade still holds (per leg), and close it."""
+        legs, held = book.record.legs, book.legs_open()
+        payoff = 0.0  # index points for the whole position
+        exit_prices = list(book.leg_exit or [None] * len(legs))
+        for j, (leg, n) in enumerate(zip(legs, held)):
+            if not n:
+                continue
+            x = round(float(expiry_payoff((Leg(leg.contract, 1),), values[leg.contract])), 4)
+            payoff += leg.ratio * n * x
+            exit_prices[j] = x
+        mult = legs[0].contract.multiplier
+        flow = int(round(payoff * mult * 100.0))
+        self.cash_cents += flow
+        book.cash_flow_cents += flow
+        rec = book.record
+        rec.settlement_cash = flow / 100.0
+        rec.settled_contracts = max(held)
+        rec.settled_leg_values = tuple(x for x, n in zip(exit_prices, held) if n)
+        book.exit_notional_units += -int(round(payoff * 10_000))
+        book.closed_contracts = rec.contracts
+        book.leg_open = [0] * len(legs)
+        book.open_contracts = 0
+        rec.exit_price = book.exit_notional_units / rec.contracts / 10_000.0
+        rec.leg_exit_prices = tuple(float("nan") if x is None else x for x in exit_prices)
+        self._close(book, at, rec.exit_reason if rec.partly_closed_at is not None else "settlement")
+
     def _close(self, book: _TradeBook, at: dt.datetime, reason: str) -> None:
         book.record.closed_at = at
         book.record.exit_reason = reason
         book.record.realized_pnl = book.cash_flow_cents / 100.0
         self._open.pop(book.record.trade_id, None)
         day = at.date()
-        self.realized_by_day_cents[day] += book.cash_flow_cents
-        self.exit_reasons_by_day[day].append(reason)
+        self.realized_by_day_cents[day] += book.cash_flow_cents - book.booked_cents
+        if book.record.partly_closed_at is None:  # a partly closed trade said its reason at the exit
+            self.exit_reasons_by_day[day].append(reason)
 
     def view(self, today: dt.date) -> "PortfolioView":
         return PortfolioView(self, today)
@@ -244,7 +346,8 @@ class PortfolioView:
         return self._p.buying_power()
 
     def open_trades(self, strategy: str | None = None) -> list[TradeRecord]:
-        return self._p.open_trades(strategy)
+        """Open trades whose exit is not done (a partly closed trade, its no-bid longs left to expire, is not)."""
+        return self._p.open_trades(strategy, exited=False)
 
     @property
     def initial_cash(self) -> float:
@@ -256,7 +359,7 @@ class PortfolioView:
 
     @property
     def open_trade_count(self) -> int:
-        return len(self._p.open_trades())
+        return len(self._p.open_trades(exited=False))
 
     @property
     def trades_opened_today(self) -> int:

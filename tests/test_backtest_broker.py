@@ -331,10 +331,13 @@ def test_a_zero_bid_wing_is_bought_at_its_ask():
     entry, exit_ = strat.orders
     # entry: sell 4700 at the bid 3.00, buy the wing at its ask 0.05: -2.95, the wing printed at 0.05
     assert entry.avg_fill_price == -2.95 and entry.fills[0].leg_prices == (3.00, 0.05)
-    # exit: buy 4700 back at 3.40, sell the wing ... at a zero bid: never. The exit cannot fill.
-    assert exit_.status == OrderStatus.EXPIRED
+    # exit: the wing cannot be sold at a zero bid, so the exit buys 4700 back alone (a single-leg order) at its
+    # ask 3.40; the wing stays to expiry and settles worthless at 4750 (see tests/test_zero_bid_close.py)
+    assert exit_.status == OrderStatus.FILLED and [leg.contract for leg in exit_.legs] == [P4700]
+    assert exit_.avg_fill_price == 3.40
     (trade,) = engine.portfolio.closed_trades()
-    assert trade.exit_reason == "settlement" and engine.portfolio.cash_cents == 100_000_00 + 295_00
+    assert trade.exit_reason == "scripted exit" and trade.settlement_cash == 0.0
+    assert engine.portfolio.cash_cents == 100_000_00 + 295_00 - 340_00
 
 
 def test_a_plugin_fill_model_cannot_fill_off_the_grid_or_beyond_the_market():

@@ -22,11 +22,18 @@ import numpy as np
 
 from strikebench.options.chain import LegQuotes, usable_quotes
 from strikebench.options.contracts import OptionContract, last_trade_time
-from strikebench.options.fills import allocate_legs, combo_pricing, settle_fill_prices, tradeable
+from strikebench.options.fills import (
+    allocate_legs,
+    combo_pricing,
+    left_legs,
+    reduced_combo,
+    settle_fill_prices,
+    tradeable,
+)
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
 from strikebench.portfolio import Portfolio
 
-__all__ = ["OptionsBroker", "QuoteBook", "OrderTransition", "NEVER"]
+__all__ = ["OptionsBroker", "QuoteBook", "OrderTransition", "NEVER", "closing_curve", "closing_order_legs"]
 
 NEVER = 1 << 40  # a bar no session reaches
 
@@ -245,18 +252,9 @@ class OptionsBroker(bt.BrokerBase):
         return False
 
     def _close_curve(self, trade: TradeRecord) -> np.ndarray:
-        closing = Order(client_id="_probe", legs=tuple(leg.reversed() for leg in trade.legs), quantity=1,
-                        order_type=OrderType.MARKET, opens=False)
-        q = self.quotes.legs([leg.contract for leg in closing.legs])
-        fm = self.fill_model
-        if _has_model_price(fm):  # the same rule as fill_price, for every minute at once
-            usable = tradeable(closing.ratios, q.bid, q.ask)
-            with np.errstate(invalid="ignore"):
-                raw = np.where(usable, fm.model_price(closing.ratios, q.bid, q.ask), 0.0)
-            return settle_fill_prices(combo_pricing(closing.legs, as_of=self.quotes.day), raw, q.bid, q.ask)
-        # a fill model without a vectorizable price: ask it minute by minute
-        return np.array([np.nan if (p := fm.fill_price(closing, q.bid[i], q.ask[i])) is None else p
-                         for i in range(len(q.times))])
+        q = self.quotes.legs([leg.contract for leg in trade.legs])
+        return closing_curve(self.fill_model, tuple(leg.reversed() for leg in trade.legs), q.bid, q.ask,
+                             as_of=self.quotes.day)
 
     def mark(self, trade: TradeRecord) -> float:
         """Mid value of one combo of ``trade`` at this bar (signed, index points); a leg without a
@@ -337,8 +335,8 @@ class OptionsBroker(bt.BrokerBase):
         for trade in trades:
             contracts = [leg.contract for leg in trade.legs]
             mult = trade.legs[0].contract.multiplier
-            qty = self.portfolio.open_contracts(trade.trade_id)
-            weights = np.array([leg.ratio for leg in trade.legs], dtype=np.float64) * qty * mult
+            held = self.portfolio.legs_open(trade.trade_id)
+            weights = np.array([leg.ratio * n for leg, n in zip(trade.legs, held)], dtype=np.float64) * mult
             values = self._leg_marks(contracts) @ weights
             total = values if total is None else total + values
         self._position_value = np.nan_to_num(total, nan=0.0)
@@ -347,6 +345,56 @@ class OptionsBroker(bt.BrokerBase):
 def _usable(bid: float, ask: float) -> bool:
     """``usable_quotes`` of one leg's quote in Python floats."""
     return math.isfinite(bid) and math.isfinite(ask) and bid >= 0.0 and ask > 0.0 and bid <= ask
+
+
+def _combo_curve(fill_model, legs, bid, ask, *, as_of) -> np.ndarray:
+    """Fill price of one combo of ``legs`` (a market order) per minute, by the one rule; NaN where none."""
+    ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
+    if _has_model_price(fill_model):  # the same rule as fill_price, for every minute at once
+        usable = tradeable(ratios, bid, ask)
+        with np.errstate(invalid="ignore"):
+            raw = np.where(usable, fill_model.model_price(ratios, bid, ask), 0.0)
+        return settle_fill_prices(combo_pricing(legs, as_of=as_of), raw, bid, ask)
+    # a fill model without a vectorizable price: ask it minute by minute
+    probe = Order(client_id="_probe", legs=tuple(legs), quantity=1, order_type=OrderType.MARKET, opens=False)
+    return np.array([np.nan if (p := fill_model.fill_price(probe, bid[i], ask[i])) is None else p
+                     for i in range(len(bid))], dtype=np.float64)
+
+
+def closing_curve(fill_model, closing_legs, bid, ask, *, as_of) -> np.ndarray:
+    """What closing one combo costs per minute (signed net price, NaN where it cannot close).
+
+    ``closing_legs`` are the trade's legs reversed, ``bid``/``ask`` their quotes (minutes x legs). On a
+    minute where some long legs have no bid (:func:`~strikebench.options.fills.left_legs`) the close is
+    the order :func:`closing_order_legs` builds, without them: its fill price (the one rule on the
+    legs it trades, on that order's grid) times its ratio factor; a leg left out counts at its bid,
+    zero. So an exit rule compares exactly the price the exit order then fills at.
+    """
+    bid = np.asarray(bid, dtype=np.float64)
+    ask = np.asarray(ask, dtype=np.float64)
+    ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
+    left = left_legs(ratios, bid, ask)
+    if not left.any():
+        return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of)
+    out = np.full(bid.shape[0], np.nan)
+    for pattern in np.unique(left, axis=0):
+        rows = (left == pattern).all(axis=1)
+        keep = ~pattern
+        legs, g = reduced_combo(closing_legs, keep)
+        price = _combo_curve(fill_model, legs, bid[rows][:, keep], ask[rows][:, keep], as_of=as_of)
+        out[rows] = np.round(price * g, 2) + 0.0
+    return out
+
+
+def closing_order_legs(closing_legs, bid, ask) -> tuple[tuple, int, np.ndarray]:
+    """The legs of the order that closes the position ``closing_legs`` (each leg's ratio = contracts to
+    buy, negative = sell) on one minute's quotes: without the long legs that have no bid when the rest
+    can trade (:func:`~strikebench.options.fills.left_legs`), ratios reduced by their common factor.
+    Returns (legs, quantity, mask of the legs kept)."""
+    ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
+    keep = ~left_legs(ratios, np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64))
+    legs, g = reduced_combo(closing_legs, keep)
+    return legs, g, keep
 
 
 def _has_model_price(fill_model) -> bool:

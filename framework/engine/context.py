@@ -161,7 +161,9 @@ class StrategyContext:
         return self._engine.portfolio.view(self.today)
 
     def open_trades(self) -> list[TradeRecord]:
-        return self._engine.portfolio.open_trades(self.strategy_id)
+        """This strategy's open trades whose exit is not done (a partly closed trade, whose no-bid long
+        legs wait for expiry, is not: nothing is left to manage)."""
+        return self._engine.portfolio.open_trades(self.strategy_id, exited=False)
 
     def close_price(self, trade: TradeRecord) -> float | None:
         """Signed net price the fill model would close ``trade`` at now (positive = debit)."""
@@ -211,15 +213,27 @@ class StrategyContext:
                     tif: TimeInForce = TimeInForce.DAY) -> Order | None:
         """Send an order closing all open combos of ``trade`` (its legs reversed).
 
-        A still-working opening order of the trade (a partial fill) is cancelled first, so its
-        remainder cannot fill after the exit and leave a position the trade no longer owns."""
-        for o in list(self._engine.broker.working_orders()):
+        A long leg whose bid is zero now cannot be sold: when the other legs can trade, the order
+        leaves it out (a one-leg close is a single-leg order) and it stays in the account until it
+        settles at expiry; the trade is then partly closed (:attr:`TradeRecord.partly_closed_at`) and
+        closes at that settlement. ``limit`` is per combo of the trade, the legs left out counted at
+        their zero bid. A still-working opening order of the trade (a partial fill) is cancelled
+        first, so its remainder cannot fill after the exit and leave a position the trade no longer
+        owns. None when nothing is left to close (or a risk check vetoes)."""
+        engine = self._engine
+        for o in list(engine.broker.working_orders()):
             if o.trade_id == trade.trade_id and o.opens:
-                self._engine.broker.cancel(o.client_id, self.now.to_pydatetime(), f"closing the trade ({reason})")
-        qty = self._engine.portfolio.open_contracts(trade.trade_id)
-        if qty <= 0:
+                engine.broker.cancel(o.client_id, self.now.to_pydatetime(), f"closing the trade ({reason})")
+        held = engine.portfolio.legs_open(trade.trade_id)
+        if not held or max(held) <= 0 or trade.partly_closed_at is not None:
             return None
-        legs = tuple(leg.reversed() for leg in trade.legs)
+        position = tuple(Leg(leg.contract, -leg.ratio * n) for leg, n in zip(trade.legs, held) if n)
+        bid, ask = engine.broker.quotes.bid_ask([leg.contract for leg in position], engine.bar_in_session)
+        from strikebench.engine.broker import closing_order_legs
+
+        legs, qty, _ = closing_order_legs(position, bid, ask)
+        if limit is not None and qty != max(held):
+            limit = limit * max(held) / qty  # per combo of the order (its ratios are per its own combo)
         return self._send(legs, qty, limit, reason, trade.trade_id, opens=False, decision=None, tif=tif)
 
     def cancel(self, order: Order, reason: str = "cancelled by strategy") -> bool:

@@ -266,7 +266,7 @@ class Engine:
         (``ctx.idle_until``) that nothing happens before some bar, or the strategy has no open trade,
         the strategy is skipped until the earliest such bar or until anything changes in the run
         (``self._epoch``: order events, fills, vetoes, settlements, session starts)."""
-        trades = self.portfolio.open_trades(sid)
+        trades = self.portfolio.open_trades(sid, exited=False)
         epoch = self._epoch
         if not trades:
             if self._can_idle:  # trades only appear through fills, which move the epoch

@@ -230,6 +230,7 @@ class LiveRuntime:
         greeks, rows = getattr(self, "_greeks", {}), []
         for trade in self.engine.portfolio.open_trades():
             qty = self.engine.portfolio.open_contracts(trade.trade_id)
+            held = self.engine.portfolio.legs_open(trade.trade_id)
             try:
                 marks = self.adapter._leg_marks([leg.contract for leg in trade.legs])
                 leg_marks = marks[min(self.adapter._bar, len(marks) - 1)]
@@ -240,7 +241,7 @@ class LiveRuntime:
                                    "multiplier": int(leg.contract.multiplier),
                                    "mark": None if m != m else round(float(m), 4),
                                    "greeks": greeks.get(leg.contract.occ_compact)}
-                                  for leg, m in zip(trade.legs, leg_marks)]})
+                                  for leg, m, n in zip(trade.legs, leg_marks, held) if n]})
         ladders = []  # a strategy's risk ladder (bwb_vix_hedge's RiskLadder): its notch and the limit there
         for sid, strat in self.engine.strategies:
             ladder = getattr(strat, "ladder", None)
@@ -547,7 +548,7 @@ class LiveRuntime:
             if o.opens:
                 self.cancel(o.client_id, now, reason)
         for k, ctx in enumerate(self.engine.contexts):
-            for trade in self.engine.portfolio.open_trades(ctx.strategy_id):
+            for trade in self.engine.portfolio.open_trades(ctx.strategy_id, exited=False):
                 if not ctx.has_pending_exit(trade):
                     if ctx.close_trade(trade, reason) is not None:
                         n += 1
@@ -630,7 +631,8 @@ class LiveRuntime:
             self._publish_positions(tl.stamps[i])
             self._paint()
             steps += 1
-            if exit_when_flat and self._flatten_done and not engine.portfolio.open_trades() \
+            # flat: every trade exited (long legs left with no bid wait for expiry: nothing can sell them)
+            if exit_when_flat and self._flatten_done and not engine.portfolio.open_trades(exited=False) \
                     and not adapter.working_orders():
                 self.stopped_reason = "flat"
                 return self._summary()

@@ -69,7 +69,7 @@ class _State:
     out: Outcome
     contracts: tuple
     expiry: dt.date
-    phase: str = "pending"  # pending -> open -> done
+    phase: str = "pending"  # pending -> open (-> residual: exited, no-bid longs left to expire) -> done
     portfolio: Portfolio = field(default_factory=lambda: Portfolio(0.0))
     order: Order | None = None
     start: int = 0  # first bar to check for exit in the current session
@@ -126,7 +126,7 @@ def simulate(market, specs: list[Spec], fill_model, commission, *, sessions: lis
             continue
         # an AM-settled trade settles at the open of its expiry session, before any bar
         for s in live:
-            if s.phase == "open" and s.expiry == day and all(
+            if s.phase in ("open", "residual") and s.expiry == day and all(
                     c.settlement_style == SettlementStyle.AM for c in s.contracts):
                 _settle(market, s, pd.Timestamp(day).tz_localize("America/New_York") + pd.Timedelta(hours=9, minutes=30))
         live = [s for s in live if s.phase != "done"]
@@ -143,7 +143,7 @@ def simulate(market, specs: list[Spec], fill_model, commission, *, sessions: lis
                 _enter(s, bid, ask, q, times, fill_model, commission)
             if s.phase == "open":
                 _manage(s, bid, ask, times, day, fill_model, commission)
-            if s.phase == "open" and day >= s.expiry:
+            if s.phase in ("open", "residual") and day >= s.expiry:
                 close = times[-1] + pd.Timedelta(minutes=1)
                 _settle(market, s, close)
             s.start = 0
@@ -181,10 +181,10 @@ def _manage(s: _State, bid, ask, times, day, fill_model, commission) -> None:
     credit = -s.out.entry_price
     low = (1.0 - spec.take_profit_pct) * credit + _EPS
     high = spec.stop_multiple * credit - _EPS
+    from strikebench.engine.broker import closing_curve, closing_order_legs
+
     closing = tuple(leg.reversed() for leg in spec.legs)
-    probe = Order(client_id="_cfx", legs=closing, quantity=spec.quantity, order_type=OrderType.MARKET,
-                  trade_id="_cf", opens=False, created_at=times[0].to_pydatetime())
-    curve = _curve(fill_model, closing, bid, ask, limit=None, as_of=day, order=probe)
+    curve = closing_curve(fill_model, closing, bid, ask, as_of=day)  # the broker's exit price, legs left out and all
     with np.errstate(invalid="ignore"):
         hit = (curve <= low) | (curve >= high)
     hit[: s.start] = False
@@ -193,17 +193,23 @@ def _manage(s: _State, bid, ask, times, day, fill_model, commission) -> None:
     k = int(np.argmax(hit))
     cost = float(curve[k])
     reason = "take_profit" if cost <= low else "stop_loss"
-    order = Order(client_id="_cfx", legs=closing, quantity=spec.quantity, order_type=OrderType.MARKET,
+    # the order the engine's close_trade sends: long legs with no bid left out (they settle at expiry)
+    position = tuple(Leg(leg.contract, leg.ratio * spec.quantity) for leg in closing)
+    legs, qty, keep = closing_order_legs(position, bid[k], ask[k])
+    order = Order(client_id="_cfx", legs=legs, quantity=qty, order_type=OrderType.MARKET,
                   trade_id="_cf", opens=False, created_at=times[k].to_pydatetime(), reason=reason)
-    _fill(s, order, cost, times[k], commission)
-    _finish(s, times[k], reason, cost)
+    _fill(s, order, cost * spec.quantity / qty, times[k], commission)
+    if keep.all():
+        _finish(s, times[k], reason, cost)
+    else:
+        s.phase = "residual"  # exit done; the legs left out settle at expiry (then the trade closes)
 
 
 def _settle(market, s: _State, at: pd.Timestamp) -> None:
     values = {c: float(market.settlement_value(c)) for c in s.contracts}
     s.portfolio.settle(s.contracts, values, at.to_pydatetime())
     rec = s.portfolio.all_trades()[0]
-    _finish(s, at, "settlement", rec.exit_price)
+    _finish(s, at, rec.exit_reason or "settlement", rec.exit_price)
 
 
 def _finish(s: _State, at, reason: str, exit_price) -> None:

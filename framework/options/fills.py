@@ -53,6 +53,8 @@ __all__ = [
     "combo_pricing",
     "settle_fill_prices",
     "allocate_legs",
+    "left_legs",
+    "reduced_combo",
 ]
 
 
@@ -105,6 +107,40 @@ def tradeable(ratios, bid, ask) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         ok &= (np.asarray(ratios) > 0) | (bid > 0)
     return ok.all(axis=-1)
+
+
+def left_legs(ratios, bid, ask) -> np.ndarray:
+    """Per row (legs on the last axis): the legs a closing order leaves out because they cannot be sold.
+
+    A leg the order sells (negative ratio: a long wing being closed) whose quote is usable but bid
+    zero cannot trade (step 1 of the rule); a trader buys the other legs back and keeps that wing to
+    expiry. It is left out only when every other leg is tradeable and at least one leg remains, so a
+    row whose combo is tradeable as a whole, or that no order can trade, leaves nothing out (the
+    order then fills whole, or not at all, exactly as before). See docs/fills.md ("A long leg with
+    no bid").
+    """
+    from strikebench.options.chain import usable_quotes
+
+    bid, ask = np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64)
+    r = np.asarray(ratios)
+    usable = usable_quotes(bid, ask)
+    with np.errstate(invalid="ignore"):
+        zero = (r < 0) & usable & ~(bid > 0)
+        rest_ok = (zero | (usable & ((r > 0) | (bid > 0)))).all(axis=-1) & (~zero).any(axis=-1)
+    return zero & rest_ok[..., None]
+
+
+def reduced_combo(legs: Sequence, keep=None) -> tuple[tuple, int]:
+    """(legs kept, their ratios divided by their greatest common divisor ``g``) and ``g``.
+
+    An order's ratios share no factor (a 2x short body alone is 1 contract x 2), so the position
+    ``legs`` describes is ``g`` orders of the reduced combo: its price per combo is ``g`` times the
+    reduced one's."""
+    legs = tuple(leg for leg, k in zip(legs, keep if keep is not None else [True] * len(legs)) if k)
+    g = math.gcd(*(abs(int(leg.ratio)) for leg in legs))
+    if g == 1:
+        return legs, 1
+    return tuple(type(leg)(leg.contract, int(leg.ratio) // g) for leg in legs), g
 
 
 @dataclass(frozen=True)

@@ -217,10 +217,23 @@ class TradeRecord:
     max_loss: float = 0.0  # dollars at risk when opened (defined-risk), before fees
     settlement_cash: float | None = None  # dollars cash settlement paid in (exact to the cent), if settled
     settlement_note: str = ""  # set when the settlement value was not a real print (e.g. approximated from bars)
+    #: combos whose remaining legs were cash-settled (all open combos for a trade held to expiry; for a
+    #: partly closed trade, the combos whose no-bid long legs stayed in the account); None if not settled
+    settled_contracts: int | None = None
+    #: when the trade's exit order filled while some long legs with no bid stayed in the account until
+    #: expiry (the trade closes at their settlement); None for a trade closed whole
+    partly_closed_at: dt.datetime | None = None
+    #: the intrinsic values the legs left in a partly closed trade settled at (in the trade's leg order)
+    settled_leg_values: tuple[float, ...] = ()
 
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+    @property
+    def is_exited(self) -> bool:
+        """True once the strategy's exit is done: closed, or partly closed (only no-bid longs left to expire)."""
+        return self.closed_at is not None or self.partly_closed_at is not None
 
     @property
     def entry_credit(self) -> float:

@@ -1,0 +1,230 @@
+"""Closing a trade whose long wing has no bid: buy the rest back, leave the wing to settle at expiry.
+
+Every figure is derived here by hand from the pinned quotes and the fill rule (docs/fills.md): the exit
+on the first bar the rule is met, its fill on the order of the legs it trades (a one-leg close is a
+single-leg order on the single-leg grid), fees only for contracts traded, the wing's settlement at its
+intrinsic value, and the journal's rows reconciling to the cent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+
+import pandas as pd
+import pytest
+
+from strikebench.api import RunInfo, Strategy
+from strikebench.engine.core import Engine
+from strikebench.journal import Journal
+from strikebench.options.contracts import OptionContract
+from strikebench.options.orders import Leg
+from strikebench.plugins.commissions import CboeRetail
+from strikebench.plugins.fill_models import MidSlippageFill
+from strikebench.strategies.spreads import credit_exit
+from strikebench.testing import ModelMarket, orders_of
+
+DAY, EXP = dt.date(2024, 1, 10), dt.date(2024, 1, 11)  # Wednesday entry, Thursday PM expiry
+S, L = OptionContract("SPXW", EXP, 4700.0, "P"), OptionContract("SPXW", EXP, 4675.0, "P")
+
+
+def _at(ts) -> tuple[dt.date, dt.time]:
+    t = pd.Timestamp(ts)
+    return t.date(), t.time()
+
+
+def short_quote(ts):
+    day, t = _at(ts)
+    if day == EXP:
+        return 0.50, 0.70
+    if t < dt.time(11, 0):
+        return 3.00, 3.40
+    if t < dt.time(11, 30):
+        return 1.40, 1.60
+    return 0.90, 1.10
+
+
+def wing_quote(ts):
+    day, t = _at(ts)
+    if day == EXP:
+        return 0.00, 0.05
+    if t < dt.time(11, 0):
+        return 0.50, 0.70
+    if t < dt.time(13, 0):
+        return 0.00, 0.10  # no bid from 11:00; the whole combo has bids again only at 13:00
+    return 0.05, 0.10
+
+
+class TakeProfitVertical(Strategy):
+    """Sells the 4700/4675 put spread at 10:00 on DAY; exits by ``credit_exit`` (50 % take profit, 2x stop)."""
+
+    name = "tp_vertical"
+
+    def decision_times(self):
+        return [dt.time(10, 0)]
+
+    def on_decision_time(self, ctx):
+        if ctx.today == DAY:
+            ctx.open_trade([Leg(S, -1), Leg(L, +1)], 1)
+
+    def manage(self, ctx, trade):
+        credit_exit(ctx, trade, take_profit_pct=0.50, stop_multiple=2.0, idle=True)
+
+
+class JournalHook:
+    """The journal plugin's writes, straight into a Journal (the engine without a plugin manager)."""
+
+    def __init__(self, journal: Journal, run_id: str):
+        self.j, self.run_id = journal, run_id
+
+    def on_order_event(self, *, run, order, event):
+        self.j.record_order_event(self.run_id, order, event)
+
+    def on_fill(self, *, run, order, fill):
+        self.j.record_fill(self.run_id, order, fill)
+
+    def on_trade_closed(self, *, run, trade):
+        self.j.record_trade_closed(self.run_id, trade)
+
+    def __getattr__(self, name):
+        return lambda **kwargs: []
+
+
+def _run(strategy, market, journal_path=None):
+    run = RunInfo(run_id="zb", name="zb", mode="backtest")
+    journal = None
+    hook = None
+    if journal_path is not None:
+        journal = Journal(journal_path)
+        journal.start_run(run.run_id, name=run.name, mode=run.mode)
+        hook = JournalHook(journal, run.run_id)
+    engine = Engine(market=market, strategies=[(strategy.name, strategy)], fill_model=MidSlippageFill(),
+                    commission=CboeRetail(), run=run, hook=hook)
+    engine.run_all()
+    if journal is not None:
+        journal.close()
+    return engine
+
+
+def test_vertical_with_a_no_bid_wing_exits_on_the_first_bar_and_the_wing_settles(tmp_path):
+    market = ModelMarket(DAY, EXP, spot=4720.0, expiries=[EXP], quotes={S: short_quote, L: wing_quote},
+                         settlement={EXP: 4670.0})
+    engine = _run(TakeProfitVertical(), market, tmp_path / "j.sqlite")
+    entry, exit_ = orders_of(engine)  # nothing is sent after the exit: the wing is left alone
+    # entry at 10:00, mid_slippage k = 0.30: mid -3.20 + 0.60 = -2.60, width 0.40 + 0.20 = 0.60,
+    # -2.60 + 0.18 = -2.42 -> up to the 0.05 complex tick: -2.40 (inside the naturals -2.90 .. -2.30)
+    assert entry.avg_fill_price == -2.40 and entry.fills[0].fees == 2.56  # 2 contracts x 1.28
+    # take profit when closing costs <= 0.50 x 2.40 = 1.20. From 11:00 the wing has no bid: the close is the
+    # short alone. 11:00-11:29: 1.50 + 0.30 x 0.20 = 1.56 -> 1.60 (not yet); 11:30: 1.00 + 0.06 = 1.06 -> up to
+    # the single-leg 0.05 tick: 1.10 <= 1.20. The exit is at 11:30, not at 13:00 when the wing is bid again.
+    assert exit_.legs == (Leg(S, +1),) and exit_.quantity == 1 and not exit_.is_complex
+    (fill,) = exit_.fills
+    assert fill.filled_at == pd.Timestamp("2024-01-10 11:30", tz="America/New_York").to_pydatetime()
+    assert fill.net_price == 1.10 and fill.leg_prices == (1.10,)
+    assert fill.fees == 1.28  # one contract traded, not two
+    (trade,) = engine.portfolio.closed_trades()
+    assert trade.exit_reason == "take_profit" and trade.partly_closed_at == fill.filled_at
+    # the wing settles at expiry (PM, 16:00): 4675 - 4670 = 5.00 x 100 = +500.00, no fee on it
+    assert trade.closed_at == pd.Timestamp("2024-01-11 16:00", tz="America/New_York").to_pydatetime()
+    assert trade.settlement_cash == 500.00 and trade.settled_contracts == 1
+    # P&L: +240.00 - 2.56 - 110.00 - 1.28 + 500.00
+    assert round(trade.realized_pnl * 100) == 24000 - 256 - 11000 - 128 + 50000 == 62616
+    assert round(trade.fees * 100) == 256 + 128
+    assert trade.exit_price == pytest.approx(1.10 - 5.00, abs=1e-12)  # per combo: paid 1.10, got 5.00 back
+    assert engine.portfolio.cash_cents == 100_000_00 + 62616
+    # the day's P&L counts the exit on its day (risk managers read it), the settlement on expiry
+    assert engine.portfolio.realized_by_day_cents[DAY] == 24000 - 256 - 11000 - 128
+    assert engine.portfolio.realized_by_day_cents[EXP] == 50000
+    # DAY's equity holds the wing at its closing mid (0.05 + 0.10) / 2 x 100 = 7.50
+    assert dict(engine.equity_by_day)[DAY] == pytest.approx(100_000 + 126.16 + 7.50, abs=1e-9)
+
+    db = sqlite3.connect(tmp_path / "j.sqlite")
+    rows = db.execute("SELECT kind, opens, price, quantity, fees, cash, leg_prices FROM fills WHERE trade_id = ?"
+                      " ORDER BY filled_at", (trade.trade_id,)).fetchall()
+    assert [r[:6] for r in rows] == [("fill", 1, "-2.40", 1, "2.56", "237.44"),
+                                     ("fill", 0, "1.10", 1, "1.28", "-111.28"),  # the short alone
+                                     ("settlement", 0, "-5.00", 1, "0.00", "500.00")]  # the wing, no fee
+    assert [r[6] for r in rows[1:]] == ['["1.10"]', '["5.00"]']
+    pnl, fees, exit_reason = db.execute("SELECT realized_pnl, fees, exit_reason FROM trades").fetchone()
+    assert (pnl, fees, exit_reason) == ("626.16", "3.84", "take_profit")
+    assert sum(round(float(r[5]) * 100) for r in rows) == 62616  # the rows' cash is the trade's P&L
+    legs = db.execute("SELECT occ_symbol, exit_price FROM trade_legs ORDER BY leg").fetchall()
+    assert legs == [(S.occ_symbol.strip(), "1.10"), (L.occ_symbol.strip(), "5.00")]
+    db.close()
+
+
+class PositionsSeen(TakeProfitVertical):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def decision_times(self):
+        return [dt.time(10, 0), dt.time(12, 0)]
+
+    def on_decision_time(self, ctx):
+        if ctx.now.time() == dt.time(10, 0):
+            super().on_decision_time(ctx)
+        elif ctx.today == DAY:
+            self.seen.append((ctx.open_trades(), ctx.portfolio.positions(), ctx.portfolio.open_trade_count,
+                              ctx._engine.portfolio.liability(), ctx.portfolio.worst_case_loss))
+
+
+def test_after_the_exit_only_the_wing_is_held_and_the_strategy_sees_no_open_trade():
+    market = ModelMarket(DAY, EXP, spot=4720.0, expiries=[EXP], quotes={S: short_quote, L: wing_quote},
+                         settlement={EXP: 4680.0})
+    strat = PositionsSeen()
+    engine = _run(strat, market)
+    ((trades, positions, count, liability, worst),) = strat.seen
+    assert trades == [] and count == 0  # the exit is done: nothing to manage, no slot taken
+    assert positions == {L: 1} and liability == 0.0 and worst == 0.0  # a long put is owed nothing
+    (trade,) = engine.portfolio.closed_trades()
+    # settles at 4680, above the 4675 wing: worthless, no fee. P&L = 240.00 - 2.56 - 110.00 - 1.28
+    assert trade.settlement_cash == 0.0 and round(trade.realized_pnl * 100) == 24000 - 256 - 11000 - 128
+
+
+# ------------------------------------------------------------------ a condor, both wings no bid
+P4600, P4650 = OptionContract("SPXW", EXP, 4600.0, "P"), OptionContract("SPXW", EXP, 4650.0, "P")
+C4850, C4900 = OptionContract("SPXW", EXP, 4850.0, "C"), OptionContract("SPXW", EXP, 4900.0, "C")
+
+
+def _two_phase(before, after, switch=dt.time(12, 0)):
+    return lambda ts: before if _at(ts)[0] == DAY and _at(ts)[1] < switch else after
+
+
+class TimeExitCondor(Strategy):
+    name = "condor"
+
+    def decision_times(self):
+        return [dt.time(10, 0), dt.time(14, 0)]
+
+    def on_decision_time(self, ctx):
+        if ctx.today != DAY:
+            return
+        if ctx.now.time() == dt.time(10, 0):
+            ctx.open_trade([Leg(P4600, 1), Leg(P4650, -1), Leg(C4850, -1), Leg(C4900, 1)], 1)
+        else:
+            for trade in ctx.open_trades():
+                ctx.close_trade(trade, "time_exit")
+
+
+def test_condor_with_both_wings_no_bid_buys_the_two_shorts_back_as_one_combo():
+    quotes = {P4600: _two_phase((0.20, 0.30), (0.00, 0.05)), P4650: _two_phase((1.00, 1.20), (0.40, 0.50)),
+              C4850: _two_phase((1.00, 1.20), (0.30, 0.45)), C4900: _two_phase((0.20, 0.30), (0.00, 0.05))}
+    market = ModelMarket(DAY, EXP, spot=4750.0, expiries=[EXP], quotes=quotes, settlement={EXP: 4590.0})
+    engine = _run(TimeExitCondor(), market)
+    entry, exit_ = orders_of(engine)
+    # entry: mid 0.25 - 1.10 - 1.10 + 0.25 = -1.70, width 0.60: -1.52 -> -1.50; fees 4 x 1.28 = 5.12
+    assert entry.avg_fill_price == -1.50 and entry.fills[0].fees == 5.12
+    # 14:00: both wings bid 0.00 -> buy the two shorts back: mid 0.45 + 0.375 = 0.825, width 0.10 + 0.15 = 0.25:
+    # 0.825 + 0.075 = 0.90 on the 0.05 complex grid (naturals 0.70 .. 0.95); fees 2 x 1.28 = 2.56
+    assert exit_.legs == (Leg(P4650, 1), Leg(C4850, 1)) and exit_.quantity == 1
+    (fill,) = exit_.fills
+    assert fill.net_price == 0.90 and fill.fees == 2.56
+    assert round(sum(fill.leg_prices) * 100) == 90
+    assert all(b <= p <= a for p, (b, a) in zip(fill.leg_prices, ((0.40, 0.50), (0.30, 0.45))))
+    (trade,) = engine.portfolio.closed_trades()
+    # settles at 4590: the 4600 put wing left in the account pays 10.00 x 100; the call wing nothing
+    assert trade.settlement_cash == 1000.00 and trade.exit_reason == "time_exit"
+    assert round(trade.realized_pnl * 100) == 15000 - 512 - 9000 - 256 + 100000
+    assert engine.portfolio.cash_cents == 100_000_00 + 15000 - 512 - 9000 - 256 + 100000
+    assert trade.leg_exit_prices[0] == 10.0 and trade.leg_exit_prices[3] == 0.0
