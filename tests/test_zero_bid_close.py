@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import time
 
 import pandas as pd
 import pytest
@@ -228,3 +229,121 @@ def test_condor_with_both_wings_no_bid_buys_the_two_shorts_back_as_one_combo():
     assert round(trade.realized_pnl * 100) == 15000 - 512 - 9000 - 256 + 100000
     assert engine.portfolio.cash_cents == 100_000_00 + 15000 - 512 - 9000 - 256 + 100000
     assert trade.leg_exit_prices[0] == 10.0 and trade.leg_exit_prices[3] == 0.0
+
+
+# ------------------------------------------------------------------ the same close through the brokers
+def _close_order(cid, position, bid, ask, *, at=None):
+    """The order ``ctx.close_trade`` sends for ``position`` (legs to buy, negative = sell) on these quotes."""
+    from strikebench.engine.broker import closing_order_legs
+    from strikebench.options.orders import Order, OrderType
+
+    legs, qty, _ = closing_order_legs(position, bid, ask)
+    return Order(cid, legs, qty, order_type=OrderType.MARKET, opens=False, trade_id="T-1", reason="take_profit",
+                 created_at=at)
+
+
+def test_paper_broker_fills_the_short_alone_and_settles_the_wing_and_the_portfolio_agrees(tmp_path):
+    from strikebench.brokers.paper import PaperAccount, PaperParams
+    from strikebench.calendar import NY
+    from strikebench.options.orders import Fill, Order, OrderType
+    from strikebench.portfolio import Portfolio
+
+    market = ModelMarket(DAY, EXP, spot=4720.0, expiries=[EXP], quotes={S: short_quote, L: wing_quote},
+                         settlement={EXP: 4670.0})
+    account = PaperAccount(tmp_path / "paper.sqlite", market=market, fill_model=MidSlippageFill(),
+                           commission=CboeRetail(), params=PaperParams(latency_seconds=0))
+    book = Portfolio(100_000.0)
+
+    def apply(order):  # what the live runtime does with the broker's fills
+        for bf in account.lookup(order.client_id).fills:
+            book.apply_fill(order, Fill(bf.fill_id, order.client_id, bf.at, bf.quantity, bf.net_price,
+                                        tuple(bf.leg_prices), bf.fees))
+
+    try:
+        t = pd.Timestamp("2024-01-10 10:01", tz=NY)  # the 10:00 bar's quotes are in force
+        entry = Order("O-1", (Leg(S, -1), Leg(L, 1)), 2, order_type=OrderType.MARKET, opens=True, trade_id="T-1",
+                      created_at=t.to_pydatetime())
+        account.place(entry, t)
+        account.sync(t)
+        apply(entry)
+        t = pd.Timestamp("2024-01-10 11:31", tz=NY)  # the 11:30 bar: wing 0.00/0.10, short 0.90/1.10
+        q = market.leg_quotes([S, L], DAY)
+        i = int(q.index_at(pd.Timestamp("2024-01-10 11:30", tz=NY).value))
+        position = (Leg(S, 2), Leg(L, -2))
+        close = _close_order("T-1-X2", position, q.bid[i], q.ask[i], at=t.to_pydatetime())
+        assert close.legs == (Leg(S, 1),) and close.quantity == 2  # one leg, two contracts: not a one-leg combo
+        account.place(close, t)
+        account.sync(t)
+        apply(close)
+        (fill,) = account.lookup("T-1-X2").fills
+        # 1.00 + 0.30 x 0.20 = 1.06 -> 1.10 on the single-leg grid; fees 2 contracts x 1.28
+        assert (fill.quantity, fill.net_price, fill.fees) == (2, 1.10, 2.56)
+        assert account.positions() == {L.occ_compact: 2}
+        assert {c.occ_compact: n for c, n in book.positions().items()} == account.positions()
+        (trade,) = book.open_trades()
+        assert trade.partly_closed_at is not None and book.open_trades(exited=False) == []
+        account.sync(pd.Timestamp("2024-01-11 16:05", tz=NY))
+        book.settle([S, L], {S: 4670.0, L: 4670.0}, pd.Timestamp("2024-01-11 16:00", tz=NY).to_pydatetime())
+        # entry -2.40 x 2 = +480.00 - 5.12; exit 1.10 x 2 = -220.00 - 2.56; wing 5.00 x 100 x 2 = +1,000.00
+        pnl_cents = 48000 - 512 - 22000 - 256 + 100000
+        assert {s.occ: s.cash for s in account.settlements()} == {L.occ_compact: 1000.0}
+        assert round(account.balances()["cash"] * 100) == 100_000_00 + pnl_cents
+        (trade,) = book.closed_trades()
+        assert round(trade.realized_pnl * 100) == pnl_cents and book.cash_cents == 100_000_00 + pnl_cents
+    finally:
+        account.close()
+
+
+def test_tradier_receives_a_single_option_order_for_a_one_leg_close_and_a_multileg_for_three(tmp_path):
+    from strikebench.brokers.tradier_client import TradierAccount, TradierAPI
+    from strikebench.brokers.tradier_loopback import TradierLoopback
+    from strikebench.calendar import NY
+
+    now = pd.Timestamp("2024-01-10 11:31", tz=NY)
+    with TradierLoopback(token="tok-zb", account="VA0001", now=lambda: now) as server:
+        acct = TradierAccount(TradierAPI("tok-zb", "VA0001", base_url=server.url, timeout=2.0, max_rate_wait=3.0),
+                              state_path=tmp_path / "state.sqlite", commission=CboeRetail())
+        close = _close_order("T-1-X2", (Leg(S, 2), Leg(L, -2)), [0.90, 0.00], [1.10, 0.10])
+        acct.place(close, now, tag="zb")
+        form = [r for r in server.requests if r[0] == "POST" and r[1].endswith("/orders")][-1][3]
+        assert {k: form[k] for k in ("class", "option_symbol", "side", "quantity", "type")} == \
+            {"class": "option", "option_symbol": S.occ_compact, "side": "buy_to_close", "quantity": "2",
+             "type": "market"}
+        server.fill(1000, 2, [1.10])
+        (f,) = [e.fill for e in acct.events(0) if e.kind == "fill"]
+        assert (f.quantity, f.net_price, f.leg_prices, f.fees) == (2, 1.10, (1.10,), 2.56)
+        # a condor with one wing bid 0.00: the other three legs in one multileg order
+        condor = (Leg(P4600, -1), Leg(P4650, 1), Leg(C4850, 1), Leg(C4900, -1))
+        close3 = _close_order("T-2-X2", condor, [0.00, 0.40, 0.30, 0.05], [0.05, 0.50, 0.45, 0.10])
+        acct.place(close3, now, tag="zb")
+        form = [r for r in server.requests if r[0] == "POST" and r[1].endswith("/orders")][-1][3]
+        assert form["class"] == "multileg" and "option_symbol[3]" not in form
+        assert [(form[f"option_symbol[{i}]"], form[f"side[{i}]"]) for i in range(3)] == \
+            [(P4650.occ_compact, "buy_to_close"), (C4850.occ_compact, "buy_to_close"),
+             (C4900.occ_compact, "sell_to_close")]
+
+
+def test_ibkr_receives_the_single_option_not_a_one_leg_bag(tmp_path):
+    from fake_tws import FakeTWS
+
+    from strikebench.brokers.ibkr import IBKRAccount, IBKRParams
+
+    now = dt.datetime(2024, 1, 10, 16, 31, tzinfo=dt.timezone.utc)
+    with FakeTWS() as tws:
+        con = tws.option("SPX", "SPXW", "20240111", 4700.0, "P")
+        tws.option("SPX", "SPXW", "20240111", 4675.0, "P")
+        broker = IBKRAccount(IBKRParams(port=tws.port, client_id=23, account="DU1234567", timeout_seconds=2.0),
+                             tmp_path / "ibkr.sqlite")
+        try:
+            broker.place(_close_order("T-1-X2", (Leg(S, 2), Leg(L, -2)), [0.90, 0.00], [1.10, 0.10]), now, tag="zb")
+            (o,) = tws.live_orders()
+            assert o["contract"]["secType"] == "OPT" and int(o["contract"]["conId"]) == con
+            assert (o["action"], o["qty"], o["order_type"]) == ("BUY", 2, "MKT")
+            tws.fill(o["order_id"], 2, [1.10])
+            end = time.monotonic() + 5.0
+            while not any(e.kind == "fill" for e in broker.events(0)) and time.monotonic() < end:
+                time.sleep(0.01)
+            (f,) = [e.fill for e in broker.events(0) if e.kind == "fill"]
+            assert (f.quantity, f.net_price, f.leg_prices, f.fees) == (2, 1.10, (1.10,), 1.30)  # 2 x 0.65 at TWS
+        finally:
+            broker.close()
