@@ -280,3 +280,27 @@ def test_a_listed_strike_stays_listed_until_its_expiry_whatever_range_is_asked(u
     late = SyntheticMarket(seed=42, start="2023-04-17", end="2023-04-21")
     d_late = late.path.timeline.day_index("2023-04-19")
     np.testing.assert_array_equal(_listing(late, und, d_late), _listing(m, und, m.path.timeline.day_index("2023-04-19")))
+
+
+@pytest.mark.parametrize("und", ["SPX", "XSP", "VIX"])
+def test_a_chain_of_some_expiries_is_exactly_those_rows_of_the_whole_chain(market, und):
+    """A request for a few expiries builds only their rows: the same contracts, open interest (its noise is
+    drawn over the whole listing) and volume, bit for bit, in the whole chain's order (contract-key order)."""
+    from strikebench.options.chain import _factorize_roots, contract_keys
+
+    m = market
+    rng = np.random.default_rng(5)
+    for d in (0, 41, 170):
+        whole = m.day_chain(und, d)
+        _, codes = _factorize_roots(whole.root)
+        keys = contract_keys(codes, whole.expiry, whole.is_call, whole.strike)
+        assert (np.diff(keys) > 0).all()  # contract-key order, no contract twice
+        expiries = np.unique(whole.expiry)
+        for want in (expiries[:1], expiries[-2:], expiries[rng.random(len(expiries)) < 0.3]):
+            part = m.day_chain(und, d, want)
+            keep = np.isin(whole.expiry, want)
+            assert keep.sum() == len(part.strike) > 0 or len(want) == 0
+            for f in ("root", "expiry", "strike", "is_call", "sidx", "open_interest", "day_volume"):
+                a, b = getattr(whole, f)[keep], getattr(part, f)
+                assert a.dtype == b.dtype and np.array_equal(a, b), (und, d, f)
+        assert m.listed_expiries(und, m.path.timeline.dates[d].astype(object)) == [e.item() for e in expiries]

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 
 from strikebench.calendar import NS_PER_YEAR
-from strikebench.options.chain import contract_keys
 from strikebench.options.ticks import round_to_tick, tick_sizes
 from strikebench.pricing import black76, black76_price, bsm, bsm_price
 
@@ -364,61 +363,111 @@ def minute_multipliers(market, d: int):
     return mult, expiring, vcum
 
 
-def build_day_chain(market, und: str, d: int) -> DayChain:
-    """List the series and strikes of ``und`` on session ``d`` (cached by the market)."""
+@dataclass
+class DayListing:
+    """What a session's listing of one underlying is made of, before any contract row: the series, each
+    series' strikes and the draws that give every contract its open interest. Cheap next to the rows
+    (a chain of 12,000+ SPX contracts is ~1,000 rows per decision's expiries), so a request for a few
+    expiries builds only their rows (:func:`build_day_chain` with ``expiries``), the same values as in the
+    whole chain.
+
+    Rows of a day chain are in contract-key order: series by (root, expiry), then puts before calls, then
+    strike. Row ``(series j, call c, strike rank r)`` is row ``base[j] + c * n[j] + r`` of the whole chain;
+    the open-interest noise is drawn once over the whole chain in that order (``normals``)."""
+
+    underlying: str
+    day: int
+    series: SeriesSet
+    strikes: np.ndarray     # every series' strikes, series after series, each ascending
+    first: np.ndarray       # (E,) offset of series j's strikes in ``strikes``
+    n: np.ndarray           # (E,) strikes of series j
+    ranked: np.ndarray      # series indices in row order (root, expiry)
+    base: np.ndarray        # (E,) first row of series j in the whole chain
+    normals: np.ndarray     # (2 * len(strikes),) standard normals, the whole chain's rows in order
+    level: np.ndarray       # (E,) forward (VIX) or ATM variance to settlement (others) at the open
+    open_px: float
+    vix_level: float
+    minute_mult: np.ndarray
+    expiring_mult: np.ndarray
+    volume_cum: np.ndarray
+
+
+def day_listing(market, und: str, d: int) -> DayListing:
+    """The :class:`DayListing` of ``und`` on session ``d`` (cached by the market)."""
     path = market.path
     tl = path.timeline
-    sc = market.scenario
-    ch = sc.chains
-    series = series_for_day(path, und, d, sc, market.calendar)
+    series = series_for_day(path, und, d, market.scenario, market.calendar)
     m0 = int(tl.day_first_minute[d])
     open_px = float(path.spx_open[m0])
     E = len(series.root)
     # ATM variance to each expiry at the open, for strike ranges and open interest
     table = variance_table(market, m0)
     if und == "VIX":
-        fwd = market.vix_future_at(np.full(E, m0), series.exp_day)
+        level = market.vix_future_at(np.full(E, m0), series.exp_day)
+        ks = vix_strikes()
+        strikes = np.tile(ks, E) if E else np.zeros(0)
+        sidx = np.repeat(np.arange(E, dtype=np.int64), len(ks))
     else:
         # the day's own ATM variance: open interest is drawn around it
-        theta = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, table)
-    if und == "VIX":
-        strikes, sids = [], []
-        for j in range(E):
-            ks = vix_strikes()
-            strikes.append(ks)
-            sids.append(np.full(len(ks), j))
-        strike = np.concatenate(strikes) if strikes else np.zeros(0)
-        sidx = np.concatenate(sids).astype(np.int64) if sids else np.zeros(0, np.int64)
+        level = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, table)
+        strikes, sidx = listed_strike_sets(market, und, d, series)
+    n = np.bincount(sidx, minlength=E).astype(np.int64)
+    first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if E else np.zeros(0, np.int64)
+    # root codes from the few series (sorted distinct roots, as np.unique over every row would give)
+    _, codes = np.unique(series.root, return_inverse=True)
+    ranked = np.lexsort((series.expiry, codes.reshape(-1))) if E else np.zeros(0, np.int64)
+    base = np.zeros(E, dtype=np.int64)
+    if E:
+        base[ranked] = np.concatenate([[0], np.cumsum(2 * n[ranked])[:-1]])
+    ent = np.random.SeedSequence(entropy=int(market.seed), spawn_key=(17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
+    normals = np.random.Generator(np.random.PCG64(ent)).standard_normal(2 * len(strikes))
+    mm, em, vc = minute_multipliers(market, d)
+    return DayListing(und, d, series, strikes, first, n, ranked, base, normals, level, open_px,
+                      float(path.vix_step[tl.gap_step[d]]), mm, em, vc)
+
+
+def build_day_chain(market, und: str, d: int, expiries=None, listing: DayListing | None = None) -> DayChain:
+    """The series and strikes of ``und`` listed on session ``d`` with their open interest and volume (cached by
+    the market); only the series of ``expiries`` (datetime64[D] values) when given: the rows the whole chain
+    has for them, with the same values, in the same order."""
+    lst = listing if listing is not None else day_listing(market, und, d)
+    tl = market.path.timeline
+    ch = market.scenario.chains
+    series = lst.series
+    ranked = lst.ranked
+    if expiries is not None:
+        ranked = ranked[np.isin(series.expiry[ranked], np.asarray(expiries, dtype="datetime64[D]"))]
+    # rows in key order: for each series, puts then calls, each by ascending strike
+    n = lst.n[ranked]
+    reps = np.repeat(np.arange(len(ranked)), 2 * n)
+    if len(ranked):
+        start = np.concatenate([[0], np.cumsum(2 * n)[:-1]])
+        k = np.arange(int(2 * n.sum())) - start[reps]   # 0 .. 2n_j - 1 within the series
     else:
-        strike, sidx = listed_strike_sets(market, und, d, series)
-    # calls and puts
-    strike = np.concatenate([strike, strike])
-    sidx = np.concatenate([sidx, sidx])
-    is_call = np.concatenate([np.ones(len(strike) // 2, bool), np.zeros(len(strike) // 2, bool)])
+        k = np.zeros(0, dtype=np.int64)
+    j = ranked[reps].astype(np.int64)
+    nj = lst.n[j]
+    is_call = k >= nj
+    r = np.where(is_call, k - nj, k)
+    sidx = j
+    strike = lst.strikes[lst.first[j] + r]
     root = series.root[sidx]
     expiry = series.expiry[sidx]
-    # root codes from the few series (sorted distinct roots, as np.unique over every row would give)
-    _, series_codes = np.unique(series.root, return_inverse=True)
-    codes = series_codes.reshape(-1)[sidx] if E else np.zeros(0, np.int64)
-    key = contract_keys(codes, expiry, is_call, strike)
-    order = np.argsort(key, kind="stable")
-    strike, sidx, is_call, root, expiry = strike[order], sidx[order], is_call[order], root[order], expiry[order]
+    pos = lst.base[j] + k
 
     # open interest and the day's volume
-    ent = np.random.SeedSequence(entropy=int(market.seed), spawn_key=(17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
-    rng = np.random.Generator(np.random.PCG64(ent))
-    noise = np.exp(0.45 * rng.standard_normal(len(strike)) - 0.1)
+    noise = np.exp(0.45 * lst.normals[pos] - 0.1)
     dte = (expiry - tl.dates[d]).astype(np.int64)
     if und == "VIX":
-        z = np.log(strike / fwd[sidx]) / 0.25
+        z = np.log(strike / lst.level[sidx]) / 0.25
         z = np.where(is_call, z * 0.8, z * 1.6)
         base = ch.open_interest_scale * 6.0
         age = np.ones(len(strike))
         turnover = ch.turnover * 0.5 * np.ones(len(strike))
     else:
         unit = 0.1 if und == "XSP" else 1.0
-        k = np.log(strike / (open_px * unit))
-        z = k / np.sqrt(np.maximum(theta[sidx], 1e-6))
+        kk = np.log(strike / (lst.open_px * unit))
+        z = kk / np.sqrt(np.maximum(lst.level[sidx], 1e-6))
         # puts trade farther out of the money than calls
         z = np.where(is_call, z, z * 0.8)
         base = ch.open_interest_scale * (0.08 if und == "XSP" else 1.0)
@@ -428,10 +477,9 @@ def build_day_chain(market, und: str, d: int) -> DayChain:
         age = age * np.where(ticks % 100 == 0, 1.6, np.where(ticks % 25 == 0, 1.25, 1.0))
     shape = np.exp(-0.5 * z ** 2) + 0.01
     oi = np.round(base * age * shape * noise).astype(np.int64)
-    vix_level = float(path.vix_step[tl.gap_step[d]])
-    day_volume = oi * turnover * (vix_level / 18.0) ** 0.5 * noise
-    mm, em, vc = minute_multipliers(market, d)
-    return DayChain(und, d, series, root, expiry, strike, is_call, sidx, oi, day_volume, mm, em, vc)
+    day_volume = oi * turnover * (lst.vix_level / 18.0) ** 0.5 * noise
+    return DayChain(und, d, series, root, expiry, strike, is_call, sidx, oi, day_volume,
+                    lst.minute_mult, lst.expiring_mult, lst.volume_cum)
 
 
 def day_series_arrays(dc: DayChain):

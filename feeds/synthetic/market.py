@@ -30,7 +30,9 @@ from strikebench.options.chain import ChainSnapshot, LegQuotes
 from .chains import (
     UNDERLYINGS,
     DayChain,
+    DayListing,
     build_day_chain,
+    day_listing,
     minute_multipliers,
     quote_block,
     series_state,
@@ -62,6 +64,7 @@ class SyntheticMarket:
         self.end = pd.Timestamp(tl.dates[tl.n_sim - 1]).date()
         self._bars: dict[str, pd.DataFrame] = {}
         self._chains: OrderedDict[tuple[str, int], DayChain] = OrderedDict()
+        self._listings: OrderedDict[tuple[str, int], DayListing] = OrderedDict()
         self._listed: dict[tuple[str, int], list[dt.date]] = {}
         self._layouts: OrderedDict[tuple, dict] = OrderedDict()
         self._mults: OrderedDict[int, tuple] = OrderedDict()
@@ -235,17 +238,34 @@ class SyntheticMarket:
                              f"(sessions {self.start}..{self.end}, regular hours)")
         return i
 
-    def day_chain(self, underlying: str, day: int) -> DayChain:
+    def day_chain(self, underlying: str, day: int, expiries=None) -> DayChain:
+        """Every contract listed on session ``day`` (cached), or only those of ``expiries`` (datetime64[D]
+        values; built from the session's cached listing, the same rows and values as in the whole chain)."""
+        if expiries is not None:
+            return build_day_chain(self, underlying, int(day), expiries, listing=self.day_listing(underlying, day))
         key = (underlying, int(day))
         dc = self._chains.get(key)
         if dc is None:
-            dc = build_day_chain(self, underlying, int(day))
+            dc = build_day_chain(self, underlying, int(day), listing=self.day_listing(underlying, day))
             self._chains[key] = dc
             if len(self._chains) > _DAY_CACHE:
                 self._chains.popitem(last=False)
         else:
             self._chains.move_to_end(key)
         return dc
+
+    def day_listing(self, underlying: str, day: int) -> DayListing:
+        """Session ``day``'s series and strikes of ``underlying`` before any contract row (cached)."""
+        key = (underlying, int(day))
+        got = self._listings.get(key)
+        if got is None:
+            got = day_listing(self, underlying, int(day))
+            self._listings[key] = got
+            if len(self._listings) > _DAY_CACHE:
+                self._listings.popitem(last=False)
+        else:
+            self._listings.move_to_end(key)
+        return got
 
     def _day_variance_table(self, d: int, minutes: np.ndarray):
         """The expected-variance integral table of every minute of session ``d``: the same for every
@@ -275,9 +295,9 @@ class SyntheticMarket:
         key = (und, int(d))
         got = self._listed.get(key)
         if got is None:
-            dc = self.day_chain(und, d)
-            listed = np.bincount(dc.sidx, minlength=len(dc.series.expiry)) > 0  # series with a contract
-            got = [e.item() for e in np.unique(dc.series.expiry[listed].astype("datetime64[D]"))]  # dates
+            lst = self.day_listing(und, d)
+            listed = lst.n > 0  # series with a contract
+            got = [e.item() for e in np.unique(lst.series.expiry[listed].astype("datetime64[D]"))]  # dates
             self._listed[key] = got
         return got
 
@@ -373,7 +393,7 @@ class SyntheticMarket:
         if lay is not None:
             self._layouts.move_to_end(key)
             return lay
-        dc = self.day_chain(und, d)
+        dc = self.day_chain(und, d, want)  # only the requested expiries' rows are built
         mask = np.ones(len(dc.strike), dtype=bool) if want is None else np.isin(dc.expiry, want)
         if roots is not None:
             mask &= np.isin(dc.root, list(roots))

@@ -277,8 +277,23 @@ def expiry_payoff(legs: Sequence[Leg], settle: np.ndarray | float) -> np.ndarray
     return (ratios * intrinsic).sum(axis=-1)
 
 
+_EXTREMES: dict[tuple, tuple[float, float]] = {}
+
+
 def _payoff_extremes(legs: Sequence[Leg]) -> tuple[float, float]:
-    """(min payoff, slope beyond the highest strike) of the combo at expiry."""
+    """(min payoff, slope beyond the highest strike) of the combo at expiry (memoized per leg set: every
+    order's risk estimate, buying-power check and the account's margin ask it again)."""
+    key = tuple(legs)
+    got = _EXTREMES.get(key)
+    if got is None:
+        got = _payoff_extremes_of(key)
+        if len(_EXTREMES) >= 4096:
+            _EXTREMES.clear()
+        _EXTREMES[key] = got
+    return got
+
+
+def _payoff_extremes_of(legs: tuple) -> tuple[float, float]:
     if len({leg.contract.expiry for leg in legs}) != 1:
         raise OrderError("worst-case loss is defined here only for legs of one expiry")
     strikes = sorted({leg.contract.strike for leg in legs})
