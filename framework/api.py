@@ -151,6 +151,15 @@ class RiskManager(Plugin):
     def check(self, request: "OrderRequest", portfolio) -> "Veto | None":
         return None
 
+    def blocks_entries(self, strategy: str, at: dt.datetime, portfolio) -> "Veto | None":
+        """Optional: the veto *every* opening order of ``strategy`` at ``at`` would meet now, whatever its legs
+        and price (a limit on open trades, a time window, a tripped breaker); None when nothing blocks all
+        entries or the rule depends on the order. Strategies ask it before they build a chain
+        (``ctx.entries_blocked()``), so a decision that cannot be acted on costs no chain. A manager that
+        answers it must veto every such order in :meth:`check` with the same veto (the built-in ones call
+        this from ``check``). Only managers that keep the default :meth:`applies_to` are asked."""
+        return None
+
     # Optional: a rule that watches the market or the account between orders (circuit breakers,
     # strikebench.plugins.breakers) overrides these; the engine calls them for every configured manager.
     def on_session_start(self, day: dt.date, market, minutes) -> None:

@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,6 +101,12 @@ class BrokerConfig(BaseModel):
 
 class JournalConfig(_Strict):
     url: str | None = Field(default=None, description="sqlite:///path or postgresql://...; default: journal.sqlite in the run folder")
+    # exclude=True: not part of config_hash (the trades are the same either way; an account's config stays the same)
+    blocked_decisions: Literal["reason", "full"] = Field(
+        default="reason", exclude=True,
+        description="a decision a risk rule blocks whatever the entry (open-trade or daily limit, time window, "
+                    "tripped breaker): 'reason' records the SKIP and the rules without building a chain; 'full' "
+                    "evaluates it and stores its chain slice and candidates (what `ml dataset` learns from)")
 
 
 class OutputConfig(_Strict):

@@ -723,6 +723,10 @@ def replay_decision(run_dir, decision_id: str, run_id: str | None = None) -> Rep
     try:
         d = journal.decision(decision_id, run_id=run["run_id"])
         if d["snapshot_id"] is None:
+            if d["action"] == "SKIP" and str(d["reason"]).startswith("risk:") and not d["candidates"]:
+                raise JournalError(f"decision {decision_id} was a SKIP before any chain was built: a risk rule blocked "
+                                   f"every entry ({d['reason']}); there is no evaluation to replay (a run with "
+                                   f"journal.blocked_decisions: full evaluates and stores such decisions)")
             raise JournalError(f"decision {decision_id} saw no chain snapshot; there is nothing to replay")
         info = journal.snapshot_info(d["snapshot_id"])
         snapshot = journal.load_snapshot(d["snapshot_id"], verify=False)

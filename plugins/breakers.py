@@ -145,11 +145,14 @@ class DailyLossPct(CircuitBreaker):
                      "pct": self.params.pct, "limit": round(limit, 2), "trade_id": t.trade_id})
 
     def check(self, request, portfolio):
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
         if self.day != portfolio.today:  # driven without on_session_start (a hand test): start the day here
             self.on_session_start(portfolio.today, None, None)
         self._scan(portfolio)
-        trip = self._tripped.get(self._key(request.strategy))
-        if trip is not None and trip.tripped_at <= _ny(request.at):
+        trip = self._tripped.get(self._key(strategy))
+        if trip is not None and trip.tripped_at <= _ny(at):
             return Veto(f"tripped at {trip.tripped_at:%H:%M}: {trip.reason}")
         return None
 
@@ -182,7 +185,10 @@ class _Paused(CircuitBreaker):
         self._trip_of[key] = self._trip(key, at, reason, figures)
 
     def check(self, request, portfolio):
-        key = self._key(request.strategy)
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
+        key = self._key(strategy)
         if self.paused.get(key, 0) > 0:
             trip = self._trip_of[key]
             return Veto(f"tripped {trip.tripped_at:%Y-%m-%d %H:%M}: {trip.reason}; "
@@ -329,8 +335,11 @@ class VixJump(CircuitBreaker):
                                           "jump_pct": p.jump_pct})
 
     def check(self, request, portfolio):
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
         trip = self.trip_today
-        if trip is not None and trip.tripped_at.date() == portfolio.today and trip.tripped_at <= _ny(request.at):
+        if trip is not None and trip.tripped_at.date() == portfolio.today and trip.tripped_at <= _ny(at):
             return Veto(f"tripped at {trip.tripped_at:%H:%M}: {trip.reason}")
         return None
 

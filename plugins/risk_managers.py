@@ -39,7 +39,10 @@ class MaxOpenTrades(RiskManager):
         per_strategy: bool = Field(False, description="count only the ordering strategy's trades")
 
     def check(self, request, portfolio):
-        trades = portfolio.open_trades(request.strategy if self.params.per_strategy else None)
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
+        trades = portfolio.open_trades(strategy if self.params.per_strategy else None)
         if len(trades) >= self.params.limit:
             return Veto(f"{len(trades)} open trade(s), limit {self.params.limit}")
         return None
@@ -52,6 +55,9 @@ class MaxNewTradesPerDay(RiskManager):
     Params = _LimitParams
 
     def check(self, request, portfolio):
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
         if portfolio.trades_opened_today >= self.params.limit:
             return Veto(f"{portfolio.trades_opened_today} trade(s) opened today, limit {self.params.limit}")
         return None
@@ -69,6 +75,9 @@ class NoEntryAfterStop(RiskManager):
     Params = NoEntryAfterStopParams
 
     def check(self, request, portfolio):
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
         stops = [r for r in portfolio.exit_reasons_today if r in self.params.exit_reasons]
         if stops:
             return Veto(f"a trade was closed by {stops[0]} today")
@@ -106,6 +115,9 @@ class DailyLossCap(RiskManager):
         self.tripped_on: dt.date | None = None
 
     def check(self, request, portfolio):
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
         if self.tripped_on == portfolio.today:
             return Veto(f"kill switch tripped today (daily loss cap {self.params.cap:,.2f})")
         if -portfolio.realized_today >= self.params.cap - 1e-9:
@@ -160,7 +172,10 @@ class NoNewRiskWindow(RiskManager):
         return w
 
     def check(self, request, portfolio):
-        at = request.at if request.at.tzinfo else request.at.replace(tzinfo=NY)
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
+        at = at if at.tzinfo else at.replace(tzinfo=NY)
         close, no_new_risk, new_risk = self._window(at.date())
         if at >= no_new_risk:
             return Veto(f"{at:%H:%M} is within {self.params.minutes_before_close} min of the {close:%H:%M} close")
@@ -227,7 +242,10 @@ class EventBlackout(RiskManager):
         self.windows = load_blackouts(self.params.calendar)
 
     def check(self, request, portfolio):
-        at = request.at if request.at.tzinfo else request.at.replace(tzinfo=NY)
+        return self.blocks_entries(request.strategy, request.at, portfolio)
+
+    def blocks_entries(self, strategy, at, portfolio):
+        at = at if at.tzinfo else at.replace(tzinfo=NY)
         for start, end, label in self.windows:
             if start <= at < end:
                 return Veto(f"event blackout {label} {start:%Y-%m-%d %H:%M}-{end:%H:%M}")

@@ -39,7 +39,7 @@ from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg, expiry_payoff
 from strikebench.options.ticks import round_to_tick
-from strikebench.strategies.spreads import PRICE_EPS, credit_limit, decide_and_enter
+from strikebench.strategies.spreads import PRICE_EPS, credit_limit, decide_and_enter, skip_if_blocked
 
 RULESET_VERSION = "bwb_vix_hedge/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -495,6 +495,9 @@ class BwbVixHedge(Strategy):
 
     def _decide_bwb(self, ctx) -> None:
         p = self.params
+        if skip_if_blocked(ctx, {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
+                           ruleset_version=self.ruleset_version):
+            return  # a risk rule blocks every entry now: no chain built
         full = ctx.chain(dte=(p.target_dte - p.dte_tolerance, p.target_dte + p.dte_tolerance), roots=[p.root], right="P")
         # what a decision stores: the root's puts around the target expiry (evaluates like the whole chain)
         window = np.abs(full.dte - p.target_dte) <= p.dte_tolerance

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, vertical_entry
+from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, skip_if_blocked, vertical_entry
 
 RULESET_VERSION = "credit_vertical/1"
 
@@ -151,6 +151,9 @@ class CreditVertical(Strategy):
 
     def on_decision_time(self, ctx) -> None:
         p = self.params
+        if skip_if_blocked(ctx, {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
+                           ruleset_version=self.ruleset_version):
+            return  # a risk rule blocks every entry now: no chain built
         snapshot = ctx.chain(dte=(max(0, min(p.dte_targets) - p.dte_tolerance), max(p.dte_targets) + p.dte_tolerance),
                              roots=[p.root], right=None if p.side == "both" else "C" if p.side == "call" else "P")
         snapshot = snapshot.subset(self.relevant_rows(snapshot))

@@ -15,7 +15,28 @@ from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg
 from strikebench.options.ticks import round_to_tick
 
-__all__ = ["decide_and_enter", "credit_exit", "vertical_entry", "vertical_legs", "credit_limit"]
+__all__ = ["decide_and_enter", "skip_if_blocked", "risk_reason", "credit_exit", "vertical_entry", "vertical_legs",
+           "credit_limit"]
+
+
+def risk_reason(vetoes) -> str:
+    """A SKIP's reason naming the risk rules that blocked it: ``risk: rule: why; rule: why``."""
+    return "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
+
+
+def skip_if_blocked(ctx, context: dict, *, ruleset_version: str) -> bool:
+    """Record a SKIP and return True when a risk rule blocks every entry of the strategy now (open-trade or
+    daily limit, time window, tripped breaker: ``ctx.entries_blocked()``), before any chain is built: a
+    decision that cannot be acted on costs no chain, no evaluation and no stored slice. Its reason names the
+    rules, as a TRADE the gate turned into a SKIP does. False (nothing recorded) when an entry could pass,
+    or when the run records blocked decisions in full (``journal.blocked_decisions: full``)."""
+    if ctx.records_blocked_in_full:
+        return False
+    vetoes = ctx.entries_blocked()
+    if not vetoes:
+        return False
+    ctx.decide("SKIP", risk_reason(vetoes), context=context, ruleset_version=ruleset_version)
+    return True
 
 
 def vertical_legs(snapshot: ChainSnapshot, details: dict) -> tuple[Leg, Leg]:
@@ -47,7 +68,7 @@ def decide_and_enter(ctx, snapshot: ChainSnapshot, context: dict, evaluation: tu
         legs, quantity, limit = entry(candidates[chosen].details)
         vetoes = ctx.would_veto(legs, quantity, limit=limit)
         if vetoes:
-            action, why = "SKIP", "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
+            action, why = "SKIP", risk_reason(vetoes)
     decision: Decision = ctx.decide(action, why, candidates=candidates, chosen=chosen, snapshot=snapshot,
                                     context=context, ruleset_version=ruleset_version)
     order = None

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, vertical_entry
+from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, skip_if_blocked, vertical_entry
 
 RULESET_VERSION = "xsp_probe/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -202,6 +202,9 @@ class XspProbe(Strategy):
         p = self.params
         if WEEKDAYS[ctx.today.weekday()] not in p.entry_weekdays:
             return
+        if skip_if_blocked(ctx, {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
+                           ruleset_version=self.ruleset_version):
+            return  # a risk rule blocks every entry now: no chain built
         full = ctx.chain(dte=(p.dte_min, p.dte_max), roots=[p.root])
         week = ctx.today.isocalendar()[:2]
         rights = {"put": ["P"], "call": ["C"], "both": ["P", "C"]}[p.side]

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, vertical_entry
+from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, skip_if_blocked, vertical_entry
 
 RULESET_VERSION = "zero_dte/1"
 
@@ -198,6 +198,9 @@ class ZeroDte(Strategy):
         return context
 
     def on_decision_time(self, ctx) -> None:
+        if skip_if_blocked(ctx, {"k": ctx.slippage, "price": ctx.underlying_price()},
+                           ruleset_version=self.ruleset_version):
+            return  # a risk rule blocks every entry now: no chain built
         snapshot = ctx.chain(dte=(0, 0), roots=[self.params.root])
         snapshot = snapshot.subset(self.relevant_rows(snapshot))
         context = self.decision_context(ctx, snapshot)

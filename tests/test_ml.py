@@ -30,6 +30,7 @@ risk:
   - name: max_open_trades
     params: {{limit: 1}}
 {extra}
+journal: {{blocked_decisions: full}}  # the dataset learns from every decision's candidates, blocked ones too
 output: {{dir: {out}}}
 """
 START, END = "2023-01-03", "2023-01-19"

@@ -64,6 +64,38 @@ def test_each_manager_vetoes_an_entry_and_lets_the_exit_through(manager, portfol
     assert gate.check(request(opens=False), portfolio) == []
 
 
+LEG_FREE = {"max_open_trades", "max_new_trades_per_day", "no_entry_after_stop", "daily_loss_cap"}
+
+
+@pytest.mark.parametrize("manager,portfolio,reason", CASES, ids=[c[0].name for c in CASES])
+def test_a_rule_that_blocks_every_entry_says_so_before_any_order_with_the_same_veto(manager, portfolio, reason):
+    """entries_blocked (asked before a chain is built) gives exactly the veto check gives an order, for the
+    rules that do not depend on the order; the rules that do (loss of this order, buying power) are not asked."""
+    gate = RiskGate([type(manager)(manager.params)])
+    blocked = gate.entries_blocked("cv", request().at, portfolio)
+    if manager.name in LEG_FREE:
+        assert blocked == RiskGate([type(manager)(manager.params)]).check(request(), portfolio)
+        assert len(blocked) == 1 and reason in blocked[0].reason and blocked[0].rule == manager.name
+    else:
+        assert blocked == []
+    fresh = RiskGate([type(manager)(manager.params)])  # (daily_loss_cap latches for the day once tripped)
+    assert fresh.entries_blocked("cv", request().at, FakePortfolio()) == []  # nothing open, no loss: entries pass
+
+
+def test_time_windows_block_entries_before_any_order_and_a_narrowed_rule_is_not_asked():
+    gate = RiskGate([rm.NoNewRiskWindow(), rm.EventBlackout()])
+    for at in (dt.datetime(2024, 1, 8, 15, 0, tzinfo=NY), dt.datetime(2023, 3, 22, 14, 0, tzinfo=NY)):
+        assert gate.entries_blocked("cv", at, FakePortfolio(today=at.date())) == gate.check(request(at=at), FakePortfolio())
+        assert gate.entries_blocked("cv", at, FakePortfolio(today=at.date()))
+    assert gate.entries_blocked("cv", dt.datetime(2024, 1, 8, 14, 59, tzinfo=NY), FakePortfolio()) == []
+
+    class OnlyOtherStrategies(rm.MaxOpenTrades):  # applies_to narrowed: it may not veto every entry of "cv"
+        def applies_to(self, request):
+            return request.opens and request.strategy != "cv"
+
+    assert RiskGate([OnlyOtherStrategies()]).entries_blocked("cv", request().at, FakePortfolio(trades=["x"])) == []
+
+
 def test_no_new_risk_window_uses_the_real_close_including_early_closes():
     gate = RiskGate([rm.NoNewRiskWindow()])
     assert gate.check(request(at=dt.datetime(2024, 1, 8, 14, 59, tzinfo=NY)), FakePortfolio()) == []

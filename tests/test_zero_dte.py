@@ -171,7 +171,12 @@ def test_guardrails_veto_and_the_decision_says_which():
                                             NoNewRiskWindow()])
     assert not engine.portfolio.all_trades()
     risk = [d for d in engine.decisions if d.reason.startswith("risk:")]
-    assert risk and all("per_trade_max_loss: worst-case loss" in d.reason for d in risk)
+    # before 15:00 the strategy evaluates and the per-trade cap vetoes the entry it chose; from 15:00 the window
+    # blocks every entry, so the decision is a SKIP naming it, recorded without a chain or candidates
+    evaluated, blocked = [d for d in risk if d.candidates], [d for d in risk if not d.candidates]
+    assert evaluated and all("per_trade_max_loss: worst-case loss" in d.reason for d in evaluated)
+    assert blocked and all(d.reason.startswith("risk: no_new_risk_window: ") and d.snapshot_checksum is None
+                           and d.decided_at.time() >= dt.time(15) for d in blocked)
     # the gate was asked before sending (ctx.would_veto), so no order exists: the entries count, the orders do not
     summary = engine.summary()
     assert summary["vetoed_entries"] == len(risk) and summary["vetoed_orders"] == 0
@@ -252,9 +257,15 @@ def test_the_cli_run_logs_a_matrix_every_slot_and_journals_the_vetoes(cli_run):
 
 def test_a_zero_dte_decision_replays_from_the_journal(cli_run):
     decisions = pd.read_csv(cli_run / "decisions.csv")
-    for action in ("TRADE", "SKIP"):
-        decision_id = decisions[decisions.action == action].iloc[0].decision_id
+    for action in ("TRADE", "SKIP"):  # a SKIP that evaluated a chain (not one a risk rule blocked before it)
+        decision_id = decisions[(decisions.action == action) & decisions.snapshot_id.notna()].iloc[0].decision_id
         proc = subprocess.run([sys.executable, "-m", "strikebench.cli", "replay-decision", str(cli_run), decision_id],
                               capture_output=True, text=True, env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": ""})
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "same result" in proc.stdout
+    # a SKIP a risk rule made before any chain was built has nothing to re-evaluate, and says so in one line
+    blocked = decisions[(decisions.action == "SKIP") & decisions.snapshot_id.isna()].iloc[0]
+    proc = subprocess.run([sys.executable, "-m", "strikebench.cli", "replay-decision", str(cli_run), blocked.decision_id],
+                          capture_output=True, text=True, env={"COLUMNS": "200", "NO_COLOR": "1", "PATH": ""})
+    assert proc.returncode != 0 and "before any chain was built: a risk rule blocked every entry (risk: " in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
-from strikebench.api import Candidate, Decision, OrderRequest, Veto
+from strikebench.api import Candidate, Decision, OrderRequest, RiskManager, Veto
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.orders import Leg, Order, OrderType, TimeInForce, TradeRecord, max_loss_per_combo
 from strikebench.portfolio import PortfolioView
@@ -56,6 +56,21 @@ class RiskGate:
                     vetoes.append(veto)
         return vetoes
 
+
+    def entries_blocked(self, strategy: str, at, portfolio: PortfolioView) -> list[Veto]:
+        """The vetoes every opening order of ``strategy`` at ``at`` would meet whatever its legs (the managers'
+        ``blocks_entries``; managers that narrow :meth:`RiskManager.applies_to` are not asked). Trips are
+        handed to the journal as a check hands them."""
+        vetoes: list[Veto] = []
+        for rm in self.risk_managers:
+            ask = getattr(rm, "blocks_entries", None)
+            if ask is None or getattr(type(rm), "applies_to", None) is not RiskManager.applies_to:
+                continue
+            veto = ask(strategy, at, portfolio)
+            self.flush(rm, at)
+            if veto is not None:
+                vetoes.append(veto if veto.rule else Veto(veto.reason, rule=rm.name))
+        return vetoes
 
     def take_notes(self, strategy: str, at) -> dict:
         """The notes of ``strategy``'s checks at ``at`` (then forgotten, with every older one)."""
@@ -253,6 +268,23 @@ class StrategyContext:
                       order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
                       strategy=self.strategy_id, trade_id="_probe", opens=True, created_at=self.now.to_pydatetime())
         return self._engine.risk_gate.check(self._request(order), self.portfolio)
+
+    def entries_blocked(self) -> list[Veto]:
+        """What blocks *every* new entry of this strategy now, whatever its legs: the risk rules that do not
+        depend on the order (open-trade and daily limits, time windows, tripped breakers). Empty when an entry
+        could pass; rules that depend on the order are still asked when it is sent (``would_veto``).
+
+        A strategy asks this before building a chain: a decision that cannot be acted on is then recorded
+        as a SKIP naming the rules, without a chain slice or candidates
+        (:func:`strikebench.strategies.spreads.skip_if_blocked`), unless the run records blocked decisions
+        in full (``journal.blocked_decisions: full``, :attr:`records_blocked_in_full`)."""
+        return self._engine.risk_gate.entries_blocked(self.strategy_id, self.now.to_pydatetime(), self.portfolio)
+
+    @property
+    def records_blocked_in_full(self) -> bool:
+        """True when the run evaluates and journals decisions a risk rule blocks anyway (chain slice and
+        candidates: what ``strikebench ml dataset`` learns counterfactuals from); ``journal.blocked_decisions``."""
+        return self._engine.blocked_decisions == "full"
 
     def has_pending_exit(self, trade: TradeRecord) -> bool:
         """True while a closing order for ``trade`` is working."""

@@ -81,9 +81,14 @@ class Engine:
                  risk_managers: Sequence = (), initial_cash: float = 100_000.0, run: RunInfo | None = None,
                  hook=None, calendar: MarketCalendar | None = None, underlying: str | None = None,
                  on_session_end: Callable[[dt.date, float], None] | None = None, broker_factory=None,
-                 features: Sequence = ()):
+                 features: Sequence = (), blocked_decisions: str = "reason"):
         self.market = market
         self.run = run or RunInfo(run_id="adhoc", name="adhoc", mode="backtest")
+        if blocked_decisions not in ("reason", "full"):
+            raise ValueError(f"blocked_decisions must be 'reason' or 'full', got {blocked_decisions!r}")
+        #: "reason": a decision every entry of which a risk rule blocks is a SKIP without chain or candidates
+        #: (strategies ask ``ctx.entries_blocked()`` first); "full": evaluated and journaled like any other
+        self.blocked_decisions = blocked_decisions
         self.hook = hook if hook is not None else _NullHook()
         self.calendar = calendar or MarketCalendar()
         self.strategies = list(strategies)

@@ -59,6 +59,7 @@ def build_engine(resolved, *, run: RunInfo, hook=None, market=None, on_session_e
         commission=resolved.commission.build(), risk_managers=[rp.build() for rp in resolved.risk],
         initial_cash=resolved.broker.params.initial_cash, run=run, hook=hook, on_session_end=on_session_end,
         features=[rp.build() for rp in resolved.features],
+        blocked_decisions=resolved.config.journal.blocked_decisions,
     )
 
 
