@@ -621,9 +621,10 @@ class Journal:
                 if row is not None and int(row[0]) > SCHEMA_VERSION:
                     raise JournalError(f"{self.path}: journal schema {row[0]} is newer than this strikebench "
                                        f"understands ({SCHEMA_VERSION}); upgrade strikebench")
-            if "alembic_version" in tables:
-                _check_revision(str(self.path), revision(self._db))
-            if not _SCHEMA_TABLES <= tables or "alembic_version" not in tables or _missing_columns(self._db):
+            rev = revision(self._db) if "alembic_version" in tables else None
+            if rev is not None:
+                _check_revision(str(self.path), rev)
+            if not _SCHEMA_TABLES <= tables or rev != HEAD_REVISION or _missing_columns(self._db):
                 # a new file, or one from before a table or column was added; else no write lock is taken
                 with self._tx():
                     for stmt in sqlite_ddl():
@@ -632,8 +633,9 @@ class Journal:
                     self._db.execute("INSERT INTO journal_meta(key, value) VALUES ('schema_version', ?)"
                                      " ON CONFLICT(key) DO NOTHING", (str(SCHEMA_VERSION),))
                     self._db.execute(ALEMBIC_VERSION_DDL)
-                    if self._db.execute("SELECT 1 FROM alembic_version").fetchone() is None:
-                        self._db.execute("INSERT INTO alembic_version(version_num) VALUES (?)", (HEAD_REVISION,))
+                    # SQLite's revisions after 0001 only add tables (0002: the live tables), which the DDL above made
+                    self._db.execute("DELETE FROM alembic_version")
+                    self._db.execute("INSERT INTO alembic_version(version_num) VALUES (?)", (HEAD_REVISION,))
         except sqlite3.DatabaseError as exc:
             self.close()
             raise JournalError(f"{self.path}: not a journal ({exc})") from None

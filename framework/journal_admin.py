@@ -20,7 +20,7 @@ __all__ = ["migrate", "upgrade_postgres", "copy_runs", "RUN_TABLES"]
 
 #: tables holding a run's rows, in the order a copy writes them (parents first)
 RUN_TABLES = ("runs", "trade_decisions", "orders", "order_events", "fills", "trades", "trade_legs", "breaker_trips",
-              "equity")
+              "equity", "live_state", "live_log", "account_sessions")
 _LOCK_KEY = zlib.crc32(b"strikebench journal migrations")  # one advisory lock for every migrating process
 
 
@@ -154,7 +154,7 @@ def copy_runs(src: str | os.PathLike, dst: str | os.PathLike, *, run_ids: list[s
 
 
 def _columns(table: str) -> list[str]:
-    return [c.name for c in BY_NAME[table].columns if c.kind != "id"]
+    return [c.name for c in BY_NAME[table].columns if c.kind not in ("id", "rowid")]  # keys the target assigns
 
 
 def _copy_run(source: Journal, db, run_id: str, snap_ids: dict, ctx_ids: dict) -> None:
@@ -167,7 +167,8 @@ def _copy_run(source: Journal, db, run_id: str, snap_ids: dict, ctx_ids: dict) -
         cols = _columns(table)
         have = column_names(source._db, table)
         picked = ", ".join(c if c in have else "NULL" for c in cols)  # columns added later read as empty
-        key = next((c.name for c in BY_NAME[table].columns if c.kind == "id"), None)
+        # in the order written (the target numbers its own keys and rowids in that order)
+        key = next((c.name for c in BY_NAME[table].columns if c.kind in ("id", "rowid")), None)
         order = f" ORDER BY {key}" if key else ""
         insert = f"INSERT INTO {table}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         for row in _rows(source, f"SELECT {picked} FROM {table} WHERE run_id = ?{order}", (run_id,)):

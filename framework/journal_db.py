@@ -28,7 +28,8 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 __all__ = ["SQLITE", "POSTGRES", "backend_of", "mask_url", "strip_password", "sqlite_path", "connect_postgres",
-           "PgConnection", "table_names", "column_names", "insert_id", "is_postgres", "DatabaseError"]
+           "PgConnection", "table_names", "column_names", "insert_id", "is_postgres", "DatabaseError", "connect",
+           "replace_sql"]
 
 SQLITE, POSTGRES = "sqlite", "postgresql"
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -253,6 +254,32 @@ def revision(db) -> str | None:
         return None
     row = db.execute("SELECT version_num FROM alembic_version").fetchone()
     return None if row is None else str(row[0])
+
+
+def connect(url: str | os.PathLike):
+    """A writing connection to an existing journal of either backend (its tables made by
+    :class:`~strikebench.journal.Journal`): the raw sqlite3 connection (WAL, rows by name) or a :class:`PgConnection`.
+    For the live runtime's and the account's own rows, beside the journal's."""
+    text = os.fspath(url)
+    if backend_of(text) == POSTGRES:
+        return PgConnection(text)
+    db = sqlite3.connect(str(sqlite_path(text)), isolation_level=None, timeout=30.0)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # as the journal: durable across a process crash
+    return db
+
+
+def replace_sql(db, table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+    """``INSERT OR REPLACE`` of one row keyed by ``key``, such that the row's ``rowid`` moves to the newest (the
+    order a watcher reads rows in): SQLite's REPLACE deletes and inserts; PostgreSQL's upsert sets the identity
+    column to the insert's new value (``excluded.rowid``)."""
+    marks = ", ".join("?" * len(columns))
+    if isinstance(db, PgConnection):
+        rest = [c for c in columns if c not in key]
+        return (f"INSERT INTO {table}({', '.join(columns)}) VALUES ({marks}) ON CONFLICT ({', '.join(key)}) DO UPDATE"
+                f" SET {', '.join(f'{c} = excluded.{c}' for c in rest)}, rowid = excluded.rowid")
+    return f"INSERT OR REPLACE INTO {table}({', '.join(columns)}) VALUES ({marks})"
 
 
 def quote_sqlite_uri(path: Path) -> str:

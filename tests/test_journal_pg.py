@@ -57,7 +57,8 @@ def _table_dump(url, run_id) -> dict:
         for t in TABLES:
             if t.name in ("journal_meta", "chain_snapshots", "context_snapshots"):
                 continue
-            cols = [c.name for c in t.columns if c.kind != "id" and c.name not in ("snapshot_id", "context_id")]
+            cols = [c.name for c in t.columns if c.kind not in ("id", "rowid")
+                    and c.name not in ("snapshot_id", "context_id")]
             out[t.name] = sorted(tuple(r) for r in j.execute(
                 f"SELECT {', '.join(cols)} FROM {t.name} WHERE run_id = ?", (run_id,)))
         out["snapshots"] = sorted(tuple(r) for r in j.execute(
@@ -103,7 +104,8 @@ def test_one_schema_at_head_on_both_backends_money_numeric_on_postgres(pg_server
     for url in (str(tmp_path / "j.sqlite"), pg_url):
         engine = _engine(url)
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), metadata())
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}),
+                                    metadata(dialect=conn.dialect.name))
             assert diff == [], (url.split("://")[0], diff)
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD_REVISION
         engine.dispose()
@@ -192,7 +194,7 @@ def test_reading_commands_take_the_url_never_write_and_never_migrate(pg_runs, pg
     assert f"run `strikebench journal migrate postgresql://sb:***@" in err and len(err.splitlines()) == 1
     assert _rows_raw(old, "SELECT COUNT(*) FROM alembic_version") == [(0,)]
     assert main(["journal", "migrate", old]) == 0
-    assert "migrated from no revision to schema revision 0001" in capsys.readouterr().out
+    assert f"migrated from no revision to schema revision {HEAD_REVISION}" in capsys.readouterr().out
     assert main(["journal", "migrate", old]) == 0 and "already at" in capsys.readouterr().out
     assert main(["report", old, "--out", str(tmp_path / "o")]) == 0
 
@@ -269,21 +271,6 @@ def _check_trades_whole(j):
         if pnl is not None:
             assert sum(Decimal(f[0]) for f in fills) == Decimal(pnl), trade_id
             assert sum(Decimal(f[1]) for f in fills) == Decimal(fees), trade_id
-
-
-@pytest.mark.parametrize("command", [["paper", "--clock", "replay", "--day", "2024-01-08"],
-                                     ["trade", "--clock", "replay", "--from", "2024-01-08", "--to", "2024-01-08"]])
-def test_paper_and_account_runs_refuse_a_postgres_journal_before_making_anything(tmp_path, capsys, command,
-                                                                                   monkeypatch):
-    cfg = tmp_path / "p.yaml"
-    cfg.write_text(CONFIG.replace("broker:\n", "broker:\n  name: paper\n")
-                   + f"journal: {{url: 'postgresql://sb:{PASSWORD}@127.0.0.1:1/x'}}\n")
-    monkeypatch.chdir(tmp_path)  # an account folder would default to ./accounts/NAME
-    assert main([command[0], str(cfg), *command[1:], "--set", f"output.dir={tmp_path / 'out'}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "keeps its journal in its folder" in err and "postgresql://sb:***@127.0.0.1:1/x" in err
-    assert PASSWORD not in err and len(err.splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.yaml"]
 
 
 def test_the_dashboard_names_a_postgres_journal_without_its_password(pg_runs):

@@ -194,12 +194,18 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
         if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
             raise HTTPException(401, "wrong or missing token")
 
+    def _folder(s: LiveSource) -> Path:
+        if s.folder is None:  # a run of a journal URL: its switch files live in its folder, on another machine
+            raise HTTPException(409, f"the run's folder is not on this machine: kill or flatten it where it runs "
+                                     f"(strikebench kill/flatten FOLDER)")
+        return s.folder
+
     def _journal_action(s: LiveSource, kind: str, message: str) -> None:
         from strikebench.live.runtime import LiveState
 
-        if not s.path.exists():
+        if not s.journal_exists():
             return  # no journal yet: the KILL file itself says who and when
-        st = LiveState(s.path, s.run_id)
+        st = LiveState(s.url, s.run_id)
         try:
             st.log(dt.datetime.now(dt.timezone.utc), kind, message)
         finally:
@@ -216,7 +222,7 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
         client = request.client.host if request.client else "?"
         why = str(body.get("reason") or "kill switch").strip()[:200]
         reason = f"{why} (dashboard, {who} from {client}, {when})"
-        guard(request_kill, s.folder, reason)
+        guard(request_kill, _folder(s), reason)
         _journal_action(s, "dashboard", f"kill switch tripped from the dashboard by {who} from {client} at {when}: "
                                         f"{why}")
         s.poll()
@@ -230,7 +236,7 @@ def create_app(sources: list, *, token: str | None = None, actor: str | None = N
 
         when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         client = request.client.host if request.client else "?"
-        guard(request_flatten, s.folder)
+        guard(request_flatten, _folder(s))
         _journal_action(s, "dashboard", f"flatten requested from the dashboard by {who} from {client} at {when}")
         s.poll()
         return {"ok": True, "action": "flatten", "by": who, "at": when}
@@ -300,18 +306,15 @@ def open_sources(args: list[str]) -> list:
     from strikebench.dashboard.sources import open_source
 
     if args:
-        from strikebench.dashboard.sources import journal_url_runs
+        from strikebench.dashboard.sources import url_sources
 
         out, seen = [], set()
         for a in args:
             if a in seen:
                 continue
             seen.add(a)
-            if "://" in a:  # a journal URL: every run it holds (the newest 50)
-                runs = journal_url_runs(a)
-                if not runs:
-                    raise DashboardError(f"{a}: the journal holds no run")
-                out.extend(RunSource(a, f"{a} [{r}]", r) for r in runs[-50:])
+            if "://" in a:  # a journal URL: every run it holds (the newest 50); paper runs and accounts watched live
+                out.extend(url_sources(a))
                 continue
             out.append(open_source(a))
         return out

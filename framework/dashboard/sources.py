@@ -316,6 +316,40 @@ def journal_url_runs(url: str) -> list[str]:
         journal.close()
 
 
+def url_sources(url: str, newest: int = 50) -> list:
+    """One source per run of a journal URL (``URL#RUN_ID``: that run; else the newest ``newest``): a backtest is shown
+    as a run (:class:`RunSource`); a paper run or an account is watched live (:class:`LiveSource`: only the rows added
+    since the last look are read), with its switch files when its folder is on this machine."""
+    from strikebench.journal import open_read_only, split_run
+    from strikebench.journal_db import mask_url, table_names
+
+    base, only = split_run(url)
+    journal = open_read_only(base)
+    try:
+        runs = journal.runs()
+        accounts = set()
+        if "account_sessions" in table_names(journal._db):
+            accounts = {r[0] for r in journal.execute("SELECT DISTINCT run_id FROM account_sessions")}
+    finally:
+        journal.close()
+    if only is not None:
+        runs = [r for r in runs if r["run_id"] == only]
+        if not runs:
+            raise DashboardError(f"{mask_url(base)}: no run '{only}' in this journal")
+    if not runs:
+        raise DashboardError(f"{mask_url(base)}: the journal holds no run")
+    out = []
+    for r in runs[-newest:]:
+        rid = r["run_id"]
+        if r["mode"] == "backtest":
+            out.append(RunSource(base, f"{base} [{rid}]", rid))
+            continue
+        folder = Path(r["output_dir"]) if r["output_dir"] and Path(r["output_dir"]).is_dir() else None
+        account = rid in accounts or (folder is not None and (folder / "account.json").is_file())
+        out.append(LiveSource(folder, account=account, url=base, run_id=rid))
+    return out
+
+
 def _decision_row(r: dict) -> dict:
     return {"decision_id": r["decision_id"], "decided_at": r["decided_at"], "strategy": r["strategy"],
             "action": r["action"], "reason": r["reason"], "chosen": r["chosen"], "chosen_expiry": r["chosen_expiry"],
@@ -365,12 +399,16 @@ class LiveSource:
 
     kind = "live"
 
-    def __init__(self, folder: Path, *, account: bool):
+    def __init__(self, folder: Path | None, *, account: bool, url: str | None = None, run_id: str | None = None):
+        """``folder``: the paper run folder or account (its journal, switches and account.json); ``url`` and
+        ``run_id``: a run of a journal URL (PostgreSQL), its folder (``output_dir``) used when it is on this machine."""
         from strikebench.journal import JOURNAL_FILE, find_journal, open_read_only
+        from strikebench.journal_db import POSTGRES, backend_of, mask_url
 
-        self.folder, self.account, self.label = Path(folder), account, str(folder)
+        self.folder, self.account = (Path(folder) if folder is not None else None), account
+        self.label = mask_url(url) + f" [{run_id}]" if url is not None else str(folder)
         self.meta = {}
-        if account:
+        if account and self.folder is not None and (self.folder / "account.json").is_file():
             from strikebench.userfiles import read_text
 
             try:
@@ -378,25 +416,31 @@ class LiveSource:
                                                  error=DashboardError, max_bytes=1 << 20))
             except ValueError:
                 raise DashboardError(f"{self.folder / 'account.json'}: damaged account file") from None
-        path = self.folder / JOURNAL_FILE
-        self.path = path
-        self.run_id = self.folder.name
-        if os.path.lexists(path) or os.path.lexists(self.folder / "journal.url"):  # none yet: watched until it appears
-            url = find_journal(self.folder)
-            if "://" in url:
-                raise DashboardError(f"{self.folder}: a live journal at a URL cannot be watched yet; name the run "
-                                     f"folder of a backtest instead")
-            self.path = Path(url)
-            j = open_read_only(self.path)  # checked whole, known schema; then watched on our own connection
+        self.run_id = run_id or self.folder.name
+        self.url = url
+        if url is None:
+            path = self.folder / JOURNAL_FILE
+            self.url = str(path)
+            if os.path.lexists(path) or os.path.lexists(self.folder / "journal.url"):  # none yet: watched till made
+                self.url = find_journal(self.folder)  # the folder's file, or the URL its journal.url names
+        self.postgres = backend_of(self.url) == POSTGRES
+        from strikebench.journal_db import sqlite_path
+
+        self.path = sqlite_path(self.url) if not self.postgres else None
+        if self.postgres or self.path.exists():
+            j = open_read_only(self.url)  # checked whole, known schema at head; then watched on our own connection
             try:
                 runs = j.runs()
-                if not account and runs and not any(r["run_id"] == self.folder.name for r in runs):
+                if run_id is None and not account and runs and not any(r["run_id"] == self.run_id for r in runs):
                     self.run_id = runs[-1]["run_id"]
             finally:
                 j.close()
-        self._db: sqlite3.Connection | None = None
+        self._db = None
         self._lock = threading.Lock()
         self._reset()
+
+    def journal_exists(self) -> bool:
+        return self.postgres or self.path.exists()
 
     def describe(self) -> dict:
         return {"kind": self.kind, "label": self.label, "run_id": self.run_id, "account": self.account}
@@ -422,8 +466,13 @@ class LiveSource:
         self.equity: list[dict] = []
         self.rows_read = 0  # rows read from the journal since start (what the tests check: only what changed)
 
-    def _connect(self) -> sqlite3.Connection | None:
+    def _connect(self):
         if self._db is not None:
+            return self._db
+        if self.postgres:  # read-only session, autocommit: each query sees what was committed when it ran
+            from strikebench.journal_db import PgConnection
+
+            self._db = PgConnection(self.url, read_only=True)
             return self._db
         if not self.path.exists():
             return None
@@ -435,22 +484,24 @@ class LiveSource:
         self._db = db
         return db
 
-    def _q(self, sql: str, params=()) -> list[sqlite3.Row]:
+    def _q(self, sql: str, params=()) -> list:
         try:
             rows = self._db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []
-            raise
+            raise  # (on PostgreSQL the journal is at head: every table is there)
         self.rows_read += len(rows)
         return rows
 
     def poll(self) -> bool:
         """Read what the writer added since the last poll; True when anything changed (``version`` moves on)."""
         with self._lock:
+            from strikebench.journal import JournalError
+
             try:
                 return self._poll()
-            except sqlite3.DatabaseError:
+            except (sqlite3.DatabaseError, JournalError):
                 # the writer is mid-checkpoint or the file was replaced: reopen on the next poll
                 if self._db is not None:
                     self._db.close()
@@ -460,6 +511,8 @@ class LiveSource:
     def _files_state(self) -> tuple:
         from strikebench.live.runtime import FLATTEN_FILE, KILL_FILE
 
+        if self.folder is None:  # a run of a journal URL whose folder is not on this machine: no switch files
+            return (None, False)
         kill = self.folder / KILL_FILE
         text = None
         if kill.exists():
@@ -478,7 +531,9 @@ class LiveSource:
             if changed:
                 self.version += 1
             return changed
-        dv = db.execute("PRAGMA data_version").fetchone()[0]
+        # has anything been committed since the last look? SQLite: the file's data_version; PostgreSQL: the
+        # server's WAL position (any commit moves it; then the queries below read only rows past the ids held)
+        dv = db.execute("SELECT pg_current_wal_lsn()::text" if self.postgres else "PRAGMA data_version").fetchone()[0]
         if dv == self._data_version and self.version:
             if changed:
                 self.version += 1
@@ -555,7 +610,7 @@ class LiveSource:
     def chain(self, decision_id: str, expiry: str | None = None) -> dict:
         from strikebench.journal import open_read_only
 
-        j = open_read_only(self.path)
+        j = open_read_only(self.url)
         try:
             return chain_from_journal(j, self.run_id, decision_id, expiry)
         finally:
@@ -644,7 +699,8 @@ class LiveSource:
             risk["limits"].append({"limit": "new trades today", "used": opened_today,
                                    "of": guards["max_new_trades_per_day"]})
         return {
-            "version": self.version, "run_id": self.run_id, "folder": str(self.folder), "account": self.account,
+            "version": self.version, "run_id": self.run_id, "folder": None if self.folder is None else str(self.folder),
+            "account": self.account,
             "day": day, "bar_done_at": self.state.get(f"{pre}bar_done_at") or self.state.get("bar_done_at"),
             "completed_today": bool(self.state.get(f"{pre}completed")),
             "marks_at": positions.get("at") if isinstance(positions, dict) else None, "spot": spot,

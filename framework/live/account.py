@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import os
 import pickle
-import sqlite3
+import re
 import time
 from pathlib import Path
 
@@ -39,19 +39,6 @@ __all__ = ["ACCOUNT_FILE", "TRADE_PID_FILE", "account_dir", "run_account", "acco
 ACCOUNT_FILE = "account.json"
 TRADE_PID_FILE = "trade.pid"
 
-_SESSIONS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS account_sessions (
-    run_id    TEXT NOT NULL,
-    day       TEXT NOT NULL,
-    started   TEXT NOT NULL,
-    ended     TEXT,
-    completed INTEGER NOT NULL DEFAULT 0,
-    summary   TEXT,
-    PRIMARY KEY (run_id, day)
-)
-"""
-
-
 def is_account(folder) -> bool:
     return (Path(folder) / ACCOUNT_FILE).is_file()
 
@@ -60,12 +47,14 @@ def account_dir(resolved, account: str | None) -> Path:
     return Path(account or resolved.config.account.dir or Path("accounts") / resolved.config.name)
 
 
-def _db(path) -> sqlite3.Connection:
-    db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(_SESSIONS_SCHEMA)
-    return db
+def _db(url: str):
+    """A connection to the account's journal (SQLite file or PostgreSQL), its schema made or migrated to head first
+    (``account_sessions`` is one of its tables)."""
+    from strikebench.journal import Journal
+    from strikebench.journal_db import connect
+
+    Journal(url).close()
+    return connect(url)
 
 
 def _utc() -> str:
@@ -151,6 +140,9 @@ class Account:
         self.resolved = load_config(config, self.overrides, registry=self.pm.registry)
         self.dir = account_dir(self.resolved, account)
         self.run_id = self.dir.name
+        from strikebench.live.runtime import live_journal_url
+
+        self.journal_url = live_journal_url(self.resolved, self.dir)  # the folder's journal.sqlite, or journal.url
         self.calendar = MarketCalendar()
         meta_file = self.dir / ACCOUNT_FILE
         if meta_file.exists():
@@ -186,10 +178,11 @@ class Account:
 
     # -------------------------------------------------------------- sessions
     def sessions(self) -> list[dict]:
-        path = self.dir / JOURNAL_FILE
-        if not path.exists():
+        from strikebench.live.runtime import _journal_exists
+
+        if not _journal_exists(self.journal_url):
             return []
-        db = _db(path)
+        db = _db(self.journal_url)
         try:
             return [dict(r) for r in db.execute("SELECT * FROM account_sessions WHERE run_id = ? ORDER BY day",
                                                 (self.run_id,))]
@@ -200,7 +193,7 @@ class Account:
         return any(s["day"] == str(day) and s["completed"] for s in self.sessions())
 
     def mark(self, day: dt.date, *, completed: bool = False, summary: dict | None = None) -> None:
-        db = _db(self.dir / JOURNAL_FILE)
+        db = _db(self.journal_url)
         try:
             db.execute("INSERT INTO account_sessions(run_id, day, started) VALUES (?, ?, ?) ON CONFLICT(run_id, day)"
                        " DO NOTHING", (self.run_id, str(day), _utc()))
@@ -231,15 +224,15 @@ def run_account(config: str, overrides=(), *, account: str | None = None, clock:
     from strikebench.live.runtime import LiveRuntime
 
     say = say or (lambda msg: None)
+    from strikebench.live.launch import refuse_password_in_overrides
+
+    refuse_password_in_overrides(overrides, what="an account")
     if broker_plugin is None:  # a real-money broker without --live is refused before the account folder is made
         from strikebench.config import load_config
         from strikebench.plugin_manager import get_plugin_manager
 
-        from strikebench.live.launch import _refuse_postgres_journal
-
         _pm = get_plugin_manager()
         resolved = load_config(config, overrides, registry=_pm.registry)
-        _refuse_postgres_journal(resolved, what="an account")  # its journal lives in the account folder
         live_broker_plugin(resolved, _pm, live=live or dry_run)
     acct = Account(config, overrides, account=account, dry_run=dry_run)
     pid = running_trader(acct.dir)
@@ -410,7 +403,8 @@ def account_status(folder) -> dict:
     """What an account folder says (read-only): sessions, cash, open trades, working orders, switches, last log."""
     from strikebench.live.runtime import FLATTEN_FILE, KILL_FILE
 
-    from strikebench.journal import open_read_only
+    from strikebench.journal import JOURNAL_URL_FILE, find_journal, open_read_only
+    from strikebench.journal_db import table_names
     from strikebench.userfiles import read_text
 
     d = Path(folder)
@@ -425,17 +419,18 @@ def account_status(folder) -> dict:
            "flatten_requested": (d / FLATTEN_FILE).exists()}
     if (d / KILL_FILE).exists():
         out["kill_switch"] = (d / KILL_FILE).read_text(encoding="utf-8").strip() or "kill file present"
-    if not path.exists():
+    if not (os.path.lexists(path) or os.path.lexists(d / JOURNAL_URL_FILE)):
         return out
-    journal = open_read_only(path)  # a damaged, truncated or foreign journal is refused; nothing is written
+    # the folder's journal.sqlite, or the journal URL its journal.url names (PostgreSQL: one read-only snapshot)
+    journal = open_read_only(find_journal(d))  # a damaged, truncated or foreign journal is refused; nothing written
     db = journal._db
     rid = d.name
+    tables = table_names(db)
     try:
         def q(sql, params=()):
-            try:
-                return [dict(r) for r in db.execute(sql, params)]
-            except sqlite3.OperationalError:
-                return []
+            if not all(t in tables for t in re.findall(r"\bFROM (\w+)", sql)):
+                return []  # a journal from before the table (an SQLite account journal without the live tables)
+            return [dict(r) for r in db.execute(sql, params)]
 
         out["sessions"] = q("SELECT day, started, ended, completed FROM account_sessions WHERE run_id = ? ORDER BY day",
                             (rid,))

@@ -91,6 +91,7 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     from strikebench.userfiles import read_text
 
     explicit_run_dir = run_dir is not None
+    refuse_password_in_overrides(overrides)
 
     def resume_args(folder):
         """The stored arguments of the run in ``folder`` (None if there is none); refuses a live one."""
@@ -149,7 +150,6 @@ def start_paper(config: str, overrides=(), *, clock: str = "wall", speed: float 
     from strikebench.engine.runner import check_run_targets
     from strikebench.userfiles import make_dir, prepare_output_dir, remove_created
 
-    _refuse_postgres_journal(resolved)
     check_run_targets(resolved)  # output.dir and journal.url: checked before anything is made
     prepare_output_dir(run_dir, key="--run-dir" if explicit_run_dir else "run folder")
     rd = Path(run_dir)
@@ -201,17 +201,20 @@ def _start(rd, config, overrides, clock, speed, day, dry_run, live_args, resolve
     return summary
 
 
-def _refuse_postgres_journal(resolved, what: str = "a paper run") -> None:
-    """A paper run's or an account's journal holds its live state and sits beside the broker's record: SQLite, in
-    its folder. A PostgreSQL ``journal.url`` there is refused before anything is made."""
+def refuse_password_in_overrides(overrides, what: str = "a paper run") -> None:
+    """``--set journal.url=...`` with a password is refused for paper runs and accounts: their options are stored in
+    their folder (live.json, account.json) to resume with, and a secret is never written there. The password goes to
+    PGPASSWORD or ~/.pgpass, or the whole URL to an environment variable the YAML names."""
     from strikebench.errors import ConfigError
-    from strikebench.journal_db import is_postgres, mask_url
+    from strikebench.journal_db import mask_url
 
-    url = resolved.config.journal.url
-    if url and is_postgres(url):
-        raise ConfigError(f"journal.url: {mask_url(url)}: {what} keeps its journal in its folder (SQLite: its "
-                          f"live state resumes from it); copy it to PostgreSQL afterwards with "
-                          f"`strikebench journal copy FOLDER/journal.sqlite URL`")
+    for o in overrides or ():
+        key, _, value = str(o).partition("=")
+        if key.strip() == "journal.url" and mask_url(value.strip()) != value.strip():
+            raise ConfigError(f"--set journal.url={mask_url(value.strip())}: {what} stores its options in its folder "
+                              f"to resume with, and a password is never written there; put it in PGPASSWORD or "
+                              f"~/.pgpass, or name an environment variable in the YAML: "
+                              f"journal: {{url: \"${{JOURNAL_URL}}\"}}")
 
 
 def paper_status(run_dir, run_id: str | None = None) -> dict:

@@ -26,12 +26,13 @@ from strikebench.api import RunInfo
 from strikebench.calendar import NY
 from strikebench.engine.broker import OptionsBroker
 from strikebench.journal import JOURNAL_FILE, Journal, iso_time
+from strikebench.journal_schema import HEAD_REVISION, sqlite_ddl
 from strikebench.live.broker_api import BrokerUnavailable, LiveBroker
 from strikebench.live.guards import GuardConfig, Guards
 from strikebench.options.contracts import OptionContract
 from strikebench.options.orders import Fill, Leg, Order, OrderError, OrderStatus, OrderType, TimeInForce
 
-__all__ = ["LiveRuntime", "LiveBrokerAdapter", "LiveState", "LIVE_FILE"]
+__all__ = ["LiveRuntime", "LiveBrokerAdapter", "LiveState", "LIVE_FILE", "live_journal_url"]
 
 LIVE_FILE = "live.json"  # launch arguments of a paper run (to resume / flatten it)
 PID_FILE = "paper.pid"
@@ -40,26 +41,29 @@ FLATTEN_FILE = "FLATTEN"
 
 _RANK = {OrderStatus.NEW: 0, OrderStatus.SUBMITTED: 1, OrderStatus.ACCEPTED: 2, OrderStatus.PARTIALLY_FILLED: 3}
 
-_LIVE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS live_state (
-    run_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (run_id, key));
-CREATE TABLE IF NOT EXISTS live_log (
-    log_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, at TEXT NOT NULL, wall TEXT NOT NULL,
-    kind TEXT NOT NULL, message TEXT NOT NULL);
-"""
-
 
 class LiveState:
-    """The runtime's own rows in the journal database: checkpoint, switches, and a log of what it did."""
+    """The runtime's own rows in the journal database: checkpoint, switches, and a log of what it did.
 
-    def __init__(self, path, run_id: str):
+    ``url`` is the run's journal (the folder's ``journal.sqlite`` or the config's ``journal.url``, PostgreSQL
+    included): the tables ``live_state`` and ``live_log`` are part of the journal's schema
+    (strikebench.journal_schema, revision 0002). Every call is its own transaction."""
+
+    def __init__(self, url, run_id: str):
+        from strikebench.journal_db import POSTGRES, backend_of, connect, replace_sql, revision
+
         self.run_id = run_id
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # as the journal: durable across a process crash
-        for stmt in filter(str.strip, _LIVE_SCHEMA.split(";")):
-            self._db.execute(stmt)
+        text = os.fspath(url)
+        self._db = connect(text)
+        if backend_of(text) == POSTGRES:
+            if revision(self._db) != HEAD_REVISION:  # the run's journal writer migrates first; a database made
+                from strikebench.journal_admin import upgrade_postgres  # elsewhere is brought to head here
+
+                upgrade_postgres(text)
+        else:
+            for stmt in sqlite_ddl(("live_state", "live_log", "account_sessions")):  # an older paper journal's
+                self._db.execute(stmt)
+        self._set_sql = replace_sql(self._db, "live_state", ("run_id", "key", "value"), ("run_id", "key"))
 
     def get(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM live_state WHERE run_id = ? AND key = ?",
@@ -67,8 +71,7 @@ class LiveState:
         return default if row is None else json.loads(row[0])
 
     def set(self, key: str, value) -> None:
-        self._db.execute("INSERT OR REPLACE INTO live_state(run_id, key, value) VALUES (?, ?, ?)",
-                         (self.run_id, key, json.dumps(value)))
+        self._db.execute(self._set_sql, (self.run_id, key, json.dumps(value)))
 
     def log(self, at, kind: str, message: str) -> None:
         self._db.execute("INSERT INTO live_log(run_id, at, wall, kind, message) VALUES (?, ?, ?, ?, ?)",
@@ -171,19 +174,24 @@ class LiveRuntime:
         # per runtime; per-session checkpoints are keyed by day, and the run ends only when ``final``
         self.account, self.final = account, final
         run_id = run_id or self.run_dir.name
+        # the run's journal: the folder's journal.sqlite, or the config's journal.url (a PostgreSQL database, which
+        # may hold many runs: there the run is this folder's only when its runs row names this folder)
+        self.journal_url = live_journal_url(resolved, self.run_dir)
+        shared = self.journal_url != str(self.run_dir / JOURNAL_FILE)
         self.runinfo = RunInfo(run_id=run_id, name=resolved.config.name, mode=mode, config=resolved,
-                           output_dir=str(self.run_dir), seed=resolved.data.params.model_dump().get("seed"))
+                               output_dir=str(self.run_dir.resolve() if shared else self.run_dir),
+                               seed=resolved.data.params.model_dump().get("seed"))
         self.market = market if market is not None else resolved.data.build().open()
-        journal_path = self.run_dir / JOURNAL_FILE
-        self.resumed = journal_path.exists() and _has_run(journal_path, run_id)
-        self.state = LiveState(journal_path, run_id) if journal_path.exists() else None
+        self.resumed = _has_run(self.journal_url, run_id, self.run_dir if shared else None)
+        self.state = LiveState(self.journal_url, run_id) if self.resumed or _journal_exists(self.journal_url) \
+            else None
         self.hook = pm.hook if pm is not None else None
         if self.resumed and pm is not None:
             # the journal plugin opens a run's journal on its first event and refuses a run it already holds:
             # hand it the open journal of the run being resumed
             from strikebench.plugins import journal as journal_plugin
 
-            journal_plugin._journals.setdefault(run_id, Journal(journal_path))
+            journal_plugin._journals.setdefault(run_id, Journal(self.journal_url))
         self.engine = _build_engine(resolved, self.runinfo, self.market, functools.partial(LiveBrokerAdapter, runtime=self))
         self.adapter: LiveBrokerAdapter = self.engine.broker
         self.tl = self.engine.timeline
@@ -566,7 +574,7 @@ class LiveRuntime:
         if not self.resumed and self.hook is not None:
             self.hook.on_run_start(run=self.runinfo)
         if self.state is None:
-            self.state = LiveState(self.run_dir / JOURNAL_FILE, self.runinfo.run_id)
+            self.state = LiveState(self.journal_url, self.runinfo.run_id)
         done = self._bar_done()
         if self.state.get(self._sk("completed")):
             # what the journal holds (open trades, cash), not a fresh engine's empty book
@@ -740,14 +748,46 @@ def _settles(occ: str) -> pd.Timestamp:
     return settlement_time(OptionContract.from_occ(occ))
 
 
-def _has_run(path: Path, run_id: str) -> bool:
-    db = sqlite3.connect(str(path))
+def live_journal_url(resolved, run_dir) -> str:
+    """Where a paper run's or an account's journal is: the config's ``journal.url`` (SQLite file or PostgreSQL), else
+    the folder's ``journal.sqlite``."""
+    url = getattr(getattr(resolved.config, "journal", None), "url", None)
+    return str(url) if url else str(Path(run_dir) / JOURNAL_FILE)
+
+
+def _journal_exists(url: str) -> bool:
+    from strikebench.journal_db import POSTGRES, backend_of, sqlite_path
+
+    return backend_of(url) == POSTGRES or sqlite_path(url).exists()
+
+
+def _has_run(url: str, run_id: str, run_dir: Path | None = None) -> bool:
+    """The journal holds the run ``run_id`` (it is resumed, not started). A journal outside the folder (PostgreSQL, a
+    shared file: ``run_dir`` given) may hold other folders' runs: a run of the same id written from another folder is
+    refused, never taken over."""
+    from strikebench.journal_db import POSTGRES, backend_of, connect, mask_url, sqlite_path, table_names
+
+    if backend_of(url) != POSTGRES and not sqlite_path(url).exists():
+        return False
     try:
-        return db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+        db = connect(url)
+    except sqlite3.DatabaseError:
+        return False
+    try:
+        if "runs" not in table_names(db):
+            return False
+        row = db.execute("SELECT output_dir FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     except sqlite3.DatabaseError:
         return False
     finally:
         db.close()
+    if row is None:
+        return False
+    if run_dir is not None and row[0] and Path(row[0]).resolve() != Path(run_dir).resolve():
+        raise _error(f"{mask_url(url)}: run '{run_id}' in this journal belongs to the folder {row[0]}, not "
+                     f"{Path(run_dir).resolve()}; a journal keeps one run per id: give this folder another name "
+                     f"(--run-dir / --account)")
+    return True
 
 
 def _build_engine(resolved, run, market, factory):

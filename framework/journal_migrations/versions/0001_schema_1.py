@@ -20,11 +20,20 @@ _ADDED_COLUMNS = (("runs", "config_resolved"), ("runs", "config_overrides"), ("f
                   ("trades", "settlement_note"))
 
 
+def tables_at_0001():
+    """The tables as they stood at this revision: today's definition less what later revisions added (0002: the
+    live tables and the ``rowid`` columns). A later revision that CHANGES a column must freeze its old form here."""
+    from strikebench.journal_schema import TABLES, TABLES_0002, Table
+
+    return tuple(Table(t.name, tuple(c for c in t.columns if c.kind != "rowid"), t.primary_key, t.indexes)
+                 for t in TABLES if t.name not in TABLES_0002)
+
+
 def upgrade():
     from strikebench.journal_schema import metadata
 
     bind = op.get_bind()
-    md = metadata()
+    md = metadata(tables_at_0001(), dialect=bind.dialect.name)
     md.create_all(bind, checkfirst=True)
     inspector = sa.inspect(bind)
     for table, column in _ADDED_COLUMNS:
