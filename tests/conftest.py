@@ -4,6 +4,8 @@
 (it fills, expires and settles while the trader is down). A test that ends early (a failed assertion before its own
 cleanup) would leave that service running forever at speed 0. At the end of each worker's session every
 paper-broker service whose state file lies under this worker's temporary folder is stopped (SIGTERM, then SIGKILL).
+At the start of each session, the PostgreSQL servers (tests/pgserver.py) of earlier sessions whose pytest process is
+gone (SIGKILLed: their atexit never ran) are stopped and their folders removed.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ def _running(pid: int) -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_service_outlives_the_tests(tmp_path_factory):
+    from pgserver import sweep_orphans
+
+    sweep_orphans()  # PostgreSQL servers of test sessions that were killed (their atexit never ran)
     yield
     folder = tmp_path_factory.getbasetemp().resolve()
     pids = _services_under(folder)

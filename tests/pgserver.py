@@ -4,7 +4,9 @@ One server per test session (per xdist worker that asks for it), started on firs
 temporary folder, ``postgres`` on a free loopback TCP port with its unix socket in that folder, password
 authentication over TCP (so the tests see a URL with a password in it), stopped and removed at the end.
 initdb refuses to run as root: as root the binaries run as the ``postgres`` user (``runuser``, else
-``setpriv``). Without the binaries the PostgreSQL tests are skipped, saying why.
+``setpriv``). Without the binaries the PostgreSQL tests are skipped, saying why. The folder records its owner (pid
+and start time): a server whose owner was killed (SIGKILL: no atexit) is stopped by the next session's
+:func:`sweep_orphans`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,64 @@ from pathlib import Path
 
 PG_BIN = Path(os.environ.get("STRIKEBENCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 USER, PASSWORD = "sb", "s3cret-pw"
+PREFIX = "sb-pg-"
+OWNER_FILE = "owner"  # "<pid> <start time>" of the process that started the server
+
+
+def _identity(pid: int) -> str | None:
+    """``"pid starttime"`` of a running process (the start time tells a reused pid apart); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie is dead
+        return None
+    return f"{pid} {fields[19]}"
+
+
+def sweep_orphans(tmp: str | None = None) -> list[Path]:
+    """Stop and remove the servers (and their folders) whose owning process is gone: ``<tmp>/sb-pg-*`` whose owner
+    file names a dead process (or another process under a reused pid). Returns the folders removed."""
+    import signal
+    import time
+
+    removed = []
+    for root in sorted(Path(tmp or tempfile.gettempdir()).glob(PREFIX + "*")):
+        try:
+            owner = (root / OWNER_FILE).read_text().strip()
+        except OSError:
+            continue  # being made right now (no owner yet), or not one of ours
+        try:
+            pid = int(owner.split()[0])
+        except (ValueError, IndexError):
+            continue
+        if _identity(pid) == owner:
+            continue  # its owner runs: its server is in use
+        try:
+            postmaster = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            postmaster = None
+        if postmaster is not None and "postgres" in _cmdline(postmaster) and str(root) in _cmdline(postmaster):
+            try:
+                os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown: the postmaster ends its backends
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 10
+            while _identity(postmaster) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _identity(postmaster) is not None:
+                os.kill(postmaster, signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def available() -> str | None:
@@ -41,7 +101,7 @@ def available() -> str | None:
 
 class Server:
     def __init__(self):
-        self.root = Path(tempfile.mkdtemp(prefix="sb-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
         self.data, self.sock = self.root / "data", self.root / "sock"
         self.sock.mkdir()
         self._template = None
@@ -63,6 +123,9 @@ class Server:
             self.port = s.getsockname()[1]
         opts = (f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off "
                 f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=60")
+        # the owner: a server whose owner died without stopping it (a SIGKILLed pytest: atexit does not run) is
+        # stopped by the next test session's sweep (sweep_orphans, called from conftest.py)
+        (self.root / OWNER_FILE).write_text(_identity(os.getpid()))
         self._run(PG_BIN / "pg_ctl", "-D", self.data, "-l", self.root / "log", "-w", "-t", "30", "-o", opts, "start")
         atexit.register(self.stop)
 

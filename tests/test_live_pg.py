@@ -216,6 +216,12 @@ def test_a_paper_run_killed_after_an_order_resumes_from_postgres_without_opening
         assert j.execute("SELECT completed FROM runs")[0][0] == 0
         assert j.execute("SELECT COUNT(*) FROM orders WHERE opens = 1")[0][0] >= 1
         assert j.execute("SELECT COUNT(*) FROM trades")[0][0] <= 1
+        # consistent as left: every trade has its legs and its opening fill, every fill its trade and order
+        for (trade_id,) in j.execute("SELECT trade_id FROM trades"):
+            assert j.execute("SELECT COUNT(*) FROM trade_legs WHERE trade_id = ?", (trade_id,))[0][0] == 2
+            assert j.execute("SELECT COUNT(*) FROM fills WHERE trade_id = ? AND opens = 1", (trade_id,))[0][0] == 1
+        assert j.execute("SELECT COUNT(*) FROM fills f WHERE NOT EXISTS (SELECT 1 FROM trades t WHERE t.trade_id ="
+                         " f.trade_id) OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = f.order_id)")[0][0] == 0
     finally:
         j.close()
     cmd[cmd.index("1200")] = "0"  # the same command resumes it (as fast as it goes)

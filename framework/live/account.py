@@ -5,7 +5,8 @@ An account is a folder (``accounts/NAME`` by default; ``account.dir`` in YAML or
 * ``account.json`` -- what it was opened with (config, ``--set`` overrides, its configuration hash);
 * ``journal.sqlite`` -- ONE journal for the account's whole life: one journal run (``run_id`` = the
   folder's name) whose trades open in one session and close, or settle, in a later one, and a
-  ``account_sessions`` table with a row per session (started, ended, completed);
+  ``account_sessions`` table with a row per session (started, ended, completed); with a ``journal.url``
+  in the config (PostgreSQL) that journal is in the database and the folder holds ``journal.url``;
 * the broker's state (the paper broker's ``paper_broker.sqlite``, or a paper-broker service's file);
 * the switches ``KILL`` / ``FLATTEN`` and ``trade.pid``.
 
