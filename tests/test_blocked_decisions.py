@@ -28,6 +28,7 @@ class CountingMarket:
     def __init__(self, market):
         self._m = market
         self.rows = 0
+        self.batches: list[int] = []  # minutes priced per call
 
     def __getattr__(self, name):
         return getattr(self._m, name)
@@ -35,11 +36,13 @@ class CountingMarket:
     def snapshot(self, *a, **k):
         snap = self._m.snapshot(*a, **k)
         self.rows += len(snap)
+        self.batches.append(1)
         return snap
 
     def snapshots(self, *a, **k):
         snaps = self._m.snapshots(*a, **k)
         self.rows += sum(len(s) for s in snaps if s is not None)
+        self.batches.append(len(snaps))
         return snaps
 
 
@@ -84,7 +87,11 @@ def test_blocked_decisions_cost_no_chain_and_the_run_trades_the_same(runs):
             assert dataclasses.astuple(d) == dataclasses.astuple(f)
     # most of the main job's decision times cannot enter (one trade open at a time, one a day)
     assert blocked > len(fast.decisions) / 2
-    assert fast_market.rows < full_market.rows * 0.6
+    # and the session's other decision times are not priced ahead in one batch once they mostly go unused
+    # (every decision of the full run uses its chain: its three decision times stay batched)
+    assert set(full_market.batches) == {3}
+    assert fast_market.batches.count(1) > 2 * fast_market.batches.count(3)
+    assert fast_market.rows < full_market.rows * 0.3
     # the summary's count of entries risk blocked includes the blocked decisions
     assert fast.summary()["vetoed_entries"] >= blocked
 

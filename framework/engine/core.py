@@ -127,6 +127,10 @@ class Engine:
         self._chains: dict[tuple, ChainSnapshot] = {}
         self._filters_rows: bool | None = None
         self._prefetched: dict[tuple, ChainSnapshot] = {}  # (request, bar) -> snapshot, this session only
+        # (underlying, rows, asking strategy's decision bars) -> [decision bars that asked, decision bars that
+        # could have asked] over past sessions (from each session's first ask on): whether a batch pays
+        self._batch_use: dict[tuple, list[int]] = {}
+        self._session_asks: dict[tuple, list[int]] = {}  # the same, this session
         self._session_end = 0
         self._listed: dict[tuple, list[dt.date]] = {}
         self._chain_bar = -1
@@ -174,6 +178,14 @@ class Engine:
         key = (underlying, None if expiries is None else tuple(sorted(set(expiries))), rows)
         snap = self._chains.get(key)
         if snap is None:
+            if decision_bars is not None:
+                use_key = (underlying, rows, id(decision_bars))
+                seen = self._session_asks.get(use_key)
+                if seen is None:  # first ask this session: the decision bars left are the ones it could ask at
+                    left = int(np.count_nonzero(decision_bars[self.i:self._session_end]))
+                    self._session_asks[use_key] = [1, left]
+                else:
+                    seen[0] += 1
             snap = self._prefetched.pop((key, self.i), None)
             if snap is None:
                 if rows is not None and not self._source_filters_rows():
@@ -212,6 +224,11 @@ class Engine:
                 or not decision_bars[self.i]):
             return self.market.snapshot(underlying, self.now, expiries, **filters)
         bars = self.i + np.flatnonzero(decision_bars[self.i:self._session_end])
+        asked, offered = self._batch_use.get((underlying, rows, id(decision_bars)), (1, 1))
+        # a batch of k minutes costs about as much as one snapshot plus one per minute, so it pays when more
+        # than (k + 1) / 2 of them are used: a decision a risk rule blocks does not use its prefetched chain
+        if 2 * asked * len(bars) <= (len(bars) + 1) * offered:
+            return self.market.snapshot(underlying, self.now, expiries, **filters)
         snaps = batch(underlying, [self.timeline.stamps[b] for b in bars], expiries, **filters)
         for b, snap in zip(bars[1:], snaps[1:]):
             if snap is not None:  # None: the source does not batch this one; asked again at its bar
@@ -300,6 +317,11 @@ class Engine:
         day = self.today
         self._epoch += 1
         self._prefetched.clear()
+        for key, (asks, offered) in self._session_asks.items():
+            use = self._batch_use.setdefault(key, [0, 0])
+            use[0] += asks
+            use[1] += offered
+        self._session_asks.clear()
         self._session_end = self.i + int(np.argmax(self.timeline.last[self.i:])) + 1
         self.broker.start_session(day)
         self._settle(SettlementStyle.AM, self.now.to_pydatetime())
