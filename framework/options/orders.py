@@ -21,9 +21,10 @@ Order life-cycle (:class:`OrderStatus`)::
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Sequence
 
@@ -177,8 +178,11 @@ class Order:
         return self.status in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
 
     def snapshot(self) -> "Order":
-        """A copy safe to hand to hooks (later transitions do not change it)."""
-        return replace(self, fills=list(self.fills))
+        """A copy safe to hand to hooks (later transitions do not change it). A field-for-field copy: the
+        order was validated (and its limit put on the grid) when it was made; a hook gets one per event."""
+        got = copy.copy(self)
+        got.fills = list(self.fills)
+        return got
 
 
 @dataclass(frozen=True)
