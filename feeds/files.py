@@ -96,11 +96,15 @@ SETTLEMENT_SCHEMA = pa.schema([
 
 _NS_MIN = 60_000_000_000
 _SESSION_CACHE = 2
-#: rows per Parquet row group the layout's writers aim at, cut at snapshot boundaries: a snapshot decodes one
-#: group of a few minutes (a real SPX minute is ~7,900 rows), not the session
-ROW_GROUP_ROWS = 32_768
-#: rows per row group of a marks file (contract-major): ~40 contracts of a session at one-minute quotes
-MARKS_ROW_GROUP_ROWS = 16_384
+#: rows per Parquet row group the layout's writers aim at, cut at snapshot boundaries: a real SPX minute
+#: (~8,000-12,500 rows) is a group of its own, so a snapshot decodes exactly its minute; small chains put a
+#: few minutes in a group
+ROW_GROUP_ROWS = 8_192
+#: rows per row group of a marks file (contract-major): ~20 contracts of a session at one-minute quotes
+MARKS_ROW_GROUP_ROWS = 8_192
+#: float columns of a chain file written BYTE_STREAM_SPLIT (quotes and greeks: ~30 % smaller than
+#: dictionary/plain under zstd, and as fast to decode); the others dictionary encoded
+_SPLIT_FLOATS = ("bid", "ask", "last", "iv", "delta", "gamma", "theta", "vega")
 
 
 # ------------------------------------------------------------------------------------------ layout
@@ -161,8 +165,9 @@ def write_chain_parquet(table: pa.Table, path, marks=None) -> None:
     * the footer's key-value metadata holds the snapshot index (each timestamp and its row count) and the
       listed expiries, so opening a session reads no column;
     * ``marks``: a path for the contract-major copy of (expiry, strike, right, root, timestamp, bid, ask)
-      (``marks/<UNDERLYING>/<DATE>.parquet``), row groups of a few dozen contracts: the marks of held
-      contracts read a few small groups. It names the chain file it was written with (an id, the rows and
+      (``marks/<UNDERLYING>/<DATE>.parquet``), row groups of a few dozen contracts, and in its footer the
+      contract index (each contract's key and first row): the marks of a held contract read the one or
+      two groups holding its rows. It names the chain file it was written with (an id, the rows and
       the byte size); the feed ignores a copy that does not match its chain file.
     """
     import uuid
@@ -177,10 +182,21 @@ def write_chain_parquet(table: pa.Table, path, marks=None) -> None:
         rcode = np.argsort(np.argsort(np.array([r or "" for r in root.dictionary.to_pylist()], dtype=object)))[
             root.indices.to_numpy(zero_copy_only=False)]
         exp = table.column("expiry").to_numpy(zero_copy_only=False).astype("datetime64[D]").view(np.int64)
-        call = table.column("right").to_numpy(zero_copy_only=False) == "C"
+        right = table.column("right").combine_chunks().dictionary_encode()
+        call = np.array([r == "C" for r in right.dictionary.to_pylist()] or [False], dtype=bool)[
+            right.indices.to_numpy(zero_copy_only=False)]
         strike = table.column("strike").to_numpy(zero_copy_only=False)
-        order = np.lexsort((strike, call, exp, rcode, ts))
-        if np.any(order != np.arange(n)):
+        # rows already in the layout's order (the synthetic market's chains are) need no sort: checked on
+        # one packed key per row (valid rows only; anything else takes the general sort)
+        dts = np.diff(ts)
+        in_order = bool(np.all(strike > 0) and np.all(strike < 1e9) and exp.min() >= 0 and np.all(dts >= 0))
+        if in_order:
+            key = (rcode.astype(np.int64) << 55) | (exp << 38) | (call.astype(np.int64) << 37) \
+                | np.rint(strike * 1000).astype(np.int64)
+            in_order = bool(np.all((dts > 0) | (np.diff(key) > 0)))
+            del key
+        if not in_order:
+            order = np.lexsort((strike, call, exp, rcode, ts))
             table = table.take(pa.array(order))
             ts, rcode, exp, call, strike = ts[order], rcode[order], exp[order], call[order], strike[order]
     starts = np.r_[0, np.flatnonzero(np.diff(ts)) + 1] if n else np.zeros(0, np.int64)
@@ -194,19 +210,45 @@ def write_chain_parquet(table: pa.Table, path, marks=None) -> None:
                  b"strikebench.expiries": json.dumps(expiries).encode()})
     table = table.replace_schema_metadata(meta)
     cuts = starts[np.r_[0, np.flatnonzero(np.diff(starts // ROW_GROUP_ROWS)) + 1]] if n else np.zeros(1, np.int64)
-    with pq.ParquetWriter(path, table.schema, compression="zstd") as w:
+    split = [f.name for f in table.schema if f.name in _SPLIT_FLOATS and pa.types.is_floating(f.type)]
+    others = [f.name for f in table.schema if f.name not in split]
+    with pq.ParquetWriter(path, table.schema, compression="zstd", use_byte_stream_split=split or False,
+                          use_dictionary=others, write_statistics=others) as w:  # a smaller footer to open
         for a, b in zip(cuts, np.r_[cuts[1:], n]):
             w.write_table(table.slice(int(a), int(b - a)), row_group_size=max(int(b - a), 1))
     if marks is None:
         return
-    m = pa.table([table.column(f.name) for f in MARKS_SCHEMA], schema=MARKS_SCHEMA)
+    # root and right dictionary encoded: reordering moves small integers, not strings (Parquet stores them
+    # dictionary encoded either way; they read back as strings)
+    m = pa.table([table.column(f.name).combine_chunks().dictionary_encode() if f.name in ("root", "right")
+                  else table.column(f.name) for f in MARKS_SCHEMA], names=MARKS_SCHEMA.names)
+    meta = {b"strikebench.chain_write_id": write_id.encode(), b"strikebench.chain_rows": str(n).encode(),
+            b"strikebench.chain_bytes": str(os.path.getsize(path)).encode()}
     if n:  # contract-major: (expiry, strike, right, root), each contract's quotes in time order
-        m = m.take(pa.array(np.lexsort((ts, rcode, call, strike, exp))))
-    m = m.replace_schema_metadata({b"strikebench.chain_write_id": write_id.encode(),
-                                   b"strikebench.chain_rows": str(n).encode(),
-                                   b"strikebench.chain_bytes": str(os.path.getsize(path)).encode()})
+        key = _marks_key(exp, strike, call, rcode)
+        order = np.argsort(key, kind="stable")  # rows are in time order: each contract's stay so
+        m = m.take(pa.array(order))
+        # the contract index: one key per contract in the copy's order, and its first row
+        key = key[order]
+        first = np.r_[0, np.flatnonzero(np.diff(key)) + 1]
+        roots = sorted({r or "" for r in root.dictionary.to_pylist()})
+        meta.update({b"strikebench.marks_roots": json.dumps(roots).encode(),
+                     b"strikebench.marks_keys": _b64(key[first]).encode(),
+                     b"strikebench.marks_starts": _b64(np.r_[first, n]).encode()})
     Path(marks).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(m, marks, compression="zstd", row_group_size=MARKS_ROW_GROUP_ROWS)
+    # the index is in the footer once (store_schema=False: not again inside the serialized Arrow schema)
+    with pq.ParquetWriter(marks, m.schema, compression="zstd", store_schema=False, write_statistics=False,
+                          use_dictionary=True) as w:
+        w.write_table(m, row_group_size=MARKS_ROW_GROUP_ROWS)
+        w.add_key_value_metadata(meta)
+
+
+def _marks_key(exp_days, strike, call, root_rank) -> np.ndarray:
+    """One int64 per contract, increasing in the marks copy's order (expiry, strike, right, root):
+    expiry in days since 1970 (17 bits), strike in thousandths (40 bits), call (1 bit), root rank (6 bits)."""
+    milli = np.rint(np.asarray(strike, dtype=np.float64) * 1000).astype(np.int64)
+    return ((np.asarray(exp_days, dtype=np.int64) << 47) | (milli << 7)
+            | (np.asarray(call, dtype=np.int64) << 6) | np.asarray(root_rank, dtype=np.int64))
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -407,8 +449,11 @@ def check_chain_table(table: pa.Table, path, fmt: str, offset: int = 0) -> None:
         strike = np.rint(table.column("strike").to_numpy() * 1000).astype(np.int64)
         is_call = np.array([v == "C" for v in values], dtype=bool)[codes]
         key = (root.astype(np.int64) << 55) | (exp << 38) | (is_call.astype(np.int64) << 37) | strike
+        same = np.diff(ts) == 0
+        if np.all(~same | (np.diff(key) > 0)):  # the layout's order (by contract within a minute): none twice
+            return
         # O(n): one cell per (timestamp, contract); a sort only to name the first duplicate when there is one
-        t_idx = np.r_[0, np.cumsum(np.diff(ts) != 0)]
+        t_idx = np.r_[0, np.cumsum(~same)]
         kcodes, uniq = pd.factorize(key)
         cells = (int(t_idx[-1]) + 1) * len(uniq)
         if cells <= 200_000_000 and np.bincount(t_idx * len(uniq) + kcodes, minlength=cells).max() <= 1:
@@ -691,8 +736,9 @@ class _ParquetSession:
         return self._legs
 
     def _marks_file(self):
-        """(ParquetFile, per row group: expiry min/max in days, strike min/max) of this chain file's marks
-        copy, or False when there is none or it is not this file's (another write, rows or size)."""
+        """This chain file's marks copy as (ParquetFile, contract index, first row of each row group), or False
+        when there is none, it is not this file's (another write, rows or size) or it has no contract index
+        (roots, keys, first rows: the footer's, written by :func:`write_chain_parquet`)."""
         if self._marks is None:
             self._marks = False
             mp = self.marks_path
@@ -701,40 +747,45 @@ class _ParquetSession:
 
                 try:
                     pf = pq.ParquetFile(mp, memory_map=True)
-                    md = pf.schema_arrow.metadata or {}
+                    md = pf.metadata.metadata or {}
                     ok = (md.get(b"strikebench.chain_write_id") == self.write_id
                           and md.get(b"strikebench.chain_rows") == str(self.num_rows).encode()
                           and md.get(b"strikebench.chain_bytes") == str(os.path.getsize(self.path)).encode()
                           and pf.metadata.num_rows == self.num_rows
                           and all(f.name in pf.schema_arrow.names for f in MARKS_SCHEMA))
-                    if ok:
-                        ng = pf.metadata.num_row_groups
-                        bounds = np.empty((ng, 4))
-                        ie, ik = pf.schema_arrow.get_field_index("expiry"), pf.schema_arrow.get_field_index("strike")
-                        epoch = dt.date(1970, 1, 1)
-                        for g in range(ng):
-                            rg = pf.metadata.row_group(g)
-                            se, sk = rg.column(ie).statistics, rg.column(ik).statistics
-                            if se is None or sk is None or not (se.has_min_max and sk.has_min_max):
-                                bounds[g] = (-np.inf, np.inf, -np.inf, np.inf)
-                            else:
-                                bounds[g] = ((se.min - epoch).days, (se.max - epoch).days, sk.min, sk.max)
-                        self._marks = (pf, bounds)
-                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, TypeError) as exc:
+                    if ok and b"strikebench.marks_keys" in md:
+                        keys, starts = _unb64(md[b"strikebench.marks_keys"]), _unb64(md[b"strikebench.marks_starts"])
+                        roots = json.loads(md[b"strikebench.marks_roots"])
+                        if (len(starts) == len(keys) + 1 and starts[-1] == self.num_rows
+                                and np.all(np.diff(keys) > 0) and np.all(np.diff(starts) > 0)):
+                            ng = pf.metadata.num_row_groups
+                            g_starts = np.r_[0, np.cumsum([pf.metadata.row_group(g).num_rows for g in range(ng)])]
+                            self._marks = (pf, (keys, starts, {r: i for i, r in enumerate(roots)}), g_starts)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, TypeError,
+                        ValueError) as exc:
                     log.warning("%s: not used (%s); reading the chain file", mp, _arrow_message(exc))
+                    self._marks = False
         return self._marks
 
     def _quotes_from_marks(self, marks, keys: Sequence[tuple]) -> list | None:
-        pf, bounds = marks
-        days = [(np.datetime64(k[1], "D") - np.datetime64(0, "D")).astype(np.int64) for k in keys]
-        sel = np.zeros(len(bounds), dtype=bool)
-        for d, k in zip(days, keys):
-            s = k[2] / 1000
-            sel |= (bounds[:, 0] <= d) & (d <= bounds[:, 1]) & (bounds[:, 2] <= s + 1e-6) & (s - 1e-6 <= bounds[:, 3])
+        """The quotes of ``keys`` from the marks copy: each contract's rows found by the contract index, only
+        the row groups holding them decoded, and checked to be that contract's. None when the chain file must
+        be read instead (the copy unreadable, its index not matching its rows, or a contract twice at one
+        time: the chain file's reading names that row)."""
+        pf, (ikeys, istarts, rank), g_starts = marks
         out: list = [None] * len(keys)
-        groups = [int(g) for g in np.flatnonzero(sel)]
-        if not groups:
+        spans = []  # (key position, first row, end row) in the marks file
+        for j, (r, e, m, call) in enumerate(keys):
+            if r in rank:
+                want = int(_marks_key((np.datetime64(e, "D") - np.datetime64(0, "D")).astype(np.int64), m / 1000,
+                                      bool(call), rank[r]))
+                i = int(np.searchsorted(ikeys, want))
+                if i < len(ikeys) and ikeys[i] == want:
+                    spans.append((j, int(istarts[i]), int(istarts[i + 1])))
+        if not spans:
             return out
+        groups = sorted({g for _, a, b in spans for g in range(int(np.searchsorted(g_starts, a, side="right")) - 1,
+                                                                int(np.searchsorted(g_starts, b - 1, side="right")))})
         try:
             t = pf.read_row_groups(groups, use_threads=False)
             exp = t.column("expiry").cast(pa.int32()).to_numpy()
@@ -743,16 +794,27 @@ class _ParquetSession:
             self._marks = False
             return None
         milli = np.rint(_f64(t.column("strike")) * 1000).astype(np.int64)
-        root = np.asarray(t.column("root").to_numpy(zero_copy_only=False), dtype=object)
-        right = np.asarray(t.column("right").to_numpy(zero_copy_only=False), dtype=object)
         ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
         bid, ask = _f64(t.column("bid")), _f64(t.column("ask"))
-        for j, ((r, _, m, call), d) in enumerate(zip(keys, days)):
-            mine = np.flatnonzero((exp == d) & (milli == m) & (right == ("C" if call else "P")) & (root == r))
-            if mine.size > 1 and np.any(np.diff(ts[mine]) <= 0):
+        root = np.asarray(t.column("root").to_numpy(zero_copy_only=False), dtype=object)
+        right = np.asarray(t.column("right").to_numpy(zero_copy_only=False), dtype=object)
+        # file row -> row of the table read (the groups read are consecutive runs of the file's groups)
+        g_rows = np.diff(g_starts)[groups]
+        row0 = dict(zip(groups, np.r_[0, np.cumsum(g_rows)[:-1]]))
+        for j, a, b in spans:
+            r, e, m, call = keys[j]
+            g = int(np.searchsorted(g_starts, a, side="right")) - 1
+            lo = int(row0[g] + a - g_starts[g])
+            mine = slice(lo, lo + b - a)
+            day = (np.datetime64(e, "D") - np.datetime64(0, "D")).astype(np.int64)
+            if not (np.all(exp[mine] == day) and np.all(milli[mine] == m) and np.all(root[mine] == r)
+                    and np.all(right[mine] == ("C" if call else "P"))):
+                log.warning("%s: its contract index does not match its rows; reading the chain file", self.marks_path)
+                self._marks = False
+                return None
+            if b - a > 1 and np.any(np.diff(ts[mine]) <= 0):
                 return None  # a duplicate: the chain file's reading names its row
-            if mine.size:
-                out[j] = (ts[mine], bid[mine], ask[mine])
+            out[j] = (ts[mine], bid[mine], ask[mine])
         return out
 
     def quotes_of(self, keys: Sequence[tuple]) -> list:

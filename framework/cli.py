@@ -573,8 +573,10 @@ def market_describe(config: str, overrides: tuple[str, ...], day, png_path: str)
               help="Only expiries at most this many calendar days out.")
 @click.option("--strike-range", "strike_range_pct", type=click.FloatRange(0, 100, min_open=True), default=None,
               help="Only strikes within this percentage of the session's opening price.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes writing sessions in parallel (a real-size SPX session is ~10 CPU s).")
 def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: int, interval_minutes: int,
-                  fmt: str, max_dte: int | None, strike_range_pct: float | None) -> None:
+                  fmt: str, max_dte: int | None, strike_range_pct: float | None, workers: int) -> None:
     """Write bars, settlement prints and chains in the layout the `files` data feed reads
     (bars/SYMBOL, chains/UNDERLYING/DATE, settlements, manifest.json; docs/data-files.md)."""
     from strikebench.feeds.synthetic import export
@@ -593,11 +595,11 @@ def market_export(config: str, out_dir: str, overrides: tuple[str, ...], days: i
 
             with tempfile.TemporaryDirectory(prefix="sb-export-") as tmp:
                 export(m, tmp, days=chosen, interval_minutes=interval_minutes, format="parquet", max_dte=max_dte,
-                       strike_range_pct=strike_range_pct)
+                       strike_range_pct=strike_range_pct, workers=workers)
                 files_to_dbn(tmp, out_dir)
         else:
             export(m, out_dir, days=chosen, interval_minutes=interval_minutes, format=fmt, max_dte=max_dte,
-                   strike_range_pct=strike_range_pct)
+                   strike_range_pct=strike_range_pct, workers=workers)
     console.print(f"wrote {len(chosen)} session(s) of bars and chains to [bold]{escape(out_dir)}[/]")
 
 

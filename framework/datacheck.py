@@ -246,11 +246,15 @@ def _chain_facts(path: str, fmt: str) -> dict:
         try:
             pf = pq.ParquetFile(path, memory_map=True, read_dictionary=["root", "right", "underlying"])
             _parquet_columns(pf.schema_arrow, CHAIN_SCHEMA, path, CHAIN_OPTIONAL)
-            t = pf.read(columns=list(_CHECKED), use_threads=True)
+            fast = _parquet_facts(pf)
+            if fast is not None:
+                return fast
+            t = pf.read(columns=list(_CHECKED), use_threads=False)
             t = pa.table([t.column(c) if pa.types.is_dictionary(t.schema.field(c).type) else
                           t.column(c).cast(CHAIN_SCHEMA.field(c).type) for c in _CHECKED], names=list(_CHECKED))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
             raise DataError(f"{path}: {_arrow_message(exc)}") from None
+        # not the layout's sort order, or a check fails: the whole file at once (hashing finds duplicates)
         ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
         ok = t.column("timestamp").null_count == 0 and (ts.size < 2 or bool(np.all(np.diff(ts) >= 0)))
         ok = ok and all(t.column(c).null_count == 0 for c in ("underlying", "root", "expiry", "right"))
@@ -324,21 +328,135 @@ def _contract_keys(t: pa.Table) -> tuple[np.ndarray, list]:
 
 def _facts(ts: np.ndarray, key: np.ndarray, roots: list, t: pa.Table) -> dict:
     times = ts[np.r_[0, np.flatnonzero(np.diff(ts)) + 1]] if len(ts) else ts  # sorted (checked)
-    contracts = pd.unique(key)  # every contract listed in the session, once
-    exp = (contracts >> 38) & ((1 << 17) - 1)
-    pairs = pd.unique((exp << 32) | (contracts & ((1 << 37) - 1)))
-    ue, per = np.unique(pairs >> 32, return_counts=True)
     bid = t.column("bid").to_numpy().astype(np.float64, copy=False)
     ask = t.column("ask").to_numpy().astype(np.float64, copy=False)
     nan = ~np.isfinite(bid) | ~np.isfinite(ask)
     with np.errstate(invalid="ignore"):
         crossed = int(((bid > ask) & ~nan).sum())
         zero = int((bid == 0).sum())
+    return _coverage(times, pd.unique(key), roots, nan=int(nan.sum()), crossed=crossed, zero_bid=zero,
+                     quotes=len(bid))
+
+
+def _coverage(times: np.ndarray, contracts: np.ndarray, roots: list, **counts) -> dict:
+    """Coverage facts from the snapshot times and the distinct contract keys (every contract once)."""
+    exp = (contracts >> 38) & ((1 << 17) - 1)
+    pairs = pd.unique((exp << 32) | (contracts & ((1 << 37) - 1)))
+    ue, per = np.unique(pairs >> 32, return_counts=True)
     root_exp = pd.unique(((contracts >> 55) << 32) | exp)
-    return {"times": times, "expiries": len(ue), "strikes": per.tolist(), "nan": int(nan.sum()), "crossed": crossed,
-            "zero_bid": zero, "quotes": len(bid),
+    return {"times": times, "expiries": len(ue), "strikes": per.tolist(), **counts,
             "root_expiries": [(roots[int(k >> 32)], (np.datetime64(0, "D") + int(k & 0xFFFFFFFF)).item())
                               for k in root_exp]}
+
+
+#: rows `data check` decodes at a time from a Parquet chain file (whole row groups): small enough for the
+#: CPU caches, large enough that per-batch overhead is nothing
+_BATCH_ROWS = 65_536
+
+
+def _parquet_facts(pf) -> dict | None:
+    """The facts of a Parquet chain file in the layout's sort order, read a few row groups at a time (only
+    the checked columns; root and right as dictionary indices), or None when a check fails or the file is
+    sorted otherwise (the caller reads it whole and names the row). Every row passes the checks of
+    :func:`check_chain_table`: non-null fields, rights C/P, strike and underlying price > 0 and finite,
+    timestamps sorted, and within each minute a strictly increasing contract key (root, expiry, right,
+    strike), which proves no contract appears twice."""
+    n = pf.metadata.num_rows
+    if n == 0:
+        return None
+    # root names of the whole file first (a dictionary column: its indices only), so a root's rank, and
+    # with it the contract key, is the same in every batch
+    rootcol = pf.read(columns=["root"], use_threads=False).column(0)
+    if rootcol.null_count or not pa.types.is_dictionary(rootcol.type):
+        return None
+    roots = sorted({v for ch in rootcol.chunks for v in ch.dictionary.to_pylist()})
+    if None in roots or len(roots) > 255:
+        return None
+    rank = {r: i for i, r in enumerate(roots)}
+    ng = pf.metadata.num_row_groups
+    sizes = [pf.metadata.row_group(g).num_rows for g in range(ng)]
+    batches, cur, rows = [], [], 0
+    for g, k in enumerate(sizes):
+        cur.append(g)
+        rows += k
+        if rows >= _BATCH_ROWS:
+            batches.append(cur)
+            cur, rows = [], 0
+    if cur:
+        batches.append(cur)
+    # 'underlying' is only checked for nulls: the footer's null counts say so without decoding it
+    iu = pf.schema_arrow.get_field_index("underlying")
+    stats = [pf.metadata.row_group(g).column(iu).statistics for g in range(ng)]
+    no_null = all(st is not None and st.has_null_count and st.null_count == 0 for st in stats)
+    cols = [c for c in _CHECKED if c != "root" and not (c == "underlying" and no_null)]
+    times, uniq = [], []
+    nan = crossed = zero = 0
+    last_ts, last_key, prev = None, None, None
+    offset = 0
+    for gs in batches:
+        t = pf.read_row_groups(gs, columns=cols, use_threads=False)
+        if not pa.types.is_dictionary(t.schema.field("right").type):
+            return None
+        t = pa.table([t.column(c) if pa.types.is_dictionary(t.schema.field(c).type) else
+                      t.column(c).cast(CHAIN_SCHEMA.field(c).type) for c in cols], names=cols)
+        m = len(t)
+        if any(t.column(c).null_count for c in cols if c not in ("bid", "ask")):
+            return None
+        ts = np.asarray(t.column("timestamp").to_numpy()).view(np.int64)
+        step = np.diff(ts)
+        if np.any(step < 0) or (last_ts is not None and ts[0] < last_ts):
+            return None
+        for c in ("strike", "underlying_price"):
+            v = t.column(c).to_numpy()
+            if not np.all((v > 0) & (v < np.inf)):
+                return None
+        # the contract key, as the layout's writer sorts a minute: root rank, expiry, call, strike
+        key = np.empty(m, np.int64)
+        rc = rootcol.slice(offset, m)
+        pos = 0
+        for ch in rc.chunks:
+            lut = np.array([rank[v] for v in ch.dictionary.to_pylist()] or [0], dtype=np.int64)
+            key[pos: pos + len(ch)] = lut[ch.indices.to_numpy(zero_copy_only=False)]
+            pos += len(ch)
+        key <<= 55
+        call = np.empty(m, np.int64)
+        pos = 0
+        for ch in t.column("right").chunks:
+            names = ch.dictionary.to_pylist()
+            if not set(names) <= {"C", "P"}:
+                return None
+            call[pos: pos + len(ch)] = np.array([v == "C" for v in names] or [False], dtype=np.int64)[
+                ch.indices.to_numpy(zero_copy_only=False)]
+            pos += len(ch)
+        key |= call << 37
+        key |= t.column("expiry").cast(pa.int32()).to_numpy().astype(np.int64) << 38
+        key |= np.rint(t.column("strike").to_numpy() * 1000.0).astype(np.int64)
+        same = step == 0
+        if not np.all(~same | (np.diff(key) > 0)):
+            return None
+        if last_ts is not None and ts[0] == last_ts and key[0] <= last_key:
+            return None
+        starts = np.flatnonzero(np.r_[last_ts is None or ts[0] != last_ts, ~same])
+        times.append(ts[starts])
+        # the distinct contracts: a minute listing the same contracts as the one before adds none
+        if not starts.size or starts[0] > 0:  # the end of a minute the batch before began
+            uniq.append(key[: starts[0] if starts.size else m])
+            prev = None
+        for a, b in zip(starts, np.r_[starts[1:], m]):
+            k = key[a:b]
+            if prev is None or len(k) != len(prev) or not np.array_equal(k, prev):
+                uniq.append(k)
+            prev = k
+        bid, ask = t.column("bid").to_numpy(), t.column("ask").to_numpy()
+        bad = ~np.isfinite(bid) | ~np.isfinite(ask)
+        nan += int(bad.sum())
+        with np.errstate(invalid="ignore"):
+            crossed += int(((bid > ask) & ~bad).sum())
+            zero += int((bid == 0).sum())
+        last_ts, last_key = int(ts[-1]), int(key[-1])
+        offset += m
+    return _coverage(np.concatenate(times), pd.unique(np.concatenate(uniq)), roots,
+                     nan=nan, crossed=crossed, zero_bid=zero, quotes=n)
 
 
 def _chain_facts_star(args) -> dict:

@@ -114,6 +114,15 @@ def test_a_marks_copy_or_an_index_that_does_not_match_its_chain_file_is_not_beli
     pq.write_table(t.set_column(t.schema.get_field_index("bid"), "bid", pa.array(bid)), p)
     f = FileMarket(d, "parquet")
     leg = OptionContract.make(root, exp, strike, right)
+    # the marks copy rewritten in another row order, its metadata (the contract index) kept: the index is
+    # checked against the rows it points at, the copy dropped, the chain file read
+    mp = marks_file(d, "SPX", DAYS[0])
+    m = pq.read_table(mp)
+    pq.write_table(m.take(pa.array(np.arange(len(m))[::-1])), mp, row_group_size=800)
+    q0, want = f.leg_quotes([leg], DAYS[0]), FileMarket(layouts["no_marks"], "parquet").leg_quotes([leg], DAYS[0])
+    assert f._session("SPX", DAYS[0])._marks is False and np.isfinite(want.bid).sum() > 300
+    np.testing.assert_array_equal(q0.bid, want.bid)
+    np.testing.assert_array_equal(q0.ask, want.ask)
     q = f.leg_quotes([leg], day)
     i = int(np.searchsorted(q.times, pd.Timestamp(at).value))
     assert q.bid[i, 0] == bid[row]  # the chain file's value: the stale marks copy was left alone

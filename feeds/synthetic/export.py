@@ -76,24 +76,33 @@ def _settlements_table(market, underlyings, days) -> pa.Table:
 
 
 def _snapshot_columns(snap) -> dict:
+    from strikebench.options.chain import _factorize_roots
+
     n = len(snap)
     return {
         "timestamp": np.full(n, snap.timestamp.tz_convert("UTC").value, dtype=np.int64),
-        "underlying": np.full(n, snap.underlying, dtype=object),
+        "underlying": ([snap.underlying], np.zeros(n, dtype=np.int64)),  # (names, code per row)
         "underlying_price": np.full(n, snap.underlying_price),
-        "root": snap.root.astype(object),
+        "root": _factorize_roots(snap.root),
         "expiry": snap.expiry.astype("datetime64[D]"),
         "strike": snap.strike,
-        "right": np.where(snap.is_call, "C", "P").astype(object),
+        "right": (["P", "C"], snap.is_call.astype(np.int64)),
         **{c: getattr(snap, c) for c in ("bid", "ask", "last", "volume", "open_interest", "iv", "delta", "gamma", "theta", "vega")},
     }
 
 
 def _chain_table(cols: list[dict]) -> pa.Table:
-    data = {k: np.concatenate([c[k] for c in cols]) for k in cols[0]}
     arrays = []
     for field in CHAIN_SCHEMA:
-        v = data[field.name]
+        parts = [c[field.name] for c in cols]
+        if isinstance(parts[0], tuple):  # strings as (names, codes): one dictionary, cast to strings in Arrow
+            names = sorted({x for p in parts for x in p[0]})
+            at = {x: i for i, x in enumerate(names)}
+            codes = np.concatenate([np.array([at[x] for x in p[0]] or [0], dtype=np.int32)[p[1]] for p in parts])
+            arrays.append(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.string()))
+                          .cast(field.type))
+            continue
+        v = np.concatenate(parts)
         if field.name == "timestamp":
             arrays.append(pa.array(v, pa.timestamp("ns", tz="UTC")))
         elif field.name == "expiry":
@@ -103,10 +112,52 @@ def _chain_table(cols: list[dict]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=CHAIN_SCHEMA)
 
 
+#: the arguments of _export_session shared with forked workers (set only while they run)
+_FORKED = None
+
+
+def _export_forked(job) -> dict:
+    return _export_session(*_FORKED, *job)
+
+
+def _export_session(market, out, format, interval_minutes, max_dte, strike_range_pct, day, und) -> dict:
+    """Write one underlying's chain file (and marks copy) of one session; its manifest entry."""
+    tl = market.path.timeline
+    d = tl.day_index(day)
+    n = int(tl.n_minutes[d])
+    picks = sorted(set(range(0, n, interval_minutes)) | {n - 1})
+    cols = []
+    keep_strikes = None
+    keep_expiries = None
+    for pos in picks:
+        ns = int(tl.minute_ns[tl.day_first_minute[d] + pos])
+        at = pd.Timestamp(ns, tz="UTC")
+        if max_dte is not None and keep_expiries is None:
+            listed = np.unique(market.snapshot(und, at).expiry.astype("datetime64[D]"))
+            keep_expiries = [e.item() for e in listed if e <= np.datetime64(day.date(), "D") + max_dte]
+        snap = market.snapshot(und, at, expiries=keep_expiries)
+        c = _snapshot_columns(snap)
+        mask = np.ones(len(snap), dtype=bool)
+        if max_dte is not None:
+            mask &= snap.expiry.astype("datetime64[D]") <= np.datetime64(day.date(), "D") + max_dte
+        if strike_range_pct is not None:
+            if keep_strikes is None:  # fixed for the session from its first snapshot
+                keep_strikes = (snap.underlying_price * (1 - strike_range_pct / 100),
+                                snap.underlying_price * (1 + strike_range_pct / 100))
+            mask &= (snap.strike >= keep_strikes[0]) & (snap.strike <= keep_strikes[1])
+        if not mask.all():
+            c = {k: (v[0], v[1][mask]) if isinstance(v, tuple) else v[mask] for k, v in c.items()}
+        cols.append(c)
+    table = _chain_table(cols)
+    path = chain_file(out, und, day.date(), format)
+    _write(table, path, format, chain=True, marks=marks_file(out, und, day.date()))
+    return {"path": str(path.relative_to(out)), "rows": table.num_rows, "snapshots": len(picks)}
+
+
 def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: int = 30,
            underlyings: Iterable[str] = ("SPX", "XSP", "VIX"), symbols: Iterable[str] = SYMBOLS,
            chains: bool = True, format: str = "parquet", max_dte: int | None = None,
-           strike_range_pct: float | None = None) -> dict:
+           strike_range_pct: float | None = None, workers: int = 1) -> dict:
     """Write bars, settlement prints and chain snapshots of ``days`` (None = every session) to
     ``out_dir`` in ``format`` (parquet or csv).
 
@@ -115,7 +166,8 @@ def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: i
     ``max_dte`` keeps expiries at most that many calendar days out; ``strike_range_pct`` keeps
     strikes within that percentage of the session's first underlying price (smaller files).
     Returns the manifest. A full year of SPX chains every 30 minutes is ~20 M rows (~1 GB of
-    Parquet); pass ``days`` for a sample.
+    Parquet); pass ``days`` for a sample. ``workers`` > 1 writes sessions in that many forked processes
+    (the files are the same; a real-size session takes ~10 CPU s).
     """
     if interval_minutes < 1:
         raise ValueError("interval_minutes must be >= 1")
@@ -155,37 +207,21 @@ def export(market, out_dir, days: Iterable | None = None, *, interval_minutes: i
     _write(sett, settlements_file(out, format), format)
     manifest["settlements"] = {"path": settlements_file(out, format).name, "rows": sett.num_rows}
     if chains:
-        tl = market.path.timeline
-        for day in chosen:
-            d = tl.day_index(day)
-            n = int(tl.n_minutes[d])
-            picks = sorted(set(range(0, n, interval_minutes)) | {n - 1})
-            for und in underlyings:
-                cols = []
-                keep_strikes = None
-                keep_expiries = None
-                for pos in picks:
-                    ns = int(tl.minute_ns[tl.day_first_minute[d] + pos])
-                    at = pd.Timestamp(ns, tz="UTC")
-                    if max_dte is not None and keep_expiries is None:
-                        listed = np.unique(market.snapshot(und, at).expiry.astype("datetime64[D]"))
-                        keep_expiries = [e.item() for e in listed
-                                         if e <= np.datetime64(day.date(), "D") + max_dte]
-                    snap = market.snapshot(und, at, expiries=keep_expiries)
-                    c = _snapshot_columns(snap)
-                    mask = np.ones(len(snap), dtype=bool)
-                    if max_dte is not None:
-                        mask &= snap.expiry.astype("datetime64[D]") <= np.datetime64(day.date(), "D") + max_dte
-                    if strike_range_pct is not None:
-                        if keep_strikes is None:  # fixed for the session from its first snapshot
-                            keep_strikes = (snap.underlying_price * (1 - strike_range_pct / 100),
-                                            snap.underlying_price * (1 + strike_range_pct / 100))
-                        mask &= (snap.strike >= keep_strikes[0]) & (snap.strike <= keep_strikes[1])
-                    cols.append({k: v[mask] for k, v in c.items()})
-                table = _chain_table(cols)
-                path = chain_file(out, und, day.date(), format)
-                _write(table, path, format, chain=True, marks=marks_file(out, und, day.date()))
-                manifest["chains"].append({"path": str(path.relative_to(out)), "rows": table.num_rows,
-                                           "snapshots": len(picks)})
+        jobs = [(day, und) for day in chosen for und in underlyings]
+        args = (market, out, format, interval_minutes, max_dte, strike_range_pct)
+        if workers > 1 and len(jobs) > 1:  # sessions are independent: one process per core, forked
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            global _FORKED
+            _FORKED = args
+            try:
+                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("fork")) as ex:
+                    entries = list(ex.map(_export_forked, jobs, chunksize=1))
+            finally:
+                _FORKED = None
+        else:
+            entries = [_export_session(*args, day, und) for day, und in jobs]
+        manifest["chains"].extend(entries)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
