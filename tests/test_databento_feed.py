@@ -107,9 +107,11 @@ def test_backtest_on_dbn_files_equals_the_synthetic_market_to_the_cent(dbn_dir, 
     got = _run(f"{{source: databento, path: '{dbn_dir}', rate: 0.045, dividend_yield: 0.015}}")
     assert isinstance(got.market, DatabentoMarket)
     trades_ref = ref.portfolio.all_trades()
-    assert len(trades_ref) >= 3 and {"settlement"} <= {t.exit_reason for t in trades_ref}
+    # a settlement: a trade held to expiry, or a partly closed one whose no-bid wing settled (a7ec364)
+    assert len(trades_ref) >= 3 and any(t.exit_reason == "settlement" or t.settled_leg_values for t in trades_ref)
     assert [astuple(t) for t in got.portfolio.all_trades()] == [astuple(t) for t in trades_ref]
-    assert [to_cents(t.realized_pnl) for t in got.portfolio.all_trades()] == [to_cents(t.realized_pnl) for t in trades_ref]
+    cents = [None if t.realized_pnl is None else to_cents(t.realized_pnl) for t in trades_ref]  # None: still open
+    assert [None if t.realized_pnl is None else to_cents(t.realized_pnl) for t in got.portfolio.all_trades()] == cents
     assert _fills(got) == _fills(ref)
     assert to_cents(got.portfolio.cash) == to_cents(ref.portfolio.cash)
     assert got.equity_by_day == ref.equity_by_day
