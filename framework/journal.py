@@ -598,6 +598,10 @@ class Journal:
         self._db = None
         self._pending_orders: dict[tuple, list] = {}  # (run, order id) -> [fixed columns, latest state]
         self._pending_events: list[tuple] = []
+        self._pending_decisions: list[tuple] = []  # (decision row, snapshot, context text, its checksum)
+        self._pending_decision_ids: set[tuple] = set()  # (run, decision id) of those
+        self._snapshot_ids: dict[str, int] = {}  # checksum -> id of the snapshots and contexts written by
+        self._context_ids: dict[str, int] = {}  # this connection (committed or in its open transaction)
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)  # what every message names: never the password
             self._open_postgres(create)
@@ -670,6 +674,8 @@ class Journal:
 
     def commit(self) -> None:
         """Commit the open session transaction, if any (a no-op when every event commits itself)."""
+        if self._db is not None and self._pending_decisions:
+            self._flush_decisions()  # before the orders: an order's row names its decision
         if self._db is not None and (self._pending_orders or self._pending_events):
             self._flush_orders()
         if self._db is not None and self._db.in_transaction:
@@ -724,11 +730,13 @@ class Journal:
 
     def execute(self, sql: str, params=()) -> list[sqlite3.Row]:
         """Run a read query (for ad-hoc inspection and tests)."""
+        self._flush_decisions()
         self._flush_orders()
         return self._db.execute(sql, params).fetchall()
 
     def frame(self, sql: str, params=()) -> pd.DataFrame:
         """A read query as a DataFrame (every money column stays text)."""
+        self._flush_decisions()
         self._flush_orders()
         cur = self._db.execute(sql, params)
         cols = [c[0] for c in cur.description]
@@ -870,11 +878,15 @@ class Journal:
         checksum = hashlib.sha256(text.encode()).hexdigest()
         cm = self._tx() if db is None else _nullcontext(db)
         with cm as db:
-            row = db.execute("SELECT context_id FROM context_snapshots WHERE checksum = ?", (checksum,)).fetchone()
-            if row is not None:
-                return int(row[0])
-            return insert_id(db, "INSERT INTO context_snapshots(checksum, context) VALUES (?, ?)", (checksum, text),
-                             "context_id")
+            return self._store_context_text(text, checksum, db)
+
+    @staticmethod
+    def _store_context_text(text: str, checksum: str, db) -> int:
+        row = db.execute("SELECT context_id FROM context_snapshots WHERE checksum = ?", (checksum,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        return insert_id(db, "INSERT INTO context_snapshots(checksum, context) VALUES (?, ?)", (checksum, text),
+                         "context_id")
 
     def load_context(self, context_id: int) -> dict:
         row = self._db.execute("SELECT context FROM context_snapshots WHERE context_id = ?",
@@ -884,8 +896,19 @@ class Journal:
         return json.loads(row[0])
 
     # ------------------------------------------------------------- decisions
+    _DECISION_INSERT = (
+        "INSERT INTO trade_decisions(decision_id, run_id, seq, strategy, decided_at, action, reason,"
+        " snapshot_id, snapshot_checksum, context_id, candidates, chosen, chosen_expiry, ruleset_version)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
     def record_decision(self, run_id: str, decision, snapshot=None) -> str:
-        """A decision, its chain snapshot (once per checksum) and its context, in one transaction."""
+        """A decision, its chain snapshot (once per checksum) and its context, in one transaction.
+
+        Under :meth:`commit_per_session` (a backtest) the decision is kept in memory and written when the
+        session commits (:meth:`commit`; also before any read through this journal), its snapshot blob
+        encoded then: the same rows in the same order, in one savepoint for the session's decisions instead
+        of one per decision, and snapshots and contexts this connection already wrote found without a
+        query. A process killed mid-session loses the session's decisions either way."""
         seq = self._next_seq(run_id)
         decision_id = decision.decision_id or f"{decision.strategy}-{pd.Timestamp(decision.decided_at):%Y%m%dT%H%M}-{seq}"
         candidates = list(decision.candidates or ())
@@ -895,21 +918,57 @@ class Journal:
             details = getattr(candidates[chosen], "details", None) or {}
             chosen_expiry = details.get("expiry")
             chosen_expiry = None if chosen_expiry is None else str(chosen_expiry)
+        checksum = decision.snapshot_checksum or (snapshot.checksum if snapshot is not None else None)
+        if snapshot is not None and checksum != snapshot.checksum:
+            raise JournalError(f"decision {decision_id}: its snapshot checksum {checksum} is not the "
+                               f"checksum of the snapshot handed with it ({snapshot.checksum})")
+        text = to_json(decision.context or {})
+        # the row with its snapshot_id and context_id (None here) filled in when written
+        row = [decision_id, run_id, seq, decision.strategy, iso_time(decision.decided_at), decision.action,
+               decision.reason or "", None, checksum, None, candidates_json(candidates),
+               None if chosen is None else int(chosen), chosen_expiry, decision.ruleset_version or ""]
+        pending = (row, snapshot, text, hashlib.sha256(text.encode()).hexdigest())
+        if self._per_session:
+            self._pending_decisions.append(pending)
+            self._pending_decision_ids.add((run_id, decision_id))
+            return decision_id
         with self._tx() as db:
-            snapshot_id = self.store_snapshot(snapshot, run_id=run_id, db=db) if snapshot is not None else None
-            checksum = decision.snapshot_checksum or (snapshot.checksum if snapshot is not None else None)
-            if snapshot is not None and checksum != snapshot.checksum:
-                raise JournalError(f"decision {decision_id}: its snapshot checksum {checksum} is not the "
-                                   f"checksum of the snapshot handed with it ({snapshot.checksum})")
-            context_id = self.store_context(decision.context, db=db)
-            db.execute(
-                "INSERT INTO trade_decisions(decision_id, run_id, seq, strategy, decided_at, action, reason,"
-                " snapshot_id, snapshot_checksum, context_id, candidates, chosen, chosen_expiry, ruleset_version)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (decision_id, run_id, seq, decision.strategy, iso_time(decision.decided_at), decision.action,
-                 decision.reason or "", snapshot_id, checksum, context_id, candidates_json(candidates),
-                 None if chosen is None else int(chosen), chosen_expiry, decision.ruleset_version or ""))
+            self._write_decisions(db, [pending])
         return decision_id
+
+    def _write_decisions(self, db, pending: list) -> tuple[dict, dict]:
+        """Insert decisions with their snapshots and contexts (each once per checksum), in order; returns the
+        (snapshot, context) ids it wrote or found by checksum."""
+        snap_ids, ctx_ids = {}, {}  # new this call: kept only once the caller's transaction/savepoint holds
+        rows = []
+        for row, snapshot, text, ctx_sum in pending:
+            if snapshot is not None:
+                checksum = row[8]
+                sid = self._snapshot_ids.get(checksum) or snap_ids.get(checksum)
+                if sid is None:
+                    sid = snap_ids[checksum] = self.store_snapshot(snapshot, run_id=row[1], db=db)
+                row[7] = sid
+            cid = self._context_ids.get(ctx_sum) or ctx_ids.get(ctx_sum)
+            if cid is None:
+                cid = ctx_ids[ctx_sum] = self._store_context_text(text, ctx_sum, db)
+            row[9] = cid
+            rows.append(tuple(row))
+        db.executemany(self._DECISION_INSERT, rows)
+        return snap_ids, ctx_ids
+
+    def _flush_decisions(self) -> None:
+        """Write the decisions kept in memory (see :meth:`record_decision`), in one savepoint."""
+        if not self._pending_decisions:
+            return
+        pending = self._pending_decisions
+        self._pending_decisions = []
+        self._pending_decision_ids = set()
+        with self._tx() as db:
+            snap_ids, ctx_ids = self._write_decisions(db, pending)
+        # known from now on without a query (a backtest's connection is the journal's only writer of its run;
+        # a session's transaction that never commits dies with the process, and these with it)
+        self._snapshot_ids.update(snap_ids)
+        self._context_ids.update(ctx_ids)
 
     def _next_seq(self, run_id: str) -> int:
         if run_id not in self._seq:
@@ -921,6 +980,7 @@ class Journal:
 
     def decisions(self, run_id: str, day: str | dt.date | None = None) -> list[dict]:
         """Decisions of a run (of one session day, by the local date of ``decided_at``), in order."""
+        self._flush_decisions()
         sql = "SELECT * FROM trade_decisions WHERE run_id = ?"
         params: list = [run_id]
         if day is not None:
@@ -932,6 +992,7 @@ class Journal:
         return rows
 
     def decision(self, decision_id: str, run_id: str | None = None) -> dict:
+        self._flush_decisions()
         sql, params = "SELECT * FROM trade_decisions WHERE decision_id = ?", [decision_id]
         if run_id is not None:
             sql += " AND run_id = ?"
@@ -1005,12 +1066,14 @@ class Journal:
             for ev in events:
                 db.execute(self._EVENT_INSERT, ev)
 
-    @staticmethod
-    def _decision_of_trade(db, run_id: str, trade_id: str | None) -> str | None:
-        """Trade ids made from a decision read ``T-<decision_id>-<digest>``; find that decision."""
+    def _decision_of_trade(self, db, run_id: str, trade_id: str | None) -> str | None:
+        """Trade ids made from a decision read ``T-<decision_id>-<digest>``; find that decision (written, or
+        kept in memory until the session commits)."""
         if not trade_id or not trade_id.startswith("T-"):
             return None
         basis = trade_id[2:].rsplit("-", 1)[0]
+        if (run_id, basis) in self._pending_decision_ids:
+            return basis
         row = db.execute("SELECT decision_id FROM trade_decisions WHERE run_id = ? AND decision_id = ?",
                          (run_id, basis)).fetchone()
         return row[0] if row else None
@@ -1244,6 +1307,8 @@ class ReadOnlyJournal(Journal):
         self._seq = {}
         self._db = None
         self._pending_orders, self._pending_events = {}, []
+        self._pending_decisions, self._pending_decision_ids = [], set()
+        self._snapshot_ids, self._context_ids = {}, {}
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)
             self._open_postgres_read_only()

@@ -212,6 +212,15 @@ class PgConnection:
         except self._psycopg.Error as exc:
             raise _error(f"{self.label}: {self._clean(exc)}") from None
 
+    def executemany(self, sql: str, rows) -> None:
+        try:
+            with self._conn.cursor() as cur:
+                cur.executemany(_translate(sql), [tuple(r) for r in rows])
+        except self._psycopg.errors.ReadOnlySqlTransaction:
+            raise _error(f"{self.label}: opened read-only; a reading command never writes") from None
+        except self._psycopg.Error as exc:
+            raise _error(f"{self.label}: {self._clean(exc)}") from None
+
     @property
     def in_transaction(self) -> bool:
         from psycopg.pq import TransactionStatus
