@@ -823,3 +823,58 @@ def _decision():
 
     return Decision(strategy="s", decided_at=dt.datetime(2024, 1, 10, 10, 0, tzinfo=dt.timezone.utc), action="TRADE",
                     reason="test")
+
+
+def test_a_backtests_decisions_are_written_at_the_session_commit_as_they_would_be_at_once(tmp_path):
+    """Decisions of a backtest (one transaction per session) are kept until the session commits: the same
+    trade_decisions, chain_snapshots and context_snapshots rows in the same order as a journal writing each
+    decision at once (a snapshot or context seen twice stored once, in this session or an earlier one); a read
+    through the journal mid-session sees them; nothing of an uncommitted session is on disk; an order opened
+    from a decision not yet written names it."""
+    from strikebench.api import Decision
+    from strikebench.engine.broker import OrderTransition
+    from strikebench.options.orders import Order, OrderStatus, OrderType
+
+    t0 = dt.datetime(2024, 1, 8, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    a, b = make_chain(expiries=["2024-01-12"]), make_chain(expiries=["2024-01-12"], at="2024-01-08 11:00")
+
+    def decisions():  # (snapshot, context, commit after it)
+        yield a, {"k": 0.3}, False
+        yield a, {"k": 0.3}, False       # same snapshot and context: stored once
+        yield None, {"k": 0.3, "blocked": True}, True
+        yield b, {"k": 0.3}, False       # a new snapshot, a context of the first session
+        yield a, {"k": 0.4}, False       # a snapshot of the first session
+
+    def journal_all(path, per_session):
+        j = Journal(path)
+        j.start_run("r", name="r", mode="backtest")
+        if per_session:
+            j.commit_per_session()
+        seen = None
+        for n, (snap, context, commit) in enumerate(decisions(), 1):
+            d = Decision(strategy="s", decided_at=t0 + dt.timedelta(minutes=n), action="TRADE" if snap else "SKIP",
+                         reason=f"r{n}", snapshot_checksum=snap.checksum if snap else None, context=context,
+                         decision_id=f"s-{n}")
+            j.record_decision("r", d, snap)
+            if n == 1:  # an order from the decision just recorded
+                order = Order("O-1", (Leg(P4700, -1), Leg(P4695, +1)), 1, OrderType.LIMIT, -1.25, strategy="s",
+                              trade_id="T-s-1-abc", created_at=t0)
+                j.record_order_event("r", order, OrderTransition("O-1", OrderStatus.NEW, OrderStatus.SUBMITTED, t0, ""))
+            if n == 2 and per_session:
+                seen = (rows(path, "SELECT COUNT(*) FROM trade_decisions")[0][0], len(j.decisions("r")))
+            if commit:
+                j.commit()
+        j.commit()
+        out = [[tuple(r) for r in j.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+               for t in ("trade_decisions", "chain_snapshots", "context_snapshots", "orders")]
+        j.close()
+        return out, seen
+
+    through, _ = journal_all(tmp_path / "through.sqlite", per_session=False)
+    buffered, seen = journal_all(tmp_path / "buffered.sqlite", per_session=True)
+    assert buffered == through
+    decisions_, snapshots, contexts, orders = through
+    assert [d[7] for d in decisions_] == [1, 1, None, 2, 1] and len(snapshots) == 2  # snapshot ids
+    assert [d[9] for d in decisions_] == [1, 1, 2, 1, 3] and len(contexts) == 3  # context ids
+    assert orders[0][4] == "s-1"  # the order's decision, found before the decision was written
+    assert seen == (0, 2)  # nothing on disk before the commit; the journal's own read sees both
