@@ -115,12 +115,28 @@ files_to_dbn("{data / 'parquet'}", "{data / 'dbn'}")
 
 
 def backtest(config_text: str, out: Path, name: str) -> dict:
+    """One ``strikebench backtest`` in a child process; also the process CPU at the end of each session
+    (``session_cpu``: seconds since the previous session ended, the first from the process start)."""
     cfg = out / f"{name}.yaml"
     cfg.write_text(config_text)
-    return child(f"""
+    stamps = out / f"{name}.stamps.json"
+    r = child(f"""
+import json, time
+from strikebench.engine import core
+_end, _stamps = core.Engine._end_session, []
+def _timed(self):
+    _end(self)
+    _stamps.append(time.process_time())
+core.Engine._end_session = _timed
 from strikebench.cli import cli
-cli(["backtest", "{cfg}", "--quiet", "--set", "output.dir={out / 'runs' / name}"])
+try:
+    cli(["backtest", "{cfg}", "--quiet", "--set", "output.dir={out / 'runs' / name}"])
+finally:
+    open("{stamps}", "w").write(json.dumps(_stamps))
 """)
+    t = json.loads(stamps.read_text())
+    r["session_cpu"] = [round(b - a, 5) for a, b in zip(t, t[1:])]
+    return r
 
 
 def _load() -> str:
@@ -186,6 +202,16 @@ assert main(["data", "check", "{data / 'parquet'}"]) == 0
         figures[f"{name}_cpu_per_session"] = slope
         figures[f"{name}_fixed_cpu"] = cpu[0] - slope  # the first session's run less one session
         figures[f"{name}_cpu_year_estimate"] = cpu[0] + 251 * slope
+    import statistics
+
+    for name in runs:  # per-session CPU inside the N-session run (sessions 2..N), by quarter of the span
+        per = figures[f"{name}_{n}"]["session_cpu"]
+        q = max(1, -(-len(per) // 4))  # four stretches (the last may be shorter)
+        figures[f"{name}_session_cpu_mean"] = statistics.fmean(per) if per else float("nan")
+        figures[f"{name}_session_cpu_median_by_quarter"] = [
+            (f"{2 + i}-{1 + min(i + q, len(per))}", statistics.median(per[i:i + q])) for i in range(0, len(per), q)]
+        figures[f"{name}_session_cpu_mean_by_quarter"] = [
+            (f"{2 + i}-{1 + min(i + q, len(per))}", statistics.fmean(per[i:i + q])) for i in range(0, len(per), q)]
     syn_year = figures["synthetic_year"]["cpu_seconds"] if args.synthetic_year else figures["synthetic_cpu_year_estimate"]
     figures["synthetic_cpu_year"] = syn_year
     for name in runs:
@@ -220,6 +246,11 @@ assert main(["data", "check", "{data / 'parquet'}"]) == 0
             t.add_row(name, f"{f['seconds']:.1f}", f"{f['cpu_seconds']:.1f}", f"{f['peak_rss_mb']:.0f}",
                       f.get("load_after", ""), note)
     Console().print(t)
+    for name in runs:
+        print(f"{name}: CPU s per session inside the {n}-session run: mean {figures[f'{name}_session_cpu_mean']:.4f}; "
+              "by quarter of the span (median / mean): "
+              + ", ".join(f"{a}: {m:.4f} / {v:.4f}" for (a, m), (_, v) in zip(
+                  figures[f"{name}_session_cpu_median_by_quarter"], figures[f"{name}_session_cpu_mean_by_quarter"])))
     for name in runs:
         stretches = ", ".join(f"{a}: {v:.3f}" for a, v in figures[f"{name}_cpu_per_session_by_stretch"])
         line = (f"{name}: CPU s per session by stretch of sessions [{stretches}]; fixed ~{figures[f'{name}_fixed_cpu']:.1f} "
