@@ -58,7 +58,7 @@ _ROWS = [
     ("worst_day", "Worst day ($)", "{:+,.2f}"),
     ("sharpe", "Sharpe (daily, annualized)", "{:.2f}"),
     ("decisions", "Decisions", "{:,}"),
-    ("vetoed_entries", "Entries vetoed by risk", "{:,}"),
+    ("vetoed_entries", "Entries blocked by risk", "{:,}"),
     ("vetoed_orders", "Orders vetoed by risk", "{:,}"),
 ]
 
