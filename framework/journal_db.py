@@ -27,7 +27,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-__all__ = ["SQLITE", "POSTGRES", "backend_of", "mask_url", "strip_password", "sqlite_path", "connect_postgres",
+__all__ = ["SQLITE", "POSTGRES", "backend_of", "mask_url", "has_password", "strip_password", "sqlite_path", "connect_postgres",
            "PgConnection", "table_names", "column_names", "insert_id", "is_postgres", "DatabaseError", "connect",
            "replace_sql"]
 
@@ -72,6 +72,8 @@ def mask_url(url: str | os.PathLike) -> str:
     except ValueError:
         return re.sub(r"//[^@/]*@", "//***@", text)
     netloc = parts.netloc
+    if not has_password(text):
+        return text  # nothing to hide: as given (urlunsplit would turn sqlite:///x into sqlite:/x)
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
         if ":" in user:
@@ -79,6 +81,19 @@ def mask_url(url: str | os.PathLike) -> str:
         netloc = f"{user}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, _PASSWORD_PARAM.sub(r"\1***", parts.query),
                        parts.fragment))
+
+
+def has_password(url: str | os.PathLike) -> bool:
+    """The URL carries a password (``user:pw@`` or a ``password=`` option)."""
+    text = os.fspath(url)
+    if "://" not in text:
+        return False
+    try:
+        parts = urlsplit(text)
+        in_netloc = parts.password is not None
+    except ValueError:
+        return "@" in text
+    return in_netloc or bool(_PASSWORD_PARAM.search(parts.query))
 
 
 def strip_password(url: str) -> str:

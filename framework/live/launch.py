@@ -206,11 +206,11 @@ def refuse_password_in_overrides(overrides, what: str = "a paper run") -> None:
     their folder (live.json, account.json) to resume with, and a secret is never written there. The password goes to
     PGPASSWORD or ~/.pgpass, or the whole URL to an environment variable the YAML names."""
     from strikebench.errors import ConfigError
-    from strikebench.journal_db import mask_url
+    from strikebench.journal_db import has_password, mask_url
 
     for o in overrides or ():
         key, _, value = str(o).partition("=")
-        if key.strip() == "journal.url" and mask_url(value.strip()) != value.strip():
+        if key.strip() == "journal.url" and has_password(value.strip()):
             raise ConfigError(f"--set journal.url={mask_url(value.strip())}: {what} stores its options in its folder "
                               f"to resume with, and a password is never written there; put it in PGPASSWORD or "
                               f"~/.pgpass, or name an environment variable in the YAML: "
