@@ -431,3 +431,18 @@ def test_a_password_on_the_command_line_is_refused_for_paper_and_accounts(tmp_pa
         assert "PGPASSWORD" in err and "postgresql://sb:***@127.0.0.1:1/x" in err and PASSWORD not in err
         assert len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lite.yaml"]
+
+
+def test_a_folder_of_the_same_name_elsewhere_never_takes_over_a_run_of_a_shared_journal(replays, env_url, tmp_path,
+                                                                                        capsys):
+    """Run ids are folder names; the shared database already holds `paper` (the replay fixture's folder). Another
+    folder named `paper` is refused (one line naming both folders, password masked), never resumed into that run,
+    and leaves nothing behind."""
+    cfg = write_config(tmp_path, postgres=True)
+    before = dump(env_url, "paper")
+    assert main(["paper", str(cfg), "--clock", "replay", "--speed", "0", "--day", DAY, "--no-panel", "--run-dir",
+                 str(tmp_path / "paper")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "run 'paper' in this journal belongs to the folder" in err and str(replays["pg"]) in err
+    assert PASSWORD not in err and "***" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "paper").exists() and dump(env_url, "paper") == before
