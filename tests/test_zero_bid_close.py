@@ -347,3 +347,18 @@ def test_ibkr_receives_the_single_option_not_a_one_leg_bag(tmp_path):
             assert (f.quantity, f.net_price, f.leg_prices, f.fees) == (2, 1.10, (1.10,), 1.30)  # 2 x 0.65 at TWS
         finally:
             broker.close()
+
+
+def test_which_legs_a_close_leaves_out():
+    from strikebench.options.fills import left_legs
+
+    closing = [1, -1]  # buy the short back, sell the long wing
+    assert left_legs(closing, [0.90, 0.00], [1.10, 0.10]).tolist() == [False, True]
+    assert left_legs(closing, [0.90, 0.05], [1.10, 0.10]).tolist() == [False, False]  # tradeable whole
+    assert left_legs(closing, [float("nan"), 0.00], [1.10, 0.10]).tolist() == [False, False]  # nothing trades
+    assert left_legs(closing, [0.90, 0.00], [1.10, float("nan")]).tolist() == [False, False]  # wing unquoted
+    assert left_legs(closing, [0.90, 0.20], [1.10, 0.10]).tolist() == [False, False]  # wing crossed
+    assert left_legs([-1, -1], [0.00, 0.00], [0.05, 0.05]).tolist() == [False, False]  # nothing would remain
+    # per minute (rows), as the exit curve asks: only the rows where the wing is bid 0.00
+    rows = left_legs(closing, [[0.90, 0.05], [0.90, 0.00]], [[1.10, 0.10], [1.10, 0.10]])
+    assert rows.tolist() == [[False, False], [False, True]]
