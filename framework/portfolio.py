@@ -114,6 +114,13 @@ class Portfolio:
         book = self._open.get(trade_id)
         return book.legs_open() if book else []
 
+    def premium_flow(self, trade_id: str) -> float:
+        """Dollars the fills of ``trade_id`` moved so far, fees left out (the entry's credit or debit, and
+        an exit's premium when the trade is partly closed): an open trade's unrealized P&L is this plus
+        the marked value of the legs it still holds."""
+        book = self._books.get(trade_id)
+        return (book.cash_flow_cents + book.fee_cents) / 100.0 if book else 0.0
+
     def positions(self) -> dict[OptionContract, int]:
         """Signed contracts held per option contract, summed over open trades."""
         out: dict[OptionContract, int] = defaultdict(int)

@@ -362,3 +362,53 @@ def test_which_legs_a_close_leaves_out():
     # per minute (rows), as the exit curve asks: only the rows where the wing is bid 0.00
     rows = left_legs(closing, [[0.90, 0.05], [0.90, 0.00]], [[1.10, 0.10], [1.10, 0.10]])
     assert rows.tolist() == [[False, False], [False, True]]
+
+
+def test_a_partly_closed_trade_shows_its_exit_and_the_wing_in_the_panel_and_the_dashboard(tmp_path):
+    """Open P&L of a partly closed trade = entry premium - exit premium + the wing's mark (fees left out), not
+    the whole combo's mark against the entry (which would price the short already bought back at its mid)."""
+    import json
+
+    from strikebench.dashboard.sources import LiveSource
+
+    seen = {}
+
+    class Watch(TakeProfitVertical):
+        name = "tp_vertical"
+
+        def decision_times(self):
+            return [dt.time(10, 0), dt.time(14, 0)]
+
+        def on_decision_time(self, ctx):
+            if ctx.now.time() == dt.time(10, 0):
+                super().on_decision_time(ctx)
+            else:
+                engine, (t,) = ctx._engine, ctx._engine.portfolio.open_trades()
+                held = engine.portfolio.legs_open(t.trade_id)
+                seen.update(held=held, flow=engine.portfolio.premium_flow(t.trade_id),
+                            value=engine.broker.held_value(t, held))
+
+    market = ModelMarket(DAY, DAY, spot=4720.0, expiries=[EXP], quotes={S: short_quote, L: wing_quote})
+    folder = tmp_path / "zb"
+    folder.mkdir()
+    engine = _run(Watch(), market, folder / "journal.sqlite")
+    # by hand: credit 2.40 in, the short bought back at 1.10 at 11:30; at 14:00 the wing is 0.05/0.10, mid 0.075
+    assert seen["held"] == [0, 1]
+    assert round(seen["flow"] * 100) == 24000 - 11000 and seen["value"] == pytest.approx(0.075, abs=1e-12)
+    (trade,) = engine.portfolio.open_trades()
+    assert trade.partly_closed_at is not None
+    # the dashboard: the journal's fills + the positions the runtime publishes (the wing alone, at its mid)
+    mark = 0.075
+    db = sqlite3.connect(folder / "journal.sqlite")
+    db.execute("INSERT INTO live_state(run_id, key, value) VALUES (?, ?, ?)", ("zb", "positions", json.dumps(
+        {"at": "2024-01-10T15:59:00-05:00", "spot": 4720.0, "trades": [
+            {"trade_id": trade.trade_id, "strategy": "tp_vertical", "contracts": 1,
+             "legs": [{"occ": L.occ_compact, "ratio": 1, "multiplier": 100, "mark": mark, "greeks": None}]}]})))
+    db.commit()
+    db.close()
+    src = LiveSource(folder, account=False, run_id="zb")
+    src.poll()
+    view = src.view()
+    (row,) = view["open"]
+    assert round(row["unrealized"] * 100) == 24000 - 11000 + 750  # +137.50
+    assert round(view["unrealized_pnl"] * 100) == 13750

@@ -456,6 +456,7 @@ class LiveSource:
         self._data_version = None
         self.ids = {"fills": 0, "decisions": 0, "order_events": 0, "log": 0, "state": 0, "equity": 0}
         self.cash_c = 0
+        self.premium_c: dict[str, int] = {}  # per trade: the premium its fills moved so far, fees left out
         self.initial_c = None
         self.trades: dict[str, dict] = {}
         self.orders: dict[str, dict] = {}
@@ -555,6 +556,9 @@ class LiveSource:
             self.cash_c += _cents(r["cash"])
             if r["trade_id"]:
                 touched.add(r["trade_id"])
+                if r["kind"] == "fill":
+                    self.premium_c[r["trade_id"]] = (self.premium_c.get(r["trade_id"], 0)
+                                                     + _cents(r["cash"]) + _cents(r["fees"]))
         if touched or not self._loaded_trades():
             where = "" if not self._loaded_trades() else \
                 f" AND trade_id IN ({','.join('?' * len(touched))})"
@@ -657,10 +661,13 @@ class LiveSource:
                     combo = sum(leg["ratio"] * leg["mark"] for leg in legs)
                     row["mark"] = round(combo, 4)
                     value_c = int(round(combo * mult * qty * 100))
-                    cost_c = int(round(float(t["entry_price"]) * mult * qty * 100))
-                    row["unrealized"] = _money(value_c - cost_c)
+                    # what its fills moved (the entry; a partly closed trade's exit too, its no-bid wing left
+                    # to settle) + what it holds now, fees left out: (mark - entry) x contracts x multiplier
+                    # for a trade no exit has touched
+                    unreal_c = value_c + self.premium_c.get(t["trade_id"], 0)
+                    row["unrealized"] = _money(unreal_c)
                     mark_value_c += value_c
-                    unreal_total_c += value_c - cost_c
+                    unreal_total_c += unreal_c
                 else:
                     marked_all = False
                 g = _position_greeks(legs, qty, spot)

@@ -263,6 +263,13 @@ class OptionsBroker(bt.BrokerBase):
         i = min(self._bar, len(marks) - 1)
         return float(np.dot([leg.ratio for leg in trade.legs], marks[i]))
 
+    def held_value(self, trade: TradeRecord, held: Sequence[int]) -> float:
+        """Mid value at this bar of the legs of ``trade`` still held (``held`` combos per leg, as
+        :meth:`Portfolio.legs_open` gives), in index points (x the multiplier for dollars)."""
+        marks = self._leg_marks([leg.contract for leg in trade.legs])
+        i = min(self._bar, len(marks) - 1)
+        return float(np.dot([leg.ratio * n for leg, n in zip(trade.legs, held)], marks[i]))
+
     def _leg_marks(self, contracts: Sequence[OptionContract]) -> np.ndarray:
         """Each leg's mark for every minute of the session: its mid where the quote is usable
         (finite, uncrossed, positive ask; a zero bid is usable), else its last usable mid, carried

@@ -30,17 +30,19 @@ def _greeks(rt, trade) -> tuple[float, float]:
         if snap is None:
             return float("nan"), float("nan")
         delta = theta = 0.0
-        qty = rt.engine.portfolio.open_contracts(trade.trade_id) * trade.legs[0].contract.multiplier
-        for leg in trade.legs:
+        mult = trade.legs[0].contract.multiplier
+        for leg, n in zip(trade.legs, rt.engine.portfolio.legs_open(trade.trade_id)):
+            if not n:  # closed by a partial exit
+                continue
             c = leg.contract
             mask = (snap.strike == c.strike) & (snap.is_call == c.is_call) & \
                 (snap.expiry == np.datetime64(c.expiry, "D")) & (snap.root == c.root)
             j = np.flatnonzero(mask)
             if not len(j):
                 return float("nan"), float("nan")
-            delta += leg.ratio * float(snap.delta[j[0]])
-            theta += leg.ratio * float(snap.theta[j[0]])
-        return delta * qty, theta * qty
+            delta += leg.ratio * n * mult * float(snap.delta[j[0]])
+            theta += leg.ratio * n * mult * float(snap.theta[j[0]])
+        return delta, theta
     except Exception:  # the panel never stops the runtime
         return float("nan"), float("nan")
 
@@ -65,14 +67,17 @@ def render(rt):
     p = rt.engine.portfolio
     for t in p.open_trades():
         qty = p.open_contracts(t.trade_id)
+        held = p.legs_open(t.trade_id)
         mult = t.legs[0].contract.multiplier
-        try:
-            mark = rt.adapter.mark(t)
+        try:  # the legs still held (a partly closed trade's no-bid wing waits for expiry), per combo
+            mark = rt.adapter.held_value(t, held) / qty
         except Exception:
             mark = float("nan")
-        pnl_t = (mark - t.entry_price) * qty * mult
+        # what the fills moved so far (entry; a partial exit's premium) + what is held now, fees left out
+        pnl_t = p.premium_flow(t.trade_id) + mark * qty * mult
         d, th = _greeks(rt, t)
-        trades.add_row(t.trade_id[-22:], " ".join(f"{l.ratio:+d} {l.contract.occ_compact}" for l in t.legs), str(qty),
+        trades.add_row(t.trade_id[-22:], " ".join(f"{l.ratio:+d} {l.contract.occ_compact}"
+                                                  for l, n in zip(t.legs, held) if n), str(qty),
                        f"{t.entry_price:+.2f}", f"{mark:+.2f}", f"{pnl_t:+,.2f}", f"{d:+.1f}", f"{th:+.1f}")
     working = rt.adapter.working_orders()
     orders = Text(f"working orders: {len(working)}" + "".join(f"\n  {o.client_id} {o.status.value} "
