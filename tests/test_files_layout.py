@@ -157,6 +157,7 @@ def test_data_check_in_parallel_equals_one_process_and_names_a_duplicate_in_parq
     from strikebench.datacheck import check_dataset
 
     monkeypatch.setattr(datacheck, "_PARALLEL_MIN_FILES", 2)  # two files: two worker processes
+    monkeypatch.setattr(datacheck, "_BATCH_ROWS", 2_000)  # several batches a file; in "plain" they cut minutes
 
     one = check_dataset(layouts["written"], workers=1)
     assert one.ok, one.errors
@@ -176,3 +177,21 @@ def test_data_check_in_parallel_equals_one_process_and_names_a_duplicate_in_parq
         pq.write_table(t.take(pa.array(rows)), p)
         rep = check_dataset(d, workers=workers)
         assert len(rep.errors) == 1 and "2023-01-04.parquet: row 501: duplicate row (SPX" in rep.errors[0], rep.errors
+
+
+def test_export_in_worker_processes_writes_the_same_files(market, layouts, tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "ROW_GROUP_ROWS", 1_500)  # as the fixture's export
+    monkeypatch.setattr(files, "MARKS_ROW_GROUP_ROWS", 800)
+    export(market, tmp_path, interval_minutes=1, underlyings=("SPX",), symbols=("SPX",), max_dte=3,
+           strike_range_pct=1.5, workers=2)
+    for day in DAYS:
+        for path in (chain_file, lambda root, und, d, fmt: marks_file(root, und, d)):
+            a, b = pq.ParquetFile(path(layouts["written"], "SPX", day, "parquet")), pq.ParquetFile(path(tmp_path, "SPX", day, "parquet"))
+            assert [a.metadata.row_group(g).num_rows for g in range(a.metadata.num_row_groups)] == \
+                   [b.metadata.row_group(g).num_rows for g in range(b.metadata.num_row_groups)]
+            ma, mb = a.metadata.metadata, b.metadata.metadata
+            assert {k for k in ma if b"write_id" not in k and b"bytes" not in k and k != b"ARROW:schema"} == \
+                   {k for k in mb if b"write_id" not in k and b"bytes" not in k and k != b"ARROW:schema"}
+            assert all(ma[k] == mb[k] for k in ma if k.startswith(b"strikebench.") and b"write_id" not in k
+                       and b"bytes" not in k)
+            pd.testing.assert_frame_equal(a.read().to_pandas(), b.read().to_pandas())
