@@ -65,12 +65,28 @@ def dataset(run_dir, work):
 
 
 # ----------------------------------------------------------------------------- labels by hand
-def _grid_up(x: float) -> Decimal:  # SPX complex orders: 0.05, rounded up (worse for the trader)
-    return (Decimal(repr(float(x))) / Decimal("0.05")).quantize(Decimal(1), rounding=ROUND_CEILING) * Decimal("0.05")
+def _dec(x) -> Decimal:
+    return x if isinstance(x, Decimal) else Decimal(repr(float(x)))
 
 
-def _grid_down(x: float) -> Decimal:
-    return (Decimal(repr(float(x))) / Decimal("0.05")).quantize(Decimal(1), rounding=ROUND_FLOOR) * Decimal("0.05")
+def _grid_up(x) -> Decimal:  # SPX complex orders: 0.05, rounded up (worse for the trader)
+    return (_dec(x) / Decimal("0.05")).quantize(Decimal(1), rounding=ROUND_CEILING) * Decimal("0.05")
+
+
+def _grid_down(x) -> Decimal:
+    return (_dec(x) / Decimal("0.05")).quantize(Decimal(1), rounding=ROUND_FLOOR) * Decimal("0.05")
+
+
+def _single_up(x) -> Decimal:  # SPXW single-leg grid: 0.05 below 3.00, 0.10 from 3.00; rounded up
+    d = _dec(x)
+    step = Decimal("0.05") if d <= 3 else Decimal("0.10")
+    return (d / step).quantize(Decimal(1), rounding=ROUND_CEILING) * step
+
+
+def _single_down(x) -> Decimal:
+    d = _dec(x)
+    step = Decimal("0.10") if d >= 3 else Decimal("0.05")
+    return (d / step).quantize(Decimal(1), rounding=ROUND_FLOOR) * step
 
 
 def _price(bs, as_, bl, al, sign: int, k=0.30) -> Decimal | None:
@@ -80,6 +96,8 @@ def _price(bs, as_, bl, al, sign: int, k=0.30) -> Decimal | None:
         return None
     if sign < 0 and bs <= 0 or sign > 0 and bl <= 0:  # a sold leg needs a bid
         return None
+    # exact decimal arithmetic on the quotes (cents): 1.65 - 0.30 x 0.50 is 1.50, not 1.4999999999999998
+    bs, as_, bl, al, k = (Decimal(repr(float(x))) for x in (bs, as_, bl, al, k))
     mid = sign * (bs + as_) / 2 - sign * (bl + al) / 2
     raw = mid + k * ((as_ - bs) + (al - bl))
     natural = (sign * (as_ if sign > 0 else bs)) - sign * (bl if sign > 0 else al)
@@ -117,12 +135,22 @@ def _by_hand(market, row) -> tuple[str, int]:
             if day == entered_at.date() and t <= entered_at:  # the first check is the bar after the entry
                 continue
             cost = _price(bs, as_, bl, al, +1)
+            wing = Decimal(0)
+            if cost is None and bl == 0 and np.isfinite(al) and al > 0 and np.isfinite(bs) and 0 <= bs <= as_ \
+                    and as_ > 0:
+                # the long wing has no bid: the close buys the short back alone (a single-leg order on the
+                # single-leg grid, one leg's fees) and the wing, counted at its zero bid, settles at expiry
+                b, a = _dec(bs), _dec(as_)
+                cost = _single_up((b + a) / 2 + Decimal("0.30") * (a - b))  # mid + k x width, on the grid
+                cost = min(max(cost, _single_up(b)), _single_down(a))
+                settle = float(market.settlement_value(long))
+                wing = Decimal(repr(round(max(long_k - settle, 0.0), 4)))
             if cost is None:
                 continue
-            if cost <= credit / 2:
-                return "take_profit", int(((credit - cost) * 100 - 2 * fees) * 100)
-            if cost >= 2 * credit:
-                return "stop_loss", int(((credit - cost) * 100 - 2 * fees) * 100)
+            exit_fees = fees if wing == 0 and _price(bs, as_, bl, al, +1) is not None else fees / 2
+            if cost <= credit / 2 or cost >= 2 * credit:
+                reason = "take_profit" if cost <= credit / 2 else "stop_loss"
+                return reason, int(((credit - cost + wing) * 100 - fees - exit_fees) * 100)
     settle = float(market.settlement_value(short))
     payout = Decimal(repr(round(max(short_k - settle, 0.0), 4))) - Decimal(repr(round(max(long_k - settle, 0.0), 4)))
     return "settlement", int(((credit - payout) * 100 - fees) * 100)
@@ -132,9 +160,10 @@ def test_labels_match_the_outcome_derived_from_quotes_by_hand(dataset, work):
     from strikebench.report import load_config_text
 
     _, df, _ = dataset
-    cf = df[df["counterfactual"] & df["resolved"]]
-    picks = pd.concat([cf[cf["exit_reason"] == r].head(2) for r in ("stop_loss", "take_profit", "settlement")])
-    assert {"stop_loss", "take_profit"} <= set(picks["exit_reason"])
+    # every resolved counterfactual (87 here), not a sample: a sample of two per exit reason missed a tick
+    # the hand rule lost to float noise (1.65 - 0.15 = 1.4999999999999998 rounded up to 1.45)
+    picks = df[df["counterfactual"] & df["resolved"]]
+    assert len(picks) > 50 and {"stop_loss", "take_profit"} <= set(picks["exit_reason"])
     market = load_config_text(_config(work, end="2023-02-10").read_text()).data.build().open()
     for _, row in picks.iterrows():
         reason, cents = _by_hand(market, row)
