@@ -189,3 +189,7 @@ def test_paper_run_folder_refuses_another_day_and_reports_its_open_trade(tmp_pat
     again = sb("paper", cfg, "--clock", "replay", "--speed", 0, "--day", "2023-03-13", "--run-dir", rd, "--no-panel",
                cwd=tmp_path).stdout
     assert "open 1" in again and "already completed" in again
+    # the equity it reports is the session's end-of-day row in the journal (it said the initial cash)
+    (eod,) = sqlite3.connect(rd / "journal.sqlite").execute(
+        "SELECT equity FROM equity WHERE day = '2023-03-13'").fetchone()
+    assert f"equity {Decimal(eod):,.2f}" in again and Decimal(eod) != Decimal("100000.00")

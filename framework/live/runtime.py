@@ -581,6 +581,7 @@ class LiveRuntime:
             self.resume_i = self.bars[-1]
             if self.resumed:
                 self._restore()
+                self._value_at_close()
             self.stopped_reason = f"the session of {self.day} had already completed"
             return self._summary()
         start_i = self.bars[0] if done is None else done + 1
@@ -659,6 +660,21 @@ class LiveRuntime:
         if not self.account:
             (self.run_dir / PID_FILE).unlink(missing_ok=True)
         return self._summary()
+
+    def _value_at_close(self) -> None:
+        """The account's value as the completed session left it: its end-of-day equity row in the journal (a
+        re-run does no bar, so the adapter still held its starting value, the initial cash, and the session's
+        quotes are not loaded to mark what stays open)."""
+        from strikebench.journal import open_read_only
+
+        j = open_read_only(self.journal_url)
+        try:
+            eq = j.equity(self.runinfo.run_id)
+        finally:
+            j.close()
+        row = eq[eq["day"].astype(str) == str(self.day)]
+        if len(row):
+            self.adapter._value = float(row["equity"].iloc[-1])
 
     def _summary(self) -> dict:
         out = self.engine.summary()
