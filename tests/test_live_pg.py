@@ -8,14 +8,12 @@ revision 0001 migrates. The password never reaches the screen, the run folder or
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +24,7 @@ import yaml
 from strikebench.cli import main
 from strikebench.journal import open_read_only
 from strikebench.journal_schema import BY_NAME, HEAD_REVISION
+from test_dashboard import dashboard  # the real application under uvicorn on 127.0.0.1
 
 PASSWORD = "s3cret-pw"  # tests/pgserver.py's
 STRIKEBENCH = str(Path(sys.executable).with_name("strikebench"))
@@ -86,32 +85,6 @@ def broker_record(folder: Path) -> tuple[Decimal, dict]:
         return cash, dict(db.execute("SELECT occ, quantity FROM positions WHERE quantity != 0").fetchall())
     finally:
         db.close()
-
-
-@contextlib.contextmanager
-def dashboard(args):
-    """The real application under uvicorn on 127.0.0.1, port 0, in a thread (as tests/test_dashboard.py runs it)."""
-    import uvicorn
-
-    from strikebench.dashboard.app import create_app, open_sources
-    from strikebench.dashboard.server import bind
-
-    sources = open_sources([str(a) for a in args])
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(sources, actor="tester@test"), log_level="warning",
-                                           lifespan="on"))
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    th.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert th.is_alive() and time.monotonic() < deadline, "the dashboard did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", sources
-    finally:
-        server.should_exit = True
-        th.join(10)
-        sock.close()
 
 
 def no_password_in(folder: Path) -> None:
