@@ -39,24 +39,95 @@ NEVER = 1 << 40  # a bar no session reaches
 
 
 class QuoteBook:
-    """Per-session cache of leg quotes from the chain source."""
+    """Per-session cache of leg quotes from the chain source, kept per contract.
+
+    The chain source is asked for a session's quotes once per contract, never again for a contract it
+    already quoted that session: :meth:`prefetch` asks for many contracts in one call (the broker does it at
+    a session start for every open leg: one call instead of one per trade), and a leg set of which some legs
+    are known (an exit order of a held trade, an order reusing a leg) asks for its new legs only. A leg set's
+    :class:`LegQuotes` is assembled from its legs' columns, each exactly what the source returns for that
+    contract (a source quotes each contract independently of the others it is asked for: the synthetic,
+    file and model markets do; tests/test_quote_book.py checks the synthetic and model markets). Contracts
+    are asked together only with contracts of the same underlying (a file source lays a call's minutes on
+    its first contract's underlying), and a leg set that mixes underlyings is asked as a whole, as it
+    always was.
+
+    A live source (one with ``bar_closed``: its :class:`LegQuotes` fill in as bars close) is asked per leg
+    set and its objects are handed out as they are, so they keep filling in; so is a source that returns
+    its own kind of :class:`LegQuotes`.
+    """
 
     def __init__(self, source):
         self.source = source
         self.day: dt.date | None = None
         self._cache: dict[tuple[OptionContract, ...], LegQuotes] = {}
+        #: contract -> (the LegQuotes that quoted it this session, its column there)
+        self._cols: dict[OptionContract, tuple[LegQuotes, int]] = {}
+        self._per_contract = not callable(getattr(source, "bar_closed", None))
 
     def start_session(self, day: dt.date) -> None:
         self.day = day
         self._cache.clear()
+        self._cols.clear()
+
+    def prefetch(self, contracts: Sequence[OptionContract]) -> None:
+        """Quote ``contracts`` for the session now, one call per underlying for those not quoted yet (what
+        :meth:`legs` then asks of them costs no call)."""
+        if self._per_contract and self.day is not None:
+            cols = self._cols
+            missing = [c for c in dict.fromkeys(contracts) if c not in cols]
+            if missing:
+                self._fetch(missing)
+
+    def _fetch(self, contracts: list) -> None:
+        """Ask the source for ``contracts`` (distinct, none quoted yet), one call per underlying."""
+        groups: dict[str, list] = {}
+        for c in contracts:
+            groups.setdefault(c.underlying, []).append(c)
+        for group in groups.values():
+            q = self.source.leg_quotes(list(group), self.day)
+            if type(q) is not LegQuotes:  # a source's own kind of quotes: not split into columns
+                self._per_contract = False
+                return
+            self._cache.setdefault(tuple(group), q)
+            for j, c in enumerate(group):
+                self._cols[c] = (q, j)
 
     def legs(self, contracts: Sequence[OptionContract]) -> LegQuotes:
         key = tuple(contracts)
         q = self._cache.get(key)
         if q is None:
-            q = self.source.leg_quotes(list(key), self.day)
+            if self._per_contract and key:
+                q = self._assemble(key)
+            if q is None:
+                q = self.source.leg_quotes(list(key), self.day)
             self._cache[key] = q
         return q
+
+    def _assemble(self, key: tuple) -> LegQuotes | None:
+        """The quotes of ``key`` from its legs' columns (quoting the legs not quoted yet); None when the leg
+        set mixes underlyings (asked as a whole)."""
+        und = key[0].underlying
+        for c in key:
+            if c.underlying != und:
+                return None
+        cols = self._cols
+        missing = [c for c in dict.fromkeys(key) if c not in cols]
+        if missing:
+            self._fetch(missing)
+            if not self._per_contract:
+                return None
+        got = [cols[c] for c in key]
+        q0 = got[0][0]
+        if len(key) == q0.bid.shape[1] and all(q is q0 and j == k for k, (q, j) in enumerate(got)):
+            return q0  # the one call that quoted exactly these legs, in this order
+        n = q0.bid.shape[0]
+        bid = np.empty((n, len(key)))
+        ask = np.empty((n, len(key)))
+        for k, (q, j) in enumerate(got):
+            bid[:, k] = q.bid[:, j]
+            ask[:, k] = q.ask[:, j]
+        return LegQuotes(contracts=key, times=q0.times, bid=bid, ask=ask)
 
     def bid_ask(self, contracts: Sequence[OptionContract], i: int) -> tuple[np.ndarray, np.ndarray]:
         q = self.legs(contracts)
@@ -125,6 +196,8 @@ class OptionsBroker(bt.BrokerBase):
     def start_session(self, day: dt.date) -> None:
         self._keep_last_marks()
         self.quotes.start_session(day)
+        # every open leg quoted for the session in one call (per underlying), not one call per trade
+        self.quotes.prefetch([leg.contract for t in self.portfolio.open_trades() for leg in t.legs])
         self._close_curves.clear()
         self._outside.clear()
         self._marks.clear()
