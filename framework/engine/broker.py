@@ -167,7 +167,7 @@ class OptionsBroker(bt.BrokerBase):
         self._value = portfolio.cash
         self._bar = 0
         self._now: dt.datetime | None = None
-        self._close_curves: dict[str, np.ndarray] = {}
+        self._close_curves: dict[tuple, np.ndarray] = {}  # a trade's legs -> its closing curve this session
         self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
         self._marks: dict[tuple, np.ndarray] = {}
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
@@ -277,10 +277,9 @@ class OptionsBroker(bt.BrokerBase):
         Computed for the whole session at once (vectorized over minutes) the first
         time it is asked, so checking exits every bar is an array lookup.
         """
-        curve = self._close_curves.get(trade.trade_id)
+        curve = self._close_curves.get(trade.legs)
         if curve is None:
             curve = self._close_curve(trade)
-            self._close_curves[trade.trade_id] = curve
         price = curve[min(self._bar, len(curve) - 1)]
         return None if price != price else float(price)
 
@@ -294,10 +293,9 @@ class OptionsBroker(bt.BrokerBase):
         key = (trade.trade_id, low, high)
         hit = self._outside.get(key)
         if hit is None:
-            curve = self._close_curves.get(trade.trade_id)
+            curve = self._close_curves.get(trade.legs)
             if curve is None:
                 curve = self._close_curve(trade)
-                self._close_curves[trade.trade_id] = curve
             with np.errstate(invalid="ignore"):
                 hit = (curve <= low) | (curve >= high)
             self._outside[key] = hit
@@ -325,9 +323,13 @@ class OptionsBroker(bt.BrokerBase):
         return False
 
     def _close_curve(self, trade: TradeRecord) -> np.ndarray:
+        """The session's closing curve of ``trade`` (:func:`closing_curve`), kept for the session by its legs:
+        a trade on the same legs as another (a strategy re-entering the same spread) shares it."""
         q = self.quotes.legs([leg.contract for leg in trade.legs])
-        return closing_curve(self.fill_model, tuple(leg.reversed() for leg in trade.legs), q.bid, q.ask,
-                             as_of=self.quotes.day)
+        curve = closing_curve(self.fill_model, tuple(leg.reversed() for leg in trade.legs), q.bid, q.ask,
+                              as_of=self.quotes.day)
+        self._close_curves[trade.legs] = curve
+        return curve
 
     def mark(self, trade: TradeRecord) -> float:
         """Mid value of one combo of ``trade`` at this bar (signed, index points); a leg without a
@@ -457,9 +459,16 @@ def closing_curve(fill_model, closing_legs, bid, ask, *, as_of) -> np.ndarray:
     if not left.any():
         return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of)
     out = np.full(bid.shape[0], np.nan)
-    for pattern in np.unique(left, axis=0):
-        rows = (left == pattern).all(axis=1)
-        keep = ~pattern
+    # the minutes of each pattern of legs left out, found by the pattern's bits as one integer (np.unique over
+    # rows of booleans sorts them as a structured array: ~10x slower); each pattern's minutes are priced
+    # alone, so the order the patterns come in does not matter
+    if left.shape[1] > 62:  # pragma: no cover - no combo has that many legs
+        codes = np.unique(left, axis=0, return_inverse=True)[1].ravel()
+    else:
+        codes = left @ (1 << np.arange(left.shape[1], dtype=np.int64))
+    for code in np.unique(codes).tolist():
+        rows = codes == code
+        keep = ~left[int(np.argmax(rows))]
         legs, g = reduced_combo(closing_legs, keep)
         price = _combo_curve(fill_model, legs, bid[rows][:, keep], ask[rows][:, keep], as_of=as_of)
         out[rows] = np.round(price * g, 2) + 0.0
