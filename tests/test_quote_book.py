@@ -167,6 +167,14 @@ def _run(monkeypatch, per_contract: bool, tmp_path):
         self._per_contract = self._per_contract and per_contract
 
     monkeypatch.setattr(QuoteBook, "__init__", patched)
+    if not per_contract:  # the general path: every trade's value curve recomputed at every remark
+        remark = broker_mod.OptionsBroker._remark
+
+        def fresh(self):
+            self._values.clear()
+            remark(self)
+
+        monkeypatch.setattr(broker_mod.OptionsBroker, "_remark", fresh)
     values = []
     on_bar = broker_mod.OptionsBroker.on_bar
 
@@ -190,7 +198,8 @@ def _run(monkeypatch, per_contract: bool, tmp_path):
 
 def test_a_backtest_with_the_quote_book_per_contract_equals_it_per_leg_set(monkeypatch, tmp_path):
     """Four strategies, two weeks: trades opened mid-session beside open ones get their marks, exits and
-    fills exactly as when every leg set is asked alone (every fill, trade, bar's account value)."""
+    fills exactly as when every leg set is asked alone and every trade's value curve is recomputed at every
+    remark (every fill, trade, bar's account value)."""
     on = _run(monkeypatch, True, tmp_path)
     monkeypatch.undo()
     off = _run(monkeypatch, False, tmp_path)

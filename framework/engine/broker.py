@@ -170,6 +170,7 @@ class OptionsBroker(bt.BrokerBase):
         self._close_curves: dict[tuple, np.ndarray] = {}  # a trade's legs -> its closing curve this session
         self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
         self._marks: dict[tuple, np.ndarray] = {}
+        self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
 
     # ----------------------------------------------------------- bt interface
@@ -201,6 +202,7 @@ class OptionsBroker(bt.BrokerBase):
         self._close_curves.clear()
         self._outside.clear()
         self._marks.clear()
+        self._values.clear()
         self._remark()
 
     def _keep_last_marks(self) -> None:
@@ -408,20 +410,29 @@ class OptionsBroker(bt.BrokerBase):
         self._value = self.portfolio.cash + float(self._position_value[min(self._bar, len(self._position_value) - 1)])
 
     def _remark(self) -> None:
-        """Precompute the open positions' mid value for every minute of the session."""
+        """Precompute the open positions' mid value for every minute of the session.
+
+        Each trade's value curve is kept for the session by (legs, combos held per leg): a fill or a
+        settlement recomputes only the trades it changed, then adds every trade's curve in the portfolio's
+        order, as before."""
         trades = self.portfolio.open_trades()
         if not trades or self.quotes.day is None:
             self._position_value = np.zeros(1)
             return
         total = None
+        values_of = self._values
         for trade in trades:
-            contracts = [leg.contract for leg in trade.legs]
-            mult = trade.legs[0].contract.multiplier
             held = self.portfolio.legs_open(trade.trade_id)
-            weights = np.array([leg.ratio * n for leg, n in zip(trade.legs, held)], dtype=np.float64) * mult
-            values = self._leg_marks(contracts) @ weights
+            key = (trade.legs, tuple(held))
+            values = values_of.get(key)
+            if values is None:
+                contracts = [leg.contract for leg in trade.legs]
+                mult = trade.legs[0].contract.multiplier
+                weights = np.array([leg.ratio * n for leg, n in zip(trade.legs, held)], dtype=np.float64) * mult
+                values = self._leg_marks(contracts) @ weights
+                values_of[key] = values
             total = values if total is None else total + values
-        self._position_value = np.nan_to_num(total, nan=0.0)
+        self._position_value = total if np.isfinite(total).all() else np.nan_to_num(total, nan=0.0)
 
 
 def _usable(bid: float, ask: float) -> bool:
