@@ -7,7 +7,8 @@ model against the legs' quotes of that minute, and the account is marked at mid.
 
 Marking is an array lookup: when the set of open trades changes (or a session
 starts) the broker asks the chain source for the legs' quotes for the whole
-session, once, and precomputes the open positions' value for every minute.
+session, once per contract (:class:`QuoteBook`; every open leg in one call at a
+session start), and precomputes the open positions' value for every minute.
 """
 
 from __future__ import annotations
