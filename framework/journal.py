@@ -29,6 +29,7 @@ Storage rules (see docs/journal.md for every table and column):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import io
 import json
@@ -49,6 +50,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from strikebench.api import Candidate
 from strikebench.errors import StrikebenchError
 from strikebench.journal_db import (POSTGRES, SQLITE, PgConnection, backend_of, column_names, insert_id, mask_url,
                                     revision, sqlite_path, table_names)
@@ -229,9 +231,51 @@ def _plain_any(obj):
     return _plain(_json_default(obj))
 
 
+#: the exact types JSON writes as they are (a subclass such as numpy's float64 goes through :func:`_plain`)
+_JSON_LEAVES = frozenset((str, int, float, bool, type(None)))
+_ENCODERS = {sort: json.JSONEncoder(sort_keys=sort, separators=(",", ":"), allow_nan=False) for sort in (True, False)}
+
+
+def _is_plain(obj) -> bool:
+    """True when ``obj`` is already what :func:`_plain` returns for it, up to NaN/inf: dicts with str keys, lists,
+    tuples and exact built-in scalars only (then its JSON text is json's own, in one C pass)."""
+    t = type(obj)
+    if t is dict:
+        leaves = _JSON_LEAVES
+        for k, v in obj.items():
+            if type(k) is not str or (type(v) not in leaves and not _is_plain(v)):
+                return False
+        return True
+    if t is list or t is tuple:
+        leaves = _JSON_LEAVES
+        for v in obj:
+            if type(v) not in leaves and not _is_plain(v):
+                return False
+        return True
+    return t in _JSON_LEAVES
+
+
 def to_json(obj, *, sort_keys: bool = True) -> str:
     """Canonical JSON text (sorted keys, exact float repr, NaN as null) of plain data and records."""
+    if _is_plain(obj):  # nothing to convert: json's text of it as is, unless a float is NaN/inf (null then)
+        try:
+            return _ENCODERS[sort_keys].encode(obj)
+        except ValueError:
+            pass
     return json.dumps(_plain(obj), sort_keys=sort_keys, separators=(",", ":"), allow_nan=False)
+
+
+def _credit_text(credit) -> str | None:
+    """A candidate's credit as decimal text (``format(_decimal(credit), "f")``); None when not finite."""
+    if type(credit) is float:
+        if not math.isfinite(credit):
+            return None
+        text = repr(credit)
+        if "e" not in text:  # the shortest repr in positional notation is the Decimal's own text
+            return text
+    elif not math.isfinite(float(credit)):
+        return None
+    return format(_decimal(credit), "f")
 
 
 def candidates_json(candidates) -> str:
@@ -240,6 +284,9 @@ def candidates_json(candidates) -> str:
     for c in candidates or ():
         if isinstance(c, dict):
             item = dict(c)
+        elif type(c) is Candidate:  # the API's record: its fields as they are
+            item = {"description": c.description, "legs": list(c.legs or ()), "score": c.score, "credit": c.credit,
+                    "details": dict(c.details or {})}
         else:
             item = {"description": c.description if hasattr(c, "description") else str(c),  # no repr per candidate
                     "legs": list(getattr(c, "legs", ()) or ()),
@@ -247,7 +294,7 @@ def candidates_json(candidates) -> str:
                     "details": dict(getattr(c, "details", {}) or {})}
         credit = item.get("credit")
         if credit is not None and not isinstance(credit, str):
-            item["credit"] = format(_decimal(credit), "f") if math.isfinite(float(credit)) else None
+            item["credit"] = _credit_text(credit)
         out.append(item)
     return to_json(out)
 
@@ -305,43 +352,60 @@ def snapshot_to_bytes(snapshot, fmt: str = SNAPSHOT_FORMAT) -> bytes:
     """
     if fmt not in _SNAP_MAGIC:
         raise ValueError(f"unknown snapshot blob format {fmt!r}")
-    from strikebench.options.chain import COLUMNS, _factorize_roots
+    from strikebench.options.chain import _factorize_roots
 
     n = len(snapshot)
-    roots, codes = _factorize_roots(np.asarray(snapshot.root))  # np.unique's (sorted roots, codes), no string sort
+    roots, codes = _factorize_roots(np.asarray(snapshot.root))  # np.unique's (sorted roots, code per row)
     if len(roots) > 255:
         raise JournalError(f"snapshot has {len(roots)} roots; the journal stores at most 255")
-    columns, buffers, run = [], [], []  # run: consecutive 8-byte columns, shuffled together in one copy
-
-    def shuffle_run():
-        if run:
-            block = np.empty((len(run), n, 8), dtype=np.uint8)
-            for k, arr in enumerate(run):
-                block[k] = arr.view(np.uint8).reshape(n, 8)
-            buffers.append(block.transpose(0, 2, 1).tobytes())  # = each column's shuffle, in turn
-            run.clear()
-
-    for name, dtype in COLUMNS.items():
+    buffers, run = [], []  # run: consecutive 8-byte columns, shuffled together in one copy
+    for name, le, shuffled in _blob_plan():
         if name == "root":
             arr = codes.astype("<u1")
         elif name == "expiry":
             arr = np.asarray(snapshot.expiry).astype("datetime64[D]", copy=False).astype("<i4")
         else:
-            arr = np.ascontiguousarray(np.asarray(getattr(snapshot, name)).astype(np.dtype(dtype).newbyteorder("<"),
-                                                                                  copy=False))
-        shuffled = arr.dtype.itemsize == 8
-        columns.append([name, arr.dtype.str, arr.nbytes, shuffled])
+            arr = np.asarray(getattr(snapshot, name)).astype(le, copy=False)
         if shuffled and n:
-            run.append(arr)
-        else:
-            shuffle_run()
-            buffers.append(arr.tobytes())
-    shuffle_run()
-    header = json.dumps({"rows": n, "roots": [str(r) for r in roots], "columns": columns},
-                        separators=(",", ":")).encode()
+            run.append(arr.view("<u8") if arr.flags.c_contiguous else np.ascontiguousarray(arr).view("<u8"))
+            continue
+        if run:
+            buffers.append(_shuffled(run, n))
+            run = []
+        buffers.append(arr.tobytes())
+    if run:
+        buffers.append(_shuffled(run, n))
+    header = _blob_header(n, tuple(roots))
     payload = b"".join(buffers)
     packed = _lz4().compress(payload, asbytes=True) if fmt == "columns-lz4" else zlib.compress(payload, 1)
     return _SNAP_MAGIC[fmt] + struct.pack("<I", len(header)) + header + packed
+
+
+def _shuffled(run: list, n: int) -> bytes:
+    """8-byte columns (as little-endian uint64 views) byte-shuffled, each in turn: all first bytes, then all second
+    bytes... (``block.transpose(0, 2, 1)`` of the columns' (n, 8) byte views)."""
+    return np.concatenate(run).view(np.uint8).reshape(len(run), n, 8).transpose(0, 2, 1).tobytes()
+
+
+_BLOB_PLAN: list = []
+
+
+def _blob_plan() -> list:
+    """(column, little-endian dtype it is stored as, shuffled) in the chain's column order."""
+    if not _BLOB_PLAN:
+        from strikebench.options.chain import COLUMNS
+
+        for name, dtype in COLUMNS.items():
+            le = np.dtype({"root": "<u1", "expiry": "<i4"}.get(name, dtype)).newbyteorder("<")
+            _BLOB_PLAN.append((name, le, le.itemsize == 8))
+    return _BLOB_PLAN
+
+
+@functools.lru_cache(maxsize=256)
+def _blob_header(n: int, roots: tuple) -> bytes:
+    """The blob's JSON header: rows, root names, per column [name, dtype, bytes, shuffled]."""
+    columns = [[name, le.str, le.itemsize * n, shuffled] for name, le, shuffled in _blob_plan()]
+    return json.dumps({"rows": n, "roots": list(roots), "columns": columns}, separators=(",", ":")).encode()
 
 
 def _columns_from_blob(data: bytes, fmt: str = SNAPSHOT_FORMAT) -> dict:

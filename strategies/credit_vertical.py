@@ -79,15 +79,18 @@ class CreditVertical(Strategy):
         rights = {"put": ["P"], "call": ["C"], "both": ["P", "C"]}[p.side]
         candidates: list[Candidate] = []
         notes: list[str] = []
+        bid, ask, strike, delta = snapshot.bid, snapshot.ask, snapshot.strike, snapshot.delta
         for target in p.dte_targets:
             expiry = snapshot.nearest_expiry(target, p.dte_tolerance, root=p.root)
             if expiry is None:
                 notes.append(f"no expiry within {p.dte_tolerance}d of {target} DTE")
                 continue
             dte = (expiry - snapshot.timestamp.date()).days
+            expiry_text = str(expiry)
             for right in rights:
-                for target_delta in p.short_deltas:
-                    short = snapshot.closest_delta(expiry, right, target_delta, root=p.root)
+                # every delta target of the side in one pass over its rows
+                shorts = snapshot.closest_deltas(expiry, right, p.short_deltas, root=p.root)
+                for target_delta, short in zip(p.short_deltas, shorts):
                     if short is None:
                         notes.append(f"{target} DTE {right}: no quotable strikes")
                         continue
@@ -98,18 +101,20 @@ class CreditVertical(Strategy):
                     if long is None:
                         notes.append(f"{target} DTE {right} {target_delta:.2f}: no long leg")
                         continue
-                    sb, sa = float(snapshot.bid[short]), float(snapshot.ask[short])
-                    lb, la = float(snapshot.bid[long]), float(snapshot.ask[long])
+                    sb, sa = float(bid[short]), float(ask[short])
+                    lb, la = float(bid[long]), float(ask[long])
                     mid_credit = (sb + sa) / 2 - (lb + la) / 2
                     ba_width = (sa - sb) + (la - lb)
                     est_credit = mid_credit - k * ba_width
-                    spread_width = abs(float(snapshot.strike[short]) - float(snapshot.strike[long]))
+                    short_strike, long_strike = float(strike[short]), float(strike[long])
+                    short_delta = float(delta[short])
+                    spread_width = abs(short_strike - long_strike)
                     max_loss = spread_width - est_credit
                     details = {
-                        "target_dte": target, "dte": dte, "expiry": str(expiry), "right": right,
-                        "target_delta": target_delta, "short_strike": float(snapshot.strike[short]),
-                        "long_strike": float(snapshot.strike[long]), "short_delta": round(float(snapshot.delta[short]), 4),
-                        "long_delta": round(float(snapshot.delta[long]), 4), "mid_credit": round(mid_credit, 4),
+                        "target_dte": target, "dte": dte, "expiry": expiry_text, "right": right,
+                        "target_delta": target_delta, "short_strike": short_strike,
+                        "long_strike": long_strike, "short_delta": round(short_delta, 4),
+                        "long_delta": round(float(delta[long]), 4), "mid_credit": round(mid_credit, 4),
                         "est_credit": round(est_credit, 4), "bid_ask_width": round(ba_width, 4),
                         "short_row": int(short), "long_row": int(long),
                     }
@@ -120,14 +125,15 @@ class CreditVertical(Strategy):
                         reject = f"bid/ask width {ba_width:.2f} > max {p.max_bid_ask_width:.2f}"
                     elif max_loss <= 0:
                         reject = "credit exceeds the width"
-                    score = None if reject else _score(est_credit, max_loss, float(snapshot.delta[short]))
                     if reject:
                         details["rejected"] = reject
+                        score = None
+                    else:
+                        score = round(_score(est_credit, max_loss, short_delta), 6)
                     candidates.append(Candidate(
-                        description=f"{dte}DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
+                        description=f"{dte}DTE {right} {short_strike:g}/{long_strike:g}",
                         legs=(snapshot.occ_symbol(short), snapshot.occ_symbol(long)),
-                        score=None if score is None else round(score, 6), credit=round(est_credit, 4),
-                        details=details))
+                        score=score, credit=round(est_credit, 4), details=details))
         scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
         if not scored:
             reason = "; ".join(notes + [c.details["rejected"] for c in candidates if "rejected" in c.details][:3])

@@ -133,31 +133,38 @@ class ZeroDte(Strategy):
             return "SKIP", f"no {p.root} expiry today ({today})", [], None
         candidates: list[Candidate] = []
         listed: set[tuple[int, int]] = set()  # two delta targets can land on one strike: list it once
+        bid, ask, strike, delta = snapshot.bid, snapshot.ask, snapshot.strike, snapshot.delta
+        expiry = str(today)
         for right in ("P", "C"):
-            for target_delta in p.short_deltas:
-                short = snapshot.closest_delta(today, right, target_delta, root=p.root)
+            side_ok = right in allowed
+            # every delta target of the side in one pass; each short's values read once for all its widths
+            for target_delta, short in zip(p.short_deltas, snapshot.closest_deltas(today, right, p.short_deltas,
+                                                                                    root=p.root)):
                 if short is None:
                     continue
+                sb, sa = float(bid[short]), float(ask[short])
+                short_strike, short_delta = float(strike[short]), float(delta[short])
+                short_occ = None
                 for width in p.widths:
                     long = snapshot.offset_row(short, width)
-                    if long is None or (int(short), int(long)) in listed:
+                    if long is None or (short, long) in listed:
                         continue
-                    listed.add((int(short), int(long)))
-                    sb, sa = float(snapshot.bid[short]), float(snapshot.ask[short])
-                    lb, la = float(snapshot.bid[long]), float(snapshot.ask[long])
+                    listed.add((short, long))
+                    lb, la = float(bid[long]), float(ask[long])
                     mid_credit = (sb + sa) / 2 - (lb + la) / 2
                     ba_width = (sa - sb) + (la - lb)
                     est_credit = mid_credit - k * ba_width
                     max_loss = width - est_credit
+                    long_strike = float(strike[long])
                     details = {
-                        "expiry": str(today), "right": right, "target_delta": target_delta, "width": width,
-                        "short_strike": float(snapshot.strike[short]), "long_strike": float(snapshot.strike[long]),
-                        "short_delta": round(float(snapshot.delta[short]), 4),
+                        "expiry": expiry, "right": right, "target_delta": target_delta, "width": width,
+                        "short_strike": short_strike, "long_strike": long_strike,
+                        "short_delta": round(short_delta, 4),
                         "mid_credit": round(mid_credit, 4), "est_credit": round(est_credit, 4),
                         "bid_ask_width": round(ba_width, 4), "max_loss_points": round(max_loss, 4),
-                        "short_row": int(short), "long_row": int(long),
+                        "short_row": short, "long_row": long,
                     }
-                    if right not in allowed:
+                    if not side_ok:
                         reject = f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
                     elif est_credit < p.min_credit - PRICE_EPS:  # equal to the cent passes
                         reject = f"credit {est_credit:.4f} < min {p.min_credit:.2f}"
@@ -167,12 +174,16 @@ class ZeroDte(Strategy):
                         reject = "credit exceeds the width"
                     else:
                         reject = None
-                    score = None if reject else round(_score(est_credit, max_loss, float(snapshot.delta[short])), 6)
                     if reject:
                         details["rejected"] = reject
+                        score = None
+                    else:
+                        score = round(_score(est_credit, max_loss, short_delta), 6)
+                    if short_occ is None:
+                        short_occ = snapshot.occ_symbol(short)
                     candidates.append(Candidate(
-                        description=f"0DTE {right} {details['short_strike']:g}/{details['long_strike']:g}",
-                        legs=(snapshot.occ_symbol(short), snapshot.occ_symbol(long)),
+                        description=f"0DTE {right} {short_strike:g}/{long_strike:g}",
+                        legs=(short_occ, snapshot.occ_symbol(long)),
                         score=score, credit=round(est_credit, 4), details=details))
         if not allowed:
             return "SKIP", why, candidates, None

@@ -17,7 +17,9 @@ sell at a zero bid, see :mod:`strikebench.options.fills`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Mapping, Sequence
@@ -75,6 +77,8 @@ COLUMNS: Mapping[str, str] = {
     "vega": "float64",
 }
 
+_COLUMN_NAMES = tuple((name, name.encode()) for name in COLUMNS)
+
 
 def usable_quotes(bid, ask) -> np.ndarray:
     """Elementwise: bid and ask finite, ask positive, bid not negative, not crossed.
@@ -109,14 +113,17 @@ def _factorize_roots(root: np.ndarray) -> tuple[list[str], np.ndarray]:
     n = root.shape[0]
     if n == 0:
         return [], np.zeros(0, dtype=np.int64)
-    starts = np.r_[0, np.flatnonzero(root[1:] != root[:-1]) + 1]
-    if starts.size > 64:  # interleaved roots: sorting is cheaper than a Python loop over runs
+    change = np.flatnonzero(root[1:] != root[:-1])
+    if change.size == 0:  # one root (a decision's slice)
+        return [str(root[0])], np.zeros(n, dtype=np.int64)
+    if change.size >= 64:  # interleaved roots: sorting is cheaper than a Python loop over runs
         roots, codes = np.unique(root, return_inverse=True)
         return [str(r) for r in roots], codes
+    starts = np.concatenate(([0], change + 1))
     run_roots = [str(r) for r in root[starts]]
     distinct = sorted(set(run_roots))
     code_of = {r: i for i, r in enumerate(distinct)}
-    codes = np.repeat(np.array([code_of[r] for r in run_roots], dtype=np.int64), np.diff(np.r_[starts, n]))
+    codes = np.repeat(np.array([code_of[r] for r in run_roots], dtype=np.int64), np.diff(np.append(starts, n)))
     return distinct, codes
 
 
@@ -300,19 +307,22 @@ class ChainSnapshot:
     @cached_property
     def checksum(self) -> str:
         """SHA-256 over the header and every column: what the decision saw, exactly."""
-        h = hashlib.sha256()
-        h.update(f"{self.underlying}|{self.timestamp.isoformat()}|{self.underlying_price!r}".encode())
-        for name in COLUMNS:
-            arr = np.ascontiguousarray(getattr(self, name))
-            h.update(name.encode())
-            h.update(arr.tobytes())
+        h = hashlib.sha256(f"{self.underlying}|{self.timestamp.isoformat()}|{self.underlying_price!r}".encode())
+        for name, encoded in _COLUMN_NAMES:
+            arr = getattr(self, name)
+            h.update(encoded)
+            # the column's bytes as tobytes() gives them, read in place (a byte view of the contiguous buffer)
+            h.update((arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)).view(np.uint8))
         return h.hexdigest()
 
     # ------------------------------------------------------------- selection
     @cached_property
     def expiries(self) -> list[dt.date]:
         """Distinct expiries (any root), ascending."""
-        return [pd.Timestamp(d).date() for d in np.unique(self.expiry)]
+        days = np.unique(self.expiry)
+        if days.size and np.isnat(days[-1]):  # NaT sorts last
+            return [pd.Timestamp(d).date() for d in days]
+        return days.tolist()  # datetime64[D] -> datetime.date
 
     def nearest_expiry(
         self, target_dte: int, tolerance: int = 0, *, root: str | None = None
@@ -372,14 +382,37 @@ class ChainSnapshot:
 
     def closest_delta(self, expiry, right: str, target: float, *, root: str | None = None) -> int | None:
         """Row whose |delta| is closest to ``target`` (0 < target < 1); ties go farther OTM."""
-        idx = self.rows(expiry, right, root=root)
-        idx = idx[np.isfinite(self.delta[idx])]
+        return self.closest_deltas(expiry, right, (target,), root=root)[0]
+
+    def closest_deltas(self, expiry, right: str, targets: Sequence[float], *,
+                       root: str | None = None) -> list[int | None]:
+        """:meth:`closest_delta` of each target, in one pass over the side's rows (a strategy's delta
+        targets on one expiry and right): the same rows, ties farther OTM, then lower strike."""
+        idx, absd = self._delta_side(expiry, right, root)
         if idx.size == 0:
-            return None
-        dist = np.abs(np.abs(self.delta[idx]) - target)
-        # farther OTM = smaller |delta|; lexsort's last key is primary
-        order = np.lexsort((np.abs(self.delta[idx]), dist))
-        return int(idx[order[0]])
+            return [None] * len(targets)
+        t = np.asarray(targets, dtype=np.float64).reshape(-1)
+        if not all(map(math.isfinite, t.tolist())):  # a NaN target sorts like lexsort does: general path
+            return [int(idx[np.lexsort((absd, np.abs(absd - x)))[0]]) for x in t]
+        dist = np.abs(absd - t[:, None])  # (targets, rows): the same float as |(|delta| - target)| per row
+        tie = dist == dist.min(axis=1, keepdims=True)  # every row at the smallest distance of its target
+        # among those the smallest |delta| (farther OTM), then the first in strike order: lexsort's first row
+        best = np.where(tie, absd, np.inf).argmin(axis=1)
+        return idx[best].tolist()
+
+    def _delta_side(self, expiry, right: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(usable rows of one expiry/right/root with a finite delta, sorted by strike; their |delta|)."""
+        day = None if expiry is None else _as_date(expiry)
+        memo_key = ("delta_side", day, _is_call(right), root)
+        got = self._memo.get(memo_key)
+        if got is None:
+            idx = self.rows(day, right, root=root)
+            idx = idx[np.isfinite(self.delta[idx])]
+            got = (idx, np.abs(self.delta[idx]))
+            for arr in got:
+                arr.flags.writeable = False
+            self._memo[memo_key] = got
+        return got
 
     def offset_row(self, row: int, points: float) -> int | None:
         """Row of the same root/expiry/right whose strike is ``points`` farther OTM.
@@ -387,9 +420,16 @@ class ChainSnapshot:
         Puts move down in strike, calls up. Exact strike match only; None if absent
         or unusable.
         """
-        call = bool(self.is_call[row])
+        k = int(self.key[row])
+        call = (k >> 37) & 1
         strike = float(self.strike[row]) + (points if call else -points)
-        return self.find(str(self.root[row]), self.expiry[row], call, strike)
+        # :meth:`find`'s key of (this row's root, expiry, right, that strike): the row's key with the strike replaced
+        # (round() of a float is numpy's rint: half to even)
+        k = (k & _ABOVE_STRIKE) | round(strike * 1000.0)
+        i = int(self.key.searchsorted(k))
+        if i >= self.key.shape[0] or self.key[i] != k or not self.valid[i]:
+            return None
+        return i
 
     def delta_offset_row(self, row: int, delta_distance: float) -> int | None:
         """Row of the same expiry/right whose |delta| is ``delta_distance`` smaller (farther OTM)."""
@@ -442,11 +482,19 @@ class ChainSnapshot:
         )
 
     def occ_symbol(self, row: int) -> str:
-        """``contract(row).occ_symbol`` without building the contract (a decision lists it per candidate)."""
-        from strikebench.options.contracts import _ROOT_WIDTH, _occ_body
+        """``contract(row).occ_symbol`` without building the contract (a decision lists it per candidate): from
+        the row's contract key (root code, expiry, right and strike x 1000: the symbol's fields)."""
+        k = int(self.key[row])
+        names = self._root_names
+        root = names.get(k >> 55)
+        if root is None:  # this root code's name, from the first row of it asked
+            root = names[k >> 55] = str(self.root[row])
+        return _occ_of_key(root, k & _BELOW_ROOT)
 
-        return (f"{str(self.root[row]):<{_ROOT_WIDTH}}"
-                f"{_occ_body(self.expiry[row].item(), 'C' if self.is_call[row] else 'P', float(self.strike[row]))}")
+    @cached_property
+    def _root_names(self) -> dict[int, str]:
+        """Root of each root code of :attr:`key` seen by :meth:`occ_symbol`."""
+        return {}
 
     # ---------------------------------------------------------------- export
     def to_pandas(self) -> pd.DataFrame:
@@ -481,6 +529,19 @@ class ChainSnapshot:
             arr.flags.writeable = False
         return ChainSnapshot(underlying=self.underlying, timestamp=self.timestamp,
                              underlying_price=self.underlying_price, flags=flags, key=key, **arrays)
+
+
+#: key bits above the strike field (root code, expiry, right) and below the root code
+_ABOVE_STRIKE = ~((1 << 37) - 1)
+_BELOW_ROOT = (1 << 55) - 1
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _occ_of_key(root: str, low: int) -> str:
+    """The OCC symbol of a root and a contract key without its root code: ``OptionContract.occ_symbol``'s text
+    (root padded to 6, ``YYMMDD``, right, strike x 1000 in 8 digits), formatted once per contract."""
+    expiry = _EPOCH_DATE + dt.timedelta(days=low >> 38)
+    return f"{root:<6}{expiry:%y%m%d}{'C' if (low >> 37) & 1 else 'P'}{low & ((1 << 37) - 1):08d}"
 
 
 def _is_call(right) -> bool:
