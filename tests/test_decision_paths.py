@@ -456,3 +456,104 @@ def test_the_strategies_candidate_loops_are_the_general_ones(seed):
         for s in cv:
             context = {"k": 0.3}
             assert repr(s.evaluate(fresh(snap), context)) == repr(credit_vertical_general(s, fresh(snap), context))
+
+
+# ------------------------------------------------------------------ selections by contract group, flags
+def rows_general(snap, expiry=None, right=None, root=None, valid_only=True):
+    mask = snap.valid.copy() if valid_only else np.ones(len(snap), dtype=bool)
+    if expiry is not None:
+        mask &= snap.expiry == np.datetime64(expiry, "D")
+    if right is not None:
+        mask &= snap.is_call == (right == "C")
+    if root is not None:
+        mask &= snap.root == root
+    idx = np.flatnonzero(mask)
+    return idx[np.argsort(snap.strike[idx], kind="stable")]
+
+
+def nearest_expiry_general(snap, target, tolerance, root=None):
+    mask = snap.valid if root is None else snap.valid & (snap.root == root)
+    exp = np.unique(snap.expiry[mask])
+    today = np.datetime64(snap.timestamp.date(), "D")
+    best = None
+    for d, e in zip((exp - today).astype(np.int64), exp):
+        d = int(d)
+        if d >= 0 and abs(d - target) <= tolerance and (best is None or (abs(d - target), d) < best[0]):
+            best = ((abs(d - target), d), e.item())
+    return None if best is None else best[1]
+
+
+def flags_general(bid, ask):
+    flags = np.zeros(len(bid), dtype=np.int8)
+    with np.errstate(invalid="ignore"):
+        flags |= np.where(~(np.isfinite(bid) & np.isfinite(ask)), 1, 0).astype(np.int8)
+        flags |= np.where(bid == 0, 2, 0).astype(np.int8)
+        flags |= np.where(bid < 0, 16, 0).astype(np.int8)
+        flags |= np.where(ask <= 0, 4, 0).astype(np.int8)
+        flags |= np.where(bid > ask, 8, 0).astype(np.int8)
+    return flags
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_rows_and_nearest_expiry_by_contract_group_are_the_masks(seed):
+    rng = np.random.default_rng(300 + seed)
+    snaps = chains(seed)
+    first = snaps[1]
+    scrambled = rng.permutation(len(first))  # keys not sorted (built directly): the masks' path is taken
+    snaps.append(ChainSnapshot(**{f: (getattr(first, f)[scrambled] if isinstance(getattr(first, f), np.ndarray)
+                                      else getattr(first, f)) for f in first.__dataclass_fields__}))
+    assert snaps[-1]._groups is None and snaps[0]._groups is not None
+    dead = first.expiry == first.expiry[0]  # one expiry without a usable quote: not listed by nearest_expiry
+    bid = np.where(dead, np.nan, first.bid)
+    snaps.append(ChainSnapshot.from_arrays("SPX", first.timestamp, 4800.0, bid=bid,
+                                           **{n: getattr(first, n) for n in COLUMNS if n != "bid"}))
+    for snap in snaps:
+        roots = [None, *sorted(set(snap.root.tolist())), "NOPE"]
+        days = [None, *snap.expiries, dt.date(2030, 1, 1)]
+        for root in roots:
+            for day in days:
+                for right in (None, "P", "C"):
+                    for valid_only in (True, False):
+                        want = rows_general(snap, day, right, root, valid_only)
+                        got = fresh(snap).rows(day, right, root=root, valid_only=valid_only)
+                        assert np.array_equal(got, want) and got.dtype == want.dtype, (root, day, right)
+            for target in (0, 1, 3, 5, 7, 30):
+                for tol in (0, 1, 3):
+                    assert fresh(snap).nearest_expiry(target, tol, root=root) == \
+                        nearest_expiry_general(snap, target, tol, root)
+
+
+def test_quote_flags_are_each_condition_s_bit():
+    rng = np.random.default_rng(9)
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -0.05, 0.05, 1.0, 1.05, 5e-324])
+    bid, ask = rng.choice(values, 5000), rng.choice(values, 5000)
+    ts = pd.Timestamp("2024-01-08 10:00", tz=NY)
+    snap = ChainSnapshot.from_arrays("SPX", ts, 4800.0, root=np.full(5000, "SPXW"),
+                                     expiry=np.full(5000, np.datetime64("2024-01-08")), strike=np.arange(5000.0) + 1,
+                                     is_call=np.zeros(5000, dtype=bool), bid=bid, ask=ask)
+    assert snap.flags.dtype == np.int8 and np.array_equal(snap.flags, flags_general(snap.bid, snap.ask))
+
+
+def test_a_subset_of_every_row_in_order_is_the_snapshot_itself_when_nothing_changes():
+    rng = np.random.default_rng(3)
+    one = random_chain(rng)  # one root: its code is 0 already
+    assert one.subset(np.arange(len(one))) is one
+    spxw = random_chain(rng, roots=("SPX", "SPXW"))
+    spxw = spxw.subset(np.flatnonzero(spxw.root == "SPXW"))
+    assert spxw.subset(np.arange(len(spxw))) is spxw
+    two = random_chain(rng, roots=("SPX", "SPXW"))
+    keep = np.flatnonzero(two.root == "SPXW")  # built directly with the two-root chain's keys: SPXW's code is 1
+    coded = ChainSnapshot(**{f: (getattr(two, f)[keep] if isinstance(getattr(two, f), np.ndarray) else getattr(two, f))
+                             for f in two.__dataclass_fields__})
+    assert coded.key[0] >> 55 == 1 and coded.subset(np.arange(len(coded))) is not coded
+    for snap in (one, two, coded):
+        n = len(snap)
+        for rows in (np.arange(n), np.r_[0, 0, np.arange(1, n - 1)], np.arange(n)[::-1], np.arange(1, n),
+                     np.r_[np.arange(n - 1), n - 1], np.arange(n)[:1]):
+            got = snap.subset(rows)
+            want = ChainSnapshot.from_arrays(snap.underlying, snap.timestamp, snap.underlying_price,
+                                             **{c: getattr(snap, c)[rows] for c in COLUMNS})
+            assert got.checksum == want.checksum and np.array_equal(got.key, want.key)
+            assert np.array_equal(got.flags, want.flags) and J.snapshot_to_bytes(got) == J.snapshot_to_bytes(want)
+    one_row = one.subset([5])
+    assert one_row.subset([0]) is one_row

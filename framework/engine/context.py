@@ -202,15 +202,16 @@ class StrategyContext:
                context: dict | None = None, ruleset_version: str = "") -> Decision:
         """Record a decision (TRADE, SKIP or EXIT) with what it saw; journaled via ``on_decision``."""
         self._decisions += 1
-        notes = self._engine.risk_gate.take_notes(self.strategy_id, self.now.to_pydatetime())
+        at = self.now.to_pydatetime()  # the bar's time once (the same fields as the Timestamp's)
+        notes = self._engine.risk_gate.take_notes(self.strategy_id, at)
         if notes:  # what a scoring risk manager said about this decision's entry (ml_gate: P(stop), model hash)
             context = {**(context or {}), "risk_notes": notes}
         decision = Decision(
-            strategy=self.strategy_id, decided_at=self.now.to_pydatetime(), action=action, reason=reason,
+            strategy=self.strategy_id, decided_at=at, action=action, reason=reason,
             candidates=tuple(candidates), chosen=chosen,
             snapshot_checksum=snapshot.checksum if snapshot is not None else None,
             context=dict(context or {}), ruleset_version=ruleset_version,
-            decision_id=f"{self.strategy_id}-{self.now:%Y%m%dT%H%M}-{self._decisions}",
+            decision_id=f"{self.strategy_id}-{at:%Y%m%dT%H%M}-{self._decisions}",
         )
         self._engine.record_decision(decision, snapshot)
         return decision

@@ -251,13 +251,12 @@ class ChainSnapshot:
     def _frozen(cls, underlying, ts, underlying_price, arrays: dict, key: np.ndarray) -> "ChainSnapshot":
         n = key.shape[0]
         bid, ask = arrays["bid"], arrays["ask"]
-        flags = np.zeros(n, dtype=np.int8)
-        with np.errstate(invalid="ignore"):
-            flags |= np.where(~(np.isfinite(bid) & np.isfinite(ask)), QUOTE_NAN, 0).astype(np.int8)
-            flags |= np.where(bid == 0, QUOTE_ZERO_BID, 0).astype(np.int8)
-            flags |= np.where(bid < 0, QUOTE_NEGATIVE_BID, 0).astype(np.int8)
-            flags |= np.where(ask <= 0, QUOTE_ZERO_ASK, 0).astype(np.int8)
-            flags |= np.where(bid > ask, QUOTE_CROSSED, 0).astype(np.int8)
+        with np.errstate(invalid="ignore"):  # each condition's bools as int8 0/1, shifted to its flag bit
+            flags = (~(np.isfinite(bid) & np.isfinite(ask))).view(np.int8)  # QUOTE_NAN = 1
+            flags |= (bid == 0).view(np.int8) << 1  # QUOTE_ZERO_BID
+            flags |= (ask <= 0).view(np.int8) << 2  # QUOTE_ZERO_ASK
+            flags |= (bid > ask).view(np.int8) << 3  # QUOTE_CROSSED
+            flags |= (bid < 0).view(np.int8) << 4  # QUOTE_NEGATIVE_BID
         for arr in (*arrays.values(), flags, key):
             arr.flags.writeable = False
         return cls(
@@ -334,10 +333,16 @@ class ChainSnapshot:
         """
         listed = self._memo.get(("expiries", root))
         if listed is None:  # (dte, expiry) of the usable rows' expiries, ascending: once per snapshot and root
-            mask = self.valid if root is None else self.valid & self._root_mask(root)
-            exp = np.unique(self.expiry[mask])
-            today = np.datetime64(self.timestamp.date(), "D")
-            listed = [(int(d), e.item()) for d, e in zip((exp - today).astype(np.int64), exp)]
+            groups = self._groups
+            if groups is not None:  # the expiries of the root's contract groups that hold a usable quote
+                today = self.timestamp.date()
+                listed = [(int((e - today).days), e) for e in
+                          sorted({e for (r, e, _), (_, _, usable) in groups.items() if usable and (root is None or r == root)})]
+            else:
+                mask = self.valid if root is None else self.valid & self._root_mask(root)
+                exp = np.unique(self.expiry[mask])
+                today = np.datetime64(self.timestamp.date(), "D")
+                listed = [(int(d), e.item()) for d, e in zip((exp - today).astype(np.int64), exp)]
             self._memo[("expiries", root)] = listed
         best = None  # the smallest (distance to the target, dte): expiries are distinct, so no ties
         for d, expiry in listed:
@@ -354,6 +359,16 @@ class ChainSnapshot:
         call = None if right is None else _is_call(right)
         memo_key = ("rows", day, call, root, bool(valid_only))
         idx = self._memo.get(memo_key)
+        if idx is None and day is not None and root is not None and self._groups is not None:
+            # contract groups (root, expiry, right): runs of the key-sorted rows, puts before calls, each in strike
+            # order: their rows ascending are the mask's rows
+            runs = [self._groups.get((root, day, c)) for c in ((False, True) if call is None else (call,))]
+            runs = [np.arange(g[0], g[1]) for g in runs if g is not None]
+            idx = runs[0] if len(runs) == 1 else np.concatenate(runs) if runs else np.zeros(0, dtype=np.intp)
+            if valid_only:
+                idx = idx[self.valid[idx]]
+            idx = idx[np.argsort(self.strike[idx], kind="stable")]  # (strikes a rounding step apart: as below)
+            self._memo[memo_key] = idx
         if idx is None:  # a snapshot never changes: each selection is computed once (a copy is handed out)
             mask = self.valid.copy() if valid_only else np.ones(len(self), dtype=bool)
             if day is not None:
@@ -366,6 +381,26 @@ class ChainSnapshot:
             idx = idx[np.argsort(self.strike[idx], kind="stable")]
             self._memo[memo_key] = idx
         return idx.copy()
+
+    @cached_property
+    def _groups(self) -> dict | None:
+        """{(root, expiry date, is_call): (start, stop, any usable quote)} of the contract groups: the rows are
+        sorted by contract key (root code, expiry, right, strike), so each group is one run of rows. None when
+        the keys are not sorted or an expiry is NaT (selections then take the masks' path)."""
+        n = len(self)
+        if n == 0:
+            return {}
+        head = self.key >> 37  # root code, expiry, right
+        step = np.diff(head)
+        if np.any(step < 0) or np.isnat(self.expiry).any():
+            return None
+        starts = np.flatnonzero(step) + 1
+        starts = np.concatenate(([0], starts))
+        usable = np.logical_or.reduceat(self.valid, starts).tolist()
+        stops = starts[1:].tolist() + [n]
+        return {(r, e, c): (a, b, u) for r, e, c, a, b, u in
+                zip(self.root[starts].tolist(), self.expiry[starts].tolist(), self.is_call[starts].tolist(),
+                    starts.tolist(), stops, usable)}
 
     @cached_property
     def _memo(self) -> dict:
@@ -516,20 +551,33 @@ class ChainSnapshot:
         re-coded for the roots the subset keeps.
         """
         rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and np.any(np.diff(rows) < 0):
-            rows = rows[np.argsort(self.key[rows], kind="stable")]
+        n = self.key.shape[0]
+        if rows.size:
+            step = np.diff(rows)
+            if rows.size == n and rows[0] == 0 and (n == 1 or (step.min() == 1 and step.max() == 1)):
+                codes = self.key >> 55  # every row in order: this snapshot itself, unless its root codes change
+                if n and codes.min() == codes.max() == 0:
+                    return self
+            if np.any(step < 0):
+                rows = rows[np.argsort(self.key[rows], kind="stable")]
         arrays = {name: getattr(self, name)[rows] for name in COLUMNS}
         key = self.key[rows]
         codes = key >> 55
-        kept = np.unique(codes)
-        if kept.size and not np.array_equal(kept, np.arange(kept.size)):  # roots dropped: codes 0..k-1 again
-            key = (key & ((1 << 55) - 1)) | (np.searchsorted(kept, codes).astype(np.int64) << 55)
+        if codes.size and codes.min() == codes.max():  # one root (a decision's slice): code 0
+            if codes[0] != 0:
+                key = key & ((1 << 55) - 1)
+        else:
+            kept = np.unique(codes)
+            if kept.size and not np.array_equal(kept, np.arange(kept.size)):  # roots dropped: codes 0..k-1 again
+                key = (key & ((1 << 55) - 1)) | (np.searchsorted(kept, codes).astype(np.int64) << 55)
         flags = self.flags[rows]
         for arr in (*arrays.values(), flags, key):
             arr.flags.writeable = False
         return ChainSnapshot(underlying=self.underlying, timestamp=self.timestamp,
                              underlying_price=self.underlying_price, flags=flags, key=key, **arrays)
 
+
+assert (QUOTE_NAN, QUOTE_ZERO_BID, QUOTE_ZERO_ASK, QUOTE_CROSSED, QUOTE_NEGATIVE_BID) == (1, 2, 4, 8, 16)
 
 #: key bits above the strike field (root code, expiry, right) and below the root code
 _ABOVE_STRIKE = ~((1 << 37) - 1)
