@@ -557,3 +557,10 @@ def test_a_subset_of_every_row_in_order_is_the_snapshot_itself_when_nothing_chan
             assert np.array_equal(got.flags, want.flags) and J.snapshot_to_bytes(got) == J.snapshot_to_bytes(want)
     one_row = one.subset([5])
     assert one_row.subset([0]) is one_row
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_expiries_are_the_distinct_expiry_column(seed):
+    for snap in chains(seed) + [random_chain(np.random.default_rng(seed)).subset(np.zeros(0, dtype=int))]:
+        want = [pd.Timestamp(d).date() for d in np.unique(snap.expiry)]
+        assert fresh(snap).expiries == want and all(type(d) is dt.date for d in fresh(snap).expiries)

@@ -318,6 +318,9 @@ class ChainSnapshot:
     @cached_property
     def expiries(self) -> list[dt.date]:
         """Distinct expiries (any root), ascending."""
+        groups = self._groups
+        if groups is not None:  # every row is in a contract group
+            return sorted({e for _, e, _ in groups})
         days = np.unique(self.expiry)
         if days.size and np.isnat(days[-1]):  # NaT sorts last
             return [pd.Timestamp(d).date() for d in days]
