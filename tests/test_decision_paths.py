@@ -564,3 +564,22 @@ def test_expiries_are_the_distinct_expiry_column(seed):
     for snap in chains(seed) + [random_chain(np.random.default_rng(seed)).subset(np.zeros(0, dtype=int))]:
         want = [pd.Timestamp(d).date() for d in np.unique(snap.expiry)]
         assert fresh(snap).expiries == want and all(type(d) is dt.date for d in fresh(snap).expiries)
+
+
+def test_a_row_s_contract_is_the_one_its_columns_make():
+    from strikebench.options.contracts import ContractError, OptionContract, Right
+
+    for snap in chains(0):
+        for row in range(len(snap)):
+            args = dict(root=str(snap.root[row]), expiry=snap.expiry[row].item(), strike=float(snap.strike[row]),
+                        right=Right.CALL if snap.is_call[row] else Right.PUT)
+            try:
+                want = OptionContract(**args)
+            except ContractError as exc:  # a strike off the 0.001 grid: refused every time, never cached
+                for _ in range(2):
+                    with pytest.raises(ContractError, match=str(exc)[:20]):
+                        snap.contract(row)
+                continue
+            got = snap.contract(row)
+            assert got == want and type(got.strike) is float and got.strike == args["strike"]
+            assert snap.contract(row) is got  # one object per contract

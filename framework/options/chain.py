@@ -78,6 +78,7 @@ COLUMNS: Mapping[str, str] = {
 }
 
 _COLUMN_NAMES = tuple((name, name.encode()) for name in COLUMNS)
+_DTYPES = {name: np.dtype(dtype) for name, dtype in COLUMNS.items()}
 
 
 def usable_quotes(bid, ask) -> np.ndarray:
@@ -240,7 +241,7 @@ class ChainSnapshot:
         (the same snapshot, without factorizing, keying and sorting again)."""
         n = key.shape[0]
         arrays: dict[str, np.ndarray] = {}
-        for name, dtype in COLUMNS.items():
+        for name, dtype in _DTYPES.items():
             arr = np.asarray(columns[name]).astype(dtype, copy=False)
             if arr.shape != (n,):
                 raise ValueError(f"chain column '{name}' has length {arr.shape} but the layout has {n}")
@@ -510,14 +511,8 @@ class ChainSnapshot:
 
     def contract(self, row: int):
         """The :class:`OptionContract` of one row."""
-        from strikebench.options.contracts import OptionContract, Right
-
-        return OptionContract(
-            root=str(self.root[row]),
-            expiry=self.expiry[row].item(),  # datetime64[D] -> datetime.date
-            strike=float(self.strike[row]),
-            right=Right.CALL if self.is_call[row] else Right.PUT,
-        )
+        return _contract(str(self.root[row]), self.expiry[row].item(),  # datetime64[D] -> datetime.date
+                         float(self.strike[row]), bool(self.is_call[row]))
 
     def occ_symbol(self, row: int) -> str:
         """``contract(row).occ_symbol`` without building the contract (a decision lists it per candidate): from
@@ -593,6 +588,14 @@ def _occ_of_key(root: str, low: int) -> str:
     (root padded to 6, ``YYMMDD``, right, strike x 1000 in 8 digits), formatted once per contract."""
     expiry = _EPOCH_DATE + dt.timedelta(days=low >> 38)
     return f"{root:<6}{expiry:%y%m%d}{'C' if (low >> 37) & 1 else 'P'}{low & ((1 << 37) - 1):08d}"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _contract(root: str, expiry: dt.date, strike: float, call: bool):
+    """One validated :class:`OptionContract` per contract (frozen: shared by every snapshot that lists it)."""
+    from strikebench.options.contracts import OptionContract, Right
+
+    return OptionContract(root=root, expiry=expiry, strike=strike, right=Right.CALL if call else Right.PUT)
 
 
 def _is_call(right) -> bool:
