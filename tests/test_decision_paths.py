@@ -362,7 +362,8 @@ def zero_dte_general(self, snapshot, context):
         return "SKIP", why, candidates, None
     scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
     if not scored:
-        rejects = [c.details["rejected"] for c in candidates if c.details["right"] in allowed and "rejected" in c.details]
+        rejects = [c.details["rejected"] for c in candidates
+                   if c.details["right"] in allowed and "rejected" in c.details]
         return "SKIP", "; ".join([why] + rejects[:3]) if rejects else f"{why}; no quotable strikes", candidates, None
     best = -max(scored)[1]
     return "TRADE", f"{why}; best score {candidates[best].score:.4f}: {candidates[best].description}", candidates, best

@@ -340,8 +340,9 @@ class ChainSnapshot:
             groups = self._groups
             if groups is not None:  # the expiries of the root's contract groups that hold a usable quote
                 today = self.timestamp.date()
-                listed = [(int((e - today).days), e) for e in
-                          sorted({e for (r, e, _), (_, _, usable) in groups.items() if usable and (root is None or r == root)})]
+                listed = sorted({e for (r, e, _), (_, _, usable) in groups.items()
+                                 if usable and (root is None or r == root)})
+                listed = [(int((e - today).days), e) for e in listed]
             else:
                 mask = self.valid if root is None else self.valid & self._root_mask(root)
                 exp = np.unique(self.expiry[mask])
