@@ -104,10 +104,28 @@ def _decimal(value) -> Decimal:
     return Decimal(repr(f))
 
 
+def _two_places(f: float) -> str | None:
+    """A finite float's exact decimal text with 2 places when its shortest repr has at most 2 decimals and no
+    exponent (``1.5`` -> ``'1.50'``, ``-3.0`` -> ``'-3.00'``, zero -> ``'0.00'``): what quantizing
+    ``Decimal(repr(f))`` to cents gives, exactly, since nothing is rounded; None otherwise (the caller's
+    Decimal path decides)."""
+    text = repr(f)
+    head, dot, tail = text.partition(".")
+    if not dot or len(tail) > 2 or "e" in tail or "n" in text:  # 'inf', 'nan', '1e+16', '1.5e-07'
+        return None
+    if f == 0:
+        return "0.00"
+    return head + "." + tail + "0" if len(tail) == 1 else text
+
+
 def dollars_text(value) -> str | None:
     """Dollars as exact text with 2 places: ``-252.56`` -> ``'-252.56'`` (None stays None)."""
     if value is None:
         return None
+    if type(value) is float:
+        text = _two_places(value)
+        if text is not None:
+            return text
     d = _decimal(value).quantize(_CENT, rounding=ROUND_HALF_EVEN)
     return format(d, "f") if d != 0 else "0.00"
 
@@ -130,6 +148,14 @@ def points_text(value) -> str | None:
     """A price in index points as text: 2 places (``'0.50'``), up to 4 when an average needs them."""
     if value is None:
         return None
+    t = type(value)
+    if t is float or t is np.float64:  # the usual case: a price on its tick grid ('1.45'), without Decimal
+        f = float(value)
+        if not math.isfinite(f):
+            return None
+        text = _two_places(round(f, 6))
+        if text is not None:
+            return text
     if isinstance(value, float) and not math.isfinite(value):
         return None
     d = _decimal(round(float(value), 6) if not isinstance(value, Decimal) else value)
@@ -666,6 +692,13 @@ class Journal:
         self._pending_decision_ids: set[tuple] = set()  # (run, decision id) of those
         self._snapshot_ids: dict[str, int] = {}  # checksum -> id of the snapshots and contexts written by
         self._context_ids: dict[str, int] = {}  # this connection (committed or in its open transaction)
+        #: runs this connection started whose fills and trades it wrote itself (all of them known below)
+        self._fresh_runs: set[str] = set()
+        #: under commit_per_session, for fresh runs: the session's fills, trades, trade legs, equity and breaker
+        #: rows as (statement, parameters) per table in the order they were recorded, written by commit()
+        self._pending_rows: dict[str, list[tuple[str, tuple]]] = {}
+        self._trades_known: set[tuple] = set()  # (run, trade id) of fresh runs' trades (written or pending)
+        self._fills_of: dict[tuple, dict] = {}  # (run, trade id) -> {fill id: (opens, kind, price, quantity, fees)}
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)  # what every message names: never the password
             self._open_postgres(create)
@@ -742,8 +775,44 @@ class Journal:
             self._flush_decisions()  # before the orders: an order's row names its decision
         if self._db is not None and (self._pending_orders or self._pending_events):
             self._flush_orders()
+        if self._db is not None and self._pending_rows:
+            self._flush_rows()
         if self._db is not None and self._db.in_transaction:
             self._db.execute("COMMIT")
+
+    def _buffered(self, run_id: str) -> bool:
+        """Whether this run's fills, trades, equity and breaker rows wait for the session's commit: a backtest
+        (:meth:`commit_per_session`) whose run this connection started and whose fills and trades it alone wrote,
+        so every read those writes need (does the trade exist, its fills) is answered from memory."""
+        return self._per_session and run_id in self._fresh_runs
+
+    def _queue(self, table: str, sql: str, params: tuple) -> None:
+        rows = self._pending_rows.get(table)
+        if rows is None:
+            rows = self._pending_rows[table] = []
+        rows.append((sql, params))
+
+    def _flush_rows(self) -> None:
+        """Write the rows kept in memory (see :meth:`_buffered`) in one savepoint: table by table, each table's
+        statements in the order they were recorded (the tables have no triggers or keys between them, so each
+        ends exactly as the same statements run one event at a time leave it), runs of one statement as one
+        ``executemany``."""
+        if not self._pending_rows:
+            return
+        pending, self._pending_rows = self._pending_rows, {}
+        with self._tx() as db:
+            for rows in pending.values():
+                i, n = 0, len(rows)
+                while i < n:
+                    sql = rows[i][0]
+                    j = i + 1
+                    while j < n and rows[j][0] == sql:
+                        j += 1
+                    if j - i == 1:
+                        db.execute(sql, rows[i][1])
+                    else:
+                        db.executemany(sql, [params for _, params in rows[i:j]])
+                    i = j
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -796,12 +865,14 @@ class Journal:
         """Run a read query (for ad-hoc inspection and tests)."""
         self._flush_decisions()
         self._flush_orders()
+        self._flush_rows()
         return self._db.execute(sql, params).fetchall()
 
     def frame(self, sql: str, params=()) -> pd.DataFrame:
         """A read query as a DataFrame (every money column stays text)."""
         self._flush_decisions()
         self._flush_orders()
+        self._flush_rows()
         cur = self._db.execute(sql, params)
         cols = [c[0] for c in cur.description]
         return pd.DataFrame([tuple(r) for r in cur.fetchall()], columns=cols, dtype=object)
@@ -831,6 +902,7 @@ class Journal:
                  None if fill_model is None else to_json(fill_model), config_resolved,
                  None if config_overrides is None else to_json(list(config_overrides), sort_keys=False)))
         self._seq[run_id] = 0
+        self._fresh_runs.add(run_id)
 
     def end_run(self, run_id: str, summary: dict | None = None, *, completed: bool = True) -> None:
         """Mark the run finished (``completed``) and store the engine's summary JSON."""
@@ -1116,7 +1188,7 @@ class Journal:
         decision_id = self._decision_of_trade(db or self._db, run_id, order.trade_id) if order.opens else None
         return (order.client_id, run_id, order.strategy or "", order.trade_id, decision_id, int(bool(order.opens)),
                 _enum(order.order_type), _enum(order.tif), int(order.quantity), points_text(order.limit_price),
-                to_json(legs, sort_keys=False), order.reason or "", iso_time(order.created_at))
+                _json_list(legs), order.reason or "", iso_time(order.created_at))
 
     def _flush_orders(self) -> None:
         """Write the order rows and transitions kept in memory (see :meth:`record_order_event`)."""
@@ -1143,111 +1215,178 @@ class Journal:
         return row[0] if row else None
 
     # ----------------------------------------------------------------- fills
+    _FILL_INSERT = (
+        "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
+        " multiplier, fees, cash, leg_prices, leg_quotes) VALUES (?, ?, ?, ?, 'fill', ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    _TRADE_INSERT = (
+        "INSERT INTO trades(trade_id, run_id, strategy, decision_id, opened_at, expiry, contracts,"
+        " multiplier, entry_price, entry_credit, fees, max_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    _TRADE_INSERT_FROM_RECORD = (
+        "INSERT INTO trades(trade_id, run_id, strategy, opened_at, expiry, contracts, multiplier,"
+        " entry_price, entry_credit, fees) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    _LEG_INSERT = (
+        "INSERT INTO trade_legs(run_id, trade_id, leg, occ_symbol, root, expiry, strike, option_right,"
+        " ratio, entry_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    _TRADE_REFRESH = ("UPDATE trades SET contracts = ?, entry_price = ?, entry_credit = ?, fees = ?"
+                      " WHERE run_id = ? AND trade_id = ?")
+    _TRADE_MAX_LOSS = "UPDATE trades SET max_loss = ? WHERE run_id = ? AND trade_id = ?"
+    _TRADE_CLOSE = (
+        "UPDATE trades SET strategy = ?, decision_id = COALESCE(?, decision_id), closed_at = ?, contracts = ?,"
+        " entry_price = ?, entry_credit = ?, exit_price = ?, exit_debit = ?, fees = ?, realized_pnl = ?,"
+        " max_loss = ?, exit_reason = ?, settlement_note = ? WHERE run_id = ? AND trade_id = ?")
+    _LEG_EXIT = "UPDATE trade_legs SET exit_price = ? WHERE run_id = ? AND trade_id = ? AND leg = ?"
+    _SETTLEMENT_UPSERT = (
+        "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
+        " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)"
+        " ON CONFLICT(run_id, fill_id) DO UPDATE SET order_id = NULL, trade_id = excluded.trade_id,"
+        " kind = excluded.kind, opens = 0, filled_at = excluded.filled_at, price = excluded.price,"
+        " quantity = excluded.quantity, multiplier = excluded.multiplier, fees = excluded.fees,"
+        " cash = excluded.cash, leg_prices = excluded.leg_prices, leg_quotes = NULL")
+    _EQUITY_UPSERT = ("INSERT INTO equity(run_id, day, equity) VALUES (?, ?, ?)"
+                      " ON CONFLICT(run_id, day) DO UPDATE SET equity = excluded.equity")
+    _TRIP_INSERT = ("INSERT INTO breaker_trips (run_id, rule, scope, tripped_at, reason, figures, resets) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+    def _writer(self, db):
+        """``put(table, sql, params)``: executed on ``db`` now, or (``db`` None: a buffered run) kept for the
+        session's commit."""
+        if db is None:
+            return self._queue
+        return lambda table, sql, params: db.execute(sql, params)
+
+    def _trade_exists(self, db, run_id: str, trade_id: str) -> bool:
+        if db is None:
+            return (run_id, trade_id) in self._trades_known
+        return db.execute("SELECT 1 FROM trades WHERE run_id = ? AND trade_id = ?",
+                          (run_id, trade_id)).fetchone() is not None
+
+    def _trade_fills(self, db, run_id: str, trade_id: str) -> list[tuple]:
+        """Every fill row of a trade as (opens, kind, price, quantity, fees), in no particular order."""
+        if db is None:
+            return list(self._fills_of.get((run_id, trade_id), {}).values())
+        return [(r["opens"], r["kind"], r["price"], r["quantity"], r["fees"]) for r in
+                db.execute("SELECT opens, kind, price, quantity, fees FROM fills WHERE run_id = ? AND trade_id = ?",
+                           (run_id, trade_id)).fetchall()]
+
+    def _note_fill(self, db, run_id: str, trade_id: str | None, fill_id: str, row: tuple) -> None:
+        """A buffered run's fill of a trade, for the reads its later rows need (a fill id seen again is
+        replaced, as the settlement row's upsert replaces it)."""
+        if db is None and trade_id is not None:
+            fills = self._fills_of.get((run_id, trade_id))
+            if fills is None:
+                fills = self._fills_of[(run_id, trade_id)] = {}
+            fills[fill_id] = row
+
     def record_fill(self, run_id: str, order, fill) -> None:
         """A fill, and the trade it opens (or adds to), in one transaction.
 
         The row keeps the legs' quotes the fill was priced on (``leg_quotes``), so every entry and
         exit price is checkable from the journal alone; an opening fill writes the trade's
-        ``max_loss`` at once."""
+        ``max_loss`` at once. In a backtest (:meth:`_buffered`) the rows are written at the session's
+        commit, the same statements in the same order."""
+        if self._buffered(run_id):
+            self._record_fill(None, run_id, order, fill)
+            return
+        self._fresh_runs.discard(run_id)  # its fills and trades are no longer all known here
+        with self._tx() as db:
+            self._record_fill(db, run_id, order, fill)
+
+    def _record_fill(self, db, run_id: str, order, fill) -> None:
+        put = self._writer(db)
         mult = int(order.multiplier)
         price_c = int(round(float(fill.net_price) * 100))
         fee_c = int(round(float(fill.fees) * 100))
         cash_c = -price_c * mult * int(fill.quantity) - fee_c
-        with self._tx() as db:
-            db.execute(
-                "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
-                " multiplier, fees, cash, leg_prices, leg_quotes) VALUES (?, ?, ?, ?, 'fill', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (fill.fill_id, run_id, order.client_id, order.trade_id, int(bool(order.opens)),
-                 iso_time(fill.filled_at), cents_text(price_c), int(fill.quantity), mult, cents_text(fee_c),
-                 cents_text(cash_c), to_json([points_text(p) for p in fill.leg_prices], sort_keys=False),
-                 _quotes_json(getattr(fill, "leg_quotes", ()))))
-            if order.trade_id is None:
-                return
-            exists = db.execute("SELECT 1 FROM trades WHERE run_id = ? AND trade_id = ?",
-                                (run_id, order.trade_id)).fetchone()
-            if order.opens and not exists:
-                expiry = min(leg.contract.expiry for leg in order.legs)
-                db.execute(
-                    "INSERT INTO trades(trade_id, run_id, strategy, decision_id, opened_at, expiry, contracts,"
-                    " multiplier, entry_price, entry_credit, fees, max_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (order.trade_id, run_id, order.strategy or "", self._decision_of_trade(db, run_id, order.trade_id),
-                     iso_time(fill.filled_at), str(expiry), int(fill.quantity), mult, cents_text(price_c),
-                     cents_text(-price_c), cents_text(fee_c),
-                     _max_loss_text(order.legs, Decimal(price_c) / 100, mult, int(fill.quantity))))
-                for i, (leg, p) in enumerate(zip(order.legs, fill.leg_prices)):
-                    c = leg.contract
-                    db.execute(
-                        "INSERT INTO trade_legs(run_id, trade_id, leg, occ_symbol, root, expiry, strike, option_right,"
-                        " ratio, entry_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, order.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
-                         points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
-            elif exists:
-                self._refresh_trade_from_fills(db, run_id, order.trade_id, order.legs if order.opens else None, mult)
+        opens = int(bool(order.opens))
+        trade_id = order.trade_id
+        price, fees, qty = cents_text(price_c), cents_text(fee_c), int(fill.quantity)
+        put("fills", self._FILL_INSERT,
+            (fill.fill_id, run_id, order.client_id, trade_id, opens, iso_time(fill.filled_at), price, qty, mult,
+             fees, cents_text(cash_c), _json_list([points_text(p) for p in fill.leg_prices]),
+             _quotes_json(getattr(fill, "leg_quotes", ()))))
+        self._note_fill(db, run_id, trade_id, fill.fill_id, (opens, "fill", price, qty, fees))
+        if trade_id is None:
+            return
+        exists = self._trade_exists(db, run_id, trade_id)
+        if order.opens and not exists:
+            expiry = min(leg.contract.expiry for leg in order.legs)
+            put("trades", self._TRADE_INSERT,
+                (trade_id, run_id, order.strategy or "", self._decision_of_trade(db or self._db, run_id, trade_id),
+                 iso_time(fill.filled_at), str(expiry), qty, mult, price, cents_text(-price_c), fees,
+                 _max_loss_text(order.legs, Decimal(price_c) / 100, mult, qty)))
+            for i, (leg, p) in enumerate(zip(order.legs, fill.leg_prices)):
+                c = leg.contract
+                put("trade_legs", self._LEG_INSERT,
+                    (run_id, trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry), points_text(c.strike),
+                     _enum(c.right), int(leg.ratio), points_text(p)))
+            if db is None:
+                self._trades_known.add((run_id, trade_id))
+        elif exists:
+            self._refresh_trade_from_fills(db, run_id, trade_id, order.legs if order.opens else None, mult)
 
     def _refresh_trade_from_fills(self, db, run_id: str, trade_id: str, legs=None, mult: int = 100) -> None:
         """Contracts, average entry, fees (and max loss) of a trade from its fills (after a further fill)."""
-        rows = db.execute("SELECT opens, price, quantity, fees FROM fills WHERE run_id = ? AND trade_id = ?",
-                          (run_id, trade_id)).fetchall()
-        qty = sum(r["quantity"] for r in rows if r["opens"])
-        notional = sum(text_cents(r["price"]) * r["quantity"] for r in rows if r["opens"])
-        fees = sum(text_cents(r["fees"]) for r in rows)
+        rows = self._trade_fills(db, run_id, trade_id)
+        qty = sum(r[3] for r in rows if r[0])
+        notional = sum(text_cents(r[2]) * r[3] for r in rows if r[0])
+        fees = sum(text_cents(r[4]) for r in rows)
         entry = Decimal(notional) / qty / 100 if qty else Decimal(0)
-        db.execute("UPDATE trades SET contracts = ?, entry_price = ?, entry_credit = ?, fees = ?"
-                   " WHERE run_id = ? AND trade_id = ?",
-                   (qty, points_text(entry), points_text(-entry), cents_text(fees), run_id, trade_id))
+        put = self._writer(db)
+        put("trades", self._TRADE_REFRESH,
+            (qty, points_text(entry), points_text(-entry), cents_text(fees), run_id, trade_id))
         if legs is not None and qty:
-            db.execute("UPDATE trades SET max_loss = ? WHERE run_id = ? AND trade_id = ?",
-                       (_max_loss_text(legs, entry, mult, qty), run_id, trade_id))
+            put("trades", self._TRADE_MAX_LOSS, (_max_loss_text(legs, entry, mult, qty), run_id, trade_id))
 
     # ---------------------------------------------------------------- trades
     def record_trade_closed(self, run_id: str, trade) -> None:
-        """The closed trade as the portfolio booked it; a settlement adds its cash as a ``settlement`` fill row."""
+        """The closed trade as the portfolio booked it; a settlement adds its cash as a ``settlement`` fill row
+        (in a backtest written at the session's commit, see :meth:`_buffered`)."""
+        if self._buffered(run_id):
+            self._record_trade_closed(None, run_id, trade)
+            return
+        self._fresh_runs.discard(run_id)
+        with self._tx() as db:
+            self._record_trade_closed(db, run_id, trade)
+
+    def _record_trade_closed(self, db, run_id: str, trade) -> None:
+        put = self._writer(db)
         legs = trade.legs
         mult = int(legs[0].contract.multiplier)
         closed_at = iso_time(trade.closed_at)
-        with self._tx() as db:
-            if not db.execute("SELECT 1 FROM trades WHERE run_id = ? AND trade_id = ?",
-                              (run_id, trade.trade_id)).fetchone():
-                # the opening fill was not journaled (journal opened mid-run): write what the record says
-                db.execute(
-                    "INSERT INTO trades(trade_id, run_id, strategy, opened_at, expiry, contracts, multiplier,"
-                    " entry_price, entry_credit, fees) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (trade.trade_id, run_id, trade.strategy or "", iso_time(trade.opened_at), str(trade.expiry),
-                     int(trade.contracts), mult, points_text(trade.entry_price), points_text(-trade.entry_price),
-                     dollars_text(trade.fees)))
-                for i, (leg, p) in enumerate(zip(legs, trade.leg_entry_prices)):
-                    c = leg.contract
-                    db.execute(
-                        "INSERT INTO trade_legs(run_id, trade_id, leg, occ_symbol, root, expiry, strike, option_right,"
-                        " ratio, entry_price) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (run_id, trade.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
-                         points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
-            if trade.exit_reason == "settlement" or getattr(trade, "settled_contracts", None):
-                # held to expiry, or partly closed (its no-bid long legs settled after the exit fill)
-                self._record_settlement(db, run_id, trade, mult, closed_at)
-            decision_id = trade.decision_id or self._decision_of_trade(db, run_id, trade.trade_id)
-            db.execute(
-                "UPDATE trades SET strategy = ?, decision_id = COALESCE(?, decision_id), closed_at = ?, contracts = ?,"
-                " entry_price = ?, entry_credit = ?, exit_price = ?, exit_debit = ?, fees = ?, realized_pnl = ?,"
-                " max_loss = ?, exit_reason = ?, settlement_note = ? WHERE run_id = ? AND trade_id = ?",
-                (trade.strategy or "", decision_id, closed_at, int(trade.contracts), points_text(trade.entry_price),
-                 points_text(trade.entry_credit), points_text(trade.exit_price), points_text(trade.exit_debit),
-                 dollars_text(trade.fees), dollars_text(trade.realized_pnl), dollars_text(trade.max_loss),
-                 trade.exit_reason or "", getattr(trade, "settlement_note", "") or None, run_id, trade.trade_id))
-            for i, p in enumerate(trade.leg_exit_prices or ()):
-                db.execute("UPDATE trade_legs SET exit_price = ? WHERE run_id = ? AND trade_id = ? AND leg = ?",
-                           (points_text(p), run_id, trade.trade_id, i))
+        if not self._trade_exists(db, run_id, trade.trade_id):
+            # the opening fill was not journaled (journal opened mid-run): write what the record says
+            put("trades", self._TRADE_INSERT_FROM_RECORD,
+                (trade.trade_id, run_id, trade.strategy or "", iso_time(trade.opened_at), str(trade.expiry),
+                 int(trade.contracts), mult, points_text(trade.entry_price), points_text(-trade.entry_price),
+                 dollars_text(trade.fees)))
+            for i, (leg, p) in enumerate(zip(legs, trade.leg_entry_prices)):
+                c = leg.contract
+                put("trade_legs", self._LEG_INSERT,
+                    (run_id, trade.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
+                     points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
+            if db is None:
+                self._trades_known.add((run_id, trade.trade_id))
+        if trade.exit_reason == "settlement" or getattr(trade, "settled_contracts", None):
+            # held to expiry, or partly closed (its no-bid long legs settled after the exit fill)
+            self._record_settlement(db, run_id, trade, mult, closed_at)
+        decision_id = trade.decision_id or self._decision_of_trade(db or self._db, run_id, trade.trade_id)
+        put("trades", self._TRADE_CLOSE,
+            (trade.strategy or "", decision_id, closed_at, int(trade.contracts), points_text(trade.entry_price),
+             points_text(trade.entry_credit), points_text(trade.exit_price), points_text(trade.exit_debit),
+             dollars_text(trade.fees), dollars_text(trade.realized_pnl), dollars_text(trade.max_loss),
+             trade.exit_reason or "", getattr(trade, "settlement_note", "") or None, run_id, trade.trade_id))
+        for i, p in enumerate(trade.leg_exit_prices or ()):
+            put("trade_legs", self._LEG_EXIT, (points_text(p), run_id, trade.trade_id, i))
 
-    @staticmethod
-    def _record_settlement(db, run_id: str, trade, mult: int, at: str) -> None:
+    def _record_settlement(self, db, run_id: str, trade, mult: int, at: str) -> None:
         """Cash settlement as a fill row: the combos still open, at the per-combo payoff (signed like a closing fill).
 
         For a partly closed trade the row is the legs left in the account (no bid at the exit): its
         quantity the combos they belonged to, its price their payoff per combo, its ``leg_prices`` the
         intrinsic value of those legs (in the trade's leg order, the legs closed by the exit fill left out)."""
-        rows = db.execute("SELECT price, quantity FROM fills WHERE run_id = ? AND trade_id = ? AND opens = 0"
-                          " AND kind = 'fill'", (run_id, trade.trade_id)).fetchall()
-        closed_by_fills = sum(r["quantity"] for r in rows)
+        # the trade's closing fills (not a settlement row)
+        rows = [(r[2], r[3]) for r in self._trade_fills(db, run_id, trade.trade_id) if not r[0] and r[1] == "fill"]
+        closed_by_fills = sum(q for _, q in rows)
         partly = getattr(trade, "partly_closed_at", None) is not None
         settled = getattr(trade, "settled_contracts", None)
         qty = int(settled) if partly and settled else int(trade.contracts) - closed_by_fills
@@ -1261,37 +1400,37 @@ class Journal:
             price = Decimal(-cash_c) / (mult * qty * 100)
         else:
             total_c = int(round(float(trade.exit_price) * int(trade.contracts) * 100))
-            settle_c = total_c - sum(text_cents(r["price"]) * r["quantity"] for r in rows)
+            settle_c = total_c - sum(text_cents(p) * q for p, q in rows)
             price = Decimal(settle_c) / qty / 100
             cash_c = -settle_c * mult
         intrinsic = [points_text(p) for p in (trade.leg_exit_prices or ())]
         if partly:
             intrinsic = [points_text(p) for p in getattr(trade, "settled_leg_values", ()) or ()] or intrinsic
-        db.execute(
-            "INSERT INTO fills(fill_id, run_id, order_id, trade_id, kind, opens, filled_at, price, quantity,"
-            " multiplier, fees, cash, leg_prices) VALUES (?, ?, NULL, ?, 'settlement', 0, ?, ?, ?, ?, '0.00', ?, ?)"
-            " ON CONFLICT(run_id, fill_id) DO UPDATE SET order_id = NULL, trade_id = excluded.trade_id,"
-            " kind = excluded.kind, opens = 0, filled_at = excluded.filled_at, price = excluded.price,"
-            " quantity = excluded.quantity, multiplier = excluded.multiplier, fees = excluded.fees,"
-            " cash = excluded.cash, leg_prices = excluded.leg_prices, leg_quotes = NULL",
-            (f"{trade.trade_id}-SETTLE", run_id, trade.trade_id, at, points_text(price), qty, mult,
-             cents_text(cash_c), to_json(intrinsic, sort_keys=False)))
+        fill_id, price_text = f"{trade.trade_id}-SETTLE", points_text(price)
+        self._writer(db)("fills", self._SETTLEMENT_UPSERT,
+                         (fill_id, run_id, trade.trade_id, at, price_text, qty, mult, cents_text(cash_c),
+                          _json_list(intrinsic)))
+        self._note_fill(db, run_id, trade.trade_id, fill_id, (0, "settlement", price_text, qty, "0.00"))
 
     # ---------------------------------------------------------------- equity
     def record_equity(self, run_id: str, day, equity) -> None:
+        params = (run_id, str(day), dollars_text(equity))
+        if self._buffered(run_id):
+            self._queue("equity", self._EQUITY_UPSERT, params)
+            return
         with self._tx() as db:
-            db.execute("INSERT INTO equity(run_id, day, equity) VALUES (?, ?, ?)"
-                       " ON CONFLICT(run_id, day) DO UPDATE SET equity = excluded.equity",
-                       (run_id, str(day), dollars_text(equity)))
+            db.execute(self._EQUITY_UPSERT, params)
 
     # ----------------------------------------------------------------- reads
     def record_breaker_trip(self, run_id: str, trip) -> None:
         """A circuit breaker tripped (:class:`strikebench.api.BreakerTrip`): its rule, scope, bar and figures."""
+        params = (run_id, trip.rule, trip.scope, iso_time(trip.tripped_at), trip.reason, to_json(trip.figures),
+                  trip.resets)
+        if self._buffered(run_id):
+            self._queue("breaker_trips", self._TRIP_INSERT, params)
+            return
         with self._tx() as db:
-            db.execute("INSERT INTO breaker_trips (run_id, rule, scope, tripped_at, reason, figures, resets) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (run_id, trip.rule, trip.scope, iso_time(trip.tripped_at), trip.reason,
-                        to_json(trip.figures), trip.resets))
+            db.execute(self._TRIP_INSERT, params)
 
     def breaker_trips(self, run_id: str) -> pd.DataFrame:
         """The run's circuit-breaker trips in time order (none in a journal written before the table existed)."""
@@ -1341,7 +1480,16 @@ def _quotes_json(quotes) -> str | None:
     """Leg quotes as ``[["bid", "ask"], ...]`` (exact text; null for a NaN side); None when unknown."""
     if not quotes:
         return None
-    return to_json([[points_text(x) for x in q] for q in quotes], sort_keys=False)
+    return _json_list([[points_text(x) for x in q] for q in quotes])
+
+
+_dumps_compact = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _json_list(items: list) -> str:
+    """``to_json(items, sort_keys=False)`` of a list whose items are already plain JSON (texts, None, ints,
+    lists and dicts of those: what the journal's fixed-shape columns hold), without ``_plain``'s walk."""
+    return _dumps_compact(items)
 
 
 def _max_loss_text(legs, entry: Decimal, mult: int, contracts: int) -> str | None:
@@ -1373,6 +1521,7 @@ class ReadOnlyJournal(Journal):
         self._pending_orders, self._pending_events = {}, []
         self._pending_decisions, self._pending_decision_ids = [], set()
         self._snapshot_ids, self._context_ids = {}, {}
+        self._fresh_runs, self._pending_rows, self._trades_known, self._fills_of = set(), {}, set(), {}
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)
             self._open_postgres_read_only()

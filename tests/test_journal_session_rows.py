@@ -1,0 +1,138 @@
+"""A backtest's fills, trades, trade legs, equity and breaker rows are kept in memory and written at the session's
+commit (``Journal._buffered``), with the reads they need (does the trade exist, its fills) answered from memory:
+every table ends exactly as a journal writing each event at once leaves it. And the journal's exact-text fast
+paths (``points_text``, ``dollars_text`` of a float with at most 2 decimals) give the Decimal path's text."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import re
+import sqlite3
+from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from strikebench import journal as J
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP = {"runs", "journal_meta", "alembic_version"}
+DIGEST = re.compile(r"-[0-9a-f]{10}\b")  # trade and order ids carry a digest of the run id
+
+
+def _text(v):
+    return v if not isinstance(v, str) else DIGEST.sub("-H", v)
+
+
+def _dump(db: Path) -> dict[str, list[tuple]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (run_id,) = con.execute("SELECT run_id FROM runs").fetchone()
+        out = {}
+        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            if t in SKIP:
+                continue
+            out[t] = [tuple(_text(v.replace(run_id, "RUN")) if isinstance(v, str) else v for v in row)
+                      for row in con.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+        return out
+    finally:
+        con.close()
+
+
+def _backtest(out_dir: Path, market, resolved, pm) -> Path:
+    from rich.console import Console
+
+    from strikebench.engine.runner import Backtest
+
+    bt = Backtest(resolved, console=Console(file=io.StringIO()), progress=False, pm=pm, out_dir=str(out_dir),
+                  market=market)
+    bt.loop()
+    return bt.run_dir / J.JOURNAL_FILE
+
+
+def test_a_backtests_session_rows_written_at_the_commit_equal_the_rows_written_at_once(tmp_path, monkeypatch):
+    """The four shipped strategies over two weeks (opening fills, exit fills of open trades, trades settled at
+    expiry and partly closed ones, equity rows): every journal table, row by row in rowid order, equals the same
+    run journaled one event at a time (``commit_per_session`` turned off)."""
+    from strikebench.config import load_config
+    from strikebench.plugin_manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    resolved = load_config(ROOT / "configs" / "all_strategies.yaml", ["data.end=2023-01-20", "output.plots=false"],
+                           registry=pm.registry)
+    market = resolved.data.build().open()
+    buffered = _dump(_backtest(tmp_path / "buffered", market, resolved, pm))
+    with monkeypatch.context() as m:
+        m.setattr(J.Journal, "commit_per_session", lambda self: None)
+        at_once = _dump(_backtest(tmp_path / "at_once", market, resolved, pm))
+    assert buffered.keys() == at_once.keys()
+    for table in at_once:
+        assert buffered[table] == at_once[table], table
+    fills = at_once["fills"]
+    kinds = [f[4] for f in fills]
+    assert kinds.count("settlement") > 0 and kinds.count("fill") > 100  # settlements and fills of both sides
+    assert sum(1 for f in fills if f[4] == "fill" and f[5] == 0) > 20  # exit fills: trades refreshed from fills
+    assert len(at_once["equity"]) == 13 and len(at_once["trades"]) > 50
+
+
+# ------------------------------------------------------------------------------------------- exact text
+def _points_reference(value):
+    """points_text before its fast path (the Decimal path for every value)."""
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    d = J._decimal(round(float(value), 6) if not isinstance(value, Decimal) else value)
+    two = d.quantize(J._CENT, rounding=ROUND_HALF_EVEN)
+    if two == d:
+        return "0.00" if two == 0 else format(two, "f")
+    text = format(d.quantize(J._POINT_PLACES, rounding=ROUND_HALF_EVEN), "f")
+    while text[-1] == "0" and len(text.partition(".")[2]) > 2:
+        text = text[:-1]
+    return text
+
+
+def _dollars_reference(value):
+    if value is None:
+        return None
+    d = J._decimal(value).quantize(J._CENT, rounding=ROUND_HALF_EVEN)
+    return format(d, "f") if d != 0 else "0.00"
+
+
+def _values() -> list:
+    rng = random.Random(15)
+    ticks = [k * 0.05 for k in range(-400, 401)] + [k * 0.01 for k in range(-300, 301)]
+    out = [0.0, -0.0, 1.0, -1.0, 0.005, -0.005, 0.015, 0.025, 1.125, 2.675, 1e16, -1e16, 1e-7, 5e-324, 1e300,
+           123456789012.34, 99999999999999.99, 0.1 + 0.2, 1.45 - 0.3 * 0.5, 4700.0, 4697.5, 392.996,
+           math.inf, -math.inf, math.nan]
+    out += ticks + [t + rng.choice([1e-12, -1e-12, 1e-9, -1e-9, 5e-7, -5e-7, 4.9999e-7]) for t in ticks]
+    out += [rng.uniform(-1e4, 1e4) for _ in range(3000)] + [round(rng.uniform(-1e6, 1e6), rng.randint(0, 7))
+                                                             for _ in range(3000)]
+    out += [rng.randint(-10**6, 10**6) / 100 for _ in range(3000)] + [rng.randint(-10**6, 10**6) / 1000
+                                                                       for _ in range(3000)]
+    return out
+
+
+def _outcome(f, v):
+    """The text, or the kind of error (a non-finite dollar amount, a value Decimal cannot quantize)."""
+    try:
+        return f(v)
+    except Exception as exc:  # noqa: BLE001 - the same error is the same outcome
+        return type(exc)
+
+
+def test_points_text_fast_path_gives_the_decimal_paths_text():
+    values = _values()
+    for v in values + [np.float64(v) for v in values]:
+        assert _outcome(J.points_text, v) == _outcome(_points_reference, v), repr(v)
+    for v in (None, 3, -7, Decimal("1.2345"), Decimal("2"), np.float32(1.5), np.int64(4)):
+        assert _outcome(J.points_text, v) == _outcome(_points_reference, v), repr(v)
+
+
+def test_dollars_text_fast_path_gives_the_decimal_paths_text():
+    for v in _values() + [None, 3, -7, Decimal("1.235"), np.float64(2.5), np.int64(4)]:
+        assert _outcome(J.dollars_text, v) == _outcome(_dollars_reference, v), repr(v)
+    assert _outcome(J.dollars_text, math.nan) is J.JournalError
