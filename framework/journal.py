@@ -1522,6 +1522,7 @@ class ReadOnlyJournal(Journal):
         self._pending_decisions, self._pending_decision_ids = [], set()
         self._snapshot_ids, self._context_ids = {}, {}
         self._fresh_runs, self._pending_rows, self._trades_known, self._fills_of = set(), {}, set(), {}
+        self._per_session = False
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)
             self._open_postgres_read_only()
