@@ -1196,11 +1196,11 @@ class Journal:
             return
         orders, events = self._pending_orders, self._pending_events
         self._pending_orders, self._pending_events = {}, []
-        with self._tx() as db:
-            for fixed, state in orders.values():
-                db.execute(self._ORDER_UPSERT, fixed + state)
-            for ev in events:
-                db.execute(self._EVENT_INSERT, ev)
+        with self._tx() as db:  # each table's statements in order, one executemany each
+            if orders:
+                db.executemany(self._ORDER_UPSERT, [fixed + state for fixed, state in orders.values()])
+            if events:
+                db.executemany(self._EVENT_INSERT, events)
 
     def _decision_of_trade(self, db, run_id: str, trade_id: str | None) -> str | None:
         """Trade ids made from a decision read ``T-<decision_id>-<digest>``; find that decision (written, or

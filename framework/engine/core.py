@@ -55,13 +55,11 @@ class Timeline:
         self.last = np.r_[new_day[1:], True]
         starts = np.flatnonzero(new_day)
         self.in_session = np.arange(len(index)) - np.repeat(starts, np.diff(np.r_[starts, len(index)]))
+        #: one past each session's last bar, by day code (a session's end without scanning the bars left)
+        self.session_ends = (np.flatnonzero(self.last) + 1).tolist()
 
     def __len__(self) -> int:
         return len(self.ns)
-
-
-def _noop(*args) -> None:
-    return None
 
 
 def _check_feature_names(providers) -> None:
@@ -322,16 +320,21 @@ class Engine:
             use[0] += asks
             use[1] += offered
         self._session_asks.clear()
-        self._session_end = self.i + int(np.argmax(self.timeline.last[self.i:])) + 1
+        tl, i = self.timeline, self.i
+        self._session_end = end = tl.session_ends[tl.day_codes[i]]
         self.broker.start_session(day)
         self._settle(SettlementStyle.AM, self.now.to_pydatetime())
-        if self.feature_providers:
-            tl, i = self.timeline, self.i
-            end = i + int(np.argmax(tl.last[i:])) + 1
-            for provider in self.feature_providers:
-                provider.on_session_start(day, self.market, tl.index[i:end])
+        minutes = None  # the session's bar labels, sliced once for the providers and managers that ask
+        for provider in self.feature_providers:
+            if minutes is None:
+                minutes = tl.index[i:end]
+            provider.on_session_start(day, self.market, minutes)
         for rm in self.risk_gate.risk_managers:  # circuit breakers watch the session (strikebench.plugins.breakers)
-            getattr(rm, "on_session_start", _noop)(day, self.market, self.timeline.index[self.i:self._session_end])
+            hook = getattr(rm, "on_session_start", None)
+            if hook is not None:
+                if minutes is None:
+                    minutes = tl.index[i:end]
+                hook(day, self.market, minutes)
         self.hook.on_session_start(run=self.run, day=day)
         for k, (sid, strat) in enumerate(self.strategies):
             strat.on_session_start(self.contexts[k])
@@ -345,8 +348,13 @@ class Engine:
             strat.on_session_end(self.contexts[k])
         equity = self.broker.getvalue()
         self.equity_by_day.append((day, equity))
+        view = None
         for rm in self.risk_gate.risk_managers:
-            getattr(rm, "on_session_end", _noop)(day, equity, self.portfolio.view(day))
+            hook = getattr(rm, "on_session_end", None)
+            if hook is not None:
+                if view is None:
+                    view = self.portfolio.view(day)
+                hook(day, equity, view)
         self.risk_gate.flush()
         self.hook.on_session_end(run=self.run, day=day, equity=equity)
         if self._on_session_end_cb is not None:
