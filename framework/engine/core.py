@@ -108,7 +108,9 @@ class Engine:
             ctx._decision_bars = bars
         # what on_bar reads every bar, as Python lists (a numpy scalar read costs several times a list's)
         self._bar_flags = (self.timeline.first.tolist(), self.timeline.last.tolist(),
-                           self.timeline.in_session.tolist(), [b.tolist() for b in self._decision_bars])
+                           self.timeline.in_session.tolist(),
+                           [(ctx, sid, strat, bars.tolist())  # each strategy's context, id, plugin, decision bars
+                            for ctx, (sid, strat), bars in zip(self.contexts, self.strategies, self._decision_bars)])
         self.feature_providers = list(features)  # ContextProviders: fill self.features before strategies run
         _check_feature_names(self.feature_providers)
         self._features: dict = {}
@@ -266,16 +268,23 @@ class Engine:
         self.finish()
 
     def on_bar(self, i: int) -> None:
-        self.i = i
-        first, last, pos, decision_bars = self._bar_flags
+        """Bar ``i``: session start when it opens one, the broker's fills and marks, each strategy's open
+        trades and its decision when due, session end when it closes one, the account value after it."""
+        self.i = i - 1
+        self.step()
+
+    def step(self) -> None:
+        """The bar after the current one (:meth:`on_bar`'s body; Backtrader's ``next`` is this method, one
+        call a bar)."""
+        self.i = i = self.i + 1
+        first, last, pos, loop = self._bar_flags
         if first[i]:
             self._start_session()
         self.broker.on_bar(pos[i], self.timeline.stamps[i])
-        for k, (sid, strat) in enumerate(self.strategies):
-            ctx = self.contexts[k]
+        for ctx, sid, strat, decides in loop:
             if ctx._idle_epoch != self._epoch or i >= ctx._idle_until:
                 self._manage(ctx, sid, strat, i)
-            if decision_bars[k][i]:
+            if decides[i]:
                 strat.on_decision_time(ctx)
         if last[i]:
             self._end_session()

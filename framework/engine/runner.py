@@ -33,11 +33,11 @@ class EngineStrategy(bt.Strategy):
 
     def __init__(self):
         self._engine: Engine = self.p.engine
-        self._i = -1
+        # Backtrader calls ``self.next()`` once a bar: the engine's next bar itself, without a frame in between
+        self.next = self._engine.step
 
     def next(self):
-        self._i += 1
-        self._engine.on_bar(self._i)
+        self._engine.step()
 
     def stop(self):
         self._engine.finish()
