@@ -799,20 +799,25 @@ class Journal:
         ``executemany``."""
         if not self._pending_rows:
             return
-        pending, self._pending_rows = self._pending_rows, {}
-        with self._tx() as db:
-            for rows in pending.values():
-                i, n = 0, len(rows)
-                while i < n:
-                    sql = rows[i][0]
-                    j = i + 1
-                    while j < n and rows[j][0] == sql:
-                        j += 1
-                    if j - i == 1:
-                        db.execute(sql, rows[i][1])
-                    else:
-                        db.executemany(sql, [params for _, params in rows[i:j]])
-                    i = j
+        pending = self._pending_rows
+        try:
+            with self._tx() as db:
+                for rows in pending.values():
+                    i, n = 0, len(rows)
+                    while i < n:
+                        sql = rows[i][0]
+                        j = i + 1
+                        while j < n and rows[j][0] == sql:
+                            j += 1
+                        if j - i == 1:
+                            db.execute(sql, rows[i][1])
+                        else:
+                            db.executemany(sql, [params for _, params in rows[i:j]])
+                        i = j
+                self._pending_rows = {}  # with the write (see _flush_decisions)
+        except Exception:
+            self._pending_rows = {}
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -1097,10 +1102,15 @@ class Journal:
         if not self._pending_decisions:
             return
         pending = self._pending_decisions
-        self._pending_decisions = []
-        self._pending_decision_ids = set()
-        with self._tx() as db:
-            snap_ids, ctx_ids = self._write_decisions(db, pending)
+        try:
+            with self._tx() as db:
+                snap_ids, ctx_ids = self._write_decisions(db, pending)
+                # dropped with the write: a SIGTERM or Ctrl-C before this rolls the savepoint back and leaves
+                # them for the commit at exit
+                self._pending_decisions, self._pending_decision_ids = [], set()
+        except Exception:  # rows that cannot be written are dropped, as an event's write that fails
+            self._pending_decisions, self._pending_decision_ids = [], set()
+            raise
         # known from now on without a query (a backtest's connection is the journal's only writer of its run;
         # a session's transaction that never commits dies with the process, and these with it)
         self._snapshot_ids.update(snap_ids)
@@ -1195,12 +1205,16 @@ class Journal:
         if not self._pending_orders and not self._pending_events:
             return
         orders, events = self._pending_orders, self._pending_events
-        self._pending_orders, self._pending_events = {}, []
-        with self._tx() as db:  # each table's statements in order, one executemany each
-            if orders:
-                db.executemany(self._ORDER_UPSERT, [fixed + state for fixed, state in orders.values()])
-            if events:
-                db.executemany(self._EVENT_INSERT, events)
+        try:
+            with self._tx() as db:  # each table's statements in order, one executemany each
+                if orders:
+                    db.executemany(self._ORDER_UPSERT, [fixed + state for fixed, state in orders.values()])
+                if events:
+                    db.executemany(self._EVENT_INSERT, events)
+                self._pending_orders, self._pending_events = {}, []  # with the write (see _flush_decisions)
+        except Exception:
+            self._pending_orders, self._pending_events = {}, []
+            raise
 
     def _decision_of_trade(self, db, run_id: str, trade_id: str | None) -> str | None:
         """Trade ids made from a decision read ``T-<decision_id>-<digest>``; find that decision (written, or

@@ -136,3 +136,47 @@ def test_dollars_text_fast_path_gives_the_decimal_paths_text():
     for v in _values() + [None, 3, -7, Decimal("1.235"), np.float64(2.5), np.int64(4)]:
         assert _outcome(J.dollars_text, v) == _outcome(_dollars_reference, v), repr(v)
     assert _outcome(J.dollars_text, math.nan) is J.JournalError
+
+
+def test_an_interrupted_session_commit_leaves_its_rows_for_the_commit_at_exit(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM (a SystemExit under ``strikebench backtest``) landing inside the session commit's write
+    rolls that write back and keeps the rows in memory, so the commit at exit writes them all, once."""
+    from contextlib import contextmanager
+
+    path = tmp_path / "j.sqlite"
+    j = J.Journal(path)
+    j.start_run("r", name="r", mode="backtest")
+    j.commit_per_session()
+    for day in ("2024-01-08", "2024-01-09", "2024-01-10"):
+        j.record_equity("r", day, 100_000.5)
+    real_tx = J.Journal._tx
+
+    class Interrupted:  # the first statement runs, then the signal lands
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, *args):
+            self.db.execute(*args)
+            raise SystemExit(143)
+
+        def executemany(self, *args):
+            self.db.executemany(*args)
+            raise SystemExit(143)
+
+    @contextmanager
+    def interrupted_tx(self):
+        with real_tx(self) as db:
+            yield Interrupted(db)
+
+    with monkeypatch.context() as m:
+        m.setattr(J.Journal, "_tx", interrupted_tx)
+        with pytest.raises(SystemExit):
+            j.commit()
+    j.commit()  # what the exit's commit does
+    j.close()
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("SELECT day, equity FROM equity ORDER BY rowid").fetchall() == [
+            ("2024-01-08", "100000.50"), ("2024-01-09", "100000.50"), ("2024-01-10", "100000.50")]
+    finally:
+        con.close()
