@@ -136,3 +136,70 @@ def test_a_trade_on_the_same_legs_as_another_shares_its_curve_for_the_session(mo
     assert all(len(v) == 1 for v in by_time.values())  # both trades read the same price at a bar
     # buy 3.00/3.40 back, sell 2.40/2.60: mid 0.70 + 0.30 x width 0.60 = 0.88, up to the 0.05 tick
     assert strat.prices[-1][2] == 0.90
+
+
+# ------------------------------------------------------------------ settle_fill_prices: one rounding pass
+def settle_three_passes(pricing, raw, bid, ask, *, limit=None, at_limit=False):
+    """The vectorised settle_fill_prices as it was: natural rounded down, far and raw up, three passes."""
+    from strikebench.options.fills import limit_on_grid, tradeable
+
+    r = pricing.ratios
+    bid = np.asarray(bid, dtype=np.float64)
+    ask = np.asarray(ask, dtype=np.float64)
+    ok = np.asarray(tradeable(r, bid, ask))
+    with np.errstate(invalid="ignore"):
+        raw = np.where(ok, np.asarray(raw, dtype=np.float64), 0.0)
+        b = np.where(ok[..., None], bid, 0.0)
+        a = np.where(ok[..., None], ask, 0.0)
+    natural = np.where(r > 0, r * a, r * b).sum(axis=-1)
+    far = np.where(r > 0, r * b, r * a).sum(axis=-1)
+    nat_g = pricing.down(natural)
+    far_g = pricing.up(far)
+    inside = far_g <= nat_g
+    price = pricing.up(raw)
+    price = np.where(inside, np.clip(price, far_g, nat_g), price)
+    limit_g = None
+    if limit is not None:
+        limit_g = limit_on_grid(limit, pricing.root, complex_order=pricing.complex_order, as_of=pricing.as_of)
+    price = np.clip(price, pricing.low, pricing.high)
+    if limit_g is not None:
+        ok = ok & (price <= limit_g + 1e-9)
+        if at_limit:
+            price = np.where(inside, np.minimum(limit_g, np.maximum(nat_g, price)), limit_g)
+            price = np.clip(price, pricing.low, pricing.high)
+    return np.round(np.where(ok, price, np.nan), 2) + 0.0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_settle_fill_prices_rounding_in_one_pass_equals_three_passes(seed):
+    """Minutes x legs: down(natural) taken as -up(-natural) in one pass with far and raw gives the same
+    prices to the bit (a zero's sign included) on both grids (complex; the single-leg tiers at 3.00),
+    negatives, NaN, raw prices on and just off the tick, limits, at_limit."""
+    from strikebench.options.fills import combo_pricing, settle_fill_prices
+
+    rng = np.random.default_rng(100 + seed)
+    pyrng = random.Random(seed)
+    expiry = dt.date(2024, 1, 19)
+    for trial in range(80):
+        root = pyrng.choice(["SPXW", "SPX", "XSP", "VIX"])
+        base, width = ROOTS["SPXW" if root == "SPX" else root]
+        k = pyrng.choice([1, 1, 2, 3, 4])
+        strikes = [base + width * i for i in pyrng.sample(range(-10, 10), k)]
+        right = pyrng.choice("PC")
+        legs = tuple(Leg(OptionContract(root, expiry, s, right), pyrng.choice([1, -1, 2, -2])) for s in strikes)
+        n = pyrng.choice([1, 5, 390])
+        bid, ask = quotes(rng, n, k, root)
+        bid = np.where(rng.random((n, k)) < 0.2, bid + 3.0, bid)  # around the single-leg tier at 3.00
+        ask = np.where(rng.random((n, k)) < 0.2, ask + 3.0, ask)
+        raw = np.round(rng.uniform(-12, 12, size=n), pyrng.choice([1, 2, 3]))
+        raw = np.where(rng.random(n) < 0.1, raw + pyrng.choice([1e-9, -1e-9]), raw)
+        raw = np.where(rng.random(n) < 0.05, np.nan, raw)
+        raw = np.where(rng.random(n) < 0.05, 0.0, raw)
+        as_of = pyrng.choice([dt.date(2024, 1, 10), dt.date(2013, 1, 10)])
+        pricing = combo_pricing(legs, as_of=as_of)
+        limit = pyrng.choice([None, None, round(rng.uniform(-6, 6), 3), 0.0])
+        at_limit = limit is not None and pyrng.random() < 0.5
+        got = settle_fill_prices(pricing, raw, bid, ask, limit=limit, at_limit=at_limit)
+        want = settle_three_passes(pricing, raw, bid, ask, limit=limit, at_limit=at_limit)
+        assert got.shape == want.shape
+        assert np.array_equal(bits(got), bits(want)), (legs, trial, limit, at_limit)

@@ -226,10 +226,16 @@ def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | N
         a = np.where(ok[..., None], ask, 0.0)
     natural = np.where(r > 0, r * a, r * b).sum(axis=-1)
     far = np.where(r > 0, r * b, r * a).sum(axis=-1)
-    nat_g = pricing.down(natural)
-    far_g = pricing.up(far)
+    if natural.shape == far.shape == raw.shape and natural.ndim:
+        # the three roundings in one pass over the grid: down(x) is -up(-x) (the grid is mirrored at zero),
+        # equal but for the sign of a zero, which the final rounding below turns into 0.0
+        g = pricing.up(np.stack([-natural, far, raw]))
+        nat_g, far_g, price = -g[0], g[1], g[2]
+    else:
+        nat_g = pricing.down(natural)
+        far_g = pricing.up(far)
+        price = pricing.up(raw)
     inside = far_g <= nat_g  # a grid price exists between the two naturals
-    price = pricing.up(raw)
     price = np.where(inside, np.clip(price, far_g, nat_g), price)
     limit_g = None
     if limit is not None:
