@@ -54,7 +54,7 @@ def main(argv=None) -> None:
 
         setattr(owner, name, timed)
 
-    wrap(core.Engine, "on_bar", "engine per bar (everything below)")
+    wrap(core.Engine, "step", "engine per bar (everything below)")  # what Backtrader's next is
     wrap(core.Engine, "_start_session", "session start (settlement, marks)")
     wrap(core.Engine, "_end_session", "session end (expiries, settlement, journal commit)")
     wrap(core.Engine, "chain", "chain snapshot")

@@ -33,11 +33,16 @@ class EngineStrategy(bt.Strategy):
 
     def __init__(self):
         self._engine: Engine = self.p.engine
+        self._i = -1
         # Backtrader calls ``self.next()`` once a bar: the engine's next bar itself, without a frame in between
-        self.next = self._engine.step
+        # (an engine-like object with only ``on_bar(i)`` is driven by the method below)
+        step = getattr(self._engine, "step", None)
+        if step is not None:
+            self.next = step
 
     def next(self):
-        self._engine.step()
+        self._i += 1
+        self._engine.on_bar(self._i)
 
     def stop(self):
         self._engine.finish()
