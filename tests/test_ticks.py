@@ -231,3 +231,57 @@ def test_accepts_contract_and_rejects_unknowns():
         tick_size("NDX", 1.0)
     with pytest.raises(ValueError, match="direction must be one of"):
         round_to_tick(1.0, "SPX", direction="sideways")
+
+
+# ---------------------------------------------------------------- one-direction fast path
+def _hostile_prices(rng):
+    """Random prices of both signs, every tier boundary and its neighbours, binary noise, half ticks,
+    NaN, infinities, -0.0 and huge values."""
+    p = [rng.uniform(-20, 20, 4000), np.round(rng.uniform(-20, 20, 4000), 2), np.round(rng.uniform(-6, 6, 4000), 3)]
+    edges = np.array([0.0, -0.0, 0.01, 0.025, 0.05, 2.95, 2.97, 2.99, 2.995, 3.0, 3.04, 3.05, 3.1, 1.025, 0.1 + 0.2,
+                      1e-9, 5e-7, 123456.78, 9.99e6, 3e7, 1e15, 1e300, np.nan, np.inf, -np.inf])
+    near = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])
+    p += [near, -near]
+    return np.concatenate(p)
+
+
+@pytest.mark.parametrize("root, as_of", [("SPX", None), ("XSP", None), ("VIX", None), ("VIX", "2021-06-01"),
+                                         ("SPY", None)])
+@pytest.mark.parametrize("complex_order", [False, True])
+def test_one_direction_rounding_equals_the_general_path(root, as_of, complex_order):
+    """round_to_tick / is_on_tick / tick_sizes on arrays (one direction, tier looked up once, no NaN clean-up)
+    give exactly what the general two-direction path gives: same floats, same NaN, same signed zeros."""
+    from strikebench.options import ticks as T
+
+    rng = np.random.default_rng(15)
+    p = _hostile_prices(rng)
+    rule = T.tick_rule_for(root, as_of)
+    with np.errstate(invalid="ignore", over="ignore"):
+        c, _ = T._cents(p)
+        for direction in ("up", "down"):
+            want = T._out(T._round_cents(rule, c, direction, complex_order) / 100.0, False)
+            got = round_to_tick(p, root, direction=direction, complex_order=complex_order, as_of=as_of)
+            np.testing.assert_array_equal(got, want)
+            assert (np.signbit(got) == np.signbit(want)).all()
+            assert got.shape == want.shape
+            # a 2-D input and a non-negative-only input (the branch without mirroring)
+            two = round_to_tick(p[:6000].reshape(60, 100), root, direction=direction, complex_order=complex_order,
+                                as_of=as_of)
+            np.testing.assert_array_equal(two.ravel(), want[:6000])
+            pos = np.abs(p)
+            np.testing.assert_array_equal(
+                round_to_tick(pos, root, direction=direction, complex_order=complex_order, as_of=as_of),
+                T._out(T._round_cents(rule, T._cents(pos)[0], direction, complex_order) / 100.0, False))
+        ok = np.isfinite(c) & (T._round_cents(rule, c, "down", complex_order) == c)
+        np.testing.assert_array_equal(is_on_tick(p, root, complex_order=complex_order, as_of=as_of), ok)
+        if complex_order:
+            step = np.full(c.shape, float(rule.complex_step))
+        else:
+            _, step = T._tier(rule, np.abs(c))
+        np.testing.assert_array_equal(tick_sizes(root, p, complex_order, as_of=as_of), np.round(step / 100.0, 2))
+    # a rule of three tiers takes the searchsorted lookup
+    three = T.TickRule("THREE", ((0, 1), (300, 5), (1000, 10)), 1)
+    for direction in ("up", "down"):
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.testing.assert_array_equal(T._round_cents_one_way(three, c, direction, False),
+                                          T._round_cents(three, c, direction, False))

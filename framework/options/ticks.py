@@ -196,6 +196,47 @@ def _round_cents(rule: TickRule, c: np.ndarray, direction: str, complex_order: b
     return np.where((c - dn) < (up - c), dn, up)
 
 
+def _tier_fast(rule: TickRule, ac: np.ndarray):
+    """(base, step) of each of ``ac`` (non-negative cents or NaN/inf) for rounding: :func:`_tier` without
+    its NaN clean-up and clip. A NaN or infinite ``ac`` rounds to NaN or inf whatever its tier, and a
+    non-negative one is never below the first bound, so the values rounded are the same; a one-tier rule
+    gives scalars, a two-tier rule is one comparison."""
+    tiers = rule.tiers
+    if len(tiers) == 1:
+        return 0.0, float(tiers[0][1])
+    if len(tiers) == 2:
+        hi = ac >= float(tiers[1][0])
+        return (np.where(hi, float(tiers[1][0]), 0.0), np.where(hi, float(tiers[1][1]), float(tiers[0][1])))
+    idx = np.searchsorted(rule._bounds, ac, side="right") - 1
+    return rule._bounds[idx], rule._steps[idx]
+
+
+def _round_cents_one_way(rule: TickRule, c: np.ndarray, direction: str, complex_order: bool) -> np.ndarray:
+    """:func:`_round_cents` for ``direction`` "up" or "down" computing only that direction: the tier
+    looked up once, the other direction's grid point only when there are negative prices (mirrored).
+    The same values, element for element (``tests/test_ticks.py`` checks it against the general path)."""
+    ac = np.abs(c)
+    up = direction == "up"
+    if complex_order:
+        # the general path's ceil(ac / s) * s
+        q = ac / float(rule.complex_step)
+        step = float(rule.complex_step)
+        g = (np.ceil(q) if up else np.floor(q)) * step
+        base = None
+    else:
+        base, step = _tier_fast(rule, ac)
+        q = (ac - base) / step
+        g = (np.ceil(q) if up else np.floor(q)) * step + base   # = base + ceil(q) * step (exact)
+    neg = c < 0
+    if not neg.any():
+        return g
+    # mirror for negatives: up(x) = -down(-x), down(x) = -up(-x)
+    o = (np.floor(q) if up else np.ceil(q)) * step
+    if base is not None:
+        o = base + o
+    return np.where(neg, -o, g)
+
+
 def _rint(x: float) -> float:
     """np.rint of a finite float (round half to even), in Python floats."""
     return float(round(x))
@@ -241,8 +282,16 @@ def tick_sizes(root: Any, prices: Any, complex_order: bool = False, *, as_of: An
     """Minimum increment at each of ``prices`` (vectorised; always an ndarray)."""
     rule = _rule(root, as_of)
     c, _ = _cents(prices)
+    tiers = rule.tiers
     if complex_order:
         step = np.full(c.shape, float(rule.complex_step))
+    elif len(tiers) == 1:
+        step = np.full(c.shape, float(tiers[0][1]))
+    elif len(tiers) == 2:  # _tier's lookup, where NaN and +inf are looked up as 0 (the first tier)
+        ac = np.abs(c)
+        hi = ac >= float(tiers[1][0])
+        hi &= ac != np.inf
+        step = np.where(hi, float(tiers[1][1]), float(tiers[0][1]))
     else:
         _, step = _tier(rule, np.abs(c))
     return np.round(step / 100.0, 2)
@@ -283,7 +332,10 @@ def round_to_tick(
         if math.isfinite(x) and abs(x) < 1e7:
             return _round_scalar(rule, x, direction, bool(complex_order))
     c, scalar = _cents(price)
-    g = _round_cents(rule, c, direction, bool(complex_order))
+    if direction == "nearest":
+        g = _round_cents(rule, c, direction, bool(complex_order))
+    else:
+        g = _round_cents_one_way(rule, c, direction, bool(complex_order))
     return _out(g / 100.0, scalar)
 
 
@@ -310,6 +362,6 @@ def is_on_tick(price: Any, root: Any, *, complex_order: bool = False, as_of: Any
     """True where ``price`` is a valid increment (NaN -> False)."""
     rule = _rule(root, as_of)
     c, scalar = _cents(price)
-    g = _round_cents(rule, c, "down", bool(complex_order))
+    g = _round_cents_one_way(rule, c, "down", bool(complex_order))
     ok = np.isfinite(c) & (g == c)
     return bool(ok) if scalar else ok
