@@ -241,6 +241,71 @@ def test_leg_quotes_match_snapshots_exactly(market):
         assert np.array_equal(q.bid[i], snap.bid[rows]) and np.array_equal(q.ask[i], snap.ask[rows])
 
 
+def _leg_quotes_general(market, contracts, day):
+    """leg_quotes as it was before the session's shared columns: series_state and quote_block over
+    (minutes x every leg) of each underlying, dead legs masked afterwards (the general path)."""
+    from strikebench.feeds.synthetic.chains import quote_block, series_for_contracts, series_state
+
+    tl = market.path.timeline
+    d = tl.day_index(day)
+    n = int(tl.n_minutes[d])
+    m = (tl.day_first_minute[d] + np.arange(n))[:, None]
+    bid = np.full((n, len(contracts)), np.nan)
+    ask = np.full((n, len(contracts)), np.nan)
+    if contracts:
+        mult, expiring, _ = market._day_mults(d)
+        table = market._day_variance_table(d, m.ravel())
+        rows = np.arange(n)[:, None]
+        unds = np.array([c.underlying for c in contracts])
+        for und in dict.fromkeys(unds):
+            cols = np.flatnonzero(unds == und)
+            legs = [contracts[i] for i in cols]
+            s = series_for_contracts(market.path, legs)
+            strike = np.array([c.strike for c in legs], dtype=np.float64)[None, :]
+            is_call = np.array([c.is_call for c in legs], dtype=bool)[None, :]
+            st = series_state(market, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :], s.exp_day[None, :])
+            q = quote_block(market, und, m, st, strike, is_call, mult[:, None], expiring[:, None], greeks=False)
+            dead = (s.exp_day < d) | (s.is_am & (s.exp_day <= d))
+            bid[:, cols] = np.where(dead[None, :], np.nan, q["bid"])
+            ask[:, cols] = np.where(dead[None, :], np.nan, q["ask"])
+    return tl.minute_ns[m.ravel()], bid, ask
+
+
+def test_leg_quotes_from_the_sessions_shared_columns_equal_the_general_path():
+    """leg_quotes prices each series' legs from columns built once a session (series state, SSVI's phi,
+    discount factors, spread multiplier) and skips dead series: bit for bit the quotes of quote_block
+    over (minutes x legs), for SPX/XSP/VIX, AM and PM, expiring today (the last minute at settlement),
+    settled, expired, several series and underlyings in one call, the same leg twice, asked twice."""
+    market = SyntheticMarket(seed=42, start="2023-01-03", end="2023-04-28")
+    rng = np.random.default_rng(15)
+    days = [dt.date(2023, 1, 3), dt.date(2023, 1, 18), dt.date(2023, 1, 20), dt.date(2023, 2, 15),
+            dt.date(2023, 3, 17), dt.date(2023, 4, 6)]
+    checked = 0
+    for day in days:
+        at = pd.Timestamp(f"{day} 10:00", tz=NY)
+        pools = {}
+        for und in ("SPX", "XSP", "VIX"):
+            snap = market.snapshot(und, at, market.listed_expiries(und, day)[:4])
+            pools[und] = [snap.contract(int(r)) for r in rng.choice(len(snap), 12, replace=False)]
+        sets = [pools["SPX"][:1], pools["SPX"][1:5], pools["XSP"][:2], pools["VIX"][:3],
+                pools["SPX"][5:7] + pools["VIX"][3:5] + pools["XSP"][2:4] + pools["SPX"][5:6], []]
+        sets += [list(rng.choice(np.array(pools[u], dtype=object), 3)) for u in ("SPX", "XSP", "VIX")]
+        later = day + dt.timedelta(days=7)
+        while later.weekday() > 4 or later in (dt.date(2023, 4, 7),):
+            later += dt.timedelta(days=1)
+        for legs in sets:
+            for qday in (day, later):
+                for _ in range(2):  # the second call reads the session's cached columns
+                    q = market.leg_quotes(legs, qday)
+                    times, bid, ask = _leg_quotes_general(market, tuple(legs), qday)
+                    assert np.array_equal(q.times, times)
+                    assert q.bid.shape == bid.shape and q.bid.dtype == bid.dtype
+                    assert np.array_equal(q.bid, bid, equal_nan=True) and np.array_equal(q.ask, ask, equal_nan=True)
+                    assert np.array_equal(np.signbit(q.bid), np.signbit(bid))
+                    checked += int(np.isfinite(bid).sum())
+    assert checked > 100_000
+
+
 def test_leg_quotes_are_nan_once_a_leg_is_settled(market):
     s = market.snapshot("SPX", ts("2023-03-15 10:00"))
     am = s.contract(s.closest_delta(dt.date(2023, 3, 17), "P", 0.2, root="SPX"))

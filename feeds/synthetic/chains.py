@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from strikebench.calendar import NS_PER_YEAR
-from strikebench.options.ticks import round_to_tick, tick_sizes
-from strikebench.pricing import black76, black76_price, bsm, bsm_price
+from scipy.special import ndtr
+
+from strikebench.options.ticks import _CENT_DECIMALS, _out, _round_cents_one_way, round_to_tick, tick_rule_for, tick_sizes
+from strikebench.pricing import _fix_edges, _sign, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
 from .underlying import NS_MIN, UnderlyingPath
@@ -230,6 +232,146 @@ def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, exp
     if greeks:
         out.update(delta=g.delta, gamma=g.gamma, theta=g.theta, vega=g.vega)
     return out
+
+
+# ------------------------------------------------------------- leg quotes
+class SessionLegs:
+    """What every leg set quoted on session ``d`` shares (built once a session by the market): the
+    session's minutes, spread multipliers, variance table and index level, and per series (underlying,
+    expiry session, AM/PM) what its quotes need besides the strike: the :func:`series_state` columns and
+    the parts of :func:`quote_block` that depend on the series only (SSVI's ``phi``, the Black-Scholes
+    discount factors, the spread multiplier). A leg set then prices only its strikes
+    (:func:`leg_block`): the same operations on the same values as :func:`quote_block`, so the same
+    quotes, bit for bit."""
+
+    def __init__(self, market, d: int):
+        tl = market.path.timeline
+        self.market = market
+        self.d = d
+        self.n = n = int(tl.n_minutes[d])
+        self.m = (tl.day_first_minute[d] + np.arange(n))[:, None]
+        self.rows = np.arange(n)[:, None]
+        self.times = tl.minute_ns[self.m.ravel()]
+        mult, expiring, _ = market._day_mults(d)
+        self.mult = mult[:, None]
+        self.expiring_mult = expiring[:, None]
+        self.table = None
+        self._spot: dict[str, np.ndarray] = {}
+        self._series: dict[tuple, dict | None] = {}
+
+    def spot(self, und: str) -> np.ndarray:
+        got = self._spot.get(und)
+        if got is None:
+            got = self._spot[und] = self.market.path.spx_close[self.m] * (0.1 if und == "XSP" else 1.0)
+        return got
+
+    def series(self, und: str, j: int, am: bool) -> dict | None:
+        """The columns (minutes x 1) of series (``und``, expiry session ``j``, ``am``); None when the
+        series is not quoted this session (expired before it, or an AM series on its settlement day)."""
+        key = (und, j, am)
+        if key in self._series:
+            return self._series[key]
+        d = self.d
+        if j < d or (am and j <= d):
+            self._series[key] = None
+            return None
+        market = self.market
+        tl = market.path.timeline
+        sc = market.scenario
+        if self.table is None:
+            self.table = market._day_variance_table(d, self.m.ravel())
+        jj = np.array([[j]], dtype=np.int64)
+        settle_ns = (tl.open_ns if am else tl.close_ns)[jj]
+        c_settle = (tl.c_open if am else tl.c_close)[jj]
+        st = series_state(market, und, self.m, self.rows, self.table, settle_ns, c_settle, jj)
+        years, theta = st["years"], st["theta"]
+        r, q = sc.underlying.rate, sc.underlying.dividend_yield
+        if und == "VIX":
+            rho, eta, under, q = sc.vol_index.vix_option_skew, sc.vol_index.vix_option_eta, st["fwd"], r
+        else:
+            rho, eta, under = sc.surface.rho, sc.surface.eta, self.spot(und)
+        gamma = sc.surface.gamma
+        with np.errstate(all="ignore"):
+            # pricing.bsm_price's discounting (_disc): base * exp(-rate T), skipped for a zero rate
+            fw = under if q == 0.0 else np.exp(np.multiply(years, -q)) * under
+            edr = None if r == 0.0 else np.exp(np.multiply(years, -r))
+            sqrt_t = np.sqrt(years)
+        live = st["live"]
+        expiring = bool(st["expiring"].all())
+        st.update(
+            rho=rho, phi=eta / (theta ** gamma * (1.0 + theta) ** (1.0 - gamma)), half_theta=0.5 * theta,
+            sqrt_theta=np.sqrt(theta), fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=bool(np.all(live)),
+            any_expired=bool(np.any(years <= 0.0)),
+            mm=self.mult * self.expiring_mult if expiring else self.mult, under=under,
+        )
+        self._series[key] = st
+        return st
+
+
+def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarray):
+    """(bid, ask) of legs of one series (``strike``/``is_call`` of shape (1, L)) at every minute of the
+    session from :meth:`SessionLegs.series`: :func:`quote_block` (without greeks) step for step."""
+    sc = market.scenario
+    years, safe_years, live, fwd = st["years"], st["safe_years"], st["live"], st["fwd"]
+    rho = st["rho"]
+    with np.errstate(all="ignore"):
+        k = np.log(strike / fwd)
+        # ssvi_total_variance with the series' phi and theta / 2
+        pk = st["phi"] * k
+        root = np.sqrt((pk + rho) ** 2 + (1.0 - rho * rho))
+        w = st["half_theta"] * (1.0 + rho * pk + root)
+        iv = np.sqrt(w / safe_years)
+        # pricing.bsm_price (_price_core + _fix_edges): Black-76 is bsm on the forward with q = r
+        r = sc.underlying.rate
+        q = r if und == "VIX" else sc.underlying.dividend_yield
+        sgn = _sign(is_call)
+        vst = np.multiply(iv, st["sqrt_t"])
+        fw = st["fw"]
+        kd = strike if st["edr"] is None else st["edr"] * strike
+        d1 = np.divide(fw, kd)
+        np.log(d1, out=d1)
+        np.divide(d1, vst, out=d1)
+        vst *= 0.5
+        d2 = d1 - vst
+        d1 += vst
+        d1 *= sgn
+        a = ndtr(d1, out=d1)
+        a *= fw
+        d2 *= sgn
+        b = ndtr(d2, out=d2)
+        b *= kd
+        a -= b
+        a *= sgn
+        a += 0.0
+        mid = a
+        if st["any_expired"] or bool(np.any(iv <= 0.0)):
+            _fix_edges([mid], "bsm", sgn, st["under"], strike, years, np.float64(r), np.float64(q), iv, mid.shape)
+    qs = sc.quotes
+    fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
+    z = np.minimum(np.abs(k) / st["sqrt_theta"], 6.0)
+    ref = _IV_REF[und]
+    ivr = (iv if st["all_live"] else np.where(live, iv, ref)) * (1.0 / ref)
+    spread = (fam.base + fam.relative * mid) * ivr ** qs.iv_exponent
+    spread *= 1.0 + qs.distance_slope * z
+    spread *= st["mm"]
+    np.minimum(spread, fam.max_spread, out=spread)
+    tick = _MIN_TICK[und]
+    root = _TICK_ROOT[und]
+    rule = tick_rule_for(root)
+    half = 0.5 * spread
+    bid = _round_one_way(rule, np.maximum(mid - half, 0.0), "down")
+    ask = _round_one_way(rule, mid + half, "up")
+    bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
+    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
+    if not st["all_live"]:
+        bid = np.where(live, bid, _round_one_way(rule, mid, "down"))
+        ask = np.where(live, ask, np.maximum(_round_one_way(rule, mid, "up"), tick))
+    return bid, ask
+
+
+def _round_one_way(rule, prices: np.ndarray, direction: str) -> np.ndarray:
+    """``round_to_tick(prices, root, direction=...)`` of an array with the rule already looked up."""
+    return _out(_round_cents_one_way(rule, np.round(prices * 100.0, _CENT_DECIMALS), direction, False) / 100.0, False)
 
 
 # ------------------------------------------------------------- day chains

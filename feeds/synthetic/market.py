@@ -31,8 +31,10 @@ from .chains import (
     UNDERLYINGS,
     DayChain,
     DayListing,
+    SessionLegs,
     build_day_chain,
     day_listing,
+    leg_block,
     minute_multipliers,
     quote_block,
     series_state,
@@ -70,6 +72,9 @@ class SyntheticMarket:
         self._mults: OrderedDict[int, tuple] = OrderedDict()
         self._tables: OrderedDict[int, tuple] = OrderedDict()
         self._vix_exp_days = self._vix_expiry_days()
+        self._legs_sessions: OrderedDict[int, SessionLegs] = OrderedDict()
+        self._legs_by_day: dict = {}
+        self._legs_info: dict = {}
 
     def __repr__(self) -> str:
         return (f"SyntheticMarket(seed={self.seed}, start='{self.start}', end='{self.end}', "
@@ -433,35 +438,69 @@ class SyntheticMarket:
 
     def leg_quotes(self, contracts: Sequence, day) -> LegQuotes:
         """Bid/ask of ``contracts`` at every minute of session ``day``: one vectorized pricing
-        call per underlying over (minutes x legs). NaN where a leg is not quoted (expired, or an
-        AM series on its settlement day)."""
+        call per series over (minutes x its legs), from what every leg set quoted that session shares
+        (:class:`~.chains.SessionLegs`, built once a session). NaN where a leg is not quoted (expired, or
+        an AM series on its settlement day)."""
         contracts = tuple(contracts)
-        tl = self.path.timeline
-        d = tl.day_index(day)
-        n = int(tl.n_minutes[d])
-        m = (tl.day_first_minute[d] + np.arange(n))[:, None]
-        bid = np.full((n, len(contracts)), np.nan)
-        ask = np.full((n, len(contracts)), np.nan)
-        if contracts:
-            mult, expiring, _ = self._day_mults(d)
-            table = self._day_variance_table(d, m.ravel())
-            rows = np.arange(n)[:, None]
-            unds = np.array([_underlying_of(c) for c in contracts])
-            for und in dict.fromkeys(unds):
-                cols = np.flatnonzero(unds == und)
-                legs = [contracts[i] for i in cols]
-                s = series_for_contracts(self.path, legs)
-                strike = np.array([c.strike for c in legs], dtype=np.float64)[None, :]
-                is_call = np.array([c.is_call for c in legs], dtype=bool)[None, :]
-                st = series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :],
-                                  s.exp_day[None, :])
-                q = quote_block(self, und, m, st, strike, is_call, mult[:, None], expiring[:, None], greeks=False)
-                dead = (s.exp_day < d) | (s.is_am & (s.exp_day <= d))
-                b = np.where(dead[None, :], np.nan, q["bid"])
-                a = np.where(dead[None, :], np.nan, q["ask"])
-                bid[:, cols] = b
-                ask[:, cols] = a
-        return LegQuotes(contracts=contracts, times=tl.minute_ns[m.ravel()].copy(), bid=bid, ask=ask)
+        ses = self._session_legs(day)
+        n, L = ses.n, len(contracts)
+        groups: dict[tuple, list[int]] = {}
+        for i, c in enumerate(contracts):
+            info = self._legs_info.get(c)
+            if info is None:
+                info = self._leg_info(c)
+            groups.setdefault(info[0], []).append(i)
+        bid = ask = None
+        if len(groups) == 1 and L:
+            (key, cols), = groups.items()
+            st = ses.series(*key)
+            if st is not None:
+                strike = np.array([[contracts[i].strike for i in cols]], dtype=np.float64)
+                is_call = np.array([[contracts[i].is_call for i in cols]], dtype=bool)
+                bid, ask = leg_block(self, key[0], st, strike, is_call)
+        if bid is None:
+            bid = np.full((n, L), np.nan)
+            ask = np.full((n, L), np.nan)
+            if len(groups) > 1:
+                for key, cols in groups.items():
+                    st = ses.series(*key)
+                    if st is None:
+                        continue
+                    strike = np.array([[contracts[i].strike for i in cols]], dtype=np.float64)
+                    is_call = np.array([[contracts[i].is_call for i in cols]], dtype=bool)
+                    b, a = leg_block(self, key[0], st, strike, is_call)
+                    bid[:, cols] = b
+                    ask[:, cols] = a
+        return LegQuotes(contracts=contracts, times=ses.times.copy(), bid=bid, ask=ask)
+
+    def _session_legs(self, day) -> SessionLegs:
+        """The session's :class:`~.chains.SessionLegs` (cached, by the ``day`` as given and by index)."""
+        got = self._legs_by_day.get(day)
+        if got is not None:
+            return got
+        d = int(self.path.timeline.day_index(day))
+        got = self._legs_sessions.get(d)
+        if got is None:
+            got = SessionLegs(self, d)
+            self._legs_sessions[d] = got
+            if len(self._legs_sessions) > _DAY_CACHE:
+                old = self._legs_sessions.popitem(last=False)[1]
+                self._legs_by_day = {k: v for k, v in self._legs_by_day.items() if v is not old}
+        try:
+            self._legs_by_day[day] = got
+        except TypeError:  # an unhashable day
+            pass
+        return got
+
+    def _leg_info(self, contract) -> tuple:
+        """((underlying, expiry session, AM), ) of a contract quoted by :meth:`leg_quotes` (cached)."""
+        und = _underlying_of(contract)
+        s = series_for_contracts(self.path, [contract])  # ValueError for an expiry that is not a session
+        info = ((und, int(s.exp_day[0]), bool(s.is_am[0])),)
+        if len(self._legs_info) > 20_000:
+            self._legs_info.clear()
+        self._legs_info[contract] = info
+        return info
 
     def settlement_value(self, contract) -> float:
         """The print that settles ``contract``: PM -> the expiry session's close; SPX AM -> its
