@@ -25,7 +25,7 @@ import pandas as pd
 from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
 
-from strikebench.options.ticks import _CENT_DECIMALS, _out, _round_cents_one_way, round_to_tick, tick_rule_for, tick_sizes
+from strikebench.options.ticks import _cents_fast, _out_fast, _round_cents_one_way, round_to_tick, tick_rule_for, tick_sizes
 from strikebench.pricing import _fix_edges, _sign, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
@@ -185,6 +185,21 @@ def series_state(market, und: str, m, rows, table, settle_ns, c_settle, exp_day)
             "expiring": expiring}
 
 
+def series_smile(market, und: str, st: dict) -> dict:
+    """Adds to a :func:`series_state` ``st`` what the smile takes from the series alone: SSVI's ``phi``
+    (:func:`~.surface.ssvi_total_variance`'s, from the ATM variance), ``theta / 2`` and ``sqrt(theta)``
+    (the spread's distance). Computed per series before ``st`` is spread over its contracts, they are
+    the values :func:`quote_block` would compute per contract (elementwise, the same floats)."""
+    sc = market.scenario
+    eta = sc.vol_index.vix_option_eta if und == "VIX" else sc.surface.eta
+    gamma = sc.surface.gamma
+    theta = np.asarray(st["theta"], dtype=np.float64)
+    st["phi"] = eta / (theta ** gamma * (1.0 + theta) ** (1.0 - gamma))
+    st["half_theta"] = 0.5 * theta
+    st["sqrt_theta"] = np.sqrt(theta)
+    return st
+
+
 def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, expiring_mult, greeks: bool):
     """Model values and quotes from a :func:`series_state` ``st`` (already broadcast to the
     contracts); every operation is elementwise. Returns mid, bid, ask, last, iv and (if
@@ -195,21 +210,28 @@ def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, exp
     q = sc.underlying.dividend_yield
     years, safe_years, live, theta, fwd = st["years"], st["safe_years"], st["live"], st["theta"], st["fwd"]
     k = np.log(strike / fwd)
+    phi = st.get("phi")
+    if phi is not None:  # series_smile's parts: ssvi_total_variance step for step
+        rho = sc.vol_index.vix_option_skew if und == "VIX" else sc.surface.rho
+        pk = phi * k
+        w = st["half_theta"] * (1.0 + rho * pk + np.sqrt((pk + rho) ** 2 + (1.0 - rho * rho)))
+    elif und == "VIX":
+        w = ssvi_total_variance(k, theta, sc.vol_index.vix_option_skew, sc.vol_index.vix_option_eta, sc.surface.gamma)
+    else:
+        w = ssvi_total_variance(k, theta, sc.surface.rho, sc.surface.eta, sc.surface.gamma)
     # without greeks (leg quotes, model values) only the price is computed: the same values as bsm()'s price
     if und == "VIX":
-        w = ssvi_total_variance(k, theta, sc.vol_index.vix_option_skew, sc.vol_index.vix_option_eta, sc.surface.gamma)
         iv = np.sqrt(w / safe_years)
         g = black76(is_call, fwd, strike, years, r, iv) if greeks else None
         mid = g.price if greeks else black76_price(is_call, fwd, strike, years, r, iv)
     else:
-        w = ssvi_total_variance(k, theta, sc.surface.rho, sc.surface.eta, sc.surface.gamma)
         iv = np.sqrt(w / safe_years)
         spot = path.spx_close[m] * (0.1 if und == "XSP" else 1.0)
         g = bsm(is_call, spot, strike, years, r, q, iv) if greeks else None
         mid = g.price if greeks else bsm_price(is_call, spot, strike, years, r, q, iv)
     qs = sc.quotes
     fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
-    z = np.minimum(np.abs(k) / np.sqrt(theta), 6.0)
+    z = np.minimum(np.abs(k) / (np.sqrt(theta) if phi is None else st["sqrt_theta"]), 6.0)
     ivr = np.where(live, iv, _IV_REF[und]) * (1.0 / _IV_REF[und])
     spread = (fam.base + fam.relative * mid) * ivr ** qs.iv_exponent
     spread *= 1.0 + qs.distance_slope * z
@@ -256,8 +278,39 @@ class SessionLegs:
         self.mult = mult[:, None]
         self.expiring_mult = expiring[:, None]
         self.table = None
+        self._minute = None
         self._spot: dict[str, np.ndarray] = {}
         self._series: dict[tuple, dict | None] = {}
+
+    def _index_series_state(self, und: str, settle_ns, c_settle, j: int) -> dict:
+        """:func:`series_state` of one SPX/XSP series (its ``atm_total_variance`` inlined) with the
+        session's per-minute parts computed once: the same operations on the same values."""
+        market = self.market
+        path, model = market.path, market.path.model
+        tl = path.timeline
+        sc = market.scenario
+        if self._minute is None:
+            t_q = tl.minute_ns[self.m] + NS_MIN
+            cum = np.concatenate([[0.0], path.event_cumvar])
+            self._minute = (t_q, tl.c_end[self.m], model.rn_scale(path.eps[tl.minute_step[self.m]]), cum,
+                            cum[np.searchsorted(path.event_R, t_q, side="right")])
+        t_q, c_end, rn, cum, cum0 = self._minute
+        years = np.maximum(settle_ns - t_q, 0) / NS_PER_YEAR
+        live = years > 0.0
+        safe_years = np.where(live, years, 1.0)
+        r, q = sc.underlying.rate, sc.underlying.dividend_yield
+        spot = self.spot(und)
+        # atm_total_variance
+        dC = np.maximum(c_settle - c_end, 0.0)
+        tab, ev = self.table
+        integral = model.integral_lookup(tab, ev, dC, self.rows)
+        jumps = cum[np.searchsorted(path.event_R, settle_ns, side="right")] - cum0  # event_variance
+        theta = model.atm_ratio * (rn * integral + model.event_premium * jumps)
+        theta = np.maximum(theta, _THETA_FLOOR)
+        fwd = spot * np.exp((r - q) * years)
+        expiring = np.full(self.m.shape, j == self.d)
+        return {"years": years, "safe_years": safe_years, "live": live, "theta": theta, "fwd": fwd,
+                "expiring": expiring}
 
     def spot(self, und: str) -> np.ndarray:
         got = self._spot.get(und)
@@ -283,14 +336,17 @@ class SessionLegs:
         jj = np.array([[j]], dtype=np.int64)
         settle_ns = (tl.open_ns if am else tl.close_ns)[jj]
         c_settle = (tl.c_open if am else tl.c_close)[jj]
-        st = series_state(market, und, self.m, self.rows, self.table, settle_ns, c_settle, jj)
-        years, theta = st["years"], st["theta"]
+        if und == "VIX":
+            st = series_state(market, und, self.m, self.rows, self.table, settle_ns, c_settle, jj)
+        else:
+            st = self._index_series_state(und, settle_ns, c_settle, j)
+        years = st["years"]
         r, q = sc.underlying.rate, sc.underlying.dividend_yield
         if und == "VIX":
-            rho, eta, under, q = sc.vol_index.vix_option_skew, sc.vol_index.vix_option_eta, st["fwd"], r
+            rho, under, q = sc.vol_index.vix_option_skew, st["fwd"], r
         else:
-            rho, eta, under = sc.surface.rho, sc.surface.eta, self.spot(und)
-        gamma = sc.surface.gamma
+            rho, under = sc.surface.rho, self.spot(und)
+        series_smile(market, und, st)
         with np.errstate(all="ignore"):
             # pricing.bsm_price's discounting (_disc): base * exp(-rate T), skipped for a zero rate
             fw = under if q == 0.0 else np.exp(np.multiply(years, -q)) * under
@@ -299,8 +355,7 @@ class SessionLegs:
         live = st["live"]
         expiring = bool(st["expiring"].all())
         st.update(
-            rho=rho, phi=eta / (theta ** gamma * (1.0 + theta) ** (1.0 - gamma)), half_theta=0.5 * theta,
-            sqrt_theta=np.sqrt(theta), fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=bool(np.all(live)),
+            rho=rho, fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=bool(np.all(live)),
             any_expired=bool(np.any(years <= 0.0)),
             mm=self.mult * self.expiring_mult if expiring else self.mult, under=under,
         )
@@ -310,22 +365,30 @@ class SessionLegs:
 
 def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarray):
     """(bid, ask) of legs of one series (``strike``/``is_call`` of shape (1, L)) at every minute of the
-    session from :meth:`SessionLegs.series`: :func:`quote_block` (without greeks) step for step."""
+    session from :meth:`SessionLegs.series`: :func:`quote_block` (without greeks) step for step, in place
+    on its own temporaries where quote_block allocated (the same floats: every step is elementwise)."""
     sc = market.scenario
     years, safe_years, live, fwd = st["years"], st["safe_years"], st["live"], st["fwd"]
     rho = st["rho"]
     with np.errstate(all="ignore"):
         k = np.log(strike / fwd)
-        # ssvi_total_variance with the series' phi and theta / 2
+        # ssvi_total_variance with the series' phi and theta / 2: 0.5 theta (1 + rho pk + sqrt((pk + rho)^2 + 1 - rho^2))
         pk = st["phi"] * k
-        root = np.sqrt((pk + rho) ** 2 + (1.0 - rho * rho))
-        w = st["half_theta"] * (1.0 + rho * pk + root)
-        iv = np.sqrt(w / safe_years)
+        root = pk + rho
+        root = root ** 2
+        root += 1.0 - rho * rho
+        np.sqrt(root, out=root)
+        w = rho * pk
+        w += 1.0
+        w += root
+        w *= st["half_theta"]
+        w /= safe_years
+        iv = np.sqrt(w, out=w)
         # pricing.bsm_price (_price_core + _fix_edges): Black-76 is bsm on the forward with q = r
         r = sc.underlying.rate
         q = r if und == "VIX" else sc.underlying.dividend_yield
         sgn = _sign(is_call)
-        vst = np.multiply(iv, st["sqrt_t"])
+        vst = iv * st["sqrt_t"]
         fw = st["fw"]
         kd = strike if st["edr"] is None else st["edr"] * strike
         d1 = np.divide(fw, kd)
@@ -344,34 +407,67 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
         a *= sgn
         a += 0.0
         mid = a
-        if st["any_expired"] or bool(np.any(iv <= 0.0)):
+        if st["any_expired"] or (iv <= 0.0).any():
             _fix_edges([mid], "bsm", sgn, st["under"], strike, years, np.float64(r), np.float64(q), iv, mid.shape)
     qs = sc.quotes
     fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
-    z = np.minimum(np.abs(k) / st["sqrt_theta"], 6.0)
     ref = _IV_REF[und]
-    ivr = (iv if st["all_live"] else np.where(live, iv, ref)) * (1.0 / ref)
-    spread = (fam.base + fam.relative * mid) * ivr ** qs.iv_exponent
-    spread *= 1.0 + qs.distance_slope * z
+    # spread = (base + relative mid) ivr^e (1 + slope z) multiplier, capped
+    z = np.abs(k, out=k)
+    z /= st["sqrt_theta"]
+    np.minimum(z, 6.0, out=z)
+    z *= qs.distance_slope
+    z += 1.0
+    ivr = iv * (1.0 / ref) if st["all_live"] else np.where(live, iv, ref) * (1.0 / ref)
+    spread = fam.relative * mid
+    spread += fam.base
+    spread *= ivr ** qs.iv_exponent
+    spread *= z
     spread *= st["mm"]
     np.minimum(spread, fam.max_spread, out=spread)
     tick = _MIN_TICK[und]
-    root = _TICK_ROOT[und]
-    rule = tick_rule_for(root)
-    half = 0.5 * spread
-    bid = _round_one_way(rule, np.maximum(mid - half, 0.0), "down")
-    ask = _round_one_way(rule, mid + half, "up")
+    rule, ticks = _leg_rule(und)
+    half = spread
+    half *= 0.5
+    lo = mid - half
+    np.maximum(lo, 0.0, out=lo)
+    bid = _out_fast(_round_cents_one_way(rule, _cents_fast(lo), "down", False))
+    half += mid
+    ask = _out_fast(_round_cents_one_way(rule, _cents_fast(half), "up", False))
     bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
-    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
+    # ask at least one tick above the bid: tick_sizes(root, bid) from the rule's two sizes
+    if ticks is None:
+        ts = tick_sizes(_TICK_ROOT[und], bid)
+    elif len(ticks) == 1:
+        ts = ticks[0]
+    else:
+        c = np.abs(_cents_fast(bid))
+        hi = c >= ticks[2]
+        hi &= c != np.inf
+        ts = np.where(hi, ticks[1], ticks[0])
+    ts += bid
+    ts *= 100.0
+    np.rint(ts, out=ts)  # np.round(bid + tick size, 2)
+    ts /= 100.0
+    ask = np.maximum(ask, ts)
     if not st["all_live"]:
-        bid = np.where(live, bid, _round_one_way(rule, mid, "down"))
-        ask = np.where(live, ask, np.maximum(_round_one_way(rule, mid, "up"), tick))
+        bid = np.where(live, bid, _out_fast(_round_cents_one_way(rule, _cents_fast(mid), "down", False)))
+        ask = np.where(live, ask, np.maximum(_out_fast(_round_cents_one_way(rule, _cents_fast(mid), "up", False)), tick))
     return bid, ask
 
 
-def _round_one_way(rule, prices: np.ndarray, direction: str) -> np.ndarray:
-    """``round_to_tick(prices, root, direction=...)`` of an array with the rule already looked up."""
-    return _out(_round_cents_one_way(rule, np.round(prices * 100.0, _CENT_DECIMALS), direction, False) / 100.0, False)
+@functools.lru_cache(maxsize=None)
+def _leg_rule(und: str):
+    """The tick rule quote_block rounds ``und``'s quotes on, and its single-leg tick sizes as
+    ``tick_sizes`` returns them: (size,) for one tier, (size below, size at/above, bound in cents) for
+    two (None: another rule, asked through tick_sizes)."""
+    rule = tick_rule_for(_TICK_ROOT[und])
+    sizes = tuple(float(v) for v in np.round(np.array([st for _, st in rule.tiers], dtype=np.float64) / 100.0, 2))
+    if len(rule.tiers) == 1:
+        return rule, (np.float64(sizes[0]),)
+    if len(rule.tiers) == 2:
+        return rule, (sizes[0], sizes[1], float(rule.tiers[1][0]))
+    return rule, None
 
 
 # ------------------------------------------------------------- day chains

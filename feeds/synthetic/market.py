@@ -37,6 +37,7 @@ from .chains import (
     leg_block,
     minute_multipliers,
     quote_block,
+    series_smile,
     series_state,
     series_for_contracts,
     variance_table,
@@ -75,6 +76,7 @@ class SyntheticMarket:
         self._legs_sessions: OrderedDict[int, SessionLegs] = OrderedDict()
         self._legs_by_day: dict = {}
         self._legs_info: dict = {}
+        self._layouts_asked: dict = {}
 
     def __repr__(self) -> str:
         return (f"SyntheticMarket(seed={self.seed}, start='{self.start}', end='{self.end}', "
@@ -321,7 +323,7 @@ class SyntheticMarket:
         s = lay["series"]
         mult, expiring, vcum = self._day_mults(d)
         table = variance_table(self, m)
-        st = series_state(self, und, m, 0, table, s.settle_ns, s.c_settle, s.exp_day)
+        st = series_smile(self, und, series_state(self, und, m, 0, table, s.settle_ns, s.c_settle, s.exp_day))
         st = {k: v[lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"], lay["is_call"], mult[pos], expiring[pos], greeks=True)
         volume = np.floor(lay["day_volume"] * vcum[pos]).astype(np.int64)
@@ -364,7 +366,8 @@ class SyntheticMarket:
         pos = tl.minute_pos[ms]
         table = variance_table(self, ms)
         rows = np.arange(ms.size)[:, None]
-        st = series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :], s.exp_day[None, :])
+        st = series_smile(self, und, series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :],
+                                                  s.exp_day[None, :]))
         st = {k: np.broadcast_to(v, (ms.size, len(s.settle_ns)))[:, lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"][None, :], lay["is_call"][None, :], mult[pos][:, None],
                         expiring[pos][:, None], greeks=True)
@@ -387,6 +390,22 @@ class SyntheticMarket:
         """The contracts a snapshot of session ``d`` lists (all, or those of ``expiries``, ``roots``, calls or
         puts), in the snapshot's row order with their keys: the same all session, so selected, keyed and
         sorted once (a snapshot then only prices)."""
+        try:  # the request as asked, before any normalizing (a decision asks the same way all session)
+            fast = (und, d, None if expiries is None else tuple(expiries),
+                    roots if roots is None or isinstance(roots, str) else tuple(roots), is_call)
+            lay = self._layouts_asked.get(fast)
+        except TypeError:  # unhashable parts: normalize below
+            fast = lay = None
+        if lay is not None:
+            return lay
+        lay = self._layout_normalized(und, d, expiries, roots, is_call)
+        if fast is not None:
+            if len(self._layouts_asked) > 4 * _DAY_CACHE:
+                self._layouts_asked.clear()
+            self._layouts_asked[fast] = lay
+        return lay
+
+    def _layout_normalized(self, und: str, d: int, expiries, roots=None, is_call=None) -> dict:
         want = None
         if expiries is not None:
             want = np.unique(np.array([e if type(e) is dt.date else pd.Timestamp(e).date() for e in expiries],
@@ -413,6 +432,7 @@ class SyntheticMarket:
         self._layouts[key] = lay
         if len(self._layouts) > 4 * _DAY_CACHE:
             self._layouts.popitem(last=False)
+            self._layouts_asked.clear()  # it may name the layout dropped
         return lay
 
     def model_values(self, underlying: str, at) -> pd.DataFrame:

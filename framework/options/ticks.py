@@ -196,6 +196,26 @@ def _round_cents(rule: TickRule, c: np.ndarray, direction: str, complex_order: b
     return np.where((c - dn) < (up - c), dn, up)
 
 
+def _cents_fast(arr: np.ndarray) -> np.ndarray:
+    """:func:`_cents` of a float64 array as numpy's ``np.round(arr * 100, 6)`` computes it (multiply by
+    10**6, rint, divide) without its Python-level dispatch."""
+    c = arr * 100.0 * 1e6
+    np.rint(c, out=c)
+    c /= 1e6
+    return c
+
+
+def _out_fast(g: np.ndarray) -> np.ndarray:
+    """:func:`_out` of a float64 array of grid points in cents (``g / 100`` rounded to 2 decimals as
+    ``np.round`` does it: multiply, rint, divide; then -0.0 -> 0.0)."""
+    v = g / 100.0
+    v *= 100.0
+    np.rint(v, out=v)
+    v /= 100.0
+    v += 0.0
+    return v
+
+
 def _tier_fast(rule: TickRule, ac: np.ndarray):
     """(base, step) of each of ``ac`` (non-negative cents or NaN/inf) for rounding: :func:`_tier` without
     its NaN clean-up and clip. A NaN or infinite ``ac`` rounds to NaN or inf whatever its tier, and a
@@ -204,9 +224,9 @@ def _tier_fast(rule: TickRule, ac: np.ndarray):
     tiers = rule.tiers
     if len(tiers) == 1:
         return 0.0, float(tiers[0][1])
-    if len(tiers) == 2:
-        hi = ac >= float(tiers[1][0])
-        return (np.where(hi, float(tiers[1][0]), 0.0), np.where(hi, float(tiers[1][1]), float(tiers[0][1])))
+    if len(tiers) == 2:  # base and step as 0/1 times integer cents: exact
+        hi = (ac >= float(tiers[1][0])).astype(np.float64)
+        return hi * float(tiers[1][0]), hi * float(tiers[1][1] - tiers[0][1]) + float(tiers[0][1])
     idx = np.searchsorted(rule._bounds, ac, side="right") - 1
     return rule._bounds[idx], rule._steps[idx]
 
@@ -331,6 +351,8 @@ def round_to_tick(
         x = float(price)
         if math.isfinite(x) and abs(x) < 1e7:
             return _round_scalar(rule, x, direction, bool(complex_order))
+    if direction != "nearest" and type(price) is np.ndarray and price.dtype == np.float64 and price.ndim:
+        return _out_fast(_round_cents_one_way(rule, _cents_fast(price), direction, bool(complex_order)))
     c, scalar = _cents(price)
     if direction == "nearest":
         g = _round_cents(rule, c, direction, bool(complex_order))
