@@ -369,3 +369,38 @@ def test_a_chain_of_some_expiries_is_exactly_those_rows_of_the_whole_chain(marke
                 a, b = getattr(whole, f)[keep], getattr(part, f)
                 assert a.dtype == b.dtype and np.array_equal(a, b), (und, d, f)
         assert m.listed_expiries(und, m.path.timeline.dates[d].astype(object)) == [e.item() for e in expiries]
+
+
+@pytest.mark.parametrize("und", ["SPX", "XSP", "VIX"])
+def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und):
+    """_bid_ask (one-direction rounding on the rule looked up once, the rule's tick sizes, np.round written as
+    multiply/rint/divide) gives the quotes of the general tick path (both directions, np.round, tick_sizes' own
+    lookup): values at and around every tier boundary, zero, tiny, huge, NaN, minutes at settlement."""
+    from strikebench.feeds.synthetic import chains as C
+    from strikebench.options import ticks as T
+
+    rng = np.random.default_rng(3)
+    edges = np.array([0.0, 0.005, 0.01, 0.015, 0.025, 0.05, 0.075, 2.9, 2.95, 2.97, 2.99, 3.0, 3.01, 3.05, 3.1, 1e6, np.nan])
+    mid = np.concatenate([rng.uniform(0, 8, 3000), np.round(rng.uniform(0, 8, 3000), 2), edges,
+                          np.nextafter(edges, 9), np.nextafter(edges, -1)[1:]])
+    mid = np.concatenate([mid, np.abs(mid)[::-1]])[: 2 * (len(mid) // 2)].reshape(2, -1)
+    half = np.abs(rng.normal(0, 0.1, mid.shape)) * rng.choice([0.0, 1.0, 0.5], mid.shape)
+    rule = T.tick_rule_for(C._TICK_ROOT[und])
+    tick = C._MIN_TICK[und]
+
+    def rnd(x, direction):
+        with np.errstate(invalid="ignore"):
+            return T._out(T._round_cents(rule, T._cents(x)[0], direction, False) / 100.0, False)
+
+    for live in (np.ones(mid.shape, bool), rng.random(mid.shape) < 0.8):
+        with np.errstate(invalid="ignore"):
+            bid = rnd(np.maximum(mid - half, 0.0), "down")
+            ask = rnd(mid + half, "up")
+            bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
+            _, step = T._tier(rule, np.abs(T._cents(bid)[0]))
+            ask = np.maximum(ask, np.round(bid + np.round(step / 100.0, 2), 2))
+            bid = np.where(live, bid, rnd(mid, "down"))
+            ask = np.where(live, ask, np.maximum(rnd(mid, "up"), tick))
+            got = C._bid_ask(und, mid, half.copy(), live, bool(live.all()))
+        assert np.array_equal(got[0], bid, equal_nan=True) and np.array_equal(got[1], ask, equal_nan=True)
+        assert np.array_equal(np.signbit(got[0]), np.signbit(bid))

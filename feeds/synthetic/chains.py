@@ -237,17 +237,7 @@ def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, exp
     spread *= 1.0 + qs.distance_slope * z
     spread *= np.where(st["expiring"], minute_mult * expiring_mult, minute_mult)
     np.minimum(spread, fam.max_spread, out=spread)
-    tick = _MIN_TICK[und]
-    root = _TICK_ROOT[und]
-    half = 0.5 * spread
-    bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down")
-    ask = round_to_tick(mid + half, root, direction="up")
-    bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
-    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
-    if not np.all(live):
-        # at the settlement moment the quote collapses on the intrinsic value
-        bid = np.where(live, bid, round_to_tick(mid, root, direction="down"))
-        ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up"), tick))
+    bid, ask = _bid_ask(und, mid, 0.5 * spread, live, bool(np.all(live)))
     # the last trade printed at whichever side is nearer the model value
     last = np.where(mid - bid <= ask - mid, bid, ask)
     out = {"mid": mid, "bid": bid, "ask": ask, "iv": np.where(live, iv, np.nan), "last": last}
@@ -425,10 +415,28 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
     spread *= z
     spread *= st["mm"]
     np.minimum(spread, fam.max_spread, out=spread)
-    tick = _MIN_TICK[und]
-    rule, ticks = _leg_rule(und)
     half = spread
     half *= 0.5
+    return _bid_ask(und, mid, half, live, st["all_live"])
+
+
+def _bid_ask(und: str, mid: np.ndarray, half: np.ndarray, live, all_live: bool):
+    """Bid and ask from the model value and half the spread (``half``: a temporary of the caller's, used in
+    place): round_to_tick down / up on the underlying's rule, a bid of at least one tick when the value is,
+    the ask at least a tick above the bid; at the settlement moment (not ``live``) the quote collapses on
+    the intrinsic value."""
+    tick = _MIN_TICK[und]
+    rule, ticks = _leg_rule(und)
+    if np.ndim(mid) == 0 or mid.dtype != np.float64:
+        root = _TICK_ROOT[und]
+        bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down")
+        ask = round_to_tick(mid + half, root, direction="up")
+        bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
+        ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
+        if not all_live:
+            bid = np.where(live, bid, round_to_tick(mid, root, direction="down"))
+            ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up"), tick))
+        return bid, ask
     lo = mid - half
     np.maximum(lo, 0.0, out=lo)
     bid = _out_fast(_round_cents_one_way(rule, _cents_fast(lo), "down", False))
@@ -450,7 +458,7 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
     np.rint(ts, out=ts)  # np.round(bid + tick size, 2)
     ts /= 100.0
     ask = np.maximum(ask, ts)
-    if not st["all_live"]:
+    if not all_live:
         bid = np.where(live, bid, _out_fast(_round_cents_one_way(rule, _cents_fast(mid), "down", False)))
         ask = np.where(live, ask, np.maximum(_out_fast(_round_cents_one_way(rule, _cents_fast(mid), "up", False)), tick))
     return bid, ask
