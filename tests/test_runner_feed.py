@@ -1,0 +1,56 @@
+"""strikebench's minute-bar feed hands cerebro exactly the lines Backtrader's PandasData would."""
+
+from __future__ import annotations
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import pytest
+
+from strikebench.engine.runner import MinuteBars, bars_feed, pandas_feed
+
+
+class _Record(bt.Strategy):
+    def __init__(self):
+        self.rows = []
+
+    def next(self):
+        d = self.data
+        self.rows.append((d.datetime[0], d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0], d.openinterest[0]))
+
+
+def _lines(feed, runonce: bool) -> np.ndarray:
+    cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=runonce)
+    cerebro.adddata(feed)
+    cerebro.addstrategy(_Record)
+    return np.array(cerebro.run()[0].rows, dtype=np.float64)
+
+
+def _bars() -> pd.DataFrame:
+    """Three sessions of minute bars across the March DST change, with awkward floats (tz-aware index, as
+    every market gives them)."""
+    days = ["2023-03-10", "2023-03-13", "2023-03-14"]
+    idx = pd.DatetimeIndex([t for d in days for t in pd.date_range(f"{d} 09:30", f"{d} 15:59", freq="1min",
+                                                                   tz="America/New_York")])
+    rng = np.random.default_rng(7)
+    close = 3900 + np.cumsum(rng.normal(0, 1.3, len(idx))) + 0.1 + 0.2  # binary noise in every value
+    return pd.DataFrame({"open": close - 0.35, "high": close + 1.05, "low": close - 1.15, "close": close,
+                         "volume": rng.integers(0, 5000, len(idx)).astype(float)}, index=idx)
+
+
+@pytest.mark.parametrize("runonce", [True, False])
+def test_every_line_equals_pandasdata(runonce):
+    bars = _bars()
+    ours, stock = _lines(bars_feed(bars), runonce), _lines(pandas_feed(bars), runonce)
+    assert isinstance(bars_feed(bars), MinuteBars)
+    assert ours.shape == stock.shape == (len(bars), 7)
+    # bit for bit: datetime numbers (date2num of the naive New York label), prices, volume; openinterest unset
+    assert np.array_equal(ours, stock, equal_nan=True)
+    assert np.isnan(ours[:, 6]).all()
+    # and the datetimes are the bars' New York labels
+    labels = [bt.num2date(x) for x in ours[:, 0]]
+    assert labels[0] == dt_naive(bars.index[0]) and labels[-1] == dt_naive(bars.index[-1])
+
+
+def dt_naive(ts: pd.Timestamp):
+    return ts.tz_convert("America/New_York").tz_localize(None).to_pydatetime()
