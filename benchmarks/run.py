@@ -101,12 +101,13 @@ class _Clock:
         return False
 
 
-def _cerebro_loop(bars: pd.DataFrame, runonce: bool) -> dict:
-    """Seconds of cerebro.run() over these bars with a strategy that does nothing."""
-    from strikebench.engine.runner import bars_feed, frozen_heap
+def _cerebro_loop(bars: pd.DataFrame, runonce: bool, feed: str = "strikebench") -> dict:
+    """Seconds of cerebro.run() over these bars with a strategy that does nothing, on strikebench's feed
+    (``MinuteBars``, what ``run_cerebro`` gives cerebro) or Backtrader's stock ``PandasData``."""
+    from strikebench.engine.runner import bars_feed, frozen_heap, pandas_feed
 
     cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=runonce)
-    cerebro.adddata(bars_feed(bars))
+    cerebro.adddata((bars_feed if feed == "strikebench" else pandas_feed)(bars))
     cerebro.addstrategy(bt.Strategy)
     with _Clock() as clock, frozen_heap():  # the same collector setting as strikebench's run_cerebro
         cerebro.run()
@@ -199,7 +200,7 @@ def interleaved(jobs: dict, bars: int, rounds: int) -> dict:
     for name in jobs:
         if name.startswith("bare"):
             continue
-        for bare in ("bare_runonce_off", "bare_runonce_on"):
+        for bare in BARE_LOOPS:
             if bare in runs:
                 out[name]["ratio_to_" + bare] = _median(
                     b["loop_s"] / r["loop_s"] for r, b in zip(runs[name], runs[bare]))
@@ -208,8 +209,14 @@ def interleaved(jobs: dict, bars: int, rounds: int) -> dict:
     return out
 
 
-def _bare_job(bars, runonce):
-    return lambda: _cerebro_loop(bars, runonce)
+def _bare_job(bars, runonce, feed="strikebench"):
+    return lambda: _cerebro_loop(bars, runonce, feed)
+
+
+#: the reference loops every job is divided by: strikebench's feed in both Backtrader modes (the same feed and
+#: settings as the engine's run: the floors' reference), and Backtrader's stock PandasData feed (the bare loop
+#: a Backtrader user writes, and the reference issue 15 was filed against)
+BARE_LOOPS = ("bare_runonce_off", "bare_runonce_on", "bare_pandasdata_on")
 
 
 class _ReadAll(bt.Strategy):
@@ -287,22 +294,26 @@ def markdown(r: dict) -> str:
              f"{r['machine']['python']}, Backtrader {r['machine']['versions']['backtrader']}, numpy "
              f"{r['machine']['versions']['numpy']}.", "",
              "| loop | bars/s (wall) | bars/s (CPU) | ratio to bare, runonce off: wall / CPU | "
-             "ratio to bare, runonce on: wall / CPU | report files after the loop |",
-             "|---|---|---|---|---|---|"]
-    rows = [("bare Backtrader loop, `runonce=False`", "bare_runonce_off"),
-            ("bare Backtrader loop, `runonce=True` (Backtrader's default and strikebench's setting)", "bare_runonce_on"),
+             "ratio to bare, runonce on: wall / CPU | ratio to bare on PandasData, runonce on: wall / CPU | "
+             "report files after the loop |",
+             "|---|---|---|---|---|---|---|"]
+    rows = [("bare Backtrader loop, strikebench's feed, `runonce=False`", "bare_runonce_off"),
+            ("bare Backtrader loop, strikebench's feed, `runonce=True` (Backtrader's default and strikebench's "
+             "setting)", "bare_runonce_on"),
+            ("bare Backtrader loop, Backtrader's `PandasData` feed, `runonce=True`", "bare_pandasdata_on"),
             ("**main job as shipped** (`configs/spx_credit_vertical.yaml`, as the CLI builds it)", "main_job"),
             ("four strategies, one portfolio (`configs/all_strategies.yaml`)", "four_strategies"),
             ("stripped engine (credit_vertical defaults, no journal, 3 risk managers)", "stripped_engine")]
     for label, key in rows:
         fig = r[key]
         if key.startswith("bare"):
-            lines.append(f"| {label} | {bps(fig)} | {cpu(fig)} | | | |")
+            lines.append(f"| {label} | {bps(fig)} | {cpu(fig)} | | | | |")
             continue
         rep = f"{fig['report_s']:.2f} s" if "report_s" in fig else ""
         lines.append(f"| {label} | {bps(fig)} | {cpu(fig)} | {ratio(fig, 'bare_runonce_off')} / "
                      f"{ratio(fig, 'bare_runonce_off', 'cpu_')} | {ratio(fig, 'bare_runonce_on')} / "
-                     f"{ratio(fig, 'bare_runonce_on', 'cpu_')} | {rep} |")
+                     f"{ratio(fig, 'bare_runonce_on', 'cpu_')} | {ratio(fig, 'bare_pandasdata_on')} / "
+                     f"{ratio(fig, 'bare_pandasdata_on', 'cpu_')} | {rep} |")
     mj, four = r["main_job"], r["four_strategies"]
 
     def target(label, fig, bare, floor):
@@ -315,7 +326,11 @@ def markdown(r: dict) -> str:
               target("main job / bare loop, same cerebro settings (`runonce=True`, also Backtrader's default)", mj,
                      "bare_runonce_on", 0.80),
               target("main job / bare loop, `runonce=False`", mj, "bare_runonce_off", 0.80),
-              target("four strategies / bare loop, same settings (`runonce=True`)", four, "bare_runonce_on", 0.50)]
+              target("four strategies / bare loop, same settings (`runonce=True`)", four, "bare_runonce_on", 0.50),
+              target("main job / bare loop on Backtrader's `PandasData` (`runonce=True`; the reference when the "
+                     "issue was filed)", mj, "bare_pandasdata_on", 0.80),
+              target("four strategies / bare loop on Backtrader's `PandasData` (`runonce=True`)", four,
+                     "bare_pandasdata_on", 0.50)]
     lines += ["", f"Main job: {mj['trades']} trades, {mj['decisions']} decisions, journal "
               f"{mj['journal_bytes'] / 1e6:.1f} MB. Four strategies: {r['four_strategies']['trades']} trades, "
               f"{r['four_strategies']['decisions']} decisions.", "",
@@ -395,6 +410,7 @@ def main(argv=None) -> dict:
         jobs = {
             "bare_runonce_off": _bare_job(bars, False),
             "bare_runonce_on": _bare_job(bars, True),
+            "bare_pandasdata_on": _bare_job(bars, True, "pandasdata"),
             "main_job": lambda: as_shipped(main_cfg, pm, market, tmp),
             "stripped_engine": lambda: stripped(market),
             "four_strategies": lambda: as_shipped(all_cfg, pm, all_market, tmp),
@@ -411,11 +427,14 @@ def main(argv=None) -> dict:
 
     def ratios(fig):
         return (f"{fig['ratio_to_bare_runonce_off']:.2f} / {fig['ratio_to_bare_runonce_on']:.2f}"
-                f"  (CPU {fig['cpu_ratio_to_bare_runonce_off']:.2f} / {fig['cpu_ratio_to_bare_runonce_on']:.2f})")
+                f"  (CPU {fig['cpu_ratio_to_bare_runonce_off']:.2f} / {fig['cpu_ratio_to_bare_runonce_on']:.2f});"
+                f" PandasData {fig['ratio_to_bare_pandasdata_on']:.2f} (CPU {fig['cpu_ratio_to_bare_pandasdata_on']:.2f})")
 
     rows.append((f"bare Backtrader loop, runonce off (bars/s, {len(bars):,} bars)",
                  f"{figures['bare_runonce_off']['bars_per_s']:,.0f}", ""))
     rows.append(("bare Backtrader loop, runonce on (bars/s)", f"{figures['bare_runonce_on']['bars_per_s']:,.0f}", ""))
+    rows.append(("bare loop on Backtrader's PandasData, runonce on (bars/s)",
+                 f"{figures['bare_pandasdata_on']['bars_per_s']:,.0f}", ""))
     rows.append((f"main job as shipped, {months} mo: loop (bars/s)", f"{main_job['bars_per_s']:,.0f}", ""))
     rows.append(("  ratio to bare loop: runonce off / on (wall, CPU)", ratios(main_job), ">= 0.80 (on: same settings)"))
     rows.append(("  report files after the loop (s)", f"{main_job['report_s']:.2f}", ""))
