@@ -87,6 +87,21 @@ def broker_record(folder: Path) -> tuple[Decimal, dict]:
         db.close()
 
 
+def _broker_has_an_order(folder: Path) -> bool:
+    """True once the paper broker's SQLite file (written by the running paper process) holds an order."""
+    path = folder / "paper_broker.sqlite"
+    if not path.exists():
+        return False
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.05)
+        try:
+            return db.execute("SELECT 1 FROM orders LIMIT 1").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.Error:  # not created yet, or locked by the writer this instant
+        return False
+
+
 def no_password_in(folder: Path) -> None:
     for f in folder.rglob("*"):
         if f.is_file():
@@ -158,10 +173,13 @@ def test_a_paper_replay_on_postgres_equals_sqlite_to_the_cent(replays, env_url, 
 
 def test_a_paper_run_killed_after_an_order_resumes_from_postgres_without_opening_twice(replays, env_url, pg_server,
                                                                                         tmp_path):
-    """SIGKILL the paper process as soon as the PostgreSQL journal holds its first submitted order (the order was
-    journaled before it was sent: the fill may or may not have come back); the same command resumes from the
-    journal, looks the order up at the broker instead of sending it again, and ends where the uninterrupted
-    replay ended, to the cent."""
+    """SIGKILL the paper process as soon as the PostgreSQL journal holds its first submitted order and the paper
+    broker holds that order (the order was journaled before it was sent: the fill may or may not have come
+    back); the same command resumes from the journal, looks the order up at the broker instead of sending it
+    again, and ends where the uninterrupted replay ended, to the cent. (A kill between the journal's row and
+    the broker's receipt is the other path: on resume that order is closed as never sent and not resent,
+    tests/test_live_runtime.py and tests/test_paper_sigkill.py; waiting for the broker's row keeps this test
+    on its own path on a loaded machine, where that window was once hit.)"""
     url = pg_server.create_database()  # its own database: the same run id `paper` as the reference replay
     env = dict(os.environ, SB_TEST_JOURNAL_URL=url)
     cfg = write_config(tmp_path, postgres=True)
@@ -174,7 +192,8 @@ def test_a_paper_run_killed_after_an_order_resumes_from_postgres_without_opening
     deadline = time.monotonic() + 120
     try:
         with psycopg.connect(url, autocommit=True) as conn:
-            while not conn.execute("SELECT 1 FROM order_events WHERE status = 'submitted'").fetchone():
+            while not (conn.execute("SELECT 1 FROM order_events WHERE status = 'submitted'").fetchone()
+                       and _broker_has_an_order(rd)):
                 assert proc.poll() is None, proc.stdout.read()
                 assert time.monotonic() < deadline, "no order within 120 s"
                 time.sleep(0.01)
