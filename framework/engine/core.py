@@ -138,6 +138,16 @@ class Engine:
         self.finished = False
         self._epoch = 0  # moves on every order event, fill, veto, settlement and session start
         self._can_idle = self.run.mode == "backtest"
+        #: skip quiet bars (:meth:`_plan_quiet`); off when something reads the broker's value every bar
+        #: (Backtrader's analyzers)
+        self.quiet_bars = self._can_idle
+        self._quiet_until = -1  # bars before this one are quiet
+        self.quiet_bar_count = 0  # bars skipped as quiet (tests, benchmarks)
+        n = len(self.timeline)
+        self._next_decision = []  # per strategy: the first decision bar after each bar (n when none)
+        for mask in self._decision_bars:
+            at = np.flatnonzero(mask)
+            self._next_decision.append(np.r_[at, n][np.searchsorted(at, np.arange(n), side="right")])
 
     # ------------------------------------------------------------------ clock
     @property
@@ -277,6 +287,8 @@ class Engine:
         """The bar after the current one (:meth:`on_bar`'s body; Backtrader's ``next`` is this method, one
         call a bar)."""
         self.i = i = self.i + 1
+        if i < self._quiet_until:  # nothing can happen at this bar; its equity was written with the stretch
+            return
         first, last, pos, loop = self._bar_flags
         if first[i]:
             self._start_session()
@@ -289,6 +301,32 @@ class Engine:
         if last[i]:
             self._end_session()
         self.equity_curve[i] = self.broker._value
+        if self.quiet_bars and not self.broker._working and not last[i]:
+            self._plan_quiet(i)
+
+    def _plan_quiet(self, i: int) -> None:
+        """After bar ``i`` of a backtest: the bars up to the next one at which anything can happen are quiet.
+
+        A bar can act only through a working order (none now), a decision bar, a strategy's ``manage``
+        (skipped until ``ctx._idle_until`` while the run's epoch holds: every strategy here has promised that,
+        or has no open trade) or the session's last bar (settlement, expiries). None of these changes during
+        a quiet stretch (the epoch moves only through events, which happen on busy bars), so the stretch's
+        account values are this bar's cash plus the open positions' precomputed value at each minute,
+        written now in one slice: the same floats the broker computes bar by bar. A quiet bar then costs
+        :meth:`step` one comparison."""
+        nxt = self._session_end - 1  # the session's last bar
+        epoch = self._epoch
+        for k, ctx in enumerate(self.contexts):
+            if ctx._idle_epoch != epoch:
+                return  # this strategy manages its trades every bar
+            nxt = min(nxt, ctx._idle_until, int(self._next_decision[k][i]))
+        if nxt <= i + 1:
+            return
+        pv = self.broker._position_value
+        pos = self.timeline.in_session[i + 1:nxt]
+        self.equity_curve[i + 1:nxt] = self.portfolio.cash + pv[np.minimum(pos, len(pv) - 1)]
+        self._quiet_until = nxt
+        self.quiet_bar_count += nxt - i - 1
 
     def _manage(self, ctx, sid, strat, i: int) -> None:
         """``manage`` of each open trade of one strategy. In a backtest, when every trade promised

@@ -159,6 +159,7 @@ def run_cerebro(engine: Engine, *, analyzers: bool = False) -> dict:
         with frozen_heap():
             cerebro.run()
         return {}
+    engine.quiet_bars = False  # the analyzers read the broker's value every bar
     cerebro.addanalyzer(bt.analyzers.DrawDown, _name="drawdown")
     cerebro.addanalyzer(bt.analyzers.TimeReturn, _name="daily", timeframe=bt.TimeFrame.Days)
     with frozen_heap():
