@@ -144,3 +144,18 @@ def test_subset_is_the_snapshot_from_arrays_builds_from_those_rows():
             c = got.contract(r)
             assert got.find_contract(c, valid_only=False) == want.find_contract(c, valid_only=False)
             assert got.find_contract(c) == want.find_contract(c)
+
+
+def test_leg_quotes_refuse_times_that_are_not_nanoseconds():
+    """A microsecond index (pandas 3's pd.date_range) would misread every minute lookup: refused, naming the fix."""
+    import pandas as pd
+
+    from strikebench.options.chain import LegQuotes
+
+    idx = pd.date_range("2024-01-08 09:30", periods=3, freq="1min", tz="America/New_York")
+    bid = ask = np.ones((3, 1))
+    ok = LegQuotes((), idx.as_unit("ns").asi8, bid, ask)
+    assert ok.index_at(pd.Timestamp("2024-01-08 09:31", tz="America/New_York").value) == 1
+    with pytest.raises(ValueError, match=r"nanosecond epochs.*as_unit\('ns'\)"):
+        LegQuotes((), idx.as_unit("us").asi8, bid, ask)
+    assert len(LegQuotes((), np.zeros(0, dtype=np.int64), np.zeros((0, 1)), np.zeros((0, 1))).times) == 0

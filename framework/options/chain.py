@@ -622,6 +622,16 @@ class LegQuotes:
     bid: np.ndarray
     ask: np.ndarray
 
+    def __post_init__(self):
+        # minute lookups compare these with Timestamp.value (ns): a microsecond index (pandas 3 gives one from
+        # pd.date_range) would silently misread every minute, so it is refused here, where a source builds it
+        if len(self.times):
+            first = int(self.times[0])
+            if not 10**17 < first < 10**19:  # ns epochs of 1973..2286
+                raise ValueError(
+                    f"LegQuotes.times must be int64 nanosecond epochs; the first minute is {first}, which is not "
+                    "(microseconds? a pandas DatetimeIndex may be in 'us': pass index.as_unit('ns').asi8)")
+
     @cached_property
     def mid(self) -> np.ndarray:
         return (self.bid + self.ask) * 0.5
