@@ -25,7 +25,7 @@ import pandas as pd
 from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
 
-from strikebench.options.ticks import _cents_fast, _out_fast, _round_cents_one_way, round_to_tick, tick_rule_for, tick_sizes
+from strikebench.options.ticks import round_to_tick, tick_sizes
 from strikebench.pricing import _fix_edges, _sign, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
@@ -415,67 +415,24 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
     spread *= z
     spread *= st["mm"]
     np.minimum(spread, fam.max_spread, out=spread)
-    half = spread
-    half *= 0.5
-    return _bid_ask(und, mid, half, live, st["all_live"])
+    spread *= 0.5
+    return _bid_ask(und, mid, spread, live, st["all_live"])
 
 
 def _bid_ask(und: str, mid: np.ndarray, half: np.ndarray, live, all_live: bool):
-    """Bid and ask from the model value and half the spread (``half``: a temporary of the caller's, used in
-    place): round_to_tick down / up on the underlying's rule, a bid of at least one tick when the value is,
-    the ask at least a tick above the bid; at the settlement moment (not ``live``) the quote collapses on
-    the intrinsic value."""
+    """Bid and ask from the model value and half the spread: round_to_tick down / up on the underlying's rule
+    (one-directional on arrays), a bid of at least one tick when the value is, the ask at least a tick above
+    the bid; at the settlement moment (not ``live``) the quote collapses on the intrinsic value."""
     tick = _MIN_TICK[und]
-    rule, ticks = _leg_rule(und)
-    if np.ndim(mid) == 0 or mid.dtype != np.float64:
-        root = _TICK_ROOT[und]
-        bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down")
-        ask = round_to_tick(mid + half, root, direction="up")
-        bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
-        ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
-        if not all_live:
-            bid = np.where(live, bid, round_to_tick(mid, root, direction="down"))
-            ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up"), tick))
-        return bid, ask
-    lo = mid - half
-    np.maximum(lo, 0.0, out=lo)
-    bid = _out_fast(_round_cents_one_way(rule, _cents_fast(lo), "down", False))
-    half += mid
-    ask = _out_fast(_round_cents_one_way(rule, _cents_fast(half), "up", False))
+    root = _TICK_ROOT[und]
+    bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down")
+    ask = round_to_tick(mid + half, root, direction="up")
     bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
-    # ask at least one tick above the bid: tick_sizes(root, bid) from the rule's two sizes
-    if ticks is None:
-        ts = tick_sizes(_TICK_ROOT[und], bid)
-    elif len(ticks) == 1:
-        ts = ticks[0]
-    else:
-        c = np.abs(_cents_fast(bid))
-        hi = c >= ticks[2]
-        hi &= c != np.inf
-        ts = np.where(hi, ticks[1], ticks[0])
-    ts += bid
-    ts *= 100.0
-    np.rint(ts, out=ts)  # np.round(bid + tick size, 2)
-    ts /= 100.0
-    ask = np.maximum(ask, ts)
+    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
     if not all_live:
-        bid = np.where(live, bid, _out_fast(_round_cents_one_way(rule, _cents_fast(mid), "down", False)))
-        ask = np.where(live, ask, np.maximum(_out_fast(_round_cents_one_way(rule, _cents_fast(mid), "up", False)), tick))
+        bid = np.where(live, bid, round_to_tick(mid, root, direction="down"))
+        ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up"), tick))
     return bid, ask
-
-
-@functools.lru_cache(maxsize=None)
-def _leg_rule(und: str):
-    """The tick rule quote_block rounds ``und``'s quotes on, and its single-leg tick sizes as
-    ``tick_sizes`` returns them: (size,) for one tier, (size below, size at/above, bound in cents) for
-    two (None: another rule, asked through tick_sizes)."""
-    rule = tick_rule_for(_TICK_ROOT[und])
-    sizes = tuple(float(v) for v in np.round(np.array([st for _, st in rule.tiers], dtype=np.float64) / 100.0, 2))
-    if len(rule.tiers) == 1:
-        return rule, (np.float64(sizes[0]),)
-    if len(rule.tiers) == 2:
-        return rule, (sizes[0], sizes[1], float(rule.tiers[1][0]))
-    return rule, None
 
 
 # ------------------------------------------------------------- day chains

@@ -75,7 +75,7 @@ class SyntheticMarket:
         self._vix_exp_days = self._vix_expiry_days()
         self._legs_sessions: OrderedDict[int, SessionLegs] = OrderedDict()
         self._legs_by_day: dict = {}
-        self._legs_info: dict = {}
+        self._leg_series_of: dict = {}
         self._layouts_asked: dict = {}
 
     def __repr__(self) -> str:
@@ -466,31 +466,25 @@ class SyntheticMarket:
         n, L = ses.n, len(contracts)
         groups: dict[tuple, list[int]] = {}
         for i, c in enumerate(contracts):
-            info = self._legs_info.get(c)
-            if info is None:
-                info = self._leg_info(c)
-            groups.setdefault(info[0], []).append(i)
-        bid = ask = None
-        if len(groups) == 1 and L:
-            (key, cols), = groups.items()
+            series = self._leg_series_of.get(c)
+            if series is None:
+                series = self._leg_series(c)
+            groups.setdefault(series, []).append(i)
+        priced = []  # (columns, bid, ask) of each quoted series' legs
+        for key, cols in groups.items():
             st = ses.series(*key)
             if st is not None:
                 strike = np.array([[contracts[i].strike for i in cols]], dtype=np.float64)
                 is_call = np.array([[contracts[i].is_call for i in cols]], dtype=bool)
-                bid, ask = leg_block(self, key[0], st, strike, is_call)
-        if bid is None:
+                priced.append((cols, *leg_block(self, key[0], st, strike, is_call)))
+        if len(priced) == 1 and len(priced[0][0]) == L:  # one series: its block, in the legs' order
+            _, bid, ask = priced[0]
+        else:
             bid = np.full((n, L), np.nan)
             ask = np.full((n, L), np.nan)
-            if len(groups) > 1:
-                for key, cols in groups.items():
-                    st = ses.series(*key)
-                    if st is None:
-                        continue
-                    strike = np.array([[contracts[i].strike for i in cols]], dtype=np.float64)
-                    is_call = np.array([[contracts[i].is_call for i in cols]], dtype=bool)
-                    b, a = leg_block(self, key[0], st, strike, is_call)
-                    bid[:, cols] = b
-                    ask[:, cols] = a
+            for cols, b, a in priced:
+                bid[:, cols] = b
+                ask[:, cols] = a
         return LegQuotes(contracts=contracts, times=ses.times.copy(), bid=bid, ask=ask)
 
     def _session_legs(self, day) -> SessionLegs:
@@ -512,15 +506,15 @@ class SyntheticMarket:
             pass
         return got
 
-    def _leg_info(self, contract) -> tuple:
-        """((underlying, expiry session, AM), ) of a contract quoted by :meth:`leg_quotes` (cached)."""
+    def _leg_series(self, contract) -> tuple:
+        """(underlying, expiry session, AM) of a contract quoted by :meth:`leg_quotes` (cached)."""
         und = _underlying_of(contract)
         s = series_for_contracts(self.path, [contract])  # ValueError for an expiry that is not a session
-        info = ((und, int(s.exp_day[0]), bool(s.is_am[0])),)
-        if len(self._legs_info) > 20_000:
-            self._legs_info.clear()
-        self._legs_info[contract] = info
-        return info
+        series = (und, int(s.exp_day[0]), bool(s.is_am[0]))
+        if len(self._leg_series_of) > 20_000:
+            self._leg_series_of.clear()
+        self._leg_series_of[contract] = series
+        return series
 
     def settlement_value(self, contract) -> float:
         """The print that settles ``contract``: PM -> the expiry session's close; SPX AM -> its

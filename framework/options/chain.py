@@ -583,12 +583,13 @@ _ABOVE_STRIKE = ~((1 << 37) - 1)
 _BELOW_ROOT = (1 << 55) - 1
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _occ_of_key(root: str, low: int) -> str:
-    """The OCC symbol of a root and a contract key without its root code: ``OptionContract.occ_symbol``'s text
-    (root padded to 6, ``YYMMDD``, right, strike x 1000 in 8 digits), formatted once per contract."""
+    """The OCC symbol of a root and a contract key without its root code (expiry, right, strike x 1000):
+    ``OptionContract.occ_symbol``'s text, through the same (cached) formatter."""
+    from strikebench.options.contracts import _ROOT_WIDTH, _occ_body
+
     expiry = _EPOCH_DATE + dt.timedelta(days=low >> 38)
-    return f"{root:<6}{expiry:%y%m%d}{'C' if (low >> 37) & 1 else 'P'}{low & ((1 << 37) - 1):08d}"
+    return f"{root:<{_ROOT_WIDTH}}{_occ_body(expiry, 'C' if (low >> 37) & 1 else 'P', (low & ((1 << 37) - 1)) / 1000.0)}"
 
 
 @functools.lru_cache(maxsize=1 << 14)
