@@ -29,7 +29,6 @@ from strikebench.options.fills import (
     left_legs,
     reduced_combo,
     settle_fill_prices,
-    tradeable,
 )
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
 from strikebench.portfolio import Portfolio
@@ -170,6 +169,7 @@ class OptionsBroker(bt.BrokerBase):
         self._now: dt.datetime | None = None
         self._close_curves: dict[tuple, np.ndarray] = {}  # a trade's legs -> its closing curve this session
         self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
+        self._next_outside: dict[tuple, list] = {}  # (trade, low, high) -> per minute, the first outside from it
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
@@ -200,8 +200,7 @@ class OptionsBroker(bt.BrokerBase):
         self.quotes.start_session(day)
         # every open leg quoted for the session in one call (per underlying), not one call per trade
         self.quotes.prefetch([leg.contract for t in self.portfolio.open_trades() for leg in t.legs])
-        self._close_curves.clear()
-        self._outside.clear()
+        self.forget_exit_curves()
         self._marks.clear()
         self._values.clear()
         self._remark()
@@ -296,27 +295,51 @@ class OptionsBroker(bt.BrokerBase):
         key = (trade.trade_id, low, high)
         hit = self._outside.get(key)
         if hit is None:
-            curve = self._close_curves.get(trade.legs)
-            if curve is None:
-                curve = self._close_curve(trade)
-            with np.errstate(invalid="ignore"):
-                hit = (curve <= low) | (curve >= high)
-            self._outside[key] = hit
+            hit = self._outside_curve(key, trade, low, high)
         return bool(hit[min(self._bar, len(hit) - 1)])
+
+    def _outside_curve(self, key: tuple, trade: TradeRecord, low: float, high: float) -> np.ndarray:
+        curve = self._close_curves.get(trade.legs)
+        if curve is None:
+            curve = self._close_curve(trade)
+        with np.errstate(invalid="ignore"):
+            hit = (curve <= low) | (curve >= high)
+        self._outside[key] = hit
+        return hit
 
     def next_bar_outside(self, trade: TradeRecord, low: float, high: float) -> int:
         """The first bar of the session after this one at which :meth:`close_price_outside` is True
         (bars past the quotes read the last minute, as :meth:`close_price_outside` does); ``NEVER``
-        when there is none."""
-        self.close_price_outside(trade, low, high)  # computes and caches the session's comparison
-        hit = self._outside[(trade.trade_id, low, high)]
+        when there is none.
+
+        Found once per (trade, low, high) and session: for every minute the first minute from it on
+        that is outside (the session's comparison scanned once from the end), so each ask is a list read."""
+        key = (trade.trade_id, low, high)
+        ahead = self._next_outside.get(key)
+        if ahead is None:
+            hit = self._outside.get(key)
+            if hit is None:
+                hit = self._outside_curve(key, trade, low, high)
+            n = len(hit)
+            # the first outside minute at or after each minute (n when none): a running minimum from the end
+            at = np.where(hit, np.arange(n), n)
+            ahead = np.minimum.accumulate(at[::-1])[::-1].tolist()
+            self._next_outside[key] = ahead
         nxt = self._bar + 1
-        ahead = hit[nxt:]
-        if ahead.size and ahead.any():
-            return nxt + int(np.argmax(ahead))
-        if hit.size and hit[-1]:  # only past the quotes (else found above): the last minute repeats
+        n = len(ahead)
+        if nxt < n:
+            first = ahead[nxt]
+            return first if first < n else NEVER
+        if n and ahead[-1] < n:  # only past the quotes: the last minute repeats
             return nxt
         return NEVER
+
+    def forget_exit_curves(self) -> None:
+        """Drop the session's closing curves and what was compared on them (a new session; a live market
+        whose quotes just filled in with a closed bar)."""
+        self._close_curves.clear()
+        self._outside.clear()
+        self._next_outside.clear()
 
     def has_working_exit(self, trade_id: str) -> bool:
         """True while a closing order of ``trade_id`` is working."""
@@ -327,10 +350,20 @@ class OptionsBroker(bt.BrokerBase):
 
     def _close_curve(self, trade: TradeRecord) -> np.ndarray:
         """The session's closing curve of ``trade`` (:func:`closing_curve`), kept for the session by its legs:
-        a trade on the same legs as another (a strategy re-entering the same spread) shares it."""
+        a trade on the same legs as another (a strategy re-entering the same spread) shares it.
+
+        Priced from this bar on: a session's bars are asked in order and the curve is dropped with the
+        session, so the minutes before the first ask are never read (NaN: never outside). Each minute's
+        price depends on that minute's quotes alone, so the minutes priced are the whole curve's."""
         q = self.quotes.legs([leg.contract for leg in trade.legs])
-        curve = closing_curve(self.fill_model, tuple(leg.reversed() for leg in trade.legs), q.bid, q.ask,
-                              as_of=self.quotes.day)
+        closing = tuple(leg.reversed() for leg in trade.legs)
+        start = min(self._bar, len(q.bid) - 1)
+        if start <= 0:
+            curve = closing_curve(self.fill_model, closing, q.bid, q.ask, as_of=self.quotes.day)
+        else:
+            curve = np.full(len(q.bid), np.nan)
+            curve[start:] = closing_curve(self.fill_model, closing, q.bid[start:], q.ask[start:],
+                                          as_of=self.quotes.day)
         self._close_curves[trade.legs] = curve
         return curve
 
@@ -445,9 +478,9 @@ def _combo_curve(fill_model, legs, bid, ask, *, as_of) -> np.ndarray:
     """Fill price of one combo of ``legs`` (a market order) per minute, by the one rule; NaN where none."""
     ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
     if _has_model_price(fill_model):  # the same rule as fill_price, for every minute at once
-        usable = tradeable(ratios, bid, ask)
         with np.errstate(invalid="ignore"):
-            raw = np.where(usable, fill_model.model_price(ratios, bid, ask), 0.0)
+            raw = fill_model.model_price(ratios, bid, ask)
+        # a minute whose legs cannot trade is priced 0.0, then NaN, by settle_fill_prices (step 1 of the rule)
         return settle_fill_prices(combo_pricing(legs, as_of=as_of), raw, bid, ask)
     # a fill model without a vectorizable price: ask it minute by minute
     probe = Order(client_id="_probe", legs=tuple(legs), quantity=1, order_type=OrderType.MARKET, opens=False)

@@ -614,8 +614,7 @@ class LiveRuntime:
             bar_closed = getattr(self.market, "bar_closed", None)
             if callable(bar_closed):  # a live market (data: {source: tradier}) reads the bar that just closed;
                 bar_closed(close_t)  # the session-wide exit curves computed from its quotes are stale now
-                adapter._close_curves.clear()
-                adapter._outside.clear()
+                adapter.forget_exit_curves()
             if tl.first[i] or self.state.get(self._sk("day_start_equity")) is None:
                 self.state.set(self._sk("day_start_equity"), float(adapter.getvalue()))
             engine.on_bar(i)

@@ -1,0 +1,225 @@
+"""Exit curves priced once per trade and session, from the bar first asked on.
+
+* A combo's curve (:func:`_combo_curve`, vectorised over minutes) is the fill price of a market order for the
+  combo, minute by minute (``FillModel.fill_price``: the general path), to the bit, NaN where it does not fill.
+* A closing curve of the minutes from a bar on is the whole session's curve from that bar on (each minute's
+  price depends on that minute's quotes alone), so the broker prices a trade's curve from the bar it is first
+  asked at: a session's bars are asked in order.
+* ``next_bar_outside`` (a list read of the first outside minute from each minute on) equals a scan of the
+  session's comparison; the exit rule's bar (``credit_exit``) is the first bar, found here by hand from the
+  quotes, whose closing cost meets a level, whether ``manage`` runs every bar or idles until it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import numpy as np
+import pytest
+
+from strikebench.api import Strategy
+from strikebench.engine.broker import NEVER, OptionsBroker, _combo_curve, closing_curve
+from strikebench.options.contracts import OptionContract
+from strikebench.options.fills import reduced_combo
+from strikebench.options.orders import Leg, Order, OrderType
+from strikebench.plugins.fill_models import MidFill, MidSlippageFill, NaturalFill
+from strikebench.strategies.spreads import PRICE_EPS, credit_exit
+from strikebench.testing import ModelMarket, run_strategy
+
+from test_closing_curve import ROOTS, bits, quotes
+
+
+def _random_legs(pyrng: random.Random, expiry: dt.date):
+    root = pyrng.choice(list(ROOTS))
+    base, width = ROOTS[root]
+    k = pyrng.choice([1, 2, 2, 3, 4])
+    strikes = [base + width * i for i in pyrng.sample(range(-10, 10), k)]
+    right = pyrng.choice("PC")
+    return root, tuple(Leg(OptionContract(root, expiry, s, right), pyrng.choice([1, -1, 2, -2])) for s in strikes)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_combo_curve_is_a_market_orders_fill_price_minute_by_minute(seed):
+    """Random quotes (zero bids, NaN, crossed, negative, zero asks, off-tick noise): the vectorised curve equals
+    ``fill_price`` of a one-combo market order on each minute's quotes, NaN where it returns None."""
+    rng = np.random.default_rng(200 + seed)
+    pyrng = random.Random(seed)
+    for trial in range(40):
+        root, legs = _random_legs(pyrng, dt.date(2024, 1, 19))
+        legs = reduced_combo(legs)[0]  # an order's ratios share no factor
+        bid, ask = quotes(rng, pyrng.choice([1, 7, 60]), len(legs), root)
+        model = pyrng.choice([MidSlippageFill(), NaturalFill(), MidFill()])
+        probe = Order(client_id="_probe", legs=legs, quantity=1, order_type=OrderType.MARKET, opens=False)
+        want = np.array([np.nan if (p := model.fill_price(probe, bid[i], ask[i])) is None else p
+                         for i in range(len(bid))], dtype=np.float64)
+        got = _combo_curve(model, legs, bid, ask, as_of=None)
+        assert np.array_equal(bits(got), bits(want)), (legs, trial)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_closing_curve_from_a_bar_on_is_the_whole_curve_from_that_bar_on(seed):
+    """What the broker relies on to price a trade's curve from the bar first asked: the minutes priced alone give
+    the same floats as the whole session priced at once (legs left out on some minutes included)."""
+    rng = np.random.default_rng(300 + seed)
+    pyrng = random.Random(seed)
+    for trial in range(40):
+        root, legs = _random_legs(pyrng, dt.date(2024, 1, 19))
+        bid, ask = quotes(rng, 390, len(legs), root)
+        model = pyrng.choice([MidSlippageFill(), NaturalFill()])
+        whole = closing_curve(model, legs, bid, ask, as_of=dt.date(2024, 1, 10))
+        for start in (1, pyrng.randrange(1, 389), 389):
+            part = closing_curve(model, legs, bid[start:], ask[start:], as_of=dt.date(2024, 1, 10))
+            assert np.array_equal(bits(part), bits(whole[start:])), (legs, trial, start)
+
+
+class _Quotes:
+    """A QuoteBook stand-in: one leg set's quotes for the session."""
+
+    def __init__(self, bid, ask, day):
+        self.bid, self.ask, self.day = bid, ask, day
+
+    def legs(self, contracts):
+        from strikebench.options.chain import LegQuotes
+
+        times = np.arange(len(self.bid), dtype=np.int64) * 60_000_000_000 + 1_700_000_000 * 10**9
+        return LegQuotes(contracts=tuple(contracts), times=times, bid=self.bid, ask=self.ask)
+
+
+class _Trade:
+    def __init__(self, legs):
+        self.legs, self.trade_id = legs, "T-1"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_broker_prices_a_curve_from_the_bar_first_asked_and_finds_the_next_bar_outside(seed):
+    """Asked first at bar k, the broker's closing price at every bar from k on is the whole curve's; the session's
+    comparison and the next bar outside (at each bar, past the quotes too) are a scan of the whole curve's."""
+    from strikebench.portfolio import Portfolio
+    from strikebench.plugins.commissions import ZeroCommission
+
+    rng = np.random.default_rng(400 + seed)
+    pyrng = random.Random(seed)
+    day = dt.date(2024, 1, 10)
+    for trial in range(12):
+        root, legs = _random_legs(pyrng, dt.date(2024, 1, 19))
+        n = pyrng.choice([5, 60, 390])
+        bid, ask = quotes(rng, n, len(legs), root)
+        model = MidSlippageFill()
+        whole = closing_curve(model, tuple(leg.reversed() for leg in legs), bid, ask, as_of=day)
+        finite = whole[np.isfinite(whole)]
+        low, high = (np.quantile(finite, [0.2, 0.8]) if finite.size else (0.0, 1.0))
+        hit = (np.nan_to_num(whole, nan=np.inf) <= low) | (np.nan_to_num(whole, nan=-np.inf) >= high)
+        start = pyrng.choice([0, 1, n // 2, n - 1])
+        broker = OptionsBroker(Portfolio(100_000.0), model, ZeroCommission(), _Quotes(bid, ask, day))
+        trade = _Trade(legs)
+        for bar in range(start, n + 3):  # bars past the quotes read the last minute
+            broker._bar = bar
+            m = min(bar, n - 1)
+            price = broker.close_price(trade)
+            assert (price is None and whole[m] != whole[m]) or price == whole[m], (trial, bar)
+            assert broker.close_price_outside(trade, low, high) == bool(hit[m]), (trial, bar)
+            ahead = [j for j in range(bar + 1, n) if hit[j]]
+            want = ahead[0] if ahead else (bar + 1 if hit[n - 1] else NEVER)
+            assert broker.next_bar_outside(trade, low, high) == want, (trial, bar)
+
+
+# ------------------------------------------------------------------ the exit bar, by hand from the quotes
+DAY = dt.date(2024, 1, 10)
+SHORT = OptionContract("SPXW", DAY, 4700.0, "P")
+LONG = OptionContract("SPXW", DAY, 4690.0, "P")
+
+
+def _price_cents(legs: list[tuple[int, int, int]], low: int, high: int) -> int:
+    """A combo's fill by hand (mid_slippage, k 0.30): ``legs`` as (ratio, bid, ask) in cents; mid + 0.30 x width,
+    up to the 0.05 complex tick, between the far natural and the natural (on the grid inwards), then inside
+    the combo's payoff range ``low``..``high``."""
+    mid2 = sum(r * (b + a) for r, b, a in legs)  # twice the mid
+    width = sum(abs(r) * (a - b) for r, b, a in legs)
+    up = -(-round((mid2 / 2 + 0.30 * width) * 1000) // 5000) * 5
+    nat = sum(r * (a if r > 0 else b) for r, b, a in legs) // 5 * 5  # natural, down to the grid
+    far = -(-sum(r * (b if r > 0 else a) for r, b, a in legs) // 5) * 5  # far natural, up to the grid
+    price = min(max(up, far), nat) if far <= nat else up
+    return min(max(price, low), high)
+
+
+def _cost_cents(sb: int, sa: int, lb: int, la: int) -> int:
+    """Closing the short 4700 / long 4690 put spread: buy the short back, sell the long (worth 0..10.00)."""
+    assert lb > 0  # a long leg without a bid would be left out: the path below never has one
+    return _price_cents([(1, sb, sa), (-1, lb, la)], 0, 1000)
+
+
+def _entry_cents(sb: int, sa: int, lb: int, la: int) -> int:
+    """Opening it: sell the 4700 put, buy the 4690 (worth -10.00..0)."""
+    return _price_cents([(-1, sb, sa), (1, lb, la)], -1000, 0)
+
+
+def _path(minute: int) -> tuple[int, int]:
+    """The short put's quote at minute ``minute`` of the session (cents): a drift down, a spike up, back down."""
+    base = 520 - 2 * minute if minute < 150 else 220 + 4 * (minute - 150)
+    base = max(base, 40)
+    return base, base + 20
+
+
+class _SellAndExit(Strategy):
+    name = "sell_exit"
+
+    def __init__(self, when: dt.time, idle: bool, tp: float = 0.5, stop: float = 2.0):
+        super().__init__()
+        self.when, self.idle, self.tp, self.stop = when, idle, tp, stop
+        self.managed: list[dt.time] = []
+
+    def decision_times(self):
+        return [self.when]
+
+    def on_decision_time(self, ctx):
+        if not ctx.open_trades() and not ctx._engine.portfolio.closed_trades():
+            ctx.open_trade([Leg(SHORT, -1), Leg(LONG, +1)], 1)
+
+    def manage(self, ctx, trade):
+        self.managed.append(ctx.now.time())
+        credit_exit(ctx, trade, take_profit_pct=self.tp, stop_multiple=self.stop, idle=self.idle)
+
+
+def _run(when: dt.time, idle: bool, tp: float, stop: float):
+    def short_quote(ts):
+        m = (ts.hour * 60 + ts.minute) - (9 * 60 + 30)
+        b, a = _path(m)
+        return b / 100, a / 100
+
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={SHORT: short_quote, LONG: (1.00, 1.20)},
+                         settlement={DAY: 4750.0})
+    strat = _SellAndExit(when, idle, tp, stop)
+    engine = run_strategy(strat, market, fill_model=MidSlippageFill())
+    return engine, strat
+
+
+@pytest.mark.parametrize("idle", [False, True])
+@pytest.mark.parametrize("when,tp,stop", [(dt.time(10, 0), 0.5, 2.0), (dt.time(12, 7), 0.5, 1.5),
+                                          (dt.time(9, 31), 0.8, 2.0), (dt.time(14, 0), 0.5, 2.0)])
+def test_the_exit_is_on_the_first_bar_after_the_entry_whose_cost_meets_a_level(when, tp, stop, idle):
+    engine, strat = _run(when, idle, tp, stop)
+    trades = engine.portfolio.closed_trades() + engine.portfolio.open_trades()
+    assert len(trades) == 1
+    trade = trades[0]
+    entry_bar = (when.hour * 60 + when.minute) - (9 * 60 + 30)
+    sb, sa = _path(entry_bar)
+    credit = -_entry_cents(sb, sa, 100, 120)
+    assert round(trade.entry_price * 100) == -credit
+    low = (1.0 - tp) * credit / 100 + PRICE_EPS
+    high = stop * credit / 100 - PRICE_EPS
+    want = None
+    for m in range(entry_bar + 1, 390):
+        cost = _cost_cents(*_path(m), 100, 120) / 100
+        if cost <= low or cost >= high:
+            want = (m, round(cost * 100), "take_profit" if cost <= low else "stop_loss")
+            break
+    if want is None:
+        assert trade.exit_reason == "settlement"
+        return
+    m, cost, reason = want
+    t = dt.time(9 + (30 + m) // 60, (30 + m) % 60)
+    assert trade.exit_reason == reason
+    assert trade.closed_at.time() == t and round(trade.exit_price * 100) == cost
+    if idle:  # asked on the bar after the fill (the fill woke it) and then on the exit bar only
+        assert strat.managed[-1] == t and len(strat.managed) <= 3
