@@ -105,8 +105,11 @@ class StrategyContext:
         self._decisions = 0
         self._orders = 0
         self._naps: dict | None = None  # trade id -> bar_in_session promised by idle_until during manage
-        self._idle_until = -1  # absolute bar before which manage is skipped, valid while _idle_epoch holds
+        self._idle_until = -1  # absolute bar before which manage is skipped, valid while _idle_epoch == _wake
         self._idle_epoch = -1
+        self._wake = 0  # moved by the engine on every change the strategy's idle promise depends on
+        self._idle_own = False  # the promise depends only on the strategy's own orders and trades
+        self._naps_own = True  # every promise of this manage round said own=True
 
     # ------------------------------------------------------------------ clock
     @property
@@ -301,7 +304,7 @@ class StrategyContext:
         """This bar's position in the session (0 = the opening minute)."""
         return self._engine.bar_in_session
 
-    def idle_until(self, trade: TradeRecord, bar: int) -> None:
+    def idle_until(self, trade: TradeRecord, bar: int, *, own: bool = False) -> None:
         """Tell the engine that :meth:`manage` has nothing to do for ``trade`` before bar ``bar`` of this
         session (``bar_in_session`` units) *unless something else changes*.
 
@@ -309,11 +312,16 @@ class StrategyContext:
         this trade is known not to fire before then (``credit_exit(..., idle=True)`` does it from the
         session-wide comparison of :meth:`close_price_outside`). When every open trade of the strategy
         has such a promise, the engine skips ``manage`` until the earliest one, and calls it again at
-        once after any order event, fill, veto or settlement in the run, and at every session start.
-        Backtests only (a live run calls ``manage`` every bar)."""
+        once after any order event, fill, veto or settlement in the run, and at every session start;
+        with ``own=True`` (what ``manage`` does for this trade depends only on this strategy's own orders
+        and trades and the session's quotes, as the credit rule's does) only after an order event, fill,
+        veto or settlement of this strategy's orders and trades, and at every session start (when every
+        open trade's promise says so). Backtests only (a live run calls ``manage`` every bar)."""
         naps = self._naps
         if naps is not None:
             naps[trade.trade_id] = int(bar)
+            if not own:
+                self._naps_own = False
 
     def _request(self, order: Order) -> OrderRequest:
         engine = self._engine

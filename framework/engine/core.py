@@ -100,6 +100,7 @@ class Engine:
                                                         on_transition=self._on_transition, on_fill=self._on_fill)
         self.risk_gate = RiskGate(risk_managers, hook=hook, run=self.run)
         self.contexts = [StrategyContext(self, sid, strat) for sid, strat in self.strategies]
+        self._context_of = {ctx.strategy_id: ctx for ctx in self.contexts}
         self._decision_bars = [
             np.isin(self.timeline.minute_of_day, [t.hour * 60 + t.minute for t in strat.decision_times()])
             for _, strat in self.strategies
@@ -294,7 +295,7 @@ class Engine:
             self._start_session()
         self.broker.on_bar(pos[i], self.timeline.stamps[i])
         for ctx, sid, strat, decides in loop:
-            if ctx._idle_epoch != self._epoch or i >= ctx._idle_until:
+            if ctx._idle_epoch != ctx._wake or i >= ctx._idle_until:
                 self._manage(ctx, sid, strat, i)
             if decides[i]:
                 strat.on_decision_time(ctx)
@@ -308,16 +309,15 @@ class Engine:
         """After bar ``i`` of a backtest: the bars up to the next one at which anything can happen are quiet.
 
         A bar can act only through a working order (none now), a decision bar, a strategy's ``manage``
-        (skipped until ``ctx._idle_until`` while the run's epoch holds: every strategy here has promised that,
-        or has no open trade) or the session's last bar (settlement, expiries). None of these changes during
+        (skipped until ``ctx._idle_until`` while its promise holds: every strategy here has promised that, or
+        has no open trade) or the session's last bar (settlement, expiries). None of these changes during
         a quiet stretch (the epoch moves only through events, which happen on busy bars), so the stretch's
         account values are this bar's cash plus the open positions' precomputed value at each minute,
         written now in one slice: the same floats the broker computes bar by bar. A quiet bar then costs
         :meth:`step` one comparison."""
         nxt = self._session_end - 1  # the session's last bar
-        epoch = self._epoch
         for k, ctx in enumerate(self.contexts):
-            if ctx._idle_epoch != epoch:
+            if ctx._idle_epoch != ctx._wake:
                 return  # this strategy manages its trades every bar
             nxt = min(nxt, ctx._idle_until, int(self._next_decision[k][i]))
         if nxt <= i + 1:
@@ -331,24 +331,39 @@ class Engine:
     def _manage(self, ctx, sid, strat, i: int) -> None:
         """``manage`` of each open trade of one strategy. In a backtest, when every trade promised
         (``ctx.idle_until``) that nothing happens before some bar, or the strategy has no open trade,
-        the strategy is skipped until the earliest such bar or until anything changes in the run
-        (``self._epoch``: order events, fills, vetoes, settlements, session starts)."""
+        the strategy is skipped until the earliest such bar or until something its promises depend on
+        changes (:meth:`_changed`): anything in the run (order events, fills, vetoes, settlements, session
+        starts), or only its own orders and trades and session starts when every promise said so
+        (``own=True``: ``credit_exit``'s, and a strategy without open trades, whose trades only appear
+        through its own fills)."""
         trades = self.portfolio.open_trades(sid, exited=False)
-        epoch = self._epoch
+        ctx._idle_own = False  # while manage runs, any change counts
+        wake = ctx._wake
         if not trades:
-            if self._can_idle:  # trades only appear through fills, which move the epoch
-                ctx._idle_until, ctx._idle_epoch = self._session_end, epoch
+            if self._can_idle:  # trades only appear through fills of the strategy's own orders
+                ctx._idle_until, ctx._idle_epoch, ctx._idle_own = self._session_end, wake, True
             return
         ctx._naps = naps = {} if self._can_idle else None
+        ctx._naps_own = True
         try:
             for trade in trades:
                 strat.manage(ctx, trade)
         finally:
             ctx._naps = None
-        if naps and self._epoch == epoch and len(naps) == len(trades):
+        if naps and ctx._wake == wake and len(naps) == len(trades):
             start = i - int(self.timeline.in_session[i])
             ctx._idle_until = min(self._session_end, start + min(naps.values()))
-            ctx._idle_epoch = epoch
+            ctx._idle_epoch = wake
+            ctx._idle_own = ctx._naps_own
+
+    def _changed(self, strategy: str | None = None) -> None:
+        """Something a strategy's idle promise may depend on changed: the run's epoch moves, and every
+        strategy's promise breaks, but for a promise about its own trades only (``own``) when ``strategy``
+        (the strategy whose order or trade this is) is another one. None: every promise breaks."""
+        self._epoch += 1
+        for ctx in self.contexts:
+            if not ctx._idle_own or strategy is None or ctx.strategy_id == strategy:
+                ctx._wake += 1
 
     def finish(self) -> None:
         if self.finished:
@@ -360,7 +375,7 @@ class Engine:
     # ----------------------------------------------------------- sessions
     def _start_session(self) -> None:
         day = self.today
-        self._epoch += 1
+        self._changed()
         self._prefetched.clear()
         for key, (asks, offered) in self._session_asks.items():
             use = self._batch_use.setdefault(key, [0, 0])
@@ -413,7 +428,7 @@ class Engine:
                     if leg.contract.expiry == day and leg.contract.settlement_style == style}
         if not expiring:
             return
-        self._epoch += 1
+        self._changed()
         values = {c: float(self.market.settlement_value(c)) for c in expiring}
         # a market that had no real print for a contract says so (FileMarket: open/close approximation)
         note_of = getattr(self.market, "settlement_note", None)
@@ -432,7 +447,7 @@ class Engine:
 
     def record_veto(self, order: Order, vetoes: list[Veto]) -> None:
         reason = "; ".join(f"{v.rule}: {v.reason}" if v.rule else v.reason for v in vetoes)
-        self._epoch += 1
+        self._changed(order.strategy)
         previous = order.status
         order.status = OrderStatus.REJECTED
         order.status_reason = f"vetoed: {reason}"
@@ -442,11 +457,11 @@ class Engine:
                                                        self.now.to_pydatetime(), order.status_reason))
 
     def _on_transition(self, order: Order, transition: OrderTransition) -> None:
-        self._epoch += 1
+        self._changed(order.strategy)
         self.hook.on_order_event(run=self.run, order=order.snapshot(), event=transition)
 
     def _on_fill(self, order: Order, fill: Fill, trade: TradeRecord) -> None:
-        self._epoch += 1
+        self._changed(order.strategy)
         self.hook.on_fill(run=self.run, order=order.snapshot(), fill=fill)
         if not trade.is_open:
             self.hook.on_trade_closed(run=self.run, trade=trade)
