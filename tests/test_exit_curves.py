@@ -223,3 +223,83 @@ def test_the_exit_is_on_the_first_bar_after_the_entry_whose_cost_meets_a_level(w
     assert trade.closed_at.time() == t and round(trade.exit_price * 100) == cost
     if idle:  # asked on the bar after the fill (the fill woke it) and then on the exit bar only
         assert strat.managed[-1] == t and len(strat.managed) <= 3
+
+
+# ------------------------------------------------------------------ promises about a strategy's own trades
+OTHER = OptionContract("SPXW", DAY, 4600.0, "P")
+
+
+class _BuysOften(Strategy):
+    """Another strategy of the run: buys a put every 7 minutes (order events and fills all day)."""
+
+    name = "buys_often"
+
+    def decision_times(self):
+        return [dt.time(9 + (30 + m) // 60, (30 + m) % 60) for m in range(3, 385, 7)]
+
+    def on_decision_time(self, ctx):
+        ctx.open_trade([Leg(OTHER, +1)], 1)
+
+
+class _NapsForever(Strategy):
+    """Holds one trade and promises (not own) that nothing happens to it before the session ends."""
+
+    name = "naps"
+
+    def __init__(self):
+        super().__init__()
+        self.managed: list[dt.time] = []
+
+    def decision_times(self):
+        return [dt.time(10, 0)]
+
+    def on_decision_time(self, ctx):
+        ctx.open_trade([Leg(SHORT, -1), Leg(LONG, +1)], 1)
+
+    def manage(self, ctx, trade):
+        self.managed.append(ctx.now.time())
+        ctx.idle_until(trade, NEVER)
+
+
+def _market():
+    def short_quote(ts):
+        b, a = _path((ts.hour * 60 + ts.minute) - (9 * 60 + 30))
+        return b / 100, a / 100
+
+    return ModelMarket(DAY, DAY, spot=4710.0, quotes={SHORT: short_quote, LONG: (1.00, 1.20), OTHER: (0.40, 0.50)},
+                       settlement={DAY: 4750.0})
+
+
+def _together(*strategies):
+    from strikebench.engine.core import Engine
+    from strikebench.plugins.commissions import ZeroCommission
+
+    engine = Engine(market=_market(), strategies=[(s.name, s) for s in strategies], fill_model=MidSlippageFill(),
+                    commission=ZeroCommission())
+    engine.run_all()
+    return engine
+
+
+@pytest.mark.parametrize("when,tp,stop", [(dt.time(10, 0), 0.5, 2.0), (dt.time(12, 7), 0.5, 1.5)])
+def test_other_strategies_events_do_not_wake_the_credit_rule_and_change_nothing(when, tp, stop):
+    """credit_exit's promise is about its own trade: another strategy's orders and fills all day do not wake it
+    (manage runs on the bar after its own fill and on the exit bar only), and its exit is the one it makes alone."""
+    alone, strat_alone = _run(when, True, tp, stop)
+    strat = _SellAndExit(when, True, tp, stop)
+    other = _BuysOften()
+    engine = _together(other, strat)
+    (mine,) = [t for t in engine.portfolio.closed_trades() if t.strategy == strat.name]
+    (want,) = alone.portfolio.closed_trades()
+    assert (mine.exit_reason, mine.closed_at, mine.exit_price, mine.entry_price) == \
+        (want.exit_reason, want.closed_at, want.exit_price, want.entry_price)
+    assert strat.managed == strat_alone.managed and len(strat.managed) == 2
+    assert len([t for t in engine.portfolio.closed_trades() if t.strategy == other.name]) > 40  # it did trade
+
+
+def test_a_promise_that_is_not_about_own_trades_is_broken_by_any_event_of_the_run():
+    """ctx.idle_until without own=True: manage runs again after each of the other strategy's events (on the bar of
+    the buy: that strategy comes first in the run, its order fills at once), and on no other bar."""
+    naps = _NapsForever()
+    _together(_BuysOften(), naps)
+    buys = [t for t in _BuysOften().decision_times() if t > dt.time(10, 1)]
+    assert naps.managed == [dt.time(10, 1)] + buys
