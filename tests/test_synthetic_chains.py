@@ -347,6 +347,28 @@ def test_a_listed_strike_stays_listed_until_its_expiry_whatever_range_is_asked(u
     np.testing.assert_array_equal(_listing(late, und, d_late), _listing(m, und, m.path.timeline.day_index("2023-04-19")))
 
 
+@pytest.mark.parametrize("und", ["SPX", "XSP"])
+def test_a_listing_folded_in_from_the_last_one_equals_the_whole_window(und):
+    """A market that listed an earlier session folds only the sessions since into its strike hulls (and keeps
+    the strikes of a hull that did not change): every listing equals the one from the whole look-back window
+    (a market without the kept hulls), bit for bit, whatever order the sessions are asked in (day after day,
+    a gap, back in time, the same day twice), including new series and a month-end monthly."""
+    from strikebench.feeds.synthetic.chains import day_listing
+
+    fast = SyntheticMarket(seed=11, start="2023-02-01", end="2023-05-31")
+    whole = SyntheticMarket(seed=11, start="2023-02-01", end="2023-05-31")
+    whole._strike_hulls = None  # no kept hulls: the whole window every time
+    n = fast.path.timeline.n_sim
+    order = list(range(0, 30)) + [45, 46, 44, 44, 70] + list(range(71, n)) + [3, 60]
+    for d in order:
+        a, b = day_listing(fast, und, d), day_listing(whole, und, d)
+        assert len(a.strikes) > 0
+        for f in ("strikes", "first", "n", "ranked", "base", "normals", "level"):
+            x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype and np.array_equal(x, y), (und, d, f)
+        np.testing.assert_array_equal(a.series.expiry, b.series.expiry)
+
+
 @pytest.mark.parametrize("und", ["SPX", "XSP", "VIX"])
 def test_a_chain_of_some_expiries_is_exactly_those_rows_of_the_whole_chain(market, und):
     """A request for a few expiries builds only their rows: the same contracts, open interest (its noise is

@@ -466,7 +466,9 @@ def _strikes_from_index(idx, unit: float) -> tuple[np.ndarray, np.ndarray]:
     per grid, as :func:`_strike_index_bounds` gives): series after series, each ascending.
 
     Every grid point is a multiple of the finest step, so each series' union of the three grids
-    is a mask over one shared grid (grid bounds compared as integer multiples, as ``_grid`` makes them).
+    is a mask over one shared grid (grid bounds compared as integer multiples, as ``_grid`` makes them);
+    grid points are exact integers times the finest step, so a series' strikes depend on its bounds only
+    (not on the other series asked with it).
     """
     E = len(idx[0][0])
     steps = _strike_steps(unit)
@@ -496,19 +498,61 @@ def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[n
     fills the gaps). SPX, SPXW and XSP; VIX series list one fixed grid (:func:`vix_strikes`). The level and ATM variance of each of those sessions come from the
     calendar-wide daily layer (the open and the variance state at the previous close), so a day's
     listing is the same whatever range the market was built for, and it only ever grows.
+
+    The hull is a min / max over sessions, so a market that listed an earlier session ``d'`` keeps its hulls
+    (``market._strike_hulls``) and a later day only folds in the sessions after ``d'`` (a backtest asks day after
+    day: one session's row instead of the whole window); each series' strikes are kept by its hull
+    (a hull that did not change keeps its strikes). The same rows and values as from the whole window (min / max are exact).
     """
     E = len(series.root)
     if E == 0:
         return np.zeros(0), np.zeros(0, np.int64)
     path = market.path
-    tl, L, ep, model = path.timeline, path.daily, path.epoch, path.model
+    tl, ep = path.timeline, path.epoch
     ch = market.scenario.chains
     unit = 0.1 if und == "XSP" else 1.0
     today = tl.first + d
     horizon = np.where(series.is_am, ch.spx_monthly_max_dte,
                        ch.xsp_max_dte if und == "XSP" else ch.spxw_max_dte).astype("timedelta64[D]")
     first = np.searchsorted(ep.dates, series.expiry - horizon, side="left")  # first session listing it
-    w = np.arange(int(first.min()), today + 1)
+    keys = list(zip(series.root.tolist(), series.expiry.astype(np.int64).tolist()))
+    hulls = getattr(market, "_strike_hulls", None)
+    prior = None if hulls is None else hulls.get(und)
+    start, had = first, None
+    if prior is not None and prior[0] <= today:  # fold in the sessions after the last one listed
+        p_today, p_pos, p_bounds, p_parts = prior
+        had = np.array([p_pos.get(k, -1) for k in keys], dtype=np.int64)
+        start = np.where(had >= 0, p_today + 1, first)
+    bounds = _hull_rows(market, series, start, today, unit)  # (E, 6): min ia, max ib of each grid
+    parts = [None] * E
+    if had is not None:
+        old = had >= 0
+        pb = p_bounds[np.maximum(had, 0)]
+        bounds[:, 0::2] = np.where(old[:, None], np.minimum(bounds[:, 0::2], pb[:, 0::2]), bounds[:, 0::2])
+        bounds[:, 1::2] = np.where(old[:, None], np.maximum(bounds[:, 1::2], pb[:, 1::2]), bounds[:, 1::2])
+        for j in np.flatnonzero(old & (bounds == pb).all(axis=1)).tolist():  # hull unchanged: its strikes
+            parts[j] = p_parts[had[j]]
+    new = [j for j in range(E) if parts[j] is None]
+    if new:
+        sel = np.asarray(new)
+        values, rows = _strikes_from_index([(bounds[sel, 2 * g], bounds[sel, 2 * g + 1]) for g in range(3)], unit)
+        for j, part in zip(new, np.split(values, np.searchsorted(rows, np.arange(1, len(new))))):
+            parts[j] = part
+    if hulls is not None and (prior is None or prior[0] <= today):
+        hulls[und] = (today, {k: i for i, k in enumerate(keys)}, bounds, parts)
+    n = np.fromiter((len(v) for v in parts), dtype=np.int64, count=E)
+    return np.concatenate(parts), np.repeat(np.arange(E, dtype=np.int64), n)
+
+
+def _hull_rows(market, series: "SeriesSet", start: np.ndarray, today: int, unit: float) -> np.ndarray:
+    """(E, 6): per grid, min ia and max ib of each series' grid index ranges over the sessions ``w`` from
+    ``start[j]`` to ``today`` (epoch session indices); +inf / -inf for a series with none."""
+    path = market.path
+    L, ep, model = path.daily, path.epoch, path.model
+    ch = market.scenario.chains
+    w = np.arange(int(start.min()), today + 1)
+    if len(w) == 0:
+        return np.tile(np.array([np.inf, -np.inf]), (len(start), 3))
     ref = np.exp(L.log_open[w]) * unit                                          # (W,)
     tab, ev = model.integral_table(L.S_f[w], L.S_s[w])                          # (W, G)
     dC = np.maximum(series.c_settle[None, :] - ep.c_open[w][:, None], 0.0)      # (W, E)
@@ -520,11 +564,12 @@ def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[n
     jumps = np.maximum(cum[i1] - cum[i0], 0.0)
     theta = model.atm_ratio * (model.rn_scale(L.S_e[w])[:, None] * integral + model.event_premium * jumps)
     sd = ref[:, None] * np.sqrt(np.maximum(theta, 1e-6))
-    listed = w[:, None] >= first[None, :]                                        # (W, E)
-    idx = []
-    for ia, ib in _strike_index_bounds(ref[:, None], sd, ch, unit):
-        idx.append((np.where(listed, ia, np.inf).min(axis=0), np.where(listed, ib, -np.inf).max(axis=0)))
-    return _strikes_from_index(idx, unit)
+    listed = w[:, None] >= start[None, :]                                        # (W, E)
+    out = np.empty((len(start), 6))
+    for g, (ia, ib) in enumerate(_strike_index_bounds(ref[:, None], sd, ch, unit)):
+        out[:, 2 * g] = np.where(listed, ia, np.inf).min(axis=0)
+        out[:, 2 * g + 1] = np.where(listed, ib, -np.inf).max(axis=0)
+    return out
 
 
 def vix_strikes() -> np.ndarray:

@@ -77,6 +77,8 @@ class SyntheticMarket:
         self._legs_by_day: dict = {}
         self._leg_series_of: dict = {}
         self._layouts_asked: dict = {}
+        #: per underlying, the strike hulls of the latest session listed (chains.listed_strike_sets)
+        self._strike_hulls: dict = {}
 
     def __repr__(self) -> str:
         return (f"SyntheticMarket(seed={self.seed}, start='{self.start}', end='{self.end}', "
