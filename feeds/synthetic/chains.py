@@ -538,7 +538,7 @@ def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[n
         values, rows = _strikes_from_index([(bounds[sel, 2 * g], bounds[sel, 2 * g + 1]) for g in range(3)], unit)
         for j, part in zip(new, np.split(values, np.searchsorted(rows, np.arange(1, len(new))))):
             parts[j] = part
-    if hulls is not None and (prior is None or prior[0] <= today):
+    if hulls is not None:  # the latest session listed (a second run over the same market starts again)
         hulls[und] = (today, {k: i for i, k in enumerate(keys)}, bounds, parts)
     n = np.fromiter((len(v) for v in parts), dtype=np.int64, count=E)
     return np.concatenate(parts), np.repeat(np.arange(E, dtype=np.int64), n)
