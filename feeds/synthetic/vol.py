@@ -35,6 +35,7 @@ _GL_W = 0.5 * _GL_W
 
 # Fixed grid in variance-days for the monotone integral used by option surfaces.
 _GRID = np.concatenate([[0.0], np.geomspace(2e-4, 400.0, 111)])
+_GRID_STEP = np.diff(_GRID)
 
 
 class VarianceModel:
@@ -55,16 +56,30 @@ class VarianceModel:
         self.event_premium = scenario.surface.event_premium
         self.atm_ratio = vi.atm_variance_ratio
         self.f_arch = archetype_variance_factor(scenario)
+        self._grid_decays = None
 
     # ------------------------------------------------------------- E v(u)
     def expected_variance(self, yf, ys, u):
         """E v(u) (annualized) given the factors now; broadcasts."""
+        ef, es, cf, cs = self._decays(u)
+        expo = yf * ef + ys * es
+        expo += cf
+        expo += cs
+        np.exp(expo, out=expo)
+        expo *= self.L2
+        return expo
+
+    def _decays(self, u):
+        """exp(-kf u), exp(-ks u) and the two variance terms of E v's exponent, kept for the fixed grid."""
+        grid = u is _GRID
+        if grid and self._grid_decays is not None:
+            return self._grid_decays
         ef = np.exp(-self.kf * u)
         es = np.exp(-self.ks * u)
-        expo = yf * ef + ys * es
-        expo += 0.5 * self.sf ** 2 * (1.0 - ef * ef)
-        expo += 0.5 * self.ss ** 2 * (1.0 - es * es)
-        return self.L2 * np.exp(expo)
+        got = (ef, es, 0.5 * self.sf ** 2 * (1.0 - ef * ef), 0.5 * self.ss ** 2 * (1.0 - es * es))
+        if grid:
+            self._grid_decays = got
+        return got
 
     def integral_gl(self, yf, ys, dC):
         """int_0^dC E v(u) du by 12-point Gauss-Legendre (smooth; for index levels)."""
@@ -84,9 +99,13 @@ class VarianceModel:
         yf = np.asarray(yf, float)[..., None]
         ys = np.asarray(ys, float)[..., None]
         ev = self.expected_variance(yf, ys, _GRID)
-        seg = 0.5 * (ev[..., 1:] + ev[..., :-1]) * np.diff(_GRID)
-        table = np.zeros(ev.shape)
-        np.cumsum(seg, axis=-1, out=table[..., 1:])
+        table = np.empty(ev.shape)
+        table[..., 0] = 0.0
+        seg = table[..., 1:]  # 0.5 (ev[i + 1] + ev[i]) (grid[i + 1] - grid[i]), summed in place
+        np.add(ev[..., 1:], ev[..., :-1], out=seg)
+        seg *= 0.5
+        seg *= _GRID_STEP
+        np.cumsum(seg, axis=-1, out=seg)
         return table, ev
 
     @staticmethod
