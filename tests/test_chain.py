@@ -159,3 +159,38 @@ def test_leg_quotes_refuse_times_that_are_not_nanoseconds():
     with pytest.raises(ValueError, match=r"nanosecond epochs.*as_unit\('ns'\)"):
         LegQuotes((), idx.as_unit("us").asi8, bid, ask)
     assert len(LegQuotes((), np.zeros(0, dtype=np.int64), np.zeros((0, 1)), np.zeros((0, 1))).times) == 0
+
+
+def test_flags_of_a_block_of_minutes_are_each_minutes_own_flags():
+    """A source pricing many minutes at once hands each snapshot its row of the block's quote_flags: equal to the
+    flags the snapshot computes from its own bid/ask (NaN, inf, zero, negative, crossed, -0.0, tiny), and the same
+    snapshot (every column, checksum) as without them."""
+    from strikebench.options.chain import quote_flags
+
+    rng = np.random.default_rng(3)
+    n = 64
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -0.05, 1e-300, 5e-324, 0.05, 3.0])
+    bid = rng.normal(1.0, 2.0, (7, n)).round(2)
+    ask = bid + rng.normal(0.1, 0.3, (7, n)).round(2)
+    bid[rng.random((7, n)) < 0.2] = rng.choice(special, 1)[0]
+    for i in range(7):
+        bid[i, :10] = special
+        ask[i, 10:20] = special
+        ask[i, 20:30] = bid[i, 20:30]
+    block = quote_flags(bid, ask)
+    assert block.dtype == np.int8 and block.shape == bid.shape
+    base = make_chain(4800.0, strikes=np.arange(n // 2) * 5.0 + 4700.0)
+    assert len(base) == n
+    cols = {k: getattr(base, k) for k in ("root", "expiry", "strike", "is_call", "last", "volume", "open_interest",
+                                           "iv", "delta", "gamma", "theta", "vega")}
+    for i in range(7):
+        own = ChainSnapshot.from_sorted(base.underlying, base.timestamp, base.underlying_price, base.key,
+                                        bid=bid[i].copy(), ask=ask[i].copy(), **cols)
+        got = ChainSnapshot.from_sorted(base.underlying, base.timestamp, base.underlying_price, base.key, block[i],
+                                        bid=bid[i], ask=ask[i], **cols)
+        assert np.array_equal(own.flags, block[i]) and own.flags.dtype == np.int8
+        assert got.checksum == own.checksum and np.array_equal(got.valid, own.valid)
+        assert got.dropped == own.dropped
+    with pytest.raises(ValueError, match="flags"):
+        ChainSnapshot.from_sorted(base.underlying, base.timestamp, base.underlying_price, base.key, block[0][:-1],
+                                  bid=bid[0], ask=ask[0], **cols)

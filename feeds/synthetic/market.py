@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from strikebench.calendar import NY, MarketCalendar, default_calendar
-from strikebench.options.chain import ChainSnapshot, LegQuotes
+from strikebench.options.chain import ChainSnapshot, LegQuotes, quote_flags
 
 from .chains import (
     UNDERLYINGS,
@@ -373,6 +373,7 @@ class SyntheticMarket:
         st = {k: np.broadcast_to(v, (ms.size, len(s.settle_ns)))[:, lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"][None, :], lay["is_call"][None, :], mult[pos][:, None],
                         expiring[pos][:, None], greeks=True)
+        flags = quote_flags(q["bid"], q["ask"])  # every minute's flags at once (elementwise: the same)
         out = []
         for j, mj in enumerate(ms):
             if und == "VIX":
@@ -382,7 +383,7 @@ class SyntheticMarket:
             ts = pd.Timestamp(int(tl.minute_ns[mj]), tz="UTC").tz_convert(NY)
             volume = np.floor(lay["day_volume"] * vcum[pos[j]]).astype(np.int64)
             out.append(ChainSnapshot.from_sorted(
-                und, ts, px, lay["key"], root=lay["root"], expiry=lay["expiry"], strike=lay["strike"],
+                und, ts, px, lay["key"], flags[j], root=lay["root"], expiry=lay["expiry"], strike=lay["strike"],
                 is_call=lay["is_call"], bid=q["bid"][j], ask=q["ask"][j], last=q["last"][j], volume=volume,
                 open_interest=lay["open_interest"], iv=q["iv"][j], delta=q["delta"][j], gamma=q["gamma"][j],
                 theta=q["theta"][j], vega=q["vega"][j]))

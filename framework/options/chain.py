@@ -143,6 +143,17 @@ def _as_date(value) -> dt.date:
     return pd.Timestamp(value).date()
 
 
+def quote_flags(bid, ask) -> np.ndarray:
+    """The QUOTE_* bit flags (int8) of quotes ``bid`` / ``ask`` of any shape (a snapshot's ``flags``)."""
+    with np.errstate(invalid="ignore"):  # each condition's bools as int8 0/1, shifted to its flag bit
+        flags = (~(np.isfinite(bid) & np.isfinite(ask))).view(np.int8)  # QUOTE_NAN = 1
+        flags |= (bid == 0).view(np.int8) << 1  # QUOTE_ZERO_BID
+        flags |= (ask <= 0).view(np.int8) << 2  # QUOTE_ZERO_ASK
+        flags |= (bid > ask).view(np.int8) << 3  # QUOTE_CROSSED
+        flags |= (bid < 0).view(np.int8) << 4  # QUOTE_NEGATIVE_BID
+    return flags
+
+
 @dataclass(frozen=True, eq=False)
 class ChainSnapshot:
     """All option quotes of one underlying at one instant, held columnar.
@@ -236,28 +247,29 @@ class ChainSnapshot:
 
     @classmethod
     def from_sorted(cls, underlying: str, timestamp: pd.Timestamp, underlying_price: float, key: np.ndarray,
-                    **columns) -> "ChainSnapshot":
+                    flags: np.ndarray | None = None, **columns) -> "ChainSnapshot":
         """:meth:`from_arrays` for every column already in the order and with the keys of :meth:`layout`
-        (the same snapshot, without factorizing, keying and sorting again)."""
+        (the same snapshot, without factorizing, keying and sorting again). ``flags``, when given, must be
+        :func:`quote_flags` of these ``bid`` and ``ask`` (a source pricing many minutes at once computes them
+        over the whole block: the same elementwise flags)."""
         n = key.shape[0]
         arrays: dict[str, np.ndarray] = {}
         for name, dtype in _DTYPES.items():
-            arr = np.asarray(columns[name]).astype(dtype, copy=False)
+            arr = columns[name]
+            if type(arr) is not np.ndarray or arr.dtype != dtype:
+                arr = np.asarray(arr).astype(dtype, copy=False)
             if arr.shape != (n,):
                 raise ValueError(f"chain column '{name}' has length {arr.shape} but the layout has {n}")
             arrays[name] = arr
-        return cls._frozen(underlying, timestamp, underlying_price, arrays, key)
+        if flags is not None and flags.shape != (n,):
+            raise ValueError(f"chain flags have length {flags.shape} but the layout has {n}")
+        return cls._frozen(underlying, timestamp, underlying_price, arrays, key, flags)
 
     @classmethod
-    def _frozen(cls, underlying, ts, underlying_price, arrays: dict, key: np.ndarray) -> "ChainSnapshot":
-        n = key.shape[0]
-        bid, ask = arrays["bid"], arrays["ask"]
-        with np.errstate(invalid="ignore"):  # each condition's bools as int8 0/1, shifted to its flag bit
-            flags = (~(np.isfinite(bid) & np.isfinite(ask))).view(np.int8)  # QUOTE_NAN = 1
-            flags |= (bid == 0).view(np.int8) << 1  # QUOTE_ZERO_BID
-            flags |= (ask <= 0).view(np.int8) << 2  # QUOTE_ZERO_ASK
-            flags |= (bid > ask).view(np.int8) << 3  # QUOTE_CROSSED
-            flags |= (bid < 0).view(np.int8) << 4  # QUOTE_NEGATIVE_BID
+    def _frozen(cls, underlying, ts, underlying_price, arrays: dict, key: np.ndarray,
+                flags: np.ndarray | None = None) -> "ChainSnapshot":
+        if flags is None:
+            flags = quote_flags(arrays["bid"], arrays["ask"])
         for arr in (*arrays.values(), flags, key):
             arr.flags.writeable = False
         return cls(
