@@ -305,3 +305,41 @@ def test_a_wrong_right_is_one_clear_error():
     engine.i = 0
     with pytest.raises(ValueError, match="right must be 'C' or 'P', got 'X'"):
         engine.chain("SPX", None, right="X")
+
+
+def test_a_many_state_integral_table_summed_grid_point_by_point_equals_cumsum(market):
+    """integral_table of many states (a session's minutes) is built grid point by grid point over contiguous rows
+    of states and handed back transposed: equal, bit for bit, to the row-by-row table (cumsum along the grid),
+    table and E v, for random and extreme states (negative, large, NaN, inf), at and around the threshold, a
+    half-day session, and the market's own session tables; every lookup the same."""
+    from strikebench.feeds.synthetic import vol
+
+    model = market.path.model
+    rng = np.random.default_rng(9)
+    cases = []
+    for n in (vol._COLUMN_ROWS - 1, vol._COLUMN_ROWS, vol._COLUMN_ROWS + 1, 210, 390, 1000):
+        cases.append((rng.normal(0.0, 0.8, n), rng.normal(0.0, 0.8, n)))
+    yf, ys = rng.normal(0.0, 3.0, 390), rng.normal(0.0, 3.0, 390)
+    yf[:6] = [np.nan, np.inf, -np.inf, 40.0, -40.0, -0.0]
+    ys[6:10] = [np.nan, np.inf, -np.inf, 0.0]
+    cases.append((yf, ys))
+    tl, p = market.path.timeline, market.path
+    for d in (0, 17, 123):  # the market's own states
+        step = tl.minute_step[tl.day_first_minute[d] + np.arange(tl.n_minutes[d])]
+        cases.append((p.yf[step], p.ys[step]))
+    saved = vol._COLUMN_ROWS
+    try:
+        for yf, ys in cases:
+            vol._COLUMN_ROWS = saved
+            fast = model.integral_table(yf, ys)
+            vol._COLUMN_ROWS = 10**9
+            rows = model.integral_table(yf, ys)
+            for a, b in zip(fast, rows):
+                assert a.shape == b.shape == (len(yf), 112)
+                assert np.array_equal(a, b, equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b))
+            dC = rng.uniform(0.0, 60.0, (len(yf), 3))
+            r = np.broadcast_to(np.arange(len(yf))[:, None], dC.shape)
+            with np.errstate(all="ignore"):
+                np.testing.assert_array_equal(model.integral_lookup(*fast, dC, r), model.integral_lookup(*rows, dC, r))
+    finally:
+        vol._COLUMN_ROWS = saved

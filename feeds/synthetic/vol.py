@@ -36,6 +36,9 @@ _GL_W = 0.5 * _GL_W
 # Fixed grid in variance-days for the monotone integral used by option surfaces.
 _GRID = np.concatenate([[0.0], np.geomspace(2e-4, 400.0, 111)])
 _GRID_STEP = np.diff(_GRID)
+_GRID_COL = _GRID[:, None]
+#: from this many states on, integral_table sums grid point by grid point over contiguous rows of states
+_COLUMN_ROWS = 48
 
 
 class VarianceModel:
@@ -56,7 +59,7 @@ class VarianceModel:
         self.event_premium = scenario.surface.event_premium
         self.atm_ratio = vi.atm_variance_ratio
         self.f_arch = archetype_variance_factor(scenario)
-        self._grid_decays = None
+        self._grid_decays: dict = {}
 
     # ------------------------------------------------------------- E v(u)
     def expected_variance(self, yf, ys, u):
@@ -70,15 +73,17 @@ class VarianceModel:
         return expo
 
     def _decays(self, u):
-        """exp(-kf u), exp(-ks u) and the two variance terms of E v's exponent, kept for the fixed grid."""
-        grid = u is _GRID
-        if grid and self._grid_decays is not None:
-            return self._grid_decays
+        """exp(-kf u), exp(-ks u) and the two variance terms of E v's exponent, kept for the fixed grid
+        (as a row or as a column)."""
+        got = self._grid_decays.get(id(u)) if (u is _GRID or u is _GRID_COL) else None
+        if got is not None:
+            return got
         ef = np.exp(-self.kf * u)
         es = np.exp(-self.ks * u)
         got = (ef, es, 0.5 * self.sf ** 2 * (1.0 - ef * ef), 0.5 * self.ss ** 2 * (1.0 - es * es))
-        if grid:
-            self._grid_decays = got
+        if u is _GRID:
+            self._grid_decays[id(_GRID)] = got
+            self._grid_decays[id(_GRID_COL)] = tuple(a[:, None] for a in got)
         return got
 
     def integral_gl(self, yf, ys, dC):
@@ -96,9 +101,23 @@ class VarianceModel:
         :meth:`integral_lookup` on it. Monotone in the horizon by construction,
         so total implied variance never decreases with expiry.
         """
-        yf = np.asarray(yf, float)[..., None]
-        ys = np.asarray(ys, float)[..., None]
-        ev = self.expected_variance(yf, ys, _GRID)
+        yf = np.asarray(yf, float)
+        ys = np.asarray(ys, float)
+        if yf.ndim == 1 and yf.shape == ys.shape and yf.size >= _COLUMN_ROWS:
+            # many states (a session's minutes): the table built grid point by grid point, each a contiguous
+            # row of states, and handed back transposed; the same elementwise values and the same running sum
+            # as cumsum's (which runs one scalar loop per state)
+            self._decays(_GRID)
+            ev = self.expected_variance(yf[None, :], ys[None, :], _GRID_COL)     # (grid, n)
+            table = np.empty(ev.shape)
+            table[0] = 0.0
+            np.add(ev[1:], ev[:-1], out=table[1:])
+            table[1:] *= 0.5
+            table[1:] *= _GRID_STEP[:, None]
+            for i in range(2, len(_GRID)):
+                np.add(table[i - 1], table[i], out=table[i])
+            return table.T, ev.T
+        ev = self.expected_variance(yf[..., None], ys[..., None], _GRID)
         table = np.empty(ev.shape)
         table[..., 0] = 0.0
         seg = table[..., 1:]  # 0.5 (ev[i + 1] + ev[i]) (grid[i + 1] - grid[i]), summed in place
