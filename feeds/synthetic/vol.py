@@ -68,6 +68,8 @@ class VarianceModel:
         expo = yf * ef + ys * es
         expo += cf
         expo += cs
+        if type(expo) is not np.ndarray:  # scalars in, a scalar out
+            return self.L2 * np.exp(expo)
         np.exp(expo, out=expo)
         expo *= self.L2
         return expo
