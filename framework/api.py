@@ -126,11 +126,13 @@ class FillModel(Plugin):
         """Signed net fill price per combo, or None when the order does not fill now."""
         from strikebench.options.fills import combo_pricing, settle_fill_prices, tradeable
 
-        if not tradeable(order.ratios, bid, ask):
+        pricing = combo_pricing(order.legs, as_of=order.created_at)
+        ratios = pricing.ratios  # the order's ratios (float64, read-only: shared by every asker)
+        if not tradeable(ratios, bid, ask):
             return None
-        raw = float(self.model_price(order.ratios, bid, ask))
+        raw = float(self.model_price(ratios, bid, ask))
         limit = order.limit_price if order.order_type.value == "limit" else None
-        price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), raw, bid, ask,
+        price = settle_fill_prices(pricing, raw, bid, ask,
                                    limit=limit, at_limit=self.fills_at_limit and limit is not None)
         return None if price != price else price
 

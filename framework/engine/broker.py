@@ -173,6 +173,11 @@ class OptionsBroker(bt.BrokerBase):
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
+        #: the fill model keeps FillModel.fill_price: its answer is already by the one rule, and a function of
+        #: the order and this bar's quotes (asked once per order and bar, see :meth:`fill_price`)
+        self._rule_inside = _keeps_fill_price(fill_model)
+        self._priced: tuple | None = None  # (order, session day, bar, answer) of the last fill_price asked
+        self._last_trade: dict[OptionContract, dt.datetime] = {}  # a contract's last trade time (plain datetime)
 
     # ----------------------------------------------------------- bt interface
     def getcash(self):
@@ -252,8 +257,12 @@ class OptionsBroker(bt.BrokerBase):
         self._now = now
         self.orders[order.client_id] = order
         self._transition(order, OrderStatus.SUBMITTED, "", now)
+        last = self._last_trade
         for leg in order.legs:
-            if now >= last_trade_time(leg.contract):
+            end = last.get(leg.contract)
+            if end is None:  # a plain datetime (comparing one with a pandas Timestamp costs several microseconds)
+                end = last[leg.contract] = last_trade_time(leg.contract).to_pydatetime()
+            if now >= end:
                 self._transition(order, OrderStatus.REJECTED,
                                  f"{leg.contract.occ_symbol.strip()} no longer trades (last trade "
                                  f"{last_trade_time(leg.contract):%Y-%m-%d %H:%M})", now)
@@ -405,17 +414,38 @@ class OptionsBroker(bt.BrokerBase):
             self._working.remove(order)
         self._on_transition(order, OrderTransition(order.client_id, previous, status, now, reason))
 
+    def fill_price(self, order: Order, bid: np.ndarray | None = None, ask: np.ndarray | None = None) -> float | None:
+        """``fill_model.fill_price(order, bid, ask)`` on this bar's quotes of the order's legs (``bid``/``ask``:
+        those quotes when the caller has them).
+
+        A fill model that keeps :meth:`FillModel.fill_price <strikebench.api.FillModel.fill_price>` answers by
+        the one rule from its ``model_price`` of the quotes: the answer is kept for the order and bar, so the
+        risk check's estimate of a market order and its fill attempt on the same bar ask the model once."""
+        keep = self._rule_inside
+        if keep:
+            got = self._priced
+            if got is not None and got[0] is order and got[2] == self._bar and got[1] == self.quotes.day:
+                return got[3]
+        if bid is None:
+            bid, ask = self.quotes.bid_ask([leg.contract for leg in order.legs], self._bar)
+        price = self.fill_model.fill_price(order, bid, ask)
+        if keep:
+            self._priced = (order, self.quotes.day, self._bar, price)
+        return price
+
     def _try_fill(self, order: Order) -> None:
         contracts = [leg.contract for leg in order.legs]
         bid, ask = self.quotes.bid_ask(contracts, self._bar)
-        price = self.fill_model.fill_price(order, bid, ask)
+        price = self.fill_price(order, bid, ask)
         if price is None:
             return
-        # whatever a fill model answers, the one rule holds (idempotent for the built-in models)
-        price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), float(price), bid, ask,
-                                   limit=order.limit_price if order.order_type == OrderType.LIMIT else None)
-        if price != price:
-            return
+        if not self._rule_inside:
+            # whatever a fill model answers, the one rule holds (FillModel.fill_price answers by it already:
+            # the rule is idempotent there, tests/test_order_path.py)
+            price = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), float(price), bid, ask,
+                                       limit=order.limit_price if order.order_type == OrderType.LIMIT else None)
+            if price != price:
+                return
         qty = order.remaining
         fees = self.commission.fees(order, qty)
         if order.opens and order.filled_quantity == 0:
@@ -529,6 +559,13 @@ def closing_order_legs(closing_legs, bid, ask) -> tuple[tuple, int, np.ndarray]:
     keep = ~left_legs(ratios, np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64))
     legs, g = reduced_combo(closing_legs, keep)
     return legs, g, keep
+
+
+def _keeps_fill_price(fill_model) -> bool:
+    """True when the fill model answers with :meth:`FillModel.fill_price` (does not override it)."""
+    from strikebench.api import FillModel
+
+    return getattr(type(fill_model), "fill_price", None) is FillModel.fill_price
 
 
 def _has_model_price(fill_model) -> bool:

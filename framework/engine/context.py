@@ -327,8 +327,7 @@ class StrategyContext:
         engine = self._engine
         est = order.limit_price
         if est is None:
-            bid, ask = engine.broker.quotes.bid_ask([leg.contract for leg in order.legs], engine.bar_in_session)
-            est = engine.broker.fill_model.fill_price(order, bid, ask)
+            est = engine.broker.fill_price(order)  # this bar's quotes (the broker's bar is the engine's)
         loss = (max_loss_per_combo(order.legs, est) * order.multiplier * order.quantity
                 if order.opens and est is not None else 0.0)
         return OrderRequest(order=order, at=self.now.to_pydatetime(), strategy=self.strategy_id, opens=order.opens,

@@ -254,20 +254,49 @@ class TradeRecord:
 
 
 # ------------------------------------------------------------------ combo math
+def _one_combo(ratios, bid, ask) -> tuple | None:
+    """(ratios, bid, ask) as lists of Python floats when they are one combo's legs (three 1-D float64 arrays of
+    one length below 8), else None. Below 8 items numpy sums left to right from 0.0, so the per-leg terms
+    summed that way in Python floats (:func:`_lsum`) are the same float as numpy's, without its per-call
+    cost (the combo functions below price one order a dozen times per fill)."""
+    if (type(bid) is np.ndarray and type(ask) is np.ndarray and type(ratios) is np.ndarray
+            and bid.ndim == 1 and ask.ndim == 1 and ratios.ndim == 1
+            and bid.dtype == ask.dtype == ratios.dtype == np.float64 and len(bid) == len(ask) == len(ratios) < 8):
+        return ratios.tolist(), bid.tolist(), ask.tolist()
+    return None
+
+
+def _lsum(values) -> float:
+    """numpy's sum of a 1-D float64 array of fewer than 8 items: 0.0 plus each item, left to right."""
+    total = 0.0
+    for v in values:
+        total += v
+    return total
+
+
 def combo_natural(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
     """Net price to buy the combo now at the natural (ask for longs, bid for shorts).
 
     ``bid``/``ask`` have legs on the last axis (shape (..., n_legs)).
     """
+    one = _one_combo(ratios, bid, ask)
+    if one is not None:
+        return np.float64(_lsum([r * a if r > 0 else r * b for r, b, a in zip(*one)]))
     return np.where(ratios > 0, ratios * ask, ratios * bid).sum(axis=-1)
 
 
 def combo_mid(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
+    one = _one_combo(ratios, bid, ask)
+    if one is not None:
+        return np.float64(_lsum([r * (b + a) * 0.5 for r, b, a in zip(*one)]))
     return (ratios * (bid + ask) * 0.5).sum(axis=-1)
 
 
 def combo_width(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
     """Width of the combo's market: sum of |ratio| x (ask - bid)."""
+    one = _one_combo(ratios, bid, ask)
+    if one is not None:
+        return np.float64(_lsum([abs(r) * (a - b) for r, b, a in zip(*one)]))
     return (np.abs(ratios) * (ask - bid)).sum(axis=-1)
 
 

@@ -1,0 +1,214 @@
+"""The order path's one-order shortcuts equal the general paths they stand for (bit for bit).
+
+* the combo prices of one order's legs (``combo_mid`` / ``combo_width`` / ``combo_natural`` on 1-D arrays) in
+  Python floats equal numpy's expressions;
+* the one rule of strikebench.options.fills is idempotent on what ``FillModel.fill_price`` answers, so the
+  broker does not apply it a second time to a fill model that keeps that method;
+* the broker asks such a fill model once per order and bar (the risk check's estimate of a market order and its
+  fill attempt), a fill model overriding ``fill_price`` every time, and the rule still holds for it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pytest
+
+from strikebench.api import Strategy
+from strikebench.options.contracts import OptionContract
+from strikebench.options.fills import combo_pricing, settle_fill_prices
+from strikebench.options.orders import Leg, Order, OrderType, TimeInForce, combo_mid, combo_natural, combo_width
+from strikebench.plugins.commissions import ZeroCommission
+from strikebench.plugins.fill_models import LimitFill, MidFill, MidSlippageFill, NaturalFill
+from strikebench.testing import ModelMarket, run_strategy
+
+MODELS = [MidFill(), MidSlippageFill(), MidSlippageFill(MidSlippageFill.Params(k=0.5)), NaturalFill(),
+          LimitFill(), LimitFill(LimitFill.Params(reference="mid")),
+          LimitFill(LimitFill.Params(reference="mid_slippage", k=0.2))]
+
+
+def same(x, y) -> bool:
+    """Equal floats to the bit (NaN equals NaN; a zero's sign counts)."""
+    x, y = float(x), float(y)
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return x == y and math.copysign(1.0, x) == math.copysign(1.0, y)
+
+
+def _quotes(rng, n):
+    bid = np.round(rng.uniform(-1, 40, n), int(rng.choice([1, 2, 3, 6])))
+    ask = bid + rng.choice([0.05, 0.1, 0.35, 0.0, -0.05, 1e-9, 3.0], n)
+    for arr in (bid, ask):
+        for bad in (np.nan, np.inf, -np.inf, 0.0, -0.0, 1e300):
+            arr[rng.random(n) < 0.04] = bad
+    return bid, ask
+
+
+def test_combo_prices_of_one_order_in_python_floats_equal_numpys():
+    rng = np.random.default_rng(7)
+    for _ in range(20000):
+        n = int(rng.integers(1, 10))  # 8 and 9 legs take numpy's own path
+        ratios = rng.choice([1.0, -1.0, 2.0, -2.0, 3.0, -0.5, 1e-300], n)
+        bid, ask = _quotes(rng, n)
+        with np.errstate(all="ignore"):
+            want = {
+                combo_mid: (ratios * (bid + ask) * 0.5).sum(axis=-1),
+                combo_width: (np.abs(ratios) * (ask - bid)).sum(axis=-1),
+                combo_natural: np.where(ratios > 0, ratios * ask, ratios * bid).sum(axis=-1),
+            }
+            for fn, w in want.items():
+                got = fn(ratios, bid, ask)
+                assert type(got) is np.float64
+                assert same(got, w), (fn.__name__, ratios, bid, ask, got, w)
+                # and as one row of a session's minutes (the vectorised path)
+                assert same(fn(ratios, bid[None, :], ask[None, :])[0], w)
+    # all -0.0 terms: numpy sums from 0.0, so +0.0
+    z = np.array([-0.0, -0.0])
+    assert same(combo_mid(np.array([1.0, 1.0]), z, z), 0.0)
+
+
+def _orders(rng, count):
+    roots = {"SPXW": 4000.0, "SPX": 4000.0, "XSP": 400.0, "VIX": 60.0}
+    for _ in range(count):
+        root = str(rng.choice(list(roots)))
+        n = int(rng.choice([1, 2, 2, 3, 4]))
+        step = 0.5 if root == "XSP" else 5.0
+        strikes = rng.choice(np.arange(-8, 9), n, replace=False)
+        ratios = [int(rng.choice([1, -1, 2, -2])) for _ in range(n)]
+        if math.gcd(*[abs(r) for r in ratios]) != 1:
+            ratios[0] = int(math.copysign(1, ratios[0]))
+        legs = tuple(Leg(OptionContract(root, dt.date(2023, 3, 17), roots[root] + step * int(k),
+                                        str(rng.choice(["C", "P"]))), r) for k, r in zip(strikes, ratios))
+        if len({leg.contract for leg in legs}) != n:
+            continue
+        bid = np.round(rng.uniform(0, 30, n), int(rng.choice([1, 2, 3])))
+        bid[rng.random(n) < 0.05] = 0.0
+        bid[rng.random(n) < 0.03] = np.nan
+        ask = bid + rng.choice([0.05, 0.1, 0.35, 0.0, -0.05, 0.01], n)
+        limit = None if rng.random() < 0.5 else float(rng.uniform(-15, 15))
+        created = [dt.datetime(2022, 6, 1, 10, 0), dt.datetime(2023, 3, 1, 10, 0), None][int(rng.integers(3))]
+        order = Order("o", legs, 1, order_type=OrderType.MARKET if limit is None else OrderType.LIMIT,
+                      limit_price=limit, created_at=created)
+        yield order, bid, ask
+
+
+def test_the_one_rule_is_idempotent_on_what_fill_price_answers():
+    """What FillModel.fill_price answers passes the rule unchanged (the broker's second pass was this)."""
+    rng = np.random.default_rng(15)
+    filled = 0
+    for order, bid, ask in _orders(rng, 6000):
+        for model in MODELS:
+            price = model.fill_price(order, bid, ask)
+            if price is None:
+                continue
+            filled += 1
+            again = settle_fill_prices(combo_pricing(order.legs, as_of=order.created_at), float(price), bid, ask,
+                                       limit=order.limit_price if order.order_type == OrderType.LIMIT else None)
+            assert same(again, price), (order.legs, order.limit_price, bid, ask, model, price, again)
+    assert filled > 10000
+
+
+DAY = dt.date(2024, 1, 10)
+P4700 = OptionContract("SPXW", DAY, 4700.0, "P")
+P4695 = OptionContract("SPXW", DAY, 4695.0, "P")
+
+
+class _OpenThenClose(Strategy):
+    name = "open_then_close"
+
+    def decision_times(self):
+        return [dt.time(10, 0), dt.time(11, 0)]
+
+    def on_decision_time(self, ctx):
+        if ctx.now.time() == dt.time(10, 0):
+            ctx.open_trade([Leg(P4700, -1), Leg(P4695, 1)], 1)  # a market order
+        else:
+            for trade in ctx.open_trades():
+                ctx.close_trade(trade, "scripted exit")
+
+
+class CountingMid(MidSlippageFill):
+    calls = 0
+
+    def model_price(self, ratios, bid, ask):
+        type(self).calls += 1
+        return super().model_price(ratios, bid, ask)
+
+
+class OffGrid(MidSlippageFill):
+    """Overrides fill_price with an answer off the tick grid: the broker puts it on the grid (the rule)."""
+
+    calls = 0
+
+    def fill_price(self, order, bid, ask):
+        type(self).calls += 1
+        got = super().fill_price(order, bid, ask)
+        return None if got is None else got + 0.013
+
+
+def _market():
+    return ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60)},
+                       settlement={DAY: 4697.0})
+
+
+def test_the_broker_asks_a_fill_model_once_per_order_and_bar():
+    CountingMid.calls = 0
+    engine = run_strategy(_OpenThenClose(), _market(), fill_model=CountingMid(), commission=ZeroCommission())
+    orders = list(engine.broker.orders.values())
+    assert [o.status.value for o in orders] == ["filled", "filled"]
+    # each market order: the risk check's estimate and the fill attempt on its bar ask the model once
+    assert CountingMid.calls == 2
+    # mid -0.70, width 0.60: -0.70 + 0.18 = -0.52 -> up to -0.50; the close: 0.70 + 0.18 -> 0.90
+    assert [o.avg_fill_price for o in orders] == [-0.50, 0.90]
+
+
+def test_a_fill_model_overriding_fill_price_is_asked_each_time_and_put_on_the_rule():
+    OffGrid.calls = 0
+    engine = run_strategy(_OpenThenClose(), _market(), fill_model=OffGrid(), commission=ZeroCommission())
+    orders = list(engine.broker.orders.values())
+    assert OffGrid.calls == 4  # each market order: its estimate and its fill attempt
+    # -0.487 -> up to -0.45; 0.913 -> up to 0.95
+    assert [o.avg_fill_price for o in orders] == [-0.45, 0.95]
+
+
+@pytest.mark.parametrize("model", MODELS[:4], ids=lambda m: f"{m.name}-{m.slippage_fraction}")
+def test_a_backtest_fills_as_with_the_rule_applied_twice(model, monkeypatch):
+    """Every fill of a scripted run is the same as when the broker applies the rule to the model's answer
+    again (what it did before it knew the answer is by the rule)."""
+    first = run_strategy(_OpenThenClose(), _market(), fill_model=model, commission=ZeroCommission())
+    monkeypatch.setattr("strikebench.engine.broker._keeps_fill_price", lambda fm: False)
+    second = run_strategy(_OpenThenClose(), _market(), fill_model=model, commission=ZeroCommission())
+    a = [(f.net_price, f.leg_prices, f.fees) for o in first.broker.orders.values() for f in o.fills]
+    b = [(f.net_price, f.leg_prices, f.fees) for o in second.broker.orders.values() for f in o.fills]
+    assert a == b and len(a) == 2
+
+
+class _OpenAtTen(Strategy):
+    name = "open_at_ten"
+
+    def decision_times(self):
+        return [dt.time(10, 0)]
+
+    def on_decision_time(self, ctx):
+        self.order = ctx.open_trade([Leg(P4700, -1), Leg(P4695, 1)], 1, tif=TimeInForce.GTC)
+
+
+def test_a_working_order_is_priced_again_on_each_bar():
+    """The answer kept for an order is for its bar only: a market order that cannot fill at 10:00 (no bid on
+    the leg it sells) fills at 10:02 on that minute's quotes."""
+
+    def short_leg(ts):
+        m = ts.hour * 60 + ts.minute
+        return (np.nan, 3.40) if m < 602 else (3.00 + (m - 602) * 0.10, 3.40 + (m - 602) * 0.10)
+
+    CountingMid.calls = 0
+    strat = _OpenAtTen()
+    market = ModelMarket(DAY, DAY, spot=4710.0, quotes={P4700: short_leg, P4695: (2.40, 2.60)},
+                         settlement={DAY: 4697.0})
+    run_strategy(strat, market, fill_model=CountingMid(), commission=ZeroCommission())
+    assert strat.order.status.value == "filled"
+    assert strat.order.fills[0].filled_at.minute == 2
+    assert strat.order.avg_fill_price == -0.50  # the 10:02 quotes: mid -0.70, width 0.60
+    assert CountingMid.calls == 1  # 10:00 and 10:01 did not reach the model (untradeable), 10:02 did once
