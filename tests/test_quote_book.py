@@ -172,6 +172,8 @@ def _run(monkeypatch, per_contract: bool, tmp_path):
 
         def fresh(self):
             self._values.clear()
+            self._trade_values.clear()
+            self._summed = ([], None)  # every curve summed again
             remark(self)
 
         monkeypatch.setattr(broker_mod.OptionsBroker, "_remark", fresh)

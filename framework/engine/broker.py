@@ -172,6 +172,8 @@ class OptionsBroker(bt.BrokerBase):
         self._next_outside: dict[tuple, list] = {}  # (trade, low, high) -> per minute, the first outside from it
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
+        self._trade_values: dict[str, tuple] = {}  # trade id -> (combos held per leg, its value curve) this session
+        self._summed: tuple[list, np.ndarray | None] = ([], None)  # the curves last summed, in order, and their sum
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
         #: the fill model keeps FillModel.fill_price: its answer is already by the one rule, and a function of
         #: the order and this bar's quotes (asked once per order and bar, see :meth:`fill_price`)
@@ -208,6 +210,8 @@ class OptionsBroker(bt.BrokerBase):
         self.forget_exit_curves()
         self._marks.clear()
         self._values.clear()
+        self._trade_values.clear()
+        self._summed = ([], None)
         self._remark()
 
     def _keep_last_marks(self) -> None:
@@ -478,24 +482,39 @@ class OptionsBroker(bt.BrokerBase):
 
         Each trade's value curve is kept for the session by (legs, combos held per leg): a fill or a
         settlement recomputes only the trades it changed, then adds every trade's curve in the portfolio's
-        order, as before."""
+        order, as before. When the curves are the ones summed last time plus one more at the end (a fill
+        opening a trade), that one is added to the last sum: the same additions in the same order."""
         trades = self.portfolio.open_trades()
         if not trades or self.quotes.day is None:
             self._position_value = np.zeros(1)
+            self._summed = ([], None)
             return
-        total = None
         values_of = self._values
+        per_trade = self._trade_values
+        legs_open = self.portfolio.legs_open
+        curves = []
         for trade in trades:
-            held = self.portfolio.legs_open(trade.trade_id)
-            key = (trade.legs, tuple(held))
-            values = values_of.get(key)
-            if values is None:
-                contracts = [leg.contract for leg in trade.legs]
-                mult = trade.legs[0].contract.multiplier
-                weights = np.array([leg.ratio * n for leg, n in zip(trade.legs, held)], dtype=np.float64) * mult
-                values = self._leg_marks(contracts) @ weights
-                values_of[key] = values
-            total = values if total is None else total + values
+            held = tuple(legs_open(trade.trade_id))
+            got = per_trade.get(trade.trade_id)
+            if got is None or got[0] != held:
+                key = (trade.legs, held)
+                values = values_of.get(key)
+                if values is None:
+                    contracts = [leg.contract for leg in trade.legs]
+                    mult = trade.legs[0].contract.multiplier
+                    weights = np.array([leg.ratio * n for leg, n in zip(trade.legs, held)], dtype=np.float64) * mult
+                    values = self._leg_marks(contracts) @ weights
+                    values_of[key] = values
+                per_trade[trade.trade_id] = got = (held, values)
+            curves.append(got[1])
+        last, total = self._summed
+        n = len(last)
+        if not (n and len(curves) == n + 1 and all(a is b for a, b in zip(last, curves))):
+            total = None
+            for values in curves[:-1]:
+                total = values if total is None else total + values
+        total = curves[-1] if total is None else total + curves[-1]
+        self._summed = (curves, total)
         self._position_value = total if np.isfinite(total).all() else np.nan_to_num(total, nan=0.0)
 
 
