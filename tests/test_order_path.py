@@ -212,3 +212,66 @@ def test_a_working_order_is_priced_again_on_each_bar():
     assert strat.order.fills[0].filled_at.minute == 2
     assert strat.order.avg_fill_price == -0.50  # the 10:02 quotes: mid -0.70, width 0.60
     assert CountingMid.calls == 1  # 10:00 and 10:01 did not reach the model (untradeable), 10:02 did once
+
+
+def _payoff_range_numpy(legs):
+    """payoff_range as it was computed in numpy (the reference)."""
+    if len({leg.contract.expiry for leg in legs}) != 1:
+        return -math.inf, math.inf
+    strikes = sorted({float(leg.contract.strike) for leg in legs})
+    s = np.array([0.0, *strikes])[:, None]
+    k = np.array([float(leg.contract.strike) for leg in legs])
+    calls = np.array([leg.contract.is_call for leg in legs])
+    ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
+    payoff = (ratios * np.where(calls, np.maximum(s - k, 0.0), np.maximum(k - s, 0.0))).sum(axis=1)
+    slope_up = float(sum(leg.ratio for leg in legs if leg.contract.is_call))
+    low, high = float(payoff.min()), float(payoff.max())
+    return (-math.inf if slope_up < 0 else low), (math.inf if slope_up > 0 else high)
+
+
+def _extremes_numpy(legs):
+    from strikebench.options.orders import expiry_payoff
+
+    strikes = sorted({leg.contract.strike for leg in legs})
+    payoff = expiry_payoff(legs, np.array([0.0, *strikes, strikes[-1] * 2 + 1.0]))
+    return float(payoff.min()), float(sum(leg.ratio for leg in legs if leg.contract.is_call))
+
+
+def test_payoff_range_and_worst_case_in_python_floats_equal_numpys():
+    from strikebench.options.fills import payoff_range
+    from strikebench.options.orders import _payoff_extremes_of
+
+    rng = np.random.default_rng(3)
+    for _ in range(5000):
+        n = int(rng.integers(1, 8))
+        root = str(rng.choice(["SPXW", "XSP", "VIX"]))
+        strikes = rng.choice(np.arange(1, 400) * float(rng.choice([0.5, 1.0, 5.0, 0.125])), n, replace=False)
+        legs = tuple(Leg(OptionContract(root, dt.date(2023, 3, 17), float(k), str(rng.choice(["C", "P"]))),
+                         int(rng.choice([1, -1, 2, -2, 3, -5]))) for k in strikes)
+        if len({leg.contract for leg in legs}) != n:
+            continue
+        got, want = payoff_range(legs), _payoff_range_numpy(legs)
+        assert all(same(x, y) for x, y in zip(got, want)), (legs, got, want)
+        got, want = _payoff_extremes_of(legs), _extremes_numpy(legs)
+        assert all(same(x, y) for x, y in zip(got, want)), (legs, got, want)
+
+
+def test_leg_prints_are_the_decimal_division_of_their_cents():
+    """allocate_legs returns each leg's cents over 100 as int division (correctly rounded, as Decimal gave)."""
+    from decimal import Decimal
+
+    for c in list(range(-2000, 200001)) + [10**12 + 7, 2**53 - 1]:
+        assert c / 100 == float(Decimal(c) / 100)
+
+
+def test_settle_puts_an_off_grid_limit_on_the_grid_downwards():
+    """A limit handed to settle_fill_prices off the grid works as limit_on_grid (down): an SPXW spread's -1.03
+    is -1.05, so -1.00 does not fill and -1.05 does, one order or a row of a session alike."""
+    legs = (Leg(P4700, -1), Leg(P4695, 1))
+    pricing = combo_pricing(legs, as_of=DAY)
+    bid, ask = np.array([3.00, 2.00]), np.array([3.40, 2.20])  # naturals -0.80 and -1.40
+    for raw, want in ((-1.00, None), (-1.02, None), (-1.07, -1.05), (-1.30, -1.30)):
+        one = settle_fill_prices(pricing, raw, bid, ask, limit=-1.03)
+        row = settle_fill_prices(pricing, np.array([raw]), bid[None, :], ask[None, :], limit=-1.03)[0]
+        for got in (one, row):
+            assert (math.isnan(got) if want is None else got == want), (raw, got)

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Sequence
 
 import numpy as np
 
-from strikebench.options.ticks import round_to_tick, tick_rule_for
+from strikebench.options.orders import payoffs_at
+from strikebench.options.ticks import TickRule, round_on_rule, round_to_tick, tick_rule_for
 
 __all__ = [
     "ComboPricing",
@@ -69,14 +69,17 @@ def payoff_range(legs: Sequence) -> tuple[float, float]:
     if len({leg.contract.expiry for leg in legs}) != 1:
         return -math.inf, math.inf
     strikes = sorted({float(leg.contract.strike) for leg in legs})
-    points = np.array([0.0, *strikes])
-    s = points[:, None]
-    k = np.array([float(leg.contract.strike) for leg in legs])
-    calls = np.array([leg.contract.is_call for leg in legs])
-    ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
-    payoff = (ratios * np.where(calls, np.maximum(s - k, 0.0), np.maximum(k - s, 0.0))).sum(axis=1)
+    points = [0.0, *strikes]
+    if len(legs) < 8:
+        payoff = payoffs_at(legs, points)  # Python floats, the same values as numpy's (tests/test_order_path.py)
+    else:
+        s = np.array(points)[:, None]
+        k = np.array([float(leg.contract.strike) for leg in legs])
+        calls = np.array([leg.contract.is_call for leg in legs])
+        ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
+        payoff = (ratios * np.where(calls, np.maximum(s - k, 0.0), np.maximum(k - s, 0.0))).sum(axis=1).tolist()
     slope_up = float(sum(leg.ratio for leg in legs if leg.contract.is_call))
-    low, high = float(payoff.min()), float(payoff.max())
+    low, high = float(min(payoff)), float(max(payoff))
     if slope_up < 0:
         low = -math.inf
     if slope_up > 0:
@@ -163,11 +166,24 @@ class ComboPricing:
             object.__setattr__(self, "_ratio_list", got)
         return got
 
+    @property
+    def rule(self) -> TickRule:
+        """The tick rule of the grid (looked up once)."""
+        got = self.__dict__.get("_rule")
+        if got is None:
+            got = tick_rule_for(self.root, self.as_of)
+            object.__setattr__(self, "_rule", got)
+        return got
+
     def up(self, x):
-        return round_to_tick(x, self.root, direction="up", complex_order=self.complex_order, as_of=self.as_of)
+        return round_on_rule(x, self.rule, "up", self.complex_order)
 
     def down(self, x):
-        return round_to_tick(x, self.root, direction="down", complex_order=self.complex_order, as_of=self.as_of)
+        return round_on_rule(x, self.rule, "down", self.complex_order)
+
+    def limit(self, limit: float) -> float:
+        """:func:`limit_on_grid` of a limit on this grid."""
+        return float(round_on_rule(float(limit), self.rule, "down", self.complex_order))
 
 
 _PRICINGS: dict[tuple, ComboPricing] = {}
@@ -239,7 +255,7 @@ def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | N
     price = np.where(inside, np.clip(price, far_g, nat_g), price)
     limit_g = None
     if limit is not None:
-        limit_g = limit_on_grid(limit, pricing.root, complex_order=pricing.complex_order, as_of=pricing.as_of)
+        limit_g = pricing.limit(limit)
     price = np.clip(price, pricing.low, pricing.high)
     if limit_g is not None:
         ok = ok & (price <= limit_g + 1e-9)
@@ -290,7 +306,7 @@ def _settle_one(pricing: ComboPricing, raw: float, bid: list, ask: list, limit, 
     low, high = pricing.low, pricing.high
     price = min(max(price, low), high)
     if limit is not None:
-        limit_g = limit_on_grid(limit, pricing.root, complex_order=pricing.complex_order, as_of=pricing.as_of)
+        limit_g = pricing.limit(limit)
         ok = ok and price <= limit_g + 1e-9
         if at_limit:
             price = min(limit_g, max(nat_g, price)) if inside else limit_g
@@ -305,14 +321,14 @@ def _cents(x: float) -> int:
     return int(round(float(x) * 100.0))
 
 
-def _leg_step(root: str, p: int, direction: int, as_of) -> int:
-    """Cents to the next point of the leg's single-leg grid from ``p`` (cents) in ``direction``."""
+def _leg_step(rule: TickRule, p: int, direction: int) -> int:
+    """Cents to the next point of the leg's single-leg grid (``rule``) from ``p`` (cents) in ``direction``."""
     if direction > 0:
-        nxt = _cents(round_to_tick((p + 1) / 100.0, root, direction="up", as_of=as_of))
+        nxt = _cents(round_on_rule((p + 1) / 100.0, rule, "up"))
     else:
         if p <= 0:
             return 0
-        nxt = _cents(round_to_tick((p - 1) / 100.0, root, direction="down", as_of=as_of))
+        nxt = _cents(round_on_rule((p - 1) / 100.0, rule, "down"))
     return abs(nxt - p)
 
 
@@ -331,19 +347,21 @@ def allocate_legs(legs: Sequence, bid, ask, net: float, *, as_of=None) -> tuple[
     """
     legs = tuple(legs)
     r = [int(leg.ratio) for leg in legs]
-    roots = [leg.contract.root for leg in legs]
+    by_root: dict[str, TickRule] = {}  # each leg's single-leg grid, looked up once per root
+    rules = [by_root.get(root) or by_root.setdefault(root, tick_rule_for(root, as_of))
+             for root in (leg.contract.root for leg in legs)]
     n = len(legs)
     N = _cents(net)
-    b = [max(0, _cents(x)) if math.isfinite(x) else 0 for x in np.asarray(bid, dtype=np.float64)]
-    a = [_cents(x) if math.isfinite(x) else b[i] for i, x in enumerate(np.asarray(ask, dtype=np.float64))]
+    b = [max(0, _cents(x)) if math.isfinite(x) else 0 for x in np.asarray(bid, dtype=np.float64).tolist()]
+    a = [_cents(x) if math.isfinite(x) else b[i] for i, x in enumerate(np.asarray(ask, dtype=np.float64).tolist())]
     a = [max(ai, bi) for ai, bi in zip(a, b)]
     lo_nat = sum(ri * (bi if ri > 0 else ai) for ri, bi, ai in zip(r, b, a))
     hi_nat = sum(ri * (ai if ri > 0 else bi) for ri, bi, ai in zip(r, b, a))
     f = 0.5 if hi_nat == lo_nat else min(1.0, max(0.0, (N - lo_nat) / (hi_nat - lo_nat)))
     p = []
-    for ri, bi, ai, root in zip(r, b, a, roots):
+    for ri, bi, ai, rule in zip(r, b, a, rules):
         t = bi + f * (ai - bi) if ri > 0 else ai - f * (ai - bi)
-        g = _cents(round_to_tick(t / 100.0, root, direction="nearest", as_of=as_of))
+        g = _cents(round_on_rule(t / 100.0, rule, "nearest"))
         p.append(min(max(g, bi), ai))
     residual = N - sum(ri * pi for ri, pi in zip(r, p))
 
@@ -352,7 +370,7 @@ def allocate_legs(legs: Sequence, bid, ask, net: float, *, as_of=None) -> tuple[
             best, best_room = None, -1
             for i in range(n):
                 d = (1 if residual > 0 else -1) * (1 if r[i] > 0 else -1)  # direction of p[i] that shrinks it
-                step = _leg_step(roots[i], p[i], d, as_of) if grid else 1
+                step = _leg_step(rules[i], p[i], d) if grid else 1
                 if step <= 0 or abs(r[i]) * step > abs(residual):
                     continue
                 target = p[i] + d * step
@@ -380,7 +398,7 @@ def allocate_legs(legs: Sequence, bid, ask, net: float, *, as_of=None) -> tuple[
             break
     if residual:
         raise ValueError(f"cannot split net {net} over legs with ratios {r}")
-    return tuple(float(Decimal(pi) / 100) for pi in p)
+    return tuple(pi / 100 for pi in p)  # an int over 100: correctly rounded, the float Decimal(pi) / 100 gave
 
 
 def _small_fix(r: list[int], p: list[int], lo: list[int], hi: list[int], residual: int) -> int:

@@ -326,14 +326,30 @@ def _payoff_extremes(legs: Sequence[Leg]) -> tuple[float, float]:
     return got
 
 
+def payoffs_at(legs: Sequence[Leg], points: Sequence[float]) -> list[float]:
+    """:func:`expiry_payoff` of ``legs`` (fewer than 8) at each of ``points``, in Python floats: the same
+    operations on the same floats (each leg's ``ratio x max(s - k, 0)`` or ``max(k - s, 0)``, summed from
+    0.0 left to right as numpy sums fewer than 8 items), so the same values, without numpy's per-call cost
+    (a new leg set's payoff range and worst case are asked when its first order is priced)."""
+    terms = [(float(leg.ratio), float(leg.contract.strike), leg.contract.is_call) for leg in legs]
+    out = []
+    for s in points:
+        s = float(s)
+        total = 0.0
+        for r, k, call in terms:
+            total += r * (max(s - k, 0.0) if call else max(k - s, 0.0))
+        out.append(total)
+    return out
+
+
 def _payoff_extremes_of(legs: tuple) -> tuple[float, float]:
     if len({leg.contract.expiry for leg in legs}) != 1:
         raise OrderError("worst-case loss is defined here only for legs of one expiry")
     strikes = sorted({leg.contract.strike for leg in legs})
-    points = np.array([0.0, *strikes, strikes[-1] * 2 + 1.0])
-    payoff = expiry_payoff(legs, points)
+    points = [0.0, *strikes, strikes[-1] * 2 + 1.0]
+    payoff = payoffs_at(legs, points) if len(legs) < 8 else expiry_payoff(legs, np.array(points)).tolist()
     slope_up = sum(leg.ratio for leg in legs if leg.contract.is_call)
-    return float(payoff.min()), float(slope_up)
+    return float(min(payoff)), float(slope_up)
 
 
 def liability_per_combo(legs: Sequence[Leg]) -> float:

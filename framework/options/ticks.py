@@ -45,6 +45,7 @@ __all__ = [
     "tick_size",
     "tick_sizes",
     "round_to_tick",
+    "round_on_rule",
     "round_for_trader",
     "is_on_tick",
 ]
@@ -346,7 +347,12 @@ def round_to_tick(
     """
     if direction not in _DIRECTIONS:
         raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-    rule = _rule(root, as_of)
+    return round_on_rule(price, _rule(root, as_of), direction, bool(complex_order))
+
+
+def round_on_rule(price: Any, rule: TickRule, direction: str, complex_order: bool = False) -> Any:
+    """:func:`round_to_tick` on a :class:`TickRule` already looked up (``direction`` one of "up", "down",
+    "nearest", not checked here): what a caller rounding many prices on one order's grid uses."""
     if type(price) is float or type(price) is int or type(price) is np.float64:
         x = float(price)
         if math.isfinite(x) and abs(x) < 1e7:
