@@ -61,6 +61,14 @@ class _TradeBook:
     leg_open: list[int] | None = None  # combos still held per leg (None: every leg holds open_contracts)
     leg_exit: list[float | None] | None = None  # per leg of the trade: its closing print (partly closed trades)
     booked_cents: int = 0  # cash flow already counted in realized_by_day (at a partial close)
+    liability_per_combo: float | None = None  # of the trade's legs (its combo), once asked
+
+    def combo_liability(self) -> float:
+        """:func:`liability_per_combo` of the trade's combo, computed once (its legs never change)."""
+        got = self.liability_per_combo
+        if got is None:
+            got = self.liability_per_combo = liability_per_combo(self.record.legs)
+        return got
 
     def legs_open(self) -> list[int]:
         return list(self.leg_open) if self.leg_open is not None else [self.open_contracts] * len(self.record.legs)
@@ -135,7 +143,7 @@ class Portfolio:
         for book in self._open.values():
             legs = book.record.legs
             if book.leg_open is None:
-                total += liability_per_combo(legs) * legs[0].contract.multiplier * book.open_contracts
+                total += book.combo_liability() * legs[0].contract.multiplier * book.open_contracts
             else:
                 held = [Leg(leg.contract, leg.ratio * n) for leg, n in zip(legs, book.leg_open) if n]
                 if held:

@@ -37,14 +37,25 @@ class RiskGate:
         #: said about them, merged into the context of the decision recorded at that bar (:meth:`take_notes`)
         self._notes: dict[tuple, dict] = {}
 
+    def _plan(self) -> list[tuple]:
+        """Per manager, once: (manager, whether it can trip a breaker, its ``pop_note`` or None). A manager that
+        keeps :meth:`RiskManager.pop_trips` (nothing to hand out, ever) is not asked for trips after a check."""
+        managers = self.risk_managers
+        plan = self.__dict__.get("_plan_of")
+        if plan is None or plan[0] is not managers or plan[1] != len(managers):
+            steps = [(rm, getattr(getattr(rm, "pop_trips", None), "__func__", None) is not RiskManager.pop_trips,
+                      getattr(rm, "pop_note", None)) for rm in managers]
+            plan = self._plan_of = (managers, len(managers), steps)
+        return plan[2]
+
     def check(self, request: OrderRequest, portfolio: PortfolioView) -> list[Veto]:
         vetoes: list[Veto] = []
-        for rm in self.risk_managers:
+        for rm, trips, pop in self._plan():
             if not rm.applies_to(request):
                 continue
             veto = rm.check(request, portfolio)
-            self.flush(rm, request.at)
-            pop = getattr(rm, "pop_note", None)
+            if trips:
+                self.flush(rm, request.at)
             note = pop() if pop is not None else None
             if note:
                 self._notes.setdefault((request.strategy, request.at), {})[rm.name] = note

@@ -134,7 +134,7 @@ class Order:
             raise OrderError("all legs of an order must share one underlying")
         if not isinstance(self.quantity, (int, np.integer)) or self.quantity <= 0:
             raise OrderError(f"order quantity must be a positive integer, got {self.quantity!r}")
-        if self.order_type == OrderType.LIMIT and (self.limit_price is None or not np.isfinite(self.limit_price)):
+        if self.order_type == OrderType.LIMIT and (self.limit_price is None or not math.isfinite(self.limit_price)):
             raise OrderError("a limit order needs a finite limit_price")
         if self.order_type == OrderType.MARKET and self.limit_price is not None:
             raise OrderError("a market order has no limit_price")
@@ -180,7 +180,12 @@ class Order:
     def snapshot(self) -> "Order":
         """A copy safe to hand to hooks (later transitions do not change it). A field-for-field copy: the
         order was validated (and its limit put on the grid) when it was made; a hook gets one per event."""
-        got = copy.copy(self)
+        cls = type(self)
+        if cls is Order:  # copy.copy's own way for a plain dataclass (its __reduce_ex__ round trip), directly
+            got = cls.__new__(cls)
+            got.__dict__.update(self.__dict__)
+        else:
+            got = copy.copy(self)
         got.fills = list(self.fills)
         return got
 
