@@ -275,3 +275,43 @@ def test_settle_puts_an_off_grid_limit_on_the_grid_downwards():
         row = settle_fill_prices(pricing, np.array([raw]), bid[None, :], ask[None, :], limit=-1.03)[0]
         for got in (one, row):
             assert (math.isnan(got) if want is None else got == want), (raw, got)
+
+
+def test_the_risk_gate_hands_a_trip_made_by_a_check_to_the_journal_at_that_check():
+    """Managers that keep RiskManager.pop_trips are not asked for trips; one that can trip is, at once."""
+    from strikebench.api import OrderRequest, RiskManager, Veto
+    from strikebench.engine.context import RiskGate
+    from strikebench.plugins.breakers import CircuitBreaker
+
+    class TripsOnCheck(CircuitBreaker):
+        name = "trips_on_check"
+
+        def check(self, request, portfolio):
+            self._trip("account", request.at, "tripped by the check", {})
+            return Veto("tripped")
+
+    class Quiet(RiskManager):
+        name = "quiet"
+
+        def pop_trips(self, upto=None):  # an override: asked (and it has none)
+            self.asked = getattr(self, "asked", 0) + 1
+            return []
+
+    class Hook:
+        def __init__(self):
+            self.trips = []
+
+        def on_breaker_trip(self, run, trip):
+            self.trips.append(trip)
+
+        def check_order(self, run, request, portfolio):
+            return []
+
+    hook = Hook()
+    quiet, plain = Quiet(), RiskManager()
+    gate = RiskGate([plain, TripsOnCheck(), quiet], hook=hook, run=None)
+    at = dt.datetime(2024, 1, 10, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    vetoes = gate.check(OrderRequest(None, at, "s", True, 1, -0.5, 450.0), None)
+    assert [v.rule for v in vetoes] == ["trips_on_check"]
+    assert [t.reason for t in hook.trips] == ["tripped by the check"] and gate.trips == hook.trips
+    assert quiet.asked == 1
