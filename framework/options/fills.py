@@ -227,6 +227,11 @@ def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | N
     with NaN where the order does not fill. ``at_limit``: fill at the limit itself when the
     order is marketable (the ``limit`` fill model).
     """
+    if (type(raw) is float and type(bid) is np.ndarray and type(ask) is np.ndarray and bid.ndim == 1
+            and ask.ndim == 1 and bid.dtype == np.float64 and ask.dtype == np.float64):  # one order, as below
+        got = _settle_one(pricing, raw, bid.tolist(), ask.tolist(), limit, at_limit)
+        if got is not None:
+            return got
     r = pricing.ratios
     bid = np.asarray(bid, dtype=np.float64)
     ask = np.asarray(ask, dtype=np.float64)
