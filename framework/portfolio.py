@@ -106,6 +106,10 @@ class Portfolio:
     def closed_trades(self) -> list[TradeRecord]:
         return [b.record for b in self._books.values() if not b.record.is_open]
 
+    def closed_count(self) -> int:
+        """``len(closed_trades())`` without the list: a trade's book leaves ``_open`` when it closes, only then."""
+        return len(self._books) - len(self._open)
+
     def all_trades(self) -> list[TradeRecord]:
         return [b.record for b in self._books.values()]
 

@@ -9,11 +9,13 @@ equity) and ``on_run_end`` (``completed`` and the summary). One
 each get their own. A run with neither an output folder nor a journal URL is not
 journaled.
 
-A backtest's journal commits once per session (:meth:`Journal.commit_per_session`):
-``on_session_end`` commits the session's events with its equity row, ``on_run_end``
-and closing commit the rest, and so does the interpreter's exit after an interrupted
-run (Ctrl-C, SIGTERM under ``strikebench backtest``, an exception). A kill -9 loses
-only the unfinished session. Paper and live runs commit every event (their router
+A backtest's journal commits whole sessions (:meth:`Journal.commit_per_session`):
+``on_session_end`` commits the session's events with its equity row (and the finished
+sessions not committed yet) when the last commit is a quarter second old
+(:meth:`Journal.session_done`), ``on_run_end`` and closing commit the rest, and so does
+the interpreter's exit after an interrupted run (Ctrl-C, SIGTERM under ``strikebench
+backtest``, an exception). A kill -9 loses the unfinished session and the finished ones
+of the last quarter second (never part of a session). Paper and live runs commit every event (their router
 journals an order before it is sent).
 """
 
@@ -175,7 +177,7 @@ def on_session_end(run, day, equity):
     journal = journal_for(run)
     if journal is not None:
         journal.record_equity(run.run_id, day, equity)
-        journal.commit()
+        journal.session_done()
 
 
 @hookimpl

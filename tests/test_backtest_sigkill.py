@@ -1,5 +1,6 @@
-"""kill -9 of `strikebench backtest` mid-run: the journal commits once per session, so what is left is every
-session the run finished, whole, and nothing of the one it was in. The journal passes SQLite's integrity check,
+"""kill -9 of `strikebench backtest` mid-run: the journal commits whole sessions (a quarter second of them at a
+time), so what is left is every session the run finished up to its last commit, whole, and nothing of the one it
+was in. The journal passes SQLite's integrity check,
 the run reads as incomplete, and every trade it shows as closed is identical, to the cent, to the same trade of a
 clean run of the same config. No timing is asserted: the test waits for a committed session, then kills."""
 

@@ -236,7 +236,7 @@ class Backtest:
                                      console=self.console, disable=not progress, transient=False)
             self._task = self.progress.add_task(cfg.name, total=sessions, status="")
             self.engine = build_engine(resolved, run=self.run, hook=self.hook, market=market,
-                                       on_session_end=self._session_done)
+                                       on_session_end=self._session_done if progress else None)
         self.summary: dict | None = None
 
     @contextmanager
@@ -254,7 +254,7 @@ class Backtest:
 
     def _session_done(self, day, equity) -> None:
         p = self.engine.portfolio
-        self.progress.update(self._task, advance=1, status=f"{day} trades {len(p.closed_trades())} "
+        self.progress.update(self._task, advance=1, status=f"{day} trades {p.closed_count()} "
                                                            f"P&L {equity - p.initial_cash:+,.0f}")
 
     def loop(self) -> dict:
