@@ -170,12 +170,24 @@ def points_text(value) -> str | None:
     return text
 
 
+#: text of the aware datetimes iso_time saw last, by (datetime, tzinfo, fold): a run's events repeat its bars' times
+_ISO_TEXT: dict = {}
+
+
 def iso_time(value) -> str | None:
     """ISO 8601 with the UTC offset. Naive times are taken as America/New_York (the engine's zone)."""
     if value is None:
         return None
     if type(value) is dt.datetime and value.tzinfo is not None:  # the engine's clock: no Timestamp needed
-        return value.isoformat()  # the same text as pd.Timestamp(value).isoformat()
+        # equal aware datetimes are the same instant; with the same tzinfo and fold they have the same wall time
+        # and offset, so the same text (fold: 01:30 of a fall-back day twice, equal under one tzinfo)
+        key = (value, value.tzinfo, value.fold)
+        text = _ISO_TEXT.get(key)
+        if text is None:
+            if len(_ISO_TEXT) >= 4096:
+                _ISO_TEXT.clear()
+            text = _ISO_TEXT[key] = value.isoformat()  # the same text as pd.Timestamp(value).isoformat()
+        return text
     ts = pd.Timestamp(value)
     if ts.tzinfo is None:
         ts = ts.tz_localize(_NY)

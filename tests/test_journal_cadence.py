@@ -103,3 +103,31 @@ def test_session_done_commits_whole_sessions_once_the_interval_passed(tmp_path, 
     j.record_equity("r", "2024-01-12", 100_000)  # a session finished after the last commit, then the run closes
     j.close()
     assert seen() == days + ["2024-01-12"]
+
+
+def test_iso_time_of_aware_datetimes_is_their_isoformat_whatever_was_seen_before():
+    """iso_time keeps the text of the aware datetimes it formatted (keyed by datetime, tzinfo and fold): every
+    value's text is its own ``isoformat()``, also after an equal instant in another zone, the other fold of an
+    ambiguous wall time, microseconds, and past the cache's size."""
+    import datetime as dt
+    import random
+    import zoneinfo
+
+    ny, chi, utc = zoneinfo.ZoneInfo("America/New_York"), zoneinfo.ZoneInfo("America/Chicago"), dt.timezone.utc
+    fixed = [dt.timezone(dt.timedelta(hours=h, minutes=m)) for h, m in ((-5, 0), (-4, 0), (5, 30), (0, 0))]
+    zones = [ny, chi, utc, *fixed]
+    rng = random.Random(15)
+    start = dt.datetime(2022, 1, 1, tzinfo=utc)
+    values = []
+    for _ in range(6000):
+        instant = start + dt.timedelta(seconds=rng.randrange(0, 3 * 365 * 86400), microseconds=rng.choice([0, 0, 1, 500000]))
+        for zone in rng.sample(zones, 3):  # one instant in several zones, in turn
+            values.append(instant.astimezone(zone))
+    for day in (dt.date(2022, 11, 6), dt.date(2023, 11, 5)):  # fall back: 01:30 twice in New York
+        for fold in (0, 1, 0, 1):
+            values.append(dt.datetime(day.year, day.month, day.day, 1, 30, tzinfo=ny, fold=fold))
+    values += values[:500]  # seen before
+    texts = {v.isoformat() for v in values if v.fold}
+    assert any(t.endswith("-05:00") for t in texts) and len(values) > 4096
+    for v in values:
+        assert J.iso_time(v) == v.isoformat(), (v, v.fold)
