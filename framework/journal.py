@@ -178,9 +178,12 @@ def iso_time(value) -> str | None:
     """ISO 8601 with the UTC offset. Naive times are taken as America/New_York (the engine's zone)."""
     if value is None:
         return None
-    if type(value) is dt.datetime and value.tzinfo is not None:  # the engine's clock: no Timestamp needed
-        # equal aware datetimes are the same instant; with the same tzinfo and fold they have the same wall time
-        # and offset, so the same text (fold: 01:30 of a fall-back day twice, equal under one tzinfo)
+    t = type(value)
+    if (t is dt.datetime or t is pd.Timestamp) and value.tzinfo is not None:
+        # the engine's clock (datetimes), snapshots' times (Timestamps): equal aware times are the same instant;
+        # with the same tzinfo and fold they have the same wall time and offset, so the same text (fold: 01:30 of
+        # a fall-back day twice, equal under one tzinfo). A Timestamp equal to a datetime has no nanoseconds and
+        # writes the datetime's text; one with nanoseconds equals only Timestamps with the same
         key = (value, value.tzinfo, value.fold)
         text = _ISO_TEXT.get(key)
         if text is None:
@@ -1022,7 +1025,8 @@ class Journal:
             return insert_id(
                 db, "INSERT INTO chain_snapshots(checksum, underlying, taken_at, tz, underlying_price, n_rows, format,"
                 " data, first_run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (checksum, snapshot.underlying, ts.isoformat(), tz, repr(float(snapshot.underlying_price)),
+                (checksum, snapshot.underlying, ts.isoformat() if ts.tzinfo is None else iso_time(ts), tz,
+                 repr(float(snapshot.underlying_price)),
                  len(snapshot), SNAPSHOT_FORMAT, snapshot_to_bytes(snapshot), run_id), "snapshot_id")
 
     def snapshot_info(self, snapshot_id: int) -> dict:

@@ -106,12 +106,14 @@ def test_session_done_commits_whole_sessions_once_the_interval_passed(tmp_path, 
 
 
 def test_iso_time_of_aware_datetimes_is_their_isoformat_whatever_was_seen_before():
-    """iso_time keeps the text of the aware datetimes it formatted (keyed by datetime, tzinfo and fold): every
-    value's text is its own ``isoformat()``, also after an equal instant in another zone, the other fold of an
-    ambiguous wall time, microseconds, and past the cache's size."""
+    """iso_time keeps the text of the aware datetimes and Timestamps it formatted (keyed by value, tzinfo and fold):
+    every value's text is its own ``isoformat()``, also after an equal instant in another zone or of the other type,
+    the other fold of an ambiguous wall time, micro- and nanoseconds, and past the cache's size."""
     import datetime as dt
     import random
     import zoneinfo
+
+    import pandas as pd
 
     ny, chi, utc = zoneinfo.ZoneInfo("America/New_York"), zoneinfo.ZoneInfo("America/Chicago"), dt.timezone.utc
     fixed = [dt.timezone(dt.timedelta(hours=h, minutes=m)) for h, m in ((-5, 0), (-4, 0), (5, 30), (0, 0))]
@@ -126,8 +128,12 @@ def test_iso_time_of_aware_datetimes_is_their_isoformat_whatever_was_seen_before
     for day in (dt.date(2022, 11, 6), dt.date(2023, 11, 5)):  # fall back: 01:30 twice in New York
         for fold in (0, 1, 0, 1):
             values.append(dt.datetime(day.year, day.month, day.day, 1, 30, tzinfo=ny, fold=fold))
+    # pandas Timestamps of the same instants (snapshots' times), some with nanoseconds, between the datetimes
+    stamps = [pd.Timestamp(v) + pd.Timedelta(nanoseconds=rng.choice([0, 0, 0, 7, 999])) for v in values[::3]]
+    values = [x for pair in zip(values[::3], stamps) for x in pair] + values
     values += values[:500]  # seen before
     texts = {v.isoformat() for v in values if v.fold}
     assert any(t.endswith("-05:00") for t in texts) and len(values) > 4096
+    assert any(type(v) is pd.Timestamp and v.nanosecond for v in values)
     for v in values:
         assert J.iso_time(v) == v.isoformat(), (v, v.fold)
