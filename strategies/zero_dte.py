@@ -129,14 +129,16 @@ class ZeroDte(Strategy):
         vix = context.get("vix")
         if p.max_vix is not None and _known(vix) and vix > p.max_vix:
             allowed, why = [], f"VIX {vix:g} above max {p.max_vix:g}"
-        if today not in snapshot.expiries or not len(snapshot.rows(today, root=p.root)):
+        if not len(snapshot.rows(today, root=p.root)):  # (rows of today's expiry: none when it is not listed)
             return "SKIP", f"no {p.root} expiry today ({today})", [], None
         candidates: list[Candidate] = []
         listed: set[tuple[int, int]] = set()  # two delta targets can land on one strike: list it once
         bid, ask, strike, delta = snapshot.bid, snapshot.ask, snapshot.strike, snapshot.delta
         expiry = str(today)
+        occ: dict[int, str] = {}  # OCC symbol of each row listed (a short can be another short's long)
         for right in ("P", "C"):
             side_ok = right in allowed
+            side_reject = None if side_ok else f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
             # every delta target of the side in one pass; each short's values read once for all its widths
             for target_delta, short in zip(p.short_deltas, snapshot.closest_deltas(today, right, p.short_deltas,
                                                                                     root=p.root)):
@@ -144,7 +146,6 @@ class ZeroDte(Strategy):
                     continue
                 sb, sa = float(bid[short]), float(ask[short])
                 short_strike, short_delta = float(strike[short]), float(delta[short])
-                short_occ = None
                 for width in p.widths:
                     long = snapshot.offset_row(short, width)
                     if long is None or (short, long) in listed:
@@ -165,7 +166,7 @@ class ZeroDte(Strategy):
                         "short_row": short, "long_row": long,
                     }
                     if not side_ok:
-                        reject = f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
+                        reject = side_reject
                     elif est_credit < p.min_credit - PRICE_EPS:  # equal to the cent passes
                         reject = f"credit {est_credit:.4f} < min {p.min_credit:.2f}"
                     elif ba_width > p.max_bid_ask_width:
@@ -179,11 +180,15 @@ class ZeroDte(Strategy):
                         score = None
                     else:
                         score = round(_score(est_credit, max_loss, short_delta), 6)
+                    short_occ = occ.get(short)
                     if short_occ is None:
-                        short_occ = snapshot.occ_symbol(short)
+                        short_occ = occ[short] = snapshot.occ_symbol(short)
+                    long_occ = occ.get(long)
+                    if long_occ is None:
+                        long_occ = occ[long] = snapshot.occ_symbol(long)
                     candidates.append(Candidate(
                         description=f"0DTE {right} {short_strike:g}/{long_strike:g}",
-                        legs=(short_occ, snapshot.occ_symbol(long)),
+                        legs=(short_occ, long_occ),
                         score=score, credit=round(est_credit, 4), details=details))
         if not allowed:
             return "SKIP", why, candidates, None
