@@ -261,6 +261,8 @@ def test_the_synthetic_market_lists_only_the_rows_asked_for_exactly_as_in_the_fu
         want = _rows_of(market.snapshot("SPX", at, exps), roots, is_call)
         _same(market.snapshot("SPX", at, exps, roots=roots, is_call=is_call), want)
         _same(got, want)
+        assert got.timestamp == want.timestamp and repr(got.timestamp) == repr(want.timestamp)
+        assert type(got.underlying_price) is float and got.underlying_price == want.underlying_price
         if roots is not None:
             assert set(np.unique(got.root)) == set(roots)
 

@@ -669,7 +669,8 @@ def day_listing(market, und: str, d: int) -> DayListing:
         base[ranked] = np.concatenate([[0], np.cumsum(2 * n[ranked])[:-1]])
     ent = np.random.SeedSequence(entropy=int(market.seed), spawn_key=(17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
     normals = np.random.Generator(np.random.PCG64(ent)).standard_normal(2 * len(strikes))
-    mm, em, vc = minute_multipliers(market, d)
+    day_mults = getattr(market, "_day_mults", None)  # the market's per-session cache (leg quotes share it)
+    mm, em, vc = day_mults(d) if callable(day_mults) else minute_multipliers(market, d)
     return DayListing(und, d, series, strikes, first, n, ranked, base, normals, level, open_px,
                       float(path.vix_step[tl.gap_step[d]]), mm, em, vc)
 

@@ -76,6 +76,7 @@ class SyntheticMarket:
         self._legs_sessions: OrderedDict[int, SessionLegs] = OrderedDict()
         self._legs_by_day: dict = {}
         self._leg_series_of: dict = {}
+        self._leg_series_by_root: dict = {}
         self._layouts_asked: dict = {}
         #: per underlying, the strike hulls of the latest session listed (chains.listed_strike_sets)
         self._strike_hulls: dict = {}
@@ -373,18 +374,16 @@ class SyntheticMarket:
         st = {k: np.broadcast_to(v, (ms.size, len(s.settle_ns)))[:, lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"][None, :], lay["is_call"][None, :], mult[pos][:, None],
                         expiring[pos][:, None], greeks=True)
-        flags = quote_flags(q["bid"], q["ask"])  # every minute's flags at once (elementwise: the same)
+        # every minute's flags, volume, index level and time at once (elementwise: the same values)
+        flags = quote_flags(q["bid"], q["ask"])
+        volume = np.floor(lay["day_volume"][None, :] * vcum[pos][:, None]).astype(np.int64)
+        pxs = (self.path.spx_close[ms] * (0.1 if und == "XSP" else 1.0)).tolist()
+        stamps = pd.DatetimeIndex(pd.to_datetime(tl.minute_ns[ms], utc=True)).tz_convert(NY)
         out = []
-        for j, mj in enumerate(ms):
-            if und == "VIX":
-                px = float(np.round(self.path.vix_step[tl.minute_step[mj]], 2))
-            else:
-                px = float(self.path.spx_close[mj] * (0.1 if und == "XSP" else 1.0))
-            ts = pd.Timestamp(int(tl.minute_ns[mj]), tz="UTC").tz_convert(NY)
-            volume = np.floor(lay["day_volume"] * vcum[pos[j]]).astype(np.int64)
+        for j, ts in enumerate(stamps):
             out.append(ChainSnapshot.from_sorted(
-                und, ts, px, lay["key"], flags[j], root=lay["root"], expiry=lay["expiry"], strike=lay["strike"],
-                is_call=lay["is_call"], bid=q["bid"][j], ask=q["ask"][j], last=q["last"][j], volume=volume,
+                und, ts, pxs[j], lay["key"], flags[j], root=lay["root"], expiry=lay["expiry"], strike=lay["strike"],
+                is_call=lay["is_call"], bid=q["bid"][j], ask=q["ask"][j], last=q["last"][j], volume=volume[j],
                 open_interest=lay["open_interest"], iv=q["iv"][j], delta=q["delta"][j], gamma=q["gamma"][j],
                 theta=q["theta"][j], vega=q["vega"][j]))
         return out
@@ -510,10 +509,15 @@ class SyntheticMarket:
         return got
 
     def _leg_series(self, contract) -> tuple:
-        """(underlying, expiry session, AM) of a contract quoted by :meth:`leg_quotes` (cached)."""
-        und = _underlying_of(contract)
-        s = series_for_contracts(self.path, [contract])  # ValueError for an expiry that is not a session
-        series = (und, int(s.exp_day[0]), bool(s.is_am[0]))
+        """(underlying, expiry session, AM) of a contract quoted by :meth:`leg_quotes` (cached per contract,
+        and per root and expiry, which decide it: a new strike of a known series costs no lookup)."""
+        key = (contract.root, contract.expiry)
+        series = self._leg_series_by_root.get(key)
+        if series is None:
+            und = _underlying_of(contract)
+            s = series_for_contracts(self.path, [contract])  # ValueError for an expiry that is not a session
+            series = (und, int(s.exp_day[0]), bool(s.is_am[0]))
+            self._leg_series_by_root[key] = series
         if len(self._leg_series_of) > 20_000:
             self._leg_series_of.clear()
         self._leg_series_of[contract] = series
