@@ -248,6 +248,7 @@ def _same(a, b):
         x, y = getattr(a, name), getattr(b, name)
         assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
     assert a.checksum == b.checksum
+    assert np.array_equal(a.flags, b.flags)
 
 
 @pytest.mark.parametrize("roots,is_call", [(["SPXW"], False), (["SPXW"], True), (["SPX"], None),
