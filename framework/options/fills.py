@@ -69,15 +69,7 @@ def payoff_range(legs: Sequence) -> tuple[float, float]:
     if len({leg.contract.expiry for leg in legs}) != 1:
         return -math.inf, math.inf
     strikes = sorted({float(leg.contract.strike) for leg in legs})
-    points = [0.0, *strikes]
-    if len(legs) < 8:
-        payoff = payoffs_at(legs, points)  # Python floats, the same values as numpy's (tests/test_order_path.py)
-    else:
-        s = np.array(points)[:, None]
-        k = np.array([float(leg.contract.strike) for leg in legs])
-        calls = np.array([leg.contract.is_call for leg in legs])
-        ratios = np.array([leg.ratio for leg in legs], dtype=np.float64)
-        payoff = (ratios * np.where(calls, np.maximum(s - k, 0.0), np.maximum(k - s, 0.0))).sum(axis=1).tolist()
+    payoff = payoffs_at(legs, [0.0, *strikes])  # the combo's value at expiry at 0 and at each strike
     slope_up = float(sum(leg.ratio for leg in legs if leg.contract.is_call))
     low, high = float(min(payoff)), float(max(payoff))
     if slope_up < 0:

@@ -332,10 +332,13 @@ def _payoff_extremes(legs: Sequence[Leg]) -> tuple[float, float]:
 
 
 def payoffs_at(legs: Sequence[Leg], points: Sequence[float]) -> list[float]:
-    """:func:`expiry_payoff` of ``legs`` (fewer than 8) at each of ``points``, in Python floats: the same
-    operations on the same floats (each leg's ``ratio x max(s - k, 0)`` or ``max(k - s, 0)``, summed from
-    0.0 left to right as numpy sums fewer than 8 items), so the same values, without numpy's per-call cost
-    (a new leg set's payoff range and worst case are asked when its first order is priced)."""
+    """:func:`expiry_payoff` of ``legs`` at each of ``points``, as a list of floats. Fewer than 8 legs in
+    Python floats: the same operations on the same floats (each leg's ``ratio x max(s - k, 0)`` or
+    ``max(k - s, 0)``, summed from 0.0 left to right as numpy sums fewer than 8 items), so the same values,
+    without numpy's per-call cost (a new leg set's payoff range and worst case are asked when its first order
+    is priced); 8 legs or more through :func:`expiry_payoff` itself (numpy sums those pairwise)."""
+    if len(legs) >= 8:
+        return expiry_payoff(legs, np.array(points, dtype=np.float64)).tolist()
     terms = [(float(leg.ratio), float(leg.contract.strike), leg.contract.is_call) for leg in legs]
     out = []
     for s in points:
@@ -352,7 +355,7 @@ def _payoff_extremes_of(legs: tuple) -> tuple[float, float]:
         raise OrderError("worst-case loss is defined here only for legs of one expiry")
     strikes = sorted({leg.contract.strike for leg in legs})
     points = [0.0, *strikes, strikes[-1] * 2 + 1.0]
-    payoff = payoffs_at(legs, points) if len(legs) < 8 else expiry_payoff(legs, np.array(points)).tolist()
+    payoff = payoffs_at(legs, points)
     slope_up = sum(leg.ratio for leg in legs if leg.contract.is_call)
     return float(min(payoff)), float(slope_up)
 
