@@ -214,6 +214,58 @@ def test_a_working_order_is_priced_again_on_each_bar():
     assert CountingMid.calls == 1  # 10:00 and 10:01 did not reach the model (untradeable), 10:02 did once
 
 
+P4690 = OptionContract("SPXW", DAY, 4690.0, "P")
+
+
+class _ProbeThenOpen(Strategy):
+    """At 10:00: asks the risk gate about an entry (``would_veto``, what decide_and_enter does), then sends it,
+    then sends a second market entry on other legs and a limit entry on the first legs, all on the same bar."""
+
+    name = "probe_then_open"
+
+    def decision_times(self):
+        return [dt.time(10, 0)]
+
+    def on_decision_time(self, ctx):
+        first = [Leg(P4700, -1), Leg(P4695, 1)]
+        assert ctx.would_veto(first, 1) == []
+        ctx.open_trade(first, 1)
+        ctx.open_trade([Leg(P4695, -1), Leg(P4690, 1)], 1)
+        ctx.open_trade(first, 2, limit=-0.45)
+
+
+def _three_entries():
+    return ModelMarket(DAY, DAY, spot=4710.0,
+                       quotes={P4700: (3.00, 3.40), P4695: (2.40, 2.60), P4690: (1.90, 2.05)},
+                       settlement={DAY: 4697.0})
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.name}-{getattr(m.params, 'k', '')}")
+def test_orders_priced_alike_share_one_answer_and_fill_as_when_each_is_asked(model, monkeypatch):
+    """The broker keeps a fill model's answer for what FillModel.fill_price reads of an order (its legs, type,
+    limit and time) and the bar: a would-be entry (would_veto's probe) and the order then sent ask the model
+    once, and orders on other legs or with a limit on the same bar are priced on their own, as when the
+    broker asks the model for every order (the same fills, bit for bit)."""
+    fast = run_strategy(_ProbeThenOpen(), _three_entries(), fill_model=model, commission=ZeroCommission())
+    monkeypatch.setattr("strikebench.engine.broker._keeps_fill_price", lambda fm: False)
+    slow = run_strategy(_ProbeThenOpen(), _three_entries(), fill_model=model, commission=ZeroCommission())
+    a = [(o.client_id, o.status.value, [(f.net_price, f.leg_prices, f.fees) for f in o.fills])
+         for o in fast.broker.orders.values()]
+    b = [(o.client_id, o.status.value, [(f.net_price, f.leg_prices, f.fees) for f in o.fills])
+         for o in slow.broker.orders.values()]
+    assert a == b and len(a) == 3
+    assert len({f[2][0][0] for f in a if f[2]}) >= 2  # the entries are not all priced alike
+
+
+def test_a_would_be_entry_and_the_entry_sent_on_its_bar_ask_the_fill_model_once():
+    CountingMid.calls = 0
+    engine = run_strategy(_ProbeThenOpen(), _three_entries(), fill_model=CountingMid(), commission=ZeroCommission())
+    assert [o.status.value for o in engine.broker.orders.values()] == ["filled", "filled", "filled"]
+    # the probe and the first entry (its estimate and fill attempt): once; the second entry: once; the limit
+    # entry is not estimated (its limit is its estimate): once
+    assert CountingMid.calls == 3
+
+
 def _payoff_range_numpy(legs):
     """payoff_range as it was computed in numpy (the reference)."""
     if len({leg.contract.expiry for leg in legs}) != 1:

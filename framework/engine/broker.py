@@ -178,7 +178,7 @@ class OptionsBroker(bt.BrokerBase):
         #: the fill model keeps FillModel.fill_price: its answer is already by the one rule, and a function of
         #: the order and this bar's quotes (asked once per order and bar, see :meth:`fill_price`)
         self._rule_inside = _keeps_fill_price(fill_model)
-        self._priced: tuple | None = None  # (order, session day, bar, answer) of the last fill_price asked
+        self._priced: tuple | None = None  # (_pricing_key, session day, bar, answer) of the last fill_price asked
         self._last_trade: dict[OptionContract, dt.datetime] = {}  # a contract's last trade time (plain datetime)
 
     # ----------------------------------------------------------- bt interface
@@ -423,18 +423,21 @@ class OptionsBroker(bt.BrokerBase):
         those quotes when the caller has them).
 
         A fill model that keeps :meth:`FillModel.fill_price <strikebench.api.FillModel.fill_price>` answers by
-        the one rule from its ``model_price`` of the quotes: the answer is kept for the order and bar, so the
-        risk check's estimate of a market order and its fill attempt on the same bar ask the model once."""
+        the one rule from its ``model_price`` of the quotes, and reads of the order only what :func:`_pricing_key`
+        holds: the answer is kept for that key and bar, so the risk check's estimate of a market order and its
+        fill attempt on the same bar ask the model once, and so does an entry's would-be order (``would_veto``'s
+        probe) and the order then sent on the same bar."""
         keep = self._rule_inside
         if keep:
+            key = _pricing_key(order)
             got = self._priced
-            if got is not None and got[0] is order and got[2] == self._bar and got[1] == self.quotes.day:
+            if got is not None and got[2] == self._bar and got[1] == self.quotes.day and got[0] == key:
                 return got[3]
         if bid is None:
             bid, ask = self.quotes.bid_ask([leg.contract for leg in order.legs], self._bar)
         price = self.fill_model.fill_price(order, bid, ask)
         if keep:
-            self._priced = (order, self.quotes.day, self._bar, price)
+            self._priced = (key, self.quotes.day, self._bar, price)
         return price
 
     def _try_fill(self, order: Order) -> None:
@@ -578,6 +581,12 @@ def closing_order_legs(closing_legs, bid, ask) -> tuple[tuple, int, np.ndarray]:
     keep = ~left_legs(ratios, np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64))
     legs, g = reduced_combo(closing_legs, keep)
     return legs, g, keep
+
+
+def _pricing_key(order: Order) -> tuple:
+    """What :meth:`FillModel.fill_price <strikebench.api.FillModel.fill_price>` reads of an order (besides the
+    quotes of its legs): two orders with the same key are priced alike on the same bar."""
+    return (order.legs, order.order_type, order.limit_price, order.created_at)
 
 
 def _keeps_fill_price(fill_model) -> bool:
