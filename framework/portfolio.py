@@ -126,6 +126,15 @@ class Portfolio:
         book = self._open.get(trade_id)
         return book.legs_open() if book else []
 
+    def open_holdings(self) -> list[tuple[TradeRecord, tuple[int, ...]]]:
+        """(trade, combos still held per leg as a tuple) of every open trade, in :meth:`open_trades` order:
+        ``open_trades()`` with each trade's ``legs_open`` in one pass (what the broker's marks read at a fill)."""
+        out = []
+        for b in self._open.values():
+            held = b.leg_open
+            out.append((b.record, tuple(held) if held is not None else (b.open_contracts,) * len(b.record.legs)))
+        return out
+
     def premium_flow(self, trade_id: str) -> float:
         """Dollars the fills of ``trade_id`` moved so far, fees left out (the entry's credit or debit, and
         an exit's premium when the trade is partly closed): an open trade's unrealized P&L is this plus

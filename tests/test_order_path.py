@@ -367,3 +367,48 @@ def test_the_risk_gate_hands_a_trip_made_by_a_check_to_the_journal_at_that_check
     assert [v.rule for v in vetoes] == ["trips_on_check"]
     assert [t.reason for t in hook.trips] == ["tripped by the check"] and gate.trips == hook.trips
     assert quiet.asked == 1
+
+
+def test_the_risk_gate_asks_each_manager_about_the_orders_its_applies_to_names_and_check_order_plugins():
+    """A manager keeping RiskManager.applies_to is asked about entries only; one overriding it about the orders it
+    names (here: closing orders only). The check_order hook is called whenever a plugin implements it, also one
+    registered after the gate was made (the gate skips the call only while none does)."""
+    import pluggy
+
+    from strikebench.api import OrderRequest, RiskManager, Veto
+    from strikebench.engine.context import RiskGate
+    from strikebench.hookspecs import PROJECT, hookimpl
+    from strikebench import hookspecs
+
+    class GuardsCloses(RiskManager):
+        name = "guards_closes"
+
+        def applies_to(self, request):
+            return not request.opens
+
+        def check(self, request, portfolio):
+            return Veto("no closing today")
+
+    class EntriesOnly(RiskManager):
+        name = "entries_only"
+
+        def check(self, request, portfolio):
+            return Veto("no entry today")
+
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    gate = RiskGate([GuardsCloses(), EntriesOnly()], hook=pm.hook, run=None)
+    at = dt.datetime(2024, 1, 10, 10, 0)
+    entry = OrderRequest(None, at, "s", True, 1, -0.5, 450.0)
+    close = OrderRequest(None, at, "s", False, 1, 0.5, 0.0)
+    assert [v.rule for v in gate.check(entry, None)] == ["entries_only"]
+    assert [v.rule for v in gate.check(close, None)] == ["guards_closes"]
+
+    class LateVeto:
+        @hookimpl
+        def check_order(self, run, request, portfolio):
+            return Veto("vetoed by a plugin", rule="plugin")
+
+    pm.register(LateVeto())
+    assert [v.rule for v in gate.check(entry, None)] == ["entries_only", "plugin"]
+    assert [v.rule for v in gate.check(close, None)] == ["guards_closes", "plugin"]

@@ -386,7 +386,7 @@ def test_a_partly_closed_trade_shows_its_exit_and_the_wing_in_the_panel_and_the_
                 engine, (t,) = ctx._engine, ctx._engine.portfolio.open_trades()
                 held = engine.portfolio.legs_open(t.trade_id)
                 seen.update(held=held, flow=engine.portfolio.premium_flow(t.trade_id),
-                            value=engine.broker.held_value(t, held))
+                            value=engine.broker.held_value(t, held), holdings=engine.portfolio.open_holdings())
 
     market = ModelMarket(DAY, DAY, spot=4720.0, expiries=[EXP], quotes={S: short_quote, L: wing_quote})
     folder = tmp_path / "zb"
@@ -394,6 +394,9 @@ def test_a_partly_closed_trade_shows_its_exit_and_the_wing_in_the_panel_and_the_
     engine = _run(Watch(), market, folder / "journal.sqlite")
     # by hand: credit 2.40 in, the short bought back at 1.10 at 11:30; at 14:00 the wing is 0.05/0.10, mid 0.075
     assert seen["held"] == [0, 1]
+    # what the broker's marks read: the trade with its combos held per leg, a tuple
+    assert [(x.trade_id, h) for x, h in seen["holdings"]] == [(engine.portfolio.all_trades()[0].trade_id, (0, 1))]
+    assert type(seen["holdings"][0][1]) is tuple
     assert round(seen["flow"] * 100) == 24000 - 11000 and seen["value"] == pytest.approx(0.075, abs=1e-12)
     (trade,) = engine.portfolio.open_trades()
     assert trade.partly_closed_at is not None

@@ -487,17 +487,15 @@ class OptionsBroker(bt.BrokerBase):
         settlement recomputes only the trades it changed, then adds every trade's curve in the portfolio's
         order, as before. When the curves are the ones summed last time plus one more at the end (a fill
         opening a trade), that one is added to the last sum: the same additions in the same order."""
-        trades = self.portfolio.open_trades()
-        if not trades or self.quotes.day is None:
+        holdings = self.portfolio.open_holdings()
+        if not holdings or self.quotes.day is None:
             self._position_value = np.zeros(1)
             self._summed = ([], None)
             return
         values_of = self._values
         per_trade = self._trade_values
-        legs_open = self.portfolio.legs_open
         curves = []
-        for trade in trades:
-            held = tuple(legs_open(trade.trade_id))
+        for trade, held in holdings:
             got = per_trade.get(trade.trade_id)
             if got is None or got[0] != held:
                 key = (trade.legs, held)

@@ -38,20 +38,24 @@ class RiskGate:
         self._notes: dict[tuple, dict] = {}
 
     def _plan(self) -> list[tuple]:
-        """Per manager, once: (manager, whether it can trip a breaker, its ``pop_note`` or None). A manager that
-        keeps :meth:`RiskManager.pop_trips` (nothing to hand out, ever) is not asked for trips after a check."""
+        """Per manager, once: (manager, whether it can trip a breaker, its ``pop_note`` or None, whether it keeps
+        :meth:`RiskManager.applies_to`). A manager that keeps :meth:`RiskManager.pop_trips` (nothing to hand out,
+        ever) is not asked for trips after a check; one that keeps ``applies_to`` (entries only) is not asked
+        about a closing order."""
         managers = self.risk_managers
         plan = self.__dict__.get("_plan_of")
         if plan is None or plan[0] is not managers or plan[1] != len(managers):
             steps = [(rm, getattr(getattr(rm, "pop_trips", None), "__func__", None) is not RiskManager.pop_trips,
-                      getattr(rm, "pop_note", None)) for rm in managers]
+                      getattr(rm, "pop_note", None),
+                      getattr(getattr(rm, "applies_to", None), "__func__", None) is RiskManager.applies_to)
+                     for rm in managers]
             plan = self._plan_of = (managers, len(managers), steps)
         return plan[2]
 
     def check(self, request: OrderRequest, portfolio: PortfolioView) -> list[Veto]:
         vetoes: list[Veto] = []
-        for rm, trips, pop in self._plan():
-            if not rm.applies_to(request):
+        for rm, trips, pop, entries_only in self._plan():
+            if not (request.opens if entries_only else rm.applies_to(request)):
                 continue
             veto = rm.check(request, portfolio)
             if trips:
@@ -62,9 +66,13 @@ class RiskGate:
             if veto is not None:
                 vetoes.append(veto if veto.rule else Veto(veto.reason, rule=rm.name))
         if self.hook is not None:
-            for veto in self.hook.check_order(run=self.run, request=request, portfolio=portfolio):
-                if veto is not None:
-                    vetoes.append(veto)
+            caller = self.hook.check_order
+            # no plugin implements it (the usual run): what the call would answer is []; asked at every check,
+            # so a plugin registered later is called
+            if getattr(caller, "get_hookimpls", None) is None or caller.get_hookimpls():
+                for veto in caller(run=self.run, request=request, portfolio=portfolio):
+                    if veto is not None:
+                        vetoes.append(veto)
         return vetoes
 
 
