@@ -20,7 +20,6 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
@@ -80,48 +79,48 @@ def _rule_expiry(rule, year: int, month: int) -> np.datetime64:
 
 def series_for_day(path: UnderlyingPath, und: str, d: int, scenario, calendar) -> SeriesSet:
     """Series listed on session ``d``: dailies (SPXW/XSP), SPX AM monthlies, VIX monthlies."""
+    return series_for_days(path, und, d, d + 1, scenario, calendar)
+
+
+def series_for_days(path: UnderlyingPath, und: str, d0: int, d1: int, scenario, calendar) -> SeriesSet:
+    """Series listed on any session ``d0 <= d < d1`` (:func:`series_for_day` for ``d1 = d0 + 1``): dailies of
+    every session from ``d0`` to the last one listed by ``d1 - 1``, monthlies expiring after ``d0``'s date and
+    by ``d1 - 1``'s horizon. Dailies first, then monthlies, each by expiry."""
     tl = path.timeline
-    today = tl.dates[d]
+    today, last = tl.dates[d0], tl.dates[d1 - 1]
     ch = scenario.chains
-    roots, days, am = [], [], []
-
-    def add_dailies(root, max_dte):
-        hi = today + np.timedelta64(int(max_dte), "D")
-        j0 = d
-        j1 = int(np.searchsorted(tl.dates, hi, side="right"))
-        for j in range(j0, j1):
-            roots.append(root)
-            days.append(j)
-            am.append(False)
-
-    def add_monthlies(root, max_dte, rule):
-        t = pd.Timestamp(today)
-        hi = today + np.timedelta64(int(max_dte), "D")
-        y, m = t.year, t.month
-        for _ in range(int(max_dte) // 28 + 3):
-            e = _rule_expiry(rule, y, m)
-            if today < e <= hi:
-                j = int(np.searchsorted(tl.dates, e))
-                if j < len(tl.dates) and tl.dates[j] == e:
-                    roots.append(root)
-                    days.append(j)
-                    am.append(True)
-            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-
     if und == "SPX":
-        add_dailies("SPXW", ch.spxw_max_dte)
-        add_monthlies("SPX", ch.spx_monthly_max_dte, calendar.monthly_expiry)
+        parts = [("SPXW", ch.spxw_max_dte, None), ("SPX", ch.spx_monthly_max_dte, calendar.monthly_expiry)]
     elif und == "XSP":
-        add_dailies("XSP", ch.xsp_max_dte)
+        parts = [("XSP", ch.xsp_max_dte, None)]
     elif und == "VIX":
-        add_monthlies("VIX", ch.vix_max_dte, calendar.vix_expiry)
+        parts = [("VIX", ch.vix_max_dte, calendar.vix_expiry)]
     else:
         raise ValueError(f"unknown underlying '{und}' (synthetic market lists {', '.join(UNDERLYINGS)})")
-    days = np.asarray(days, dtype=np.int64)
-    am = np.asarray(am, dtype=bool)
-    settle_ns = np.where(am, tl.open_ns[days], tl.close_ns[days]) if len(days) else np.zeros(0, np.int64)
-    c_settle = np.where(am, tl.c_open[days], tl.c_close[days]) if len(days) else np.zeros(0)
-    return SeriesSet(np.asarray(roots, dtype="U6"), tl.dates[days], days, settle_ns, c_settle, am)
+    roots, days, am = [], [], []
+    for root, max_dte, rule in parts:
+        hi = last + np.timedelta64(int(max_dte), "D")
+        if rule is None:  # dailies: every session from today's to the last one within the horizon
+            j = np.arange(d0, int(np.searchsorted(tl.dates, hi, side="right")), dtype=np.int64)
+        else:  # monthlies: the rule's expiry of each month from today's on, if a session in the window
+            ym = int(today.astype("datetime64[M]").astype(np.int64))
+            j = []
+            for k in range(int((hi - today).astype(np.int64)) // 28 + 3):
+                y, m = divmod(ym + k, 12)
+                e = _rule_expiry(rule, 1970 + y, m + 1)
+                if today < e <= hi:
+                    i = int(np.searchsorted(tl.dates, e))
+                    if i < len(tl.dates) and tl.dates[i] == e:
+                        j.append(i)
+            j = np.asarray(j, dtype=np.int64)
+        roots.append(np.full(len(j), root, dtype="U6"))
+        days.append(j)
+        am.append(np.full(len(j), rule is not None))
+    days = np.concatenate(days)
+    am = np.concatenate(am)
+    settle_ns = np.where(am, tl.open_ns[days], tl.close_ns[days])
+    c_settle = np.where(am, tl.c_open[days], tl.c_close[days])
+    return SeriesSet(np.concatenate(roots), tl.dates[days], days, settle_ns, c_settle, am)
 
 
 def series_for_contracts(path: UnderlyingPath, contracts) -> SeriesSet:
@@ -499,60 +498,103 @@ def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[n
     calendar-wide daily layer (the open and the variance state at the previous close), so a day's
     listing is the same whatever range the market was built for, and it only ever grows.
 
-    The hull is a min / max over sessions, so a market that listed an earlier session ``d'`` keeps its hulls
-    (``market._strike_hulls``) and a later day only folds in the sessions after ``d'`` (a backtest asks day after
-    day: one session's row instead of the whole window); each series' strikes are kept by its hull
-    (a hull that did not change keeps its strikes). The same rows and values as from the whole window (min / max are exact).
+    The hull is a min / max over sessions (exact), so a market keeps (``market._strike_hulls``, per underlying)
+    a block of hulls: every series listed on any of the next :data:`_HULL_BLOCK` sessions, its running min / max
+    at each of them (:func:`_hull_block`, one vectorized pass); a day of the block then only looks its series up.
+    Each series keeps its strikes while its hull does not change (a series' strikes depend on its bounds only).
+    The same rows and values as from the whole window of each day (``market._strike_hulls = None``).
     """
     E = len(series.root)
     if E == 0:
         return np.zeros(0), np.zeros(0, np.int64)
-    path = market.path
-    tl, ep = path.timeline, path.epoch
-    ch = market.scenario.chains
     unit = 0.1 if und == "XSP" else 1.0
-    today = tl.first + d
-    horizon = np.where(series.is_am, ch.spx_monthly_max_dte,
-                       ch.xsp_max_dte if und == "XSP" else ch.spxw_max_dte).astype("timedelta64[D]")
-    first = np.searchsorted(ep.dates, series.expiry - horizon, side="left")  # first session listing it
-    keys = list(zip(series.root.tolist(), series.expiry.astype(np.int64).tolist()))
     hulls = getattr(market, "_strike_hulls", None)
-    prior = None if hulls is None else hulls.get(und)
-    start, had = first, None
-    if prior is not None and prior[0] <= today:  # fold in the sessions after the last one listed
-        p_today, p_pos, p_bounds, p_parts = prior
-        had = np.array([p_pos.get(k, -1) for k in keys], dtype=np.int64)
-        start = np.where(had >= 0, p_today + 1, first)
-    bounds = _hull_rows(market, series, start, today, unit)  # (E, 6): min ia, max ib of each grid
+    if hulls is None:  # the whole window of every series
+        tl = market.path.timeline
+        bounds = _hull_rows(market, series, _first_listed(market, und, series), tl.first + d, unit)
+        return _strikes_from_index([(bounds[:, 2 * g], bounds[:, 2 * g + 1]) for g in range(3)], unit)
+    ids = 2 * series.exp_day + series.is_am  # a series of ``und``: its expiry session and AM / PM
+    kept = hulls.get(und)
+    bounds = None if kept is None else _hull_lookup(kept, d, ids)
+    if bounds is None:
+        kept = hulls[und] = _hull_block(market, und, d, unit)
+        bounds = _hull_lookup(kept, d, ids)
+        if bounds is None:  # not among the block's series (cannot happen: the block lists day d's series)
+            tl = market.path.timeline
+            bounds = _hull_rows(market, series, _first_listed(market, und, series), tl.first + d, unit)
+    # each series' strikes: kept from the last listing while its bounds are the same
     parts = [None] * E
-    if had is not None:
-        old = had >= 0
-        pb = p_bounds[np.maximum(had, 0)]
-        bounds[:, 0::2] = np.where(old[:, None], np.minimum(bounds[:, 0::2], pb[:, 0::2]), bounds[:, 0::2])
-        bounds[:, 1::2] = np.where(old[:, None], np.maximum(bounds[:, 1::2], pb[:, 1::2]), bounds[:, 1::2])
-        for j in np.flatnonzero(old & (bounds == pb).all(axis=1)).tolist():  # hull unchanged: its strikes
+    prev = kept.get("parts")
+    if prev is not None:
+        p_ids, p_sorter, p_bounds, p_parts = prev
+        i = np.minimum(np.searchsorted(p_ids, ids, sorter=p_sorter), len(p_ids) - 1)
+        had = p_sorter[i]
+        same = (p_ids[had] == ids) & (p_bounds[had] == bounds).all(axis=1)
+        for j in np.flatnonzero(same).tolist():
             parts[j] = p_parts[had[j]]
-    new = [j for j in range(E) if parts[j] is None]
-    if new:
-        sel = np.asarray(new)
-        values, rows = _strikes_from_index([(bounds[sel, 2 * g], bounds[sel, 2 * g + 1]) for g in range(3)], unit)
-        for j, part in zip(new, np.split(values, np.searchsorted(rows, np.arange(1, len(new))))):
+        new = np.flatnonzero(~same)
+    else:
+        new = np.arange(E)
+    if new.size:
+        values, rows = _strikes_from_index([(bounds[new, 2 * g], bounds[new, 2 * g + 1]) for g in range(3)], unit)
+        cut = np.searchsorted(rows, np.arange(1, new.size))
+        for j, part in zip(new.tolist(), np.split(values, cut)):
             parts[j] = part
-    if hulls is not None:  # the latest session listed (a second run over the same market starts again)
-        hulls[und] = (today, {k: i for i, k in enumerate(keys)}, bounds, parts)
+    kept["parts"] = (ids, np.argsort(ids, kind="stable"), bounds, parts)
     n = np.fromiter((len(v) for v in parts), dtype=np.int64, count=E)
     return np.concatenate(parts), np.repeat(np.arange(E, dtype=np.int64), n)
 
 
-def _hull_rows(market, series: "SeriesSet", start: np.ndarray, today: int, unit: float) -> np.ndarray:
-    """(E, 6): per grid, min ia and max ib of each series' grid index ranges over the sessions ``w`` from
-    ``start[j]`` to ``today`` (epoch session indices); +inf / -inf for a series with none."""
+#: sessions a block of kept strike hulls covers from the day that built it (:func:`_hull_block`)
+_HULL_BLOCK = 24
+
+
+def _first_listed(market, und: str, series: "SeriesSet") -> np.ndarray:
+    """Epoch index of the first session listing each series (its expiry minus the root's listing horizon)."""
+    ch = market.scenario.chains
+    horizon = np.where(series.is_am, ch.spx_monthly_max_dte,
+                       ch.xsp_max_dte if und == "XSP" else ch.spxw_max_dte).astype("timedelta64[D]")
+    return np.searchsorted(market.path.epoch.dates, series.expiry - horizon, side="left")
+
+
+def _hull_block(market, und: str, d: int, unit: float) -> dict:
+    """The strike hulls of every series listed on a session ``d <= s < d + _HULL_BLOCK`` at each of those
+    sessions: row ``s - d`` of ``hull`` (rows, series, 6) is each series' min ia / max ib per grid over the
+    sessions from its first listing to ``s`` (:func:`_hull_rows`' rows, accumulated)."""
+    path = market.path
+    tl = path.timeline
+    d1 = min(d + _HULL_BLOCK, tl.n_sim)
+    uni = series_for_days(path, und, d, d1, market.scenario, market.calendar)
+    first = _first_listed(market, und, uni)
+    w0 = int(first.min())
+    w = np.arange(w0, tl.first + d1)
+    listed = w[:, None] >= first[None, :]
+    hull = np.empty((len(w), len(first), 6))
+    for g, (ia, ib) in enumerate(_bound_rows(market, uni, w, unit)):
+        np.minimum.accumulate(np.where(listed, ia, np.inf), axis=0, out=hull[:, :, 2 * g])
+        np.maximum.accumulate(np.where(listed, ib, -np.inf), axis=0, out=hull[:, :, 2 * g + 1])
+    ids = 2 * uni.exp_day + uni.is_am
+    order = np.argsort(ids, kind="stable")
+    return {"d0": d, "d1": d1, "w0": w0 - tl.first, "ids": ids[order], "hull": hull[:, order]}
+
+
+def _hull_lookup(kept: dict, d: int, ids: np.ndarray):
+    """(E, 6) hulls of series ``ids`` on session ``d`` from a :func:`_hull_block`; None if it has not them all."""
+    if not kept["d0"] <= d < kept["d1"]:
+        return None
+    k_ids = kept["ids"]
+    col = np.minimum(np.searchsorted(k_ids, ids), len(k_ids) - 1)
+    if not (k_ids[col] == ids).all():
+        return None
+    return kept["hull"][d - kept["w0"], col]
+
+
+def _bound_rows(market, series: "SeriesSet", w: np.ndarray, unit: float):
+    """Per grid, (ia, ib) of shape (W, E): each series' grid index range around the open of epoch sessions ``w``
+    (their level and ATM variance to the series' settlement from the daily layer)."""
     path = market.path
     L, ep, model = path.daily, path.epoch, path.model
     ch = market.scenario.chains
-    w = np.arange(int(start.min()), today + 1)
-    if len(w) == 0:
-        return np.tile(np.array([np.inf, -np.inf]), (len(start), 3))
     ref = np.exp(L.log_open[w]) * unit                                          # (W,)
     tab, ev = model.integral_table(L.S_f[w], L.S_s[w])                          # (W, G)
     dC = np.maximum(series.c_settle[None, :] - ep.c_open[w][:, None], 0.0)      # (W, E)
@@ -564,9 +606,18 @@ def _hull_rows(market, series: "SeriesSet", start: np.ndarray, today: int, unit:
     jumps = np.maximum(cum[i1] - cum[i0], 0.0)
     theta = model.atm_ratio * (model.rn_scale(L.S_e[w])[:, None] * integral + model.event_premium * jumps)
     sd = ref[:, None] * np.sqrt(np.maximum(theta, 1e-6))
+    return _strike_index_bounds(ref[:, None], sd, ch, unit)
+
+
+def _hull_rows(market, series: "SeriesSet", start: np.ndarray, today: int, unit: float) -> np.ndarray:
+    """(E, 6): per grid, min ia and max ib of each series' grid index ranges over the sessions ``w`` from
+    ``start[j]`` to ``today`` (epoch session indices); +inf / -inf for a series with none."""
+    w = np.arange(int(start.min()), today + 1)
+    if len(w) == 0:
+        return np.tile(np.array([np.inf, -np.inf]), (len(start), 3))
     listed = w[:, None] >= start[None, :]                                        # (W, E)
     out = np.empty((len(start), 6))
-    for g, (ia, ib) in enumerate(_strike_index_bounds(ref[:, None], sd, ch, unit)):
+    for g, (ia, ib) in enumerate(_bound_rows(market, series, w, unit)):
         out[:, 2 * g] = np.where(listed, ia, np.inf).min(axis=0)
         out[:, 2 * g + 1] = np.where(listed, ib, -np.inf).max(axis=0)
     return out
@@ -577,6 +628,15 @@ def vix_strikes() -> np.ndarray:
     to 60, 5 points to 100 (the same every day, so a held strike never leaves the chain)."""
     k = np.concatenate([_grid(9.0, 15.0, 0.5), _grid(15.0, 60.0, 1.0), _grid(60.0, 100.0, 5.0)])
     return np.unique(k)
+
+
+def _event_steps(path) -> np.ndarray:
+    """The steps of the path's realized events, ascending (kept on the path: its events do not change)."""
+    got = getattr(path, "_event_steps", None)
+    if got is None:
+        got = np.sort(np.array([e.step for e in path.events if e.step >= 0], dtype=np.int64))
+        path._event_steps = got
+    return got
 
 
 def minute_multipliers(market, d: int):
@@ -596,13 +656,12 @@ def minute_multipliers(market, d: int):
     g0 = int(tl.gap_step[d])
     g1 = int(tl.gap_step[d + 1]) if d + 1 < tl.n_sim else 1 << 62
     win = qs.event_window_minutes
-    for e in market.path.events:
-        if e.step < 0 or not (g0 <= e.step < g1):
-            continue
-        if e.step == g0:
+    steps = _event_steps(market.path)
+    for step in steps[np.searchsorted(steps, g0):np.searchsorted(steps, g1)].tolist():  # the session's events
+        if step == g0:
             ev |= pos < win
         else:
-            p = e.step - g0 - 1
+            p = step - g0 - 1
             ev |= np.abs(pos - p) <= win
     mult = np.where(ev, mult * qs.event_mult, mult)
     sc = market.scenario.intraday
@@ -631,13 +690,39 @@ class DayListing:
     n: np.ndarray           # (E,) strikes of series j
     ranked: np.ndarray      # series indices in row order (root, expiry)
     base: np.ndarray        # (E,) first row of series j in the whole chain
-    normals: np.ndarray     # (2 * len(strikes),) standard normals, the whole chain's rows in order
+    noise: "ChainNormals"   # the whole chain's standard normals (2 * len(strikes)), rows in order, drawn as asked
     level: np.ndarray       # (E,) forward (VIX) or ATM variance to settlement (others) at the open
     open_px: float
     vix_level: float
     minute_mult: np.ndarray
     expiring_mult: np.ndarray
     volume_cum: np.ndarray
+
+    @property
+    def normals(self) -> np.ndarray:
+        """Every row's standard normal (2 * len(strikes)), in row order."""
+        return self.noise.upto(self.noise.size)
+
+
+class ChainNormals:
+    """A chain's open-interest normals: ``size`` standard normals of one generator, drawn only as far as
+    a request reaches (rows in rank order: a chain of the first series needs a few hundred of 15,000). One
+    stream, drawn in pieces: the same values as drawing them all at once."""
+
+    __slots__ = ("size", "_gen", "_drawn")
+
+    def __init__(self, gen: np.random.Generator, size: int):
+        self.size = int(size)
+        self._gen = gen
+        self._drawn = np.zeros(0)
+
+    def upto(self, n: int) -> np.ndarray:
+        """The first ``n`` (at least) of the normals."""
+        have = len(self._drawn)
+        if n > have:
+            n = min(self.size, max(int(n), 2 * have))  # grow geometrically: a chain asked series by series
+            self._drawn = np.concatenate([self._drawn, self._gen.standard_normal(n - have)])
+        return self._drawn
 
 
 def day_listing(market, und: str, d: int) -> DayListing:
@@ -668,10 +753,10 @@ def day_listing(market, und: str, d: int) -> DayListing:
     if E:
         base[ranked] = np.concatenate([[0], np.cumsum(2 * n[ranked])[:-1]])
     ent = np.random.SeedSequence(entropy=int(market.seed), spawn_key=(17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
-    normals = np.random.Generator(np.random.PCG64(ent)).standard_normal(2 * len(strikes))
+    noise = ChainNormals(np.random.Generator(np.random.PCG64(ent)), 2 * len(strikes))
     day_mults = getattr(market, "_day_mults", None)  # the market's per-session cache (leg quotes share it)
     mm, em, vc = day_mults(d) if callable(day_mults) else minute_multipliers(market, d)
-    return DayListing(und, d, series, strikes, first, n, ranked, base, normals, level, open_px,
+    return DayListing(und, d, series, strikes, first, n, ranked, base, noise, level, open_px,
                       float(path.vix_step[tl.gap_step[d]]), mm, em, vc)
 
 
@@ -705,7 +790,8 @@ def build_day_chain(market, und: str, d: int, expiries=None, listing: DayListing
     pos = lst.base[j] + k
 
     # open interest and the day's volume
-    noise = np.exp(0.45 * lst.normals[pos] - 0.1)
+    normals = lst.noise.upto(int(pos.max()) + 1 if len(pos) else 0)
+    noise = np.exp(0.45 * normals[pos] - 0.1)
     dte = (expiry - tl.dates[d]).astype(np.int64)
     if und == "VIX":
         z = np.log(strike / lst.level[sidx]) / 0.25
