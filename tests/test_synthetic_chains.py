@@ -347,26 +347,86 @@ def test_a_listed_strike_stays_listed_until_its_expiry_whatever_range_is_asked(u
     np.testing.assert_array_equal(_listing(late, und, d_late), _listing(m, und, m.path.timeline.day_index("2023-04-19")))
 
 
+def _short_horizons():
+    from strikebench.feeds.synthetic.scenario import load_scenario
+
+    sc = load_scenario("default")
+    return sc.model_copy(update={"chains": sc.chains.model_copy(
+        update={"spxw_max_dte": 0, "spx_monthly_max_dte": 9, "xsp_max_dte": 2})})
+
+
 @pytest.mark.parametrize("und", ["SPX", "XSP"])
-def test_a_listing_folded_in_from_the_last_one_equals_the_whole_window(und):
-    """A market that listed an earlier session folds only the sessions since into its strike hulls (and keeps
-    the strikes of a hull that did not change): every listing equals the one from the whole look-back window
-    (a market without the kept hulls), bit for bit, whatever order the sessions are asked in (day after day,
-    a gap, back in time, the same day twice), including new series and a month-end monthly."""
+@pytest.mark.parametrize("short", [False, True])
+def test_a_listing_from_the_markets_listing_block_equals_the_whole_window(und, short):
+    """A market lists SPX / XSP from a block of the next sessions' series, strike hulls (running min / max) and
+    ATM levels, and keeps a series' strikes while its hull does not change: every listing equals the one from the
+    whole look-back window of that day alone (a market without the kept block), bit for bit, whatever order the
+    sessions are asked in (day after day across block ends, a gap, back in time, the same day twice), including
+    new series, month-end monthlies, and horizons shorter than a block (0DTE-only dailies)."""
     from strikebench.feeds.synthetic.chains import day_listing
 
-    fast = SyntheticMarket(seed=11, start="2023-02-01", end="2023-05-31")
-    whole = SyntheticMarket(seed=11, start="2023-02-01", end="2023-05-31")
-    whole._strike_hulls = None  # no kept hulls: the whole window every time
+    scenario = _short_horizons() if short else "default"
+    fast = SyntheticMarket(seed=11, start="2023-02-01", end="2023-05-31", scenario=scenario)
+    whole = SyntheticMarket(seed=11, start="2023-02-01", end="2023-05-31", scenario=scenario)
+    whole._strike_hulls = None  # no kept block: the whole window every time
     n = fast.path.timeline.n_sim
-    order = list(range(0, 30)) + [45, 46, 44, 44, 70] + list(range(71, n)) + [3, 60]
+    order = list(range(0, 30)) + [45, 46, 44, 44, 70] + list(range(71, n)) + [3, 60, 23, 24, 47, 48]
     for d in order:
         a, b = day_listing(fast, und, d), day_listing(whole, und, d)
         assert len(a.strikes) > 0
         for f in ("strikes", "first", "n", "ranked", "base", "normals", "level"):
             x, y = getattr(a, f), getattr(b, f)
+            assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), (und, d, f)
+        for f in ("root", "expiry", "exp_day", "settle_ns", "c_settle", "is_am"):
+            x, y = getattr(a.series, f), getattr(b.series, f)
             assert x.dtype == y.dtype and np.array_equal(x, y), (und, d, f)
-        np.testing.assert_array_equal(a.series.expiry, b.series.expiry)
+
+
+def test_open_interest_normals_drawn_in_pieces_are_the_whole_draw():
+    """ChainNormals draws a chain's normals only as far as its rows reach: in any pieces, the same stream as one
+    draw of them all; a chain of a few expiries asked first (its normals partly drawn) has the whole chain's rows."""
+    from strikebench.feeds.synthetic.chains import ChainNormals
+
+    key = (42, (17, 19500, 0))
+    whole = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy=42, spawn_key=(17, 19500, 0)))
+                                ).standard_normal(5000)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        cn = ChainNormals(key, 5000)
+        for n in np.sort(rng.integers(0, 5001, 6)).tolist() + [1, 0, 5000, 7000]:
+            got = cn.upto(n)
+            assert len(got) >= min(n, 5000) and np.array_equal(got, whole[: len(got)])
+        assert len(cn.upto(5000)) == 5000
+    m1 = SyntheticMarket(seed=42, start="2023-03-01", end="2023-03-31")
+    m2 = SyntheticMarket(seed=42, start="2023-03-01", end="2023-03-31")
+    for d in (0, 7):
+        for und in ("SPX", "XSP"):
+            ex = np.unique(m2.day_chain(und, d).expiry)
+            for want in (ex[:1], ex[3:5], ex[-1:]):
+                part, full = m1.day_chain(und, d, want), m2.day_chain(und, d)
+                keep = np.isin(full.expiry, want)
+                assert np.array_equal(part.open_interest, full.open_interest[keep])
+                assert np.array_equal(part.day_volume, full.day_volume[keep])
+
+
+def test_minute_multipliers_of_a_session_look_up_its_own_events():
+    """minute_multipliers takes the session's events from the path's sorted event steps and keeps the result per
+    (length, event positions): every session equals the multipliers from a scan of every event of the path."""
+    from strikebench.feeds.synthetic import chains as C
+
+    m = SyntheticMarket(seed=7, start="2022-09-01", end="2022-12-30")
+    tl = m.path.timeline
+    with_events = 0
+    for d in range(tl.n_sim):
+        g0 = int(tl.gap_step[d])
+        g1 = int(tl.gap_step[d + 1]) if d + 1 < tl.n_sim else 1 << 62
+        mine = [e.step - g0 for e in m.path.events if e.step >= 0 and g0 <= e.step < g1]
+        with_events += bool(mine)
+        want = C._minute_multipliers(m.scenario, int(tl.n_minutes[d]), mine)
+        got = C.minute_multipliers(m, d)
+        for x, y in zip(got, want):
+            assert np.array_equal(x, y) and not x.flags.writeable, d
+    assert with_events > 5
 
 
 @pytest.mark.parametrize("und", ["SPX", "XSP", "VIX"])

@@ -487,7 +487,7 @@ def _strikes_from_index(idx, unit: float) -> tuple[np.ndarray, np.ndarray]:
     return values[cols], rows.astype(np.int64)
 
 
-def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[np.ndarray, np.ndarray]:
+def listed_strike_sets(market, und: str, d: int, series: "SeriesSet", bounds=None) -> tuple[np.ndarray, np.ndarray]:
     """The strikes of every series of ``und`` listed on session ``d``: (strikes, series index).
 
     A listed strike stays listed until its expiry, as on the exchange: series ``j``'s listing on
@@ -498,34 +498,23 @@ def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[n
     calendar-wide daily layer (the open and the variance state at the previous close), so a day's
     listing is the same whatever range the market was built for, and it only ever grows.
 
-    The hull is a min / max over sessions (exact), so a market keeps (``market._strike_hulls``, per underlying)
-    a block of hulls: every series listed on any of the next :data:`_HULL_BLOCK` sessions, its running min / max
-    at each of them (:func:`_hull_block`, one vectorized pass); a day of the block then only looks its series up.
-    Each series keeps its strikes while its hull does not change (a series' strikes depend on its bounds only).
-    The same rows and values as from the whole window of each day (``market._strike_hulls = None``).
+    ``bounds`` (E, 6), the series' hulls from a :func:`_listing_block`, else computed from the whole window.
+    With them the market keeps each series' strikes while its hull does not change (``market._strike_hulls``;
+    a series' strikes depend on its bounds only).
     """
     E = len(series.root)
     if E == 0:
         return np.zeros(0), np.zeros(0, np.int64)
     unit = 0.1 if und == "XSP" else 1.0
-    hulls = getattr(market, "_strike_hulls", None)
-    if hulls is None:  # the whole window of every series
+    if bounds is None:  # the whole window of every series
         tl = market.path.timeline
         bounds = _hull_rows(market, series, _first_listed(market, und, series), tl.first + d, unit)
         return _strikes_from_index([(bounds[:, 2 * g], bounds[:, 2 * g + 1]) for g in range(3)], unit)
+    kept = market._strike_hulls
     ids = 2 * series.exp_day + series.is_am  # a series of ``und``: its expiry session and AM / PM
-    kept = hulls.get(und)
-    bounds = None if kept is None else _hull_lookup(kept, d, ids)
-    if bounds is None:
-        kept = hulls[und] = _hull_block(market, und, d, unit)
-        bounds = _hull_lookup(kept, d, ids)
-        if bounds is None:  # not among the block's series (cannot happen: the block lists day d's series)
-            tl = market.path.timeline
-            bounds = _hull_rows(market, series, _first_listed(market, und, series), tl.first + d, unit)
-    # each series' strikes: kept from the last listing while its bounds are the same
     parts = [None] * E
-    prev = kept.get("parts")
-    if prev is not None:
+    prev = kept.get((und, "parts"))
+    if prev is not None:  # each series' strikes: kept from the last listing while its bounds are the same
         p_ids, p_sorter, p_bounds, p_parts = prev
         i = np.minimum(np.searchsorted(p_ids, ids, sorter=p_sorter), len(p_ids) - 1)
         had = p_sorter[i]
@@ -540,12 +529,12 @@ def listed_strike_sets(market, und: str, d: int, series: "SeriesSet") -> tuple[n
         cut = np.searchsorted(rows, np.arange(1, new.size))
         for j, part in zip(new.tolist(), np.split(values, cut)):
             parts[j] = part
-    kept["parts"] = (ids, np.argsort(ids, kind="stable"), bounds, parts)
+    kept[(und, "parts")] = (ids, np.argsort(ids, kind="stable"), bounds, parts)
     n = np.fromiter((len(v) for v in parts), dtype=np.int64, count=E)
     return np.concatenate(parts), np.repeat(np.arange(E, dtype=np.int64), n)
 
 
-#: sessions a block of kept strike hulls covers from the day that built it (:func:`_hull_block`)
+#: sessions a listing block covers from the day that built it (:func:`_listing_block`)
 _HULL_BLOCK = 24
 
 
@@ -557,14 +546,18 @@ def _first_listed(market, und: str, series: "SeriesSet") -> np.ndarray:
     return np.searchsorted(market.path.epoch.dates, series.expiry - horizon, side="left")
 
 
-def _hull_block(market, und: str, d: int, unit: float) -> dict:
-    """The strike hulls of every series listed on a session ``d <= s < d + _HULL_BLOCK`` at each of those
-    sessions: row ``s - d`` of ``hull`` (rows, series, 6) is each series' min ia / max ib per grid over the
-    sessions from its first listing to ``s`` (:func:`_hull_rows`' rows, accumulated)."""
+def _listing_block(market, und: str, d0: int) -> dict:
+    """What the SPX / XSP listings of sessions ``d0 <= d < d0 + _HULL_BLOCK`` are made of, in one vectorized pass
+    over every series listed on any of them (``uni``, :func:`series_for_days`): the first session listing each
+    (``first``, epoch index), the strike hulls at each session (``hull`` (rows, series, 6): row ``d - w0`` is each
+    series' min ia / max ib per grid over the sessions from its first listing to ``d``, :func:`_hull_rows`'
+    rows accumulated) and the ATM total variance to each at each session's open (``level`` (days, series)).
+    Every value elementwise as a single day's listing computes it (min / max exact): the same listings."""
     path = market.path
     tl = path.timeline
-    d1 = min(d + _HULL_BLOCK, tl.n_sim)
-    uni = series_for_days(path, und, d, d1, market.scenario, market.calendar)
+    d1 = min(d0 + _HULL_BLOCK, tl.n_sim)
+    unit = 0.1 if und == "XSP" else 1.0
+    uni = series_for_days(path, und, d0, d1, market.scenario, market.calendar)
     first = _first_listed(market, und, uni)
     w0 = int(first.min())
     w = np.arange(w0, tl.first + d1)
@@ -573,20 +566,26 @@ def _hull_block(market, und: str, d: int, unit: float) -> dict:
     for g, (ia, ib) in enumerate(_bound_rows(market, uni, w, unit)):
         np.minimum.accumulate(np.where(listed, ia, np.inf), axis=0, out=hull[:, :, 2 * g])
         np.maximum.accumulate(np.where(listed, ib, -np.inf), axis=0, out=hull[:, :, 2 * g + 1])
-    ids = 2 * uni.exp_day + uni.is_am
-    order = np.argsort(ids, kind="stable")
-    return {"d0": d, "d1": d1, "w0": w0 - tl.first, "ids": ids[order], "hull": hull[:, order]}
+    m0 = tl.day_first_minute[d0:d1]
+    level = atm_total_variance(market, m0[:, None], uni.settle_ns[None, :], uni.c_settle[None, :],
+                               np.arange(len(m0))[:, None], variance_table(market, m0))
+    return {"d0": d0, "d1": d1, "uni": uni, "first": first - tl.first, "w0": w0 - tl.first, "hull": hull,
+            "level": level}
 
 
-def _hull_lookup(kept: dict, d: int, ids: np.ndarray):
-    """(E, 6) hulls of series ``ids`` on session ``d`` from a :func:`_hull_block`; None if it has not them all."""
-    if not kept["d0"] <= d < kept["d1"]:
-        return None
-    k_ids = kept["ids"]
-    col = np.minimum(np.searchsorted(k_ids, ids), len(k_ids) - 1)
-    if not (k_ids[col] == ids).all():
-        return None
-    return kept["hull"][d - kept["w0"], col]
+def _listing_of_day(market, und: str, d: int):
+    """(series, level, hulls) of ``und``'s listing on session ``d`` from the market's listing block (built when
+    ``d`` is not in the one kept)."""
+    kept = market._strike_hulls
+    blk = kept.get(und)
+    if blk is None or not blk["d0"] <= d < blk["d1"]:
+        blk = kept[und] = _listing_block(market, und, d)
+    uni = blk["uni"]
+    # listed on d: from its first listing session to its expiry (an AM series not on its settlement day)
+    cols = np.flatnonzero((blk["first"] <= d) & (uni.exp_day >= d + uni.is_am))
+    series = SeriesSet(uni.root[cols], uni.expiry[cols], uni.exp_day[cols], uni.settle_ns[cols],
+                       uni.c_settle[cols], uni.is_am[cols])
+    return series, blk["level"][d - blk["d0"], cols], blk["hull"][d - blk["w0"], cols]
 
 
 def _bound_rows(market, series: "SeriesSet", w: np.ndarray, unit: float):
@@ -640,10 +639,31 @@ def _event_steps(path) -> np.ndarray:
 
 
 def minute_multipliers(market, d: int):
-    """(open/last-hour/event multiplier, same-day-expiry multiplier, cumulative volume share) per minute."""
-    tl = market.path.timeline
-    qs = market.scenario.quotes
+    """(open/last-hour/event multiplier, same-day-expiry multiplier, cumulative volume share) per minute.
+
+    They depend on the session's length and where its events fall only: kept (read-only) per such shape,
+    most sessions share one."""
+    path = market.path
+    tl = path.timeline
     n = int(tl.n_minutes[d])
+    g0 = int(tl.gap_step[d])
+    g1 = int(tl.gap_step[d + 1]) if d + 1 < tl.n_sim else 1 << 62
+    steps = _event_steps(path)
+    at = steps[np.searchsorted(steps, g0):np.searchsorted(steps, g1)] - g0  # the session's events
+    cache = path.__dict__.setdefault("_minute_mults", {})
+    key = (n, at.tobytes())
+    got = cache.get(key)
+    if got is None:
+        got = cache[key] = _minute_multipliers(market.scenario, n, at.tolist())
+        for a in got:
+            a.setflags(write=False)
+    return got
+
+
+def _minute_multipliers(scenario, n: int, events: list):
+    """:func:`minute_multipliers` of a session of ``n`` minutes with events at ``events`` (steps after the
+    session's gap step; 0: the gap itself)."""
+    qs = scenario.quotes
     pos = np.arange(n, dtype=np.float64)
     mult = np.ones(n)
     if qs.open_minutes > 0:
@@ -653,18 +673,15 @@ def minute_multipliers(market, d: int):
     mult *= 1.0 + (qs.last_hour_mult - 1.0) * late
     expiring = 1.0 + (qs.expiring_late_mult - 1.0) * late
     ev = np.zeros(n, dtype=bool)
-    g0 = int(tl.gap_step[d])
-    g1 = int(tl.gap_step[d + 1]) if d + 1 < tl.n_sim else 1 << 62
     win = qs.event_window_minutes
-    steps = _event_steps(market.path)
-    for step in steps[np.searchsorted(steps, g0):np.searchsorted(steps, g1)].tolist():  # the session's events
-        if step == g0:
+    for step in events:
+        if step == 0:
             ev |= pos < win
         else:
-            p = step - g0 - 1
+            p = step - 1
             ev |= np.abs(pos - p) <= win
     mult = np.where(ev, mult * qs.event_mult, mult)
-    sc = market.scenario.intraday
+    sc = scenario.intraday
     prof = 1.0 + sc.volume_open_boost * np.exp(-pos / 15.0) + sc.volume_close_boost * np.exp(-(n - 1 - pos) / 20.0)
     vcum = np.cumsum(prof) / prof.sum()
     return mult, expiring, vcum
@@ -709,17 +726,22 @@ class ChainNormals:
     a request reaches (rows in rank order: a chain of the first series needs a few hundred of 15,000). One
     stream, drawn in pieces: the same values as drawing them all at once."""
 
-    __slots__ = ("size", "_gen", "_drawn")
+    __slots__ = ("size", "_seed", "_gen", "_drawn")
 
-    def __init__(self, gen: np.random.Generator, size: int):
+    def __init__(self, seed: tuple, size: int):
         self.size = int(size)
-        self._gen = gen
+        self._seed = seed
+        self._gen = None
         self._drawn = np.zeros(0)
 
     def upto(self, n: int) -> np.ndarray:
         """The first ``n`` (at least) of the normals."""
         have = len(self._drawn)
         if n > have:
+            if self._gen is None:
+                entropy, spawn_key = self._seed
+                self._gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy=entropy,
+                                                                                      spawn_key=spawn_key)))
             n = min(self.size, max(int(n), 2 * have))  # grow geometrically: a chain asked series by series
             self._drawn = np.concatenate([self._drawn, self._gen.standard_normal(n - have)])
         return self._drawn
@@ -729,31 +751,35 @@ def day_listing(market, und: str, d: int) -> DayListing:
     """The :class:`DayListing` of ``und`` on session ``d`` (cached by the market)."""
     path = market.path
     tl = path.timeline
-    series = series_for_day(path, und, d, market.scenario, market.calendar)
     m0 = int(tl.day_first_minute[d])
     open_px = float(path.spx_open[m0])
-    E = len(series.root)
-    # ATM variance to each expiry at the open, for strike ranges and open interest
-    table = variance_table(market, m0)
     if und == "VIX":
+        series = series_for_day(path, und, d, market.scenario, market.calendar)
+        E = len(series.root)
         level = market.vix_future_at(np.full(E, m0), series.exp_day)
         ks = vix_strikes()
         strikes = np.tile(ks, E) if E else np.zeros(0)
         sidx = np.repeat(np.arange(E, dtype=np.int64), len(ks))
-    else:
-        # the day's own ATM variance: open interest is drawn around it
-        level = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, table)
+    elif getattr(market, "_strike_hulls", None) is not None:  # from the market's listing block
+        series, level, bounds = _listing_of_day(market, und, d)
+        E = len(series.root)
+        strikes, sidx = listed_strike_sets(market, und, d, series, bounds)
+    else:  # on its own: the whole look-back window
+        series = series_for_day(path, und, d, market.scenario, market.calendar)
+        E = len(series.root)
+        # the day's own ATM variance to each expiry at the open: strike ranges and open interest
+        level = atm_total_variance(market, m0, series.settle_ns, series.c_settle, 0, variance_table(market, m0))
         strikes, sidx = listed_strike_sets(market, und, d, series)
     n = np.bincount(sidx, minlength=E).astype(np.int64)
     first = np.concatenate([[0], np.cumsum(n)[:-1]]).astype(np.int64) if E else np.zeros(0, np.int64)
-    # root codes from the few series (sorted distinct roots, as np.unique over every row would give)
-    _, codes = np.unique(series.root, return_inverse=True)
-    ranked = np.lexsort((series.expiry, codes.reshape(-1))) if E else np.zeros(0, np.int64)
+    # series by root (code point order, as np.unique over every row's root would rank them), then expiry
+    ranked = np.lexsort((series.expiry, series.root)) if E else np.zeros(0, np.int64)
     base = np.zeros(E, dtype=np.int64)
     if E:
         base[ranked] = np.concatenate([[0], np.cumsum(2 * n[ranked])[:-1]])
-    ent = np.random.SeedSequence(entropy=int(market.seed), spawn_key=(17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
-    noise = ChainNormals(np.random.Generator(np.random.PCG64(ent)), 2 * len(strikes))
+    # the open-interest noise: the stream of (seed, 17, session, underlying), drawn when rows ask for it
+    ent = (int(market.seed), (17, int(tl.dates[d].astype(np.int64)), UNDERLYINGS.index(und)))
+    noise = ChainNormals(ent, 2 * len(strikes))
     day_mults = getattr(market, "_day_mults", None)  # the market's per-session cache (leg quotes share it)
     mm, em, vc = day_mults(d) if callable(day_mults) else minute_multipliers(market, d)
     return DayListing(und, d, series, strikes, first, n, ranked, base, noise, level, open_px,
