@@ -244,7 +244,7 @@ def test_leg_quotes_match_snapshots_exactly(market):
 def _leg_quotes_general(market, contracts, day):
     """leg_quotes as it was before the session's shared columns: series_state and quote_block over
     (minutes x every leg) of each underlying, dead legs masked afterwards (the general path)."""
-    from strikebench.feeds.synthetic.chains import quote_block, series_for_contracts, series_state
+    from strikebench.feeds.synthetic.chains import quote_block, series_for_contracts, series_state, variance_table
 
     tl = market.path.timeline
     d = tl.day_index(day)
@@ -254,7 +254,7 @@ def _leg_quotes_general(market, contracts, day):
     ask = np.full((n, len(contracts)), np.nan)
     if contracts:
         mult, expiring, _ = market._day_mults(d)
-        table = market._day_variance_table(d, m.ravel())
+        table = variance_table(market, m.ravel())  # the whole grid (leg quotes build the columns they read)
         rows = np.arange(n)[:, None]
         unds = np.array([c.underlying for c in contracts])
         for und in dict.fromkeys(unds):

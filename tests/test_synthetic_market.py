@@ -346,3 +346,49 @@ def test_a_many_state_integral_table_summed_grid_point_by_point_equals_cumsum(ma
                 np.testing.assert_array_equal(model.integral_lookup(*fast, dC, r), model.integral_lookup(*rows, dC, r))
     finally:
         vol._COLUMN_ROWS = saved
+
+
+def test_an_integral_table_of_the_first_grid_points_is_those_columns_of_the_whole_table(market):
+    """integral_table(..., points) builds only the grid's first points (a session's leg quotes: as far as its
+    farthest series reaches): its columns equal the whole table's, bit for bit, in both summing paths (few and
+    many states), for random and extreme states; every lookup of a dC up to the bound lookup_points was given
+    (random, on and next to grid points, 0, negative, the last cell, NaN) equals the whole table's lookup; a table
+    carried on from one of fewer points (``prior``) equals the whole table's columns too."""
+    from strikebench.feeds.synthetic import vol
+
+    model = market.path.model
+    rng = np.random.default_rng(21)
+    G = len(vol._GRID)
+    cases = [(rng.normal(0.0, 0.8, n), rng.normal(0.0, 0.8, n)) for n in (1, 5, vol._COLUMN_ROWS - 1, 390)]
+    yf, ys = rng.normal(0.0, 3.0, 390), rng.normal(0.0, 3.0, 390)
+    yf[:6] = [np.nan, np.inf, -np.inf, 40.0, -40.0, -0.0]
+    ys[6:10] = [np.nan, np.inf, -np.inf, 0.0]
+    cases.append((yf, ys))
+    tl, p = market.path.timeline, market.path
+    step = tl.minute_step[tl.day_first_minute[40] + np.arange(tl.n_minutes[40])]
+    cases.append((p.yf[step], p.ys[step]))
+    assert model.lookup_points(np.nan) == G and model.lookup_points(1e9) == G and model.lookup_points(-1.0) == 2
+    for yf, ys in cases:
+        saved, vol._COLUMN_ROWS = vol._COLUMN_ROWS, 10**9
+        try:  # the whole table from the row-by-row path (cumsum along the grid)
+            whole = model.integral_table(yf, ys)
+        finally:
+            vol._COLUMN_ROWS = saved
+        for top in [0.0, -3.0, 1e-5, vol._GRID[1], vol._GRID[7], np.nextafter(vol._GRID[30], 0), vol._GRID[30],
+                    0.8, 6.0, 45.0, vol._GRID[-2], vol._GRID[-1], 900.0] + list(rng.uniform(0, 100, 4)):
+            k = model.lookup_points(top)
+            part = model.integral_table(yf, ys, k)
+            for a, b in zip(part, whole):
+                assert a.shape == (len(yf), k)
+                assert np.array_equal(a, b[:, :k], equal_nan=True) and np.array_equal(np.signbit(a), np.signbit(b[:, :k]))
+            dC = np.concatenate([rng.uniform(0.0, max(top, 0.0), (len(yf), 3)), np.full((len(yf), 1), top),
+                                 np.full((len(yf), 1), -1.0), np.full((len(yf), 1), min(top, vol._GRID[k - 2]))], axis=1)
+            r = np.broadcast_to(np.arange(len(yf))[:, None], dC.shape)
+            with np.errstate(all="ignore"):
+                np.testing.assert_array_equal(model.integral_lookup(*part, dC, r), model.integral_lookup(*whole, dC, r))
+            for more in (k, k + 1, (k + G) // 2, G):  # carried on from this table to more points
+                cont = model.integral_table(yf, ys, more, part)
+                for a, b in zip(cont, whole):
+                    assert a.shape == (len(yf), min(max(more, 2), G))
+                    assert np.array_equal(a, b[:, : a.shape[1]], equal_nan=True)
+                    assert np.array_equal(np.signbit(a), np.signbit(b[:, : a.shape[1]]))

@@ -291,7 +291,7 @@ class SessionLegs:
         spot = self.spot(und)
         # atm_total_variance
         dC = np.maximum(c_settle - c_end, 0.0)
-        tab, ev = self.table
+        tab, ev = self._table(dC)
         integral = model.integral_lookup(tab, ev, dC, self.rows)
         jumps = cum[np.searchsorted(path.event_R, settle_ns, side="right")] - cum0  # event_variance
         theta = model.atm_ratio * (rn * integral + model.event_premium * jumps)
@@ -300,6 +300,16 @@ class SessionLegs:
         expiring = np.full(self.m.shape, j == self.d)
         return {"years": years, "safe_years": safe_years, "live": live, "theta": theta, "fwd": fwd,
                 "expiring": expiring}
+
+    def _table(self, dC: np.ndarray):
+        """The session's expected-variance integral table (every minute's state) over the grid points a lookup
+        of ``dC`` reads: built once, out to the farthest series asked so far (the columns of the whole table)."""
+        need = self.market.path.model.lookup_points(dC.max())
+        if self.table is None or self.table[0].shape[1] < need:
+            path = self.market.path
+            step = path.timeline.minute_step[self.m.ravel()]
+            self.table = path.model.integral_table(path.yf[step], path.ys[step], need, self.table)
+        return self.table
 
     def spot(self, und: str) -> np.ndarray:
         got = self._spot.get(und)
@@ -320,13 +330,11 @@ class SessionLegs:
         market = self.market
         tl = market.path.timeline
         sc = market.scenario
-        if self.table is None:
-            self.table = market._day_variance_table(d, self.m.ravel())
         jj = np.array([[j]], dtype=np.int64)
         settle_ns = (tl.open_ns if am else tl.close_ns)[jj]
         c_settle = (tl.c_open if am else tl.c_close)[jj]
         if und == "VIX":
-            st = series_state(market, und, self.m, self.rows, self.table, settle_ns, c_settle, jj)
+            st = series_state(market, und, self.m, self.rows, None, settle_ns, c_settle, jj)  # no variance table
         else:
             st = self._index_series_state(und, settle_ns, c_settle, j)
         years = st["years"]

@@ -71,7 +71,6 @@ class SyntheticMarket:
         self._listed: dict[tuple[str, int], list[dt.date]] = {}
         self._layouts: OrderedDict[tuple, dict] = OrderedDict()
         self._mults: OrderedDict[int, tuple] = OrderedDict()
-        self._tables: OrderedDict[int, tuple] = OrderedDict()
         self._vix_exp_days = self._vix_expiry_days()
         self._legs_sessions: OrderedDict[int, SessionLegs] = OrderedDict()
         self._legs_by_day: dict = {}
@@ -275,17 +274,6 @@ class SyntheticMarket:
                 self._listings.popitem(last=False)
         else:
             self._listings.move_to_end(key)
-        return got
-
-    def _day_variance_table(self, d: int, minutes: np.ndarray):
-        """The expected-variance integral table of every minute of session ``d``: the same for every
-        leg set quoted that session, so computed once (it was most of a ``leg_quotes`` call)."""
-        got = self._tables.get(d)
-        if got is None:
-            got = variance_table(self, minutes)
-            self._tables[d] = got
-            if len(self._tables) > _DAY_CACHE:
-                self._tables.popitem(last=False)
         return got
 
     def _day_mults(self, d: int):

@@ -62,9 +62,9 @@ class VarianceModel:
         self._grid_decays: dict = {}
 
     # ------------------------------------------------------------- E v(u)
-    def expected_variance(self, yf, ys, u):
-        """E v(u) (annualized) given the factors now; broadcasts."""
-        ef, es, cf, cs = self._decays(u)
+    def expected_variance(self, yf, ys, u, decays=None):
+        """E v(u) (annualized) given the factors now; broadcasts. ``decays``: :meth:`_decays` of ``u`` if known."""
+        ef, es, cf, cs = self._decays(u) if decays is None else decays
         expo = yf * ef + ys * es
         expo += cf
         expo += cs
@@ -96,38 +96,57 @@ class VarianceModel:
             acc += w * self.expected_variance(yf, ys, dC * x)
         return acc * dC
 
-    def integral_table(self, yf, ys):
+    def integral_table(self, yf, ys, points: int | None = None, prior=None):
         """Cumulative trapezoid integral of E v on the fixed variance-day grid.
 
         ``yf``/``ys`` of shape (n,) give a table of shape (n, len(grid)); use
         :meth:`integral_lookup` on it. Monotone in the horizon by construction,
-        so total implied variance never decreases with expiry.
+        so total implied variance never decreases with expiry. ``points``: only the
+        grid's first ``points`` (at least 2; :meth:`lookup_points` of the largest dC
+        to look up): the same values as those columns of the whole table (a running sum).
+        ``prior``: this call's (table, ev) for the same states and fewer points, continued
+        (many states: its columns kept, the running sum carried on from its last one).
         """
         yf = np.asarray(yf, float)
         ys = np.asarray(ys, float)
+        g = len(_GRID) if points is None else max(2, min(int(points), len(_GRID)))
         if yf.ndim == 1 and yf.shape == ys.shape and yf.size >= _COLUMN_ROWS:
             # many states (a session's minutes): the table built grid point by grid point, each a contiguous
             # row of states, and handed back transposed; the same elementwise values and the same running sum
             # as cumsum's (which runs one scalar loop per state)
-            self._decays(_GRID)
-            ev = self.expected_variance(yf[None, :], ys[None, :], _GRID_COL)     # (grid, n)
-            table = np.empty(ev.shape)
+            self._decays(_GRID)  # the grid's decays, kept as a row and as a column
+            k = 0 if prior is None else min(prior[0].shape[1], g)
+            decays = tuple(a[k:g] for a in self._decays(_GRID_COL))
+            ev = np.empty((g, yf.size))
+            table = np.empty((g, yf.size))
+            if k:
+                ev[:k] = prior[1].T[:k]
+                table[:k] = prior[0].T[:k]
+            ev[k:] = self.expected_variance(yf[None, :], ys[None, :], _GRID_COL[k:g], decays)     # (grid, n)
             table[0] = 0.0
-            np.add(ev[1:], ev[:-1], out=table[1:])
-            table[1:] *= 0.5
-            table[1:] *= _GRID_STEP[:, None]
-            for i in range(2, len(_GRID)):
+            lo = max(k, 1)
+            np.add(ev[lo:], ev[lo - 1:-1], out=table[lo:])
+            table[lo:] *= 0.5
+            table[lo:] *= _GRID_STEP[lo - 1: g - 1, None]
+            for i in range(max(lo, 2), g):
                 np.add(table[i - 1], table[i], out=table[i])
             return table.T, ev.T
-        ev = self.expected_variance(yf[..., None], ys[..., None], _GRID)
+        decays = None if g == len(_GRID) else tuple(a[:g] for a in self._decays(_GRID))
+        ev = self.expected_variance(yf[..., None], ys[..., None], _GRID[:g], decays)
         table = np.empty(ev.shape)
         table[..., 0] = 0.0
         seg = table[..., 1:]  # 0.5 (ev[i + 1] + ev[i]) (grid[i + 1] - grid[i]), summed in place
         np.add(ev[..., 1:], ev[..., :-1], out=seg)
         seg *= 0.5
-        seg *= _GRID_STEP
+        seg *= _GRID_STEP[: g - 1]
         np.cumsum(seg, axis=-1, out=seg)
         return table, ev
+
+    @staticmethod
+    def lookup_points(dC_max: float) -> int:
+        """Grid points :meth:`integral_lookup` reads for any dC up to ``dC_max`` (its cell and the next point)."""
+        i = int(np.searchsorted(_GRID, np.clip(float(dC_max), 0.0, _GRID[-1]), side="right")) - 1
+        return min(max(i, 0), len(_GRID) - 2) + 2  # (NaN sorts last: the last cell, as the lookup's)
 
     @staticmethod
     def integral_lookup(table, ev, dC, row=None):
