@@ -550,6 +550,8 @@ def closing_curve(fill_model, closing_legs, bid, ask, *, as_of) -> np.ndarray:
     bid = np.asarray(bid, dtype=np.float64)
     ask = np.asarray(ask, dtype=np.float64)
     ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
+    if not _may_leave_legs(ratios, bid):  # the usual session: no leg can be left out, whatever the asks
+        return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of)
     left = left_legs(ratios, bid, ask)
     if not left.any():
         return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of)
@@ -576,7 +578,11 @@ def closing_order_legs(closing_legs, bid, ask) -> tuple[tuple, int, np.ndarray]:
     can trade (:func:`~strikebench.options.fills.left_legs`), ratios reduced by their common factor.
     Returns (legs, quantity, mask of the legs kept)."""
     ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
-    keep = ~left_legs(ratios, np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64))
+    bid = np.asarray(bid, dtype=np.float64)
+    if not _may_leave_legs(ratios, bid):  # every leg kept (the usual close)
+        keep = np.ones(len(closing_legs), dtype=bool)
+    else:
+        keep = ~left_legs(ratios, bid, np.asarray(ask, dtype=np.float64))
     legs, g = reduced_combo(closing_legs, keep)
     return legs, g, keep
 
@@ -585,6 +591,19 @@ def _pricing_key(order: Order) -> tuple:
     """What :meth:`FillModel.fill_price <strikebench.api.FillModel.fill_price>` reads of an order (besides the
     quotes of its legs): two orders with the same key are priced alike on the same bar."""
     return (order.legs, order.order_type, order.limit_price, order.created_at)
+
+
+def _may_leave_legs(ratios: np.ndarray, bid: np.ndarray) -> bool:
+    """False when :func:`~strikebench.options.fills.left_legs` leaves no leg out on any row of ``bid`` (legs on
+    the last axis), whatever the asks: a leg is left out only where it is sold (negative ratio) and its bid is
+    not positive, so every sold leg bid above zero on every row leaves nothing out (a NaN bid is not above zero:
+    True, ask :func:`left_legs`)."""
+    sold = ratios < 0
+    if not sold.any():
+        return False
+    if bid.ndim == 1:  # one minute (an exit order): Python floats
+        return not all(b > 0.0 for b, s in zip(bid.tolist(), sold.tolist()) if s)
+    return not bool((bid[..., sold] > 0.0).all())
 
 
 def _keeps_fill_price(fill_model) -> bool:
