@@ -162,6 +162,19 @@ class RiskManager(Plugin):
         this from ``check``). Only managers that keep the default :meth:`applies_to` are asked."""
         return None
 
+    #: what :meth:`blocks_entries_until` returns for an answer that holds until the account changes
+    UNTIL_CHANGED = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+    def blocks_entries_until(self, strategy: str, at: dt.datetime, portfolio) -> "dt.datetime | None":
+        """Optional, with :meth:`blocks_entries`: until when (exclusive) the answer it just gave for ``strategy`` at
+        ``at`` stays the same, reason text included, while the account's trades and orders do not change (no
+        order event, fill or settlement of any strategy, no new session). The engine then answers later
+        decisions of a backtest before that time from the last answer without asking. ``UNTIL_CHANGED``: only
+        such a change can alter it (a limit on open trades); a time (a window's next edge) also ends it;
+        None (the default): no promise, asked at every decision (a rule that reads anything else: the market,
+        its own clock, a reason naming the minute)."""
+        return None
+
     # Optional: a rule that watches the market or the account between orders (circuit breakers,
     # strikebench.plugins.breakers) overrides these; the engine calls them for every configured manager.
     def on_session_start(self, day: dt.date, market, minutes) -> None:

@@ -7,6 +7,7 @@ rule can trap a position. A veto's reason is journaled with the order.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import io
@@ -47,6 +48,9 @@ class MaxOpenTrades(RiskManager):
             return Veto(f"{len(trades)} open trade(s), limit {self.params.limit}")
         return None
 
+    def blocks_entries_until(self, strategy, at, portfolio):
+        return self.UNTIL_CHANGED  # the account's open trades
+
 
 class MaxNewTradesPerDay(RiskManager):
     """No more than `limit` new trades per session."""
@@ -61,6 +65,9 @@ class MaxNewTradesPerDay(RiskManager):
         if portfolio.trades_opened_today >= self.params.limit:
             return Veto(f"{portfolio.trades_opened_today} trade(s) opened today, limit {self.params.limit}")
         return None
+
+    def blocks_entries_until(self, strategy, at, portfolio):
+        return self.UNTIL_CHANGED  # the session's fills
 
 
 class NoEntryAfterStopParams(PluginParams):
@@ -82,6 +89,9 @@ class NoEntryAfterStop(RiskManager):
         if stops:
             return Veto(f"a trade was closed by {stops[0]} today")
         return None
+
+    def blocks_entries_until(self, strategy, at, portfolio):
+        return self.UNTIL_CHANGED  # the session's exits
 
 
 class _DollarParams(PluginParams):
@@ -113,17 +123,24 @@ class DailyLossCap(RiskManager):
     def __init__(self, params=None):
         super().__init__(params)
         self.tripped_on: dt.date | None = None
+        self._tripped_now = False  # the last answer tripped the switch (the next one names the switch instead)
 
     def check(self, request, portfolio):
         return self.blocks_entries(request.strategy, request.at, portfolio)
 
     def blocks_entries(self, strategy, at, portfolio):
+        self._tripped_now = False
         if self.tripped_on == portfolio.today:
             return Veto(f"kill switch tripped today (daily loss cap {self.params.cap:,.2f})")
         if -portfolio.realized_today >= self.params.cap - 1e-9:
             self.tripped_on = portfolio.today
+            self._tripped_now = True
             return Veto(f"day's realized loss {-portfolio.realized_today:,.2f} reached the cap {self.params.cap:,.2f}")
         return None
+
+    def blocks_entries_until(self, strategy, at, portfolio):
+        # the day's realized P&L; an answer that just tripped the switch is followed by the switch's own reason
+        return None if self._tripped_now else self.UNTIL_CHANGED
 
 
 class PortfolioWorstCaseParams(PluginParams):
@@ -183,6 +200,12 @@ class NoNewRiskWindow(RiskManager):
             return Veto(f"{at:%H:%M} is within {self.params.minutes_after_open} min of the open")
         return None
 
+    def blocks_entries_until(self, strategy, at, portfolio):
+        """Outside the windows: until the closing window starts (a veto names its minute: no promise)."""
+        at = at if at.tzinfo else at.replace(tzinfo=NY)
+        close, no_new_risk, new_risk = self._window(at.date())
+        return no_new_risk if new_risk <= at < no_new_risk else None
+
 
 def load_blackouts(path: str | Path) -> list[tuple[dt.datetime, dt.datetime, str]]:
     """Read a blackout CSV (date,start,end,label; times America/New_York); one-line errors naming the row."""
@@ -240,6 +263,7 @@ class EventBlackout(RiskManager):
     def __init__(self, params=None):
         super().__init__(params)
         self.windows = load_blackouts(self.params.calendar)
+        self._starts: tuple = (None, [])  # (the windows list, its starts sorted)
 
     def check(self, request, portfolio):
         return self.blocks_entries(request.strategy, request.at, portfolio)
@@ -250,6 +274,20 @@ class EventBlackout(RiskManager):
             if start <= at < end:
                 return Veto(f"event blackout {label} {start:%Y-%m-%d %H:%M}-{end:%H:%M}")
         return None
+
+    def blocks_entries_until(self, strategy, at, portfolio):
+        """Until the next window starts, or the end of the window ``at`` is in (the first listed, as
+        :meth:`blocks_entries` names it), whichever comes first."""
+        at = at if at.tzinfo else at.replace(tzinfo=NY)
+        of, starts = self._starts
+        if of is not self.windows or len(starts) != len(self.windows):
+            self._starts = (self.windows, starts := sorted(start for start, _, _ in self.windows))
+        k = bisect.bisect_right(starts, at)
+        until = starts[k] if k < len(starts) else self.UNTIL_CHANGED
+        for start, end, label in self.windows:
+            if start <= at < end:
+                return min(until, end)
+        return until
 
 
 class BuyingPowerParams(PluginParams):

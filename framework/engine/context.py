@@ -76,19 +76,61 @@ class RiskGate:
         return vetoes
 
 
-    def entries_blocked(self, strategy: str, at, portfolio: PortfolioView) -> list[Veto]:
+    def _entry_plan(self) -> list[tuple]:
+        """Per manager :meth:`entries_blocked` asks, once: (manager, its ``blocks_entries`` or None when it keeps the
+        default, which never blocks; its ``blocks_entries_until`` or None; whether it can trip a breaker)."""
+        managers = self.risk_managers
+        plan = self.__dict__.get("_entry_plan_of")
+        if plan is None or plan[0] is not managers or plan[1] != len(managers):
+            steps = []
+            for rm in managers:
+                ask = getattr(rm, "blocks_entries", None)
+                if ask is None or getattr(type(rm), "applies_to", None) is not RiskManager.applies_to:
+                    continue
+                trips = getattr(getattr(rm, "pop_trips", None), "__func__", None) is not RiskManager.pop_trips
+                if getattr(ask, "__func__", None) is RiskManager.blocks_entries:
+                    if trips:  # never blocks, but its trips are handed out here as before
+                        steps.append((rm, None, None, True))
+                    continue
+                until = getattr(rm, "blocks_entries_until", None)
+                if getattr(until, "__func__", None) is RiskManager.blocks_entries_until:
+                    until = None  # no promise: asked every time
+                steps.append((rm, ask, until, trips))
+            plan = self._entry_plan_of = (managers, len(managers), steps)
+            self._entry_answers: dict[tuple, tuple] = {}
+        return plan[2]
+
+    def entries_blocked(self, strategy: str, at, portfolio: PortfolioView, *, version=None) -> list[Veto]:
         """The vetoes every opening order of ``strategy`` at ``at`` would meet whatever its legs (the managers'
         ``blocks_entries``; managers that narrow :meth:`RiskManager.applies_to` are not asked). Trips are
-        handed to the journal as a check hands them."""
+        handed to the journal as a check hands them.
+
+        ``version`` (a backtest's count of account changes: order events, fills, settlements, sessions): a
+        manager's answer is reused, without asking, for a later ``at`` of the same version before the time its
+        ``blocks_entries_until`` gave with it (None: no reuse)."""
         vetoes: list[Veto] = []
-        for rm in self.risk_managers:
-            ask = getattr(rm, "blocks_entries", None)
-            if ask is None or getattr(type(rm), "applies_to", None) is not RiskManager.applies_to:
-                continue
-            veto = ask(strategy, at, portfolio)
-            self.flush(rm, at)
+        steps = self._entry_plan()
+        answers = self._entry_answers if version is not None else None
+        for k, (rm, ask, until_of, trips) in enumerate(steps):
+            got = answers.get((strategy, k)) if answers is not None and until_of is not None else None
+            if got is not None and got[0] == version and at < got[1]:
+                veto = got[2]
+            elif ask is not None:
+                veto = ask(strategy, at, portfolio)
+                if veto is not None and not veto.rule:
+                    veto = Veto(veto.reason, rule=rm.name)
+                if answers is not None and until_of is not None:
+                    until = until_of(strategy, at, portfolio)
+                    if until is not None:
+                        answers[(strategy, k)] = (version, until, veto)
+                    elif got is not None:
+                        del answers[(strategy, k)]
+            else:
+                veto = None
+            if trips:
+                self.flush(rm, at)
             if veto is not None:
-                vetoes.append(veto if veto.rule else Veto(veto.reason, rule=rm.name))
+                vetoes.append(veto)
         return vetoes
 
     def take_notes(self, strategy: str, at) -> dict:
@@ -301,7 +343,11 @@ class StrategyContext:
         as a SKIP naming the rules, without a chain slice or candidates
         (:func:`strikebench.strategies.spreads.skip_if_blocked`), unless the run records blocked decisions
         in full (``journal.blocked_decisions: full``, :attr:`records_blocked_in_full`)."""
-        return self._engine.risk_gate.entries_blocked(self.strategy_id, self.now.to_pydatetime(), self.portfolio)
+        engine = self._engine
+        # a backtest's account changes only through the events that move the engine's epoch: managers' answers
+        # are reused until one of them or a time they name (RiskManager.blocks_entries_until)
+        return engine.risk_gate.entries_blocked(self.strategy_id, self.now.to_pydatetime(), self.portfolio,
+                                                version=engine._epoch if engine._can_idle else None)
 
     @property
     def records_blocked_in_full(self) -> bool:
