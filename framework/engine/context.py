@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["StrategyContext", "RiskGate"]
 
 
+_UNTIL_CHANGED = RiskManager.UNTIL_CHANGED
+
+
 class RiskGate:
     """Asks every configured risk manager and every ``check_order`` hook; any veto blocks."""
 
@@ -113,7 +116,7 @@ class RiskGate:
         answers = self._entry_answers if version is not None else None
         for k, (rm, ask, until_of, trips) in enumerate(steps):
             got = answers.get((strategy, k)) if answers is not None and until_of is not None else None
-            if got is not None and got[0] == version and at < got[1]:
+            if got is not None and got[0] == version and (got[1] is None or at < got[1]):
                 veto = got[2]
             elif ask is not None:
                 veto = ask(strategy, at, portfolio)
@@ -121,8 +124,8 @@ class RiskGate:
                     veto = Veto(veto.reason, rule=rm.name)
                 if answers is not None and until_of is not None:
                     until = until_of(strategy, at, portfolio)
-                    if until is not None:
-                        answers[(strategy, k)] = (version, until, veto)
+                    if until is not None:  # (None stands for UNTIL_CHANGED: comparing across time zones is slow)
+                        answers[(strategy, k)] = (version, None if until is _UNTIL_CHANGED else until, veto)
                     elif got is not None:
                         del answers[(strategy, k)]
             else:
