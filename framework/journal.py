@@ -120,14 +120,33 @@ def _two_places(f: float) -> str | None:
     return head + "." + tail + "0" if len(tail) == 1 else text
 
 
+#: the text of floats dollars_text / points_text gave before, by value: a run's prices and amounts repeat (tick
+#: grids, strikes, fees). The text is a function of the float's value (0.0 and -0.0, the only equal floats of
+#: different bits, both write '0.00'); NaN/inf are never kept. Cleared when full.
+_DOLLARS: dict = {}
+_POINTS: dict = {}
+_TEXT_MEMO = 8192
+
+
 def dollars_text(value) -> str | None:
     """Dollars as exact text with 2 places: ``-252.56`` -> ``'-252.56'`` (None stays None)."""
     if value is None:
         return None
     if type(value) is float:
-        text = _two_places(value)
+        text = _DOLLARS.get(value)
         if text is not None:
             return text
+        text = _two_places(value)
+        if text is None:
+            text = _dollars_decimal(value)  # raises for NaN/inf: nothing kept
+        if len(_DOLLARS) >= _TEXT_MEMO:
+            _DOLLARS.clear()
+        _DOLLARS[value] = text
+        return text
+    return _dollars_decimal(value)
+
+
+def _dollars_decimal(value) -> str:
     d = _decimal(value).quantize(_CENT, rounding=ROUND_HALF_EVEN)
     return format(d, "f") if d != 0 else "0.00"
 
@@ -153,11 +172,22 @@ def points_text(value) -> str | None:
     t = type(value)
     if t is float or t is np.float64:  # the usual case: a price on its tick grid ('1.45'), without Decimal
         f = float(value)
+        text = _POINTS.get(f)
+        if text is not None:
+            return text
         if not math.isfinite(f):
             return None
         text = _two_places(round(f, 6))
-        if text is not None:
-            return text
+        if text is None:
+            text = _points_decimal(f)
+        if len(_POINTS) >= _TEXT_MEMO:
+            _POINTS.clear()
+        _POINTS[f] = text
+        return text
+    return _points_decimal(value)
+
+
+def _points_decimal(value) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     d = _decimal(round(float(value), 6) if not isinstance(value, Decimal) else value)

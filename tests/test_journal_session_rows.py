@@ -138,6 +138,28 @@ def test_dollars_text_fast_path_gives_the_decimal_paths_text():
     assert _outcome(J.dollars_text, math.nan) is J.JournalError
 
 
+def test_the_texts_kept_by_value_are_each_values_own_text_whatever_came_before():
+    """points_text and dollars_text keep the text of each float they wrote, by value: asked again in any order (as
+    floats and np.float64, 0.0 next to -0.0, NaN/inf between, past the memo's size), every value gets the text the
+    Decimal path gives it, and a non-finite dollar amount still raises."""
+    rng = random.Random(16)
+    values = _values()
+    values += [-v for v in values] + [0.0, -0.0] * 50
+    mixed = values + [np.float64(v) for v in values]
+    rng.shuffle(mixed)
+    J._POINTS.clear()
+    J._DOLLARS.clear()
+    for _ in range(2):
+        for v in mixed:
+            assert _outcome(J.points_text, v) == _outcome(_points_reference, v), repr(v)
+            assert _outcome(J.dollars_text, v) == _outcome(_dollars_reference, v), repr(v)
+        rng.shuffle(mixed)
+    assert len(J._POINTS) <= J._TEXT_MEMO and len(J._DOLLARS) <= J._TEXT_MEMO
+    for v in (0.0, -0.0):
+        assert J.points_text(v) == J.dollars_text(v) == "0.00"
+    assert J.points_text(math.nan) is None and _outcome(J.dollars_text, math.inf) is J.JournalError
+
+
 def test_an_interrupted_session_commit_leaves_its_rows_for_the_commit_at_exit(tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM (a SystemExit under ``strikebench backtest``) landing inside the session commit's write
     rolls that write back and keeps the rows in memory, so the commit at exit writes them all, once."""
