@@ -19,11 +19,11 @@ one P&L (every fill plus that settlement; no fee is charged on a leg that expire
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
-import numpy as np
 
 from strikebench.options.contracts import OptionContract
 from strikebench.options.orders import (
@@ -185,7 +185,7 @@ class Portfolio:
             return None
         mult = order.multiplier
         loss = max_loss_per_combo(order.legs, net_price)
-        if not np.isfinite(loss):
+        if not math.isfinite(loss):
             return "undefined risk: the combo's worst-case loss is unbounded"
         need = loss * mult * order.quantity + fees
         have = self.buying_power()

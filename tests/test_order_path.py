@@ -412,3 +412,23 @@ def test_the_risk_gate_asks_each_manager_about_the_orders_its_applies_to_names_a
     pm.register(LateVeto())
     assert [v.rule for v in gate.check(entry, None)] == ["entries_only", "plugin"]
     assert [v.rule for v in gate.check(close, None)] == ["guards_closes", "plugin"]
+
+
+def test_the_contexts_plain_time_is_the_bars_time_at_every_bar():
+    """ctx._at() (the bar's time as a datetime, made once a bar) is now.to_pydatetime() at every bar, and what an
+    order, its request and its events are stamped with."""
+
+    class Stamps(_OpenThenClose):
+        seen: list = []
+
+        def on_decision_time(self, ctx):
+            type(self).seen.append((ctx._at(), ctx.now.to_pydatetime(), ctx._at()))
+            super().on_decision_time(ctx)
+
+    Stamps.seen = []
+    engine = run_strategy(Stamps(), _market(), fill_model=MidSlippageFill(), commission=ZeroCommission())
+    assert len(Stamps.seen) == 2 and all(a == b == c and type(a) is dt.datetime for a, b, c in Stamps.seen)
+    assert Stamps.seen[0][0] != Stamps.seen[1][0]
+    orders = list(engine.broker.orders.values())
+    assert [o.created_at for o in orders] == [s[1] for s in Stamps.seen]
+    assert [o.fills[0].filled_at for o in orders] == [s[1] for s in Stamps.seen]

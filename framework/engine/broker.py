@@ -461,10 +461,11 @@ class OptionsBroker(bt.BrokerBase):
                 self._transition(order, OrderStatus.REJECTED, refusal, self._now)
                 return
         leg_prices = allocate_legs(order.legs, bid, ask, price, as_of=self._now)
+        bids, asks = bid.tolist(), ask.tolist()  # Python floats (float() of each item: the same values)
         fill = Fill(fill_id=f"{order.client_id}-F{next(self._fill_ids)}", client_id=order.client_id,
                     filled_at=self._now, quantity=qty, net_price=price, leg_prices=leg_prices, fees=fees,
-                    leg_quotes=tuple((float(x), float(y)) for x, y in zip(bid, ask)))
-        for c, x, y in zip(contracts, bid.tolist(), ask.tolist()):  # the leg's mark when opened, should it never be quoted again
+                    leg_quotes=tuple(zip(bids, asks)))
+        for c, x, y in zip(contracts, bids, asks):  # the leg's mark when opened, should it never be quoted again
             if c not in self._last_mark and _usable(x, y):
                 self._last_mark[c] = (x + y) * 0.5
         order.fills.append(fill)

@@ -174,12 +174,22 @@ class StrategyContext:
         self._wake = 0  # moved by the engine on every change the strategy's idle promise depends on
         self._idle_own = False  # the promise depends only on the strategy's own orders and trades
         self._naps_own = True  # every promise of this manage round said own=True
+        self._at_of: tuple = (None, None)  # (the engine's bar label, it as a plain datetime): see _at
 
     # ------------------------------------------------------------------ clock
     @property
     def now(self) -> pd.Timestamp:
         """The current bar's label (tz-aware, America/New_York); quotes are as of its close."""
         return self._engine.now
+
+    def _at(self) -> dt.datetime:
+        """:attr:`now` as a plain datetime (the same fields), made once a bar: an entry asks for it ~6 times.
+        Kept by the label's identity: the engine hands out the same Timestamp object for a bar."""
+        ts = self._engine.now
+        got = self._at_of
+        if got[0] is not ts:
+            got = self._at_of = (ts, ts.to_pydatetime())
+        return got[1]
 
     @property
     def today(self) -> dt.date:
@@ -269,7 +279,7 @@ class StrategyContext:
                context: dict | None = None, ruleset_version: str = "") -> Decision:
         """Record a decision (TRADE, SKIP or EXIT) with what it saw; journaled via ``on_decision``."""
         self._decisions += 1
-        at = self.now.to_pydatetime()  # the bar's time once (the same fields as the Timestamp's)
+        at = self._at()  # the bar's time once (the same fields as the Timestamp's)
         notes = self._engine.risk_gate.take_notes(self.strategy_id, at)
         if notes:  # what a scoring risk manager said about this decision's entry (ml_gate: P(stop), model hash)
             context = {**(context or {}), "risk_notes": notes}
@@ -306,7 +316,7 @@ class StrategyContext:
         engine = self._engine
         for o in list(engine.broker.working_orders()):
             if o.trade_id == trade.trade_id and o.opens:
-                engine.broker.cancel(o.client_id, self.now.to_pydatetime(), f"closing the trade ({reason})")
+                engine.broker.cancel(o.client_id, self._at(), f"closing the trade ({reason})")
         held = engine.portfolio.legs_open(trade.trade_id)
         if not held or max(held) <= 0 or trade.partly_closed_at is not None:
             return None
@@ -320,7 +330,7 @@ class StrategyContext:
         return self._send(legs, qty, limit, reason, trade.trade_id, opens=False, decision=None, tif=tif)
 
     def cancel(self, order: Order, reason: str = "cancelled by strategy") -> bool:
-        return self._engine.broker.cancel(order.client_id, self.now.to_pydatetime(), reason)
+        return self._engine.broker.cancel(order.client_id, self._at(), reason)
 
     def _client_id(self, prefix: str, legs: Sequence[Leg], decision: Decision | None) -> str:
         """Deterministic id from (run, decision or time, leg set): the same intent gets the same id."""
@@ -334,7 +344,7 @@ class StrategyContext:
         """The vetoes an opening order for ``legs`` x ``quantity`` would meet now (nothing is sent)."""
         order = Order(client_id="_probe", legs=tuple(legs), quantity=quantity,
                       order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET, limit_price=limit,
-                      strategy=self.strategy_id, trade_id="_probe", opens=True, created_at=self.now.to_pydatetime())
+                      strategy=self.strategy_id, trade_id="_probe", opens=True, created_at=self._at())
         return self._engine.risk_gate.check(self._request(order), self.portfolio)
 
     def entries_blocked(self) -> list[Veto]:
@@ -349,7 +359,7 @@ class StrategyContext:
         engine = self._engine
         # a backtest's account changes only through the events that move the engine's epoch: managers' answers
         # are reused until one of them or a time they name (RiskManager.blocks_entries_until)
-        return engine.risk_gate.entries_blocked(self.strategy_id, self.now.to_pydatetime(), self.portfolio,
+        return engine.risk_gate.entries_blocked(self.strategy_id, self._at(), self.portfolio,
                                                 version=engine._epoch if engine._can_idle else None)
 
     @property
@@ -398,7 +408,7 @@ class StrategyContext:
             est = engine.broker.fill_price(order)  # this bar's quotes (the broker's bar is the engine's)
         loss = (max_loss_per_combo(order.legs, est) * order.multiplier * order.quantity
                 if order.opens and est is not None else 0.0)
-        return OrderRequest(order=order, at=self.now.to_pydatetime(), strategy=self.strategy_id, opens=order.opens,
+        return OrderRequest(order=order, at=self._at(), strategy=self.strategy_id, opens=order.opens,
                             quantity=order.quantity, est_price=est, worst_case_loss=float(loss))
 
     def _send(self, legs, quantity, limit, reason, trade_id, *, opens, decision, tif) -> Order | None:
@@ -408,7 +418,7 @@ class StrategyContext:
             legs=legs, quantity=quantity,
             order_type=OrderType.LIMIT if limit is not None else OrderType.MARKET,
             limit_price=limit, tif=tif, strategy=self.strategy_id, trade_id=trade_id, opens=opens,
-            reason=reason, created_at=self.now.to_pydatetime(),
+            reason=reason, created_at=self._at(),
         )
         if not opens:
             self._orders += 1
@@ -417,4 +427,4 @@ class StrategyContext:
         if vetoes:
             engine.record_veto(order, vetoes)
             return None
-        return engine.broker.submit(order, self.now.to_pydatetime())
+        return engine.broker.submit(order, self._at())
