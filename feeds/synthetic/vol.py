@@ -131,7 +131,9 @@ class VarianceModel:
             for i in range(max(lo, 2), g):
                 np.add(table[i - 1], table[i], out=table[i])
             return table.T, ev.T
-        decays = None if g == len(_GRID) else tuple(a[:g] for a in self._decays(_GRID))
+        decays = self._decays(_GRID)  # kept for the grid
+        if g < len(_GRID):
+            decays = tuple(a[:g] for a in decays)
         ev = self.expected_variance(yf[..., None], ys[..., None], _GRID[:g], decays)
         table = np.empty(ev.shape)
         table[..., 0] = 0.0
