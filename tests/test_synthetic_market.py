@@ -392,3 +392,23 @@ def test_an_integral_table_of_the_first_grid_points_is_those_columns_of_the_whol
                     assert a.shape == (len(yf), min(max(more, 2), G))
                     assert np.array_equal(a, b[:, : a.shape[1]], equal_nan=True)
                     assert np.array_equal(np.signbit(a), np.signbit(b[:, : a.shape[1]]))
+
+
+def test_a_snapshot_is_stamped_with_its_bar_label_however_the_time_is_asked(market):
+    """snapshot() takes the engine's own bar Timestamp as its time (New York, ns, on the minute) and makes one for
+    any other way of asking (seconds into the bar, naive, UTC, a string, a datetime): the same stamp every time
+    (value, zone, unit, repr)."""
+    import datetime as dt
+
+    from strikebench.calendar import NY
+
+    label = pd.Timestamp("2023-03-15 10:00").tz_localize(NY)
+    want = pd.Timestamp(label.value, tz="UTC").tz_convert(NY)
+    asks = [label, label + pd.Timedelta(seconds=20), label.tz_convert("UTC"), pd.Timestamp("2023-03-15 10:00"),
+            "2023-03-15 10:00:59", dt.datetime(2023, 3, 15, 10, 0, 30, tzinfo=NY),
+            pd.Timestamp("2023-03-15 10:00", tz="America/New_York")]
+    for at in asks:
+        s = market.snapshot("XSP", at, market.listed_expiries("XSP", dt.date(2023, 3, 15))[:1])
+        ts = s.timestamp
+        assert ts == want and ts.value == want.value and ts.tzinfo is want.tzinfo and ts.unit == want.unit, at
+        assert repr(ts) == repr(want), at

@@ -153,11 +153,17 @@ def atm_total_variance(market, m, settle_ns, c_settle, rows=None, table=None):
     return np.maximum(theta, _THETA_FLOOR)
 
 
-def variance_table(market, m):
-    """Expected-variance integral table for the states at minutes ``m`` (1-D)."""
+def variance_table(market, m, c_settle=None):
+    """Expected-variance integral table for the states at minutes ``m`` (1-D); with ``c_settle`` (the series'
+    settlement clocks) only over the grid points their lookups read (the same columns as the whole table)."""
     path = market.path
-    step = path.timeline.minute_step[np.atleast_1d(m)]
-    return path.model.integral_table(path.yf[step], path.ys[step])
+    m = np.atleast_1d(m)
+    step = path.timeline.minute_step[m]
+    points = None
+    if c_settle is not None and len(c_settle) and len(m):
+        # the largest dC looked up (max c_settle - min c_end: subtraction is monotone, so the max of the differences)
+        points = path.model.lookup_points(np.max(c_settle) - np.min(path.timeline.c_end[m]))
+    return path.model.integral_table(path.yf[step], path.ys[step], points)
 
 
 def series_state(market, und: str, m, rows, table, settle_ns, c_settle, exp_day):

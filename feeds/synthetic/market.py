@@ -31,6 +31,7 @@ from .chains import (
     UNDERLYINGS,
     DayChain,
     DayListing,
+    SeriesSet,
     SessionLegs,
     build_day_chain,
     day_listing,
@@ -313,7 +314,7 @@ class SyntheticMarket:
         lay = self._layout(und, d, expiries, roots, is_call)
         s = lay["series"]
         mult, expiring, vcum = self._day_mults(d)
-        table = variance_table(self, m)
+        table = variance_table(self, m, s.c_settle)
         st = series_smile(self, und, series_state(self, und, m, 0, table, s.settle_ns, s.c_settle, s.exp_day))
         st = {k: v[lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"], lay["is_call"], mult[pos], expiring[pos], greeks=True)
@@ -322,10 +323,9 @@ class SyntheticMarket:
             px = float(np.round(self.path.vix_step[tl.minute_step[m]], 2))
         else:
             px = float(self.path.spx_close[m] * (0.1 if und == "XSP" else 1.0))
-        ts = pd.Timestamp(int(tl.minute_ns[m]), tz="UTC").tz_convert(NY)
         return ChainSnapshot.from_sorted(
-            und, ts, px, lay["key"], root=lay["root"], expiry=lay["expiry"], strike=lay["strike"],
-            is_call=lay["is_call"], bid=q["bid"], ask=q["ask"], last=q["last"], volume=volume,
+            und, _bar_stamp(at, int(tl.minute_ns[m])), px, lay["key"], root=lay["root"], expiry=lay["expiry"],
+            strike=lay["strike"], is_call=lay["is_call"], bid=q["bid"], ask=q["ask"], last=q["last"], volume=volume,
             open_interest=lay["open_interest"], iv=q["iv"], delta=q["delta"], gamma=q["gamma"], theta=q["theta"],
             vega=q["vega"],
         )
@@ -355,7 +355,7 @@ class SyntheticMarket:
         mult, expiring, vcum = self._day_mults(d)
         m = ms[:, None]
         pos = tl.minute_pos[ms]
-        table = variance_table(self, ms)
+        table = variance_table(self, ms, s.c_settle)
         rows = np.arange(ms.size)[:, None]
         st = series_smile(self, und, series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :],
                                                   s.exp_day[None, :]))
@@ -416,7 +416,12 @@ class SyntheticMarket:
         sel = np.flatnonzero(mask)
         order, keys = ChainSnapshot.layout(dc.root[sel], dc.expiry[sel], dc.is_call[sel], dc.strike[sel])
         rows = sel[order]
-        lay = {"series": dc.series, "key": keys, "sidx": dc.sidx[rows], "strike": dc.strike[rows],
+        # only the series with rows: a snapshot prices each series' state once, then spreads it over its rows
+        used, sidx = np.unique(dc.sidx[rows], return_inverse=True)
+        s = dc.series
+        series = SeriesSet(s.root[used], s.expiry[used], s.exp_day[used], s.settle_ns[used], s.c_settle[used],
+                           s.is_am[used])
+        lay = {"series": series, "key": keys, "sidx": sidx.reshape(-1), "strike": dc.strike[rows],
                "is_call": dc.is_call[rows], "root": dc.root[rows], "expiry": dc.expiry[rows],
                "open_interest": dc.open_interest[rows], "day_volume": dc.day_volume[rows]}
         self._layouts[key] = lay
@@ -542,6 +547,14 @@ class SyntheticMarket:
             "vol_kick": [e.vol_kick for e in rows],
             "session": [pd.Timestamp(tl.dates[int(self.path.step_day[e.step])]).date() for e in rows],
         })
+
+
+def _bar_stamp(at, ns: int) -> pd.Timestamp:
+    """The snapshot's time: the bar label ``ns`` in New York; ``at`` itself when it is that Timestamp already (an
+    engine's clock: making one is ~30 us)."""
+    if type(at) is pd.Timestamp and at.tzinfo is NY and at.value == ns and at.unit == "ns":
+        return at
+    return pd.Timestamp(ns, tz="UTC").tz_convert(NY)
 
 
 def _underlying_of(contract) -> str:
