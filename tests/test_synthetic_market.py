@@ -412,3 +412,26 @@ def test_a_snapshot_is_stamped_with_its_bar_label_however_the_time_is_asked(mark
         ts = s.timestamp
         assert ts == want and ts.value == want.value and ts.tzinfo is want.tzinfo and ts.unit == want.unit, at
         assert repr(ts) == repr(want), at
+
+
+def test_the_grids_kept_decays_are_the_grids_own_whatever_asks_first(market):
+    """VarianceModel keeps the fixed grid's decay terms (as a row and as a column) in two plain attributes, not
+    keyed by the grid's id() (ids do not survive a pickle into a worker process): asked as a column first or as a
+    row first, after a pickle round trip too, they are the terms computed afresh, bit for bit; E v on the grid is
+    the same either way."""
+    import pickle
+
+    from strikebench.feeds.synthetic import vol
+
+    fresh = market.path.model._decays_of(vol._GRID)
+    for first in (vol._GRID_COL, vol._GRID):
+        model = pickle.loads(pickle.dumps(market.path.model))
+        model._grid_decays = None
+        model._decays(first)
+        row, col = model._decays(vol._GRID), model._decays(vol._GRID_COL)
+        for a, b, c in zip(row, col, fresh):
+            assert a.shape == c.shape and b.shape == c.shape + (1,)
+            assert np.array_equal(a, c) and np.array_equal(b[:, 0], c)
+        yf, ys = np.array([0.3, -1.2]), np.array([0.1, 0.7])
+        assert np.array_equal(model.expected_variance(yf[:, None], ys[:, None], vol._GRID),
+                              model.expected_variance(yf[:, None], ys[:, None], vol._GRID, fresh))

@@ -59,7 +59,7 @@ class VarianceModel:
         self.event_premium = scenario.surface.event_premium
         self.atm_ratio = vi.atm_variance_ratio
         self.f_arch = archetype_variance_factor(scenario)
-        self._grid_decays: dict = {}
+        self._grid_decays: tuple | None = None  # _decays of the fixed grid: (as a row, as a column)
 
     # ------------------------------------------------------------- E v(u)
     def expected_variance(self, yf, ys, u, decays=None):
@@ -76,17 +76,19 @@ class VarianceModel:
 
     def _decays(self, u):
         """exp(-kf u), exp(-ks u) and the two variance terms of E v's exponent, kept for the fixed grid
-        (as a row or as a column)."""
-        got = self._grid_decays.get(id(u)) if (u is _GRID or u is _GRID_COL) else None
-        if got is not None:
-            return got
+        (as a row or as a column: the same values)."""
+        if u is _GRID or u is _GRID_COL:
+            kept = self._grid_decays
+            if kept is None:
+                row = self._decays_of(_GRID)
+                kept = self._grid_decays = (row, tuple(a[:, None] for a in row))
+            return kept[0] if u is _GRID else kept[1]
+        return self._decays_of(u)
+
+    def _decays_of(self, u):
         ef = np.exp(-self.kf * u)
         es = np.exp(-self.ks * u)
-        got = (ef, es, 0.5 * self.sf ** 2 * (1.0 - ef * ef), 0.5 * self.ss ** 2 * (1.0 - es * es))
-        if u is _GRID:
-            self._grid_decays[id(_GRID)] = got
-            self._grid_decays[id(_GRID_COL)] = tuple(a[:, None] for a in got)
-        return got
+        return ef, es, 0.5 * self.sf ** 2 * (1.0 - ef * ef), 0.5 * self.ss ** 2 * (1.0 - es * es)
 
     def integral_gl(self, yf, ys, dC):
         """int_0^dC E v(u) du by 12-point Gauss-Legendre (smooth; for index levels)."""
