@@ -218,6 +218,17 @@ def test_a_session_decided_on_tradier_chains_equals_backtest(tmp_path, monkeypat
     from strikebench.report import replay_decision
 
     monkeypatch.setenv("SB_TEST_TRADIER_TOKEN", TOKEN)
+    from strikebench.engine.core import Engine
+
+    engines: dict[str, Engine] = {}
+    which = ["ref"]
+    built = Engine.__init__
+
+    def keep(self, *args, **kwargs):  # each run's engine (its equity_curve: the account value after every bar)
+        built(self, *args, **kwargs)
+        engines[which[0]] = self
+
+    monkeypatch.setattr(Engine, "__init__", keep)
     day = "2023-03-14"
     ref_cfg = write_config(tmp_path)
     doc = yaml.safe_load(ref_cfg.read_text())
@@ -252,6 +263,7 @@ def test_a_session_decided_on_tradier_chains_equals_backtest(tmp_path, monkeypat
 
         plugin = WiredTradier(params, server, tmp_path)
         acct = tmp_path / "tradier-day"
+        which[0] = "live"
         # until 11:25 (bar 115): the day's trade opens at 10:00 and its exit fills at 11:24
         run_account(str(cfg), account=str(acct), clock="replay", start=day, end=day, speed=0, broker_plugin=plugin,
                     stop_after_bars=115)
@@ -263,6 +275,14 @@ def test_a_session_decided_on_tradier_chains_equals_backtest(tmp_path, monkeypat
             assert pd.Timestamp(a[1]) == pd.Timestamp(b[1]) + pd.Timedelta(minutes=1), (a, b)
             assert a[2:] == b[2:], (a, b)
         assert _leg_prices(journal) == _leg_prices(reference)
+        # the account value after every bar the trader ran (115: the trade held from 10:00 to 11:24) is the
+        # backtest's to the cent: the position is marked on each closed bar's quotes, not left at its fill's mark
+        ref_v, live_v = (pd.Series(engines[k].equity_curve, index=engines[k].timeline.stamps) for k in ("ref", "live"))
+        live_v = live_v.dropna()
+        assert len(live_v) == 115 and live_v.index.isin(ref_v.index).all()
+        assert (live_v.round(2) == ref_v[live_v.index].round(2)).all(), \
+            live_v.round(2)[live_v.round(2) != ref_v[live_v.index].round(2)].head()
+        assert live_v.round(2).nunique() > 10  # the open spread's value moved while it was held
         db = sqlite3.connect(journal)
         try:
             decisions = [r[0] for r in db.execute("SELECT decision_id FROM trade_decisions WHERE snapshot_id IS NOT"

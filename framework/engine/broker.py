@@ -207,6 +207,13 @@ class OptionsBroker(bt.BrokerBase):
         self.quotes.start_session(day)
         # every open leg quoted for the session in one call (per underlying), not one call per trade
         self.quotes.prefetch([leg.contract for t in self.portfolio.open_trades() for leg in t.legs])
+        self.quotes_filled_in()
+
+    def quotes_filled_in(self) -> None:
+        """Drop the session curves computed from the session's quotes (closing curves, marks, position values) and
+        mark the open positions again from the quotes as they are now: at a session start, and after every bar
+        that closes on a live market (its quotes fill in as bars close: a curve computed earlier holds the last
+        mark carried forward, so the account value would stay where it was at the last fill)."""
         self.forget_exit_curves()
         self._marks.clear()
         self._values.clear()

@@ -613,8 +613,8 @@ class LiveRuntime:
                 self._paint()
             bar_closed = getattr(self.market, "bar_closed", None)
             if callable(bar_closed):  # a live market (data: {source: tradier}) reads the bar that just closed;
-                bar_closed(close_t)  # the session-wide exit curves computed from its quotes are stale now
-                adapter.forget_exit_curves()
+                bar_closed(close_t)  # the session-wide exit curves and marks computed from its quotes are stale now
+                adapter.quotes_filled_in()
             if tl.first[i] or self.state.get(self._sk("day_start_equity")) is None:
                 self.state.set(self._sk("day_start_equity"), float(adapter.getvalue()))
             engine.on_bar(i)
