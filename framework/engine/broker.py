@@ -622,11 +622,18 @@ def _keeps_fill_price(fill_model) -> bool:
 
 
 def _has_model_price(fill_model) -> bool:
-    """True when the fill model prices vectorised (overrides ``model_price``)."""
-    from strikebench.api import FillModel
+    """True when the fill model prices vectorised (overrides ``model_price``); kept per class."""
+    kind = type(fill_model)
+    got = _MODEL_PRICE.get(kind)
+    if got is None:
+        from strikebench.api import FillModel
 
-    method = getattr(type(fill_model), "model_price", None)
-    return method is not None and method is not FillModel.model_price
+        method = getattr(kind, "model_price", None)
+        got = _MODEL_PRICE[kind] = method is not None and method is not FillModel.model_price
+    return got
+
+
+_MODEL_PRICE: dict[type, bool] = {}
 
 
 def _carry_forward(mid: np.ndarray, last: np.ndarray | None = None) -> np.ndarray:

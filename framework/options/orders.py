@@ -279,6 +279,19 @@ def _lsum(values) -> float:
     return total
 
 
+def sum_legs(x: np.ndarray) -> np.ndarray:
+    """``x.sum(axis=-1)`` (legs on the last axis), the same floats: below 8 legs numpy sums each row left to
+    right from 0.0, so the leg columns added in that order over the leading axes give each row's sum (numpy's
+    reduction of a short last axis goes row by row: ~15 us for 390 rows of 2 legs, the columns ~2 us).
+    A 1-D array, 8 or more legs, or another dtype: numpy's sum."""
+    if x.ndim < 2 or not 0 < x.shape[-1] < 8 or x.dtype != np.float64:
+        return x.sum(axis=-1)
+    total = x[..., 0] + 0.0
+    for j in range(1, x.shape[-1]):
+        total += x[..., j]
+    return total
+
+
 def combo_natural(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
     """Net price to buy the combo now at the natural (ask for longs, bid for shorts).
 
@@ -287,14 +300,14 @@ def combo_natural(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.nd
     one = _one_combo(ratios, bid, ask)
     if one is not None:
         return np.float64(_lsum([r * a if r > 0 else r * b for r, b, a in zip(*one)]))
-    return np.where(ratios > 0, ratios * ask, ratios * bid).sum(axis=-1)
+    return sum_legs(np.where(ratios > 0, ratios * ask, ratios * bid))
 
 
 def combo_mid(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
     one = _one_combo(ratios, bid, ask)
     if one is not None:
         return np.float64(_lsum([r * (b + a) * 0.5 for r, b, a in zip(*one)]))
-    return (ratios * (bid + ask) * 0.5).sum(axis=-1)
+    return sum_legs(ratios * (bid + ask) * 0.5)
 
 
 def combo_width(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndarray:
@@ -302,7 +315,7 @@ def combo_width(ratios: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> np.ndar
     one = _one_combo(ratios, bid, ask)
     if one is not None:
         return np.float64(_lsum([abs(r) * (a - b) for r, b, a in zip(*one)]))
-    return (np.abs(ratios) * (ask - bid)).sum(axis=-1)
+    return sum_legs(np.abs(ratios) * (ask - bid))
 
 
 def expiry_payoff(legs: Sequence[Leg], settle: np.ndarray | float) -> np.ndarray:
