@@ -130,6 +130,7 @@ def test_a_curve_is_priced_as_by_the_replaced_code(seed):
         raw = rng.uniform(-30, 30, n)
         raw[rng.random(n) < 0.05] = np.nan
         raw[rng.random(n) < 0.02] = np.inf
+        raw[rng.random(n) < 0.02] = -np.nan  # a NaN with its sign bit set keeps it
         raw[rng.random(n) < 0.05] = 0.0
         raw[rng.random(n) < 0.05] = np.round(raw[rng.random(n) < 2], 1)[0]  # on the grid
         limit = None if rng.random() < 0.6 else float(rng.uniform(-15, 15))
