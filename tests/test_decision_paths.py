@@ -584,3 +584,48 @@ def test_a_row_s_contract_is_the_one_its_columns_make():
             got = snap.contract(row)
             assert got == want and type(got.strike) is float and got.strike == args["strike"]
             assert snap.contract(row) is got  # one object per contract
+
+
+def test_the_journals_json_encoders_write_jsons_own_text():
+    """``_ENCODERS`` (json's C encoder made once) against ``json.JSONEncoder(...).encode``: the same text for plain
+    nested data (str/int/float subclasses, -0.0, tiny and huge floats, non-ASCII, tuples), sorted and not, and the
+    same error (ValueError for NaN/inf, TypeError for an object json cannot write) otherwise."""
+    import enum
+    import json
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Side(str, enum.Enum):
+        PUT = "P"
+
+    leaves = [0.1, -0.0, 1e-300, 1.5e300, 2 ** 70, -3, True, False, None, "x", "é\n\"\\\u2028", "", np.float64(0.35),
+              Level.HIGH, Side.PUT, 12345.678901234567, float("nan"), float("inf"), object(), dt.date(2024, 1, 8)]
+    rng = np.random.default_rng(21)
+
+    def build(depth=0):
+        pick = int(rng.integers(0, 10 if depth < 4 else 6))
+        if pick < 6:
+            return leaves[int(rng.integers(0, len(leaves) - (4 if rng.random() < 0.9 else 0)))]
+        if pick < 8:
+            return {str(k): build(depth + 1) for k in rng.integers(0, 40, int(rng.integers(0, 6)))}
+        if pick == 8:
+            return [build(depth + 1) for _ in range(int(rng.integers(0, 5)))]
+        return tuple(build(depth + 1) for _ in range(int(rng.integers(0, 4))))
+
+    outcomes = set()
+    for _ in range(8000):
+        obj = build()
+        for sort_keys in (True, False):
+            ref = json.JSONEncoder(sort_keys=sort_keys, separators=(",", ":"), allow_nan=False)
+            try:
+                want = ref.encode(obj)
+            except (TypeError, ValueError) as exc:
+                with pytest.raises(type(exc)):
+                    J._ENCODERS[sort_keys](obj)
+                outcomes.add(type(exc).__name__)
+                continue
+            assert J._ENCODERS[sort_keys](obj) == want, obj
+            outcomes.add("text")
+    assert outcomes == {"text", "TypeError", "ValueError"}
+    assert J._json_list([["1.25", None], {"b": 1, "a": 2}]) == '[["1.25",null],{"b":1,"a":2}]'

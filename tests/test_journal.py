@@ -878,3 +878,51 @@ def test_a_backtests_decisions_are_written_at_the_session_commit_as_they_would_b
     assert [d[9] for d in decisions_] == [1, 1, 2, 1, 3] and len(contexts) == 3  # context ids
     assert orders[0][4] == "s-1"  # the order's decision, found before the decision was written
     assert seen == (0, 2)  # nothing on disk before the commit; the journal's own read sees both
+
+
+@pytest.mark.parametrize("chunk", [500, 2])
+def test_a_shared_journals_snapshots_and_contexts_of_another_run_are_found_as_one_at_a_time_finds_them(
+        tmp_path, monkeypatch, chunk):
+    """A session's decisions look up the snapshots and contexts this connection has not written in one query (per
+    ``_LOOKUP_CHUNK`` checksums): in a journal holding another run, a second run's rows are the rows a journal
+    writing each decision at once (a SELECT per snapshot and context) leaves: ids found from the first run, new
+    ones written in order, a new one seen twice stored once."""
+    import shutil
+
+    from strikebench.api import Decision
+
+    monkeypatch.setattr(Journal, "_LOOKUP_CHUNK", chunk)
+    t0 = dt.datetime(2024, 1, 8, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    snaps = [make_chain(expiries=["2024-01-12"], at=f"2024-01-08 1{i}:00") for i in range(5)]
+
+    def record(j, run, plan, per_session):
+        j.start_run(run, name=run, mode="backtest")
+        if per_session:
+            j.commit_per_session()
+        for n, (snap, context) in enumerate(plan, 1):
+            d = Decision(strategy="s", decided_at=t0 + dt.timedelta(minutes=n), action="TRADE" if snap else "SKIP",
+                         reason=f"r{n}", snapshot_checksum=snap.checksum if snap else None, context=context,
+                         decision_id=f"{run}-{n}")
+            j.record_decision(run, d, snap)
+            if n == 4:
+                j.commit()
+        j.commit()
+
+    first = [(snaps[0], {"k": 1}), (snaps[1], {"k": 2}), (None, {"k": 3}), (snaps[2], {"k": 1})]
+    second = [(snaps[1], {"k": 2}), (snaps[3], {"k": 9}), (snaps[3], {"k": 9}), (None, {"k": 3}),
+              (snaps[0], {"k": 4}), (snaps[4], {"k": 1}), (snaps[2], {"k": 2}), (snaps[4], {"k": 8})]
+    with Journal(tmp_path / "base.sqlite") as j:
+        record(j, "r1", first, per_session=True)
+    out = {}
+    for per_session in (False, True):
+        path = tmp_path / f"shared-{per_session}.sqlite"
+        shutil.copy(tmp_path / "base.sqlite", path)
+        with Journal(path) as j:  # a new connection: nothing of r1 known without a query
+            record(j, "r2", second, per_session)
+            out[per_session] = [[tuple(r) for r in j.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+                                for t in ("trade_decisions", "chain_snapshots", "context_snapshots")]
+    assert out[True] == out[False]
+    decisions_, snapshots, contexts = out[True]
+    r2 = [d for d in decisions_ if d[1] == "r2"]
+    assert [d[7] for d in r2] == [2, 4, 4, None, 1, 5, 3, 5] and len(snapshots) == 5
+    assert [d[9] for d in r2] == [2, 4, 4, 3, 5, 1, 2, 6] and len(contexts) == 6
