@@ -139,24 +139,32 @@ class ZeroDte(Strategy):
         for right in ("P", "C"):
             side_ok = right in allowed
             side_reject = None if side_ok else f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
-            # every delta target of the side in one pass; each short's values read once for all its widths
-            for target_delta, short in zip(p.short_deltas, snapshot.closest_deltas(today, right, p.short_deltas,
-                                                                                    root=p.root)):
+            # every delta target of the side in one pass, and the quotes of all the legs read at once (as Python
+            # floats: what float() of each element gives)
+            shorts = snapshot.closest_deltas(today, right, p.short_deltas, root=p.root)
+            found = [short for short in shorts if short is not None]
+            if not found:
+                continue
+            longs = [[snapshot.offset_row(short, width) for width in p.widths] for short in found]
+            legs = found + [long for row in longs for long in row if long is not None]
+            quote = dict(zip(legs, zip(bid[legs].tolist(), ask[legs].tolist(), strike[legs].tolist())))
+            short_deltas = delta[found].tolist()
+            j = -1
+            for target_delta, short in zip(p.short_deltas, shorts):
                 if short is None:
                     continue
-                sb, sa = float(bid[short]), float(ask[short])
-                short_strike, short_delta = float(strike[short]), float(delta[short])
-                for width in p.widths:
-                    long = snapshot.offset_row(short, width)
+                j += 1
+                sb, sa, short_strike = quote[short]
+                short_delta = short_deltas[j]
+                for width, long in zip(p.widths, longs[j]):
                     if long is None or (short, long) in listed:
                         continue
                     listed.add((short, long))
-                    lb, la = float(bid[long]), float(ask[long])
+                    lb, la, long_strike = quote[long]
                     mid_credit = (sb + sa) / 2 - (lb + la) / 2
                     ba_width = (sa - sb) + (la - lb)
                     est_credit = mid_credit - k * ba_width
                     max_loss = width - est_credit
-                    long_strike = float(strike[long])
                     details = {
                         "expiry": expiry, "right": right, "target_delta": target_delta, "width": width,
                         "short_strike": short_strike, "long_strike": long_strike,
@@ -203,7 +211,8 @@ class ZeroDte(Strategy):
 
     def relevant_rows(self, snapshot: ChainSnapshot) -> np.ndarray:
         """Today's expiry of the root, both sides: all :meth:`evaluate` reads (what a decision stores)."""
-        return np.flatnonzero((snapshot.dte == 0) & (snapshot.root == self.params.root))
+        # (the rows of today's expiry of the root, in row order: the mask (dte == 0) & (root == root)'s rows)
+        return np.sort(snapshot.rows(snapshot.timestamp.date(), root=self.params.root, valid_only=False))
 
     def decision_context(self, ctx, snapshot: ChainSnapshot) -> dict:
         """What :meth:`evaluate` reads besides the snapshot: slippage fraction, price and features."""

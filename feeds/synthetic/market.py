@@ -324,7 +324,8 @@ class SyntheticMarket:
         else:
             px = float(self.path.spx_close[m] * (0.1 if und == "XSP" else 1.0))
         return ChainSnapshot.from_sorted(
-            und, _bar_stamp(at, int(tl.minute_ns[m])), px, lay["key"], root=lay["root"], expiry=lay["expiry"],
+            und, _bar_stamp(at, int(tl.minute_ns[m])), px, lay["key"], static=lay["static"], root=lay["root"],
+            expiry=lay["expiry"],
             strike=lay["strike"], is_call=lay["is_call"], bid=q["bid"], ask=q["ask"], last=q["last"], volume=volume,
             open_interest=lay["open_interest"], iv=q["iv"], delta=q["delta"], gamma=q["gamma"], theta=q["theta"],
             vega=q["vega"],
@@ -366,12 +367,16 @@ class SyntheticMarket:
         flags = quote_flags(q["bid"], q["ask"])
         volume = np.floor(lay["day_volume"][None, :] * vcum[pos][:, None]).astype(np.int64)
         pxs = (self.path.spx_close[ms] * (0.1 if und == "XSP" else 1.0)).tolist()
-        stamps = pd.DatetimeIndex(pd.to_datetime(tl.minute_ns[ms], utc=True)).tz_convert(NY)
+        ns = tl.minute_ns[ms].tolist()
+        stamps = [_bar_stamp(a, t, make=False) for a, t in zip(ats, ns)]  # an engine's clock: its own Timestamps
+        if any(t is None for t in stamps):
+            stamps = pd.DatetimeIndex(pd.to_datetime(tl.minute_ns[ms], utc=True)).tz_convert(NY)
         out = []
         for j, ts in enumerate(stamps):
             out.append(ChainSnapshot.from_sorted(
-                und, ts, pxs[j], lay["key"], flags[j], root=lay["root"], expiry=lay["expiry"], strike=lay["strike"],
-                is_call=lay["is_call"], bid=q["bid"][j], ask=q["ask"][j], last=q["last"][j], volume=volume[j],
+                und, ts, pxs[j], lay["key"], flags[j], static=lay["static"], root=lay["root"], expiry=lay["expiry"],
+                strike=lay["strike"], is_call=lay["is_call"], bid=q["bid"][j], ask=q["ask"][j], last=q["last"][j],
+                volume=volume[j],
                 open_interest=lay["open_interest"], iv=q["iv"][j], delta=q["delta"][j], gamma=q["gamma"][j],
                 theta=q["theta"][j], vega=q["vega"][j]))
         return out
@@ -423,7 +428,8 @@ class SyntheticMarket:
                            s.is_am[used])
         lay = {"series": series, "key": keys, "sidx": sidx.reshape(-1), "strike": dc.strike[rows],
                "is_call": dc.is_call[rows], "root": dc.root[rows], "expiry": dc.expiry[rows],
-               "open_interest": dc.open_interest[rows], "day_volume": dc.day_volume[rows]}
+               "open_interest": dc.open_interest[rows], "day_volume": dc.day_volume[rows],
+               "static": {}}  # what the snapshots of this listing share (ChainSnapshot.from_sorted)
         self._layouts[key] = lay
         if len(self._layouts) > 4 * _DAY_CACHE:
             self._layouts.popitem(last=False)
@@ -549,12 +555,12 @@ class SyntheticMarket:
         })
 
 
-def _bar_stamp(at, ns: int) -> pd.Timestamp:
+def _bar_stamp(at, ns: int, make: bool = True) -> pd.Timestamp | None:
     """The snapshot's time: the bar label ``ns`` in New York; ``at`` itself when it is that Timestamp already (an
-    engine's clock: making one is ~30 us)."""
+    engine's clock: making one is ~30 us). Otherwise a new one, or None with ``make=False``."""
     if type(at) is pd.Timestamp and at.tzinfo is NY and at.value == ns and at.unit == "ns":
         return at
-    return pd.Timestamp(ns, tz="UTC").tz_convert(NY)
+    return pd.Timestamp(ns, tz="UTC").tz_convert(NY) if make else None
 
 
 def _underlying_of(contract) -> str:

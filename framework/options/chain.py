@@ -16,6 +16,7 @@ sell at a zero bid, see :mod:`strikebench.options.fills`).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import hashlib
@@ -78,6 +79,9 @@ COLUMNS: Mapping[str, str] = {
 }
 
 _COLUMN_NAMES = tuple((name, name.encode()) for name in COLUMNS)
+#: the columns that name the contracts (with ``key``: what a snapshot's ``_static`` may be derived from), the others
+_LISTING_COLUMNS = ("root", "expiry", "strike", "is_call")
+_QUOTE_COLUMNS = tuple(name for name in COLUMNS if name not in _LISTING_COLUMNS)
 _DTYPES = {name: np.dtype(dtype) for name, dtype in COLUMNS.items()}
 
 
@@ -247,11 +251,16 @@ class ChainSnapshot:
 
     @classmethod
     def from_sorted(cls, underlying: str, timestamp: pd.Timestamp, underlying_price: float, key: np.ndarray,
-                    flags: np.ndarray | None = None, **columns) -> "ChainSnapshot":
+                    flags: np.ndarray | None = None, *, static: dict | None = None, **columns) -> "ChainSnapshot":
         """:meth:`from_arrays` for every column already in the order and with the keys of :meth:`layout`
         (the same snapshot, without factorizing, keying and sorting again). ``flags``, when given, must be
         :func:`quote_flags` of these ``bid`` and ``ask`` (a source pricing many minutes at once computes them
-        over the whole block: the same elementwise flags)."""
+        over the whole block: the same elementwise flags).
+
+        ``static``, when given, is a dict the source keeps for one listing on one day: every snapshot it is
+        handed to must have the same ``key``, ``root``, ``expiry``, ``strike`` and ``is_call`` (the values) and
+        the same date. What depends on those alone (contract groups, strike order, root masks, days to
+        expiry, OCC symbols) is then computed once for all of them (:attr:`_static`); start it empty."""
         n = key.shape[0]
         arrays: dict[str, np.ndarray] = {}
         for name, dtype in _DTYPES.items():
@@ -263,7 +272,10 @@ class ChainSnapshot:
             arrays[name] = arr
         if flags is not None and flags.shape != (n,):
             raise ValueError(f"chain flags have length {flags.shape} but the layout has {n}")
-        return cls._frozen(underlying, timestamp, underlying_price, arrays, key, flags)
+        snap = cls._frozen(underlying, timestamp, underlying_price, arrays, key, flags)
+        if static is not None:
+            snap.__dict__["_static"] = static  # (the cached property's slot: shared instead of this snapshot's own)
+        return snap
 
     @classmethod
     def _frozen(cls, underlying, ts, underlying_price, arrays: dict, key: np.ndarray,
@@ -305,16 +317,29 @@ class ChainSnapshot:
     def dropped(self) -> dict[str, int]:
         """How many quotes are unusable (``total``), and how many carry each flag (``zero_bid`` is
         counted for information: those quotes stay usable)."""
-        out = {"total": int(np.count_nonzero(self.flags & QUOTE_UNUSABLE))}
+        flags = self.flags
+        if flags.dtype.itemsize != 1:  # (flags built by quote_flags are int8)
+            out = {"total": int(np.count_nonzero(flags & QUOTE_UNUSABLE))}
+            for bit, name in _FLAG_NAMES.items():
+                out[name] = int(np.count_nonzero(flags & bit))
+            return out
+        # how many rows carry each flag value (a few distinct ones: counted in the bytes), then each flag's rows
+        data = flags.tobytes()
+        seen = [(v, data.count(v)) for v in set(data)]
+        out = {"total": sum(c for v, c in seen if v & QUOTE_UNUSABLE)}
         for bit, name in _FLAG_NAMES.items():
-            out[name] = int(np.count_nonzero(self.flags & bit))
+            out[name] = sum(c for v, c in seen if v & bit)
         return out
 
     @cached_property
     def dte(self) -> np.ndarray:
-        """Calendar days from the snapshot's date to each row's expiry."""
-        today = np.datetime64(self.timestamp.date(), "D")
-        return (self.expiry - today).astype(np.int64)
+        """Calendar days from the snapshot's date to each row's expiry (read-only)."""
+        day = self.timestamp.date()
+        got = self._static.get(("dte", day))
+        if got is None:
+            got = self._static[("dte", day)] = (self.expiry - np.datetime64(day, "D")).astype(np.int64)
+            got.flags.writeable = False
+        return got
 
     @cached_property
     def checksum(self) -> str:
@@ -331,9 +356,9 @@ class ChainSnapshot:
     @cached_property
     def expiries(self) -> list[dt.date]:
         """Distinct expiries (any root), ascending."""
-        groups = self._groups
-        if groups is not None:  # every row is in a contract group
-            return sorted({e for _, e, _ in groups})
+        runs = self._runs()
+        if runs is not None:  # every row is in a contract group
+            return sorted({e for _, e, _ in runs[0]})
         days = np.unique(self.expiry)
         if days.size and np.isnat(days[-1]):  # NaT sorts last
             return [pd.Timestamp(d).date() for d in days]
@@ -376,16 +401,21 @@ class ChainSnapshot:
         call = None if right is None else _is_call(right)
         memo_key = ("rows", day, call, root, bool(valid_only))
         idx = self._memo.get(memo_key)
-        if idx is None and day is not None and root is not None and self._groups is not None:
-            # contract groups (root, expiry, right): runs of the key-sorted rows, puts before calls, each in strike
-            # order: their rows ascending are the mask's rows
-            runs = [self._groups.get((root, day, c)) for c in ((False, True) if call is None else (call,))]
-            runs = [np.arange(g[0], g[1]) for g in runs if g is not None]
-            idx = runs[0] if len(runs) == 1 else np.concatenate(runs) if runs else np.zeros(0, dtype=np.intp)
-            if valid_only:
-                idx = idx[self.valid[idx]]
-            idx = idx[np.argsort(self.strike[idx], kind="stable")]  # (strikes a rounding step apart: as below)
-            self._memo[memo_key] = idx
+        if idx is None and day is not None and root is not None:
+            order = self._static.get(("order",) + memo_key[1:4])
+            if order is None and (runs := self._runs()) is not None:
+                # contract groups (root, expiry, right): runs of the key-sorted rows, puts before calls, each in
+                # strike order: their rows ascending are the mask's rows; every row of them in strike order (once
+                # per listing: a stable sort, so the usable ones among them are in the order they sort into)
+                parts = [runs[0].get((root, day, c)) for c in ((False, True) if call is None else (call,))]
+                parts = [np.arange(g[0], g[1]) for g in parts if g is not None]
+                order = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+                order = order[np.argsort(self.strike[order], kind="stable")]  # (strikes a rounding step apart)
+                order.flags.writeable = False
+                self._static[("order",) + memo_key[1:4]] = order
+            if order is not None:
+                idx = order[self.valid[order]] if valid_only else order
+                self._memo[memo_key] = idx
         if idx is None:  # a snapshot never changes: each selection is computed once (a copy is handed out)
             mask = self.valid.copy() if valid_only else np.ones(len(self), dtype=bool)
             if day is not None:
@@ -399,37 +429,55 @@ class ChainSnapshot:
             self._memo[memo_key] = idx
         return idx.copy()
 
+    def _runs(self) -> tuple[dict, np.ndarray] | None:
+        """({(root, expiry date, is_call): (start, stop)}, starts) of the contract groups: the rows are sorted by
+        contract key (root code, expiry, right, strike), so each group is one run of rows (in :attr:`_static`).
+        None when the keys are not sorted or an expiry is NaT (selections then take the masks' path)."""
+        got = self._static.get("runs", False)
+        if got is False:
+            got = None
+            n = len(self)
+            if n == 0:
+                got = ({}, np.zeros(0, dtype=np.intp))
+            else:
+                step = np.diff(self.key >> 37)  # root code, expiry, right
+                if not (np.any(step < 0) or np.isnat(self.expiry).any()):
+                    starts = np.concatenate(([0], np.flatnonzero(step) + 1))
+                    stops = starts[1:].tolist() + [n]
+                    got = ({(r, e, c): (a, b) for r, e, c, a, b in
+                            zip(self.root[starts].tolist(), self.expiry[starts].tolist(),
+                                self.is_call[starts].tolist(), starts.tolist(), stops)}, starts)
+            self._static["runs"] = got
+        return got
+
     @cached_property
     def _groups(self) -> dict | None:
-        """{(root, expiry date, is_call): (start, stop, any usable quote)} of the contract groups: the rows are
-        sorted by contract key (root code, expiry, right, strike), so each group is one run of rows. None when
-        the keys are not sorted or an expiry is NaT (selections then take the masks' path)."""
-        n = len(self)
-        if n == 0:
-            return {}
-        head = self.key >> 37  # root code, expiry, right
-        step = np.diff(head)
-        if np.any(step < 0) or np.isnat(self.expiry).any():
-            return None
-        starts = np.flatnonzero(step) + 1
-        starts = np.concatenate(([0], starts))
-        usable = np.logical_or.reduceat(self.valid, starts).tolist()
-        stops = starts[1:].tolist() + [n]
-        return {(r, e, c): (a, b, u) for r, e, c, a, b, u in
-                zip(self.root[starts].tolist(), self.expiry[starts].tolist(), self.is_call[starts].tolist(),
-                    starts.tolist(), stops, usable)}
+        """{(root, expiry date, is_call): (start, stop, any usable quote)} of the contract groups (:meth:`_runs`
+        and this snapshot's quotes). None when the keys are not sorted or an expiry is NaT."""
+        runs = self._runs()
+        if runs is None or not runs[0]:
+            return None if runs is None else {}
+        usable = np.logical_or.reduceat(self.valid, runs[1]).tolist()
+        return {g: (a, b, u) for (g, (a, b)), u in zip(runs[0].items(), usable)}
 
     @cached_property
     def _memo(self) -> dict:
         """Selections this snapshot already computed (its columns are read-only)."""
         return {}
 
+    @cached_property
+    def _static(self) -> dict:
+        """Selections that depend only on the contracts listed (``key``, ``root``, ``expiry``, ``strike``,
+        ``is_call``) and the snapshot's date: this snapshot's own, or one dict shared by every snapshot a
+        source built from one listing (:meth:`from_sorted`'s ``static``)."""
+        return {}
+
     def _root_mask(self, root: str) -> np.ndarray:
-        mask = self._memo.get(("root", root))
+        mask = self._static.get(("root", root))
         if mask is None:
             mask = self.root == root
             mask.flags.writeable = False
-            self._memo[("root", root)] = mask
+            self._static[("root", root)] = mask
         return mask
 
     def closest_delta(self, expiry, right: str, target: float, *, root: str | None = None) -> int | None:
@@ -438,32 +486,44 @@ class ChainSnapshot:
 
     def closest_deltas(self, expiry, right: str, targets: Sequence[float], *,
                        root: str | None = None) -> list[int | None]:
-        """:meth:`closest_delta` of each target, in one pass over the side's rows (a strategy's delta
-        targets on one expiry and right): the same rows, ties farther OTM, then lower strike."""
-        idx, absd = self._delta_side(expiry, right, root)
-        if idx.size == 0:
+        """:meth:`closest_delta` of each target, from one sort of the side's rows by |delta| (a strategy's delta
+        targets on one expiry and right): the row at the smallest ``abs(|delta| - target)``, ties to the smaller
+        |delta| (farther OTM), then to the lower strike."""
+        values, rows = self._delta_side(expiry, right, root)
+        n = len(values)
+        if n == 0:
             return [None] * len(targets)
-        t = np.asarray(targets, dtype=np.float64).reshape(-1)
-        if not all(map(math.isfinite, t.tolist())):  # a NaN target sorts like lexsort does: general path
-            return [int(idx[np.lexsort((absd, np.abs(absd - x)))[0]]) for x in t]
-        dist = np.abs(absd - t[:, None])  # (targets, rows): the same float as |(|delta| - target)| per row
-        tie = dist == dist.min(axis=1, keepdims=True)  # every row at the smallest distance of its target
-        # among those the smallest |delta| (farther OTM), then the first in strike order: lexsort's first row
-        best = np.where(tie, absd, np.inf).argmin(axis=1)
-        return idx[best].tolist()
+        out = []
+        for x in np.asarray(targets, dtype=np.float64).reshape(-1).tolist():
+            # abs(v - x) (a float subtraction, rounded) never decreases as v moves away from x on either side: the
+            # smallest is at the last value below x or the first at or above it. The one above wins only when
+            # strictly nearer (it has the larger |delta|); below, values that round to the same distance lie
+            # just under it: the smallest of them wins. Equal values are in strike order (a stable sort), so the
+            # first of a run is the lower strike. (A NaN or infinite x: every distance alike, the first row.)
+            j = bisect.bisect_left(values, x)
+            if j == n or (j and abs(values[j - 1] - x) <= abs(values[j] - x)):
+                j -= 1
+                d = abs(values[j] - x)
+                while j and abs(values[j - 1] - x) == d:
+                    j -= 1
+            out.append(rows[j])
+        return out
 
-    def _delta_side(self, expiry, right: str, root: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """(usable rows of one expiry/right/root with a finite delta, sorted by strike; their |delta|)."""
+    def _delta_side(self, expiry, right: str, root: str | None) -> tuple[list[float], list[int]]:
+        """(|delta| of the usable rows of one expiry/right/root with a finite delta, ascending; those rows in the
+        same order, equal values in strike order), as lists."""
         day = None if expiry is None else _as_date(expiry)
         memo_key = ("delta_side", day, _is_call(right), root)
         got = self._memo.get(memo_key)
         if got is None:
             idx = self.rows(day, right, root=root)
-            idx = idx[np.isfinite(self.delta[idx])]
-            got = (idx, np.abs(self.delta[idx]))
-            for arr in got:
-                arr.flags.writeable = False
-            self._memo[memo_key] = got
+            delta = self.delta[idx]
+            finite = np.isfinite(delta)
+            if not finite.all():
+                idx, delta = idx[finite], delta[finite]
+            absd = np.abs(delta)
+            order = np.argsort(absd, kind="stable")
+            got = self._memo[memo_key] = (absd[order].tolist(), idx[order].tolist())
         return got
 
     def offset_row(self, row: int, points: float) -> int | None:
@@ -477,11 +537,20 @@ class ChainSnapshot:
         strike = float(self.strike[row]) + (points if call else -points)
         # :meth:`find`'s key of (this row's root, expiry, right, that strike): the row's key with the strike replaced
         # (round() of a float is numpy's rint: half to even)
-        k = (k & _ABOVE_STRIKE) | round(strike * 1000.0)
+        i = self._key_row((k & _ABOVE_STRIKE) | round(strike * 1000.0))
+        return None if i is None or not self.valid[i] else i
+
+    def _key_row(self, k: int) -> int | None:
+        """The row whose contract key is ``k`` (a Python int), or None: a binary search of the keys (as a list, once
+        per listing, up to a few thousand rows: a Python bisect costs a tenth of a numpy call on one value)."""
+        keys = self._static.get("keys", False)
+        if keys is False:
+            keys = self._static["keys"] = self.key.tolist() if self.key.shape[0] <= _KEY_LIST_ROWS else None
+        if keys is not None:
+            i = bisect.bisect_left(keys, k)
+            return i if i < len(keys) and keys[i] == k else None
         i = int(self.key.searchsorted(k))
-        if i >= self.key.shape[0] or self.key[i] != k or not self.valid[i]:
-            return None
-        return i
+        return i if i < self.key.shape[0] and self.key[i] == k else None
 
     def delta_offset_row(self, row: int, delta_distance: float) -> int | None:
         """Row of the same expiry/right whose |delta| is ``delta_distance`` smaller (farther OTM)."""
@@ -496,8 +565,11 @@ class ChainSnapshot:
 
     @cached_property
     def _root_codes(self) -> dict[str, int]:
-        roots, _ = _factorize_roots(self.root)
-        return {str(r): i for i, r in enumerate(roots)}
+        got = self._static.get("root_codes")
+        if got is None:
+            roots, _ = _factorize_roots(self.root)
+            got = self._static["root_codes"] = {str(r): i for i, r in enumerate(roots)}
+        return got
 
     def find(self, root: str, expiry, is_call: bool, strike: float, *, valid_only: bool = True) -> int | None:
         """Row of one contract, or None when absent (or unusable with ``valid_only``)."""
@@ -510,10 +582,8 @@ class ChainSnapshot:
         else:
             days = (_as_date(expiry) - _EPOCH_DATE).days
         k = (code << 55) | (days << 38) | (int(bool(is_call)) << 37) | int(np.rint(float(strike) * 1000.0))
-        i = int(np.searchsorted(self.key, k))
-        if i >= len(self) or self.key[i] != k:
-            return None
-        if valid_only and not self.valid[i]:
+        i = self._key_row(k)
+        if i is None or (valid_only and not self.valid[i]):
             return None
         return i
 
@@ -529,18 +599,44 @@ class ChainSnapshot:
 
     def occ_symbol(self, row: int) -> str:
         """``contract(row).occ_symbol`` without building the contract (a decision lists it per candidate): from
-        the row's contract key (root code, expiry, right and strike x 1000: the symbol's fields)."""
-        k = int(self.key[row])
-        names = self._root_names
-        root = names.get(k >> 55)
-        if root is None:  # this root code's name, from the first row of it asked
-            root = names[k >> 55] = str(self.root[row])
-        return _occ_of_key(root, k & _BELOW_ROOT)
+        the row's contract key (root code, expiry, right and strike x 1000: the symbol's fields); once per row
+        of a listing (:attr:`_static`)."""
+        symbols = self._occ_symbols
+        got = symbols.get(row)
+        if got is None:
+            k = int(self.key[row])
+            names = self._root_names
+            root = names.get(k >> 55)
+            if root is None:  # this root code's name, from the first row of it asked
+                root = names[k >> 55] = str(self.root[row])
+            got = symbols[row] = _occ_of_key(root, k & _BELOW_ROOT)
+        return got
+
+    @cached_property
+    def _occ_symbols(self) -> dict:
+        """OCC symbol of each row :meth:`occ_symbol` was asked (rows as asked: ints and numpy ints hash alike)."""
+        return self._static.setdefault("occ", {})
 
     @cached_property
     def _root_names(self) -> dict[int, str]:
         """Root of each root code of :attr:`key` seen by :meth:`occ_symbol`."""
-        return {}
+        return self._static.setdefault("root_names", {})
+
+    def _one_root_code_zero(self) -> bool:
+        """Every row's root code is 0 (one root: a subset of every row keeps the keys as they are)."""
+        got = self._static.get("one_root_code_zero")
+        if got is None:
+            codes = self.key >> 55
+            got = self._static["one_root_code_zero"] = bool(codes.size and codes.min() == codes.max() == 0)
+        return got
+
+    def _every_row(self) -> np.ndarray:
+        """0, 1, ..., n - 1 (read-only)."""
+        got = self._static.get("every_row")
+        if got is None:
+            got = self._static["every_row"] = np.arange(self.key.shape[0], dtype=np.int64)
+            got.flags.writeable = False
+        return got
 
     # ---------------------------------------------------------------- export
     def to_pandas(self) -> pd.DataFrame:
@@ -564,34 +660,46 @@ class ChainSnapshot:
         rows = np.asarray(rows, dtype=np.int64)
         n = self.key.shape[0]
         if rows.size:
+            if rows.size == n and rows.ndim == 1 and self._one_root_code_zero() and (rows == self._every_row()).all():
+                return self  # every row in order, and the root codes would not change: this snapshot itself
             step = np.diff(rows)
-            if rows.size == n and rows[0] == 0 and (n == 1 or (step.min() == 1 and step.max() == 1)):
-                codes = self.key >> 55  # every row in order: this snapshot itself, unless its root codes change
-                if n and codes.min() == codes.max() == 0:
-                    return self
             if np.any(step < 0):
                 rows = rows[np.argsort(self.key[rows], kind="stable")]
-        arrays = {name: getattr(self, name)[rows] for name in COLUMNS}
-        key = self.key[rows]
-        codes = key >> 55
-        if codes.size and codes.min() == codes.max():  # one root (a decision's slice): code 0
-            if codes[0] != 0:
-                key = key & ((1 << 55) - 1)
-        else:
-            kept = np.unique(codes)
-            if kept.size and not np.array_equal(kept, np.arange(kept.size)):  # roots dropped: codes 0..k-1 again
-                key = (key & ((1 << 55) - 1)) | (np.searchsorted(kept, codes).astype(np.int64) << 55)
+        # the subset's listing (its contracts and keys) and what is derived from it alone: once for these rows of
+        # this listing (a decision's slice of every snapshot of a session, in the listing's shared _static)
+        static = self._static.setdefault(("subset", rows.tobytes()), {})
+        listing = static.get("listing")
+        if listing is None:
+            listing = {name: getattr(self, name)[rows] for name in _LISTING_COLUMNS}
+            key = self.key[rows]
+            codes = key >> 55
+            if codes.size and codes.min() == codes.max():  # one root (a decision's slice): code 0
+                if codes[0] != 0:
+                    key = key & ((1 << 55) - 1)
+            else:
+                kept = np.unique(codes)
+                if kept.size and not np.array_equal(kept, np.arange(kept.size)):  # roots dropped: codes 0..k-1 again
+                    key = (key & ((1 << 55) - 1)) | (np.searchsorted(kept, codes).astype(np.int64) << 55)
+            listing["key"] = key
+            for arr in listing.values():
+                arr.flags.writeable = False
+            static["listing"] = listing
+        arrays = {name: getattr(self, name)[rows] for name in _QUOTE_COLUMNS}
         flags = self.flags[rows]
-        for arr in (*arrays.values(), flags, key):
+        for arr in (*arrays.values(), flags):
             arr.flags.writeable = False
-        return ChainSnapshot(underlying=self.underlying, timestamp=self.timestamp,
-                             underlying_price=self.underlying_price, flags=flags, key=key, **arrays)
+        snap = ChainSnapshot(underlying=self.underlying, timestamp=self.timestamp,
+                             underlying_price=self.underlying_price, flags=flags, **listing, **arrays)
+        snap.__dict__["_static"] = static
+        return snap
 
 
 assert (QUOTE_NAN, QUOTE_ZERO_BID, QUOTE_ZERO_ASK, QUOTE_CROSSED, QUOTE_NEGATIVE_BID) == (1, 2, 4, 8, 16)
 
 #: key bits above the strike field (root code, expiry, right) and below the root code
 _ABOVE_STRIKE = ~((1 << 37) - 1)
+#: snapshots up to this many rows look contract keys up in a Python list of them (:meth:`ChainSnapshot._key_row`)
+_KEY_LIST_ROWS = 4096
 _BELOW_ROOT = (1 << 55) - 1
 
 
