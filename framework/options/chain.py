@@ -398,8 +398,11 @@ class ChainSnapshot:
              valid_only: bool = True) -> np.ndarray:
         """Row indices matching expiry / right ('C' or 'P') / root, sorted by strike."""
         day = None if expiry is None else _as_date(expiry)
-        call = None if right is None else _is_call(right)
-        memo_key = ("rows", day, call, root, bool(valid_only))
+        return self._selection(day, None if right is None else _is_call(right), root, bool(valid_only)).copy()
+
+    def _selection(self, day: dt.date | None, call: bool | None, root: str | None, valid_only: bool) -> np.ndarray:
+        """:meth:`rows` (memoized, not a copy: read it only)."""
+        memo_key = ("rows", day, call, root, valid_only)
         idx = self._memo.get(memo_key)
         if idx is None and day is not None and root is not None:
             order = self._static.get(("order",) + memo_key[1:4])
@@ -427,7 +430,7 @@ class ChainSnapshot:
             idx = np.flatnonzero(mask)
             idx = idx[np.argsort(self.strike[idx], kind="stable")]
             self._memo[memo_key] = idx
-        return idx.copy()
+        return idx
 
     def _runs(self) -> tuple[dict, np.ndarray] | None:
         """({(root, expiry date, is_call): (start, stop)}, starts) of the contract groups: the rows are sorted by
@@ -516,14 +519,12 @@ class ChainSnapshot:
         memo_key = ("delta_side", day, _is_call(right), root)
         got = self._memo.get(memo_key)
         if got is None:
-            idx = self.rows(day, right, root=root)
-            delta = self.delta[idx]
-            finite = np.isfinite(delta)
-            if not finite.all():
-                idx, delta = idx[finite], delta[finite]
-            absd = np.abs(delta)
-            order = np.argsort(absd, kind="stable")
-            got = self._memo[memo_key] = (absd[order].tolist(), idx[order].tolist())
+            idx = self._selection(day, _is_call(right), root, True)
+            absd = np.abs(self.delta[idx])
+            order = np.argsort(absd, kind="stable")  # (NaN sorts after inf, both after every finite value)
+            values = absd[order].tolist()
+            finite = bisect.bisect_left(values, math.inf)  # (a NaN is not below inf either)
+            got = self._memo[memo_key] = (values[:finite], idx[order[:finite]].tolist())
         return got
 
     def offset_row(self, row: int, points: float) -> int | None:
