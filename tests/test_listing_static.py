@@ -19,6 +19,7 @@ from strikebench import journal as J
 from strikebench.feeds.synthetic.market import SyntheticMarket
 from strikebench.options.chain import _FLAG_NAMES, COLUMNS, QUOTE_UNUSABLE, ChainSnapshot
 from strikebench.strategies.zero_dte import ZeroDte, ZeroDteParams
+from test_decision_paths import closest_delta_general  # the general path (lexsort), one copy
 
 NY = "America/New_York"
 
@@ -26,15 +27,6 @@ NY = "America/New_York"
 def fresh(snap):
     """The same snapshot with nothing computed or shared."""
     return ChainSnapshot(**{f: getattr(snap, f) for f in snap.__dataclass_fields__})
-
-
-def closest_delta_general(snap, expiry, right, target, root=None):
-    idx = snap.rows(expiry, right, root=root)
-    idx = idx[np.isfinite(snap.delta[idx])]
-    if idx.size == 0:
-        return None
-    dist = np.abs(np.abs(snap.delta[idx]) - target)
-    return int(idx[np.lexsort((np.abs(snap.delta[idx]), dist))[0]])
 
 
 def row_general(snap, root, expiry, is_call, strike, valid_only=True):
