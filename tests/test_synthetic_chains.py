@@ -453,8 +453,8 @@ def test_a_chain_of_some_expiries_is_exactly_those_rows_of_the_whole_chain(marke
         assert m.listed_expiries(und, m.path.timeline.dates[d].astype(object)) == [e.item() for e in expiries]
 
 
-@pytest.mark.parametrize("und", ["SPX", "XSP", "VIX"])
-def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und):
+@pytest.mark.parametrize("und, as_of", [("SPX", None), ("XSP", None), ("VIX", None), ("VIX", dt.date(2022, 6, 1))])
+def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und, as_of):
     """_bid_ask (one-direction rounding on the rule looked up once, the rule's tick sizes, np.round written as
     multiply/rint/divide) gives the quotes of the general tick path (both directions, np.round, tick_sizes' own
     lookup): values at and around every tier boundary, zero, tiny, huge, NaN, minutes at settlement."""
@@ -467,8 +467,8 @@ def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und):
                           np.nextafter(edges, 9), np.nextafter(edges, -1)[1:]])
     mid = np.concatenate([mid, np.abs(mid)[::-1]])[: 2 * (len(mid) // 2)].reshape(2, -1)
     half = np.abs(rng.normal(0, 0.1, mid.shape)) * rng.choice([0.0, 1.0, 0.5], mid.shape)
-    rule = T.tick_rule_for(C._TICK_ROOT[und])
-    tick = C._MIN_TICK[und]
+    rule = T.tick_rule_for(C._TICK_ROOT[und], as_of)
+    tick = 0.05 if as_of is not None else C._MIN_TICK[und]  # (VIX before 2022-10-03: nickels)
 
     def rnd(x, direction):
         with np.errstate(invalid="ignore"):
@@ -483,6 +483,27 @@ def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und):
             ask = np.maximum(ask, np.round(bid + np.round(step / 100.0, 2), 2))
             bid = np.where(live, bid, rnd(mid, "down"))
             ask = np.where(live, ask, np.maximum(rnd(mid, "up"), tick))
-            got = C._bid_ask(und, mid, half.copy(), live, bool(live.all()))
+            got = C._bid_ask((C._TICK_ROOT[und], as_of, tick), mid, half.copy(), live, bool(live.all()))
         assert np.array_equal(got[0], bid, equal_nan=True) and np.array_equal(got[1], ask, equal_nan=True)
         assert np.array_equal(np.signbit(got[0]), np.signbit(bid))
+
+
+@pytest.mark.parametrize("start, pre_2022", [("2022-09-26", True), ("2022-10-03", False)])
+def test_vix_quotes_follow_the_tick_rule_in_force_that_day(start, pre_2022):
+    """VIX options quoted in nickels below 3.00 and dimes above before 2022-10-03, pennies below 3.00 and nickels
+    above since (the rule fills round with, by date): in a snapshot and in a session's leg quotes alike."""
+    day = dt.date.fromisoformat(start)
+    mk = SyntheticMarket(seed=7, start=day, end=day + dt.timedelta(days=6))
+    bar = mk.bars("SPX").index[120]
+    snap = mk.snapshot("VIX", bar)
+    legs = [snap.contract(i) for i in range(0, len(snap), max(1, len(snap) // 8))]
+    lq = mk.leg_quotes(legs, bar.date())
+    for prices in (np.r_[snap.bid, snap.ask], np.r_[lq.bid.ravel(), lq.ask.ravel()]):
+        prices = prices[np.isfinite(prices)]
+        cents = np.round(prices * 100).astype(np.int64)
+        low, high = cents[prices < 3.0], cents[prices >= 3.0]
+        assert low.size > 50 and high.size > 50
+        if pre_2022:
+            assert (low % 5 == 0).all() and (high % 10 == 0).all()
+        else:
+            assert (low % 5 != 0).any() and (high % 5 == 0).all()  # pennies below 3.00 exist, nickels above

@@ -16,6 +16,7 @@ contract and minute.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ import numpy as np
 from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
 
-from strikebench.options.ticks import round_to_tick, tick_sizes
+from strikebench.options.ticks import VIX_PENNY_TICKS_SINCE, round_to_tick, tick_sizes
 from strikebench.pricing import _fix_edges, _sign, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
@@ -35,6 +36,17 @@ __all__ = ["DayChain", "SeriesSet", "quote_block", "build_day_chain", "UNDERLYIN
 UNDERLYINGS = ("SPX", "XSP", "VIX")
 _TICK_ROOT = {"SPX": "SPX", "XSP": "XSP", "VIX": "VIX"}
 _MIN_TICK = {"SPX": 0.05, "XSP": 0.01, "VIX": 0.01}
+
+
+def _tick_rule(market, und: str, d: int) -> tuple[str, dt.date | None, float]:
+    """(root, as_of, minimum tick) of the tick rule the quotes of ``und`` follow on session ``d``: the one in force
+    that day (VIX options moved to pennies below 3.00 on 2022-10-03; fills round with the same dated rule:
+    ``ticks.tick_rule_for(root, as_of)``)."""
+    if und == "VIX":
+        day = market.path.timeline.dates[d]
+        if day < np.datetime64(VIX_PENNY_TICKS_SINCE, "D"):
+            return "VIX", day.astype(dt.date), 0.05
+    return _TICK_ROOT[und], None, _MIN_TICK[und]
 _IV_REF = {"SPX": 0.18, "XSP": 0.18, "VIX": 0.90}
 _THETA_FLOOR = 1e-12
 
@@ -242,7 +254,8 @@ def quote_block(market, und: str, m, st: dict, strike, is_call, minute_mult, exp
     spread *= 1.0 + qs.distance_slope * z
     spread *= np.where(st["expiring"], minute_mult * expiring_mult, minute_mult)
     np.minimum(spread, fam.max_spread, out=spread)
-    bid, ask = _bid_ask(und, mid, 0.5 * spread, live, bool(np.all(live)))
+    rule = _tick_rule(market, und, int(path.timeline.minute_day[np.asarray(m).flat[0]]))  # (one session's minutes)
+    bid, ask = _bid_ask(rule, mid, 0.5 * spread, live, bool(np.all(live)))
     # the last trade printed at whichever side is nearer the model value
     last = np.where(mid - bid <= ask - mid, bid, ask)
     out = {"mid": mid, "bid": bid, "ask": ask, "iv": np.where(live, iv, np.nan), "last": last}
@@ -360,7 +373,7 @@ class SessionLegs:
         st.update(
             rho=rho, fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=bool(np.all(live)),
             any_expired=bool(np.any(years <= 0.0)),
-            mm=self.mult * self.expiring_mult if expiring else self.mult, under=under,
+            mm=self.mult * self.expiring_mult if expiring else self.mult, under=under, tick_rule=_tick_rule(market, und, d),
         )
         self._series[key] = st
         return st
@@ -429,22 +442,21 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
     spread *= st["mm"]
     np.minimum(spread, fam.max_spread, out=spread)
     spread *= 0.5
-    return _bid_ask(und, mid, spread, live, st["all_live"])
+    return _bid_ask(st["tick_rule"], mid, spread, live, st["all_live"])
 
 
-def _bid_ask(und: str, mid: np.ndarray, half: np.ndarray, live, all_live: bool):
-    """Bid and ask from the model value and half the spread: round_to_tick down / up on the underlying's rule
+def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: bool):
+    """Bid and ask from the model value and half the spread: round_to_tick down / up on ``rule`` (the underlying's, as in force that session)
     (one-directional on arrays), a bid of at least one tick when the value is, the ask at least a tick above
     the bid; at the settlement moment (not ``live``) the quote collapses on the intrinsic value."""
-    tick = _MIN_TICK[und]
-    root = _TICK_ROOT[und]
-    bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down")
-    ask = round_to_tick(mid + half, root, direction="up")
+    root, as_of, tick = rule
+    bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down", as_of=as_of)
+    ask = round_to_tick(mid + half, root, direction="up", as_of=as_of)
     bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
-    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid), 2))
+    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid, as_of=as_of), 2))
     if not all_live:
-        bid = np.where(live, bid, round_to_tick(mid, root, direction="down"))
-        ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up"), tick))
+        bid = np.where(live, bid, round_to_tick(mid, root, direction="down", as_of=as_of))
+        ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up", as_of=as_of), tick))
     return bid, ask
 
 
