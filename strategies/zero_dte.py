@@ -141,22 +141,18 @@ class ZeroDte(Strategy):
             side_reject = None if side_ok else f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
             # every delta target of the side in one pass, and the quotes of all the legs read at once (as Python
             # floats: what float() of each element gives)
-            shorts = snapshot.closest_deltas(today, right, p.short_deltas, root=p.root)
-            found = [short for short in shorts if short is not None]
+            found = [(target, short) for target, short in
+                     zip(p.short_deltas, snapshot.closest_deltas(today, right, p.short_deltas, root=p.root))
+                     if short is not None]
             if not found:
                 continue
-            longs = [[snapshot.offset_row(short, width) for width in p.widths] for short in found]
-            legs = found + [long for row in longs for long in row if long is not None]
+            shorts = [short for _, short in found]
+            longs = [[snapshot.offset_row(short, width) for width in p.widths] for short in shorts]
+            legs = shorts + [long for row in longs for long in row if long is not None]
             quote = dict(zip(legs, zip(bid[legs].tolist(), ask[legs].tolist(), strike[legs].tolist())))
-            short_deltas = delta[found].tolist()
-            j = -1
-            for target_delta, short in zip(p.short_deltas, shorts):
-                if short is None:
-                    continue
-                j += 1
+            for (target_delta, short), short_delta, short_longs in zip(found, delta[shorts].tolist(), longs):
                 sb, sa, short_strike = quote[short]
-                short_delta = short_deltas[j]
-                for width, long in zip(p.widths, longs[j]):
+                for width, long in zip(p.widths, short_longs):
                     if long is None or (short, long) in listed:
                         continue
                     listed.add((short, long))

@@ -120,6 +120,15 @@ def _all_legs(ok: np.ndarray) -> np.ndarray:
 
 _LEAST_POSITIVE = 5e-324  # the least positive float (a subnormal): x > 0 is x >= it
 
+def _within(price: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``np.clip(price, low, high)`` in place on a new array of ours (its comparisons, in its order), skipping an
+    infinite bound."""
+    if low > -math.inf:
+        np.maximum(price, low, out=price)
+    if high < math.inf:
+        np.minimum(price, high, out=price)
+    return price
+
 
 def left_legs(ratios, bid, ask) -> np.ndarray:
     """Per row (legs on the last axis): the legs a closing order leaves out because they cannot be sold.
@@ -291,22 +300,14 @@ def settle_fill_prices(pricing: ComboPricing, raw, bid, ask, *, limit: float | N
     inside = far_g <= nat_g  # a grid price exists between the two naturals
     clipped = np.maximum(price, far_g)
     np.minimum(clipped, nat_g, out=clipped)
-    price = np.where(inside, clipped, price)
-    low, high = pricing.low, pricing.high
-    if low > -math.inf:
-        np.maximum(price, low, out=price)
-    if high < math.inf:
-        np.minimum(price, high, out=price)
+    price = _within(np.where(inside, clipped, price), pricing.low, pricing.high)
     if limit is not None:
         limit_g = pricing.limit(limit)
         ok = ok & (price <= limit_g + 1e-9)
         every = False
         if at_limit:
-            price = np.where(inside, np.minimum(limit_g, np.maximum(nat_g, price)), limit_g)
-            if low > -math.inf:
-                np.maximum(price, low, out=price)
-            if high < math.inf:
-                np.minimum(price, high, out=price)
+            price = _within(np.where(inside, np.minimum(limit_g, np.maximum(nat_g, price)), limit_g), pricing.low,
+                            pricing.high)
     if not every:
         price = np.where(ok, price, np.nan)
     # np.round(price, 2) + 0.0: multiply, rint, divide, then -0.0 -> 0.0
