@@ -334,24 +334,34 @@ def _is_plain(obj) -> bool:
     """True when ``obj`` is already what :func:`_plain` returns for it, up to NaN/inf: dicts with str keys, lists,
     tuples and exact built-in scalars only (then its JSON text is json's own, in one C pass)."""
     t = type(obj)
+    leaves = _JSON_LEAVES
     if t is dict:
-        leaves = _JSON_LEAVES
-        for k, v in obj.items():
-            if type(k) is not str or (type(v) not in leaves and not _is_plain(v)):
-                return False
+        if not _STR_TYPE.issuperset(map(type, obj)):  # (the types of the keys, values, items: gathered in C)
+            return False
+        values = obj.values()
+    elif t is list or t is tuple:
+        values = obj
+    else:
+        return t in leaves
+    if leaves.issuperset(map(type, values)):  # every value a leaf (a candidate's details, a context): no walk
         return True
-    if t is list or t is tuple:
-        leaves = _JSON_LEAVES
-        for v in obj:
-            if type(v) not in leaves and not _is_plain(v):
-                return False
-        return True
-    return t in _JSON_LEAVES
+    for v in values:
+        if type(v) not in leaves and not _is_plain(v):
+            return False
+    return True
+
+
+_STR_TYPE = frozenset((str,))
 
 
 def to_json(obj, *, sort_keys: bool = True) -> str:
     """Canonical JSON text (sorted keys, exact float repr, NaN as null) of plain data and records."""
-    if _is_plain(obj):  # nothing to convert: json's text of it as is, unless a float is NaN/inf (null then)
+    return _json_text(obj, sort_keys, _is_plain(obj))
+
+
+def _json_text(obj, sort_keys: bool, plain: bool) -> str:
+    """:func:`to_json` of ``obj``, ``plain`` its :func:`_is_plain`."""
+    if plain:  # nothing to convert: json's text of it as is, unless a float is NaN/inf (null then)
         try:
             return _ENCODERS[sort_keys](obj)
         except ValueError:
@@ -375,12 +385,26 @@ def _credit_text(credit) -> str | None:
 def candidates_json(candidates) -> str:
     """Candidates of a decision as canonical JSON; ``credit`` as decimal text (index points)."""
     out = []
+    plain = True  # every item checked plain (:func:`_is_plain`) field by field as it is built
+    leaves, strs = _JSON_LEAVES, _STR_TYPE
     for c in candidates or ():
+        walk = True  # (another record: _is_plain of the item)
         if isinstance(c, dict):
             item = dict(c)
-        elif type(c) is Candidate:  # the API's record: its fields as they are
-            item = {"description": c.description, "legs": list(c.legs or ()), "score": c.score, "credit": c.credit,
-                    "details": dict(c.details or {})}
+        elif type(c) is Candidate:  # the API's record: its fields as they are (a tuple and a dict as they are:
+            # json writes a tuple as a list, and nothing here changes them)
+            description, legs, score, details = c.description, c.legs, c.score, c.details
+            if type(legs) is not tuple:
+                legs = list(legs or ())
+            if type(details) is not dict:
+                details = dict(details or {})
+            item = {"description": description, "legs": legs, "score": score, "credit": c.credit, "details": details}
+            # the walk of _is_plain(item), in C where the shape is a candidate's own (strings for legs, leaf values
+            # for details), else _is_plain of the part
+            plain = plain and type(description) in leaves and type(score) in leaves and (
+                strs.issuperset(map(type, legs)) or _is_plain(legs)) and strs.issuperset(map(type, details)) and (
+                leaves.issuperset(map(type, details.values())) or _is_plain(details))
+            walk = False
         else:
             item = {"description": c.description if hasattr(c, "description") else str(c),  # no repr per candidate
                     "legs": list(getattr(c, "legs", ()) or ()),
@@ -388,9 +412,10 @@ def candidates_json(candidates) -> str:
                     "details": dict(getattr(c, "details", {}) or {})}
         credit = item.get("credit")
         if credit is not None and not isinstance(credit, str):
-            item["credit"] = _credit_text(credit)
+            item["credit"] = credit = _credit_text(credit)
+        plain = plain and (_is_plain(item) if walk else type(credit) in leaves)
         out.append(item)
-    return to_json(out)
+    return _json_text(out, True, plain)
 
 
 def code_version() -> tuple[str, str | None]:
@@ -446,14 +471,40 @@ def snapshot_to_bytes(snapshot, fmt: str = SNAPSHOT_FORMAT) -> bytes:
     """
     if fmt not in _SNAP_MAGIC:
         raise ValueError(f"unknown snapshot blob format {fmt!r}")
+    plan = _blob_plan()
+    split = _BLOB_LISTING[0]
+    # the leading columns that name the contracts (root codes, expiry days, strikes, rights) depend on the listing
+    # alone: encoded once per listing (a session's slices of one listing share ChainSnapshot._static)
+    static = getattr(snapshot, "_static", None)
+    listing = static.get("blob_listing") if type(static) is dict else None
+    if listing is None:
+        listing = _listing_buffers(snapshot, plan[:split])
+        if type(static) is dict:
+            static["blob_listing"] = listing
+    roots, head, codes = listing
+    n = len(snapshot)
+    header = _blob_header(n, roots)
+    payload = b"".join([head, *_column_buffers(snapshot, plan[split:], n, codes)])
+    packed = _lz4().compress(payload, asbytes=True) if fmt == "columns-lz4" else zlib.compress(payload, 1)
+    return _SNAP_MAGIC[fmt] + struct.pack("<I", len(header)) + header + packed
+
+
+def _listing_buffers(snapshot, plan: list) -> tuple[tuple, bytes, np.ndarray]:
+    """(the snapshot's roots, the bytes of the blob's leading columns ``plan``, the root code of each row)."""
     from strikebench.options.chain import _factorize_roots
 
-    n = len(snapshot)
     roots, codes = _factorize_roots(np.asarray(snapshot.root))  # np.unique's (sorted roots, code per row)
     if len(roots) > 255:
         raise JournalError(f"snapshot has {len(roots)} roots; the journal stores at most 255")
+    codes.flags.writeable = False
+    return tuple(roots), b"".join(_column_buffers(snapshot, plan, len(snapshot), codes)), codes
+
+
+def _column_buffers(snapshot, plan: list, n: int, codes) -> list:
+    """The blob's buffers of the columns ``plan`` (a run of the plan: :data:`_BLOB_LISTING`), ``codes`` the root
+    codes."""
     buffers, run = [], []  # run: consecutive 8-byte columns, shuffled together in one copy
-    for name, le, shuffled in _blob_plan():
+    for name, le, shuffled in plan:
         if name == "root":
             arr = codes.astype("<u1")
         elif name == "expiry":
@@ -469,10 +520,7 @@ def snapshot_to_bytes(snapshot, fmt: str = SNAPSHOT_FORMAT) -> bytes:
         buffers.append(arr.tobytes())
     if run:
         buffers.append(_shuffled(run, n))
-    header = _blob_header(n, tuple(roots))
-    payload = b"".join(buffers)
-    packed = _lz4().compress(payload, asbytes=True) if fmt == "columns-lz4" else zlib.compress(payload, 1)
-    return _SNAP_MAGIC[fmt] + struct.pack("<I", len(header)) + header + packed
+    return buffers
 
 
 def _shuffled(run: list, n: int) -> bytes:
@@ -482,16 +530,25 @@ def _shuffled(run: list, n: int) -> bytes:
 
 
 _BLOB_PLAN: list = []
+#: [how many leading columns of the plan name the contracts] (the listing's: root, expiry, strike, is_call), cut
+#: where no shuffled run crosses (each part's buffers are then the whole plan's)
+_BLOB_LISTING: list = []
 
 
 def _blob_plan() -> list:
     """(column, little-endian dtype it is stored as, shuffled) in the chain's column order."""
     if not _BLOB_PLAN:
-        from strikebench.options.chain import COLUMNS
+        from strikebench.options.chain import _LISTING_COLUMNS, COLUMNS
 
         for name, dtype in COLUMNS.items():
             le = np.dtype({"root": "<u1", "expiry": "<i4"}.get(name, dtype)).newbyteorder("<")
             _BLOB_PLAN.append((name, le, le.itemsize == 8))
+        split = 0
+        while split < len(_BLOB_PLAN) and _BLOB_PLAN[split][0] in _LISTING_COLUMNS:
+            split += 1
+        while 0 < split < len(_BLOB_PLAN) and _BLOB_PLAN[split - 1][2] and _BLOB_PLAN[split][2]:
+            split -= 1
+        _BLOB_LISTING[:] = [split]
     return _BLOB_PLAN
 
 

@@ -495,7 +495,7 @@ class BwbVixHedge(Strategy):
 
     def _decide_bwb(self, ctx) -> None:
         p = self.params
-        if skip_if_blocked(ctx, {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
+        if skip_if_blocked(ctx, lambda: {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
                            ruleset_version=self.ruleset_version):
             return  # a risk rule blocks every entry now: no chain built
         full = ctx.chain(dte=(p.target_dte - p.dte_tolerance, p.target_dte + p.dte_tolerance), roots=[p.root], right="P")

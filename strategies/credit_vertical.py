@@ -157,7 +157,7 @@ class CreditVertical(Strategy):
 
     def on_decision_time(self, ctx) -> None:
         p = self.params
-        if skip_if_blocked(ctx, {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
+        if skip_if_blocked(ctx, lambda: {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
                            ruleset_version=self.ruleset_version):
             return  # a risk rule blocks every entry now: no chain built
         snapshot = ctx.chain(dte=(max(0, min(p.dte_targets) - p.dte_tolerance), max(p.dte_targets) + p.dte_tolerance),

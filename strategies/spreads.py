@@ -9,6 +9,8 @@ take-profit / stop rule on the closing price.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from strikebench.api import Decision
 from strikebench.engine.broker import NEVER
 from strikebench.options.chain import ChainSnapshot
@@ -24,18 +26,22 @@ def risk_reason(vetoes) -> str:
     return "risk: " + "; ".join(f"{v.rule}: {v.reason}" for v in vetoes)
 
 
-def skip_if_blocked(ctx, context: dict, *, ruleset_version: str) -> bool:
+def skip_if_blocked(ctx, context: dict | Callable[[], dict], *, ruleset_version: str) -> bool:
     """Record a SKIP and return True when a risk rule blocks every entry of the strategy now (open-trade or
     daily limit, time window, tripped breaker: ``ctx.entries_blocked()``), before any chain is built: a
     decision that cannot be acted on costs no chain, no evaluation and no stored slice. Its reason names the
     rules, as a TRADE the gate turned into a SKIP does. False (nothing recorded) when an entry could pass,
-    or when the run records blocked decisions in full (``journal.blocked_decisions: full``)."""
+    or when the run records blocked decisions in full (``journal.blocked_decisions: full``).
+
+    ``context`` is the SKIP's context, or a function of no arguments returning it (called only when the SKIP
+    is recorded: what it reads is not computed for a decision that goes on)."""
     if ctx.records_blocked_in_full:
         return False
     vetoes = ctx.entries_blocked()
     if not vetoes:
         return False
-    ctx.decide("SKIP", risk_reason(vetoes), context=context, ruleset_version=ruleset_version)
+    ctx.decide("SKIP", risk_reason(vetoes), context=context() if callable(context) else context,
+               ruleset_version=ruleset_version)
     return True
 
 

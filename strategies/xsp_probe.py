@@ -202,7 +202,7 @@ class XspProbe(Strategy):
         p = self.params
         if WEEKDAYS[ctx.today.weekday()] not in p.entry_weekdays:
             return
-        if skip_if_blocked(ctx, {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
+        if skip_if_blocked(ctx, lambda: {"k": ctx.slippage, "underlying_price": ctx.underlying_price()},
                            ruleset_version=self.ruleset_version):
             return  # a risk rule blocks every entry now: no chain built
         full = ctx.chain(dte=(p.dte_min, p.dte_max), roots=[p.root])

@@ -129,8 +129,6 @@ class ZeroDte(Strategy):
         vix = context.get("vix")
         if p.max_vix is not None and _known(vix) and vix > p.max_vix:
             allowed, why = [], f"VIX {vix:g} above max {p.max_vix:g}"
-        if not len(snapshot.rows(today, root=p.root)):  # (rows of today's expiry: none when it is not listed)
-            return "SKIP", f"no {p.root} expiry today ({today})", [], None
         candidates: list[Candidate] = []
         listed: set[tuple[int, int]] = set()  # two delta targets can land on one strike: list it once
         bid, ask, strike, delta = snapshot.bid, snapshot.ask, snapshot.strike, snapshot.delta
@@ -161,11 +159,12 @@ class ZeroDte(Strategy):
                     ba_width = (sa - sb) + (la - lb)
                     est_credit = mid_credit - k * ba_width
                     max_loss = width - est_credit
+                    credit = round(est_credit, 4)
                     details = {
                         "expiry": expiry, "right": right, "target_delta": target_delta, "width": width,
                         "short_strike": short_strike, "long_strike": long_strike,
                         "short_delta": round(short_delta, 4),
-                        "mid_credit": round(mid_credit, 4), "est_credit": round(est_credit, 4),
+                        "mid_credit": round(mid_credit, 4), "est_credit": credit,
                         "bid_ask_width": round(ba_width, 4), "max_loss_points": round(max_loss, 4),
                         "short_row": short, "long_row": long,
                     }
@@ -193,7 +192,10 @@ class ZeroDte(Strategy):
                     candidates.append(Candidate(
                         description=f"0DTE {right} {short_strike:g}/{long_strike:g}",
                         legs=(short_occ, long_occ),
-                        score=score, credit=round(est_credit, 4), details=details))
+                        score=score, credit=credit, details=details))
+        # (no candidate: none of today's expiry may be listed; rows of the root's other expiries are not read)
+        if not candidates and not len(snapshot.rows(today, root=p.root)):
+            return "SKIP", f"no {p.root} expiry today ({today})", [], None
         if not allowed:
             return "SKIP", why, candidates, None
         scored = [(c.score, -i) for i, c in enumerate(candidates) if c.score is not None]
@@ -219,7 +221,7 @@ class ZeroDte(Strategy):
         return context
 
     def on_decision_time(self, ctx) -> None:
-        if skip_if_blocked(ctx, {"k": ctx.slippage, "price": ctx.underlying_price()},
+        if skip_if_blocked(ctx, lambda: {"k": ctx.slippage, "price": ctx.underlying_price()},
                            ruleset_version=self.ruleset_version):
             return  # a risk rule blocks every entry now: no chain built
         snapshot = ctx.chain(dte=(0, 0), roots=[self.params.root])

@@ -175,6 +175,7 @@ class StrategyContext:
         self._idle_own = False  # the promise depends only on the strategy's own orders and trades
         self._naps_own = True  # every promise of this manage round said own=True
         self._at_of: tuple = (None, None)  # (the engine's bar label, it as a plain datetime): see _at
+        self._minute_of: tuple = (None, None)  # (the engine's bar label, its decision id text): see _minute_text
 
     # ------------------------------------------------------------------ clock
     @property
@@ -189,6 +190,14 @@ class StrategyContext:
         got = self._at_of
         if got[0] is not ts:
             got = self._at_of = (ts, ts.to_pydatetime())
+        return got[1]
+
+    def _minute_text(self) -> str:
+        """:meth:`_at` as ``%Y%m%dT%H%M`` (a decision id's time), made once a bar."""
+        ts = self._engine.now
+        got = self._minute_of
+        if got[0] is not ts:
+            got = self._minute_of = (ts, f"{self._at():%Y%m%dT%H%M}")
         return got[1]
 
     @property
@@ -288,7 +297,7 @@ class StrategyContext:
             candidates=tuple(candidates), chosen=chosen,
             snapshot_checksum=snapshot.checksum if snapshot is not None else None,
             context=dict(context or {}), ruleset_version=ruleset_version,
-            decision_id=f"{self.strategy_id}-{at:%Y%m%dT%H%M}-{self._decisions}",
+            decision_id=f"{self.strategy_id}-{self._minute_text()}-{self._decisions}",
         )
         self._engine.record_decision(decision, snapshot)
         return decision

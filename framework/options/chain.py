@@ -533,13 +533,27 @@ class ChainSnapshot:
         Puts move down in strike, calls up. Exact strike match only; None if absent
         or unusable.
         """
+        # which row is that contract depends on the listing alone: found once per listing (:attr:`_static`) for a
+        # Python int row (a strategy's rows, asked again at every decision of a session), then only its quote read
+        memo = self._static.get("offset_row")
+        if memo is None:
+            memo = self._static["offset_row"] = {}
+        if type(row) is int:
+            i = memo.get((row, points), -1)
+            if i == -1:
+                i = memo[(row, points)] = self._offset_key_row(row, points)
+        else:
+            i = self._offset_key_row(row, points)
+        return None if i is None or not self.valid[i] else i
+
+    def _offset_key_row(self, row, points: float) -> int | None:
+        """The row of :meth:`offset_row`'s contract, usable or not (None when not listed)."""
         k = int(self.key[row])
         call = (k >> 37) & 1
         strike = float(self.strike[row]) + (points if call else -points)
         # :meth:`find`'s key of (this row's root, expiry, right, that strike): the row's key with the strike replaced
         # (round() of a float is numpy's rint: half to even)
-        i = self._key_row((k & _ABOVE_STRIKE) | round(strike * 1000.0))
-        return None if i is None or not self.valid[i] else i
+        return self._key_row((k & _ABOVE_STRIKE) | round(strike * 1000.0))
 
     def _key_row(self, k: int) -> int | None:
         """The row whose contract key is ``k`` (a Python int), or None: a binary search of the keys (as a list, once
