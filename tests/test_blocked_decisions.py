@@ -100,3 +100,20 @@ def test_full_evaluates_every_decision_and_stores_its_chain(runs):
     full, _ = runs["full"]
     assert all(d.snapshot_checksum is not None for d in full.decisions)
     assert any(d.reason.startswith("risk:") and d.candidates for d in full.decisions)
+
+
+def test_a_batch_pays_by_the_share_of_minutes_used_and_what_a_minute_costs():
+    from strikebench.engine.core import _batch_pays
+
+    # a request not priced yet: a further minute counts half a snapshot (2 a k > (k + 1) o)
+    for asked in range(0, 30):
+        for offered in range(1, 30):
+            for k in range(1, 25):
+                assert _batch_pays(asked, offered, k, None) == (2 * asked * k > (k + 1) * offered)
+    # a small chain (a 0DTE XSP expiry, ~200 rows) is batched when a third of its minutes ask; a large one
+    # (~1,000 SPX rows, a further minute ~40 % of a snapshot) only when most do
+    assert _batch_pays(1, 3, 16, 200) and not _batch_pays(1, 3, 16, 1000)
+    assert _batch_pays(3, 4, 3, 1000) and not _batch_pays(1, 2, 3, 1000)
+    # a minute every decision uses: always batched; none used: never
+    assert all(_batch_pays(5, 5, k, rows) for k in (2, 5, 21) for rows in (1, 200, 5000))
+    assert not any(_batch_pays(0, 5, k, rows) for k in (1, 5, 21) for rows in (1, 200, 5000))

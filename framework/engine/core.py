@@ -132,6 +132,7 @@ class Engine:
         # could have asked] over past sessions (from each session's first ask on): whether a batch pays
         self._batch_use: dict[tuple, list[int]] = {}
         self._session_asks: dict[tuple, list[int]] = {}  # the same, this session
+        self._batch_rows: dict[tuple, int] = {}  # the same key -> rows of its latest snapshot (what a minute costs)
         self._session_end = 0
         self._listed: dict[tuple, list[dt.date]] = {}
         self._chain_bar = -1
@@ -235,12 +236,14 @@ class Engine:
                 or not decision_bars[self.i]):
             return self.market.snapshot(underlying, self.now, expiries, **filters)
         bars = self.i + np.flatnonzero(decision_bars[self.i:self._session_end])
-        asked, offered = self._batch_use.get((underlying, rows, id(decision_bars)), (1, 1))
-        # a batch of k minutes costs about as much as one snapshot plus one per minute, so it pays when more
-        # than (k + 1) / 2 of them are used: a decision a risk rule blocks does not use its prefetched chain
-        if 2 * asked * len(bars) <= (len(bars) + 1) * offered:
-            return self.market.snapshot(underlying, self.now, expiries, **filters)
+        use_key = (underlying, rows, id(decision_bars))
+        asked, offered = self._batch_use.get(use_key, (1, 1))
+        if not _batch_pays(asked, offered, len(bars), self._batch_rows.get(use_key)):
+            snap = self.market.snapshot(underlying, self.now, expiries, **filters)
+            self._batch_rows[use_key] = len(snap)
+            return snap
         snaps = batch(underlying, [self.timeline.stamps[b] for b in bars], expiries, **filters)
+        self._batch_rows[use_key] = len(snaps[0])
         for b, snap in zip(bars[1:], snaps[1:]):
             if snap is not None:  # None: the source does not batch this one; asked again at its bar
                 self._prefetched[(key, int(b))] = snap
@@ -498,6 +501,22 @@ class Engine:
             "vetoed_orders": len(self.vetoes),
             "approximated_settlements": self.approximated_settlements,
         }
+
+
+#: rows at which pricing one more minute of a batch costs about what one snapshot's fixed part does (the synthetic
+#: market: a snapshot ~500 us + ~0.36 us a row, each further minute of a batch ~0.36 us a row)
+_BATCH_FIXED_ROWS = 1400
+
+
+def _batch_pays(asked: int, offered: int, k: int, rows: int | None) -> bool:
+    """Whether one batch of ``k`` decision minutes is expected to cost less than a snapshot at each minute that
+    asks, the share of minutes that ask being ``asked / offered`` (past sessions). A snapshot costs ``S``; the
+    batch about ``S`` for its first minute and ``r S`` for each further one, ``r = rows / (rows + fixed)`` (its
+    fixed part is paid once): it pays when ``asked / offered * k > 1 + r (k - 1)``. A request not priced yet
+    counts ``r = 1/2``. A decision a risk rule blocks does not use its prefetched chain; whichever way it is
+    fetched, a snapshot is the same."""
+    share = 0.5 if rows is None else rows / (rows + _BATCH_FIXED_ROWS)
+    return asked * k > offered * (1.0 + share * (k - 1))
 
 
 def _row_filter(roots, right) -> tuple | None:
