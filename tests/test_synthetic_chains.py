@@ -453,6 +453,35 @@ def test_a_chain_of_some_expiries_is_exactly_those_rows_of_the_whole_chain(marke
         assert m.listed_expiries(und, m.path.timeline.dates[d].astype(object)) == [e.item() for e in expiries]
 
 
+@pytest.mark.parametrize("und", ["SPX", "XSP", "VIX"])
+def test_a_chain_of_some_roots_and_one_right_is_exactly_those_rows_of_the_whole_chain(market, und):
+    """A request naming roots and calls or puts (with or without expiries) builds only those rows: the same
+    contracts and values as the whole chain's rows of them, in the same order."""
+    m = market
+    rng = np.random.default_rng(11)
+    for d in (0, 41, 170):
+        whole = m.day_chain(und, d)
+        expiries = np.unique(whole.expiry)
+        names = sorted(set(whole.root.tolist()))
+        for want in (None, expiries[:1], expiries[-2:], expiries[rng.random(len(expiries)) < 0.4], expiries[:0]):
+            for roots in (None, names[:1], names[-1:], names, "SPXW", ["NONE"], []):
+                for is_call in (None, False, True):
+                    if want is None and roots is None and is_call is None:
+                        continue
+                    part = m.day_chain(und, d, want, roots=roots, is_call=is_call)
+                    keep = np.ones(len(whole.strike), dtype=bool)
+                    if want is not None:
+                        keep &= np.isin(whole.expiry, want)
+                    if roots is not None:
+                        keep &= np.isin(whole.root, [roots] if isinstance(roots, str) else list(roots))
+                    if is_call is not None:
+                        keep &= whole.is_call == is_call
+                    assert keep.sum() == len(part.strike)
+                    for f in ("root", "expiry", "strike", "is_call", "sidx", "open_interest", "day_volume"):
+                        a, b = getattr(whole, f)[keep], getattr(part, f)
+                        assert a.dtype == b.dtype and np.array_equal(a, b), (und, d, f, roots, is_call)
+
+
 @pytest.mark.parametrize("und, as_of", [("SPX", None), ("XSP", None), ("VIX", None), ("VIX", dt.date(2022, 6, 1))])
 def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und, as_of):
     """_bid_ask (one-direction rounding on the rule looked up once, the rule's tick sizes, np.round written as

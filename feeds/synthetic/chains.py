@@ -812,10 +812,12 @@ def day_listing(market, und: str, d: int) -> DayListing:
                       float(path.vix_step[tl.gap_step[d]]), mm, em, vc)
 
 
-def build_day_chain(market, und: str, d: int, expiries=None, listing: DayListing | None = None) -> DayChain:
+def build_day_chain(market, und: str, d: int, expiries=None, listing: DayListing | None = None, *,
+                    roots=None, is_call: bool | None = None) -> DayChain:
     """The series and strikes of ``und`` listed on session ``d`` with their open interest and volume (cached by
-    the market); only the series of ``expiries`` (datetime64[D] values) when given: the rows the whole chain
-    has for them, with the same values, in the same order."""
+    the market); only the series of ``expiries`` (datetime64[D] values), of ``roots`` (a sequence of root
+    names) and calls or puts (``is_call``) when given: the rows the whole chain has for them, with the same
+    values, in the same order."""
     lst = listing if listing is not None else day_listing(market, und, d)
     tl = market.path.timeline
     ch = market.scenario.chains
@@ -823,12 +825,18 @@ def build_day_chain(market, und: str, d: int, expiries=None, listing: DayListing
     ranked = lst.ranked
     if expiries is not None:
         ranked = ranked[np.isin(series.expiry[ranked], np.asarray(expiries, dtype="datetime64[D]"))]
-    # rows in key order: for each series, puts then calls, each by ascending strike
+    if roots is not None:
+        ranked = ranked[np.isin(series.root[ranked], np.asarray([roots] if isinstance(roots, str) else list(roots), dtype=series.root.dtype))]
+    # rows in key order: for each series, puts then calls, each by ascending strike (k: the row within the series'
+    # 2 n_j; one right only: its n_j rows)
     n = lst.n[ranked]
-    reps = np.repeat(np.arange(len(ranked)), 2 * n)
+    per = n if is_call is not None else 2 * n
+    reps = np.repeat(np.arange(len(ranked)), per)
     if len(ranked):
-        start = np.concatenate([[0], np.cumsum(2 * n)[:-1]])
-        k = np.arange(int(2 * n.sum())) - start[reps]   # 0 .. 2n_j - 1 within the series
+        start = np.concatenate([[0], np.cumsum(per)[:-1]])
+        k = np.arange(int(per.sum())) - start[reps]   # 0 .. 2n_j - 1 within the series (0 .. n_j - 1: one right)
+        if is_call:
+            k += n[reps]  # the calls: rows n_j .. 2n_j - 1
     else:
         k = np.zeros(0, dtype=np.int64)
     j = ranked[reps].astype(np.int64)

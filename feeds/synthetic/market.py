@@ -248,11 +248,13 @@ class SyntheticMarket:
                              f"(sessions {self.start}..{self.end}, regular hours)")
         return i
 
-    def day_chain(self, underlying: str, day: int, expiries=None) -> DayChain:
+    def day_chain(self, underlying: str, day: int, expiries=None, *, roots=None, is_call: bool | None = None) -> DayChain:
         """Every contract listed on session ``day`` (cached), or only those of ``expiries`` (datetime64[D]
-        values; built from the session's cached listing, the same rows and values as in the whole chain)."""
-        if expiries is not None:
-            return build_day_chain(self, underlying, int(day), expiries, listing=self.day_listing(underlying, day))
+        values), ``roots`` and calls or puts (``is_call``) when given (built from the session's cached listing,
+        the same rows and values as in the whole chain)."""
+        if expiries is not None or roots is not None or is_call is not None:
+            return build_day_chain(self, underlying, int(day), expiries, listing=self.day_listing(underlying, day),
+                                   roots=roots, is_call=is_call)
         key = (underlying, int(day))
         dc = self._chains.get(key)
         if dc is None:
@@ -412,15 +414,9 @@ class SyntheticMarket:
         if lay is not None:
             self._layouts.move_to_end(key)
             return lay
-        dc = self.day_chain(und, d, want)  # only the requested expiries' rows are built
-        mask = np.ones(len(dc.strike), dtype=bool) if want is None else np.isin(dc.expiry, want)
-        if roots is not None:
-            mask &= np.isin(dc.root, list(roots))
-        if is_call is not None:
-            mask &= dc.is_call == is_call
-        sel = np.flatnonzero(mask)
-        order, keys = ChainSnapshot.layout(dc.root[sel], dc.expiry[sel], dc.is_call[sel], dc.strike[sel])
-        rows = sel[order]
+        # only the requested rows are built (expiries, roots, right), in contract-key order
+        dc = self.day_chain(und, d, want, roots=roots, is_call=is_call)
+        rows, keys = ChainSnapshot.layout(dc.root, dc.expiry, dc.is_call, dc.strike)
         # only the series with rows: a snapshot prices each series' state once, then spreads it over its rows
         used, sidx = np.unique(dc.sidx[rows], return_inverse=True)
         s = dc.series
