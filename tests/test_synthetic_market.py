@@ -435,3 +435,39 @@ def test_the_grids_kept_decays_are_the_grids_own_whatever_asks_first(market):
         yf, ys = np.array([0.3, -1.2]), np.array([0.1, 0.7])
         assert np.array_equal(model.expected_variance(yf[:, None], ys[:, None], vol._GRID),
                               model.expected_variance(yf[:, None], ys[:, None], vol._GRID, fresh))
+
+
+def test_minutes_of_a_batch_are_looked_up_as_minute_index_does(market):
+    """snapshots() looks its minutes up at once when they are tz-aware Timestamps: the same indices as
+    minute_index one by one (seconds into a bar, other zones and units, a bar's last nanosecond), and the same
+    error for a time that is not a bar."""
+    rng = np.random.default_rng(4)
+    ns = market.path.timeline.minute_ns
+    picks = ns[rng.integers(0, len(ns), 40)] + rng.integers(0, 60_000_000_000, 40)
+    picks[:3] = [ns[0], ns[-1] + 59_999_999_999, ns[5]]
+    stamps = [pd.Timestamp(int(v), tz="UTC") for v in picks]
+    for ats in (stamps, [s.tz_convert("America/New_York") for s in stamps],
+                [s.tz_convert("Asia/Tokyo").as_unit("us") for s in stamps[::3]],
+                [s.tz_convert("America/New_York").floor("us").to_pydatetime() for s in stamps[:5]],
+                [str(s.tz_convert("America/New_York").tz_localize(None)) for s in stamps[:5]], stamps[:1], []):
+        got = market._minute_indices(ats)
+        assert got.dtype == np.int64 and got.tolist() == [market.minute_index(a) for a in ats]
+    for bad in (pd.Timestamp(int(ns[-1]) + 60_000_000_000, tz="UTC"), pd.Timestamp("2023-01-03 16:00", tz="America/New_York"),
+                pd.Timestamp("2023-01-01 10:00", tz="America/New_York")):
+        with pytest.raises(ValueError):
+            market.minute_index(bad)
+        with pytest.raises(ValueError):
+            market._minute_indices(stamps[:2] + [bad])
+
+
+def test_batched_snapshots_are_read_only_and_equal_single_ones(market):
+    """Each snapshot of a batch is a read-only view of the batch's blocks and equals the snapshot of its minute."""
+    ats = [pd.Timestamp(t, tz="America/New_York") for t in ("2023-03-08 10:00", "2023-03-08 10:15", "2023-03-08 14:59")]
+    batch = market.snapshots("XSP", ats, roots=["XSP"])
+    for at, b in zip(ats, batch):
+        one = market.snapshot("XSP", at, roots=["XSP"])
+        for name in (*COLUMNS, "flags", "key"):
+            x, y = getattr(b, name), getattr(one, name)
+            assert not x.flags.writeable and not y.flags.writeable
+            assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+        assert b.timestamp == one.timestamp and b.underlying_price == one.underlying_price

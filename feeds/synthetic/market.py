@@ -248,6 +248,19 @@ class SyntheticMarket:
                              f"(sessions {self.start}..{self.end}, regular hours)")
         return i
 
+    def _minute_indices(self, ats) -> np.ndarray:
+        """:meth:`minute_index` of each of ``ats`` (int64): tz-aware Timestamps (an engine's clock) looked up at
+        once, anything else one by one."""
+        if all(type(a) is pd.Timestamp and a.tzinfo is not None for a in ats):
+            ns = np.array([a.value for a in ats], dtype=np.int64)
+            ns -= ns % NS_MIN
+            minute_ns = self.path.timeline.minute_ns
+            i = np.searchsorted(minute_ns, ns)
+            ok = i < len(minute_ns)
+            if ok.all() and (minute_ns[i] == ns).all():
+                return i.astype(np.int64, copy=False)
+        return np.array([self.minute_index(a) for a in ats], dtype=np.int64)  # (raises for a minute not a bar)
+
     def day_chain(self, underlying: str, day: int, expiries=None, *, roots=None, is_call: bool | None = None) -> DayChain:
         """Every contract listed on session ``day`` (cached), or only those of ``expiries`` (datetime64[D]
         values), ``roots`` and calls or puts (``is_call``) when given (built from the session's cached listing,
@@ -345,14 +358,14 @@ class SyntheticMarket:
         if und == "VIX":  # the VIX futures term broadcast over minutes differs in the last bit: not batched
             return ([self.snapshot(und, ats[0], expiries, roots=roots, is_call=is_call)] + [None] * (len(ats) - 1)
                     if len(ats) else [])
-        ms = np.array([self.minute_index(a) for a in ats], dtype=np.int64)
+        ms = self._minute_indices(ats)
         if ms.size == 0:
             return []
         tl = self.path.timeline
-        days = np.unique(tl.minute_day[ms])
-        if days.size != 1:
-            raise ValueError("snapshots() takes minutes of one session")
+        days = tl.minute_day[ms]
         d = int(days[0])
+        if (days != d).any():
+            raise ValueError("snapshots() takes minutes of one session")
         lay = self._layout(und, d, expiries, roots, is_call)
         s = lay["series"]
         mult, expiring, vcum = self._day_mults(d)
@@ -362,12 +375,15 @@ class SyntheticMarket:
         rows = np.arange(ms.size)[:, None]
         st = series_smile(self, und, series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :],
                                                   s.exp_day[None, :]))
-        st = {k: np.broadcast_to(v, (ms.size, len(s.settle_ns)))[:, lay["sidx"]] for k, v in st.items()}
+        shape = (ms.size, len(s.settle_ns))
+        st = {k: (v if v.shape == shape else np.broadcast_to(v, shape))[:, lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"][None, :], lay["is_call"][None, :], mult[pos][:, None],
                         expiring[pos][:, None], greeks=True)
         # every minute's flags, volume, index level and time at once (elementwise: the same values)
         flags = quote_flags(q["bid"], q["ask"])
         volume = np.floor(lay["day_volume"][None, :] * vcum[pos][:, None]).astype(np.int64)
+        for block in (*q.values(), flags, volume):  # read-only blocks: each snapshot's rows are read-only views
+            block.flags.writeable = False
         pxs = (self.path.spx_close[ms] * (0.1 if und == "XSP" else 1.0)).tolist()
         ns = tl.minute_ns[ms].tolist()
         stamps = [_bar_stamp(a, t, make=False) for a, t in zip(ats, ns)]  # an engine's clock: its own Timestamps

@@ -283,15 +283,14 @@ class ChainSnapshot:
         if flags is None:
             flags = quote_flags(arrays["bid"], arrays["ask"])
         for arr in (*arrays.values(), flags, key):
-            arr.flags.writeable = False
-        return cls(
-            underlying=underlying,
-            timestamp=ts,
-            underlying_price=float(underlying_price),
-            flags=flags,
-            key=key,
-            **arrays,
-        )
+            if arr.flags.writeable:  # (a source's shared columns and views of read-only blocks already are not)
+                arr.flags.writeable = False
+        # the dataclass' __init__, field by field in its order (a frozen one sets each through object.__setattr__)
+        snap = object.__new__(cls)
+        snap.__dict__.update(underlying=underlying, timestamp=ts, underlying_price=float(underlying_price))
+        snap.__dict__.update(arrays)
+        snap.__dict__.update(flags=flags, key=key)
+        return snap
 
     # --------------------------------------------------------------- columns
     def __len__(self) -> int:
