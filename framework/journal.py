@@ -816,6 +816,8 @@ class Journal:
         self._pending_events: list[tuple] = []
         self._pending_decisions: list[tuple] = []  # (decision row, snapshot, context text, its checksum)
         self._pending_decision_ids: set[tuple] = set()  # (run, decision id) of those
+        #: (run, trade id) -> the id of the decision the trade was opened on, once found (_decision_of_trade)
+        self._decision_found: dict[tuple, str] = {}
         self._snapshot_ids: dict[str, int] = {}  # checksum -> id of the snapshots and contexts written by
         self._context_ids: dict[str, int] = {}  # this connection (committed or in its open transaction)
         #: runs this connection started whose fills and trades it wrote itself (all of them known below)
@@ -825,6 +827,9 @@ class Journal:
         self._pending_rows: dict[str, list[tuple[str, tuple]]] = {}
         self._trades_known: set[tuple] = set()  # (run, trade id) of fresh runs' trades (written or pending)
         self._fills_of: dict[tuple, dict] = {}  # (run, trade id) -> {fill id: (opens, kind, price, quantity, fees)}
+        #: (run, trade id) -> multiplier of fresh runs' trades whose row is refreshed from their fills when the
+        #: session's rows are written, unless the trade's close (which sets the same columns) comes first
+        self._refresh_due: dict[tuple, int] = {}
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)  # what every message names: never the password
             self._open_postgres(create)
@@ -923,7 +928,7 @@ class Journal:
             self._flush_decisions()  # before the orders: an order's row names its decision
         if self._db is not None and (self._pending_orders or self._pending_events):
             self._flush_orders()
-        if self._db is not None and self._pending_rows:
+        if self._db is not None and (self._pending_rows or self._refresh_due):
             self._flush_rows()
         if self._db is not None and self._db.in_transaction:
             self._db.execute("COMMIT")
@@ -945,6 +950,8 @@ class Journal:
         statements in the order they were recorded (the tables have no triggers or keys between them, so each
         ends exactly as the same statements run one event at a time leave it), runs of one statement as one
         ``executemany``."""
+        if self._refresh_due:
+            self._queue_due_refreshes()
         if not self._pending_rows:
             return
         pending = self._pending_rows
@@ -1290,6 +1297,7 @@ class Journal:
                 self._pending_decisions, self._pending_decision_ids = [], set()
         except Exception:  # rows that cannot be written are dropped, as an event's write that fails
             self._pending_decisions, self._pending_decision_ids = [], set()
+            self._decision_found.clear()  # some were found among those
             raise
         # known from now on without a query (a backtest's connection is the journal's only writer of its run;
         # a session's transaction that never commits dies with the process, and these with it)
@@ -1401,12 +1409,21 @@ class Journal:
         kept in memory until the session commits)."""
         if not trade_id or not trade_id.startswith("T-"):
             return None
+        found = self._decision_found.get((run_id, trade_id))
+        if found is not None:
+            return found
         basis = trade_id[2:].rsplit("-", 1)[0]
         if (run_id, basis) in self._pending_decision_ids:
-            return basis
-        row = db.execute("SELECT decision_id FROM trade_decisions WHERE run_id = ? AND decision_id = ?",
-                         (run_id, basis)).fetchone()
-        return row[0] if row else None
+            found = basis
+        else:
+            row = db.execute("SELECT decision_id FROM trade_decisions WHERE run_id = ? AND decision_id = ?",
+                             (run_id, basis)).fetchone()
+            found = row[0] if row else None
+        if found is not None:  # a decision written (or kept to write) stays: a trade's order, fill and close ask
+            if len(self._decision_found) >= 65536:
+                self._decision_found.clear()
+            self._decision_found[(run_id, trade_id)] = found
+        return found
 
     # ----------------------------------------------------------------- fills
     _FILL_INSERT = (
@@ -1516,7 +1533,21 @@ class Journal:
             if db is None:
                 self._trades_known.add((run_id, trade_id))
         elif exists:
-            self._refresh_trade_from_fills(db, run_id, trade_id, order.legs if order.opens else None, mult)
+            if db is None and not order.opens:
+                # a closing fill changes the trade's fees: its row is refreshed when the session's rows are written
+                # (from the same fills: any later fill of the trade refreshes it or is due again), or not at all
+                # when the trade's close, which sets every column the refresh sets, comes first (the usual exit)
+                self._refresh_due[(run_id, trade_id)] = mult
+            else:
+                self._refresh_due.pop((run_id, trade_id), None)  # this refresh reads every fill: it stands for that one
+                self._refresh_trade_from_fills(db, run_id, trade_id, order.legs if order.opens else None, mult)
+
+    def _queue_due_refreshes(self) -> None:
+        """Queue the refreshes still due (see :meth:`_record_fill`): each is the last statement setting those
+        columns of its trade's row, so its place among the trades' statements does not change the table."""
+        due, self._refresh_due = self._refresh_due, {}
+        for (run_id, trade_id), mult in due.items():
+            self._refresh_trade_from_fills(None, run_id, trade_id, None, mult)
 
     def _refresh_trade_from_fills(self, db, run_id: str, trade_id: str, legs=None, mult: int = 100) -> None:
         """Contracts, average entry, fees (and max loss) of a trade from its fills (after a further fill)."""
@@ -1564,6 +1595,7 @@ class Journal:
             # held to expiry, or partly closed (its no-bid long legs settled after the exit fill)
             self._record_settlement(db, run_id, trade, mult, closed_at)
         decision_id = trade.decision_id or self._decision_of_trade(db or self._db, run_id, trade.trade_id)
+        self._refresh_due.pop((run_id, trade.trade_id), None)  # the close sets every column a refresh sets
         put("trades", self._TRADE_CLOSE,
             (trade.strategy or "", decision_id, closed_at, int(trade.contracts), points_text(trade.entry_price),
              points_text(trade.entry_credit), points_text(trade.exit_price), points_text(trade.exit_debit),
@@ -1693,7 +1725,16 @@ def _max_loss_text(legs, entry: Decimal, mult: int, contracts: int) -> str | Non
     loss = max_loss_per_combo(legs, float(entry))
     if not math.isfinite(loss):
         return None
-    return dollars_text(Decimal(repr(round(loss, 6))) * mult * contracts)
+    key = (loss, mult, contracts)  # the text is a function of these (a run's losses repeat: widths less credits)
+    text = _MAX_LOSS_TEXT.get(key)
+    if text is None:
+        if len(_MAX_LOSS_TEXT) >= _TEXT_MEMO:
+            _MAX_LOSS_TEXT.clear()
+        text = _MAX_LOSS_TEXT[key] = dollars_text(Decimal(repr(round(loss, 6))) * mult * contracts)
+    return text
+
+
+_MAX_LOSS_TEXT: dict[tuple, str] = {}
 
 
 class ReadOnlyJournal(Journal):
@@ -1714,8 +1755,10 @@ class ReadOnlyJournal(Journal):
         self._db = None
         self._pending_orders, self._pending_events = {}, []
         self._pending_decisions, self._pending_decision_ids = [], set()
+        self._decision_found = {}
         self._snapshot_ids, self._context_ids = {}, {}
         self._fresh_runs, self._pending_rows, self._trades_known, self._fills_of = set(), {}, set(), {}
+        self._refresh_due = {}
         self._per_session = False
         if self.backend == POSTGRES:
             self.path = mask_url(self.url)

@@ -202,3 +202,71 @@ def test_an_interrupted_session_commit_leaves_its_rows_for_the_commit_at_exit(tm
             ("2024-01-08", "100000.50"), ("2024-01-09", "100000.50"), ("2024-01-10", "100000.50")]
     finally:
         con.close()
+
+
+def test_a_trades_refresh_after_a_closing_fill_waits_for_the_commit_and_its_decision_is_found_once(tmp_path):
+    """A closing fill refreshes its trade's row (its fees) when the session's rows are written, or not at all when
+    the trade's close (which sets the same columns) comes first: every table equals a journal writing each event at
+    once, for a trade closed in two exits over two sessions, a trade partly exited whose row the run ends with, a
+    trade exited and closed in one session, and a trade opened without a decision; a trade's decision, found at
+    its opening fill, is the one its close names in a later session."""
+    import datetime as dt
+
+    from strikebench.api import Decision
+    from strikebench.options.contracts import OptionContract
+    from strikebench.options.orders import Fill, Leg, Order, OrderType, TradeRecord
+
+    t0 = dt.datetime(2024, 1, 8, 10, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    legs = (Leg(OptionContract("SPXW", dt.date(2024, 1, 12), 4700.0, "P"), -1),
+            Leg(OptionContract("SPXW", dt.date(2024, 1, 12), 4695.0, "P"), 1))
+    back = tuple(leg.reversed() for leg in legs)
+
+    def fill(j, trade_id, n, opens, qty, price, minutes):
+        order = Order(f"O-{trade_id}-{n}", legs if opens else back, qty, OrderType.LIMIT, price, strategy="s",
+                      trade_id=trade_id, opens=opens, created_at=t0)
+        j.record_fill("r", order, Fill(f"F-{trade_id}-{n}", order.client_id, t0 + dt.timedelta(minutes=minutes), qty,
+                                       price, (price, 0.0) if opens else (0.0, price), 0.65 * qty,
+                                       ((1.0, 1.1), (0.1, 0.2))))
+
+    def closed(j, trade_id, qty, minutes):
+        j.record_trade_closed("r", TradeRecord(
+            trade_id, "s", legs, qty, t0, -1.25, (-1.25, 0.0), fees=2.6, closed_at=t0 + dt.timedelta(minutes=minutes),
+            exit_price=0.5, leg_exit_prices=(0.5, 0.0), exit_reason="take_profit", realized_pnl=147.4, max_loss=375.0))
+
+    def journal_all(path, per_session):
+        j = J.Journal(path)
+        j.start_run("r", name="r", mode="backtest")
+        if per_session:
+            j.commit_per_session()
+        for n in (1, 2, 3):
+            j.record_decision("r", Decision(strategy="s", decided_at=t0, action="TRADE", reason="t",
+                                            decision_id=f"s-{n}"), None)
+        fill(j, "T-s-1-aaa", 1, True, 2, -1.25, 0)
+        fill(j, "T-s-2-bbb", 1, True, 2, -1.10, 1)
+        fill(j, "T-s-3-ccc", 1, True, 1, -1.05, 2)
+        fill(j, "T-s-9-zzz", 1, True, 1, -1.00, 3)  # no decision s-9
+        fill(j, "T-s-1-aaa", 2, False, 1, 0.50, 10)  # a first exit: the trade stays open
+        fill(j, "T-s-3-ccc", 2, False, 1, 0.40, 11)
+        closed(j, "T-s-3-ccc", 1, 11)  # exited and closed in the session
+        j.commit()
+        fill(j, "T-s-1-aaa", 3, False, 1, 0.45, 60 * 24)  # the second exit, next session: closed
+        closed(j, "T-s-1-aaa", 2, 60 * 24)
+        closed(j, "T-s-9-zzz", 1, 60 * 24)
+        fill(j, "T-s-2-bbb", 2, False, 1, 0.30, 60 * 24 + 5)  # partly exited when the run ends
+        j.commit()
+        out = {t: [tuple(r) for r in j.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+               for t in ("fills", "trades", "trade_legs", "orders")}
+        j.close()
+        return out
+
+    at_once = journal_all(tmp_path / "at_once.sqlite", per_session=False)
+    buffered = journal_all(tmp_path / "buffered.sqlite", per_session=True)
+    assert buffered == at_once
+    con = sqlite3.connect(tmp_path / "buffered.sqlite")
+    try:
+        trades = {r[0]: r[1:] for r in con.execute("SELECT trade_id, decision_id, contracts, fees, closed_at"
+                                                      " FROM trades")}
+    finally:
+        con.close()
+    assert trades["T-s-2-bbb"] == ("s-2", 2, "1.95", None)  # the exit's fees are on the open trade's row
+    assert trades["T-s-1-aaa"][0] == "s-1" and trades["T-s-3-ccc"][0] == "s-3" and trades["T-s-9-zzz"][0] is None
