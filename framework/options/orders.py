@@ -98,6 +98,19 @@ class OrderStatus(str, Enum):
         return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 
 
+def _limit_on_grid():
+    """:func:`strikebench.options.fills.limit_on_grid` (fills imports this module: looked up on first use)."""
+    global _LIMIT_ON_GRID
+    if _LIMIT_ON_GRID is None:
+        from strikebench.options.fills import limit_on_grid
+
+        _LIMIT_ON_GRID = limit_on_grid
+    return _LIMIT_ON_GRID
+
+
+_LIMIT_ON_GRID = None
+
+
 @dataclass
 class Order:
     """A multi-leg (1-4 legs) order; the broker owns its state after submission.
@@ -125,29 +138,31 @@ class Order:
     fills: list["Fill"] = field(default_factory=list)
 
     def __post_init__(self):
-        self.legs = tuple(self.legs)
-        if not 1 <= len(self.legs) <= 4:
-            raise OrderError(f"an order has 1 to 4 legs, got {len(self.legs)}")
-        if len({leg.contract for leg in self.legs}) != len(self.legs):
+        legs = self.legs = tuple(self.legs)
+        if not 1 <= len(legs) <= 4:
+            raise OrderError(f"an order has 1 to 4 legs, got {len(legs)}")
+        contracts = [leg.contract for leg in legs]
+        if len(set(contracts)) != len(legs):
             raise OrderError("an order lists the same contract twice")
-        if len({leg.contract.underlying for leg in self.legs}) != 1:
-            raise OrderError("all legs of an order must share one underlying")
+        und = contracts[0].underlying
+        for c in contracts:
+            if c.underlying != und:
+                raise OrderError("all legs of an order must share one underlying")
         if not isinstance(self.quantity, (int, np.integer)) or self.quantity <= 0:
             raise OrderError(f"order quantity must be a positive integer, got {self.quantity!r}")
         if self.order_type == OrderType.LIMIT and (self.limit_price is None or not math.isfinite(self.limit_price)):
             raise OrderError("a limit order needs a finite limit_price")
         if self.order_type == OrderType.MARKET and self.limit_price is not None:
             raise OrderError("a market order has no limit_price")
-        if math.gcd(*(abs(int(leg.ratio)) for leg in self.legs)) != 1:
-            g = math.gcd(*(abs(int(leg.ratio)) for leg in self.legs))
-            raise OrderError(f"leg ratios {':'.join(str(int(leg.ratio)) for leg in self.legs)} share the factor {g}:"
+        sizes = [abs(int(leg.ratio)) for leg in legs]
+        if max(sizes) != 1 and math.gcd(*sizes) != 1:  # (ratios of 1 share no factor)
+            g = math.gcd(*sizes)
+            raise OrderError(f"leg ratios {':'.join(str(int(leg.ratio)) for leg in legs)} share the factor {g}:"
                              f" send {g} x the quantity of the reduced combo")
         if self.limit_price is not None:
             # on the tick grid, rounded the way that never fills through the limit (see strikebench.options.fills)
-            from strikebench.options.fills import limit_on_grid
-
-            self.limit_price = limit_on_grid(self.limit_price, self.root, complex_order=self.is_complex,
-                                             as_of=self.created_at)
+            self.limit_price = _limit_on_grid()(self.limit_price, contracts[0].root, complex_order=len(legs) > 1,
+                                                as_of=self.created_at)
 
     @property
     def root(self) -> str:
