@@ -303,3 +303,55 @@ def test_a_promise_that_is_not_about_own_trades_is_broken_by_any_event_of_the_ru
     _together(_BuysOften(), naps)
     buys = [t for t in _BuysOften().decision_times() if t > dt.time(10, 1)]
     assert naps.managed == [dt.time(10, 1)] + buys
+
+
+# ------------------------------------------------------------------ an exit's fill price read off its curve
+@pytest.mark.parametrize("seed", range(4))
+def test_a_market_order_on_a_curves_closing_legs_fills_at_the_models_price(seed):
+    """Once a trade's closing curve is priced this session, the broker reads a market order on the trade's legs
+    reversed (the exit the rule found on that curve) off the curve: on every bar it answers what the fill model
+    answers for that order on that bar's quotes, to the bit (None where it does not fill): on minutes where a long
+    leg cannot be sold (the curve holds the price of the order without it), off the session's tick rule (a VIX
+    order made under the other rule than the session's), for orders on other legs, and for models."""
+    from strikebench.portfolio import Portfolio
+    from strikebench.plugins.commissions import ZeroCommission
+
+    rng = np.random.default_rng(500 + seed)
+    pyrng = random.Random(seed)
+    read = asked = left_minutes = other_rule = 0
+    for trial in range(30):
+        root, legs = _random_legs(pyrng, dt.date(2022, 10, 21))
+        legs = reduced_combo(legs)[0]  # a trade's legs are an order's: their ratios share no factor
+        closing = tuple(leg.reversed() for leg in legs)
+        n = pyrng.choice([5, 60])
+        bid, ask = quotes(rng, n, len(legs), root)
+        # the session on either side of VIX's tick-rule change (nickels/dimes before 2022-10-03, pennies since)
+        day = pyrng.choice([dt.date(2022, 9, 26), dt.date(2022, 10, 10)])
+        made = pyrng.choice([day, dt.date(2022, 9, 28), dt.date(2022, 10, 5)])
+        created = dt.datetime.combine(made, dt.time(10, 0))
+        model = pyrng.choice([MidSlippageFill(), NaturalFill(), MidFill()])
+        broker = OptionsBroker(Portfolio(100_000.0), model, ZeroCommission(), _Quotes(bid, ask, day))
+        trade = _Trade(legs)
+        start = pyrng.choice([0, 1, n // 2])
+        broker._bar = start
+        broker.close_price(trade)  # the curve, priced from this bar on
+        other = Order(client_id="o", legs=legs, quantity=1, order_type=OrderType.MARKET, opens=False,
+                      created_at=created)  # the legs as opened: not the curve's order
+        for bar in range(start, n + 2):
+            broker._bar = bar
+            m = min(bar, n - 1)
+            for legs_of in (closing, other.legs):
+                order = Order(client_id=f"c{bar}", legs=legs_of, quantity=2, order_type=OrderType.MARKET,
+                              opens=False, created_at=created)
+                broker._priced = None  # nothing kept from another order
+                got = broker.fill_price(order, bid[m], ask[m])
+                want = model.fill_price(order, bid[m], ask[m])
+                assert (got is None and want is None) or (type(got) is float and bits(got) == bits(want)), \
+                    (trial, bar, got, want)
+                if legs_of is closing:
+                    asked += 1
+                    read += broker._curve_price(order, bid[m], ask[m]) is not None
+                    curve = broker._order_curves[closing]
+                    left_minutes += want is None and curve[m] == curve[m]
+                    other_rule += root == "VIX" and (made < dt.date(2022, 10, 3)) != (day < dt.date(2022, 10, 3))
+    assert read > asked // 4 and left_minutes > 0 and other_rule > 0, (read, asked, left_minutes, other_rule)

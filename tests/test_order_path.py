@@ -432,3 +432,88 @@ def test_the_contexts_plain_time_is_the_bars_time_at_every_bar():
     orders = list(engine.broker.orders.values())
     assert [o.created_at for o in orders] == [s[1] for s in Stamps.seen]
     assert [o.fills[0].filled_at for o in orders] == [s[1] for s in Stamps.seen]
+
+
+def test_usable_quotes_in_four_comparisons_equal_the_finite_checks():
+    """``usable_quotes`` (bid >= 0, bid <= ask, ask > 0, ask < inf) is the definition it stands for (both finite,
+    bid >= 0, ask > 0, not crossed) on quotes with NaN, +-inf, -0.0, negatives and crossed values, broadcast too."""
+    from strikebench.options.chain import usable_quotes
+
+    rng = np.random.default_rng(11)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -0.05, 5e-324, 1e300])
+    for shape_b, shape_a in [((390, 2), (390, 2)), ((7,), (7,)), ((), ()), ((5, 3), (3,)), ((1, 4), (6, 4))]:
+        for _ in range(50):
+            bid = np.round(rng.uniform(-1, 10, shape_b), 2)
+            ask = np.round(rng.uniform(-1, 10, shape_a), 2)
+            bid = np.where(rng.random(shape_b) < 0.2, rng.choice(specials, shape_b), bid)
+            ask = np.where(rng.random(shape_a) < 0.2, rng.choice(specials, shape_a), ask)
+            with np.errstate(invalid="ignore"):
+                want = np.isfinite(bid) & np.isfinite(ask) & (bid >= 0) & (ask > 0) & (bid <= ask)
+            got = usable_quotes(bid, ask)
+            assert got.shape == want.shape and got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_a_legs_marks_are_its_mids_carried_over_unusable_minutes_whether_or_not_every_minute_is_usable():
+    """``OptionsBroker._leg_marks``: where every minute of every leg is usable, the marks are the mids themselves;
+    else the usable mids with the others carried (the general path): both equal the general computation."""
+    from strikebench.engine.broker import OptionsBroker, _carry_forward
+    from strikebench.options.chain import LegQuotes
+    from strikebench.portfolio import Portfolio
+
+    class Book:
+        day = dt.date(2024, 1, 10)
+
+        def __init__(self, bid, ask):
+            self.bid, self.ask = bid, ask
+
+        def legs(self, contracts):
+            times = np.arange(len(self.bid), dtype=np.int64) * 60_000_000_000 + 1_700_000_000 * 10**9
+            return LegQuotes(contracts=tuple(contracts), times=times, bid=self.bid, ask=self.ask)
+
+    rng = np.random.default_rng(12)
+    contracts = [OptionContract("SPXW", dt.date(2024, 1, 12), 4700.0 + 5 * i, "P") for i in range(3)]
+    kinds = {"all usable": 0, "some not": 0}
+    for trial in range(200):
+        n, k = int(rng.choice([1, 5, 390])), int(rng.integers(1, 4))
+        bid = np.round(rng.uniform(0, 10, (n, k)), 2)
+        ask = bid + np.round(rng.uniform(0, 0.5, (n, k)), 2)
+        if trial % 2:
+            u = rng.random((n, k))
+            bid = np.where(u < 0.05, np.nan, np.where(u < 0.1, ask + 0.05, bid))
+            ask = np.where((u > 0.1) & (u < 0.12), np.inf, ask)
+        broker = OptionsBroker(Portfolio(100_000.0), MidFill(), ZeroCommission(), Book(bid, ask))
+        if trial % 3 == 0:
+            broker._last_mark[contracts[0]] = 1.5
+        got = broker._leg_marks(contracts[:k])
+        with np.errstate(invalid="ignore"):
+            usable = np.isfinite(bid) & np.isfinite(ask) & (bid >= 0) & (ask > 0) & (bid <= ask)
+            mid = np.where(usable, (bid + ask) * 0.5, np.nan)
+        want = _carry_forward(mid, np.array([broker._last_mark.get(c, np.nan) for c in contracts[:k]]))
+        assert np.array_equal(got, want, equal_nan=True), trial
+        kinds["all usable" if usable.all() else "some not"] += 1
+    assert min(kinds.values()) > 50, kinds
+
+
+def test_a_position_value_curves_finiteness_from_its_sum_equals_numpys_elementwise_check():
+    """``broker._all_finite`` (the sum finite, else the elements asked) is ``np.isfinite(x).all()``: NaN, +-inf,
+    both infinities, sums that overflow while every item is finite, empty and one-item curves."""
+    from strikebench.engine.broker import _all_finite
+
+    rng = np.random.default_rng(13)
+    cases = [np.array([]), np.array([np.nan]), np.array([-0.0]), np.array([1e308, 1e308]), np.array([-1e308, -1e308]),
+             np.array([np.inf, -np.inf]), np.array([np.inf, 1.0]), np.full(390, 1e306)]
+    for _ in range(3000):
+        x = rng.uniform(-1e5, 1e5, int(rng.choice([1, 2, 390])))
+        u = rng.random(x.shape)
+        x[u < 0.01] = np.nan
+        x[(u > 0.01) & (u < 0.02)] = np.inf
+        x[(u > 0.02) & (u < 0.03)] = -np.inf
+        x[(u > 0.03) & (u < 0.04)] = 1e308
+        cases.append(x)
+    seen = set()
+    for x in cases:
+        want = bool(np.isfinite(x).all())
+        assert _all_finite(x) is want, x
+        with np.errstate(over="ignore", invalid="ignore"):
+            seen.add((want, bool(np.isfinite(np.add.reduce(x)))))
+    assert seen == {(True, True), (True, False), (False, False)}  # finite items summing to inf: the elements asked

@@ -29,8 +29,10 @@ from strikebench.options.fills import (
     left_legs,
     reduced_combo,
     settle_fill_prices,
+    tradeable,
 )
 from strikebench.options.orders import Fill, Order, OrderStatus, OrderType, TradeRecord
+from strikebench.options.ticks import tick_rule_for
 from strikebench.portfolio import Portfolio
 
 __all__ = ["OptionsBroker", "QuoteBook", "OrderTransition", "NEVER", "closing_curve", "closing_order_legs"]
@@ -168,6 +170,9 @@ class OptionsBroker(bt.BrokerBase):
         self._bar = 0
         self._now: dt.datetime | None = None
         self._close_curves: dict[tuple, np.ndarray] = {}  # a trade's legs -> its closing curve this session
+        #: the closing legs (a trade's legs reversed) -> the same curve: the fill price of a market order on those
+        #: legs on the minutes its combo trades whole (see :meth:`fill_price`)
+        self._order_curves: dict[tuple, np.ndarray] = {}
         self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
         self._next_outside: dict[tuple, list] = {}  # (trade, low, high) -> per minute, the first outside from it
         self._marks: dict[tuple, np.ndarray] = {}
@@ -358,6 +363,7 @@ class OptionsBroker(bt.BrokerBase):
         """Drop the session's closing curves and what was compared on them (a new session; a live market
         whose quotes just filled in with a closed bar)."""
         self._close_curves.clear()
+        self._order_curves.clear()
         self._outside.clear()
         self._next_outside.clear()
 
@@ -385,6 +391,7 @@ class OptionsBroker(bt.BrokerBase):
             curve[start:] = closing_curve(self.fill_model, closing, q.bid[start:], q.ask[start:],
                                           as_of=self.quotes.day)
         self._close_curves[trade.legs] = curve
+        self._order_curves[closing] = curve
         return curve
 
     def mark(self, trade: TradeRecord) -> float:
@@ -409,10 +416,14 @@ class OptionsBroker(bt.BrokerBase):
         marks = self._marks.get(key)
         if marks is None:
             q = self.quotes.legs(contracts)
-            with np.errstate(invalid="ignore"):
-                mid = np.where(usable_quotes(q.bid, q.ask), q.mid, np.nan)
-            last = np.array([self._last_mark.get(c, np.nan) for c in contracts])
-            marks = _carry_forward(mid, last)
+            usable = usable_quotes(q.bid, q.ask)
+            if usable.all():  # every minute of every leg: its mids, nothing to carry (read only, as every mark)
+                marks = q.mid
+            else:
+                with np.errstate(invalid="ignore"):
+                    mid = np.where(usable, q.mid, np.nan)
+                last = np.array([self._last_mark.get(c, np.nan) for c in contracts])
+                marks = _carry_forward(mid, last)
             self._marks[key] = marks
         return marks
 
@@ -442,10 +453,32 @@ class OptionsBroker(bt.BrokerBase):
                 return got[3]
         if bid is None:
             bid, ask = self.quotes.bid_ask([leg.contract for leg in order.legs], self._bar)
-        price = self.fill_model.fill_price(order, bid, ask)
+        price = self._curve_price(order, bid, ask) if keep and order.order_type is OrderType.MARKET else None
+        if price is None:
+            price = self.fill_model.fill_price(order, bid, ask)
         if keep:
             self._priced = (key, self.quotes.day, self._bar, price)
         return price
+
+    def _curve_price(self, order: Order, bid: np.ndarray, ask: np.ndarray) -> float | None:
+        """The fill price of a market order on the legs of a closing curve priced this session (an exit the rule
+        found on that curve), read off the curve; None when that is not the price (then ask the model).
+
+        The curve's minute is the market order's fill price when the order's combo trades whole on it (a
+        minute where some long legs cannot be sold holds the price of the order without them): the same rule
+        on the same quotes (tests/test_exit_curves.py: a combo curve is ``fill_price`` minute by minute, to
+        the bit), on the same grid (the tick rule of the order's day is the session's), with a model that
+        prices vectorised (``model_price``) and keeps ``fill_price``."""
+        curve = self._order_curves.get(order.legs)
+        if curve is None or not _has_model_price(self.fill_model):
+            return None
+        root = order.legs[0].contract.root
+        if tick_rule_for(root, order.created_at) is not tick_rule_for(root, self.quotes.day):
+            return None
+        p = curve[min(self._bar, len(curve) - 1)]
+        if p != p or not tradeable(combo_pricing(order.legs, as_of=order.created_at).ratios, bid, ask):
+            return None
+        return float(p)
 
     def _try_fill(self, order: Order) -> None:
         contracts = [leg.contract for leg in order.legs]
@@ -524,7 +557,18 @@ class OptionsBroker(bt.BrokerBase):
                 total = values if total is None else total + values
         total = curves[-1] if total is None else total + curves[-1]
         self._summed = (curves, total)
-        self._position_value = total if np.isfinite(total).all() else np.nan_to_num(total, nan=0.0)
+        self._position_value = total if _all_finite(total) else np.nan_to_num(total, nan=0.0)
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """``np.isfinite(x).all()`` of a float array: its sum is finite only when every item is (a NaN makes it NaN, an
+    infinity one way inf, both ways NaN), so one reduction answers the usual case; a sum that is not (or overflows:
+    numpy then warns, as the adds of such curves already did) asks the elements."""
+    total = float(_ADD_REDUCE(x))
+    return total - total == 0.0 or bool(np.isfinite(x).all())
+
+
+_ADD_REDUCE = np.add.reduce
 
 
 def _usable(bid: float, ask: float) -> bool:

@@ -94,7 +94,9 @@ def usable_quotes(bid, ask) -> np.ndarray:
     """
     bid, ask = np.asarray(bid), np.asarray(ask)
     with np.errstate(invalid="ignore"):
-        return np.isfinite(bid) & np.isfinite(ask) & (bid >= 0) & (ask > 0) & (bid <= ask)
+        # four comparisons: an ask above 0 and below inf is finite, a bid at or above 0 and at or below a finite ask
+        # is finite (a NaN fails every comparison)
+        return (bid >= 0) & (bid <= ask) & (ask > 0) & (ask < np.inf)
 
 
 def contract_keys(root_codes, expiry, is_call, strike) -> np.ndarray:
