@@ -471,3 +471,46 @@ def test_batched_snapshots_are_read_only_and_equal_single_ones(market):
             assert not x.flags.writeable and not y.flags.writeable
             assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
         assert b.timestamp == one.timestamp and b.underlying_price == one.underlying_price
+
+
+def test_snapshots_read_the_sessions_leg_quote_table_as_their_own():
+    """A snapshot on a session whose leg quotes built the variance table (every minute, out to the series asked)
+    looks its series up in that table when it reaches far enough, else in a table of its own minutes: the same
+    quotes, greeks and values as on a market that never quoted a leg, single and batched, near and far expiries."""
+    from strikebench.feeds.synthetic import market as M
+
+    shared = SyntheticMarket(seed=42, start="2023-02-01", end="2023-04-28")
+    fresh = SyntheticMarket(seed=42, start="2023-02-01", end="2023-04-28")
+    taken = []
+    chain_table = M.SyntheticMarket._chain_table
+
+    def spy(self, *a):
+        got = chain_table(self, *a)
+        taken.append(got[0] is not None and self._legs_sessions.get(a[1]) is not None
+                     and got[0] is self._legs_sessions[a[1]].table)
+        return got
+
+    M.SyntheticMarket._chain_table = spy
+    try:
+        for day, held_dte in (("2023-02-06", 4), ("2023-03-15", 9), ("2023-04-03", 1)):
+            d = pd.Timestamp(day).date()
+            expiries = shared.listed_expiries("SPX", d)
+            held = [e for e in expiries if (e - d).days >= held_dte][0]
+            px = float(shared.bars("SPX")["close"].loc[day].iloc[0])
+            leg = OptionContract("SPXW", held, float(round(px / 25) * 25), "P")
+            shared.leg_quotes([leg], d)  # the session's table, out to the held series
+            ats = [pd.Timestamp(f"{day} {t}", tz="America/New_York") for t in ("09:30", "10:00", "12:31", "15:59")]
+            for und, want, roots, is_call in (("SPX", [e for e in expiries if (e - d).days <= held_dte], ["SPXW"], False),
+                                              ("SPX", [e for e in expiries if 20 <= (e - d).days <= 40], None, None),
+                                              ("XSP", [d], ["XSP"], None), ("SPX", None, None, True)):
+                for a, b in ((shared.snapshots(und, ats, want, roots=roots, is_call=is_call),
+                              fresh.snapshots(und, ats, want, roots=roots, is_call=is_call)),
+                             ([shared.snapshot(und, t, want, roots=roots, is_call=is_call) for t in ats[1:3]],
+                              [fresh.snapshot(und, t, want, roots=roots, is_call=is_call) for t in ats[1:3]])):
+                    for x, y in zip(a, b):
+                        for name in (*COLUMNS, "flags", "key"):
+                            u, v = getattr(x, name), getattr(y, name)
+                            assert u.dtype == v.dtype and np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), (day, und, name)
+    finally:
+        M.SyntheticMarket._chain_table = chain_table
+    assert any(taken) and not all(taken)  # the shared table read, and a table of its own where it does not reach

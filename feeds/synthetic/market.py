@@ -329,8 +329,8 @@ class SyntheticMarket:
         lay = self._layout(und, d, expiries, roots, is_call)
         s = lay["series"]
         mult, expiring, vcum = self._day_mults(d)
-        table = variance_table(self, m, s.c_settle)
-        st = series_smile(self, und, series_state(self, und, m, 0, table, s.settle_ns, s.c_settle, s.exp_day))
+        table, row = self._chain_table(und, d, np.array([m]), s.c_settle)
+        st = series_smile(self, und, series_state(self, und, m, int(row[0]), table, s.settle_ns, s.c_settle, s.exp_day))
         st = {k: v[lay["sidx"]] for k, v in st.items()}
         q = quote_block(self, und, m, st, lay["strike"], lay["is_call"], mult[pos], expiring[pos], greeks=True)
         volume = np.floor(lay["day_volume"] * vcum[pos]).astype(np.int64)
@@ -371,8 +371,8 @@ class SyntheticMarket:
         mult, expiring, vcum = self._day_mults(d)
         m = ms[:, None]
         pos = tl.minute_pos[ms]
-        table = variance_table(self, ms, s.c_settle)
-        rows = np.arange(ms.size)[:, None]
+        table, rows = self._chain_table(und, d, ms, s.c_settle)
+        rows = rows[:, None]
         st = series_smile(self, und, series_state(self, und, m, rows, table, s.settle_ns[None, :], s.c_settle[None, :],
                                                   s.exp_day[None, :]))
         shape = (ms.size, len(s.settle_ns))
@@ -398,6 +398,21 @@ class SyntheticMarket:
                 open_interest=lay["open_interest"], iv=q["iv"][j], delta=q["delta"][j], gamma=q["gamma"][j],
                 theta=q["theta"][j], vega=q["vega"][j]))
         return out
+
+    def _chain_table(self, und: str, d: int, ms: np.ndarray, c_settle: np.ndarray):
+        """(variance table, row of each of minutes ``ms`` in it) for a snapshot of series settling at ``c_settle``
+        on session ``d``: the session's leg-quote table (:class:`~.chains.SessionLegs`, every minute) when it is
+        built out to the grid points these lookups read (its columns are the same values as any table's of those
+        states), else a table of these minutes only. VIX reads none."""
+        if und == "VIX":
+            return None, np.zeros(len(ms), dtype=np.int64)
+        ses = self._legs_sessions.get(d)
+        if ses is not None and ses.table is not None and len(c_settle) and len(ms):
+            tl = self.path.timeline
+            need = self.path.model.lookup_points(np.max(c_settle) - np.min(tl.c_end[ms]))
+            if ses.table[0].shape[1] >= need:
+                return ses.table, tl.minute_pos[ms]
+        return variance_table(self, ms, c_settle), np.arange(len(ms))
 
     def _layout(self, und: str, d: int, expiries, roots=None, is_call=None) -> dict:
         """The contracts a snapshot of session ``d`` lists (all, or those of ``expiries``, ``roots``, calls or
