@@ -503,7 +503,15 @@ def test_quotes_from_a_value_and_spread_equal_the_general_rounding(und, as_of):
         with np.errstate(invalid="ignore"):
             return T._out(T._round_cents(rule, T._cents(x)[0], direction, False) / 100.0, False)
 
-    for live in (np.ones(mid.shape, bool), rng.random(mid.shape) < 0.8):
+    # elementwise live flags, and a session's minutes x legs with whole minutes not live (leg quotes: those rows
+    # only are collapsed): the last one, random ones, all, none
+    cases = [(mid, half, np.ones(mid.shape, bool)), (mid, half, rng.random(mid.shape) < 0.8)]
+    rows = mid.shape[1]
+    for dead in ([rows - 1], rng.random(rows) < 0.3, np.ones(rows, bool), []):
+        live = np.ones((rows, 1), bool)
+        live[dead, 0] = False
+        cases.append((mid.T.copy(), half.T.copy(), live))
+    for mid, half, live in cases:
         with np.errstate(invalid="ignore"):
             bid = rnd(np.maximum(mid - half, 0.0), "down")
             ask = rnd(mid + half, "up")

@@ -455,8 +455,17 @@ def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: boo
     bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
     ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid, as_of=as_of), 2))
     if not all_live:
-        bid = np.where(live, bid, round_to_tick(mid, root, direction="down", as_of=as_of))
-        ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up", as_of=as_of), tick))
+        live = np.asarray(live)
+        if live.ndim == 2 and live.shape[1] == 1 and mid.ndim == 2 and live.shape[0] == mid.shape[0]:
+            # a session's minutes x legs (leg quotes): whole minutes collapse (0DTE: the settlement minute), so
+            # only their rows are rounded (elementwise: the same values as rounding every row)
+            rows = np.flatnonzero(~live[:, 0])
+            at = mid[rows]
+            bid[rows] = round_to_tick(at, root, direction="down", as_of=as_of)
+            ask[rows] = np.maximum(round_to_tick(at, root, direction="up", as_of=as_of), tick)
+        else:
+            bid = np.where(live, bid, round_to_tick(mid, root, direction="down", as_of=as_of))
+            ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up", as_of=as_of), tick))
     return bid, ask
 
 
