@@ -334,24 +334,20 @@ def _is_plain(obj) -> bool:
     """True when ``obj`` is already what :func:`_plain` returns for it, up to NaN/inf: dicts with str keys, lists,
     tuples and exact built-in scalars only (then its JSON text is json's own, in one C pass)."""
     t = type(obj)
-    leaves = _JSON_LEAVES
     if t is dict:
-        if not _STR_TYPE.issuperset(map(type, obj)):  # (the types of the keys, values, items: gathered in C)
-            return False
-        values = obj.values()
-    elif t is list or t is tuple:
-        values = obj
-    else:
-        return t in leaves
-    if leaves.issuperset(map(type, values)):  # every value a leaf (a candidate's details, a context): no walk
+        leaves = _JSON_LEAVES
+        for k, v in obj.items():
+            if type(k) is not str or (type(v) not in leaves and not _is_plain(v)):
+                return False
         return True
-    for v in values:
-        if type(v) not in leaves and not _is_plain(v):
-            return False
-    return True
+    if t is list or t is tuple:
+        leaves = _JSON_LEAVES
+        for v in obj:
+            if type(v) not in leaves and not _is_plain(v):
+                return False
+        return True
+    return t in _JSON_LEAVES
 
-
-_STR_TYPE = frozenset((str,))
 
 
 def to_json(obj, *, sort_keys: bool = True) -> str:
@@ -386,7 +382,7 @@ def candidates_json(candidates) -> str:
     """Candidates of a decision as canonical JSON; ``credit`` as decimal text (index points)."""
     out = []
     plain = True  # every item checked plain (:func:`_is_plain`) field by field as it is built
-    leaves, strs = _JSON_LEAVES, _STR_TYPE
+    leaves = _JSON_LEAVES
     for c in candidates or ():
         walk = True  # (another record: _is_plain of the item)
         if isinstance(c, dict):
@@ -399,11 +395,9 @@ def candidates_json(candidates) -> str:
             if type(details) is not dict:
                 details = dict(details or {})
             item = {"description": description, "legs": legs, "score": score, "credit": c.credit, "details": details}
-            # the walk of _is_plain(item), in C where the shape is a candidate's own (strings for legs, leaf values
-            # for details), else _is_plain of the part
-            plain = plain and type(description) in leaves and type(score) in leaves and (
-                strs.issuperset(map(type, legs)) or _is_plain(legs)) and strs.issuperset(map(type, details)) and (
-                leaves.issuperset(map(type, details.values())) or _is_plain(details))
+            # _is_plain(item), field by field (the credit below)
+            plain = plain and type(description) in leaves and type(score) in leaves and _is_plain(legs) and \
+                _is_plain(details)
             walk = False
         else:
             item = {"description": c.description if hasattr(c, "description") else str(c),  # no repr per candidate
