@@ -133,7 +133,9 @@ class ZeroDte(Strategy):
         listed: set[tuple[int, int]] = set()  # two delta targets can land on one strike: list it once
         bid, ask, strike, delta = snapshot.bid, snapshot.ask, snapshot.strike, snapshot.delta
         expiry = str(today)
-        occ: dict[int, str] = {}  # OCC symbol of each row listed (a short can be another short's long)
+        # each (short, long) row pair's description and OCC legs: the listing's (rows, strikes, rights), made at the
+        # first decision of a session that lists the pair
+        pairs = snapshot.listing_memo("zero_dte.pairs")
         for right in ("P", "C"):
             side_ok = right in allowed
             side_reject = None if side_ok else f"side: no {'puts' if right == 'P' else 'calls'} ({why})"
@@ -151,9 +153,10 @@ class ZeroDte(Strategy):
             for (target_delta, short), short_delta, short_longs in zip(found, delta[shorts].tolist(), longs):
                 sb, sa, short_strike = quote[short]
                 for width, long in zip(p.widths, short_longs):
-                    if long is None or (short, long) in listed:
+                    pair = (short, long)
+                    if long is None or pair in listed:
                         continue
-                    listed.add((short, long))
+                    listed.add(pair)
                     lb, la, long_strike = quote[long]
                     mid_credit = (sb + sa) / 2 - (lb + la) / 2
                     ba_width = (sa - sb) + (la - lb)
@@ -183,16 +186,12 @@ class ZeroDte(Strategy):
                         score = None
                     else:
                         score = round(_score(est_credit, max_loss, short_delta), 6)
-                    short_occ = occ.get(short)
-                    if short_occ is None:
-                        short_occ = occ[short] = snapshot.occ_symbol(short)
-                    long_occ = occ.get(long)
-                    if long_occ is None:
-                        long_occ = occ[long] = snapshot.occ_symbol(long)
-                    candidates.append(Candidate(
-                        description=f"0DTE {right} {short_strike:g}/{long_strike:g}",
-                        legs=(short_occ, long_occ),
-                        score=score, credit=credit, details=details))
+                    named = pairs.get(pair)
+                    if named is None:
+                        named = pairs[pair] = (f"0DTE {right} {short_strike:g}/{long_strike:g}",
+                                               (snapshot.occ_symbol(short), snapshot.occ_symbol(long)))
+                    candidates.append(Candidate(description=named[0], legs=named[1], score=score, credit=credit,
+                                                details=details))
         # (no candidate: none of today's expiry may be listed; rows of the root's other expiries are not read)
         if not candidates and not len(snapshot.rows(today, root=p.root)):
             return "SKIP", f"no {p.root} expiry today ({today})", [], None

@@ -188,3 +188,32 @@ def test_decision_ids_name_each_bar_s_minute():
             want.append(f"zd-{label.to_pydatetime():%Y%m%dT%H%M}-{len(want) + 1}")
     assert [d.decision_id for d in recorded] == want
     assert [d.decided_at for d in recorded] == [lab.to_pydatetime() for lab in labels + labels[:2] for _ in (0, 1)]
+
+
+def test_listing_memo_is_one_dict_per_listing_and_day():
+    snaps = session(3, roots=("XSP",), n=20)
+    memo = snaps[0].listing_memo("a")
+    assert all(s.listing_memo("a") is memo for s in snaps) and snaps[0].listing_memo("b") is not memo
+    assert fresh(snaps[0]).listing_memo("a") is not memo  # (built another way: its own)
+    rows = np.arange(0, len(snaps[0]), 2)
+    assert snaps[1].subset(rows).listing_memo("a") is snaps[2].subset(rows).listing_memo("a") is not memo
+    assert snaps[1].subset(rows[1:]).listing_memo("a") is not snaps[1].subset(rows).listing_memo("a")
+    other = session(3, roots=("XSP",), n=20, day="2024-01-09")[0]
+    assert other.listing_memo("a") is not memo
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_zero_dte_over_a_session_of_one_listing_is_the_general_path(seed):
+    """Decisions one after another on snapshots sharing a listing (its pairs' names memoized at the first) equal the
+    general path on fresh snapshots, whatever the quotes (pairs found in one and not in another)."""
+    strategies = [ZeroDte(ZeroDteParams(root="XSP", side_rule=rule, widths=widths, short_deltas=[0.1, 0.2, 0.3, 0.45],
+                                         min_credit=0.0, max_bid_ask_width=5.0))
+                  for rule, widths in (("both", [5.0, 10.0]), ("put", [5.0]), ("both", [10.0, 5.0, 15.0]))]
+    for kw in (dict(roots=("XSP",), n=30, n_exp=1), dict(roots=("XSP", "SPXW"), n=30)):
+        snaps = session(seed, **kw)
+        snaps += [s.subset(np.flatnonzero(s.dte == 0)) for s in snaps]
+        for z in strategies:
+            for snap in snaps:
+                context = {"k": 0.3, "price": 4800.0}
+                assert repr(z.evaluate(snap, context)) == repr(zero_dte_general(z, fresh(snap), context))
+        assert snaps[0].listing_memo("zero_dte.pairs")

@@ -628,6 +628,16 @@ class ChainSnapshot:
             got = symbols[row] = _occ_of_key(root, k & _BELOW_ROOT)
         return got
 
+    def listing_memo(self, name: str) -> dict:
+        """A dict kept with the contracts this snapshot lists, for what a caller derives from them alone (``root``,
+        ``expiry``, ``strike``, ``is_call``, ``key``, row numbers) and the snapshot's date -- never from quotes.
+
+        Every snapshot a source builds from one listing on one day (a session's minutes of one chain request, and
+        their subsets of the same rows) hands out the same dict for a ``name``; any other snapshot a new one. A
+        strategy asked at every decision of a session keeps there what depends on the rows only (zero_dte: each
+        (short, long) pair's description and OCC legs), computed at the first decision instead of each."""
+        return self._static.setdefault(("listing_memo", name), {})
+
     @cached_property
     def _occ_symbols(self) -> dict:
         """OCC symbol of each row :meth:`occ_symbol` was asked (rows as asked: ints and numpy ints hash alike)."""
