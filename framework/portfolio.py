@@ -86,6 +86,7 @@ class Portfolio:
         self.opened_by_day: dict[dt.date, int] = defaultdict(int)
         self.exit_reasons_by_day: dict[dt.date, list[str]] = defaultdict(list)
         self.fees_cents = 0
+        self._liability: float | None = None  # liability() until the open trades change (apply_fill, settle)
 
     # ---------------------------------------------------------------- queries
     @property
@@ -151,7 +152,11 @@ class Portfolio:
         return {c: q for c, q in out.items() if q}
 
     def liability(self) -> float:
-        """Worst-case settlement payout of all open trades, dollars (what buying power holds)."""
+        """Worst-case settlement payout of all open trades, dollars (what buying power holds). Kept until a fill
+        or a settlement changes the open trades (every entry's buying-power check asks it)."""
+        got = self._liability
+        if got is not None:
+            return got
         total = 0.0
         for book in self._open.values():
             legs = book.record.legs
@@ -161,6 +166,7 @@ class Portfolio:
                 held = [Leg(leg.contract, leg.ratio * n) for leg, n in zip(legs, book.leg_open) if n]
                 if held:
                     total += liability_per_combo(held) * legs[0].contract.multiplier
+        self._liability = total
         return total
 
     def buying_power(self) -> float:
@@ -197,6 +203,7 @@ class Portfolio:
         """Book a fill: cash, fees, and the strategy trade it opens or closes."""
         if order.trade_id is None:
             raise OrderError("an order must name the trade it opens or closes")
+        self._liability = None
         mult = order.multiplier
         price_c = _price_cents(fill.net_price)
         fee_c = to_cents(fill.fees)
@@ -286,6 +293,7 @@ class Portfolio:
     def settle(self, contracts_expiring: Iterable[OptionContract], values: dict[OptionContract, float],
                at: dt.datetime) -> list[TradeRecord]:
         """Cash-settle every open trade whose legs expire now; returns the trades closed."""
+        self._liability = None
         expiring = set(contracts_expiring)
         closed = []
         for book in list(self._open.values()):

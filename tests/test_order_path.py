@@ -517,3 +517,44 @@ def test_a_position_value_curves_finiteness_from_its_sum_equals_numpys_elementwi
         with np.errstate(over="ignore", invalid="ignore"):
             seen.add((want, bool(np.isfinite(np.add.reduce(x)))))
     assert seen == {(True, True), (True, False), (False, False)}  # finite items summing to inf: the elements asked
+
+
+def test_the_portfolios_liability_kept_between_changes_is_the_liability_of_its_open_trades_after_each():
+    """``Portfolio.liability`` is kept until a fill or a settlement: after every opening fill, exit (whole, one leg
+    of a no-bid close), settlement and buying-power check it equals the liability computed afresh."""
+    from strikebench.options.orders import Fill
+    from strikebench.portfolio import Portfolio
+
+    exp = dt.date(2024, 1, 12)
+    put = lambda k: OptionContract("SPXW", exp, k, "P")  # noqa: E731
+    at = dt.datetime(2024, 1, 10, 10, 0)
+    p = Portfolio(100_000.0)
+    n = [0]
+
+    def fill(legs, qty, price, trade, opens, leg_prices):
+        n[0] += 1
+        order = Order(f"O{n[0]}", legs, qty, OrderType.MARKET, strategy="s", trade_id=trade, opens=opens,
+                      created_at=at)
+        p.apply_fill(order, Fill(f"F{n[0]}", order.client_id, at, qty, price, leg_prices, 1.3))
+
+    def check():
+        kept = p.liability()
+        p._liability = None
+        assert p.liability() == kept and p.check_buying_power(
+            Order("probe", (Leg(put(4700.0), -1), Leg(put(4690.0), 1)), 1, OrderType.MARKET, created_at=at), -1.0,
+            1.3) is None
+        return kept
+
+    seen = [check()]
+    fill((Leg(put(4700.0), -1), Leg(put(4690.0), 1)), 2, -2.0, "A", True, (3.0, 1.0))
+    seen.append(check())
+    fill((Leg(put(4600.0), -1), Leg(put(4580.0), 1), Leg(put(4570.0), 1)), 1, -1.0, "B", True, (3.0, 1.0, 1.0))
+    seen.append(check())
+    fill((Leg(put(4700.0), 1), Leg(put(4690.0), -1)), 1, 1.0, "A", False, (1.5, 0.5))  # one of two combos
+    seen.append(check())
+    fill((Leg(put(4600.0), 1), Leg(put(4580.0), -1)), 1, 0.5, "B", False, (1.0, 0.5))  # the wing left (no bid)
+    seen.append(check())
+    p.settle([put(4700.0), put(4690.0), put(4570.0)], {put(4700.0): 0.0, put(4690.0): 0.0, put(4570.0): 0.0},
+             at.replace(hour=16))
+    seen.append(check())
+    assert len(set(seen)) >= 4 and seen[-1] == 0.0, seen
