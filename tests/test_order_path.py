@@ -494,6 +494,7 @@ def test_a_legs_marks_are_its_mids_carried_over_unusable_minutes_whether_or_not_
     assert min(kinds.values()) > 50, kinds
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
 def test_a_position_value_curves_finiteness_from_its_sum_equals_numpys_elementwise_check():
     """``broker._all_finite`` (the sum finite, else the elements asked) is ``np.isfinite(x).all()``: NaN, +-inf,
     both infinities, sums that overflow while every item is finite, empty and one-item curves."""
