@@ -349,7 +349,6 @@ def _is_plain(obj) -> bool:
     return t in _JSON_LEAVES
 
 
-
 def to_json(obj, *, sort_keys: bool = True) -> str:
     """Canonical JSON text (sorted keys, exact float repr, NaN as null) of plain data and records."""
     return _json_text(obj, sort_keys, _is_plain(obj))

@@ -36,6 +36,8 @@ __all__ = ["DayChain", "SeriesSet", "quote_block", "build_day_chain", "UNDERLYIN
 UNDERLYINGS = ("SPX", "XSP", "VIX")
 _TICK_ROOT = {"SPX": "SPX", "XSP": "XSP", "VIX": "VIX"}
 _MIN_TICK = {"SPX": 0.05, "XSP": 0.01, "VIX": 0.01}
+_IV_REF = {"SPX": 0.18, "XSP": 0.18, "VIX": 0.90}
+_THETA_FLOOR = 1e-12
 
 
 def _tick_rule(market, und: str, d: int) -> tuple[str, dt.date | None, float]:
@@ -47,8 +49,6 @@ def _tick_rule(market, und: str, d: int) -> tuple[str, dt.date | None, float]:
         if day < np.datetime64(VIX_PENNY_TICKS_SINCE, "D"):
             return "VIX", day.astype(dt.date), 0.05
     return _TICK_ROOT[und], None, _MIN_TICK[und]
-_IV_REF = {"SPX": 0.18, "XSP": 0.18, "VIX": 0.90}
-_THETA_FLOOR = 1e-12
 
 
 @dataclass
@@ -835,7 +835,8 @@ def build_day_chain(market, und: str, d: int, expiries=None, listing: DayListing
     if expiries is not None:
         ranked = ranked[np.isin(series.expiry[ranked], np.asarray(expiries, dtype="datetime64[D]"))]
     if roots is not None:
-        ranked = ranked[np.isin(series.root[ranked], np.asarray([roots] if isinstance(roots, str) else list(roots), dtype=series.root.dtype))]
+        names = np.asarray([roots] if isinstance(roots, str) else list(roots), dtype=series.root.dtype)
+        ranked = ranked[np.isin(series.root[ranked], names)]
     # rows in key order: for each series, puts then calls, each by ascending strike (k: the row within the series'
     # 2 n_j; one right only: its n_j rows)
     n = lst.n[ranked]

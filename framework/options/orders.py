@@ -98,19 +98,6 @@ class OrderStatus(str, Enum):
         return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED)
 
 
-def _limit_on_grid():
-    """:func:`strikebench.options.fills.limit_on_grid` (fills imports this module: looked up on first use)."""
-    global _LIMIT_ON_GRID
-    if _LIMIT_ON_GRID is None:
-        from strikebench.options.fills import limit_on_grid
-
-        _LIMIT_ON_GRID = limit_on_grid
-    return _LIMIT_ON_GRID
-
-
-_LIMIT_ON_GRID = None
-
-
 @dataclass
 class Order:
     """A multi-leg (1-4 legs) order; the broker owns its state after submission.
@@ -161,8 +148,10 @@ class Order:
                              f" send {g} x the quantity of the reduced combo")
         if self.limit_price is not None:
             # on the tick grid, rounded the way that never fills through the limit (see strikebench.options.fills)
-            self.limit_price = _limit_on_grid()(self.limit_price, contracts[0].root, complex_order=len(legs) > 1,
-                                                as_of=self.created_at)
+            from strikebench.options.fills import limit_on_grid  # (fills imports this module)
+
+            self.limit_price = limit_on_grid(self.limit_price, self.root, complex_order=self.is_complex,
+                                             as_of=self.created_at)
 
     @property
     def root(self) -> str:
