@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from strikebench.api import Candidate
@@ -330,6 +331,45 @@ def _json_encoder(sort_keys: bool):
 _ENCODERS = {sort: _json_encoder(sort) for sort in (True, False)}
 
 
+def _orjson_text(sort_keys: bool):
+    """json's text of plain data (:func:`_is_plain`), NaN/inf as null (as :func:`_plain` makes them), written by orjson
+    when its text is json's, else None (the caller asks json's encoder then).
+
+    orjson writes a decision's candidates about ten times faster than json's own C encoder (~6 us against ~60). Its
+    text is json's for such data but in three cases, each seen in the bytes and handed back to json: non-ASCII text
+    (orjson writes UTF-8, json ``\\uXXXX``), DEL (json escapes it) and floats below 1e-4 or from 1e16 (repr writes
+    them as ``9.999e-05``, ``1.5e-07``, ``1e+16``; orjson as ``0.00009999``, ``1.5e-7``, ``1e+16``: a text with ``0.0000``
+    or an ``e`` and a sign after a digit goes to json, so a string holding ``1e-5`` does too). A value orjson refuses (an int past 64 bits, a lone surrogate, nesting past 255, any type but the exact
+    built-in ones) goes to json as well.
+    """
+    dumps, error = orjson.dumps, orjson.JSONEncodeError
+    # only the exact built-in types: a dataclass, a date or a subclass (numpy's float64, an enum) raises here too
+    option = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+    if sort_keys:
+        option |= orjson.OPT_SORT_KEYS
+    exponent = re.compile(rb"e[-+]").search
+
+    def text(obj) -> str | None:
+        try:
+            out = dumps(obj, option=option)
+        except error:
+            return None
+        if not out.isascii() or b"\x7f" in out or b"0.0000" in out:  # (0.0000: orjson's 9.999e-05)
+            return None
+        m = exponent(out)
+        while m is not None:
+            i = m.start()
+            if 48 <= out[i - 1] <= 57:  # (i > 0: the text starts with a quote, a bracket or a digit before any e)
+                return None
+            m = exponent(out, i + 2)
+        return out.decode()
+
+    return text
+
+
+_ORJSON = {sort: _orjson_text(sort) for sort in (True, False)}
+
+
 def _is_plain(obj) -> bool:
     """True when ``obj`` is already what :func:`_plain` returns for it, up to NaN/inf: dicts with str keys, lists,
     tuples and exact built-in scalars only (then its JSON text is json's own, in one C pass)."""
@@ -356,7 +396,10 @@ def to_json(obj, *, sort_keys: bool = True) -> str:
 
 def _json_text(obj, sort_keys: bool, plain: bool) -> str:
     """:func:`to_json` of ``obj``, ``plain`` its :func:`_is_plain`."""
-    if plain:  # nothing to convert: json's text of it as is, unless a float is NaN/inf (null then)
+    if plain:  # nothing to convert: json's text of it as is, a NaN/inf float as null
+        text = _ORJSON[sort_keys](obj)
+        if text is not None:
+            return text
         try:
             return _ENCODERS[sort_keys](obj)
         except ValueError:
@@ -1703,12 +1746,14 @@ def _quotes_json(quotes) -> str | None:
 
 
 _dumps_compact = _ENCODERS[False]
+_orjson_compact = _ORJSON[False]
 
 
 def _json_list(items: list) -> str:
     """``to_json(items, sort_keys=False)`` of a list whose items are already plain JSON (texts, None, ints,
     lists and dicts of those: what the journal's fixed-shape columns hold), without ``_plain``'s walk."""
-    return _dumps_compact(items)
+    text = _orjson_compact(items)
+    return text if text is not None else _dumps_compact(items)
 
 
 def _max_loss_text(legs, entry: Decimal, mult: int, contracts: int) -> str | None:
