@@ -279,6 +279,31 @@ def test_one_direction_rounding_equals_the_general_path(root, as_of, complex_ord
         else:
             _, step = T._tier(rule, np.abs(c))
         np.testing.assert_array_equal(tick_sizes(root, p, complex_order, as_of=as_of), np.round(step / 100.0, 2))
+        # a pair of directions in one pass: the first half down, the second up (the mirror too: negatives)
+        for pair in (("down", "up"), ("up", "down")):
+            cc = np.stack((c, c[::-1]))
+            got = T._round_cents_one_way(rule, cc, pair, complex_order)
+            for k in (0, 1):
+                want = T._round_cents(rule, cc[k], pair[k], complex_order)
+                np.testing.assert_array_equal(got[k], want)
+                assert (np.signbit(got[k]) == np.signbit(want)).all()
+        if not complex_order:
+            for q in (p, np.abs(p), p[:6000].reshape(60, 100)):
+                both = np.stack((q, q[::-1]))
+                got = T.round_down_up(both, rule)
+                for k, direction in enumerate(("down", "up")):
+                    want = round_to_tick(both[k], root, direction=direction, as_of=as_of)
+                    np.testing.assert_array_equal(got[k], want)
+                    assert (np.signbit(got[k]) == np.signbit(want)).all()
+        # tick sizes of 2-D and non-negative arrays (the fast path) and of lists and scalars (the general one)
+        for q in (p[:6000].reshape(60, 100), np.abs(p)):
+            cq, _ = T._cents(q)
+            step = np.full(cq.shape, float(rule.complex_step)) if complex_order else T._tier(rule, np.abs(cq))[1]
+            got = T.tick_sizes_on_rule(q, rule, complex_order)
+            np.testing.assert_array_equal(got, np.round(step / 100.0, 2))
+            assert got.dtype == np.float64 and got.shape == q.shape
+        np.testing.assert_array_equal(tick_sizes(root, list(p[:50]), complex_order, as_of=as_of),
+                                      tick_sizes(root, p[:50], complex_order, as_of=as_of))
     # a rule of three tiers takes the searchsorted lookup
     three = T.TickRule("THREE", ((0, 1), (300, 5), (1000, 10)), 1)
     for direction in ("up", "down"):

@@ -25,7 +25,7 @@ import numpy as np
 from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
 
-from strikebench.options.ticks import VIX_PENNY_TICKS_SINCE, round_to_tick, tick_sizes
+from strikebench.options.ticks import VIX_PENNY_TICKS_SINCE, round_down_up, tick_rule_for, tick_sizes_on_rule
 from strikebench.pricing import _fix_edges, _sign, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
@@ -448,12 +448,23 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
 def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: bool):
     """Bid and ask from the model value and half the spread: round_to_tick down / up on ``rule`` (the underlying's, as in force that session)
     (one-directional on arrays), a bid of at least one tick when the value is, the ask at least a tick above
-    the bid; at the settlement moment (not ``live``) the quote collapses on the intrinsic value."""
+    the bid; at the settlement moment (not ``live``) the quote collapses on the intrinsic value.
+    The bids and asks are rounded in one pass (:func:`~strikebench.options.ticks.round_down_up`); ``bid`` and
+    ``ask`` are the two halves of one (2, ...) array."""
     root, as_of, tick = rule
-    bid = round_to_tick(np.maximum(mid - half, 0.0), root, direction="down", as_of=as_of)
-    ask = round_to_tick(mid + half, root, direction="up", as_of=as_of)
-    bid = np.where((mid >= 1.5 * tick) & (bid < tick), tick, bid)
-    ask = np.maximum(ask, np.round(bid + tick_sizes(root, bid, as_of=as_of), 2))
+    tr = tick_rule_for(root, as_of)
+    mid = np.asarray(mid, dtype=np.float64)
+    shape = mid.shape if np.shape(half) == mid.shape else np.broadcast_shapes(mid.shape, np.shape(half))
+    x = np.empty((2,) + shape)
+    np.subtract(mid, half, out=x[0])
+    np.maximum(x[0], 0.0, out=x[0])
+    np.add(mid, half, out=x[1])
+    bid, ask = round_down_up(x, tr)
+    np.copyto(bid, tick, where=(mid >= 1.5 * tick) & (bid < tick))
+    # np.round(bid + tick_sizes(bid), 2) as np.round computes it (multiply, rint, divide)
+    floor = np.rint(np.multiply(tick_sizes_on_rule(bid, tr) + bid, 100.0))
+    floor /= 100.0
+    np.maximum(ask, floor, out=ask)
     if not all_live:
         live = np.asarray(live)
         if live.ndim == 2 and live.shape[1] == 1 and mid.ndim == 2 and live.shape[0] == mid.shape[0]:
@@ -461,11 +472,19 @@ def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: boo
             # only their rows are rounded (elementwise: the same values as rounding every row)
             rows = np.flatnonzero(~live[:, 0])
             at = mid[rows]
-            bid[rows] = round_to_tick(at, root, direction="down", as_of=as_of)
-            ask[rows] = np.maximum(round_to_tick(at, root, direction="up", as_of=as_of), tick)
+            x = np.empty((2,) + at.shape)
+            x[0] = at
+            x[1] = at
+            down, up = round_down_up(x, tr)
+            bid[rows] = down
+            ask[rows] = np.maximum(up, tick)
         else:
-            bid = np.where(live, bid, round_to_tick(mid, root, direction="down", as_of=as_of))
-            ask = np.where(live, ask, np.maximum(round_to_tick(mid, root, direction="up", as_of=as_of), tick))
+            x = np.empty((2,) + mid.shape)
+            x[0] = mid
+            x[1] = mid
+            down, up = round_down_up(x, tr)
+            bid = np.where(live, bid, down)
+            ask = np.where(live, ask, np.maximum(up, tick))
     return bid, ask
 
 

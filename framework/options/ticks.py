@@ -44,8 +44,10 @@ __all__ = [
     "tick_rule_for",
     "tick_size",
     "tick_sizes",
+    "tick_sizes_on_rule",
     "round_to_tick",
     "round_on_rule",
+    "round_down_up",
     "round_for_trader",
     "is_on_tick",
 ]
@@ -90,6 +92,17 @@ class TickRule:
     @functools.cached_property
     def _steps(self) -> np.ndarray:
         return np.array([s for _, s in self.tiers], dtype=np.float64)
+
+    @functools.cached_property
+    def _tick_dollars(self) -> tuple[float, float | None]:
+        """np.round(step / 100, 2) of the first tier's step and of the second's (None for a one-tier rule): the
+        increments :func:`tick_sizes` gives on a rule of one or two tiers."""
+        got = np.round(np.array([s for _, s in self.tiers[:2]], dtype=np.float64) / 100.0, 2)
+        return float(got[0]), (float(got[1]) if len(got) > 1 else None)
+
+    @functools.cached_property
+    def _complex_dollars(self) -> float:
+        return float(np.round(np.array([float(self.complex_step)]) / 100.0, 2)[0])
 
     @functools.cached_property
     def _tiers_f(self) -> tuple[tuple[float, float], ...]:
@@ -232,27 +245,39 @@ def _tier_fast(rule: TickRule, ac: np.ndarray):
     return rule._bounds[idx], rule._steps[idx]
 
 
-def _round_cents_one_way(rule: TickRule, c: np.ndarray, direction: str, complex_order: bool) -> np.ndarray:
+def _steps(q: np.ndarray, direction, mirrored: bool = False) -> np.ndarray:
+    """ceil (``direction`` "up") or floor ("down") of ``q``, the other one when ``mirrored``; a pair of directions
+    takes the first for ``q[0]`` and the second for ``q[1]``."""
+    if type(direction) is str:
+        return np.ceil(q) if (direction == "up") != mirrored else np.floor(q)
+    out = np.empty_like(q)
+    for k, d in enumerate(direction):
+        (np.ceil if (d == "up") != mirrored else np.floor)(q[k], out=out[k])
+    return out
+
+
+def _round_cents_one_way(rule: TickRule, c: np.ndarray, direction, complex_order: bool) -> np.ndarray:
     """:func:`_round_cents` for ``direction`` "up" or "down" computing only that direction: the tier
     looked up once, the other direction's grid point only when there are negative prices (mirrored).
-    The same values, element for element (``tests/test_ticks.py`` checks it against the general path)."""
+    The same values, element for element (``tests/test_ticks.py`` checks it against the general path).
+    ``direction`` may be a pair ("down", "up"): ``c[0]`` rounded the first way, ``c[1]`` the second, in one pass
+    (what :func:`round_down_up` asks)."""
     ac = np.abs(c)
-    up = direction == "up"
     if complex_order:
         # the general path's ceil(ac / s) * s
         q = ac / float(rule.complex_step)
         step = float(rule.complex_step)
-        g = (np.ceil(q) if up else np.floor(q)) * step
+        g = _steps(q, direction) * step
         base = None
     else:
         base, step = _tier_fast(rule, ac)
         q = (ac - base) / step
-        g = (np.ceil(q) if up else np.floor(q)) * step + base   # = base + ceil(q) * step (exact)
+        g = _steps(q, direction) * step + base   # = base + ceil(q) * step (exact)
     neg = c < 0
     if not neg.any():
         return g
     # mirror for negatives: up(x) = -down(-x), down(x) = -up(-x)
-    o = (np.floor(q) if up else np.ceil(q)) * step
+    o = _steps(q, direction, mirrored=True) * step
     if base is not None:
         o = base + o
     return np.where(neg, -o, g)
@@ -301,7 +326,24 @@ def _rule(root: Any, as_of: Any) -> TickRule:
 # --------------------------------------------------------------------------
 def tick_sizes(root: Any, prices: Any, complex_order: bool = False, *, as_of: Any = None) -> np.ndarray:
     """Minimum increment at each of ``prices`` (vectorised; always an ndarray)."""
-    rule = _rule(root, as_of)
+    return tick_sizes_on_rule(prices, _rule(root, as_of), complex_order)
+
+
+def tick_sizes_on_rule(prices: Any, rule: TickRule, complex_order: bool = False) -> np.ndarray:
+    """:func:`tick_sizes` on a :class:`TickRule` already looked up."""
+    if type(prices) is np.ndarray and prices.dtype == np.float64 and prices.ndim and len(rule.tiers) <= 2:
+        # each increment is one of the rule's (at most two) steps in dollars, np.round(step / 100, 2) of each
+        # worked out once (elementwise: the same floats), picked by the tier lookup of the general path below
+        small, large = rule._tick_dollars
+        if complex_order:
+            return np.full(prices.shape, rule._complex_dollars)
+        if large is None:
+            return np.full(prices.shape, small)
+        ac = _cents_fast(prices)
+        np.abs(ac, out=ac)
+        hi = ac >= float(rule.tiers[1][0])
+        hi &= ac != np.inf
+        return np.where(hi, large, small)
     c, _ = _cents(prices)
     tiers = rule.tiers
     if complex_order:
@@ -365,6 +407,13 @@ def round_on_rule(price: Any, rule: TickRule, direction: str, complex_order: boo
     else:
         g = _round_cents_one_way(rule, c, direction, bool(complex_order))
     return _out(g / 100.0, scalar)
+
+
+def round_down_up(prices: np.ndarray, rule: TickRule) -> np.ndarray:
+    """``prices[0]`` rounded down and ``prices[1]`` up on ``rule``'s single-leg grid (``prices`` a float64 array of
+    shape (2, ...)): :func:`round_on_rule` of each, the same values, in one pass over both (half the numpy calls:
+    what quoting the bids and asks of many prices takes)."""
+    return _out_fast(_round_cents_one_way(rule, _cents_fast(prices), ("down", "up"), False))
 
 
 def round_for_trader(
