@@ -372,7 +372,7 @@ class SessionLegs:
         expiring = bool(st["expiring"].all())
         st.update(
             rho=rho, fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=bool(np.all(live)),
-            any_expired=bool(np.any(years <= 0.0)),
+            any_expired=bool(np.any(years <= 0.0)), expired_rows=np.flatnonzero(years[:, 0] <= 0.0),
             mm=self.mult * self.expiring_mult if expiring else self.mult, under=under, tick_rule=_tick_rule(market, und, d),
         )
         self._series[key] = st
@@ -423,8 +423,12 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
         a *= sgn
         a += 0.0
         mid = a
-        if st["any_expired"] or (iv <= 0.0).any():
+        if (iv <= 0.0).any():
             _fix_edges([mid], "bsm", sgn, st["under"], strike, years, np.float64(r), np.float64(q), iv, mid.shape)
+        elif st["any_expired"]:
+            # _fix_edges of whole minutes at or past settlement (no zero vols): the intrinsic value of their rows
+            rows = st["expired_rows"]
+            mid[rows] = np.maximum(sgn * (st["under"][rows] - strike), 0.0)
     qs = sc.quotes
     fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
     ref = _IV_REF[und]
