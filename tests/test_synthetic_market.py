@@ -394,6 +394,62 @@ def test_an_integral_table_of_the_first_grid_points_is_those_columns_of_the_whol
                     assert np.array_equal(np.signbit(a), np.signbit(b[:, : a.shape[1]]))
 
 
+def _integral_lookup_by_clip(table, ev, dC, row=None):
+    """VarianceModel.integral_lookup as written with np.clip (the reference of its dispatch-free bounds)."""
+    from strikebench.feeds.synthetic.vol import _GRID
+
+    dC = np.clip(np.asarray(dC, float), 0.0, _GRID[-1])
+    i = np.clip(np.searchsorted(_GRID, dC, side="right") - 1, 0, len(_GRID) - 2)
+    if row is None:
+        t_i, e_i, e_j = table[..., i], ev[..., i], ev[..., i + 1]
+    else:
+        t_i, e_i, e_j = table[row, i], ev[row, i], ev[row, i + 1]
+    g0 = _GRID[i]
+    frac = (dC - g0) / (_GRID[i + 1] - g0)
+    h = dC - g0
+    return t_i + h * (e_i + 0.5 * frac * (e_j - e_i))
+
+
+def test_integral_lookups_bound_dC_and_cells_as_np_clip_does(market):
+    """integral_lookup and lookup_points bound dC and the grid cell with np.maximum / np.minimum (no np.clip
+    dispatch): the same values as the np.clip formula, bit for bit (signs of zero too), for dC negative, -0.0, 0,
+    on, next to and between grid points, past the last point, NaN, +-inf; a table of many states (rows per
+    element), of one state (no rows, scalar and array dC), a scalar row, and tables holding -0.0, NaN and inf."""
+    from strikebench.feeds.synthetic import vol
+
+    model = market.path.model
+    rng = np.random.default_rng(8)
+    G = vol._GRID
+    pts = np.concatenate([G, np.nextafter(G, np.inf), np.nextafter(G, -np.inf), G[:-1] + np.diff(G) / 3])
+    dC = np.concatenate([pts, -pts[1:40], [0.0, -0.0, -1e-300, 5e-324, np.nan, np.inf, -np.inf, 400.0, 401.0, 1e300],
+                         rng.uniform(0.0, 50.0, 300), rng.uniform(-1.0, 500.0, 300)])
+    tl, p = market.path.timeline, market.path
+    step = tl.minute_step[tl.day_first_minute[7] + np.arange(tl.n_minutes[7])]
+    many = model.integral_table(p.yf[step], p.ys[step])
+    one = model.integral_table(p.yf[step[:1]], p.ys[step[:1]])
+    # a dC of -0.0 may be bounded to +0.0: the same integral on tables whose first column is +0.0, as every table is
+    assert not np.signbit(many[0][:, 0]).any() and not np.signbit(one[0][:, 0]).any()
+    odd = tuple(a.copy() for a in one)
+    odd[1][0, 5] = np.nan  # a table of any other values: NaN and inf
+    odd[0][0, 9] = np.inf
+    odd[1][0, 1] = -0.0
+    with np.errstate(all="ignore"):
+        n = many[0].shape[0]
+        d2 = rng.choice(dC, (n, 4))
+        rows = np.broadcast_to(np.arange(n)[:, None], d2.shape)
+        cases = [(many, d2, rows), (many, d2[:, :1], np.arange(n)[:, None]), (many, dC, 17), (one, dC, None),
+                 (one, dC[:, None], None), (odd, dC, None), (odd, dC, 0)]
+        cases += [(one, float(x), None) for x in dC[::25]] + [(many, float(x), 3) for x in dC[::40]]
+        for (table, ev), d, r in cases:
+            got = model.integral_lookup(table, ev, d, r)
+            want = _integral_lookup_by_clip(table, ev, d, r)
+            assert np.shape(got) == np.shape(want)
+            assert np.array_equal(got, want, equal_nan=True) and np.array_equal(np.signbit(got), np.signbit(want))
+        for x in dC:
+            i = int(np.searchsorted(G, np.clip(float(x), 0.0, G[-1]), side="right")) - 1
+            assert model.lookup_points(x) == min(max(i, 0), len(G) - 2) + 2
+
+
 def test_a_snapshot_is_stamped_with_its_bar_label_however_the_time_is_asked(market):
     """snapshot() takes the engine's own bar Timestamp as its time (New York, ns, on the minute) and makes one for
     any other way of asking (seconds into the bar, naive, UTC, a string, a datetime): the same stamp every time

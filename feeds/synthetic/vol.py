@@ -37,6 +37,7 @@ _GL_W = 0.5 * _GL_W
 _GRID = np.concatenate([[0.0], np.geomspace(2e-4, 400.0, 111)])
 _GRID_STEP = np.diff(_GRID)
 _GRID_COL = _GRID[:, None]
+_GRID_LAST = float(_GRID[-1])
 #: from this many states on, integral_table sums grid point by grid point over contiguous rows of states
 _COLUMN_ROWS = 48
 
@@ -149,7 +150,9 @@ class VarianceModel:
     @staticmethod
     def lookup_points(dC_max: float) -> int:
         """Grid points :meth:`integral_lookup` reads for any dC up to ``dC_max`` (its cell and the next point)."""
-        i = int(np.searchsorted(_GRID, np.clip(float(dC_max), 0.0, _GRID[-1]), side="right")) - 1
+        x = float(dC_max)
+        x = min(max(x, 0.0), _GRID_LAST)  # np.clip's (NaN stays NaN; a -0.0 is looked up as 0.0)
+        i = int(_GRID.searchsorted(x, side="right")) - 1
         return min(max(i, 0), len(_GRID) - 2) + 2  # (NaN sorts last: the last cell, as the lookup's)
 
     @staticmethod
@@ -159,17 +162,27 @@ class VarianceModel:
         ``row`` selects the table row per element (broadcast with ``dC``);
         None when the table has a single row.
         """
-        dC = np.clip(np.asarray(dC, float), 0.0, _GRID[-1])
-        i = np.clip(np.searchsorted(_GRID, dC, side="right") - 1, 0, len(_GRID) - 2)
+        # np.clip of dC and of the cell index without np.clip's Python dispatch: the same values (NaN stays NaN),
+        # but for a dC of -0.0, which np.maximum may turn into 0.0: its integral is h * (...) + t_0 with h = +-0.0,
+        # the same float for the first column integral_table makes (+0.0)
+        dC = np.minimum(np.maximum(np.asarray(dC, float), 0.0), _GRID_LAST)
+        i = np.minimum(np.maximum(_GRID.searchsorted(dC, side="right") - 1, 0), len(_GRID) - 2)
+        j = i + 1
         if row is None:
-            t_i, e_i, e_j = table[..., i], ev[..., i], ev[..., i + 1]
+            t_i, e_i, e_j = table[..., i], ev[..., i], ev[..., j]
         else:
-            t_i, e_i, e_j = table[row, i], ev[row, i], ev[row, i + 1]
+            t_i, e_i, e_j = table[row, i], ev[row, i], ev[row, j]
         g0 = _GRID[i]
-        frac = (dC - g0) / (_GRID[i + 1] - g0)
         h = dC - g0
-        # integral of the linear interpolant of E v over [g0, dC]
-        return t_i + h * (e_i + 0.5 * frac * (e_j - e_i))
+        # integral of the linear interpolant of E v over [g0, dC]: t_i + h (e_i + 0.5 frac (e_j - e_i)) with
+        # frac = h / (next point - g0), each step as written (products and sums commuted only: the same floats)
+        frac = h / (_GRID[j] - g0)
+        frac *= 0.5
+        out = frac * np.subtract(e_j, e_i)
+        out += e_i
+        out *= h
+        out += t_i
+        return out
 
     # ---------------------------------------------------------- risk-neutral
     def rn_scale(self, eps):
