@@ -26,7 +26,7 @@ from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
 
 from strikebench.options.ticks import VIX_PENNY_TICKS_SINCE, round_down_up, tick_rule_for, tick_sizes_on_rule
-from strikebench.pricing import _fix_edges, _sign, black76, black76_price, bsm, bsm_price
+from strikebench.pricing import _fix_edges, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
 from .underlying import NS_MIN, UnderlyingPath
@@ -37,6 +37,7 @@ UNDERLYINGS = ("SPX", "XSP", "VIX")
 _TICK_ROOT = {"SPX": "SPX", "XSP": "XSP", "VIX": "VIX"}
 _MIN_TICK = {"SPX": 0.05, "XSP": 0.01, "VIX": 0.01}
 _IV_REF = {"SPX": 0.18, "XSP": 0.18, "VIX": 0.90}
+_FAMILY = {"SPX": "spx", "XSP": "xsp", "VIX": "vix"}  # the quote parameters of each (scenario.quotes.<family>)
 _THETA_FLOOR = 1e-12
 
 
@@ -312,9 +313,13 @@ class SessionLegs:
         dC = np.maximum(c_settle - c_end, 0.0)
         tab, ev = self._table(dC)
         integral = model.integral_lookup(tab, ev, dC, self.rows)
-        jumps = cum[np.searchsorted(path.event_R, settle_ns, side="right")] - cum0  # event_variance
-        theta = model.atm_ratio * (rn * integral + model.event_premium * jumps)
-        theta = np.maximum(theta, _THETA_FLOOR)
+        jumps = cum[path.event_R.searchsorted(settle_ns, side="right")] - cum0  # event_variance
+        # atm_ratio (rn integral + event_premium jumps), floored: in place (products and sums only commuted)
+        theta = np.multiply(rn, integral, out=integral)
+        jumps *= model.event_premium
+        theta += jumps
+        theta *= model.atm_ratio
+        np.maximum(theta, _THETA_FLOOR, out=theta)
         fwd = spot * np.exp((r - q) * years)
         expiring = np.full(self.m.shape, j == self.d)
         return {"years": years, "safe_years": safe_years, "live": live, "theta": theta, "fwd": fwd,
@@ -368,69 +373,71 @@ class SessionLegs:
             fw = under if q == 0.0 else np.exp(np.multiply(years, -q)) * under
             edr = None if r == 0.0 else np.exp(np.multiply(years, -r))
             sqrt_t = np.sqrt(years)
-        live = st["live"]
-        expiring = bool(st["expiring"].all())
+        # the minutes at or past settlement (whole rows: years is minutes x 1, never NaN, so ``live`` is the rest)
+        expired_rows = np.flatnonzero(years[:, 0] <= 0.0)
         st.update(
-            rho=rho, fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=bool(np.all(live)),
-            any_expired=bool(np.any(years <= 0.0)), expired_rows=np.flatnonzero(years[:, 0] <= 0.0),
-            mm=self.mult * self.expiring_mult if expiring else self.mult, under=under, tick_rule=_tick_rule(market, und, d),
+            rho=rho, fw=fw, edr=edr, sqrt_t=sqrt_t, all_live=not len(expired_rows), any_expired=bool(len(expired_rows)),
+            expired_rows=expired_rows, mm=self.mult * self.expiring_mult if j == d else self.mult, under=under,
+            tick_rule=_tick_rule(market, und, d),
         )
         self._series[key] = st
         return st
 
 
-def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarray):
-    """(bid, ask) of legs of one series (``strike``/``is_call`` of shape (1, L)) at every minute of the
-    session from :meth:`SessionLegs.series`: :func:`quote_block` (without greeks) step for step, in place
-    on its own temporaries where quote_block allocated (the same floats: every step is elementwise)."""
+def leg_block(market, und: str, st: dict, strike: np.ndarray, sgn: np.ndarray):
+    """(bid, ask) of legs of one series (``strike`` and ``sgn``, +1.0 for a call and -1.0 for a put, of shape
+    (1, L)) at every minute of the session from :meth:`SessionLegs.series`: :func:`quote_block` (without greeks)
+    step for step, in place on its own temporaries where quote_block allocated (the same floats: every step is
+    elementwise)."""
     sc = market.scenario
-    years, safe_years, live, fwd = st["years"], st["safe_years"], st["live"], st["fwd"]
+    safe_years, fwd = st["safe_years"], st["fwd"]
     rho = st["rho"]
     with np.errstate(all="ignore"):
         k = np.log(strike / fwd)
         # ssvi_total_variance with the series' phi and theta / 2: 0.5 theta (1 + rho pk + sqrt((pk + rho)^2 + 1 - rho^2))
         pk = st["phi"] * k
         root = pk + rho
-        root = root ** 2
+        np.square(root, out=root)  # (root ** 2)
         root += 1.0 - rho * rho
         np.sqrt(root, out=root)
-        w = rho * pk
+        w = np.multiply(pk, rho, out=pk)
         w += 1.0
         w += root
         w *= st["half_theta"]
         w /= safe_years
         iv = np.sqrt(w, out=w)
-        # pricing.bsm_price (_price_core + _fix_edges): Black-76 is bsm on the forward with q = r
-        r = sc.underlying.rate
-        q = r if und == "VIX" else sc.underlying.dividend_yield
-        sgn = _sign(is_call)
+        # pricing.bsm_price (_price_core + _fix_edges): Black-76 is bsm on the forward with q = r; d1 and d2 are
+        # the halves of one array, signed and put through ndtr together
         vst = iv * st["sqrt_t"]
         fw = st["fw"]
         kd = strike if st["edr"] is None else st["edr"] * strike
-        d1 = np.divide(fw, kd)
+        dd = np.empty((2,) + vst.shape)
+        d1, d2 = dd
+        np.divide(fw, kd, out=d1)
         np.log(d1, out=d1)
         np.divide(d1, vst, out=d1)
         vst *= 0.5
-        d2 = d1 - vst
+        np.subtract(d1, vst, out=d2)
         d1 += vst
+        dd *= sgn
+        ndtr(dd, out=dd)
+        d1 *= fw  # a = N(w d1) fw
+        d2 *= kd  # b = N(w d2) kd
+        d1 -= d2
         d1 *= sgn
-        a = ndtr(d1, out=d1)
-        a *= fw
-        d2 *= sgn
-        b = ndtr(d2, out=d2)
-        b *= kd
-        a -= b
-        a *= sgn
-        a += 0.0
-        mid = a
+        d1 += 0.0
+        mid = d1
         if (iv <= 0.0).any():
-            _fix_edges([mid], "bsm", sgn, st["under"], strike, years, np.float64(r), np.float64(q), iv, mid.shape)
+            r = sc.underlying.rate
+            q = r if und == "VIX" else sc.underlying.dividend_yield
+            _fix_edges([mid], "bsm", sgn, st["under"], strike, st["years"], np.float64(r), np.float64(q), iv,
+                       mid.shape)
         elif st["any_expired"]:
             # _fix_edges of whole minutes at or past settlement (no zero vols): the intrinsic value of their rows
             rows = st["expired_rows"]
             mid[rows] = np.maximum(sgn * (st["under"][rows] - strike), 0.0)
     qs = sc.quotes
-    fam = {"SPX": qs.spx, "XSP": qs.xsp, "VIX": qs.vix}[und]
+    fam = getattr(qs, _FAMILY[und])
     ref = _IV_REF[und]
     # spread = (base + relative mid) ivr^e (1 + slope z) multiplier, capped
     z = np.abs(k, out=k)
@@ -438,15 +445,17 @@ def leg_block(market, und: str, st: dict, strike: np.ndarray, is_call: np.ndarra
     np.minimum(z, 6.0, out=z)
     z *= qs.distance_slope
     z += 1.0
-    ivr = iv * (1.0 / ref) if st["all_live"] else np.where(live, iv, ref) * (1.0 / ref)
+    ivr = iv * (1.0 / ref)
+    if not st["all_live"]:  # np.where(live, iv, ref) * (1 / ref): the minutes not live (whole rows) at ref / ref
+        ivr[st["expired_rows"]] = np.float64(ref) * (1.0 / ref)
     spread = fam.relative * mid
     spread += fam.base
-    spread *= ivr ** qs.iv_exponent
+    spread *= ivr ** qs.iv_exponent  # (** as quote_block: numpy's own fast powers for 0.5, 1, 2)
     spread *= z
     spread *= st["mm"]
     np.minimum(spread, fam.max_spread, out=spread)
     spread *= 0.5
-    return _bid_ask(st["tick_rule"], mid, spread, live, st["all_live"])
+    return _bid_ask(st["tick_rule"], mid, spread, st["live"], st["all_live"])
 
 
 def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: bool):

@@ -503,8 +503,8 @@ class SyntheticMarket:
             st = ses.series(*key)
             if st is not None:
                 strike = np.array([[contracts[i].strike for i in cols]], dtype=np.float64)
-                is_call = np.array([[contracts[i].is_call for i in cols]], dtype=bool)
-                priced.append((cols, *leg_block(self, key[0], st, strike, is_call)))
+                sgn = np.array([[1.0 if contracts[i].is_call else -1.0 for i in cols]])  # (pricing._sign)
+                priced.append((cols, *leg_block(self, key[0], st, strike, sgn)))
         if len(priced) == 1 and len(priced[0][0]) == L:  # one series: its block, in the legs' order
             _, bid, ask = priced[0]
         else:
