@@ -304,9 +304,17 @@ def test_one_direction_rounding_equals_the_general_path(root, as_of, complex_ord
             assert got.dtype == np.float64 and got.shape == q.shape
         np.testing.assert_array_equal(tick_sizes(root, list(p[:50]), complex_order, as_of=as_of),
                                       tick_sizes(root, p[:50], complex_order, as_of=as_of))
-    # a rule of three tiers takes the searchsorted lookup
+    # a rule of three tiers takes the searchsorted lookup; one of a single nickel tier divides by its step
     three = T.TickRule("THREE", ((0, 1), (300, 5), (1000, 10)), 1)
-    for direction in ("up", "down"):
-        with np.errstate(invalid="ignore", over="ignore"):
-            np.testing.assert_array_equal(T._round_cents_one_way(three, c, direction, False),
-                                          T._round_cents(three, c, direction, False))
+    nickel = T.TickRule("NICKEL", ((0, 5),), 5)
+    for other in (three, nickel):
+        for direction in ("up", "down", ("down", "up")):
+            with np.errstate(invalid="ignore", over="ignore"):
+                cc = c if type(direction) is str else np.stack((c, c[::-1]))
+                got = T._round_cents_one_way(other, cc, direction, False)
+                for k in range(1 if type(direction) is str else 2):
+                    want = T._round_cents(other, cc if type(direction) is str else cc[k],
+                                          direction if type(direction) is str else direction[k], False)
+                    g = got if type(direction) is str else got[k]
+                    np.testing.assert_array_equal(g, want)
+                    assert (np.signbit(g) == np.signbit(want)).all()

@@ -271,8 +271,17 @@ def _round_cents_one_way(rule: TickRule, c: np.ndarray, direction, complex_order
         base = None
     else:
         base, step = _tier_fast(rule, ac)
-        q = (ac - base) / step
-        g = _steps(q, direction) * step + base   # = base + ceil(q) * step (exact)
+        if len(rule.tiers) == 1:
+            # one tier (base 0): ac - 0 and + 0 leave ac >= +0 (or NaN) and its grid points as they are, and so
+            # do / 1 and * 1 for a one-cent step
+            base = None
+            q = ac if step == 1.0 else ac / step
+            g = _steps(q, direction)
+            if step != 1.0:
+                g *= step
+        else:
+            q = (ac - base) / step
+            g = _steps(q, direction) * step + base   # = base + ceil(q) * step (exact)
     neg = c < 0
     if not neg.any():
         return g
