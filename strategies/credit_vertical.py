@@ -144,7 +144,18 @@ class CreditVertical(Strategy):
     def relevant_rows(self, snapshot: ChainSnapshot) -> np.ndarray:
         """Rows :meth:`evaluate` can look at: the root, the sides traded and every expiry within
         tolerance of a target. Evaluating these rows alone gives the same result as the whole
-        chain, so they are what a decision stores (a fraction of the chain)."""
+        chain, so they are what a decision stores (a fraction of the chain). Read-only: the same array for
+        every snapshot of one listing (it depends on the contracts and the date alone)."""
+        p = self.params
+        memo = snapshot.listing_memo("credit_vertical.relevant_rows")
+        key = (tuple(p.dte_targets), p.dte_tolerance, p.root, p.side)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = self._relevant_rows(snapshot)
+            got.flags.writeable = False
+        return got
+
+    def _relevant_rows(self, snapshot: ChainSnapshot) -> np.ndarray:
         p = self.params
         dtes = snapshot.dte
         window = np.zeros(len(snapshot), dtype=bool)

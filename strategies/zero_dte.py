@@ -149,9 +149,11 @@ class ZeroDte(Strategy):
             shorts = [short for _, short in found]
             longs = [[snapshot.offset_row(short, width) for width in p.widths] for short in shorts]
             legs = shorts + [long for row in longs for long in row if long is not None]
-            quote = dict(zip(legs, zip(bid[legs].tolist(), ask[legs].tolist(), strike[legs].tolist())))
-            for (target_delta, short), short_delta, short_longs in zip(found, delta[shorts].tolist(), longs):
+            at = np.array(legs, dtype=np.intp)  # (one index array for the four reads)
+            quote = dict(zip(legs, zip(bid[at].tolist(), ask[at].tolist(), strike[at].tolist())))
+            for (target_delta, short), short_delta, short_longs in zip(found, delta[at[:len(shorts)]].tolist(), longs):
                 sb, sa, short_strike = quote[short]
+                short_delta_4 = round(short_delta, 4)
                 for width, long in zip(p.widths, short_longs):
                     pair = (short, long)
                     if long is None or pair in listed:
@@ -166,7 +168,7 @@ class ZeroDte(Strategy):
                     details = {
                         "expiry": expiry, "right": right, "target_delta": target_delta, "width": width,
                         "short_strike": short_strike, "long_strike": long_strike,
-                        "short_delta": round(short_delta, 4),
+                        "short_delta": short_delta_4,
                         "mid_credit": round(mid_credit, 4), "est_credit": credit,
                         "bid_ask_width": round(ba_width, 4), "max_loss_points": round(max_loss, 4),
                         "short_row": short, "long_row": long,
@@ -207,9 +209,16 @@ class ZeroDte(Strategy):
             candidates, best
 
     def relevant_rows(self, snapshot: ChainSnapshot) -> np.ndarray:
-        """Today's expiry of the root, both sides: all :meth:`evaluate` reads (what a decision stores)."""
-        # (the rows of today's expiry of the root, in row order: the mask (dte == 0) & (root == root)'s rows)
-        return np.sort(snapshot.rows(snapshot.timestamp.date(), root=self.params.root, valid_only=False))
+        """Today's expiry of the root, both sides: all :meth:`evaluate` reads (what a decision stores). Read-only:
+        the same array for every snapshot of one listing (it depends on the contracts alone)."""
+        root = self.params.root
+        memo = snapshot.listing_memo("zero_dte.relevant_rows")
+        got = memo.get(root)
+        if got is None:
+            # (the rows of today's expiry of the root, in row order: the mask (dte == 0) & (root == root)'s rows)
+            got = memo[root] = np.sort(snapshot.rows(snapshot.timestamp.date(), root=root, valid_only=False))
+            got.flags.writeable = False
+        return got
 
     def decision_context(self, ctx, snapshot: ChainSnapshot) -> dict:
         """What :meth:`evaluate` reads besides the snapshot: slippage fraction, price and features."""

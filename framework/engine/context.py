@@ -176,6 +176,7 @@ class StrategyContext:
         self._naps_own = True  # every promise of this manage round said own=True
         self._at_of: tuple = (None, None)  # (the engine's bar label, it as a plain datetime): see _at
         self._minute_of: tuple = (None, None)  # (the engine's bar label, its decision id text): see _minute_text
+        self._dte_expiries: dict = {}  # (underlying, lo, hi) -> (day, expiries listed that day in the DTE window)
 
     # ------------------------------------------------------------------ clock
     @property
@@ -223,8 +224,14 @@ class StrategyContext:
         if dte is not None:
             lo, hi = dte
             today = self.today
-            wanted = [e for e in self._engine.listed_expiries(underlying) if lo <= (e - today).days <= hi]
-            expiries = wanted if expiries is None else [e for e in expiries if e in set(wanted)]
+            # the listed expiries in the window: once a session per request (a decision asks the same each time)
+            memo_key = (underlying, lo, hi)
+            got = self._dte_expiries.get(memo_key)
+            if got is None or got[0] != today:
+                got = self._dte_expiries[memo_key] = (
+                    today, [e for e in self._engine.listed_expiries(underlying) if lo <= (e - today).days <= hi])
+            wanted = got[1]
+            expiries = list(wanted) if expiries is None else [e for e in expiries if e in set(wanted)]
         return self._engine.chain(underlying, expiries, decision_bars=self._decision_bars, roots=roots, right=right)
 
     def expiries(self, underlying: str | None = None) -> list[dt.date]:
