@@ -52,7 +52,7 @@ def test_relevant_rows_kept_per_listing_are_each_parameter_set_s_own(seed):
     each get their own rows, equal to the general mask's on a fresh snapshot; the array is read-only."""
     zs = [ZeroDte(ZeroDteParams(root=root)) for root in ("XSP", "SPXW", "SPX")]
     cs = [CreditVertical(CreditVerticalParams(root=root, side=side, dte_targets=targets, dte_tolerance=tol))
-          for root, side, targets, tol in (("SPXW", "put", [2], 0), ("SPXW", "call", [2, 4], 1),
+          for root, side, targets, tol in (("SPXW", "put", [2], 0), ("SPXW", "call", [2], 0), ("SPXW", "call", [2, 4], 1),
                                            ("SPX", "both", [0], 1), ("SPXW", "both", [3], 0),
                                            ("SPXW", "put", [2], 1))]
     for kw in (dict(roots=("SPXW", "XSP"), n=12), dict(roots=("SPX", "SPXW"), n=8, n_exp=4)):
@@ -82,7 +82,7 @@ class FakeEngine:
         return self.listed[self.today]
 
     def chain(self, underlying, expiries, **kw):
-        return (underlying, list(expiries))
+        return (underlying, expiries)  # (the list as handed to the engine)
 
 
 def test_chain_by_dte_reads_each_day_s_listing():
