@@ -156,3 +156,21 @@ def test_cached_properties_are_computed_once_and_kept():
     snap = chain(np.random.default_rng(0), n=5)
     assert snap.valid is snap.valid and "valid" in snap.__dict__ and "checksum" not in snap.__dict__
     assert snap.checksum == snap.__dict__["checksum"]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_closest_deltas_reads_targets_of_any_form_as_float64(seed):
+    """A list or tuple of Python floats is read as it is; anything else (ints, numpy values, strings, nested, an
+    array) as its float64 values: the same rows as the general path of each target."""
+    from test_decision_paths import closest_delta_general
+
+    rng = np.random.default_rng(seed)
+    snap = chain(rng, roots=("SPXW",), n=25)
+    forms = [[0.1, 0.15, 0.2], (0.2, 0.1), [0, 1], [np.float64(0.15), 0.3], np.array([0.1, 0.45]), ["0.1", 0.2],
+             [[0.1, 0.2], [0.3, 0.05]], (np.float32(0.1),), [True, 0.5], [], [float("nan")]]
+    for targets in forms:
+        flat = np.asarray(targets, dtype=np.float64).reshape(-1).tolist()
+        for expiry in snap.expiries:
+            for right in ("P", "C"):
+                want = [closest_delta_general(snap, expiry, right, t, "SPXW") for t in flat]
+                assert fresh(snap).closest_deltas(expiry, right, targets, root="SPXW") == want, targets

@@ -198,7 +198,9 @@ class StrategyContext:
         ts = self._engine.now
         got = self._minute_of
         if got[0] is not ts:
-            got = self._minute_of = (ts, f"{self._at():%Y%m%dT%H%M}")
+            at = self._at()
+            # strftime's text field by field (it costs ~1.5 us more); a Timestamp's year has four digits (1677-2262)
+            got = self._minute_of = (ts, f"{at.year}{at.month:02d}{at.day:02d}T{at.hour:02d}{at.minute:02d}")
         return got[1]
 
     @property

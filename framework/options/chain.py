@@ -520,7 +520,15 @@ class ChainSnapshot:
         if n == 0:
             return [None] * len(targets)
         out = []
-        for x in np.asarray(targets, dtype=np.float64).reshape(-1).tolist():
+        xs = targets  # (a strategy's parameter, a list of Python floats, as it is: the values float64 gives)
+        if type(xs) is list or type(xs) is tuple:
+            for x in xs:
+                if type(x) is not float:
+                    xs = _floats(targets)
+                    break
+        else:
+            xs = _floats(targets)
+        for x in xs:
             # abs(v - x) (a float subtraction, rounded) never decreases as v moves away from x on either side: the
             # smallest is at the last value below x or the first at or above it. The one above wins only when
             # strictly nearer (it has the larger |delta|); below, values that round to the same distance lie
@@ -766,6 +774,11 @@ def _contract(root: str, expiry: dt.date, strike: float, call: bool):
     from strikebench.options.contracts import OptionContract, Right
 
     return OptionContract(root=root, expiry=expiry, strike=strike, right=Right.CALL if call else Right.PUT)
+
+
+def _floats(values) -> list[float]:
+    """``values`` as a flat list of Python floats (float64 values: numbers, numpy scalars, nested sequences)."""
+    return np.asarray(values, dtype=np.float64).reshape(-1).tolist()
 
 
 def _is_call(right) -> bool:
