@@ -204,12 +204,19 @@ def _points_decimal(value) -> str | None:
 
 #: text of the aware datetimes iso_time saw last, by (datetime, tzinfo, fold): a run's events repeat its bars' times
 _ISO_TEXT: dict = {}
+#: (the aware time iso_time formatted last, its text): a bar's decision, order events and fills mostly hand in the
+#: same datetime object one after another (two thirds of the calls of the four strategies), found by identity
+_ISO_LAST: tuple = (None, None)
 
 
 def iso_time(value) -> str | None:
     """ISO 8601 with the UTC offset. Naive times are taken as America/New_York (the engine's zone)."""
+    global _ISO_LAST
     if value is None:
         return None
+    last = _ISO_LAST
+    if value is last[0]:  # the same (immutable) object: the same text
+        return last[1]
     t = type(value)
     if (t is dt.datetime or t is pd.Timestamp) and value.tzinfo is not None:
         # the engine's clock (datetimes), snapshots' times (Timestamps): equal aware times are the same instant;
@@ -222,6 +229,7 @@ def iso_time(value) -> str | None:
             if len(_ISO_TEXT) >= 4096:
                 _ISO_TEXT.clear()
             text = _ISO_TEXT[key] = value.isoformat()  # the same text as pd.Timestamp(value).isoformat()
+        _ISO_LAST = (value, text)  # one assignment: a reader on another thread sees an old pair or this one
         return text
     ts = pd.Timestamp(value)
     if ts.tzinfo is None:
@@ -517,23 +525,24 @@ def snapshot_to_bytes(snapshot, fmt: str = SNAPSHOT_FORMAT) -> bytes:
         listing = _listing_buffers(snapshot, plan[:split])
         if type(static) is dict:
             static["blob_listing"] = listing
-    roots, head, codes = listing
-    n = len(snapshot)
-    header = _blob_header(n, roots)
-    payload = b"".join([head, *_column_buffers(snapshot, plan[split:], n, codes)])
+    header, head, codes = listing
+    payload = b"".join([head, *_column_buffers(snapshot, plan[split:], len(snapshot), codes)])
     packed = _lz4().compress(payload, asbytes=True) if fmt == "columns-lz4" else zlib.compress(payload, 1)
-    return _SNAP_MAGIC[fmt] + struct.pack("<I", len(header)) + header + packed
+    return b"".join((_SNAP_MAGIC[fmt], header, packed))
 
 
-def _listing_buffers(snapshot, plan: list) -> tuple[tuple, bytes, np.ndarray]:
-    """(the snapshot's roots, the bytes of the blob's leading columns ``plan``, the root code of each row)."""
+def _listing_buffers(snapshot, plan: list) -> tuple[bytes, bytes, np.ndarray]:
+    """(the blob's header with its length before it, the bytes of its leading columns ``plan``, the root code of
+    each row): all three depend on the listing alone (its rows, their roots)."""
     from strikebench.options.chain import _factorize_roots
 
     roots, codes = _factorize_roots(np.asarray(snapshot.root))  # np.unique's (sorted roots, code per row)
     if len(roots) > 255:
         raise JournalError(f"snapshot has {len(roots)} roots; the journal stores at most 255")
     codes.flags.writeable = False
-    return tuple(roots), b"".join(_column_buffers(snapshot, plan, len(snapshot), codes)), codes
+    n = len(snapshot)
+    header = _blob_header(n, tuple(roots))
+    return struct.pack("<I", len(header)) + header, b"".join(_column_buffers(snapshot, plan, n, codes)), codes
 
 
 def _column_buffers(snapshot, plan: list, n: int, codes) -> list:
@@ -546,9 +555,11 @@ def _column_buffers(snapshot, plan: list, n: int, codes) -> list:
         elif name == "expiry":
             arr = np.asarray(snapshot.expiry).astype("datetime64[D]", copy=False).astype("<i4")
         else:
-            arr = np.asarray(getattr(snapshot, name)).astype(le, copy=False)
+            arr = getattr(snapshot, name)
+            if type(arr) is not np.ndarray or arr.dtype != le:  # (else astype(le, copy=False) would return arr)
+                arr = np.asarray(arr).astype(le, copy=False)
         if shuffled and n:  # (a strided column, a batch's minute, is copied once: by the concatenation)
-            run.append(arr.view("<u8"))
+            run.append(arr.view(_U8))
             continue
         if run:
             buffers.append(_shuffled(run, n))
@@ -557,6 +568,9 @@ def _column_buffers(snapshot, plan: list, n: int, codes) -> list:
     if run:
         buffers.append(_shuffled(run, n))
     return buffers
+
+
+_U8 = np.dtype("<u8")
 
 
 def _shuffled(run: list, n: int) -> bytes:
@@ -1418,7 +1432,7 @@ class Journal:
 
     def _order_fixed(self, run_id: str, order, db=None) -> tuple:
         """The columns of an order's row its later events never change (its first event's values)."""
-        legs = [{"occ_symbol": leg.contract.occ_symbol.strip(), "ratio": int(leg.ratio)} for leg in order.legs]
+        legs = [{"occ_symbol": _contract_text(leg.contract)[0], "ratio": int(leg.ratio)} for leg in order.legs]
         decision_id = self._decision_of_trade(db or self._db, run_id, order.trade_id) if order.opens else None
         return (order.client_id, run_id, order.strategy or "", order.trade_id, decision_id, int(bool(order.opens)),
                 _enum(order.order_type), _enum(order.tif), int(order.quantity), points_text(order.limit_price),
@@ -1562,10 +1576,8 @@ class Journal:
                  iso_time(fill.filled_at), str(expiry), qty, mult, price, cents_text(-price_c), fees,
                  _max_loss_text(order.legs, Decimal(price_c) / 100, mult, qty)))
             for i, (leg, p) in enumerate(zip(order.legs, fill.leg_prices)):
-                c = leg.contract
                 put("trade_legs", self._LEG_INSERT,
-                    (run_id, trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry), points_text(c.strike),
-                     _enum(c.right), int(leg.ratio), points_text(p)))
+                    (run_id, trade_id, i, *_contract_text(leg.contract), int(leg.ratio), points_text(p)))
             if db is None:
                 self._trades_known.add((run_id, trade_id))
         elif exists:
@@ -1621,10 +1633,8 @@ class Journal:
                  int(trade.contracts), mult, points_text(trade.entry_price), points_text(-trade.entry_price),
                  dollars_text(trade.fees)))
             for i, (leg, p) in enumerate(zip(legs, trade.leg_entry_prices)):
-                c = leg.contract
                 put("trade_legs", self._LEG_INSERT,
-                    (run_id, trade.trade_id, i, c.occ_symbol.strip(), c.root, str(c.expiry),
-                     points_text(c.strike), _enum(c.right), int(leg.ratio), points_text(p)))
+                    (run_id, trade.trade_id, i, *_contract_text(leg.contract), int(leg.ratio), points_text(p)))
             if db is None:
                 self._trades_known.add((run_id, trade.trade_id))
         if trade.exit_reason == "settlement" or getattr(trade, "settled_contracts", None):
@@ -1735,7 +1745,30 @@ class _nullcontext:
 
 
 def _enum(value) -> str:
+    """``str(value.value)`` of an Enum member (read as ``_value_``, which the ``value`` property returns, without
+    the property's Python call), else ``str(getattr(value, "value", value))``."""
+    if isinstance(value, Enum):
+        return str(value._value_)
     return str(getattr(value, "value", value))
+
+
+#: id(contract) -> (contract, its trade_legs columns) of the contracts _contract_text saw last (the entry keeps the
+#: contract alive, so its id names no other object while it is here). Cleared when full.
+_CONTRACT_TEXT: dict[int, tuple] = {}
+
+
+def _contract_text(c) -> tuple:
+    """(occ_symbol stripped, root, expiry, strike, right) of an option contract as the journal stores them: an
+    order's legs are the same contract objects from its first event to its fills (and a trade's close), so each is
+    formatted once."""
+    hit = _CONTRACT_TEXT.get(id(c))
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    text = (c.occ_symbol.strip(), c.root, str(c.expiry), points_text(c.strike), _enum(c.right))
+    if len(_CONTRACT_TEXT) >= 4096:
+        _CONTRACT_TEXT.clear()
+    _CONTRACT_TEXT[id(c)] = (c, text)
+    return text
 
 
 def _quotes_json(quotes) -> str | None:
