@@ -864,7 +864,7 @@ class Journal:
         self._db = None
         self._pending_orders: dict[tuple, list] = {}  # (run, order id) -> [fixed columns, latest state]
         self._pending_events: list[tuple] = []
-        self._pending_decisions: list[tuple] = []  # (decision row, snapshot, context text, its checksum)
+        self._pending_decisions: list[tuple] = []  # (decision row, snapshot, context text)
         self._pending_decision_ids: set[tuple] = set()  # (run, decision id) of those
         #: (run, trade id) -> the id of the decision the trade was opened on, once found (_decision_of_trade)
         self._decision_found: dict[tuple, str] = {}
@@ -1294,11 +1294,12 @@ class Journal:
             raise JournalError(f"decision {decision_id}: its snapshot checksum {checksum} is not the "
                                f"checksum of the snapshot handed with it ({snapshot.checksum})")
         text = to_json(decision.context or {})
-        # the row with its snapshot_id and context_id (None here) filled in when written
-        row = [decision_id, run_id, seq, decision.strategy, iso_time(decision.decided_at), decision.action,
+        # the row with its decided_at text, snapshot_id and context_id filled in when written (the time as given
+        # here: a datetime, immutable; its text and the context's checksum made for a commit's decisions at once)
+        row = [decision_id, run_id, seq, decision.strategy, decision.decided_at, decision.action,
                decision.reason or "", None, checksum, None, candidates_json(candidates),
                None if chosen is None else int(chosen), chosen_expiry, decision.ruleset_version or ""]
-        pending = (row, snapshot, text, hashlib.sha256(text.encode()).hexdigest())
+        pending = (row, snapshot, text)
         if self._per_session:
             self._pending_decisions.append(pending)
             self._pending_decision_ids.add((run_id, decision_id))
@@ -1311,15 +1312,17 @@ class Journal:
         """Insert decisions with their snapshots and contexts (each once per checksum), in order; returns the
         (snapshot, context) ids it wrote or found by checksum."""
         known_snaps, known_ctx = self._snapshot_ids, self._context_ids
+        sha256 = hashlib.sha256
+        ctx_sums = [sha256(p[2].encode()).hexdigest() for p in pending]
         # the snapshots and contexts this connection has not written, looked up at once (another run's, in a
         # shared journal); found ones are used as they are, the others written in the decisions' order as before
         snap_ids = self._ids_by_checksum(db, "chain_snapshots", "snapshot_id",
                                          [p[0][8] for p in pending if p[1] is not None and p[0][8] not in known_snaps])
         ctx_ids = self._ids_by_checksum(db, "context_snapshots", "context_id",
-                                        [p[3] for p in pending if p[3] not in known_ctx])
+                                        [c for c in ctx_sums if c not in known_ctx])
         # snap_ids, ctx_ids: new to this connection this call, kept only once the caller's transaction/savepoint holds
         rows = []
-        for row, snapshot, text, ctx_sum in pending:
+        for (row, snapshot, text), ctx_sum in zip(pending, ctx_sums):
             if snapshot is not None:
                 checksum = row[8]
                 sid = known_snaps.get(checksum) or snap_ids.get(checksum)
@@ -1330,7 +1333,7 @@ class Journal:
             if cid is None:
                 cid = ctx_ids[ctx_sum] = self._insert_context(text, ctx_sum, db)
             row[9] = cid
-            rows.append(tuple(row))
+            rows.append((*row[:4], iso_time(row[4]), *row[5:]))  # (row stays as recorded: a retry at exit)
         db.executemany(self._DECISION_INSERT, rows)
         return snap_ids, ctx_ids
 
@@ -1410,13 +1413,13 @@ class Journal:
         its first event's insert with its last event's state, which is what the upserts leave), for
         one statement per order instead of two per transition. Nothing is lost that the session's
         transaction would have kept: a process killed mid-session loses the whole session either way."""
-        at = iso_time(getattr(event, "at", None) or order.created_at)
-        key = (run_id, order.client_id)
-        state = (_enum(order.status), order.status_reason or "", int(order.filled_quantity),
-                 points_text(order.avg_fill_price), at)
-        ev = None if event is None else (run_id, order.client_id, at, _enum(event.previous), _enum(event.status),
-                                         event.reason or "")
+        at = getattr(event, "at", None) or order.created_at
+        # this event's values (enum members, texts, numbers, a datetime: immutable), formatted when written: in a
+        # backtest at the session's commit, all of a commit's events in one go, and only an order's last state
+        state = (order.status, order.status_reason, order.filled_quantity, order.avg_fill_price, at)
+        ev = None if event is None else (run_id, order.client_id, at, event.previous, event.status, event.reason)
         if self._per_session:
+            key = (run_id, order.client_id)
             row = self._pending_orders.get(key)
             if row is None:
                 self._pending_orders[key] = row = [self._order_fixed(run_id, order), state]
@@ -1426,9 +1429,9 @@ class Journal:
                 self._pending_events.append(ev)
             return
         with self._tx() as db:
-            db.execute(self._ORDER_UPSERT, self._order_fixed(run_id, order, db) + state)
+            db.execute(self._ORDER_UPSERT, self._order_fixed(run_id, order, db) + _order_state(*state))
             if ev is not None:
-                db.execute(self._EVENT_INSERT, ev)
+                db.execute(self._EVENT_INSERT, _event_row(*ev))
 
     def _order_fixed(self, run_id: str, order, db=None) -> tuple:
         """The columns of an order's row its later events never change (its first event's values)."""
@@ -1446,9 +1449,9 @@ class Journal:
         try:
             with self._tx() as db:  # each table's statements in order, one executemany each
                 if orders:
-                    db.executemany(self._ORDER_UPSERT, [fixed + state for fixed, state in orders.values()])
+                    db.executemany(self._ORDER_UPSERT, [fixed + _order_state(*state) for fixed, state in orders.values()])
                 if events:
-                    db.executemany(self._EVENT_INSERT, events)
+                    db.executemany(self._EVENT_INSERT, [_event_row(*ev) for ev in events])
                 self._pending_orders, self._pending_events = {}, []  # with the write (see _flush_decisions)
         except Exception:
             self._pending_orders, self._pending_events = {}, []
@@ -1742,6 +1745,16 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+def _order_state(status, reason, filled, avg_price, at) -> tuple:
+    """The state columns of an order's row (status .. updated_at) from its values at an event."""
+    return _enum(status), reason or "", int(filled), points_text(avg_price), iso_time(at)
+
+
+def _event_row(run_id, order_id, at, previous, status, reason) -> tuple:
+    """An ``order_events`` row from a transition's values."""
+    return run_id, order_id, iso_time(at), _enum(previous), _enum(status), reason or ""
 
 
 def _enum(value) -> str:

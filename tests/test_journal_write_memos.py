@@ -95,3 +95,81 @@ def test_blob_of_columns_not_stored_as_their_type_is_the_general_one():
         object.__setattr__(odd, name, make(np.asarray(getattr(snap, name))))
         for fmt in ("columns-lz4", "columns-zlib"):
             assert J.snapshot_to_bytes(odd, fmt) == blob_general(odd, fmt) == J.snapshot_to_bytes(snap, fmt), name
+
+
+def _orders_and_decisions(path, per_session, interrupt=None):
+    """One order object through its events, changed after each (as the broker changes it) and once more after its
+    last recorded event; decisions between them. Returns the orders, order_events and trade_decisions rows."""
+    from contextlib import contextmanager
+
+    import pytest
+
+    from strikebench.api import Decision
+    from strikebench.engine.broker import OrderTransition
+    from strikebench.options.orders import Leg, Order, OrderStatus, OrderType
+
+    day = dt.date(2024, 1, 12)
+    legs = (Leg(C.OptionContract("SPXW", day, 4700.0, C.Right.PUT), -1),
+            Leg(C.OptionContract("SPXW", day, 4695.0, C.Right.PUT), +1))
+    t0 = dt.datetime(2024, 1, 10, 10, 0, tzinfo=zoneinfo.ZoneInfo("America/New_York"))
+    j = J.Journal(path)
+    j.start_run("r", name="r", mode="backtest")
+    if per_session:
+        j.commit_per_session()
+    order = Order("O-1", legs, 2, OrderType.LIMIT, -1.25, strategy="s", trade_id="T-s-1-abc", created_at=t0)
+    steps = [(OrderStatus.SUBMITTED, 0, "", 0, None), (OrderStatus.ACCEPTED, 1, "", 0, None),
+             (OrderStatus.PARTIALLY_FILLED, 2, "half", 1, -1.25), (OrderStatus.FILLED, 3, "", 2, -1.275)]
+    for n, (status, minutes, reason, filled, avg) in enumerate(steps, 1):
+        at = t0 + dt.timedelta(minutes=minutes)
+        j.record_decision("r", Decision(strategy="s", decided_at=at, action="SKIP", reason=f"r{n}",
+                                        context={"n": n}, decision_id=f"s-{n}"), None)
+        previous = order.status
+        order.status, order.status_reason, order.filled_quantity, order.avg_fill_price = status, reason, filled, avg
+        j.record_order_event("r", order, OrderTransition(order.client_id, previous, status, at, reason))
+    # changed after its last recorded event (no event for it): nothing of this may reach the rows
+    order.status, order.status_reason, order.filled_quantity, order.avg_fill_price = (
+        OrderStatus.CANCELLED, "late", 7, 9.99)
+    if interrupt:
+        real_tx = J.Journal._tx
+
+        class Interrupted:  # the first statement runs, then the signal lands
+            def __init__(self, db):
+                self.db = db
+
+            def execute(self, *args):
+                self.db.execute(*args)
+                raise SystemExit(143)
+
+            def executemany(self, *args):
+                self.db.executemany(*args)
+                raise SystemExit(143)
+
+        @contextmanager
+        def interrupted_tx(self):
+            with real_tx(self) as db:
+                yield Interrupted(db)
+
+        with interrupt.context() as m:
+            m.setattr(J.Journal, "_tx", interrupted_tx)
+            with pytest.raises(SystemExit):
+                j.commit()
+    j.commit()
+    out = [[tuple(r) for r in j.execute(f"SELECT * FROM {t} ORDER BY rowid")]
+           for t in ("orders", "order_events", "trade_decisions", "context_snapshots")]
+    j.close()
+    return out
+
+
+def test_a_backtests_order_and_decision_rows_are_formatted_from_the_values_at_their_events(tmp_path, monkeypatch):
+    """A backtest formats its order events' and decisions' texts when it writes them (at the commit), from the values
+    each event had: an order object changed after its events leaves the rows a journal writing each event at once
+    leaves; a commit interrupted by a signal leaves the same rows to the commit at exit."""
+    at_once = _orders_and_decisions(tmp_path / "at_once.sqlite", per_session=False)
+    assert _orders_and_decisions(tmp_path / "buffered.sqlite", per_session=True) == at_once
+    assert _orders_and_decisions(tmp_path / "interrupted.sqlite", per_session=True, interrupt=monkeypatch) == at_once
+    orders, events, decisions, contexts = at_once
+    assert orders[0][13:] == ("filled", "", 2, "-1.275", "2024-01-10T10:03:00-05:00")
+    assert [e[4:6] for e in events] == [("new", "submitted"), ("submitted", "accepted"),
+                                        ("accepted", "partially_filled"), ("partially_filled", "filled")]
+    assert [d[4] for d in decisions] == [f"2024-01-10T10:0{m}:00-05:00" for m in range(4)]
+    assert len(contexts) == 4
