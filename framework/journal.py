@@ -1015,9 +1015,10 @@ class Journal:
                         while j < n and rows[j][0] == sql:
                             j += 1
                         if j - i == 1:
-                            db.execute(sql, rows[i][1])
+                            params = rows[i][1]
+                            db.execute(sql, params.row() if type(params) is _Later else params)
                         else:
-                            db.executemany(sql, [params for _, params in rows[i:j]])
+                            db.executemany(sql, [p.row() if type(p) is _Later else p for _, p in rows[i:j]])
                         i = j
                 self._pending_rows = {}  # with the write (see _flush_decisions)
         except Exception:
@@ -1564,10 +1565,11 @@ class Journal:
         opens = int(bool(order.opens))
         trade_id = order.trade_id
         price, fees, qty = cents_text(price_c), cents_text(fee_c), int(fill.quantity)
-        put("fills", self._FILL_INSERT,
-            (fill.fill_id, run_id, order.client_id, trade_id, opens, iso_time(fill.filled_at), price, qty, mult,
-             fees, cents_text(cash_c), _json_list([points_text(p) for p in fill.leg_prices]),
-             _quotes_json(getattr(fill, "leg_quotes", ()))))
+        # the fill's row (its time, cash, leg prices and quotes as text: a frozen Fill's values) made when written: in a
+        # backtest at the session's commit, with the commit's other fills
+        values = (fill.fill_id, run_id, order.client_id, trade_id, opens, fill.filled_at, price, qty, mult, fees,
+                  cash_c, fill.leg_prices, getattr(fill, "leg_quotes", ()))
+        put("fills", self._FILL_INSERT, _Later(_fill_row, values) if db is None else _fill_row(*values))
         self._note_fill(db, run_id, trade_id, fill.fill_id, (opens, "fill", price, qty, fees))
         if trade_id is None:
             return
@@ -1745,6 +1747,26 @@ class _nullcontext:
 
     def __exit__(self, *exc):
         return False
+
+
+class _Later:
+    """A queued row's parameters made when the row is written (:meth:`Journal._flush_rows`): ``fn(*values)``, the
+    values immutable (texts, numbers, datetimes, tuples of floats)."""
+
+    __slots__ = ("fn", "values")
+
+    def __init__(self, fn, values: tuple):
+        self.fn, self.values = fn, values
+
+    def row(self) -> tuple:
+        return self.fn(*self.values)
+
+
+def _fill_row(fill_id, run_id, order_id, trade_id, opens, filled_at, price, qty, mult, fees, cash_c, leg_prices,
+              leg_quotes) -> tuple:
+    """A ``fills`` row (``_FILL_INSERT``'s parameters) of an order's fill."""
+    return (fill_id, run_id, order_id, trade_id, opens, iso_time(filled_at), price, qty, mult, fees, cents_text(cash_c),
+            _json_list([points_text(p) for p in leg_prices]), _quotes_json(leg_quotes))
 
 
 def _order_state(status, reason, filled, avg_price, at) -> tuple:

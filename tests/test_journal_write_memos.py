@@ -106,7 +106,7 @@ def _orders_and_decisions(path, per_session, interrupt=None):
 
     from strikebench.api import Decision
     from strikebench.engine.broker import OrderTransition
-    from strikebench.options.orders import Leg, Order, OrderStatus, OrderType
+    from strikebench.options.orders import Fill, Leg, Order, OrderStatus, OrderType
 
     day = dt.date(2024, 1, 12)
     legs = (Leg(C.OptionContract("SPXW", day, 4700.0, C.Right.PUT), -1),
@@ -126,6 +126,11 @@ def _orders_and_decisions(path, per_session, interrupt=None):
         previous = order.status
         order.status, order.status_reason, order.filled_quantity, order.avg_fill_price = status, reason, filled, avg
         j.record_order_event("r", order, OrderTransition(order.client_id, previous, status, at, reason))
+        if filled:  # a fill of one combo at each of the last two events, a commit between them
+            j.record_fill("r", order, Fill(f"O-1-F{n}", "O-1", at, 1, -1.25 - 0.05 * (n - 3), (2.5, 1.25 + 0.05 * (n - 3)),
+                                           1.3, ((2.4, 2.6), (1.2, float("nan")))))
+            if n == 3:
+                j.commit()
     # changed after its last recorded event (no event for it): nothing of this may reach the rows
     order.status, order.status_reason, order.filled_quantity, order.avg_fill_price = (
         OrderStatus.CANCELLED, "late", 7, 9.99)
@@ -155,19 +160,23 @@ def _orders_and_decisions(path, per_session, interrupt=None):
                 j.commit()
     j.commit()
     out = [[tuple(r) for r in j.execute(f"SELECT * FROM {t} ORDER BY rowid")]
-           for t in ("orders", "order_events", "trade_decisions", "context_snapshots")]
+           for t in ("orders", "order_events", "trade_decisions", "context_snapshots", "fills", "trades")]
     j.close()
     return out
 
 
 def test_a_backtests_order_and_decision_rows_are_formatted_from_the_values_at_their_events(tmp_path, monkeypatch):
-    """A backtest formats its order events' and decisions' texts when it writes them (at the commit), from the values
-    each event had: an order object changed after its events leaves the rows a journal writing each event at once
+    """A backtest formats its order events', fills' and decisions' texts when it writes them (at the commit), from the
+    values each event had: an order object changed after its events leaves the rows a journal writing each event at once
     leaves; a commit interrupted by a signal leaves the same rows to the commit at exit."""
     at_once = _orders_and_decisions(tmp_path / "at_once.sqlite", per_session=False)
     assert _orders_and_decisions(tmp_path / "buffered.sqlite", per_session=True) == at_once
     assert _orders_and_decisions(tmp_path / "interrupted.sqlite", per_session=True, interrupt=monkeypatch) == at_once
-    orders, events, decisions, contexts = at_once
+    orders, events, decisions, contexts, fills, trades = at_once
+    assert [f[6:] for f in fills] == [
+        ("2024-01-10T10:02:00-05:00", "-1.25", 1, 100, "1.30", "123.70", '["2.50","1.25"]', '[["2.40","2.60"],["1.20",null]]'),
+        ("2024-01-10T10:03:00-05:00", "-1.30", 1, 100, "1.30", "128.70", '["2.50","1.30"]', '[["2.40","2.60"],["1.20",null]]')]
+    assert len(trades) == 1
     assert orders[0][13:] == ("filled", "", 2, "-1.275", "2024-01-10T10:03:00-05:00")
     assert [e[4:6] for e in events] == [("new", "submitted"), ("submitted", "accepted"),
                                         ("accepted", "partially_filled"), ("partially_filled", "filled")]
