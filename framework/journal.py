@@ -218,6 +218,13 @@ def iso_time(value) -> str | None:
     if value is last[0]:  # the same (immutable) object: the same text
         return last[1]
     t = type(value)
+    if t is pd.Timestamp and value.tzinfo is not None and not value.nanosecond:
+        # snapshots' times: nearly every one a new instant, so a memo's key would cost a Timestamp's hash for a miss.
+        # Timestamp.isoformat writes its datetime part with datetime.isoformat and adds nanoseconds only when there
+        # are any: without them its text is its datetime's, made at about half the cost
+        text = value.to_pydatetime().isoformat()
+        _ISO_LAST = (value, text)
+        return text
     if (t is dt.datetime or t is pd.Timestamp) and value.tzinfo is not None:
         # the engine's clock (datetimes), snapshots' times (Timestamps): equal aware times are the same instant;
         # with the same tzinfo and fold they have the same wall time and offset, so the same text (fold: 01:30 of
