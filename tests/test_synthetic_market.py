@@ -394,6 +394,25 @@ def test_an_integral_table_of_the_first_grid_points_is_those_columns_of_the_whol
                     assert np.array_equal(np.signbit(a), np.signbit(b[:, : a.shape[1]]))
 
 
+def test_a_session_is_found_by_its_date_however_the_day_is_given(market):
+    """Timeline.day_index takes a datetime.date as the day itself (no Timestamp made): the index any other way of
+    giving the day finds (string, datetime, Timestamp naive or in New York, numpy day); a day that is not a
+    session raises KeyError alike."""
+    tl = market.path.timeline
+    for i in range(tl.n_sim):
+        day = tl.dates[i].astype(dt.date)
+        assert type(day) is dt.date
+        assert tl.day_index(day) == i
+        for other in (str(day), dt.datetime(day.year, day.month, day.day, 15, 59), pd.Timestamp(day),
+                      pd.Timestamp(f"{day} 09:30", tz="America/New_York"), np.datetime64(day, "D")):
+            assert tl.day_index(other) == i
+    for day in (dt.date(2023, 1, 1), dt.date(2023, 1, 16), dt.date(1999, 1, 4), dt.date(2030, 1, 2)):
+        with pytest.raises(KeyError, match=f"{day} is not a simulated session"):
+            tl.day_index(day)
+        with pytest.raises(KeyError, match=f"{day} is not a simulated session"):
+            tl.day_index(str(day))
+
+
 def _integral_lookup_by_clip(table, ev, dC, row=None):
     """VarianceModel.integral_lookup as written with np.clip (the reference of its dispatch-free bounds)."""
     from strikebench.feeds.synthetic.vol import _GRID

@@ -191,8 +191,11 @@ class Timeline:
 
     def day_index(self, day) -> int:
         """Index of a simulated session; KeyError otherwise."""
-        d = np.datetime64(pd.Timestamp(day).date(), "D")
-        i = int(np.searchsorted(self.dates[: self.n_sim], d))
+        if type(day) is dt.date:  # the day itself (pd.Timestamp(day).date() == day; making one is ~10 us)
+            d = np.datetime64(day, "D")
+        else:
+            d = np.datetime64(pd.Timestamp(day).date(), "D")
+        i = int(self.dates[: self.n_sim].searchsorted(d))
         if i >= self.n_sim or self.dates[i] != d:
             raise KeyError(f"{pd.Timestamp(day).date()} is not a simulated session")
         return i
