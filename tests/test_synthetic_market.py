@@ -467,6 +467,27 @@ def test_integral_lookups_bound_dC_and_cells_as_np_clip_does(market):
         for x in dC:
             i = int(np.searchsorted(G, np.clip(float(x), 0.0, G[-1]), side="right")) - 1
             assert model.lookup_points(x) == min(max(i, 0), len(G) - 2) + 2
+        # a session's lookups, row k for element k (integral_lookup_rows: gathered by flat position), on tables of
+        # many states whole, of the first points and carried on to more (prior), a half day's (210 states), more
+        # states than a session's, and (the general path) a table of few states and a dC of another shape
+        half = p.yf[step[:210]], p.ys[step[:210]]
+        tables = [many, model.integral_table(p.yf[step], p.ys[step], 64), model.integral_table(*half),
+                  model.integral_table(p.yf[step], p.ys[step], 80, model.integral_table(p.yf[step], p.ys[step], 64)),
+                  model.integral_table(np.tile(p.yf[step], 2), np.tile(p.ys[step], 2)),
+                  model.integral_table(p.yf[step[:20]], p.ys[step[:20]])]
+        for table, ev in tables:
+            n = table.shape[0]
+            k = table.shape[1]
+            for d in (rng.choice(dC, (n, 1)), np.sort(rng.uniform(0.0, 9.0, n))[::-1, None], np.full((n, 1), np.nan)):
+                if k < len(G):  # within the table's points (past them both raise IndexError)
+                    d = np.where(np.isnan(d) | (d > G[k - 2]), G[k - 2], d)
+                got = model.integral_lookup_rows(table, ev, d)
+                want = _integral_lookup_by_clip(table, ev, d, np.arange(n)[:, None])
+                assert got.shape == want.shape == (n, 1)
+                assert np.array_equal(got, want, equal_nan=True) and np.array_equal(np.signbit(got), np.signbit(want))
+            if k < len(G):
+                with pytest.raises(IndexError):
+                    model.integral_lookup_rows(table, ev, np.full((n, 1), G[k - 1] + 1.0))
 
 
 def test_a_snapshot_is_stamped_with_its_bar_label_however_the_time_is_asked(market):

@@ -312,7 +312,7 @@ class SessionLegs:
         # atm_total_variance
         dC = np.maximum(c_settle - c_end, 0.0)
         tab, ev = self._table(dC)
-        integral = model.integral_lookup(tab, ev, dC, self.rows)
+        integral = model.integral_lookup_rows(tab, ev, dC)
         jumps = cum[path.event_R.searchsorted(settle_ns, side="right")] - cum0  # event_variance
         # atm_ratio (rn integral + event_premium jumps), floored: in place (products and sums only commuted)
         theta = np.multiply(rn, integral, out=integral)

@@ -42,6 +42,34 @@ _GRID_LAST = float(_GRID[-1])
 _COLUMN_ROWS = 48
 
 
+_ROWS = np.arange(390)[:, None]  # the row of each minute of a session (integral_lookup_rows)
+
+
+def _cells(dC):
+    """``dC`` bounded to the grid and its cell's points (i, i + 1), as :meth:`VarianceModel.integral_lookup` reads
+    them: np.clip of dC and of the cell index without np.clip's Python dispatch, the same values (NaN stays NaN),
+    but for a dC of -0.0, which np.maximum may turn into 0.0: its integral is h * (...) + t_0 with h = +-0.0, the
+    same float for the first column integral_table makes (+0.0)."""
+    dC = np.minimum(np.maximum(np.asarray(dC, float), 0.0), _GRID_LAST)
+    i = np.minimum(np.maximum(_GRID.searchsorted(dC, side="right") - 1, 0), len(_GRID) - 2)
+    return dC, i, i + 1
+
+
+def _interpolate(dC, i, j, t_i, e_i, e_j):
+    """The integral of the linear interpolant of E v over [g0, dC] from the table's cells: t_i + h (e_i + 0.5 frac
+    (e_j - e_i)) with h = dC - g0, frac = h / (next point - g0), each step as written (products and sums only
+    commuted: the same floats)."""
+    g0 = _GRID[i]
+    h = dC - g0
+    frac = h / (_GRID[j] - g0)
+    frac *= 0.5
+    out = frac * np.subtract(e_j, e_i)
+    out += e_i
+    out *= h
+    out += t_i
+    return out
+
+
 class VarianceModel:
     """The variance process' parameters and the closed-form expectations built on them."""
 
@@ -162,27 +190,28 @@ class VarianceModel:
         ``row`` selects the table row per element (broadcast with ``dC``);
         None when the table has a single row.
         """
-        # np.clip of dC and of the cell index without np.clip's Python dispatch: the same values (NaN stays NaN),
-        # but for a dC of -0.0, which np.maximum may turn into 0.0: its integral is h * (...) + t_0 with h = +-0.0,
-        # the same float for the first column integral_table makes (+0.0)
-        dC = np.minimum(np.maximum(np.asarray(dC, float), 0.0), _GRID_LAST)
-        i = np.minimum(np.maximum(_GRID.searchsorted(dC, side="right") - 1, 0), len(_GRID) - 2)
-        j = i + 1
+        dC, i, j = _cells(dC)
         if row is None:
-            t_i, e_i, e_j = table[..., i], ev[..., i], ev[..., j]
-        else:
-            t_i, e_i, e_j = table[row, i], ev[row, i], ev[row, j]
-        g0 = _GRID[i]
-        h = dC - g0
-        # integral of the linear interpolant of E v over [g0, dC]: t_i + h (e_i + 0.5 frac (e_j - e_i)) with
-        # frac = h / (next point - g0), each step as written (products and sums commuted only: the same floats)
-        frac = h / (_GRID[j] - g0)
-        frac *= 0.5
-        out = frac * np.subtract(e_j, e_i)
-        out += e_i
-        out *= h
-        out += t_i
-        return out
+            return _interpolate(dC, i, j, table[..., i], ev[..., i], ev[..., j])
+        return _interpolate(dC, i, j, table[row, i], ev[row, i], ev[row, j])
+
+    @staticmethod
+    def integral_lookup_rows(table, ev, dC):
+        """:meth:`integral_lookup` of ``dC`` of shape (n, 1), element k at row k (``row`` = arange(n)[:, None]), on a
+        table of n states as the many-states path of :meth:`integral_table` hands it back (the transposes of
+        C-contiguous (points, n) arrays): the cells gathered by their flat position, one take per array instead of
+        fancy indexing. The same values; any other table is looked up by :meth:`integral_lookup`."""
+        n = dC.shape[0]
+        tt, et = table.T, ev.T
+        if not (dC.shape == (n, 1) and table.shape[0] == n and ev.shape[0] == n and tt.flags.c_contiguous
+                and et.flags.c_contiguous):
+            return VarianceModel.integral_lookup(table, ev, dC, np.arange(n)[:, None])
+        dC, i, j = _cells(dC)
+        at = i * n
+        at += _ROWS[:n] if n <= len(_ROWS) else np.arange(n)[:, None]
+        t_i, e_i = tt.take(at), et.take(at)
+        at += n
+        return _interpolate(dC, i, j, t_i, e_i, et.take(at))
 
     # ---------------------------------------------------------- risk-neutral
     def rn_scale(self, eps):
