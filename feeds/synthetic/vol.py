@@ -148,12 +148,14 @@ class VarianceModel:
             self._decays(_GRID)  # the grid's decays, kept as a row and as a column
             k = 0 if prior is None else min(prior[0].shape[1], g)
             decays = tuple(a[k:g] for a in self._decays(_GRID_COL))
-            ev = np.empty((g, yf.size))
             table = np.empty((g, yf.size))
             if k:
+                ev = np.empty((g, yf.size))
                 ev[:k] = prior[1].T[:k]
                 table[:k] = prior[0].T[:k]
-            ev[k:] = self.expected_variance(yf[None, :], ys[None, :], _GRID_COL[k:g], decays)     # (grid, n)
+                ev[k:] = self.expected_variance(yf[None, :], ys[None, :], _GRID_COL[k:g], decays)  # (grid, n)
+            else:  # a new array of its own
+                ev = self.expected_variance(yf[None, :], ys[None, :], _GRID_COL[:g], decays)
             table[0] = 0.0
             lo = max(k, 1)
             np.add(ev[lo:], ev[lo - 1:-1], out=table[lo:])
