@@ -25,7 +25,13 @@ import numpy as np
 from strikebench.calendar import NS_PER_YEAR
 from scipy.special import ndtr
 
-from strikebench.options.ticks import VIX_PENNY_TICKS_SINCE, round_down_up, tick_rule_for, tick_sizes_on_rule
+from strikebench.options.ticks import (
+    VIX_PENNY_TICKS_SINCE,
+    round_down_up,
+    round_on_rule,
+    tick_rule_for,
+    tick_sizes_on_rule,
+)
 from strikebench.pricing import _fix_edges, black76, black76_price, bsm, bsm_price
 
 from .surface import ssvi_total_variance, vix_option_atm_variance
@@ -39,6 +45,7 @@ _MIN_TICK = {"SPX": 0.05, "XSP": 0.01, "VIX": 0.01}
 _IV_REF = {"SPX": 0.18, "XSP": 0.18, "VIX": 0.90}
 _FAMILY = {"SPX": "spx", "XSP": "xsp", "VIX": "vix"}  # the quote parameters of each (scenario.quotes.<family>)
 _THETA_FLOOR = 1e-12
+_FEW = 16  # _bid_ask rounds at most this many settling prices one by one (numpy's per-call cost is above a scalar's)
 
 
 def _tick_rule(market, und: str, d: int) -> tuple[str, dt.date | None, float]:
@@ -484,13 +491,21 @@ def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: boo
             # a session's minutes x legs (leg quotes): whole minutes collapse (0DTE: the settlement minute), so
             # only their rows are rounded (elementwise: the same values as rounding every row)
             rows = np.flatnonzero(~live[:, 0])
-            at = mid[rows]
-            x = np.empty((2,) + at.shape)
-            x[0] = at
-            x[1] = at
-            down, up = round_down_up(x, tr)
-            bid[rows] = down
-            ask[rows] = np.maximum(up, tick)
+            if len(rows) * mid.shape[1] <= _FEW:
+                # a few prices (0DTE: the legs at the settlement minute): round_on_rule's Python-float path (the same
+                # floats as on arrays), np.maximum(up, tick) as max(up, tick) (NaN stays NaN)
+                for r in rows.tolist():
+                    for c, v in enumerate(mid[r].tolist()):
+                        bid[r, c] = round_on_rule(v, tr, "down")
+                        ask[r, c] = max(round_on_rule(v, tr, "up"), tick)
+            else:
+                at = mid[rows]
+                x = np.empty((2,) + at.shape)
+                x[0] = at
+                x[1] = at
+                down, up = round_down_up(x, tr)
+                bid[rows] = down
+                ask[rows] = np.maximum(up, tick)
         else:
             x = np.empty((2,) + mid.shape)
             x[0] = mid
