@@ -10,6 +10,7 @@ import math
 import random
 import re
 import sqlite3
+from contextlib import contextmanager
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -160,36 +161,38 @@ def test_the_texts_kept_by_value_are_each_values_own_text_whatever_came_before()
     assert J.points_text(math.nan) is None and _outcome(J.dollars_text, math.inf) is J.JournalError
 
 
+_real_tx = J.Journal._tx
+
+
+class _Interrupted:  # the first statement runs, then the signal lands
+    def __init__(self, db):
+        self.db = db
+
+    def execute(self, *args):
+        self.db.execute(*args)
+        raise SystemExit(143)
+
+    def executemany(self, *args):
+        self.db.executemany(*args)
+        raise SystemExit(143)
+
+
+@contextmanager
+def interrupted_tx(self):
+    """``Journal._tx`` whose first statement runs, then a SystemExit lands (Ctrl-C or SIGTERM mid-commit)."""
+    with _real_tx(self) as db:
+        yield _Interrupted(db)
+
+
 def test_an_interrupted_session_commit_leaves_its_rows_for_the_commit_at_exit(tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM (a SystemExit under ``strikebench backtest``) landing inside the session commit's write
     rolls that write back and keeps the rows in memory, so the commit at exit writes them all, once."""
-    from contextlib import contextmanager
-
     path = tmp_path / "j.sqlite"
     j = J.Journal(path)
     j.start_run("r", name="r", mode="backtest")
     j.commit_per_session()
     for day in ("2024-01-08", "2024-01-09", "2024-01-10"):
         j.record_equity("r", day, 100_000.5)
-    real_tx = J.Journal._tx
-
-    class Interrupted:  # the first statement runs, then the signal lands
-        def __init__(self, db):
-            self.db = db
-
-        def execute(self, *args):
-            self.db.execute(*args)
-            raise SystemExit(143)
-
-        def executemany(self, *args):
-            self.db.executemany(*args)
-            raise SystemExit(143)
-
-    @contextmanager
-    def interrupted_tx(self):
-        with real_tx(self) as db:
-            yield Interrupted(db)
-
     with monkeypatch.context() as m:
         m.setattr(J.Journal, "_tx", interrupted_tx)
         with pytest.raises(SystemExit):

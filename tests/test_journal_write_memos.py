@@ -15,6 +15,7 @@ from strikebench import journal as J
 from strikebench.options import contracts as C
 from strikebench.options import orders as O
 from test_decision_paths import blob_general, chains
+from test_journal_session_rows import interrupted_tx
 
 
 def test_enum_text_is_str_of_its_value_for_every_member_and_anything_else():
@@ -100,8 +101,6 @@ def test_blob_of_columns_not_stored_as_their_type_is_the_general_one():
 def _orders_and_decisions(path, per_session, interrupt=None):
     """One order object through its events, changed after each (as the broker changes it) and once more after its
     last recorded event; decisions between them. Returns the orders, order_events and trade_decisions rows."""
-    from contextlib import contextmanager
-
     import pytest
 
     from strikebench.api import Decision
@@ -135,25 +134,6 @@ def _orders_and_decisions(path, per_session, interrupt=None):
     order.status, order.status_reason, order.filled_quantity, order.avg_fill_price = (
         OrderStatus.CANCELLED, "late", 7, 9.99)
     if interrupt:
-        real_tx = J.Journal._tx
-
-        class Interrupted:  # the first statement runs, then the signal lands
-            def __init__(self, db):
-                self.db = db
-
-            def execute(self, *args):
-                self.db.execute(*args)
-                raise SystemExit(143)
-
-            def executemany(self, *args):
-                self.db.executemany(*args)
-                raise SystemExit(143)
-
-        @contextmanager
-        def interrupted_tx(self):
-            with real_tx(self) as db:
-                yield Interrupted(db)
-
         with interrupt.context() as m:
             m.setattr(J.Journal, "_tx", interrupted_tx)
             with pytest.raises(SystemExit):
