@@ -499,21 +499,21 @@ def _bid_ask(rule: tuple, mid: np.ndarray, half: np.ndarray, live, all_live: boo
                         bid[r, c] = round_on_rule(v, tr, "down")
                         ask[r, c] = max(round_on_rule(v, tr, "up"), tick)
             else:
-                at = mid[rows]
-                x = np.empty((2,) + at.shape)
-                x[0] = at
-                x[1] = at
-                down, up = round_down_up(x, tr)
-                bid[rows] = down
-                ask[rows] = np.maximum(up, tick)
+                bid[rows], ask[rows] = _collapsed(mid[rows], tr, tick)
         else:
-            x = np.empty((2,) + mid.shape)
-            x[0] = mid
-            x[1] = mid
-            down, up = round_down_up(x, tr)
+            down, up = _collapsed(mid, tr, tick)
             bid = np.where(live, bid, down)
-            ask = np.where(live, ask, np.maximum(up, tick))
+            ask = np.where(live, ask, up)
     return bid, ask
+
+
+def _collapsed(at: np.ndarray, tr, tick: float):
+    """The settlement quote on the model value ``at``: (round down, max(round up, one tick)), both in one pass."""
+    x = np.empty((2,) + at.shape)
+    x[0] = at
+    x[1] = at
+    down, up = round_down_up(x, tr)
+    return down, np.maximum(up, tick)
 
 
 # ------------------------------------------------------------- day chains
