@@ -389,15 +389,11 @@ class SyntheticMarket:
         stamps = [_bar_stamp(a, t, make=False) for a, t in zip(ats, ns)]  # an engine's clock: its own Timestamps
         if any(t is None for t in stamps):
             stamps = pd.DatetimeIndex(pd.to_datetime(tl.minute_ns[ms], utc=True)).tz_convert(NY)
-        out = []
-        for j, ts in enumerate(stamps):
-            out.append(ChainSnapshot.from_sorted(
-                und, ts, pxs[j], lay["key"], flags[j], static=lay["static"], root=lay["root"], expiry=lay["expiry"],
-                strike=lay["strike"], is_call=lay["is_call"], bid=q["bid"][j], ask=q["ask"][j], last=q["last"][j],
-                volume=volume[j],
-                open_interest=lay["open_interest"], iv=q["iv"][j], delta=q["delta"][j], gamma=q["gamma"][j],
-                theta=q["theta"][j], vega=q["vega"][j]))
-        return out
+        return ChainSnapshot.from_block(
+            und, stamps, pxs, lay["key"], flags, static=lay["static"], root=lay["root"], expiry=lay["expiry"],
+            strike=lay["strike"], is_call=lay["is_call"], bid=q["bid"], ask=q["ask"], last=q["last"], volume=volume,
+            open_interest=lay["open_interest"], iv=q["iv"], delta=q["delta"], gamma=q["gamma"], theta=q["theta"],
+            vega=q["vega"])
 
     def _chain_table(self, und: str, d: int, ms: np.ndarray, c_settle: np.ndarray):
         """(variance table, row of each of minutes ``ms`` in it) for a snapshot of series settling at ``c_settle``

@@ -211,6 +211,9 @@ class ChainSnapshot:
     flags: np.ndarray
     key: np.ndarray
 
+    #: (the :class:`_Block` of the minutes this snapshot was built with by :meth:`from_block`, its row) or None
+    _block = None
+
     # ------------------------------------------------------------------ build
     @classmethod
     def from_arrays(
@@ -285,20 +288,53 @@ class ChainSnapshot:
         the same date. What depends on those alone (contract groups, strike order, root masks, days to
         expiry, OCC symbols) is then computed once for all of them (:attr:`_static`); start it empty."""
         n = key.shape[0]
-        arrays: dict[str, np.ndarray] = {}
-        for name, dtype in _DTYPES.items():
-            arr = columns[name]
-            if type(arr) is not np.ndarray or arr.dtype != dtype:
-                arr = np.asarray(arr).astype(dtype, copy=False)
-            if arr.shape != (n,):
-                raise ValueError(f"chain column '{name}' has length {arr.shape} but the layout has {n}")
-            arrays[name] = arr
+        arrays = {name: _column(name, columns[name], dtype, (n,), n) for name, dtype in _DTYPES.items()}
         if flags is not None and flags.shape != (n,):
             raise ValueError(f"chain flags have length {flags.shape} but the layout has {n}")
         snap = cls._frozen(underlying, timestamp, underlying_price, arrays, key, flags)
         if static is not None:
             snap.__dict__["_static"] = static  # (the cached property's slot: shared instead of this snapshot's own)
         return snap
+
+    @classmethod
+    def from_block(cls, underlying: str, timestamps: Sequence[pd.Timestamp], underlying_prices: Sequence[float],
+                   key: np.ndarray, flags: np.ndarray, *, static: dict | None = None,
+                   **columns) -> list["ChainSnapshot"]:
+        """:meth:`from_sorted` at each of ``len(timestamps)`` minutes of one listing, from blocks: a column is
+        either ``(n,)`` (the same at every minute: the listing's columns, open interest) or ``(minutes, n)`` (row
+        ``j`` is minute ``j``'s); ``flags`` ``(minutes, n)``, :func:`quote_flags` of the bid and ask blocks. The
+        same snapshots as :meth:`from_sorted` of each row (their columns are read-only views of the blocks), checked
+        once for all of them. What a snapshot computes from its quotes for a selection that reads them as a whole
+        (the sorted |delta| of a side, :meth:`closest_deltas`) is then computed once for every minute of the block
+        (:class:`_Block`), at the first minute that asks."""
+        k, n = len(timestamps), key.shape[0]
+        if len(underlying_prices) != k:
+            raise ValueError(f"{len(underlying_prices)} underlying prices for {k} timestamps")
+        arrays = {name: _column(name, columns[name], dtype, ((n,), (k, n)), n) for name, dtype in _DTYPES.items()}
+        if flags.shape != (k, n):
+            raise ValueError(f"chain flags have shape {flags.shape} but the block is {(k, n)}")
+        for arr in (*arrays.values(), flags, key):
+            if arr.flags.writeable:  # (a row of a read-only block is a read-only view)
+                arr.flags.writeable = False
+        # each column as one array for every minute (the listing's) or its rows (iterating a block gives its rows)
+        per = [(name, arr if arr.ndim == 1 else list(arr)) for name, arr in arrays.items()]
+        delta = arrays["delta"]
+        block = _Block(delta, flags) if delta.ndim == 2 else None
+        flag_rows = list(flags)
+        out = []
+        for j, (ts, px) in enumerate(zip(timestamps, underlying_prices)):
+            # the dataclass' fields in its order (as _frozen sets them)
+            snap = object.__new__(cls)
+            d = snap.__dict__
+            d.update(underlying=underlying, timestamp=ts, underlying_price=float(px))
+            d.update({name: col if type(col) is np.ndarray else col[j] for name, col in per})
+            d.update(flags=flag_rows[j], key=key)
+            if static is not None:
+                d["_static"] = static
+            if block is not None:
+                d["_block"] = (block, j)
+            out.append(snap)
+        return out
 
     @classmethod
     def _frozen(cls, underlying, ts, underlying_price, arrays: dict, key: np.ndarray,
@@ -549,6 +585,9 @@ class ChainSnapshot:
         day = None if expiry is None else _as_date(expiry)
         memo_key = ("delta_side", day, _is_call(right), root)
         got = self._memo.get(memo_key)
+        if got is None and self._block is not None:  # every minute of the block's at once
+            block, j = self._block
+            got = self._memo[memo_key] = block.delta_side(self, memo_key, j)
         if got is None:
             idx = self._selection(day, _is_call(right), root, True)
             absd = np.abs(self.delta[idx])
@@ -748,6 +787,46 @@ class ChainSnapshot:
                              underlying_price=self.underlying_price, flags=flags, **listing, **arrays)
         snap.__dict__["_static"] = static
         return snap
+
+
+class _Block:
+    """The quote blocks of the snapshots :meth:`ChainSnapshot.from_block` built for the minutes of one listing, and
+    what their selections computed from them for every minute at once."""
+
+    __slots__ = ("delta", "flags", "sides")
+
+    def __init__(self, delta: np.ndarray, flags: np.ndarray):
+        self.delta = delta  # (minutes, n)
+        self.flags = flags
+        self.sides: dict = {}
+
+    def delta_side(self, snap: "ChainSnapshot", memo_key: tuple, j: int) -> tuple[list[float], list[int]]:
+        """:meth:`ChainSnapshot._delta_side` of minute ``j`` (``snap``): the rows of the side (usable or not, in
+        strike order: the listing's) sorted by |delta| at every minute in one stable sort, a row whose quote is
+        unusable at a minute counted NaN there (after every finite value and inf, as a NaN delta is); the usable
+        rows with a finite |delta| are the first ones, in the order the side's usable rows alone sort into (a
+        stable sort: equal values in strike order)."""
+        got = self.sides.get(memo_key)
+        if got is None:
+            _, day, call, root = memo_key
+            order = snap._selection(day, call, root, False)
+            absd = np.abs(self.delta[:, order])
+            absd[(self.flags[:, order] & QUOTE_UNUSABLE) != 0] = np.nan
+            by = np.argsort(absd, axis=1, kind="stable")
+            got = self.sides[memo_key] = (np.take_along_axis(absd, by, axis=1).tolist(), order[by].tolist())
+        values = got[0][j]
+        finite = bisect.bisect_left(values, math.inf)  # (a NaN is not below inf either)
+        return values[:finite], got[1][j][:finite]
+
+
+def _column(name: str, arr, dtype: np.dtype, shapes, n: int) -> np.ndarray:
+    """A snapshot column of ``dtype`` (converted when it is not one), of one of ``shapes`` (a shape or a tuple of
+    them) else ValueError."""
+    if type(arr) is not np.ndarray or arr.dtype != dtype:
+        arr = np.asarray(arr).astype(dtype, copy=False)
+    if arr.shape != shapes and (type(shapes[0]) is not tuple or arr.shape not in shapes):
+        raise ValueError(f"chain column '{name}' has length {arr.shape} but the layout has {n}")
+    return arr
 
 
 assert (QUOTE_NAN, QUOTE_ZERO_BID, QUOTE_ZERO_ASK, QUOTE_CROSSED, QUOTE_NEGATIVE_BID) == (1, 2, 4, 8, 16)

@@ -1,0 +1,138 @@
+"""Snapshots built from blocks of minutes (``ChainSnapshot.from_block``, the synthetic market's batches) equal
+``from_sorted`` of each minute's row, column for column; the sorted |delta| of a side computed for every minute of
+the block at once (``_Block.delta_side``) equals each snapshot's own (issue 15, s11). zero_dte's slice of a
+snapshot found whole once a listing equals ``subset(relevant_rows)``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from strikebench.feeds.synthetic.market import SyntheticMarket
+from strikebench.options.chain import COLUMNS, ChainSnapshot, quote_flags
+from strikebench.strategies.zero_dte import ZeroDte, ZeroDteParams
+from test_decision_paths import closest_delta_general
+from test_listing_static import chain, fresh, rounding_ties
+
+NY = "America/New_York"
+SPECIAL = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, -0.05, 5e-324, 0.05, 3.0])
+QUOTES = ("bid", "ask", "last", "volume", "iv", "delta", "gamma", "theta", "vega")
+
+
+def blocks(rng, base, k, deltas=None):
+    """k minutes of quotes for ``base``'s listing: unusable quotes (NaN, inf, zero ask, crossed, negative bid),
+    NaN / inf / tied deltas."""
+    n = len(base)
+    bid = np.round(rng.uniform(-0.1, 2.0, (k, n)), 2)
+    ask = bid + rng.choice([-0.05, 0.0, 0.05, 0.1], (k, n))
+    bid[rng.random((k, n)) < 0.1] = rng.choice(SPECIAL)
+    ask[rng.random((k, n)) < 0.05] = rng.choice(SPECIAL)
+    delta = deltas(rng, (k, n)) if deltas else np.round(rng.uniform(-1, 1, (k, n)), int(rng.integers(1, 4)))
+    delta[rng.random((k, n)) < 0.05] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0])
+    out = {"bid": bid, "ask": ask, "delta": delta}
+    for name in QUOTES:
+        if name not in out:
+            out[name] = (rng.integers(0, 1000, (k, n)) if name == "volume" else rng.normal(0, 1, (k, n)))
+    return out
+
+
+def ties(rng, shape):
+    return rounding_ties(rng, int(np.prod(shape))).reshape(shape)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_block_snapshots_are_from_sorted_of_each_minute_and_their_delta_sides_their_own(seed):
+    rng = np.random.default_rng(seed)
+    targets = [0.1, 0.15, 0.2, 0.3, 0.5, 0.0, 1.0, float("nan"), float("inf"), *rng.random(3).tolist()]
+    for base in (chain(rng), chain(rng, roots=("SPX", "SPXW"), n=7), chain(rng, n=1, n_exp=1)):
+        for k in (1, 2, 5):
+            q = blocks(rng, base, k, deltas=ties if seed % 2 else None)
+            flags = quote_flags(q["bid"], q["ask"])
+            ts = [base.timestamp + pd.Timedelta(minutes=15 * j) for j in range(k)]
+            px = (4800.0 + rng.normal(0, 5, k)).tolist()
+            listing = {name: getattr(base, name) for name in ("root", "expiry", "strike", "is_call", "open_interest")}
+            static = {}
+            got = ChainSnapshot.from_block(base.underlying, ts, px, base.key, flags, static=static, **listing, **q)
+            assert len(got) == k
+            for j, snap in enumerate(got):
+                own = ChainSnapshot.from_sorted(base.underlying, ts[j], px[j], base.key,
+                                                **listing, **{name: q[name][j].copy() for name in QUOTES})
+                for name in (*COLUMNS, "flags", "key"):
+                    a, b = getattr(snap, name), getattr(own, name)
+                    assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+                    assert not a.flags.writeable
+                assert (snap.timestamp, snap.underlying_price) == (own.timestamp, own.underlying_price)
+                assert snap.checksum == own.checksum and snap._static is static
+            # every minute's sides (asked in any order: a later minute first) against the snapshot's own path and
+            # the general lexsort
+            for j in rng.permutation(k).tolist():
+                snap = got[j]
+                for root in (None, *sorted(set(base.root.tolist())), "NOPE"):
+                    for expiry in [*base.expiries, dt.date(2030, 1, 1)]:
+                        for right in ("P", "C"):
+                            want = fresh(snap).closest_deltas(expiry, right, targets, root=root)
+                            assert snap.closest_deltas(expiry, right, targets, root=root) == want, (j, root, expiry)
+                            assert want == [closest_delta_general(snap, expiry, right, t, root) for t in targets]
+                            memo_key = ("delta_side", expiry, right == "C", root)
+                            assert snap._delta_side(expiry, right, root) == fresh(snap)._delta_side(expiry, right,
+                                                                                                    root), memo_key
+
+
+def test_block_shapes_are_checked():
+    rng = np.random.default_rng(1)
+    base = chain(rng, n=5, n_exp=1)
+    q = blocks(rng, base, 3)
+    flags = quote_flags(q["bid"], q["ask"])
+    listing = {name: getattr(base, name) for name in ("root", "expiry", "strike", "is_call", "open_interest")}
+    ts = [base.timestamp] * 3
+    with pytest.raises(ValueError, match="flags"):
+        ChainSnapshot.from_block("SPX", ts, [1.0] * 3, base.key, flags[:2], **listing, **q)
+    with pytest.raises(ValueError, match="bid"):
+        ChainSnapshot.from_block("SPX", ts, [1.0] * 3, base.key, flags, **listing, **{**q, "bid": q["bid"][:2]})
+    with pytest.raises(ValueError, match="strike"):
+        ChainSnapshot.from_block("SPX", ts, [1.0] * 3, base.key, flags, **{**listing, "strike": base.strike[:-1]},
+                                 **q)
+    with pytest.raises(ValueError, match="prices"):
+        ChainSnapshot.from_block("SPX", ts, [1.0] * 2, base.key, flags, **listing, **q)
+    # a 1-D quote column is every minute's
+    one = ChainSnapshot.from_block("SPX", ts, [1.0] * 3, base.key, flags, **listing, **{**q, "iv": q["iv"][0]})
+    assert all(np.array_equal(s.iv, q["iv"][0]) for s in one)
+
+
+def test_market_batches_are_its_single_snapshots():
+    """The synthetic market's batch of a session (from_block) against snapshot() at each minute: every column and
+    the sides of closest_deltas."""
+    market = SyntheticMarket(seed=7, start="2023-03-01", end="2023-03-03")
+    day = market.sessions()[1]
+    ats = [pd.Timestamp(f"{day.date()} {t}", tz=NY) for t in ("10:00", "11:15", "15:59")]
+    for und, kw in (("XSP", {"expiries": [day.date()], "roots": ["XSP"]}), ("SPX", {"roots": ["SPXW"], "is_call": False}),
+                    ("SPX", {})):
+        got = market.snapshots(und, ats, **{k: v for k, v in kw.items() if k != "expiries"},
+                               expiries=kw.get("expiries"))
+        for at, snap in zip(ats, got):
+            own = market.snapshot(und, at, kw.get("expiries"), **{k: v for k, v in kw.items() if k != "expiries"})
+            assert snap.checksum == own.checksum
+            for expiry in snap.expiries[:3]:
+                for right in ("P", "C"):
+                    assert snap.closest_deltas(expiry, right, [0.05, 0.1, 0.2, 0.45]) == \
+                        fresh(own).closest_deltas(expiry, right, [0.05, 0.1, 0.2, 0.45])
+
+
+def test_zero_dte_slice_is_subset_of_relevant_rows():
+    """_relevant_slice: the snapshot itself when the rows are every row (memo per listing and root), else the
+    subset, for a chain of today's XSP expiry only and one with other expiries and roots."""
+    market = SyntheticMarket(seed=3, start="2023-03-01", end="2023-03-03")
+    day = market.sessions()[0]
+    ats = [pd.Timestamp(f"{day.date()} {t}", tz=NY) for t in ("10:00", "10:15", "10:30")]
+    for kw in ({"expiries": [day.date()], "roots": ["XSP"]}, {"roots": ["XSP"]}, {}):
+        snaps = market.snapshots("XSP", ats, kw.get("expiries"), roots=kw.get("roots"))
+        for root in ("XSP", "XSP", "SPXW"):
+            strat = ZeroDte(ZeroDteParams(root=root))
+            for snap in snaps:
+                want = snap.subset(strat.relevant_rows(snap))
+                got = strat._relevant_slice(snap)
+                assert (got is snap) == (want is snap)
+                assert got.checksum == want.checksum and len(got) == len(want)
