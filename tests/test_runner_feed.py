@@ -54,3 +54,33 @@ def test_every_line_equals_pandasdata(runonce):
 
 def dt_naive(ts: pd.Timestamp):
     return ts.tz_convert("America/New_York").tz_localize(None).to_pydatetime()
+
+
+def test_preload_fills_the_lines_at_once_unless_a_bar_by_bar_load_could_differ(monkeypatch):
+    """The default feed preloads every bar in one fill per line (the lines still equal PandasData's: the test
+    above); with a date window Backtrader's bar-by-bar load runs, and the lines equal PandasData's with the
+    same window."""
+    taken = []
+    fill = MinuteBars._fill_lines
+
+    def spy(self):
+        taken.append(fill(self))
+        return taken[-1]
+
+    monkeypatch.setattr(MinuteBars, "_fill_lines", spy)
+    bars = _bars()
+    _lines(bars_feed(bars), True)
+    assert taken == [True]
+
+    taken.clear()
+    start = dt_naive(bars.index[400])
+
+    def windowed(feed_fn):
+        feed = feed_fn(bars)
+        feed.p.fromdate = start
+        return feed
+
+    ours, stock = _lines(windowed(bars_feed), True), _lines(windowed(pandas_feed), True)
+    assert taken == [False]
+    assert ours.shape == stock.shape == (len(bars) - 400, 7)
+    assert np.array_equal(ours, stock, equal_nan=True)
