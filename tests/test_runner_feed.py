@@ -84,3 +84,23 @@ def test_preload_fills_the_lines_at_once_unless_a_bar_by_bar_load_could_differ(m
     assert taken == [False]
     assert ours.shape == stock.shape == (len(bars) - 400, 7)
     assert np.array_equal(ours, stock, equal_nan=True)
+
+
+def test_the_loop_collects_young_objects_less_often_and_restores_the_collector():
+    """frozen_heap (around every cerebro loop): the heap frozen, the youngest generation collected every
+    10,000 new objects at least, and the collector as it was afterwards (also after an error)."""
+    import gc
+
+    from strikebench.engine.runner import YOUNG_COLLECTION_THRESHOLD, frozen_heap
+
+    before = gc.get_threshold()
+    with frozen_heap():
+        inside = gc.get_threshold()
+        frozen = gc.get_freeze_count()
+    assert inside == (max(before[0], YOUNG_COLLECTION_THRESHOLD), *before[1:]) and inside[0] >= 10_000
+    assert frozen > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError):
+        with frozen_heap():
+            raise RuntimeError("a loop that fails")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
