@@ -21,6 +21,7 @@ from strikebench.api import RunInfo, Veto
 from strikebench.calendar import NY, MarketCalendar
 from strikebench.engine.broker import OptionsBroker, OrderTransition, QuoteBook
 from strikebench.engine.context import RiskGate, StrategyContext
+from strikebench.engine.hooks import fire
 from strikebench.options.chain import ChainSnapshot
 from strikebench.options.contracts import SettlementStyle
 from strikebench.options.orders import Fill, Order, OrderStatus, TradeRecord
@@ -446,7 +447,7 @@ class Engine:
     # ------------------------------------------------------------- events
     def record_decision(self, decision, snapshot: ChainSnapshot | None) -> None:
         self.decisions.append(decision)
-        self.hook.on_decision(run=self.run, decision=decision, snapshot=snapshot)
+        fire(self.hook.on_decision, run=self.run, decision=decision, snapshot=snapshot)
 
     def record_veto(self, order: Order, vetoes: list[Veto]) -> None:
         reason = "; ".join(f"{v.rule}: {v.reason}" if v.rule else v.reason for v in vetoes)
@@ -455,19 +456,19 @@ class Engine:
         order.status = OrderStatus.REJECTED
         order.status_reason = f"vetoed: {reason}"
         self.vetoes.append((order, vetoes))
-        self.hook.on_order_event(run=self.run, order=order.snapshot(),
-                                 event=OrderTransition(order.client_id, previous, OrderStatus.REJECTED,
-                                                       self.now.to_pydatetime(), order.status_reason))
+        fire(self.hook.on_order_event, run=self.run, order=order.snapshot(),
+             event=OrderTransition(order.client_id, previous, OrderStatus.REJECTED, self.now.to_pydatetime(),
+                                   order.status_reason))
 
     def _on_transition(self, order: Order, transition: OrderTransition) -> None:
         self._changed(order.strategy)
-        self.hook.on_order_event(run=self.run, order=order.snapshot(), event=transition)
+        fire(self.hook.on_order_event, run=self.run, order=order.snapshot(), event=transition)
 
     def _on_fill(self, order: Order, fill: Fill, trade: TradeRecord) -> None:
         self._changed(order.strategy)
-        self.hook.on_fill(run=self.run, order=order.snapshot(), fill=fill)
+        fire(self.hook.on_fill, run=self.run, order=order.snapshot(), fill=fill)
         if not trade.is_open:
-            self.hook.on_trade_closed(run=self.run, trade=trade)
+            fire(self.hook.on_trade_closed, run=self.run, trade=trade)
 
     # ------------------------------------------------------------ summary
     def summary(self) -> dict:
