@@ -9,6 +9,7 @@ added left to right, np.clip as maximum/minimum, np.round inline); ``tradeable``
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import numpy as np
 import pytest
@@ -172,3 +173,25 @@ def test_legs_reduced_as_columns_equal_numpys_reductions(seed):
                            (combo_natural, lambda r, b, a: np.where(r > 0, r * a, r * b).sum(axis=-1))):
                 assert _same(f(ratios, bid, ask), ref(ratios, bid, ask))
     assert _same(sum_legs(np.array([[-0.0, -0.0], [0.0, -0.0], [-0.0, 0.0]])), np.zeros(3))
+
+
+def test_one_minutes_left_legs_on_python_floats_equal_the_rows_of_the_array_path():
+    """``left_legs`` of one row (an exit order's minute: Python floats) and ``_may_leave_legs`` of it equal the array
+    path's row on every pair of legs whose bids and asks are edge values (zero, -0.0, the least positive float,
+    negative, NaN, +-inf, crossed), bought or sold, 1:1 and 1:2."""
+    from strikebench.engine.broker import _may_leave_legs
+
+    edges = [0.0, -0.0, 5e-324, 0.05, 1.0, -0.05, np.nan, np.inf, -np.inf]
+    quotes = [(b, a) for b in edges for a in edges]
+    for ratios in ([-1, 1], [1, -1], [-1, -1], [1, 1], [-2, 1], [1, 2], [-1], [1]):
+        combos = np.array(list(itertools.product(quotes, repeat=len(ratios))), dtype=np.float64)  # (rows, legs, 2)
+        bid, ask = combos[..., 0], combos[..., 1]
+        rows = left_legs(np.array(ratios, dtype=np.float64), bid, ask)
+        assert np.array_equal(rows, _left_legs_reference(ratios, bid, ask))
+        for k in range(len(bid)):
+            one = left_legs(ratios, bid[k], ask[k])
+            assert one.dtype == bool and one.tolist() == rows[k].tolist(), (ratios, bid[k], ask[k])
+            assert left_legs(np.array(ratios, dtype=np.float64), bid[k], ask[k]).tolist() == rows[k].tolist()
+            assert _may_leave_legs(ratios, bid[k]) == _may_leave_legs(np.array(ratios, dtype=np.float64), bid[k:k + 1])
+            if not _may_leave_legs(ratios, bid[k]):
+                assert not rows[k].any()

@@ -629,8 +629,10 @@ def closing_order_legs(closing_legs, bid, ask) -> tuple[tuple, int, np.ndarray]:
     buy, negative = sell) on one minute's quotes: without the long legs that have no bid when the rest
     can trade (:func:`~strikebench.options.fills.left_legs`), ratios reduced by their common factor.
     Returns (legs, quantity, mask of the legs kept)."""
-    ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
     bid = np.asarray(bid, dtype=np.float64)
+    # one minute (an exit order): the ratios as Python numbers (left_legs and _may_leave_legs take them so)
+    ratios = ([leg.ratio for leg in closing_legs] if bid.ndim == 1
+              else np.array([leg.ratio for leg in closing_legs], dtype=np.float64))
     if not _may_leave_legs(ratios, bid):  # every leg kept (the usual close)
         keep = np.ones(len(closing_legs), dtype=bool)
     else:
@@ -650,11 +652,12 @@ def _may_leave_legs(ratios: np.ndarray, bid: np.ndarray) -> bool:
     the last axis), whatever the asks: a leg is left out only where it is sold (negative ratio) and its bid is
     not positive, so every sold leg bid above zero on every row leaves nothing out (a NaN bid is not above zero:
     True, ask :func:`left_legs`)."""
-    sold = ratios < 0
+    if bid.ndim == 1:  # one minute (an exit order): Python floats
+        r = ratios.tolist() if type(ratios) is np.ndarray else ratios
+        return any(x < 0 and not b > 0.0 for x, b in zip(r, bid.tolist()))
+    sold = np.asarray(ratios) < 0
     if not sold.any():
         return False
-    if bid.ndim == 1:  # one minute (an exit order): Python floats
-        return not all(b > 0.0 for b, s in zip(bid.tolist(), sold.tolist()) if s)
     return not bool((bid[..., sold] > 0.0).all())
 
 

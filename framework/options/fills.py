@@ -140,6 +140,11 @@ def left_legs(ratios, bid, ask) -> np.ndarray:
     order then fills whole, or not at all, exactly as before). See docs/fills.md ("A long leg with
     no bid").
     """
+    if (type(bid) is np.ndarray and bid.ndim == 1 and type(ask) is np.ndarray and ask.shape == bid.shape
+            and bid.dtype == np.float64 and ask.dtype == np.float64 and np.ndim(ratios) == 1 and len(ratios) == len(bid)):
+        # one minute (an exit order's legs): the same comparisons on Python floats (numpy's per-call cost dominates)
+        r = ratios.tolist() if type(ratios) is np.ndarray else list(ratios)
+        return np.array(_left_one(r, bid.tolist(), ask.tolist()), dtype=bool)
     from strikebench.options.chain import usable_quotes
 
     bid, ask = np.asarray(bid, dtype=np.float64), np.asarray(ask, dtype=np.float64)
@@ -149,6 +154,20 @@ def left_legs(ratios, bid, ask) -> np.ndarray:
         zero = (r < 0) & usable & ~(bid > 0)
         rest_ok = _all_legs(zero | (usable & ((r > 0) | (bid > 0)))) & ~_all_legs(zero)
     return zero & rest_ok[..., None]
+
+
+def _left_one(ratios: list, bid: list, ask: list) -> list[bool]:
+    """:func:`left_legs` of one row in Python floats: ``usable_quotes``' four comparisons, then the same masks."""
+    zero = []
+    rest = True  # every leg either left out or tradeable as the order trades it
+    for r, b, a in zip(ratios, bid, ask):
+        usable = b >= 0.0 and b <= a and a > 0.0 and a < math.inf
+        z = r < 0 and usable and not b > 0.0
+        zero.append(z)
+        if not (z or (usable and (r > 0 or b > 0.0))):
+            rest = False
+    rest = rest and not all(zero)
+    return [z and rest for z in zero]
 
 
 def reduced_combo(legs: Sequence, keep=None) -> tuple[tuple, int]:
