@@ -27,7 +27,7 @@ _PLANS: dict = {}
 
 
 def _plan(caller, impls: list):
-    """((function, argnames) of each implementation in calling order, argument names the call must give,
+    """((function, argnames) of each implementation in calling order, the argument names the call must give,
     firstresult) of a plain call; None when pluggy must make it."""
     spec = getattr(caller, "spec", None)
     if spec is None:
@@ -42,17 +42,20 @@ def _plan(caller, impls: list):
             return None
         steps.append((impl.function, tuple(impl.argnames)))
         need.update(impl.argnames)
-    return tuple(steps), frozenset(need), bool(opts.get("firstresult"))
+    return tuple(steps), tuple(need), bool(opts.get("firstresult"))
 
 
 def fire(caller, **kwargs):
     """``caller(**kwargs)`` (a pluggy hook caller, or anything callable standing in for one), directly when that
     is the same call (see the module doc)."""
-    if type(caller) is not _HOOK_CALLER or _DEFAULT_EXEC is None:
+    if type(caller) is not _HOOK_CALLER:
         return caller(**kwargs)
-    hookexec = getattr(caller, "_hookexec", None)
-    if getattr(getattr(hookexec, "__self__", None), "_inner_hookexec", None) is not _DEFAULT_EXEC:
-        return caller(**kwargs)  # monitored or traced, or not a plugin manager's: pluggy's own call
+    try:
+        plain = caller._hookexec.__self__._inner_hookexec is _DEFAULT_EXEC
+    except AttributeError:
+        plain = False
+    if not plain:  # monitored or traced (or not a plugin manager's): pluggy's own call
+        return caller(**kwargs)
     impls = caller.get_hookimpls()
     got = _PLANS.get(caller)
     if got is None or got[0] != impls:
@@ -60,9 +63,12 @@ def fire(caller, **kwargs):
             _PLANS.clear()
         got = _PLANS[caller] = (impls, _plan(caller, impls))
     plan = got[1]
-    if plan is None or not plan[1] <= kwargs.keys():
+    if plan is None:
         return caller(**kwargs)
-    steps, _, firstresult = plan
+    steps, need, firstresult = plan
+    for name in need:
+        if name not in kwargs:  # pluggy's warning or HookCallError
+            return caller(**kwargs)
     results = []
     for function, argnames in steps:
         res = function(*[kwargs[a] for a in argnames])
