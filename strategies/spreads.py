@@ -94,12 +94,13 @@ def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, tri
     ``trigger`` is "executable" (the fill model's closing price) or "mid". Returns True when an
     exit was sent (or one is already working). ``idle=True`` when this is the only exit rule of the
     caller's ``manage``: on a bar where no level is reached it tells the engine the next bar where
-    one is (``ctx.idle_until(..., own=True)``: the rule reads only the trade's own orders and fills and the
-    session's quotes), so ``manage`` is not called on the bars in between, whatever other strategies do.
+    one is (``ctx.idle_until(..., own="trade")``: the rule reads only the trade's own orders and fills and the
+    session's quotes), so ``manage`` is not called for it on the bars in between, whatever other strategies and
+    the strategy's other trades do.
     """
     if ctx.has_pending_exit(trade):
         if idle:  # nothing to do until that order fills, expires or is cancelled (an event of this strategy)
-            ctx.idle_until(trade, NEVER, own=True)
+            ctx.idle_until(trade, NEVER, own="trade")
         return True
     credit = trade.entry_credit
     # the levels are prices: a cost that equals one to the cent meets it, whatever float noise the product has
@@ -108,7 +109,7 @@ def credit_exit(ctx, trade, *, take_profit_pct: float, stop_multiple: float, tri
     high = stop_multiple * credit - PRICE_EPS
     if trigger == "executable" and not ctx.close_price_outside(trade, low, high):
         if idle:  # the rule reads this trade's orders and fills and the session's quotes only
-            ctx.idle_until(trade, ctx.next_bar_outside(trade, low, high), own=True)
+            ctx.idle_until(trade, ctx.next_bar_outside(trade, low, high), own="trade")
         return False  # neither level reached this bar (compared for the whole session at once)
     cost = ctx.close_price(trade) if trigger == "executable" else -ctx.mark(trade)
     if cost is None or cost != cost:  # no usable quote this bar

@@ -5,7 +5,7 @@
 * A closing curve of the minutes from a bar on is the whole session's curve from that bar on (each minute's
   price depends on that minute's quotes alone), so the broker prices a trade's curve from the bar it is first
   asked at: a session's bars are asked in order.
-* ``next_bar_outside`` (a list read of the first outside minute from each minute on) equals a scan of the
+* ``next_bar_outside`` (a bisection of the session's outside minutes) equals a scan of the
   session's comparison; the exit rule's bar (``credit_exit``) is the first bar, found here by hand from the
   quotes, whose closing cost meets a level, whether ``manage`` runs every bar or idles until it.
 """

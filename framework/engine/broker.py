@@ -13,6 +13,7 @@ session start), and precomputes the open positions' value for every minute.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import math
@@ -174,7 +175,7 @@ class OptionsBroker(bt.BrokerBase):
         #: legs on the minutes its combo trades whole (see :meth:`fill_price`)
         self._order_curves: dict[tuple, np.ndarray] = {}
         self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
-        self._next_outside: dict[tuple, list] = {}  # (trade, low, high) -> per minute, the first outside from it
+        self._next_outside: dict[tuple, tuple] = {}  # (trade, low, high) -> (its outside minutes, minutes)
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
         self._trade_values: dict[str, tuple] = {}  # trade id -> (combos held per leg, its value curve) this session
@@ -337,25 +338,21 @@ class OptionsBroker(bt.BrokerBase):
         (bars past the quotes read the last minute, as :meth:`close_price_outside` does); ``NEVER``
         when there is none.
 
-        Found once per (trade, low, high) and session: for every minute the first minute from it on
-        that is outside (the session's comparison scanned once from the end), so each ask is a list read."""
+        Found once per (trade, low, high) and session: the minutes that are outside, in order (the session's
+        comparison read once), so each ask is a bisection of that list."""
         key = (trade.trade_id, low, high)
-        ahead = self._next_outside.get(key)
-        if ahead is None:
+        outs = self._next_outside.get(key)
+        if outs is None:
             hit = self._outside.get(key)
             if hit is None:
                 hit = self._outside_curve(key, trade, low, high)
-            n = len(hit)
-            # the first outside minute at or after each minute (n when none): a running minimum from the end
-            at = np.where(hit, np.arange(n), n)
-            ahead = np.minimum.accumulate(at[::-1])[::-1].tolist()
-            self._next_outside[key] = ahead
+            outs = self._next_outside[key] = (_FLATNONZERO(hit).tolist(), len(hit))
+        outs, n = outs
         nxt = self._bar + 1
-        n = len(ahead)
         if nxt < n:
-            first = ahead[nxt]
-            return first if first < n else NEVER
-        if n and ahead[-1] < n:  # only past the quotes: the last minute repeats
+            k = bisect.bisect_left(outs, nxt)
+            return outs[k] if k < len(outs) else NEVER
+        if outs and outs[-1] == n - 1:  # only past the quotes: the last minute repeats
             return nxt
         return NEVER
 
@@ -569,6 +566,7 @@ def _all_finite(x: np.ndarray) -> bool:
 
 
 _ADD_REDUCE = np.add.reduce
+_FLATNONZERO = np.flatnonzero
 
 
 def _usable(bid: float, ask: float) -> bool:

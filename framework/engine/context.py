@@ -174,6 +174,8 @@ class StrategyContext:
         self._wake = 0  # moved by the engine on every change the strategy's idle promise depends on
         self._idle_own = False  # the promise depends only on the strategy's own orders and trades
         self._naps_own = True  # every promise of this manage round said own=True
+        self._naps_wide: set = set()  # trades of this manage round promised other than about themselves alone
+        self._kept_naps: dict = {}  # trade id -> absolute bar: promises about that trade alone (own="trade")
         self._at_of: tuple = (None, None)  # (the engine's bar label, it as a plain datetime): see _at
         self._minute_of: tuple = (None, None)  # (the engine's bar label, its decision id text): see _minute_text
         self._dte_expiries: dict = {}  # (underlying, lo, hi) -> (day, expiries listed that day in the DTE window)
@@ -400,7 +402,7 @@ class StrategyContext:
         """This bar's position in the session (0 = the opening minute)."""
         return self._engine.bar_in_session
 
-    def idle_until(self, trade: TradeRecord, bar: int, *, own: bool = False) -> None:
+    def idle_until(self, trade: TradeRecord, bar: int, *, own: bool | str = False) -> None:
         """Tell the engine that :meth:`manage` has nothing to do for ``trade`` before bar ``bar`` of this
         session (``bar_in_session`` units) *unless something else changes*.
 
@@ -410,14 +412,20 @@ class StrategyContext:
         has such a promise, the engine skips ``manage`` until the earliest one, and calls it again at
         once after any order event, fill, veto or settlement in the run, and at every session start;
         with ``own=True`` (what ``manage`` does for this trade depends only on this strategy's own orders
-        and trades and the session's quotes, as the credit rule's does) only after an order event, fill,
-        veto or settlement of this strategy's orders and trades, and at every session start (when every
-        open trade's promise says so). Backtests only (a live run calls ``manage`` every bar)."""
+        and trades and the session's quotes) only after an order event, fill, veto or settlement of this
+        strategy's orders and trades, and at every session start (when every open trade's promise says
+        so). ``own="trade"`` (what ``manage`` does for this trade depends only on this trade's own orders
+        and fills and the session's quotes, as the credit rule's does): besides, the trade itself is not
+        managed again before ``bar`` when the strategy is (for another trade's event or bar) unless an
+        order event, fill or veto of its own orders, a settlement or a session start came since.
+        Backtests only (a live run calls ``manage`` every bar)."""
         naps = self._naps
         if naps is not None:
             naps[trade.trade_id] = int(bar)
             if not own:
                 self._naps_own = False
+            if own != "trade":
+                self._naps_wide.add(trade.trade_id)
 
     def _request(self, order: Order) -> OrderRequest:
         engine = self._engine

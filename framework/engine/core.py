@@ -151,6 +151,8 @@ class Engine:
         for mask in self._decision_bars:
             at = np.flatnonzero(mask)
             self._next_decision.append(np.r_[at, n][np.searchsorted(at, np.arange(n), side="right")])
+        #: what _plan_quiet reads per strategy: its context and its next decision bars (a list: Python ints)
+        self._quiet_plan = [(ctx, after.tolist()) for ctx, after in zip(self.contexts, self._next_decision)]
 
     # ------------------------------------------------------------------ clock
     @property
@@ -320,15 +322,27 @@ class Engine:
         written now in one slice: the same floats the broker computes bar by bar. A quiet bar then costs
         :meth:`step` one comparison."""
         nxt = self._session_end - 1  # the session's last bar
-        for k, ctx in enumerate(self.contexts):
+        for ctx, after in self._quiet_plan:
             if ctx._idle_epoch != ctx._wake:
                 return  # this strategy manages its trades every bar
-            nxt = min(nxt, ctx._idle_until, int(self._next_decision[k][i]))
+            until = ctx._idle_until
+            if until < nxt:
+                nxt = until
+            until = after[i]
+            if until < nxt:
+                nxt = until
         if nxt <= i + 1:
             return
         pv = self.broker._position_value
-        pos = self.timeline.in_session[i + 1:nxt]
-        self.equity_curve[i + 1:nxt] = self.portfolio.cash + pv[np.minimum(pos, len(pv) - 1)]
+        # the stretch's minutes are consecutive positions of one session: each one's position value is pv at it,
+        # or pv's last minute past its end (a one-minute pv: no open position)
+        p0 = self._bar_flags[2][i + 1]
+        p1 = p0 + nxt - i - 1
+        if p1 <= len(pv):
+            np.add(pv[p0:p1], self.portfolio.cash, out=self.equity_curve[i + 1:nxt])
+        else:
+            pos = self.timeline.in_session[i + 1:nxt]
+            self.equity_curve[i + 1:nxt] = self.portfolio.cash + pv[np.minimum(pos, len(pv) - 1)]
         self._quiet_until = nxt
         self.quiet_bar_count += nxt - i - 1
 
@@ -338,35 +352,80 @@ class Engine:
         the strategy is skipped until the earliest such bar or until something its promises depend on
         changes (:meth:`_changed`): anything in the run (order events, fills, vetoes, settlements, session
         starts), or only its own orders and trades and session starts when every promise said so
-        (``own=True``: ``credit_exit``'s, and a strategy without open trades, whose trades only appear
-        through its own fills)."""
+        (``own=True``: a strategy without open trades, whose trades only appear through its own fills).
+
+        A trade whose promise is about itself alone (``own="trade"``: ``credit_exit``'s) is kept by bar in
+        ``ctx._kept_naps`` until that bar, a session start or settlement, or an event of its own orders and
+        fills: while it holds, the trade is not managed again when the strategy is (another of its trades'
+        event or bar)."""
         trades = self.portfolio.open_trades(sid, exited=False)
         ctx._idle_own = False  # while manage runs, any change counts
         wake = ctx._wake
+        kept = ctx._kept_naps
         if not trades:
+            if kept:
+                kept.clear()
             if self._can_idle:  # trades only appear through fills of the strategy's own orders
                 ctx._idle_until, ctx._idle_epoch, ctx._idle_own = self._session_end, wake, True
             return
-        ctx._naps = naps = {} if self._can_idle else None
-        ctx._naps_own = True
-        try:
+        if not self._can_idle:
             for trade in trades:
                 strat.manage(ctx, trade)
+            return
+        ctx._naps = naps = {}
+        ctx._naps_own = True
+        wide = ctx._naps_wide
+        wide.clear()
+        start = i - self._bar_flags[2][i]
+        until = self._session_end
+        every = True  # every trade promised
+        try:
+            for trade in trades:
+                tid = trade.trade_id
+                nap = kept.get(tid)
+                if nap is not None and i < nap:  # its own promise holds: nothing of its own happened since
+                    if nap < until:
+                        until = nap
+                    continue
+                before = ctx._wake
+                strat.manage(ctx, trade)
+                bar = naps.get(tid)
+                if bar is None:
+                    every = False
+                    if nap is not None:  # an expired promise (unless an event during manage dropped it)
+                        kept.pop(tid, None)
+                    continue
+                nap = start + bar
+                if nap < until:
+                    until = nap
+                if ctx._wake == before and tid not in wide:
+                    kept[tid] = nap
+                else:  # an event during its manage (or a promise not about it alone): asked again when managed
+                    kept.pop(tid, None)
         finally:
             ctx._naps = None
-        if naps and ctx._wake == wake and len(naps) == len(trades):
-            start = i - int(self.timeline.in_session[i])
-            ctx._idle_until = min(self._session_end, start + min(naps.values()))
+        if every and ctx._wake == wake:
+            ctx._idle_until = until
             ctx._idle_epoch = wake
             ctx._idle_own = ctx._naps_own
 
-    def _changed(self, strategy: str | None = None) -> None:
+    def _changed(self, strategy: str | None = None, trade_id: str | None = None) -> None:
         """Something a strategy's idle promise may depend on changed: the run's epoch moves, and every
         strategy's promise breaks, but for a promise about its own trades only (``own``) when ``strategy``
-        (the strategy whose order or trade this is) is another one. None: every promise breaks."""
+        (the strategy whose order or trade this is) is another one. None: every promise breaks. A promise
+        about one trade alone (``own="trade"``) breaks only for that trade (``trade_id``: the trade the
+        order or fill is of), a settlement or a session start."""
         self._epoch += 1
         for ctx in self.contexts:
-            if not ctx._idle_own or strategy is None or ctx.strategy_id == strategy:
+            if strategy is None:
+                ctx._wake += 1
+                if ctx._kept_naps:
+                    ctx._kept_naps.clear()
+            elif ctx.strategy_id == strategy:
+                ctx._wake += 1
+                if trade_id in ctx._kept_naps:
+                    del ctx._kept_naps[trade_id]
+            elif not ctx._idle_own:
                 ctx._wake += 1
 
     def finish(self) -> None:
@@ -451,7 +510,7 @@ class Engine:
 
     def record_veto(self, order: Order, vetoes: list[Veto]) -> None:
         reason = "; ".join(f"{v.rule}: {v.reason}" if v.rule else v.reason for v in vetoes)
-        self._changed(order.strategy)
+        self._changed(order.strategy, order.trade_id)
         previous = order.status
         order.status = OrderStatus.REJECTED
         order.status_reason = f"vetoed: {reason}"
@@ -461,11 +520,11 @@ class Engine:
                                    order.status_reason))
 
     def _on_transition(self, order: Order, transition: OrderTransition) -> None:
-        self._changed(order.strategy)
+        self._changed(order.strategy, order.trade_id)
         fire(self.hook.on_order_event, run=self.run, order=order.snapshot(), event=transition)
 
     def _on_fill(self, order: Order, fill: Fill, trade: TradeRecord) -> None:
-        self._changed(order.strategy)
+        self._changed(order.strategy, trade.trade_id)
         fire(self.hook.on_fill, run=self.run, order=order.snapshot(), fill=fill)
         if not trade.is_open:
             fire(self.hook.on_trade_closed, run=self.run, trade=trade)
