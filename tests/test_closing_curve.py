@@ -118,13 +118,13 @@ def test_a_trade_on_the_same_legs_as_another_shares_its_curve_for_the_session(mo
                                 ctx.close_price_outside(trade, 0.10, 2.0)))
 
     made = []
-    real = broker_mod.closing_curve
+    real = broker_mod._closing_curve_part  # what the broker prices a curve with (closing_curve's first part)
 
     def counting(*a, **k):
         made.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(broker_mod, "closing_curve", counting)
+    monkeypatch.setattr(broker_mod, "_closing_curve_part", counting)
     market = ModelMarket(day, day, spot=4710.0, quotes={short: (3.00, 3.40), long: (2.40, 2.60)})
     strat = Twice()
     run_strategy(strat, market, fill_model=MidSlippageFill())

@@ -124,6 +124,52 @@ def test_the_broker_prices_a_curve_from_the_bar_first_asked_and_finds_the_next_b
             assert broker.next_bar_outside(trade, low, high) == want, (trial, bar)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_broker_asked_at_some_bars_answers_as_the_whole_curve(seed):
+    """A curve priced up to its first minute where a leg may be left out (a sold leg without a bid) and the rest
+    only when a bar from it is read: asked at a few bars in order, one or more of close_price, close_price_outside
+    and next_bar_outside in any order at each, every answer is the whole curve's (the rest priced or not)."""
+    from strikebench.portfolio import Portfolio
+    from strikebench.plugins.commissions import ZeroCommission
+
+    rng = np.random.default_rng(700 + seed)
+    pyrng = random.Random(70 + seed)
+    day = dt.date(2024, 1, 10)
+    lazy = 0
+    for trial in range(40):
+        root, legs = _random_legs(pyrng, dt.date(2024, 1, 19))
+        n = pyrng.choice([5, 60, 390])
+        bid, ask = quotes(rng, n, len(legs), root)
+        if pyrng.random() < 0.7:  # sold legs bid until some minute (the usual session: a wing's bid fades)
+            fade = pyrng.randrange(n)
+            bid[:fade] = np.where(np.isfinite(bid[:fade]), np.abs(bid[:fade]) + 0.05, 0.05)
+        model = pyrng.choice([MidSlippageFill(), NaturalFill()])
+        whole = closing_curve(model, tuple(leg.reversed() for leg in legs), bid, ask, as_of=day)
+        finite = whole[np.isfinite(whole)]
+        levels = [tuple(np.quantile(finite, [q, 1 - q])) if finite.size else (0.0, 1.0) for q in (0.05, 0.3)]
+        broker = OptionsBroker(Portfolio(100_000.0), model, ZeroCommission(), _Quotes(bid, ask, day))
+        trade = _Trade(legs)
+        bars = sorted(pyrng.sample(range(n + 3), min(n + 3, pyrng.choice([1, 2, 4, 9]))))
+        for bar in bars:
+            broker._bar = bar
+            m = min(bar, n - 1)
+            asks = pyrng.sample(["price", "outside", "next"], pyrng.randint(1, 3))
+            for low, high in pyrng.sample(levels, pyrng.randint(1, 2)):
+                hit = (np.nan_to_num(whole, nan=np.inf) <= low) | (np.nan_to_num(whole, nan=-np.inf) >= high)
+                for what in asks:
+                    if what == "price":
+                        price = broker.close_price(trade)
+                        assert (price is None and whole[m] != whole[m]) or price == whole[m], (trial, bar)
+                    elif what == "outside":
+                        assert broker.close_price_outside(trade, low, high) == bool(hit[m]), (trial, bar)
+                    else:
+                        ahead = [j for j in range(bar + 1, n) if hit[j]]
+                        want = ahead[0] if ahead else (bar + 1 if hit[n - 1] else NEVER)
+                        assert broker.next_bar_outside(trade, low, high) == want, (trial, bar)
+                    lazy += bool(broker._curve_rest)  # answered without pricing the minutes that leave legs out
+    assert lazy >= 20, lazy
+
+
 # ------------------------------------------------------------------ the exit bar, by hand from the quotes
 DAY = dt.date(2024, 1, 10)
 SHORT = OptionContract("SPXW", DAY, 4700.0, "P")

@@ -174,8 +174,12 @@ class OptionsBroker(bt.BrokerBase):
         #: the closing legs (a trade's legs reversed) -> the same curve: the fill price of a market order on those
         #: legs on the minutes its combo trades whole (see :meth:`fill_price`)
         self._order_curves: dict[tuple, np.ndarray] = {}
-        self._outside: dict[tuple, np.ndarray] = {}  # (trade, low, high) -> per-minute "close price outside"
-        self._next_outside: dict[tuple, tuple] = {}  # (trade, low, high) -> (its outside minutes, minutes)
+        #: (trade, low, high) -> (per-minute "close price outside", the bar before which it is exact)
+        self._outside: dict[tuple, tuple] = {}
+        self._next_outside: dict[tuple, tuple] = {}  # (trade, low, high) -> (its outside minutes, minutes, exact)
+        #: id of a closing curve priced up to a minute where legs may be left out -> (that minute, closing legs,
+        #: the curve's first minute priced, its quotes): the rest is priced when a bar from that minute is asked
+        self._curve_rest: dict[int, tuple] = {}
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
         self._trade_values: dict[str, tuple] = {}  # trade id -> (combos held per leg, its value curve) this session
@@ -308,7 +312,10 @@ class OptionsBroker(bt.BrokerBase):
         curve = self._close_curves.get(trade.legs)
         if curve is None:
             curve = self._close_curve(trade)
-        price = curve[min(self._bar, len(curve) - 1)]
+        i = min(self._bar, len(curve) - 1)
+        if self._curve_rest and i >= self._exact_before(curve):
+            self._finish_curve(curve)
+        price = curve[i]
         return None if price != price else float(price)
 
     def close_price_outside(self, trade: TradeRecord, low: float, high: float) -> bool:
@@ -319,19 +326,31 @@ class OptionsBroker(bt.BrokerBase):
         costs the same as reading a flag). An unquotable minute is never outside.
         """
         key = (trade.trade_id, low, high)
-        hit = self._outside.get(key)
-        if hit is None:
-            hit = self._outside_curve(key, trade, low, high)
-        return bool(hit[min(self._bar, len(hit) - 1)])
+        got = self._outside.get(key)
+        i = self._bar
+        if got is None or i >= got[1]:
+            got = self._outside_curve(key, trade, low, high, i)
+        hit = got[0]
+        return bool(hit[min(i, len(hit) - 1)])
 
-    def _outside_curve(self, key: tuple, trade: TradeRecord, low: float, high: float) -> np.ndarray:
+    def _outside_curve(self, key: tuple, trade: TradeRecord, low: float, high: float, bar: int) -> tuple:
+        """(the session's per-minute comparison of ``trade``'s closing curve with ``low`` and ``high``, the bar before
+        which it is exact: ``NEVER`` when every bar's is), exact at ``bar`` (the curve's minutes where legs may be left
+        out are priced when a bar from the first of them is asked: :meth:`_close_curve`)."""
         curve = self._close_curves.get(trade.legs)
         if curve is None:
             curve = self._close_curve(trade)
+        exact = NEVER
+        if self._curve_rest:
+            exact = self._exact_before(curve)
+            if min(bar, len(curve) - 1) >= exact:
+                self._finish_curve(curve)
+                exact = NEVER
         with np.errstate(invalid="ignore"):
             hit = (curve <= low) | (curve >= high)
-        self._outside[key] = hit
-        return hit
+        got = self._outside[key] = (hit, exact)
+        self._next_outside.pop(key, None)
+        return got
 
     def next_bar_outside(self, trade: TradeRecord, low: float, high: float) -> int:
         """The first bar of the session after this one at which :meth:`close_price_outside` is True
@@ -339,22 +358,44 @@ class OptionsBroker(bt.BrokerBase):
         when there is none.
 
         Found once per (trade, low, high) and session: the minutes that are outside, in order (the session's
-        comparison read once), so each ask is a bisection of that list."""
+        comparison read once), so each ask is a bisection of that list. A minute found before the first one
+        where legs may be left out is the answer without pricing those (:meth:`_close_curve`)."""
         key = (trade.trade_id, low, high)
-        outs = self._next_outside.get(key)
-        if outs is None:
-            hit = self._outside.get(key)
-            if hit is None:
-                hit = self._outside_curve(key, trade, low, high)
-            outs = self._next_outside[key] = (_FLATNONZERO(hit).tolist(), len(hit))
-        outs, n = outs
+        got = self._next_outside.get(key)
+        if got is None:
+            o = self._outside.get(key)
+            if o is None:
+                o = self._outside_curve(key, trade, low, high, self._bar)
+            hit, exact = o
+            got = self._next_outside[key] = (_FLATNONZERO(hit).tolist(), len(hit), exact)
+        outs, n, exact = got
         nxt = self._bar + 1
         if nxt < n:
             k = bisect.bisect_left(outs, nxt)
-            return outs[k] if k < len(outs) else NEVER
-        if outs and outs[-1] == n - 1:  # only past the quotes: the last minute repeats
-            return nxt
-        return NEVER
+            if k < len(outs) and outs[k] < exact:
+                return outs[k]
+            if exact == NEVER:
+                return NEVER
+        elif exact == NEVER:
+            if outs and outs[-1] == n - 1:  # only past the quotes: the last minute repeats
+                return nxt
+            return NEVER
+        # the answer reads minutes not priced yet: price them, then ask again (exact on every bar)
+        self._outside_curve(key, trade, low, high, NEVER)
+        return self.next_bar_outside(trade, low, high)
+
+    def _exact_before(self, curve: np.ndarray) -> int:
+        """The first minute of ``curve`` not priced yet (``NEVER``: none)."""
+        rest = self._curve_rest.get(id(curve))
+        return NEVER if rest is None else rest[0]
+
+    def _finish_curve(self, curve: np.ndarray) -> None:
+        """Price the minutes of ``curve`` from the first one where legs may be left out (:func:`_leave_legs_out`)."""
+        rest = self._curve_rest.pop(id(curve), None)
+        if rest is not None:
+            at, closing, start, q = rest
+            _leave_legs_out(curve[start:], at - start, self.fill_model, closing, q.bid[start:], q.ask[start:],
+                            as_of=self.quotes.day)
 
     def forget_exit_curves(self) -> None:
         """Drop the session's closing curves and what was compared on them (a new session; a live market
@@ -363,6 +404,7 @@ class OptionsBroker(bt.BrokerBase):
         self._order_curves.clear()
         self._outside.clear()
         self._next_outside.clear()
+        self._curve_rest.clear()
 
     def has_working_exit(self, trade_id: str) -> bool:
         """True while a closing order of ``trade_id`` is working."""
@@ -377,16 +419,26 @@ class OptionsBroker(bt.BrokerBase):
 
         Priced from this bar on: a session's bars are asked in order and the curve is dropped with the
         session, so the minutes before the first ask are never read (NaN: never outside). Each minute's
-        price depends on that minute's quotes alone, so the minutes priced are the whole curve's."""
+        price depends on that minute's quotes alone, so the minutes priced are the whole curve's.
+
+        The minutes from the first one at which a leg may be left out (a sold leg not bid above zero) hold the
+        price of the order with every leg (NaN where a leg is left out) until a bar from that minute is read
+        through :meth:`close_price`, :meth:`close_price_outside` or :meth:`next_bar_outside` (an exit found
+        before it needs none of them); those minutes are then priced (:meth:`_finish_curve`). A market order's
+        price read off the curve (:meth:`_curve_price`) is asked only where the order's combo trades whole,
+        where the minute is the same either way."""
         q = self.quotes.legs([leg.contract for leg in trade.legs])
         closing = tuple(leg.reversed() for leg in trade.legs)
         start = min(self._bar, len(q.bid) - 1)
         if start <= 0:
-            curve = closing_curve(self.fill_model, closing, q.bid, q.ask, as_of=self.quotes.day)
+            start = 0
+            curve, rest = _closing_curve_part(self.fill_model, closing, q.bid, q.ask, as_of=self.quotes.day)
         else:
             curve = np.full(len(q.bid), np.nan)
-            curve[start:] = closing_curve(self.fill_model, closing, q.bid[start:], q.ask[start:],
-                                          as_of=self.quotes.day)
+            curve[start:], rest = _closing_curve_part(self.fill_model, closing, q.bid[start:], q.ask[start:],
+                                                      as_of=self.quotes.day)
+        if start + rest < len(curve):
+            self._curve_rest[id(curve)] = (start + rest, closing, start, q)
         self._close_curves[trade.legs] = curve
         self._order_curves[closing] = curve
         return curve
@@ -599,28 +651,79 @@ def closing_curve(fill_model, closing_legs, bid, ask, *, as_of) -> np.ndarray:
     """
     bid = np.asarray(bid, dtype=np.float64)
     ask = np.asarray(ask, dtype=np.float64)
+    curve, rest = _closing_curve_part(fill_model, closing_legs, bid, ask, as_of=as_of)
+    if rest < len(curve):
+        _leave_legs_out(curve, rest, fill_model, closing_legs, bid, ask, as_of=as_of)
+    return curve
+
+
+def _closing_curve_part(fill_model, closing_legs, bid, ask, *, as_of) -> tuple[np.ndarray, int]:
+    """(a new curve, ``rest``): :func:`closing_curve` on the minutes before ``rest``, the first minute at which a
+    leg may be left out (a sold leg not bid above zero; the number of minutes when none), and from it on the
+    price of the order with every leg, NaN on each minute that leaves a leg out (its sold leg cannot trade).
+    :func:`_leave_legs_out` from ``rest`` makes it the whole :func:`closing_curve`.
+
+    A combo whose ratios share a factor is priced whole at once (``rest`` = the minutes): where some minute leaves
+    legs out, its other minutes are priced as its reduced combo times the factor, as every order's are."""
+    bid = np.asarray(bid, dtype=np.float64)
+    ask = np.asarray(ask, dtype=np.float64)
+    n = bid.shape[0]
     ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
-    if not _may_leave_legs(ratios, bid):  # the usual session: no leg can be left out, whatever the asks
-        return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of)
-    left = left_legs(ratios, bid, ask)
-    if not left.any():
-        return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of)
-    out = np.full(bid.shape[0], np.nan)
+    rest = _first_leavable(ratios, bid)
+    if rest < n and math.gcd(*(abs(int(leg.ratio)) for leg in closing_legs)) != 1:
+        left = left_legs(ratios, bid, ask)
+        if left.any():
+            curve = np.full(n, np.nan)
+            _price_patterns(curve, left, fill_model, closing_legs, bid, ask, as_of=as_of, skip_whole=False)
+            return curve, n
+        rest = n
+    return _combo_curve(fill_model, closing_legs, bid, ask, as_of=as_of), rest
+
+
+def _leave_legs_out(curve: np.ndarray, rest: int, fill_model, closing_legs, bid, ask, *, as_of) -> None:
+    """:func:`_closing_curve_part`'s ``curve`` made the whole :func:`closing_curve`, in place: on each minute from
+    ``rest`` on where some long legs have no bid, the price of the order without them."""
+    ratios = np.array([leg.ratio for leg in closing_legs], dtype=np.float64)
+    b, a = bid[rest:], ask[rest:]
+    left = left_legs(ratios, b, a)
+    if left.any():
+        _price_patterns(curve[rest:], left, fill_model, closing_legs, b, a, as_of=as_of, skip_whole=True)
+
+
+def _price_patterns(out: np.ndarray, left: np.ndarray, fill_model, closing_legs, bid, ask, *, as_of,
+                    skip_whole: bool) -> None:
+    """Each minute of ``out`` (in place) priced as the order without its legs ``left`` out (its reduced combo's
+    price times the factor). ``skip_whole``: the minutes that leave no leg out already hold the combo's price
+    (its ratios share no factor: the reduced combo is the combo, and its price on the grid is its own)."""
     # the minutes of each pattern of legs left out, found by the pattern's bits as one integer (np.unique over
     # rows of booleans sorts them as a structured array: ~10x slower); each pattern's minutes are priced
     # alone, so the order the patterns come in does not matter
     if left.shape[1] > 62:  # pragma: no cover - no combo has that many legs
         codes = np.unique(left, axis=0, return_inverse=True)[1].ravel()
+        skip_whole = False  # (its minutes priced again: the same floats)
     else:
         codes = left @ (1 << np.arange(left.shape[1], dtype=np.int64))
     for code in np.unique(codes).tolist():
+        if skip_whole and code == 0:
+            continue
         rows = codes == code
         keep = ~left[int(np.argmax(rows))]
         legs, g = reduced_combo(closing_legs, keep)
         price = _combo_curve(fill_model, legs, bid[rows][:, keep], ask[rows][:, keep], as_of=as_of)
         out[rows] = np.round(price * g, 2) + 0.0
-    return out
 
+
+def _first_leavable(ratios: np.ndarray, bid: np.ndarray) -> int:
+    """The first row of ``bid`` (minutes x legs) on which :func:`~strikebench.options.fills.left_legs` may leave a
+    leg out, whatever the asks: a sold leg (negative ratio) not bid above zero (NaN included); the number of
+    rows when none (see :func:`_may_leave_legs`)."""
+    n = bid.shape[0]
+    sold = [j for j, r in enumerate(ratios.tolist()) if r < 0]
+    if not sold:
+        return n
+    ok = bid[:, sold[0]] > 0.0 if len(sold) == 1 else (bid[:, sold] > 0.0).all(axis=1)
+    k = int(ok.argmin())  # the first False (a bool array's least)
+    return n if ok[k] else k
 
 def closing_order_legs(closing_legs, bid, ask) -> tuple[tuple, int, np.ndarray]:
     """The legs of the order that closes the position ``closing_legs`` (each leg's ratio = contracts to
