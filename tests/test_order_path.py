@@ -559,3 +559,50 @@ def test_the_portfolios_liability_kept_between_changes_is_the_liability_of_its_o
              at.replace(hour=16))
     seen.append(check())
     assert len(set(seen)) >= 4 and seen[-1] == 0.0, seen
+
+
+def test_running_totals_kept_between_remarks_equal_every_curve_summed_again():
+    """``broker._running_totals``: after any change of the curve list (a curve appended, dropped anywhere, replaced,
+    the list emptied, reordered; the kept totals given or not) the running totals are bit for bit those of summing
+    every curve again in order, the totals before the first changed curve the very objects kept."""
+    from strikebench.engine.broker import _running_totals
+
+    rng = np.random.default_rng(21)
+    pool = []
+    for _ in range(12):
+        c = rng.normal(0, 1e4, 390) * 10.0 ** rng.integers(-3, 4)
+        c[rng.random(390) < 0.02] = np.nan
+        c[rng.random(390) < 0.01] = -0.0
+        pool.append(c)
+    curves, totals = [], None
+    reused = 0
+    for step in range(600):
+        new = list(curves)
+        move = rng.integers(6)
+        if move == 0 or not new:
+            new.append(pool[rng.integers(len(pool))])
+        elif move == 1:
+            del new[rng.integers(len(new))]
+        elif move == 2:
+            new[rng.integers(len(new))] = pool[rng.integers(len(pool))]
+        elif move == 3:
+            new = new[::-1]
+        elif move == 4 and rng.random() < 0.1:
+            new = []
+        kept = totals if rng.random() < 0.9 else None
+        got = _running_totals(curves, kept, new)
+        want, total = [], None
+        for c in new:
+            total = c if total is None else total + c
+            want.append(total)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert np.array_equal(g.view(np.int64), w.view(np.int64))
+        if kept and new:
+            k = 0
+            while k < min(len(curves), len(new)) and curves[k] is new[k]:
+                k += 1
+            assert all(got[i] is kept[i] for i in range(k))
+            reused += k
+        curves, totals = new, got
+    assert reused > 300

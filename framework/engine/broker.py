@@ -183,7 +183,8 @@ class OptionsBroker(bt.BrokerBase):
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
         self._trade_values: dict[str, tuple] = {}  # trade id -> (combos held per leg, its value curve) this session
-        self._summed: tuple[list, np.ndarray | None] = ([], None)  # the curves last summed, in order, and their sum
+        #: the curves last summed, in order, and their running totals (see _running_totals; None: sum them all again)
+        self._summed: tuple[list, list | None] = ([], None)
         self._last_mark: dict[OptionContract, float] = {}  # last usable mid of every open leg, across sessions
         #: the fill model keeps FillModel.fill_price: its answer is already by the one rule, and a function of
         #: the order and this bar's quotes (asked once per order and bar, see :meth:`fill_price`)
@@ -575,8 +576,9 @@ class OptionsBroker(bt.BrokerBase):
 
         Each trade's value curve is kept for the session by (legs, combos held per leg): a fill or a
         settlement recomputes only the trades it changed, then adds every trade's curve in the portfolio's
-        order, as before. When the curves are the ones summed last time plus one more at the end (a fill
-        opening a trade), that one is added to the last sum: the same additions in the same order."""
+        order, as before, the running totals of the curves before the first one that changed kept from the last
+        time (:func:`_running_totals`: a fill opening a trade adds its curve to the last sum, a closing fill adds
+        again only from the trade it closed on): the same additions in the same order."""
         holdings = self.portfolio.open_holdings()
         if not holdings or self.quotes.day is None:
             self._position_value = np.zeros(1)
@@ -593,20 +595,35 @@ class OptionsBroker(bt.BrokerBase):
                 if values is None:
                     contracts = [leg.contract for leg in trade.legs]
                     mult = trade.legs[0].contract.multiplier
-                    weights = np.array([leg.ratio * n for leg, n in zip(trade.legs, held)], dtype=np.float64) * mult
+                    # (ratio x combos x multiplier: small integers, exact as floats in either order)
+                    weights = np.array([float(leg.ratio * n * mult) for leg, n in zip(trade.legs, held)])
                     values = self._leg_marks(contracts) @ weights
                     values_of[key] = values
                 per_trade[trade.trade_id] = got = (held, values)
             curves.append(got[1])
-        last, total = self._summed
-        n = len(last)
-        if not (n and len(curves) == n + 1 and all(a is b for a, b in zip(last, curves))):
-            total = None
-            for values in curves[:-1]:
-                total = values if total is None else total + values
-        total = curves[-1] if total is None else total + curves[-1]
-        self._summed = (curves, total)
+        last, partials = self._summed
+        totals = _running_totals(last, partials, curves)
+        self._summed = (curves, totals)
+        total = totals[-1]
         self._position_value = total if _all_finite(total) else np.nan_to_num(total, nan=0.0)
+
+
+def _running_totals(last: list, partials: list | None, curves: list) -> list:
+    """The running totals of ``curves`` added in order (``curves[0]``, then ``+ curves[1]``, ...), reusing the totals
+    ``partials`` of the curves ``last`` summed before up to the first curve that is not the same object: a fill
+    opening a trade appends a curve (one addition), a closing fill drops one (the additions from it on); the same
+    additions in the same order as summing every curve again."""
+    k = 0
+    if partials:
+        n = min(len(last), len(curves))
+        while k < n and last[k] is curves[k]:
+            k += 1
+    totals = partials[:k] if k else []
+    total = totals[-1] if totals else None
+    for values in curves[k:]:
+        total = values if total is None else total + values
+        totals.append(total)
+    return totals
 
 
 def _all_finite(x: np.ndarray) -> bool:
