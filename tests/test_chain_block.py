@@ -136,3 +136,24 @@ def test_zero_dte_slice_is_subset_of_relevant_rows():
                 got = strat._relevant_slice(snap)
                 assert (got is snap) == (want is snap)
                 assert got.checksum == want.checksum and len(got) == len(want)
+
+
+def test_isoformat_is_the_timestamp_s():
+    """The checksum's header time: Timestamp.isoformat's text, with and without nanoseconds, aware (New York across
+    DST, UTC, fixed offsets) and naive; datetimes as they are."""
+    from strikebench.options.chain import _isoformat
+
+    rng = np.random.default_rng(0)
+    ns = rng.integers(pd.Timestamp("1677-09-22").value, pd.Timestamp("2262-04-10").value, 300)
+    for v in [*ns.tolist(), pd.Timestamp("2023-03-12 06:59:59.999999", tz="UTC").value,
+              pd.Timestamp("2023-11-05 05:30", tz="UTC").value, pd.Timestamp("2023-11-05 06:30", tz="UTC").value]:
+        for cut in (1, 1000, 60 * 10**9):  # nanoseconds, microseconds, whole minutes
+            t = pd.Timestamp(v // cut * cut)
+            for ts in (t, t.tz_localize("UTC"), t.tz_localize("UTC").tz_convert(NY),
+                       t.tz_localize("UTC").tz_convert("Asia/Kolkata"), t.tz_localize("UTC").tz_convert("-03:30")):
+                assert _isoformat(ts) == ts.isoformat(), (ts, ts.nanosecond)
+    for fold in (0, 1):  # 01:30 of the fall-back day, each offset
+        ts = pd.Timestamp(dt.datetime(2023, 11, 5, 1, 30, fold=fold), tz=NY)
+        assert _isoformat(ts) == ts.isoformat()
+    d = dt.datetime(2023, 1, 5, 10, 15, tzinfo=dt.timezone.utc)
+    assert _isoformat(d) == d.isoformat()
