@@ -322,6 +322,16 @@ class OrderRequest:
     worst_case_loss: float  # dollars, at est_price (inf when unbounded)
 
 
+class _Factory:
+    """The default of a field made by a factory (a new dict per object), in an ``__init__`` written out."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One setup a strategy considered at a decision."""
@@ -331,6 +341,13 @@ class Candidate:
     score: float | None = None
     credit: float | None = None
     details: dict = field(default_factory=dict)
+
+    def __init__(self, description: str, legs: tuple = (), score: float | None = None, credit: float | None = None,
+                 details: dict = _FACTORY):
+        # the dataclass' __init__ (the same fields, defaults and order) setting the instance's dict at once: a frozen
+        # dataclass' own sets each field through object.__setattr__ (~2x the cost; a decision makes a dozen)
+        self.__dict__.update(description=description, legs=legs, score=score, credit=credit,
+                             details={} if details is _FACTORY else details)
 
 
 @dataclass(frozen=True)
@@ -347,3 +364,12 @@ class Decision:
     context: dict = field(default_factory=dict)
     ruleset_version: str = ""
     decision_id: str | None = None
+
+    def __init__(self, strategy: str, decided_at: dt.datetime, action: str, reason: str,
+                 candidates: tuple[Candidate, ...] = (), chosen: int | None = None, snapshot_checksum: str | None = None,
+                 context: dict = _FACTORY, ruleset_version: str = "", decision_id: str | None = None):
+        # (as Candidate's: the dataclass' __init__, the dict set at once)
+        self.__dict__.update(strategy=strategy, decided_at=decided_at, action=action, reason=reason,
+                             candidates=candidates, chosen=chosen, snapshot_checksum=snapshot_checksum,
+                             context={} if context is _FACTORY else context, ruleset_version=ruleset_version,
+                             decision_id=decision_id)

@@ -157,3 +157,55 @@ def test_isoformat_is_the_timestamp_s():
         assert _isoformat(ts) == ts.isoformat()
     d = dt.datetime(2023, 1, 5, 10, 15, tzinfo=dt.timezone.utc)
     assert _isoformat(d) == d.isoformat()
+
+
+@pytest.mark.parametrize("cls_name", ["Candidate", "Decision"])
+def test_candidate_and_decision_init_is_the_dataclass_s(cls_name):
+    """Candidate's and Decision's written-out __init__ against the one dataclasses generates for the same fields:
+    the same signature (names, kinds, defaults), the same objects for every mix of positional, keyword and default
+    arguments (a new dict per object for the factory default), frozen, equal and unhashable alike."""
+    import dataclasses
+    import inspect
+
+    from strikebench import api
+
+    cls = getattr(api, cls_name)
+    fields = dataclasses.fields(cls)
+    ref = dataclasses.make_dataclass(
+        "Ref", [(f.name, f.type, dataclasses.field(default=f.default, default_factory=f.default_factory))
+                if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+                else (f.name, f.type) for f in fields], frozen=True)
+    mine, theirs = inspect.signature(cls.__init__), inspect.signature(ref.__init__)
+    assert [(p.name, p.kind) for p in mine.parameters.values()] == [(p.name, p.kind) for p in theirs.parameters.values()]
+    for p, q in zip(mine.parameters.values(), theirs.parameters.values()):
+        if q.default is not inspect.Parameter.empty and repr(q.default) != "<factory>":
+            assert p.default == q.default and type(p.default) is type(q.default), p.name
+    rng = np.random.default_rng(2)
+    values = {f.name: [object(), None, 0, "x", {"a": 1}, (), dt.datetime(2023, 1, 5)] for f in fields}
+    required = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    for _ in range(300):
+        given = {f.name: values[f.name][rng.integers(7)] for f in fields
+                 if f.name in required or rng.random() < 0.5}
+        npos = int(rng.integers(0, len(fields) + 1))
+        names = [f.name for f in fields]
+        # positional for a prefix of the fields when every one of them is given
+        k = 0
+        while k < npos and names[k] in given:
+            k += 1
+        args = [given[n] for n in names[:k]]
+        kw = {n: v for n, v in given.items() if n not in names[:k]}
+        a, b = cls(*args, **kw), ref(*args, **kw)
+        assert [getattr(a, f.name) for f in fields] == [getattr(b, f.name) for f in fields]
+        assert all(getattr(a, f.name) is getattr(b, f.name) for f in fields if f.name in given)
+        assert a == cls(*args, **kw) and vars(a) == {f.name: getattr(b, f.name) for f in fields}
+        assert repr(a).split("(", 1)[1] == repr(b).split("(", 1)[1]
+    one, two = cls(*[values[n][3] for n in required]), cls(*[values[n][3] for n in required])
+    factory = [f.name for f in fields if f.default_factory is not dataclasses.MISSING]
+    assert factory and all(getattr(one, n) == {} and getattr(one, n) is not getattr(two, n) for n in factory)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.__setattr__(fields[0].name, 1)
+    with pytest.raises(TypeError):  # unhashable (a dict field), as the dataclass' is
+        hash(cls(*[values[n][3] for n in required]))
+    with pytest.raises(TypeError):
+        cls()
+    assert dataclasses.replace(one, **{required[0]: "y"}) == cls(*["y"] + [values[n][3] for n in required[1:]])
