@@ -10,7 +10,8 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, skip_if_blocked, vertical_entry
+from strikebench.strategies.spreads import (PRICE_EPS, credit_exit, decide_and_enter, relevant_slice, skip_if_blocked,
+                                             vertical_entry)
 
 RULESET_VERSION = "credit_vertical/1"
 
@@ -173,7 +174,8 @@ class CreditVertical(Strategy):
             return  # a risk rule blocks every entry now: no chain built
         snapshot = ctx.chain(dte=(max(0, min(p.dte_targets) - p.dte_tolerance), max(p.dte_targets) + p.dte_tolerance),
                              roots=[p.root], right=None if p.side == "both" else "C" if p.side == "call" else "P")
-        snapshot = snapshot.subset(self.relevant_rows(snapshot))
+        snapshot = relevant_slice(snapshot, self.relevant_rows,
+                                  ("credit_vertical", tuple(p.dte_targets), p.dte_tolerance, p.root, p.side))
         context = {"k": ctx.slippage,
                    "underlying_price": snapshot.underlying_price, "dropped_quotes": snapshot.dropped["total"]}
         decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),

@@ -18,7 +18,7 @@ from strikebench.options.orders import Leg
 from strikebench.options.ticks import round_to_tick
 
 __all__ = ["decide_and_enter", "skip_if_blocked", "risk_reason", "credit_exit", "vertical_entry", "vertical_legs",
-           "credit_limit"]
+           "credit_limit", "relevant_slice"]
 
 
 def risk_reason(vetoes) -> str:
@@ -43,6 +43,20 @@ def skip_if_blocked(ctx, context: dict | Callable[[], dict], *, ruleset_version:
     ctx.decide("SKIP", risk_reason(vetoes), context=context() if callable(context) else context,
                ruleset_version=ruleset_version)
     return True
+
+
+def relevant_slice(snapshot: ChainSnapshot, rows_of: Callable[[ChainSnapshot], object], key) -> ChainSnapshot:
+    """``snapshot.subset(rows_of(snapshot))``: what a decision stores. ``rows_of`` must depend on the contracts (and the
+    date) alone, as a strategy's relevant rows do, and ``key`` name it (the parameters that select the rows). Whether
+    that subset is the snapshot itself (every row: the chain asked is what is stored) then depends on the listing
+    alone: found at the first decision of a listing (kept in its ``listing_memo``) instead of compared at each."""
+    memo = snapshot.listing_memo("relevant_slice")
+    whole = memo.get(key)
+    if whole is None:
+        sliced = snapshot.subset(rows_of(snapshot))
+        memo[key] = sliced is snapshot
+        return sliced
+    return snapshot if whole else snapshot.subset(rows_of(snapshot))
 
 
 def vertical_legs(snapshot: ChainSnapshot, details: dict) -> tuple[Leg, Leg]:

@@ -18,7 +18,8 @@ from pydantic import Field, field_validator, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, skip_if_blocked, vertical_entry
+from strikebench.strategies.spreads import (PRICE_EPS, credit_exit, decide_and_enter, relevant_slice, skip_if_blocked,
+                                             vertical_entry)
 
 RULESET_VERSION = "xsp_probe/1"
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri")
@@ -212,7 +213,9 @@ class XspProbe(Strategy):
                    "open_probes": len(ctx.open_trades()), "week_entries": self._week_entries.get(week, 0),
                    "side": rights[self._entries % len(rights)], "sentiment": self.sentiment}
         # what a decision stores: the root's expiries inside the DTE window (evaluates like the whole chain)
-        snapshot = full.subset(np.flatnonzero((full.root == p.root) & (full.dte >= p.dte_min) & (full.dte <= p.dte_max)))
+        snapshot = relevant_slice(
+            full, lambda s: np.flatnonzero((s.root == p.root) & (s.dte >= p.dte_min) & (s.dte <= p.dte_max)),
+            ("xsp_probe", p.root, p.dte_min, p.dte_max))
         decision, order = decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
                                            entry=vertical_entry(snapshot, p.root, p.contracts),
                                            ruleset_version=self.ruleset_version, reason="probe")

@@ -30,7 +30,8 @@ from pydantic import Field, model_validator
 
 from strikebench.api import Candidate, PluginParams, Strategy
 from strikebench.options.chain import ChainSnapshot
-from strikebench.strategies.spreads import PRICE_EPS, credit_exit, decide_and_enter, skip_if_blocked, vertical_entry
+from strikebench.strategies.spreads import (PRICE_EPS, credit_exit, decide_and_enter, relevant_slice, skip_if_blocked,
+                                             vertical_entry)
 
 RULESET_VERSION = "zero_dte/1"
 
@@ -220,19 +221,6 @@ class ZeroDte(Strategy):
             got.flags.writeable = False
         return got
 
-    def _relevant_slice(self, snapshot: ChainSnapshot) -> ChainSnapshot:
-        """``snapshot.subset(self.relevant_rows(snapshot))``: the snapshot itself when that is (the chain asked is
-        today's expiry of the root: every row), found at the first decision of a listing (it depends on the
-        contracts alone) instead of comparing the rows at each."""
-        memo = snapshot.listing_memo("zero_dte.whole")
-        root = self.params.root
-        whole = memo.get(root)
-        if whole is None:
-            sliced = snapshot.subset(self.relevant_rows(snapshot))
-            memo[root] = sliced is snapshot
-            return sliced
-        return snapshot if whole else snapshot.subset(self.relevant_rows(snapshot))
-
     def decision_context(self, ctx, snapshot: ChainSnapshot) -> dict:
         """What :meth:`evaluate` reads besides the snapshot: slippage fraction, price and features."""
         k = ctx.slippage
@@ -245,7 +233,9 @@ class ZeroDte(Strategy):
         if skip_if_blocked(ctx, lambda: {"k": ctx.slippage, "price": ctx.underlying_price()},
                            ruleset_version=self.ruleset_version):
             return  # a risk rule blocks every entry now: no chain built
-        snapshot = self._relevant_slice(ctx.chain(dte=(0, 0), roots=[self.params.root]))
+        # (the chain asked is today's expiry of the root: every row is relevant, the snapshot itself is stored)
+        snapshot = relevant_slice(ctx.chain(dte=(0, 0), roots=[self.params.root]), self.relevant_rows,
+                                  ("zero_dte", self.params.root))
         context = self.decision_context(ctx, snapshot)
         decide_and_enter(ctx, snapshot, context, self.evaluate(snapshot, context),
                          entry=vertical_entry(snapshot, self.params.root, self.params.contracts),

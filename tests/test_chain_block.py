@@ -121,21 +121,38 @@ def test_market_batches_are_its_single_snapshots():
                         fresh(own).closest_deltas(expiry, right, [0.05, 0.1, 0.2, 0.45])
 
 
-def test_zero_dte_slice_is_subset_of_relevant_rows():
-    """_relevant_slice: the snapshot itself when the rows are every row (memo per listing and root), else the
-    subset, for a chain of today's XSP expiry only and one with other expiries and roots."""
+def test_relevant_slice_is_subset_of_the_relevant_rows():
+    """spreads.relevant_slice: the snapshot itself when the rows are every row (kept per listing and key), else the
+    subset, for zero_dte's, credit_vertical's and xsp_probe's rows on chains where they are every row and where they
+    are not (other expiries, roots, sides), several minutes of each listing."""
+    from strikebench.strategies.credit_vertical import CreditVertical, CreditVerticalParams
+    from strikebench.strategies.spreads import relevant_slice
+
     market = SyntheticMarket(seed=3, start="2023-03-01", end="2023-03-03")
     day = market.sessions()[0]
     ats = [pd.Timestamp(f"{day.date()} {t}", tz=NY) for t in ("10:00", "10:15", "10:30")]
-    for kw in ({"expiries": [day.date()], "roots": ["XSP"]}, {"roots": ["XSP"]}, {}):
-        snaps = market.snapshots("XSP", ats, kw.get("expiries"), roots=kw.get("roots"))
-        for root in ("XSP", "XSP", "SPXW"):
-            strat = ZeroDte(ZeroDteParams(root=root))
+    zd = [ZeroDte(ZeroDteParams(root=root)) for root in ("XSP", "SPXW")]
+    cv = [CreditVertical(CreditVerticalParams(**kw)) for kw in ({}, {"side": "both"}, {"dte_targets": [3]})]
+    xsp = [lambda s, lo=lo, hi=hi: np.flatnonzero((s.root == "XSP") & (s.dte >= lo) & (s.dte <= hi))
+           for lo, hi in ((7, 20), (0, 0), (2, 5))]
+    rows_of = [(s.relevant_rows, ("zd", s.params.root)) for s in zd] + \
+        [(s.relevant_rows, ("cv", id(s))) for s in cv] + [(f, ("xsp", i)) for i, f in enumerate(xsp)]
+    requests = [("XSP", [day.date()], ["XSP"], None), ("XSP", None, ["XSP"], None), ("XSP", None, None, None),
+                ("SPX", None, ["SPXW"], False), ("SPX", None, None, None)]
+    seen_whole = set()
+    for und, expiries, roots, is_call in requests:
+        if und == "XSP" and expiries is None:
+            expiries = [e for e in market.listed_expiries("XSP", day.date()) if 7 <= (e - day.date()).days <= 20]
+        snaps = market.snapshots(und, ats, expiries, roots=roots, is_call=is_call)
+        for _ in range(2):
             for snap in snaps:
-                want = snap.subset(strat.relevant_rows(snap))
-                got = strat._relevant_slice(snap)
-                assert (got is snap) == (want is snap)
-                assert got.checksum == want.checksum and len(got) == len(want)
+                for f, key in rows_of:
+                    want = snap.subset(f(snap))
+                    got = relevant_slice(snap, f, key)
+                    assert (got is snap) == (want is snap)
+                    seen_whole.add(got is snap)
+                    assert got.checksum == want.checksum and len(got) == len(want)
+    assert seen_whole == {True, False}
 
 
 def test_isoformat_is_the_timestamp_s():
