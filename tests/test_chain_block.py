@@ -226,3 +226,22 @@ def test_candidate_and_decision_init_is_the_dataclass_s(cls_name):
     with pytest.raises(TypeError):
         cls()
     assert dataclasses.replace(one, **{required[0]: "y"}) == cls(*["y"] + [values[n][3] for n in required[1:]])
+
+
+def test_contract_of_a_row_is_kept_per_listing():
+    """contract(row) kept per listing: the contract of the row's columns for every row (ints, numpy ints, negative
+    rows) of snapshots sharing a listing and of their subsets (another listing of rows), asked twice."""
+    from strikebench.options.chain import _contract
+
+    market = SyntheticMarket(seed=5, start="2023-03-01", end="2023-03-03")
+    day = market.sessions()[0]
+    ats = [pd.Timestamp(f"{day.date()} {t}", tz=NY) for t in ("10:00", "12:00")]
+    snaps = market.snapshots("SPX", ats, roots=["SPX", "SPXW"])
+    rng = np.random.default_rng(0)
+    for snap in [*snaps, snaps[0].subset(np.arange(3, len(snaps[0]), 7)), snaps[1].subset(np.arange(5, 40))]:
+        n = len(snap)
+        for row in [*rng.integers(-n, n, 40).tolist(), *rng.integers(-n, n, 10), 0, n - 1, -1]:
+            want = _contract(str(snap.root[row]), snap.expiry[row].item(), float(snap.strike[row]),
+                             bool(snap.is_call[row]))
+            assert snap.contract(row) is want and fresh(snap).contract(row) is want
+            assert snap.contract(row).occ_symbol == snap.occ_symbol(int(row) % n)

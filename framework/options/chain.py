@@ -690,9 +690,15 @@ class ChainSnapshot:
                          valid_only=valid_only)
 
     def contract(self, row: int):
-        """The :class:`OptionContract` of one row."""
-        return _contract(str(self.root[row]), self.expiry[row].item(),  # datetime64[D] -> datetime.date
-                         float(self.strike[row]), bool(self.is_call[row]))
+        """The :class:`OptionContract` of one row (once per row of a listing: :attr:`_static`)."""
+        memo = self._static.get("contracts")
+        if memo is None:
+            memo = self._static["contracts"] = {}
+        got = memo.get(row)  # (rows as asked: ints and numpy ints hash alike)
+        if got is None:
+            got = memo[row] = _contract(str(self.root[row]), self.expiry[row].item(),  # datetime64[D] -> datetime.date
+                                        float(self.strike[row]), bool(self.is_call[row]))
+        return got
 
     def occ_symbol(self, row: int) -> str:
         """``contract(row).occ_symbol`` without building the contract (a decision lists it per candidate): from
