@@ -1,7 +1,8 @@
 """Snapshots built from blocks of minutes (``ChainSnapshot.from_block``, the synthetic market's batches) equal
-``from_sorted`` of each minute's row, column for column; the sorted |delta| of a side computed for every minute of
-the block at once (``_Block.delta_side``) equals each snapshot's own (issue 15, s11). zero_dte's slice of a
-snapshot found whole once a listing equals ``subset(relevant_rows)``."""
+``from_sorted`` of each minute's row, column for column, and select as fresh snapshots do (issue 15, s11).
+``spreads.relevant_slice`` equals ``subset`` of the rows; the checksum's header time is ``Timestamp.isoformat``'s;
+``Candidate`` and ``Decision`` are built as their dataclass' generated ``__init__`` builds them; ``contract(row)``
+kept per listing is the row's contract."""
 
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def test_block_snapshots_are_from_sorted_of_each_minute_and_their_delta_sides_th
                     assert not a.flags.writeable
                 assert (snap.timestamp, snap.underlying_price) == (own.timestamp, own.underlying_price)
                 assert snap.checksum == own.checksum and snap._static is static
-            # every minute's sides (asked in any order: a later minute first) against the snapshot's own path and
-            # the general lexsort
+            # every minute's sides (asked in any order: a later minute first) against a fresh snapshot's and the
+            # general lexsort
             for j in rng.permutation(k).tolist():
                 snap = got[j]
                 for root in (None, *sorted(set(base.root.tolist())), "NOPE"):

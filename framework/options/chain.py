@@ -220,9 +220,6 @@ class ChainSnapshot:
     flags: np.ndarray
     key: np.ndarray
 
-    #: (the :class:`_Block` of the minutes this snapshot was built with by :meth:`from_block`, its row) or None
-    _block = None
-
     # ------------------------------------------------------------------ build
     @classmethod
     def from_arrays(
@@ -313,9 +310,7 @@ class ChainSnapshot:
         either ``(n,)`` (the same at every minute: the listing's columns, open interest) or ``(minutes, n)`` (row
         ``j`` is minute ``j``'s); ``flags`` ``(minutes, n)``, :func:`quote_flags` of the bid and ask blocks. The
         same snapshots as :meth:`from_sorted` of each row (their columns are read-only views of the blocks), checked
-        once for all of them. What a snapshot computes from its quotes for a selection that reads them as a whole
-        (the sorted |delta| of a side, :meth:`closest_deltas`) is then computed once for every minute of the block
-        (:class:`_Block`), at the first minute that asks."""
+        once for all of them."""
         k, n = len(timestamps), key.shape[0]
         if len(underlying_prices) != k:
             raise ValueError(f"{len(underlying_prices)} underlying prices for {k} timestamps")
@@ -334,17 +329,13 @@ class ChainSnapshot:
         names = [name for name, arr in arrays.items() if arr.ndim == 2]
         rows = zip(*[list(arrays[name]) for name in names], list(flags))
         names.append("flags")
-        delta = arrays["delta"]
-        block = _Block(delta, flags) if delta.ndim == 2 else None
         out = []
-        for j, (ts, px, row) in enumerate(zip(timestamps, underlying_prices, rows)):
+        for ts, px, row in zip(timestamps, underlying_prices, rows):
             snap = object.__new__(cls)
             d = snap.__dict__
             d.update(underlying=underlying, timestamp=ts, underlying_price=float(px))
             d.update(shared)
             d.update(zip(names, row))
-            if block is not None:
-                d["_block"] = (block, j)
             out.append(snap)
         return out
 
@@ -597,9 +588,6 @@ class ChainSnapshot:
         day = None if expiry is None else _as_date(expiry)
         memo_key = ("delta_side", day, _is_call(right), root)
         got = self._memo.get(memo_key)
-        if got is None and self._block is not None:  # every minute of the block's at once
-            block, j = self._block
-            got = self._memo[memo_key] = block.delta_side(self, memo_key, j)
         if got is None:
             idx = self._selection(day, _is_call(right), root, True)
             absd = np.abs(self.delta[idx])
@@ -805,36 +793,6 @@ class ChainSnapshot:
                              underlying_price=self.underlying_price, flags=flags, **listing, **arrays)
         snap.__dict__["_static"] = static
         return snap
-
-
-class _Block:
-    """The quote blocks of the snapshots :meth:`ChainSnapshot.from_block` built for the minutes of one listing, and
-    what their selections computed from them for every minute at once."""
-
-    __slots__ = ("delta", "flags", "sides")
-
-    def __init__(self, delta: np.ndarray, flags: np.ndarray):
-        self.delta = delta  # (minutes, n)
-        self.flags = flags
-        self.sides: dict = {}
-
-    def delta_side(self, snap: "ChainSnapshot", memo_key: tuple, j: int) -> tuple[list[float], list[int]]:
-        """:meth:`ChainSnapshot._delta_side` of minute ``j`` (``snap``): the rows of the side (usable or not, in
-        strike order: the listing's) sorted by |delta| at every minute in one stable sort, a row whose quote is
-        unusable at a minute counted NaN there (after every finite value and inf, as a NaN delta is); the usable
-        rows with a finite |delta| are the first ones, in the order the side's usable rows alone sort into (a
-        stable sort: equal values in strike order)."""
-        got = self.sides.get(memo_key)
-        if got is None:
-            _, day, call, root = memo_key
-            order = snap._selection(day, call, root, False)
-            absd = np.abs(self.delta[:, order])
-            absd[(self.flags[:, order] & QUOTE_UNUSABLE) != 0] = np.nan
-            by = np.argsort(absd, axis=1, kind="stable")
-            got = self.sides[memo_key] = (np.take_along_axis(absd, by, axis=1).tolist(), order[by].tolist())
-        values = got[0][j]
-        finite = bisect.bisect_left(values, math.inf)  # (a NaN is not below inf either)
-        return values[:finite], got[1][j][:finite]
 
 
 def _column(name: str, arr, dtype: np.dtype, shapes, n: int) -> np.ndarray:
