@@ -33,6 +33,15 @@ def _session(journal: J.Journal, run_id: str, day: int) -> None:
     journal.session_done()
 
 
+def _backtest_journal(tmp_path: Path) -> tuple[Path, J.Journal]:
+    """A journal with run "r" started, committing per session (as a backtest's)."""
+    path = tmp_path / "journal.sqlite"
+    journal = J.Journal(path)
+    journal.start_run("r", name="bt", mode="backtest")
+    journal.commit_per_session()
+    return path, journal
+
+
 def test_a_new_journal_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path):
     new = tmp_path / "new.sqlite"
     J.Journal(new).close()
@@ -54,10 +63,7 @@ def test_a_new_journal_has_16_kb_pages_and_an_old_one_keeps_its_own(tmp_path):
 
 
 def test_session_commits_reach_the_database_file_through_the_checkpoint_thread(tmp_path):
-    path = tmp_path / "journal.sqlite"
-    journal = J.Journal(path)
-    journal.start_run("r", name="bt", mode="backtest")
-    journal.commit_per_session()
+    path, journal = _backtest_journal(tmp_path)
     try:
         assert tuple(journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()) == (0,)  # the loop never checkpoints
         for day in (3, 4, 5):
@@ -93,10 +99,7 @@ def test_the_checkpoint_thread_ends_with_an_unclosed_journal(tmp_path, monkeypat
 
 
 def test_a_removed_journal_file_is_not_made_again_by_its_checkpoint_thread(tmp_path):
-    path = tmp_path / "journal.sqlite"
-    journal = J.Journal(path)
-    journal.start_run("r", name="bt", mode="backtest")
-    journal.commit_per_session()
+    path, journal = _backtest_journal(tmp_path)
     _session(journal, "r", 3)
     journal._checkpointer.wait_idle(10)
     journal._checkpointer.stop()  # a fresh thread, as if the journal had been opened after the file went away
