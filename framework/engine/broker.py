@@ -178,7 +178,8 @@ class OptionsBroker(bt.BrokerBase):
         self._outside: dict[tuple, tuple] = {}
         self._next_outside: dict[tuple, tuple] = {}  # (trade, low, high) -> (its outside minutes, minutes, exact)
         #: id of a closing curve priced up to a minute where legs may be left out -> (that minute, closing legs,
-        #: the curve's first minute priced, its quotes): the rest is priced when a bar from that minute is asked
+        #: the curve's first minute priced, its quotes, the curve): the rest is priced when a bar from that minute
+        #: is asked
         self._curve_rest: dict[int, tuple] = {}
         self._marks: dict[tuple, np.ndarray] = {}
         self._values: dict[tuple, np.ndarray] = {}  # (legs, combos held per leg) -> value curve this session
@@ -388,13 +389,13 @@ class OptionsBroker(bt.BrokerBase):
     def _exact_before(self, curve: np.ndarray) -> int:
         """The first minute of ``curve`` not priced yet (``NEVER``: none)."""
         rest = self._curve_rest.get(id(curve))
-        return NEVER if rest is None else rest[0]
+        return NEVER if rest is None or rest[4] is not curve else rest[0]
 
     def _finish_curve(self, curve: np.ndarray) -> None:
         """Price the minutes of ``curve`` from the first one where legs may be left out (:func:`_leave_legs_out`)."""
         rest = self._curve_rest.pop(id(curve), None)
-        if rest is not None:
-            at, closing, start, q = rest
+        if rest is not None and rest[4] is curve:
+            at, closing, start, q, _ = rest
             _leave_legs_out(curve[start:], at - start, self.fill_model, closing, q.bid[start:], q.ask[start:],
                             as_of=self.quotes.day)
 
@@ -439,7 +440,8 @@ class OptionsBroker(bt.BrokerBase):
             curve[start:], rest = _closing_curve_part(self.fill_model, closing, q.bid[start:], q.ask[start:],
                                                       as_of=self.quotes.day)
         if start + rest < len(curve):
-            self._curve_rest[id(curve)] = (start + rest, closing, start, q)
+            # keyed by id, the curve itself kept in the entry: an id is only this curve's while it lives
+            self._curve_rest[id(curve)] = (start + rest, closing, start, q, curve)
         self._close_curves[trade.legs] = curve
         self._order_curves[closing] = curve
         return curve
